@@ -1,0 +1,1 @@
+"""Data shipped with SpareCycles (the demo job, icons); no code to import."""

@@ -1,0 +1,257 @@
+"""The ``sparecycles`` command line.
+
+Each verb is a thin handler over functions the tray app will call too. Exit
+codes: 0 success; 1 the job has failed or cancelled tasks (``wait``, ``demo``);
+2 ``wait`` timed out (and argparse's usage errors); 3 a problem with the
+user's input, printed as one message naming the problem and the fix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from trayapp import __version__
+from trayapp.app import App
+from trayapp.errors import UserError
+from trayapp.manifest import parse_duration
+from trayapp.progress import describe_counts, wait_for_job
+from trayapp.status import TaskStatus
+from trayapp.store import JobRecord, TaskRecord
+
+EXIT_OK, EXIT_FAILED_TASKS, EXIT_TIMEOUT, EXIT_USER_ERROR = 0, 1, 2, 3
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sparecycles", description=(
+        "Run parameter sweeps of Python simulations on this PC's spare cores (and, later, the lab's idle PCs)."))
+    parser.add_argument("--version", action="version", version=f"sparecycles {__version__}")
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB")
+
+    p = verbs.add_parser("submit", help="queue a job folder, one task per parameter set")
+    p.add_argument("folder", help="the job folder (holds main.py)")
+    p.add_argument("--params", help="parameter file: JSON list of objects, CSV with header, or TOML grid")
+    p.add_argument("--name", help="job name (default: the folder's name)")
+    p.add_argument("--main", help="main script, when the folder has several main_*.py")
+    p.add_argument("--time-limit", type=_duration, help="stop a task after this long, e.g. 90s, 10m, 2h")
+    p.add_argument("--retries", type=int, help="run a task whose own code fails up to this many more times")
+    p.add_argument("--no-start", action="store_true", help="only queue; do not start a background dispatcher")
+    p.add_argument("--json", action="store_true")
+
+    p = verbs.add_parser("status", help="list jobs, or one job's tasks")
+    p.add_argument("job", nargs="?", help="job id, id prefix, or name")
+    p.add_argument("--json", action="store_true")
+
+    p = verbs.add_parser("wait", help="wait for a job: exit 0 all done, 1 some failed, 2 timed out")
+    p.add_argument("job")
+    p.add_argument("--timeout", type=_duration)
+    p.add_argument("--quiet", action="store_true", help="no progress display")
+
+    p = verbs.add_parser("results", help="print the job's results folder")
+    p.add_argument("job")
+
+    for verb, text in (("cancel", "cancel a job's unfinished tasks"), ("retry", "queue a job's failed tasks again")):
+        p = verbs.add_parser(verb, help=text)
+        p.add_argument("job")
+
+    p = verbs.add_parser("master", help="run the dispatcher in the foreground")
+    p.add_argument("--slots", type=int, help="tasks at once on this PC (default: settings, else one per core)")
+    p.add_argument("--until-idle", type=_duration, help="exit after the queue has been empty this long")
+    p.add_argument("--quiet-if-running", action="store_true", help="exit 0 if a dispatcher already runs")
+
+    p = verbs.add_parser("demo", help="run the bundled Brian sweep on this PC and summarise it")
+    p.add_argument("--timeout", type=_duration)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.verb is None:
+        # The tray app is not built yet; say so instead of failing obscurely.
+        parser.print_help()
+        return EXIT_OK
+    try:
+        return HANDLERS[args.verb](App.from_environment(), args)
+    except UserError as exc:
+        print(f"sparecycles: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+# ----- verbs -------------------------------------------------------------------
+
+def cmd_submit(app: App, args) -> int:
+    from trayapp.job import submit_job
+
+    sub = submit_job(app.store, app.home, app.config, args.folder, params=args.params, name=args.name,
+                     main=args.main, time_limit_s=args.time_limit, retries=args.retries)
+    job = sub.job
+    dispatcher_pid = None if args.no_start else app.ensure_dispatcher()
+    if args.json:
+        print(json.dumps({"job": job.id, "name": job.name, "tasks": job.total, "results": job.results_dir,
+                          "archive": job.archive_sha, "archive_bytes": sub.archive_size,
+                          "main": job.main, "dispatcher_started": dispatcher_pid}))
+        return EXIT_OK
+    print(f"queued job {job.id} ({job.name}): {job.total} task{'s' if job.total != 1 else ''} running {job.main}, "
+          f"{len(sub.folder.files)} files packed ({_size(sub.archive_size)})")
+    print(f"results will appear in {job.results_dir}")
+    if dispatcher_pid:
+        print(f"started a background dispatcher (pid {dispatcher_pid}); follow it with: sparecycles wait {job.id}")
+    elif args.no_start:
+        print("not starting a dispatcher (--no-start): run 'sparecycles master' to run the queue")
+    else:
+        print(f"a dispatcher is already running; follow the job with: sparecycles wait {job.id}")
+    return EXIT_OK
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return str(n)
+
+
+def _job_json(job: JobRecord) -> dict:
+    return {"id": job.id, "name": job.name, "status": job.status.value, "total": job.total,
+            "counts": {s.value: job.count(s) for s in TaskStatus}, "folder": job.folder, "main": job.main,
+            "results": job.results_dir, "archive": job.archive_sha, "created": job.created,
+            "finished": job.finished, "retries": job.retries, "time_limit_s": job.time_limit_s}
+
+
+def _task_json(task: TaskRecord) -> dict:
+    return {"index": task.idx, "status": task.status.value, "params": task.params, "host": task.host,
+            "outcome": task.outcome, "exit_code": task.exit_code, "failures": task.failures,
+            "message": task.message}
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    return "\n".join(lines)
+
+
+def _when(ts: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts)) if ts else "-"
+
+
+def cmd_status(app: App, args) -> int:
+    if args.job is None:
+        jobs = app.store.jobs()
+        if args.json:
+            print(json.dumps([_job_json(j) for j in jobs], indent=2))
+        elif not jobs:
+            print("no jobs yet; queue one with: sparecycles submit FOLDER --params FILE")
+        else:
+            rows = [[j.id, j.name, j.status.value, str(j.count(TaskStatus.DONE)), str(j.count(TaskStatus.FAILED)),
+                     str(j.total), _when(j.created)] for j in jobs]
+            print(_table(["JOB", "NAME", "STATE", "DONE", "FAILED", "TASKS", "SUBMITTED"], rows))
+        return EXIT_OK
+    job = app.store.job(args.job)
+    tasks = app.store.tasks(job.seq)
+    if args.json:
+        print(json.dumps({**_job_json(job), "tasks": [_task_json(t) for t in tasks]}, indent=2))
+        return EXIT_OK
+    print(f"job {job.id} ({job.name}): {job.status.value}, {describe_counts(job)}")
+    print(f"folder  {job.folder} (main: {job.main})")
+    print(f"results {job.results_dir}")
+    rows = [[str(t.idx), t.status.value, t.host or "-",
+             "-" if t.exit_code is None else str(t.exit_code), _short_params(t.params)] for t in tasks]
+    print(_table(["TASK", "STATE", "HOST", "EXIT", "PARAMS"], rows))
+    for t in tasks:
+        if t.status is TaskStatus.FAILED or (t.message and t.status is TaskStatus.QUEUED and t.failures):
+            print(f"\ntask {t.idx} {t.status.value}: {t.message}")
+    return EXIT_OK
+
+
+def _short_params(params: dict, width: int = 60) -> str:
+    text = ", ".join(f"{k}={json.dumps(v)}" for k, v in params.items()) or "-"
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def cmd_wait(app: App, args) -> int:
+    job = wait_for_job(app.store, app.store.job(args.job).id, timeout=args.timeout, show=not args.quiet)
+    return _exit_for(job)
+
+
+def _exit_for(job: JobRecord) -> int:
+    from trayapp.progress import FINAL_JOB_STATES
+
+    if job.status not in FINAL_JOB_STATES:
+        print(f"sparecycles: timed out waiting for job {job.id}: {describe_counts(job)}", file=sys.stderr)
+        return EXIT_TIMEOUT
+    if job.count(TaskStatus.FAILED) or job.count(TaskStatus.CANCELLED):
+        print(f"job {job.id} ended: {describe_counts(job)}; see: sparecycles status {job.id}", file=sys.stderr)
+        return EXIT_FAILED_TASKS
+    return EXIT_OK
+
+
+def cmd_results(app: App, args) -> int:
+    print(app.store.job(args.job).results_dir)
+    return EXIT_OK
+
+
+def cmd_cancel(app: App, args) -> int:
+    job = app.store.job(args.job)
+    n = app.store.cancel_job(job.id)
+    print(f"cancelled {n} unfinished task{'s' if n != 1 else ''} of job {job.id}")
+    return EXIT_OK
+
+
+def cmd_retry(app: App, args) -> int:
+    job = app.store.job(args.job)
+    n = app.store.retry_job(job.id)
+    print(f"queued {n} failed or cancelled task{'s' if n != 1 else ''} of job {job.id} again")
+    if n:
+        app.ensure_dispatcher()
+    return EXIT_OK
+
+
+def cmd_master(app: App, args) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if args.slots is not None:
+        if args.slots < 1:
+            raise UserError(f"--slots must be at least 1, not {args.slots}")
+        app.config = replace(app.config, slots=args.slots)
+    lock = app.dispatcher_lock
+    if not lock.acquire():
+        if args.quiet_if_running:
+            return EXIT_OK
+        raise UserError(f"a dispatcher is already running for {app.home.data_dir} (pid {lock.holder()})",
+                        "use that one, or stop it first; SPARECYCLES_HOME selects another home")
+    try:
+        dispatcher = app.dispatcher()
+        dispatcher.install_signal_handlers()
+        logging.info("dispatcher for %s: %d slots, tasks run with %s", app.home.data_dir, dispatcher.slots,
+                     dispatcher.launch.python)
+        stats = dispatcher.run(until_idle=args.until_idle)
+        logging.info("dispatcher stopping: %d started, %d succeeded, %d failed", stats.started, stats.succeeded,
+                     stats.failed)
+    finally:
+        lock.release()
+    return EXIT_OK
+
+
+def cmd_demo(app: App, args) -> int:
+    from trayapp.demo import run_demo
+
+    return run_demo(app, timeout=args.timeout)
+
+
+HANDLERS = {"submit": cmd_submit, "status": cmd_status, "wait": cmd_wait, "results": cmd_results,
+            "cancel": cmd_cancel, "retry": cmd_retry, "master": cmd_master, "demo": cmd_demo}

@@ -1,0 +1,73 @@
+"""Settings shared by the CLI, the dispatcher and (later) the settings dialog.
+
+Stored as TOML in ``Home.config_file``. Every key is optional; a missing file
+means all defaults. Unknown keys are an error rather than silently ignored, so
+a typo in a lab-wide config does not quietly fall back to a default.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import sys
+import tomllib
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+from trayapp.errors import UserError
+from trayapp.home import Home
+
+
+def _default_slots() -> int:
+    return os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class Config:
+    slots: int = 0  # 0 = one per core, resolved by ``effective_slots``
+    results_dir: str = ""  # empty = Home.default_results_dir
+    task_python: str = ""  # empty = the interpreter running SpareCycles
+    nice: int = 10  # tasks yield the CPU to whatever the PC's user runs
+    default_retries: int = 0
+    poll_interval_s: float = 0.2  # how often the dispatcher looks for new work
+
+    @property
+    def effective_slots(self) -> int:
+        return self.slots if self.slots > 0 else _default_slots()
+
+    def results_root(self, home: Home) -> Path:
+        return Path(self.results_dir).expanduser() if self.results_dir else home.default_results_dir
+
+    @property
+    def task_interpreter(self) -> str:
+        # SPARECYCLES_TASK_PYTHON lets a test or a one-off run point at another
+        # environment without editing the config file.
+        return os.environ.get("SPARECYCLES_TASK_PYTHON") or self.task_python or sys.executable
+
+
+def load_config(home: Home) -> Config:
+    path = home.config_file
+    if not path.exists():
+        return Config()
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"{path}: {exc}", "fix the TOML syntax or delete the file to use defaults") from exc
+    known = {f.name: f for f in fields(Config)}
+    values = {}
+    for key, value in raw.items():
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise UserError(f"{path}: unknown setting '{key}'{hint}",
+                            f"known settings: {', '.join(sorted(known))}")
+        expected = type(getattr(Config(), key))
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, expected) or isinstance(value, bool) != (expected is bool):
+            raise UserError(f"{path}: setting '{key}' must be {expected.__name__}, not {value!r}")
+        values[key] = value
+    config = replace(Config(), **values)
+    if config.slots < 0:
+        raise UserError(f"{path}: slots must be 0 (one per core) or more, not {config.slots}")
+    return config

@@ -1,0 +1,72 @@
+"""Where SpareCycles keeps its files.
+
+One :class:`Home` names every folder the app writes to. ``SPARECYCLES_HOME``
+puts all of them under one folder, so several masters and slaves can live on
+one machine (tests, benchmarks); otherwise each goes where the platform expects
+it (``platformdirs``: XDG folders on Linux, ``~/Library`` on macOS, ``%APPDATA%``
+on Windows).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import platformdirs
+
+APP_NAME = "sparecycles"
+
+
+@dataclass(frozen=True)
+class Home:
+    config_dir: Path
+    data_dir: Path
+    log_dir: Path
+
+    @classmethod
+    def from_environment(cls, environ: dict[str, str] | None = None) -> "Home":
+        environ = os.environ if environ is None else environ
+        root = environ.get("SPARECYCLES_HOME")
+        if root:
+            root_path = Path(root).expanduser().absolute()
+            return cls(root_path, root_path, root_path / "logs")
+        dirs = platformdirs.PlatformDirs(APP_NAME, appauthor=False)
+        return cls(Path(dirs.user_config_dir), Path(dirs.user_data_dir), Path(dirs.user_log_dir))
+
+    @property
+    def config_file(self) -> Path:
+        return self.config_dir / "config.toml"
+
+    @property
+    def queue_db(self) -> Path:
+        return self.data_dir / "queue.sqlite3"
+
+    @property
+    def archives_dir(self) -> Path:
+        """Packed job folders, one file per content hash."""
+        return self.data_dir / "archives"
+
+    @property
+    def unpacked_dir(self) -> Path:
+        """Each archive unpacked once; task folders are copied from here."""
+        return self.data_dir / "unpacked"
+
+    @property
+    def runs_dir(self) -> Path:
+        """One working folder per attempt, removed once its results are collected."""
+        return self.data_dir / "runs"
+
+    @property
+    def default_results_dir(self) -> Path:
+        return self.data_dir / "results"
+
+    @property
+    def dispatcher_lock(self) -> Path:
+        return self.data_dir / "dispatcher.lock"
+
+    def ensure(self) -> "Home":
+        for folder in (self.config_dir, self.data_dir, self.log_dir, self.archives_dir,
+                       self.unpacked_dir, self.runs_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+        return self

@@ -1,0 +1,157 @@
+"""Running one attempt of a task as a process on this machine.
+
+Each attempt gets its own folder ``runs/<job>-<task>-<attempt>/``::
+
+    work/         a fresh copy of the job folder: the task's working directory
+    stdout.txt    the task's output, written as it runs
+    stderr.txt
+    exitcode      written by the wrapper when the task ends
+
+The task runs under a tiny ``sh`` wrapper that records the exit code in a
+file. That file is what lets a dispatcher killed with SIGKILL and restarted
+adopt tasks that kept running meanwhile, or collect the ones that finished,
+instead of running them again: a process that is not our child cannot be
+``wait()``-ed for its exit status. ``sh`` costs about a millisecond per task;
+a Python wrapper would cost tens.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+from trayapp.archive import ensure_unpacked
+from trayapp.proctree import MARKER_VARIABLE, kill_tree, same_process
+from trayapp.store import Claim
+
+# The exit code is written to a temporary name and renamed, so a reader never
+# sees a half-written number.
+_WRAPPER = (
+    '"$@" >../stdout.txt 2>../stderr.txt </dev/null; code=$?; '
+    'echo "$code" >../exitcode.tmp && mv -f ../exitcode.tmp ../exitcode; exit "$code"'
+)
+_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
+
+
+@dataclass
+class TaskProcess:
+    """One attempt's process, whether we started it or adopted it after a restart."""
+
+    claim: Claim
+    run_dir: Path
+    pid: int
+    created: float
+    deadline: float | None  # time.monotonic() after which the task is over its limit
+    popen: subprocess.Popen | None = None
+    pidfd: int | None = field(default=None, repr=False)
+    timed_out: bool = False
+
+    def __post_init__(self) -> None:
+        try:
+            self.pidfd = os.pidfd_open(self.pid)
+        except (AttributeError, OSError):
+            self.pidfd = None  # no pidfd (old kernel, not Linux): the dispatcher polls
+
+    def has_ended(self) -> bool:
+        if self.popen is not None:
+            return self.popen.poll() is not None
+        return same_process(self.pid, self.created) is None
+
+    def exit_code(self) -> int | None:
+        """The task's exit code, or None if it never wrote one (it was killed)."""
+        try:
+            return int((self.run_dir / "exitcode").read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def kill(self) -> None:
+        kill_tree(self.pid, self.created, self.claim.token)
+        if self.popen is not None:
+            self.popen.poll()
+
+    def close(self) -> None:
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+            self.pidfd = None
+
+    def stderr_tail(self, max_bytes: int = 2000, max_lines: int = 20) -> str:
+        return tail_of(self.run_dir / "stderr.txt", max_bytes, max_lines)
+
+
+def tail_of(path: Path, max_bytes: int = 2000, max_lines: int = 20) -> str:
+    try:
+        with path.open("rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - max_bytes))
+            data = fh.read()
+    except OSError:
+        return ""
+    lines = data.decode("utf-8", "replace").splitlines()[-max_lines:]
+    return "\n".join(lines)
+
+
+def run_dir_for(runs_root: Path, claim: Claim) -> Path:
+    return runs_root / f"{claim.job_id}-{claim.idx}-{claim.attempt_id}"
+
+
+def prepare(claim: Claim, runs_root: Path, unpacked_root: Path) -> Path:
+    """Make the attempt's folder: a fresh copy of the job folder plus params.json."""
+    template = ensure_unpacked(Path(claim.archive_path), unpacked_root)
+    run_dir = run_dir_for(runs_root, claim)
+    if run_dir.exists():  # left over from a start that crashed half-way
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True)
+    shutil.copytree(template, run_dir / "work")
+    (run_dir / "work" / "params.json").write_text(json.dumps(claim.params, indent=2) + "\n", encoding="utf-8")
+    return run_dir
+
+
+@dataclass(frozen=True)
+class LaunchSettings:
+    python: str
+    nice: int = 10
+    cores: int = 1
+
+
+def _priority_prefix(nice: int) -> list[str]:
+    prefix = []
+    if nice > 0 and shutil.which("nice"):
+        prefix += ["nice", "-n", str(nice)]
+    # Idle I/O class: a task's disk use waits whenever the PC's user needs the disk.
+    if nice > 0 and shutil.which("ionice"):
+        prefix += ["ionice", "-c", "3"]
+    return prefix
+
+
+def start(claim: Claim, run_dir: Path, settings: LaunchSettings) -> TaskProcess:
+    """Start the task as the leader of a new session, at low priority."""
+    env = dict(os.environ)
+    env.update({
+        "SPARECYCLES_TASK": str(claim.idx),
+        "SPARECYCLES_JOB": claim.job_id,
+        MARKER_VARIABLE: claim.token,
+        "PYTHONUNBUFFERED": "1",  # so stdout.txt shows progress while the task runs
+    })
+    # One slot is one core: numerical libraries must not each spawn a thread
+    # per core, or N tasks on N cores fight over N*N threads.
+    for variable in _THREAD_VARIABLES:
+        env[variable] = str(settings.cores)
+    params_json = json.dumps(claim.params)
+    command = ["/bin/sh", "-c", _WRAPPER, "sparecycles-task",
+               *_priority_prefix(settings.nice), settings.python, claim.main, params_json]
+    popen = subprocess.Popen(command, cwd=run_dir / "work", env=env, start_new_session=True,
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        created = psutil.Process(popen.pid).create_time()
+    except psutil.Error:
+        created = time.time()  # already gone: same_process() will say so
+    deadline = time.monotonic() + claim.time_limit_s if claim.time_limit_s else None
+    return TaskProcess(claim, run_dir, popen.pid, created, deadline, popen=popen)

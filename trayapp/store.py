@@ -1,0 +1,414 @@
+"""The queue: jobs, tasks, attempts and events in SQLite (WAL).
+
+Several processes use the queue at once (the CLI submitting, the dispatcher
+claiming, later the GUI reading), so every write is one short
+``BEGIN IMMEDIATE`` transaction and every row survives: a task is claimed by
+changing its status, never by deleting it, and each try of it is an
+``attempts`` row that records why it ended. State changes go through the
+transition table in :mod:`trayapp.status`.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sqlite3
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+from trayapp.errors import UserError
+from trayapp.status import (
+    AttemptOutcome,
+    JobStatus,
+    TaskStatus,
+    check_job_transition,
+    check_task_transition,
+    job_status_from_counts,
+)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,  -- submission order
+    id           TEXT NOT NULL UNIQUE,               -- what users type
+    name         TEXT NOT NULL,
+    folder       TEXT NOT NULL,
+    main         TEXT NOT NULL,
+    archive_sha  TEXT NOT NULL,
+    archive_path TEXT NOT NULL,
+    params_file  TEXT,
+    results_dir  TEXT NOT NULL,
+    retries      INTEGER NOT NULL DEFAULT 0,
+    time_limit_s REAL,
+    requires     TEXT NOT NULL DEFAULT '[]',
+    status       TEXT NOT NULL,
+    created      REAL NOT NULL,
+    finished     REAL
+);
+CREATE TABLE IF NOT EXISTS tasks (
+    job_seq    INTEGER NOT NULL REFERENCES jobs(seq),
+    idx        INTEGER NOT NULL,
+    params     TEXT NOT NULL,
+    status     TEXT NOT NULL,
+    outcome    TEXT,            -- why it last left running (AttemptOutcome)
+    exit_code  INTEGER,
+    message    TEXT,            -- reason or stderr tail for people to read
+    failures   INTEGER NOT NULL DEFAULT 0,  -- own-code failures, counted against retries
+    attempt_id INTEGER,         -- current (or last) attempt
+    host       TEXT,
+    updated    REAL NOT NULL,
+    PRIMARY KEY (job_seq, idx)
+);
+CREATE INDEX IF NOT EXISTS tasks_by_status ON tasks(status, job_seq, idx);
+CREATE INDEX IF NOT EXISTS tasks_by_job ON tasks(job_seq, status);
+CREATE TABLE IF NOT EXISTS attempts (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_seq     INTEGER NOT NULL,
+    idx         INTEGER NOT NULL,
+    host        TEXT NOT NULL,
+    token       TEXT NOT NULL,  -- marks the attempt's processes and folders
+    run_dir     TEXT,
+    pid         INTEGER,
+    pid_created REAL,           -- with pid, identifies the process across restarts
+    started     REAL NOT NULL,
+    ended       REAL,
+    outcome     TEXT,
+    exit_code   INTEGER,
+    message     TEXT
+);
+CREATE INDEX IF NOT EXISTS open_attempts ON attempts(host, ended);
+CREATE TABLE IF NOT EXISTS events (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts      REAL NOT NULL,
+    job_seq INTEGER,
+    idx     INTEGER,
+    kind    TEXT NOT NULL,
+    detail  TEXT
+);
+"""
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    seq: int
+    id: str
+    name: str
+    folder: str
+    main: str
+    archive_sha: str
+    archive_path: str
+    params_file: str | None
+    results_dir: str
+    retries: int
+    time_limit_s: float | None
+    status: JobStatus
+    created: float
+    finished: float | None
+    counts: dict[str, int]
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def count(self, status: TaskStatus) -> int:
+        return self.counts.get(status.value, 0)
+
+
+@dataclass(frozen=True)
+class TaskRecord:
+    job_seq: int
+    idx: int
+    params: dict
+    status: TaskStatus
+    outcome: str | None
+    exit_code: int | None
+    message: str | None
+    failures: int
+    attempt_id: int | None
+    host: str | None
+    updated: float
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A task handed to a host: everything needed to run one attempt."""
+
+    attempt_id: int
+    token: str
+    job_id: str
+    job_name: str
+    job_seq: int
+    idx: int
+    params: dict
+    main: str
+    archive_path: str
+    results_dir: str
+    time_limit_s: float | None
+
+
+@dataclass(frozen=True)
+class OpenAttempt:
+    attempt_id: int
+    token: str
+    job_seq: int
+    idx: int
+    run_dir: str | None
+    pid: int | None
+    pid_created: float | None
+    started: float
+
+
+class Store:
+    def __init__(self, path: Path, clock: Callable[[], float] = time.time):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._clock = clock
+        # isolation_level=None: we issue BEGIN ourselves so that every write
+        # takes the lock up front (IMMEDIATE) instead of failing on upgrade.
+        self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        # NORMAL is durable across application crashes in WAL mode; only a
+        # power cut can lose the last commits, never corrupt the file.
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        with self._write() as db:
+            for statement in SCHEMA.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        else:
+            self._db.execute("COMMIT")
+
+    def _event(self, kind: str, job_seq: int | None = None, idx: int | None = None, detail: str | None = None) -> None:
+        self._db.execute("INSERT INTO events(ts, job_seq, idx, kind, detail) VALUES (?,?,?,?,?)",
+                         (self._clock(), job_seq, idx, kind, detail))
+
+    # ----- jobs -------------------------------------------------------------
+
+    def add_job(self, *, name: str, folder: str, main: str, archive_sha: str, archive_path: str,
+                params_file: str | None, param_sets: list[dict], results_root: Path, retries: int = 0,
+                time_limit_s: float | None = None, requires: list[str] | tuple[str, ...] = ()) -> JobRecord:
+        now = self._clock()
+        with self._write() as db:
+            job_id = self._new_job_id(db)
+            results_dir = str(Path(results_root) / f"{name}-{job_id}")
+            cur = db.execute(
+                "INSERT INTO jobs(id, name, folder, main, archive_sha, archive_path, params_file, results_dir,"
+                " retries, time_limit_s, requires, status, created) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (job_id, name, folder, main, archive_sha, archive_path, params_file, results_dir, retries,
+                 time_limit_s, json.dumps(list(requires)), JobStatus.QUEUED.value, now))
+            seq = cur.lastrowid
+            db.executemany(
+                "INSERT INTO tasks(job_seq, idx, params, status, updated) VALUES (?,?,?,?,?)",
+                ((seq, i, json.dumps(p), TaskStatus.QUEUED.value, now)
+                 for i, p in enumerate(param_sets)))
+            self._event("submitted", seq, detail=f"{len(param_sets)} tasks from {folder}")
+        return self.job(job_id)
+
+    @staticmethod
+    def _new_job_id(db: sqlite3.Connection) -> str:
+        while True:
+            job_id = secrets.token_hex(4)
+            if not db.execute("SELECT 1 FROM jobs WHERE id=?", (job_id,)).fetchone():
+                return job_id
+
+    def _counts(self, job_seq: int) -> dict[str, int]:
+        rows = self._db.execute("SELECT status, count(*) FROM tasks WHERE job_seq=? GROUP BY status", (job_seq,))
+        return {status: n for status, n in rows}
+
+    def _job_from_row(self, row: sqlite3.Row, counts: dict[str, int]) -> JobRecord:
+        return JobRecord(row["seq"], row["id"], row["name"], row["folder"], row["main"], row["archive_sha"],
+                         row["archive_path"], row["params_file"], row["results_dir"], row["retries"],
+                         row["time_limit_s"], JobStatus(row["status"]), row["created"], row["finished"], counts)
+
+    def job(self, ref: str) -> JobRecord:
+        """A job by id, unique id prefix, or name (the newest job of that name)."""
+        row = self._db.execute("SELECT * FROM jobs WHERE id=?", (ref,)).fetchone()
+        if row is None:
+            rows = self._db.execute("SELECT * FROM jobs WHERE id LIKE ? ESCAPE '\\'",
+                                    (ref.replace("%", r"\%").replace("_", r"\_") + "%",)).fetchall()
+            if len(rows) > 1:
+                raise UserError(f"'{ref}' matches several jobs: {', '.join(r['id'] for r in rows)}",
+                                "type more characters of the job id")
+            row = rows[0] if rows else None
+        if row is None:
+            row = self._db.execute("SELECT * FROM jobs WHERE name=? ORDER BY seq DESC LIMIT 1", (ref,)).fetchone()
+        if row is None:
+            raise UserError(f"no job '{ref}'", "run 'sparecycles status' to list jobs and their ids")
+        return self._job_from_row(row, self._counts(row["seq"]))
+
+    def jobs(self) -> list[JobRecord]:
+        counts: dict[int, dict[str, int]] = {}
+        for seq, status, n in self._db.execute("SELECT job_seq, status, count(*) FROM tasks GROUP BY job_seq, status"):
+            counts.setdefault(seq, {})[status] = n
+        rows = self._db.execute("SELECT * FROM jobs ORDER BY seq").fetchall()
+        return [self._job_from_row(row, counts.get(row["seq"], {})) for row in rows]
+
+    def tasks(self, job_seq: int) -> list[TaskRecord]:
+        rows = self._db.execute("SELECT * FROM tasks WHERE job_seq=? ORDER BY idx", (job_seq,))
+        return [TaskRecord(r["job_seq"], r["idx"], json.loads(r["params"]), TaskStatus(r["status"]), r["outcome"],
+                           r["exit_code"], r["message"], r["failures"], r["attempt_id"], r["host"], r["updated"])
+                for r in rows]
+
+    def _refresh_job(self, job_seq: int) -> None:
+        row = self._db.execute("SELECT status FROM jobs WHERE seq=?", (job_seq,)).fetchone()
+        new = job_status_from_counts(self._counts(job_seq))
+        if new.value == row["status"]:
+            return
+        check_job_transition(row["status"], new)
+        final = new in (JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED)
+        self._db.execute("UPDATE jobs SET status=?, finished=? WHERE seq=?",
+                         (new.value, self._clock() if final else None, job_seq))
+        self._event(f"job_{new.value}", job_seq)
+
+    def _set_task(self, job_seq: int, idx: int, new: TaskStatus, **columns) -> None:
+        row = self._db.execute("SELECT status FROM tasks WHERE job_seq=? AND idx=?", (job_seq, idx)).fetchone()
+        check_task_transition(row["status"], new)
+        columns.update(status=new.value, updated=self._clock())
+        assignments = ", ".join(f"{name}=?" for name in columns)
+        self._db.execute(f"UPDATE tasks SET {assignments} WHERE job_seq=? AND idx=?",
+                         (*columns.values(), job_seq, idx))
+
+    # ----- the user's verbs ---------------------------------------------------
+
+    def cancel_job(self, ref: str) -> int:
+        """Cancel every unfinished task; the dispatcher kills the running ones."""
+        job = self.job(ref)
+        with self._write() as db:
+            rows = db.execute("SELECT idx, status FROM tasks WHERE job_seq=? AND status IN (?,?,?)",
+                              (job.seq, TaskStatus.QUEUED.value, TaskStatus.DISPATCHED.value,
+                               TaskStatus.RUNNING.value)).fetchall()
+            for row in rows:
+                self._set_task(job.seq, row["idx"], TaskStatus.CANCELLED, outcome=AttemptOutcome.CANCELLED.value,
+                               message="cancelled by the user")
+            self._event("cancelled", job.seq, detail=f"{len(rows)} tasks")
+            self._refresh_job(job.seq)
+        return len(rows)
+
+    def retry_job(self, ref: str) -> int:
+        """Queue the failed and cancelled tasks of a job again, with fresh retries."""
+        job = self.job(ref)
+        with self._write() as db:
+            rows = db.execute("SELECT idx FROM tasks WHERE job_seq=? AND status IN (?,?)",
+                              (job.seq, TaskStatus.FAILED.value, TaskStatus.CANCELLED.value)).fetchall()
+            for row in rows:
+                self._set_task(job.seq, row["idx"], TaskStatus.QUEUED, failures=0, outcome=None, exit_code=None,
+                               message=None)
+            self._event("retried", job.seq, detail=f"{len(rows)} tasks")
+            self._refresh_job(job.seq)
+        return len(rows)
+
+    # ----- the dispatcher's side ---------------------------------------------
+
+    def claim(self, host: str, limit: int) -> list[Claim]:
+        """Hand up to ``limit`` queued tasks to ``host``, oldest job first."""
+        if limit <= 0:
+            return []
+        claims = []
+        with self._write() as db:
+            rows = db.execute(
+                "SELECT t.job_seq, t.idx, t.params, j.id, j.name, j.main, j.archive_path, j.results_dir,"
+                " j.time_limit_s FROM tasks t JOIN jobs j ON j.seq = t.job_seq"
+                " WHERE t.status=? ORDER BY t.job_seq, t.idx LIMIT ?",
+                (TaskStatus.QUEUED.value, limit)).fetchall()
+            touched = set()
+            for r in rows:
+                token = secrets.token_hex(8)
+                cur = db.execute("INSERT INTO attempts(job_seq, idx, host, token, started) VALUES (?,?,?,?,?)",
+                                 (r["job_seq"], r["idx"], host, token, self._clock()))
+                self._set_task(r["job_seq"], r["idx"], TaskStatus.DISPATCHED, attempt_id=cur.lastrowid, host=host)
+                touched.add(r["job_seq"])
+                claims.append(Claim(cur.lastrowid, token, r["id"], r["name"], r["job_seq"], r["idx"],
+                                    json.loads(r["params"]), r["main"], r["archive_path"], r["results_dir"],
+                                    r["time_limit_s"]))
+            for seq in touched:
+                self._refresh_job(seq)
+        return claims
+
+    def _current(self, attempt_id: int) -> sqlite3.Row | None:
+        """The attempt's task row if this attempt is still the one it waits on."""
+        return self._db.execute(
+            "SELECT t.* FROM attempts a JOIN tasks t ON t.job_seq=a.job_seq AND t.idx=a.idx"
+            " WHERE a.id=? AND t.attempt_id=a.id AND t.status IN (?,?)",
+            (attempt_id, TaskStatus.DISPATCHED.value, TaskStatus.RUNNING.value)).fetchone()
+
+    def attempt_is_wanted(self, attempt_id: int) -> bool:
+        """False once the user cancelled the task: its process must go."""
+        return self._current(attempt_id) is not None
+
+    def set_run_dir(self, attempt_id: int, run_dir: str) -> None:
+        with self._write() as db:
+            db.execute("UPDATE attempts SET run_dir=? WHERE id=?", (run_dir, attempt_id))
+
+    def mark_running(self, attempt_id: int, pid: int, pid_created: float) -> bool:
+        with self._write() as db:
+            db.execute("UPDATE attempts SET pid=?, pid_created=? WHERE id=?", (pid, pid_created, attempt_id))
+            task = self._current(attempt_id)
+            if task is None:
+                return False
+            if task["status"] == TaskStatus.DISPATCHED.value:
+                self._set_task(task["job_seq"], task["idx"], TaskStatus.RUNNING)
+                self._refresh_job(task["job_seq"])
+        return True
+
+    def finish_attempt(self, attempt_id: int, outcome: AttemptOutcome, *, exit_code: int | None = None,
+                       message: str | None = None) -> TaskStatus | None:
+        """Record how an attempt ended and move its task on; returns the task's new
+        status, or None if the task had already moved on (e.g. cancelled)."""
+        with self._write() as db:
+            db.execute("UPDATE attempts SET ended=?, outcome=?, exit_code=?, message=? WHERE id=? AND ended IS NULL",
+                       (self._clock(), outcome.value, exit_code, message, attempt_id))
+            task = self._current(attempt_id)
+            if task is None:
+                return None
+            seq, idx = task["job_seq"], task["idx"]
+            failures = task["failures"]
+            if outcome is AttemptOutcome.SUCCEEDED:
+                new = TaskStatus.DONE
+            elif outcome in (AttemptOutcome.PREEMPTED, AttemptOutcome.HOST_LOST):
+                new = TaskStatus.QUEUED  # not the task's fault: retries are not used up
+            elif outcome is AttemptOutcome.CANCELLED:
+                new = TaskStatus.CANCELLED
+            elif outcome is AttemptOutcome.REJECTED:
+                new = TaskStatus.FAILED
+            else:
+                failures += 1
+                retries = db.execute("SELECT retries FROM jobs WHERE seq=?", (seq,)).fetchone()[0]
+                new = TaskStatus.QUEUED if failures <= retries else TaskStatus.FAILED
+            self._set_task(seq, idx, new, outcome=outcome.value, exit_code=exit_code, message=message,
+                           failures=failures)
+            self._event(outcome.value, seq, idx, message)
+            self._refresh_job(seq)
+        return new
+
+    def open_attempts(self, host: str) -> list[OpenAttempt]:
+        """Attempts on ``host`` that have not been settled: what a restarted
+        dispatcher must reconcile."""
+        rows = self._db.execute("SELECT * FROM attempts WHERE host=? AND ended IS NULL ORDER BY id", (host,))
+        return [OpenAttempt(r["id"], r["token"], r["job_seq"], r["idx"], r["run_dir"], r["pid"], r["pid_created"],
+                            r["started"]) for r in rows]
+
+    def claim_for(self, attempt_id: int) -> Claim:
+        r = self._db.execute(
+            "SELECT a.id, a.token, t.job_seq, t.idx, t.params, j.id AS job_id, j.name, j.main, j.archive_path,"
+            " j.results_dir, j.time_limit_s FROM attempts a JOIN tasks t ON t.job_seq=a.job_seq AND t.idx=a.idx"
+            " JOIN jobs j ON j.seq=a.job_seq WHERE a.id=?", (attempt_id,)).fetchone()
+        return Claim(r["id"], r["token"], r["job_id"], r["name"], r["job_seq"], r["idx"], json.loads(r["params"]),
+                     r["main"], r["archive_path"], r["results_dir"], r["time_limit_s"])
+
+    def attempts(self, job_seq: int) -> list[sqlite3.Row]:
+        return self._db.execute("SELECT * FROM attempts WHERE job_seq=? ORDER BY id", (job_seq,)).fetchall()
