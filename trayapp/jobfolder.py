@@ -114,7 +114,7 @@ def list_job_files(root: Path, extra_excludes: tuple[str, ...] = ()) -> list[str
     ignore_file = root / IGNORE_FILE
     if ignore_file.is_file():
         patterns += ignore_file.read_text(encoding="utf-8").splitlines()
-    spec = pathspec.PathSpec.from_lines("gitwildmatch", patterns)
+    spec = pathspec.GitIgnoreSpec.from_lines(patterns)
     files: list[str] = []
     seen_dirs: set[tuple[int, int]] = set()
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):

@@ -63,7 +63,7 @@ def collect(claim: Claim, run_dir: Path, *, exit_code: int | None, host: str) ->
     if destination.exists():
         # An earlier attempt's output (the task failed, then the user retried it):
         # keep it under another name rather than overwrite anything.
-        destination.rename(_free_name(destination.parent, f"{destination.name}.previous"))
+        destination.rename(destination.parent / _free_name(destination.parent, f"{destination.name}.previous"))
     _move_atomically(staging, destination)
     return destination
 

@@ -1,0 +1,233 @@
+"""Helpers shared by the benchmark scripts in this folder.
+
+Every benchmark run works in one temporary folder (deleted at the end) and
+gives each SpareCycles instance its own ``SPARECYCLES_HOME`` inside it, so a
+run never touches the user's real queue or another run's. Every process a
+benchmark starts goes through :class:`Processes`, which stops exactly those
+processes (and the task processes they spawned) by PID when the run ends.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import psutil
+
+# The interpreter running the benchmark: the project's venv. Never a bare
+# "python3" (on the dev machines that is a pyenv shim costing ~100 ms a call).
+PYTHON = sys.executable
+
+# A trivial task: write its parameter to results/out-<i>.txt. The file name
+# carries the index so the bare baseline can run every spawn in one folder
+# (one results/ for all), while under SpareCycles each task's results land in
+# <results>/<i>/out-<i>.txt, which lets the checker prove that every task got
+# its own parameter set, not merely that some file exists.
+TRIVIAL_MAIN = """\
+import json, os, sys
+i = json.loads(sys.argv[1])["i"]
+os.makedirs("results", exist_ok=True)
+with open(f"results/out-{i}.txt", "w") as fh:
+    fh.write(str(i))
+"""
+
+# A task that holds its slot a little while, so the dispatcher keeps working
+# through the queue at a steady pace instead of spending all its time spawning.
+SLEEPING_MAIN = """\
+import json, os, sys, time
+i = json.loads(sys.argv[1])["i"]
+time.sleep(0.05)
+os.makedirs("results", exist_ok=True)
+with open(f"results/out-{i}.txt", "w") as fh:
+    fh.write(str(i))
+"""
+
+MB = 1_000_000  # figures are in MB = 10^6 bytes (stricter than MiB against a "100 MB" target)
+
+
+class BenchError(RuntimeError):
+    """Something broke (a CLI call failed, tasks failed, results are missing):
+    the figures of this run would be meaningless."""
+
+
+# ----- the machine -------------------------------------------------------------
+
+def machine_info() -> dict:
+    try:
+        load = os.getloadavg()
+    except OSError:
+        load = None
+    return {
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "interpreter": PYTHON,
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "loadavg_at_start": [round(x, 2) for x in load] if load else None,
+    }
+
+
+def print_machine_info(info: dict) -> None:
+    print(f"python {info['python']} ({info['implementation']}), interpreter {info['interpreter']}")
+    print(f"cpu count {info['cpu_count']}, {info['platform']}, load average at start {info['loadavg_at_start']}")
+
+
+# ----- files --------------------------------------------------------------------
+
+def write_job(folder: Path, main_source: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "main.py").write_text(main_source, encoding="utf-8")
+    return folder
+
+
+def write_params(path: Path, count: int) -> Path:
+    path.write_text(json.dumps([{"i": i} for i in range(count)]), encoding="utf-8")
+    return path
+
+
+def count_results(results_dir: Path, tasks: int) -> int:
+    """How many tasks left ``<results>/<i>/out-<i>.txt`` holding their own index."""
+    ok = 0
+    for i in range(tasks):
+        try:
+            if (results_dir / str(i) / f"out-{i}.txt").read_text() == str(i):
+                ok += 1
+        except OSError:
+            pass
+    return ok
+
+
+def count_bare_results(results_dir: Path, tasks: int) -> int:
+    """Same check for the bare baseline, which writes every file in one folder."""
+    ok = 0
+    for i in range(tasks):
+        try:
+            if (results_dir / f"out-{i}.txt").read_text() == str(i):
+                ok += 1
+        except OSError:
+            pass
+    return ok
+
+
+# ----- processes ---------------------------------------------------------------
+
+class Processes:
+    """The processes one benchmark run started, stopped by PID at the end.
+
+    A dispatcher stops its own tasks when it gets SIGTERM; if it does not exit
+    in time it is killed, and then the task processes it spawned would be left
+    running, so their PIDs are snapshotted before the dispatcher is signalled
+    and any survivor is killed too. psutil.Process objects remember the
+    process's creation time, so a recycled PID is never hit.
+    """
+
+    def __init__(self) -> None:
+        self._started: list[subprocess.Popen] = []
+
+    def start(self, args: list[str], env: dict, **kwargs) -> subprocess.Popen:
+        proc = subprocess.Popen(args, env=env, stdin=subprocess.DEVNULL, **kwargs)
+        self._started.append(proc)
+        return proc
+
+    @staticmethod
+    def stop(proc: subprocess.Popen, timeout: float = 30.0) -> int | None:
+        """SIGTERM ``proc``, wait for it, SIGKILL it and its leftovers if needed.
+        Returns its exit code (None if it had to be killed)."""
+        if proc.poll() is not None:
+            return proc.returncode
+        try:
+            descendants = psutil.Process(proc.pid).children(recursive=True)
+        except psutil.Error:
+            descendants = []
+        code: int | None
+        proc.send_signal(signal.SIGTERM)
+        try:
+            code = proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            code = None
+        for child in descendants:
+            try:
+                if child.is_running():
+                    child.kill()
+            except psutil.Error:
+                pass
+        return code
+
+    def stop_all(self) -> None:
+        for proc in reversed(self._started):
+            self.stop(proc, timeout=10.0)
+
+
+@contextmanager
+def bench_workspace(prefix: str, keep: bool = False) -> Iterator[tuple[Path, Processes]]:
+    """A temporary folder and a process registry, both cleaned up on exit
+    (also on Ctrl-C or an exception)."""
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    processes = Processes()
+    try:
+        yield root, processes
+    finally:
+        processes.stop_all()
+        if keep:
+            print(f"(kept {root})", file=sys.stderr)
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def home_env(home: Path) -> dict:
+    """The environment for CLI calls and dispatchers serving ``home``."""
+    env = dict(os.environ)
+    env["SPARECYCLES_HOME"] = str(home)
+    # Tasks must run with the benchmark's interpreter (what the bare baseline
+    # uses), whatever the caller's environment says.
+    env["SPARECYCLES_TASK_PYTHON"] = PYTHON
+    return env
+
+
+def sparecycles(args: list[str], env: dict, *, check: bool = True) -> tuple[subprocess.CompletedProcess, float]:
+    """Run ``python -m trayapp ARGS`` to completion; returns it and its wall time in s."""
+    t0 = time.perf_counter()
+    done = subprocess.run([PYTHON, "-m", "trayapp", *args], env=env, stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True)
+    elapsed = time.perf_counter() - t0
+    if check and done.returncode != 0:
+        raise BenchError(f"sparecycles {' '.join(args)} exited {done.returncode}:\n{done.stderr.strip()}")
+    return done, elapsed
+
+
+def start_master(processes: Processes, env: dict, log_file: Path, slots: int,
+                 until_idle: float | None = None) -> subprocess.Popen:
+    args = [PYTHON, "-m", "trayapp", "master", "--slots", str(slots)]
+    if until_idle is not None:
+        args += ["--until-idle", f"{until_idle:g}"]
+    with log_file.open("ab") as log:
+        return processes.start(args, env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def exit_cleanly_on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit so the workspace's cleanup still runs."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))

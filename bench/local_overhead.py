@@ -1,0 +1,191 @@
+"""Per-task overhead of SpareCycles' local pool against bare process spawns.
+
+Runs the same trivial ``main.py`` TASKS times in two ways, with the same
+number of processes in flight (SLOTS):
+
+* bare: ``sys.executable main.py '{"i": k}'`` spawned directly, SLOTS at a
+  time, all in one folder: the least any runner could do;
+* SpareCycles: ``master --slots SLOTS --until-idle 2`` started as a child, then
+  ``submit --no-start`` and ``wait --quiet``, timed from just before submit
+  until wait returns. Every task gets its own copy of the job folder, runs
+  under the dispatcher's wrapper, and has its results collected.
+
+The per-task overhead is the extra wall time each task costs a slot:
+``(T_sparecycles - T_bare) * SLOTS / TASKS``, median over the repeats. The
+two kinds of run alternate (bare first in odd repeats, SpareCycles first in
+even ones) so drift in the machine's load hits both alike. Every run's results
+are checked file by file, so a broken run cannot look fast.
+
+    .venv/bin/python bench/local_overhead.py [--tasks 500] [--slots 2] [--repeats 3] [--json]
+
+Exit status: 0 when every run completed correctly (whether or not the target
+is met: this is a measurement, not a test), 1 when something broke.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (  # noqa: E402
+    PYTHON,
+    TRIVIAL_MAIN,
+    BenchError,
+    Processes,
+    bench_workspace,
+    count_bare_results,
+    count_results,
+    exit_cleanly_on_sigterm,
+    home_env,
+    machine_info,
+    median,
+    print_machine_info,
+    sparecycles,
+    start_master,
+    tail,
+    write_job,
+    write_params,
+)
+
+TARGET_MS = 20.0
+UNTIL_IDLE_S = 2.0
+
+
+def run_bare(folder: Path, tasks: int, slots: int) -> dict:
+    """TASKS plain spawns of main.py, SLOTS at a time, in one folder."""
+    write_job(folder, TRIVIAL_MAIN)
+
+    def one(k: int) -> int:
+        return subprocess.run([PYTHON, "main.py", json.dumps({"i": k})], cwd=folder, stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=slots) as pool:
+        codes = list(pool.map(one, range(tasks)))
+    elapsed = time.perf_counter() - t0
+    failed = sum(1 for code in codes if code != 0)
+    ok = count_bare_results(folder / "results", tasks)
+    if failed or ok != tasks:
+        raise BenchError(f"bare run in {folder}: {failed} spawns failed, {ok}/{tasks} results correct")
+    return {"seconds": elapsed, "results_ok": ok}
+
+
+def run_sparecycles(root: Path, job: Path, params: Path, tasks: int, slots: int, processes: Processes,
+                    repeat: int) -> dict:
+    """One job of TASKS tasks through a fresh home: dispatcher, submit, wait."""
+    home = root / f"home-{repeat}"
+    env = home_env(home)
+    log_file = root / f"master-{repeat}.log"
+    # The dispatcher starts first, as a user who keeps one running would have it;
+    # its start-up (imports, opening the queue) overlaps the submit call.
+    master = start_master(processes, env, log_file, slots, until_idle=UNTIL_IDLE_S)
+    t0 = time.perf_counter()
+    submitted, submit_s = sparecycles(["submit", str(job), "--params", str(params), "--json", "--no-start"], env)
+    info = json.loads(submitted.stdout)
+    waited, _ = sparecycles(["wait", info["job"], "--quiet"], env, check=False)
+    elapsed = time.perf_counter() - t0
+
+    try:
+        # It exits by itself once the queue has been empty for UNTIL_IDLE_S.
+        master_code = master.wait(timeout=UNTIL_IDLE_S + 30)
+    except subprocess.TimeoutExpired:
+        master_code = Processes.stop(master)
+    status, _ = sparecycles(["status", info["job"], "--json"], env)
+    counts = json.loads(status.stdout)["counts"]
+    ok = count_results(Path(info["results"]), tasks)
+    problems = []
+    if waited.returncode != 0:
+        problems.append(f"wait exited {waited.returncode}: {waited.stderr.strip()}")
+    if master_code != 0:
+        problems.append(f"the dispatcher exited {master_code}")
+    if counts.get("done") != tasks:
+        problems.append(f"task counts {counts}")
+    if ok != tasks:
+        problems.append(f"{ok}/{tasks} results correct in {info['results']}")
+    if problems:
+        raise BenchError("SpareCycles run: " + "; ".join(problems) + f"\ndispatcher log ends:\n{tail(log_file)}")
+    return {"seconds": elapsed, "submit_seconds": submit_s, "results_ok": ok}
+
+
+def warm_up(root: Path, slots: int) -> None:
+    """Load the interpreter, the project and the task script into the page
+    cache, so the first timed run is not penalised for being first."""
+    run_bare(root / "warmup-bare", 4 * slots, slots)
+    sparecycles(["--version"], home_env(root / "warmup-home"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tasks", type=int, default=500)
+    parser.add_argument("--slots", type=int, default=2, help="processes in flight, for both runners")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json", action="store_true", help="end with a one-line JSON summary")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary folder (for debugging)")
+    args = parser.parse_args(argv)
+    if args.tasks < 1 or args.slots < 1 or args.repeats < 1:
+        parser.error("--tasks, --slots and --repeats must be at least 1")
+    exit_cleanly_on_sigterm()
+
+    info = machine_info()
+    print(f"SpareCycles local-pool overhead: {args.tasks} trivial tasks, {args.slots} slots, "
+          f"{args.repeats} repeats")
+    print_machine_info(info)
+
+    runs: list[dict] = []
+    try:
+        with bench_workspace("sparecycles-bench-overhead-", keep=args.keep) as (root, processes):
+            job = write_job(root / "trivial", TRIVIAL_MAIN)
+            params = write_params(root / "params.json", args.tasks)
+            warm_up(root, args.slots)
+            for repeat in range(1, args.repeats + 1):
+                order = ("bare", "sparecycles") if repeat % 2 else ("sparecycles", "bare")
+                result = {"repeat": repeat, "order": list(order)}
+                for kind in order:
+                    if kind == "bare":
+                        result["bare"] = run_bare(root / f"bare-{repeat}", args.tasks, args.slots)
+                    else:
+                        result["sparecycles"] = run_sparecycles(root, job, params, args.tasks, args.slots,
+                                                                processes, repeat)
+                bare_s, spare_s = result["bare"]["seconds"], result["sparecycles"]["seconds"]
+                result["overhead_ms"] = (spare_s - bare_s) * args.slots / args.tasks * 1000
+                runs.append(result)
+                print(f"repeat {repeat} ({' then '.join(order)}): "
+                      f"bare {bare_s:6.2f} s ({bare_s / args.tasks * 1000:5.1f} ms/task wall), "
+                      f"sparecycles {spare_s:6.2f} s ({spare_s / args.tasks * 1000:5.1f} ms/task wall; "
+                      f"submit {result['sparecycles']['submit_seconds'] * 1000:.0f} ms), "
+                      f"overhead {result['overhead_ms']:5.1f} ms/task   "
+                      f"[results {result['bare']['results_ok']}/{args.tasks} and "
+                      f"{result['sparecycles']['results_ok']}/{args.tasks} correct]", flush=True)
+    except BenchError as exc:
+        print(f"\nBROKEN: {exc}", file=sys.stderr)
+        return 1
+
+    bare_wall = median([r["bare"]["seconds"] for r in runs]) / args.tasks * 1000
+    spare_wall = median([r["sparecycles"]["seconds"] for r in runs]) / args.tasks * 1000
+    overhead = median([r["overhead_ms"] for r in runs])
+    met = overhead <= TARGET_MS
+    print()
+    print(f"per-task wall time (median of {args.repeats}): bare {bare_wall:.1f} ms, sparecycles {spare_wall:.1f} ms "
+          f"(wall time / tasks, {args.slots} in flight)")
+    print(f"per-task overhead (median of {args.repeats}): {overhead:.1f} ms "
+          f"= (T_sparecycles - T_bare) x {args.slots} slots / {args.tasks} tasks")
+    print(f"target: <= {TARGET_MS:g} ms/task  -> {'MET' if met else 'NOT MET'}")
+    if args.json:
+        print(json.dumps({
+            "benchmark": "local_overhead", "date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": info,
+            "tasks": args.tasks, "slots": args.slots, "repeats": args.repeats, "runs": runs,
+            "bare_ms_per_task_wall": bare_wall, "sparecycles_ms_per_task_wall": spare_wall,
+            "overhead_ms_per_task": overhead, "target_ms_per_task": TARGET_MS, "target_met": met,
+        }))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,150 @@
+"""Shared fixtures: a private SpareCycles home per test, job folders, dispatchers.
+
+Everything is real: tasks are real subprocesses of ``sys.executable``, the
+queue is a real SQLite file, and CLI tests run the real ``python -m trayapp``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from trayapp.app import App
+from trayapp.config import Config
+from trayapp.home import Home
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch) -> Home:
+    root = tmp_path / "sparecycles home"
+    monkeypatch.setenv("SPARECYCLES_HOME", str(root))
+    yield Home.from_environment().ensure()
+    _stop_background_dispatcher(root)
+
+
+def _stop_background_dispatcher(root: Path) -> None:
+    """End a dispatcher a CLI test started in the background, by its recorded pid."""
+    lock = root / "dispatcher.lock"
+    if not lock.exists():
+        return
+    from trayapp.dispatcher import DispatcherLock
+
+    pid = DispatcherLock(lock).holder()
+    if pid and pid > 0:
+        os.kill(pid, signal.SIGTERM)
+        for _ in range(100):
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.05)
+        os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def app(home) -> App:
+    # Fast polling keeps tests quick; two slots mirror the CI machine.
+    return App(home, Config(slots=2, poll_interval_s=0.05))
+
+
+def make_job(folder: Path, main_body: str, *, params: list[dict] | None = None, main_name: str = "main.py",
+             extra_files: dict[str, str] | None = None) -> tuple[Path, Path | None]:
+    """Write a job folder (and a JSON parameter file beside it); returns both paths."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / main_name).write_text(textwrap.dedent(main_body), encoding="utf-8")
+    for name, text in (extra_files or {}).items():
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    params_file = None
+    if params is not None:
+        params_file = folder.parent / f"{folder.name}-params.json"
+        params_file.write_text(json.dumps(params), encoding="utf-8")
+    return folder, params_file
+
+
+# A task that writes its parameter set to results/out.json.
+ECHO_TASK = """
+import json, os, sys
+params = json.loads(sys.argv[1])
+os.makedirs("results", exist_ok=True)
+with open("results/out.json", "w") as fh:
+    json.dump({"params": params, "task": os.environ["SPARECYCLES_TASK"],
+               "job": os.environ["SPARECYCLES_JOB"], "file_params": json.load(open("params.json"))}, fh)
+print("task", os.environ["SPARECYCLES_TASK"], "ok")
+"""
+
+
+def run_dispatcher(app: App, until_idle: float = 0.3):
+    """Run a dispatcher in this thread until the queue has been idle for a moment."""
+    return app.dispatcher().run(until_idle=until_idle)
+
+
+class BackgroundDispatcher:
+    """A dispatcher on its own thread with its own queue connection, like a
+    separate process but stoppable and inspectable from the test."""
+
+    def __init__(self, home: Home, config: Config):
+        self._home, self._config = home, config
+        self.dispatcher = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        app = App(self._home, self._config)
+        self.dispatcher = app.dispatcher()
+        self._ready.set()
+        self.dispatcher.run()
+
+    def __enter__(self):
+        self._thread.start()
+        self._ready.wait(10)
+        return self
+
+    def __exit__(self, *exc):
+        self.dispatcher.request_stop()
+        self._thread.join(20)
+        assert not self._thread.is_alive(), "dispatcher did not stop"
+
+
+def wait_until(predicate, timeout: float = 30.0, interval: float = 0.05, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def cli(*args: str, env: dict | None = None, timeout: float = 120, check: bool = False,
+        input_text: str | None = None) -> subprocess.CompletedProcess:
+    """Run the real command line in a child process."""
+    result = subprocess.run([sys.executable, "-m", "trayapp", *args], capture_output=True, text=True,
+                            timeout=timeout, env={**os.environ, **(env or {})}, input=input_text)
+    if check and result.returncode != 0:
+        raise AssertionError(f"sparecycles {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n"
+                             f"{result.stderr}")
+    return result
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is dead for our purposes (its parent has not reaped it yet).
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False

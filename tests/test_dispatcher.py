@@ -1,0 +1,253 @@
+"""The local pool end to end: real task processes, real queue, real results."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from conftest import ECHO_TASK, BackgroundDispatcher, make_job, pid_alive, run_dispatcher, wait_until
+
+from trayapp.config import Config
+from trayapp.job import submit_job
+from trayapp.status import JobStatus, TaskStatus
+
+
+def submit(app, folder, params_file=None, **kwargs):
+    return submit_job(app.store, app.home, app.config, folder, params=params_file, **kwargs).job
+
+
+def test_every_parameter_set_gets_its_results_folder(app, tmp_path):
+    params = [{"rate": r, "label": f"r{r}"} for r in range(5)]
+    folder, params_file = make_job(tmp_path / "sweep", ECHO_TASK, params=params,
+                                   extra_files={"lib/helper.py": "X = 1\n"})
+    job = submit(app, folder, params_file)
+    stats = run_dispatcher(app)
+
+    job = app.store.job(job.id)
+    assert job.status is JobStatus.DONE
+    assert stats.succeeded == 5
+    for i, p in enumerate(params):
+        out = Path(job.results_dir) / str(i)
+        data = json.loads((out / "out.json").read_text())
+        assert data["params"] == p and data["file_params"] == p
+        assert data["task"] == str(i) and data["job"] == job.id
+        assert (out / "stdout.txt").read_text() == f"task {i} ok\n"
+        assert json.loads((out / "params.json").read_text()) == p
+    assert Path(job.results_dir).name == f"sweep-{job.id}"
+    # Attempt folders are removed once collected; nothing accumulates in the spool.
+    assert list(app.home.runs_dir.iterdir()) == []
+
+
+def test_no_parameter_file_means_one_task_with_empty_parameters(app, tmp_path):
+    folder, _ = make_job(tmp_path / "single", ECHO_TASK)
+    job = submit(app, folder)
+    run_dispatcher(app)
+    out = json.loads((Path(app.store.job(job.id).results_dir) / "0" / "out.json").read_text())
+    assert out["params"] == {}
+
+
+def test_each_task_gets_a_fresh_copy_of_the_folder(app, tmp_path):
+    # Every task appends to the same file in its folder: with a shared folder
+    # the later tasks would see the earlier tasks' lines.
+    body = """
+    import os
+    with open("shared.txt", "a") as fh:
+        fh.write("x\\n")
+    os.makedirs("results", exist_ok=True)
+    open("results/lines.txt", "w").write(open("shared.txt").read())
+    """
+    folder, params_file = make_job(tmp_path / "fresh", body, params=[{}] * 4, extra_files={"shared.txt": ""})
+    job = submit(app, folder, params_file)
+    run_dispatcher(app)
+    for i in range(4):
+        assert (Path(app.store.job(job.id).results_dir) / str(i) / "lines.txt").read_text() == "x\n"
+    assert (folder / "shared.txt").read_text() == ""  # the user's folder is never touched
+
+
+def test_task_that_crashes_is_failed_with_exit_code_and_stderr_tail(app, tmp_path):
+    body = """
+    import json, sys
+    p = json.loads(sys.argv[1])
+    if p["n"] == 1:
+        print("computing...")
+        raise ValueError("negative conductance in layer 3")
+    import os; os.makedirs("results", exist_ok=True)
+    """
+    folder, params_file = make_job(tmp_path / "crashy", body, params=[{"n": 0}, {"n": 1}, {"n": 2}])
+    job = submit(app, folder, params_file)
+    run_dispatcher(app)
+
+    job = app.store.job(job.id)
+    assert job.status is JobStatus.FAILED
+    tasks = {t.idx: t for t in app.store.tasks(job.seq)}
+    assert [tasks[i].status for i in range(3)] == [TaskStatus.DONE, TaskStatus.FAILED, TaskStatus.DONE]
+    assert tasks[1].exit_code == 1
+    assert "exit code 1" in tasks[1].message
+    assert "ValueError: negative conductance in layer 3" in tasks[1].message
+    # The failed task's logs come home too, so the user can read all of them.
+    assert "computing..." in (Path(job.results_dir) / "1" / "stdout.txt").read_text()
+    assert "Traceback" in (Path(job.results_dir) / "1" / "stderr.txt").read_text()
+
+
+def test_failing_task_is_retried_up_to_the_limit(app, tmp_path):
+    # Fails on its first two runs, succeeds on the third: counts runs in a file
+    # outside the job folder (each attempt gets a fresh copy of the folder).
+    counter = tmp_path / "runs.txt"
+    body = f"""
+    import os, sys
+    with open({str(counter)!r}, "a") as fh:
+        fh.write("run\\n")
+    if open({str(counter)!r}).read().count("run") < 3:
+        sys.exit(7)
+    """
+    folder, _ = make_job(tmp_path / "flaky", body)
+    job = submit(app, folder, retries=2)
+    run_dispatcher(app)
+    task = app.store.tasks(app.store.job(job.id).seq)[0]
+    assert task.status is TaskStatus.DONE
+    assert task.failures == 2
+    assert counter.read_text().count("run") == 3
+    assert [a["outcome"] for a in app.store.attempts(job.seq)] == ["exited", "exited", "succeeded"]
+
+
+def test_task_without_results_folder_is_done_with_empty_results(app, tmp_path):
+    folder, _ = make_job(tmp_path / "quiet", "print('nothing to keep')\n")
+    job = submit(app, folder)
+    run_dispatcher(app)
+    job = app.store.job(job.id)
+    assert job.status is JobStatus.DONE
+    out = Path(job.results_dir) / "0"
+    assert sorted(p.name for p in out.iterdir()) == [".sparecycles.json", "params.json", "stderr.txt",
+                                                     "stdout.txt"]
+
+
+def test_task_that_never_ends_is_stopped_at_its_time_limit(app, tmp_path):
+    body = """
+    import subprocess, sys, time
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    open("child.pid", "w").write(str(child.pid))
+    import shutil, os
+    os.makedirs("results", exist_ok=True)
+    shutil.copy("child.pid", "results/child.pid")
+    time.sleep(600)
+    """
+    folder, params_file = make_job(tmp_path / "forever", body, params=[{}, {}])
+    job = submit(app, folder, params_file, time_limit_s=1.5)
+    started = time.monotonic()
+    run_dispatcher(app)
+    assert time.monotonic() - started < 20
+    job = app.store.job(job.id)
+    tasks = app.store.tasks(job.seq)
+    assert [t.status for t in tasks] == [TaskStatus.FAILED, TaskStatus.FAILED]
+    assert all(t.outcome == "timed_out" and "time limit of 1.5 s" in t.message for t in tasks)
+    for i in range(2):
+        child_pid = int((Path(job.results_dir) / str(i) / "child.pid").read_text())
+        assert not pid_alive(child_pid)
+
+
+def test_task_runs_at_low_priority_in_its_own_session(app, tmp_path):
+    body = """
+    import json, os
+    os.makedirs("results", exist_ok=True)
+    json.dump({"nice": os.nice(0), "sid": os.getsid(0), "pid": os.getpid(), "ppid": os.getppid(),
+               "threads": os.environ.get("OMP_NUM_THREADS")}, open("results/me.json", "w"))
+    """
+    folder, _ = make_job(tmp_path / "prio", body)
+    job = submit(app, folder)
+    run_dispatcher(app)
+    me = json.loads((Path(app.store.job(job.id).results_dir) / "0" / "me.json").read_text())
+    assert me["nice"] >= os.nice(0) + 10
+    assert me["sid"] != os.getsid(0)
+    assert me["threads"] == "1"
+
+
+def test_unicode_and_spaces_in_paths(app, tmp_path):
+    folder, params_file = make_job(tmp_path / "Größe mit Leerzeichen ✓", ECHO_TASK,
+                                   params=[{"name": "naïve ünïcode"}],
+                                   extra_files={"daten/übung 1.txt": "ok"})
+    app.config = Config(slots=2, poll_interval_s=0.05, results_dir=str(tmp_path / "Ergebnisse ü"))
+    job = submit(app, folder, params_file)
+    run_dispatcher(app)
+    job = app.store.job(job.id)
+    assert job.status is JobStatus.DONE
+    out = Path(job.results_dir) / "0" / "out.json"
+    assert json.loads(out.read_text())["params"] == {"name": "naïve ünïcode"}
+    assert out.is_relative_to(tmp_path / "Ergebnisse ü")
+
+
+def test_cancel_kills_the_whole_process_tree(app, tmp_path):
+    # The task starts a child, a grandchild, and a process that calls setsid()
+    # to leave the task's process group; cancelling must end all of them.
+    body = """
+    import os, subprocess, sys, time
+    sleeper = "import time; time.sleep(600)"
+    child = subprocess.Popen([sys.executable, "-c",
+        "import subprocess, sys, time; g = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)']);"
+        "open('grandchild.pid', 'w').write(str(g.pid)); time.sleep(600)"])
+    escapee = subprocess.Popen([sys.executable, "-c", "import os, time; os.setsid(); time.sleep(600)"])
+    open("pids", "w").write(f"{os.getpid()} {child.pid} {escapee.pid}")
+    time.sleep(600)
+    """
+    folder, params_file = make_job(tmp_path / "tree", body, params=[{}, {}])
+    job = submit(app, folder, params_file)
+    with BackgroundDispatcher(app.home, app.config) as bg:
+        def pids():
+            found = []
+            for run in app.home.runs_dir.glob("*/work"):
+                if (run / "pids").exists() and (run / "grandchild.pid").exists():
+                    found.append([int(x) for x in (run / "pids").read_text().split()]
+                                 + [int((run / "grandchild.pid").read_text())])
+            return found if len(found) == 2 else None
+
+        trees = wait_until(pids, what="both tasks to start their process trees")
+        assert all(pid_alive(p) for tree in trees for p in tree)
+        app.store.cancel_job(job.id)
+        wait_until(lambda: not bg.dispatcher.running, what="the dispatcher to drop the cancelled tasks")
+        wait_until(lambda: not any(pid_alive(p) for tree in trees for p in tree), timeout=5,
+                   what="every process of the cancelled tasks to die")
+    job = app.store.job(job.id)
+    assert job.status is JobStatus.CANCELLED
+    assert {t.status for t in app.store.tasks(job.seq)} == {TaskStatus.CANCELLED}
+
+
+def test_slots_limit_how_many_tasks_run_at_once(app, tmp_path):
+    # Each task records when it ran; with 2 slots no three intervals overlap.
+    body = """
+    import json, os, time
+    start = time.time(); time.sleep(0.3)
+    os.makedirs("results", exist_ok=True)
+    json.dump([start, time.time()], open("results/span.json", "w"))
+    """
+    folder, params_file = make_job(tmp_path / "slots", body, params=[{}] * 6)
+    job = submit(app, folder, params_file)
+    run_dispatcher(app)
+    spans = [json.loads((Path(app.store.job(job.id).results_dir) / str(i) / "span.json").read_text())
+             for i in range(6)]
+    for start, _ in spans:
+        overlapping = sum(1 for s, e in spans if s <= start < e)
+        assert overlapping <= 2
+    assert max(sum(1 for s, e in spans if s <= start < e) for start, _ in spans) == 2
+
+
+def test_retry_verb_reruns_failed_tasks_and_keeps_old_output(app, tmp_path):
+    flag = tmp_path / "fixed"
+    body = f"""
+    import os, sys
+    os.makedirs("results", exist_ok=True)
+    open("results/state.txt", "w").write("ok" if os.path.exists({str(flag)!r}) else "broken")
+    sys.exit(0 if os.path.exists({str(flag)!r}) else 3)
+    """
+    folder, _ = make_job(tmp_path / "fixme", body)
+    job = submit(app, folder)
+    run_dispatcher(app)
+    assert app.store.job(job.id).status is JobStatus.FAILED
+    flag.write_text("yes")
+    assert app.store.retry_job(job.id) == 1
+    run_dispatcher(app)
+    job = app.store.job(job.id)
+    assert job.status is JobStatus.DONE
+    results = Path(job.results_dir)
+    assert (results / "0" / "state.txt").read_text() == "ok"
+    assert (results / "0.previous" / "state.txt").read_text() == "broken"
