@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import Callable, TextIO
@@ -24,8 +25,14 @@ class _Bar:
     def __init__(self, job: JobRecord, stream: TextIO):
         from tqdm import tqdm
 
+        try:
+            columns = os.get_terminal_size(stream.fileno()).columns
+        except (OSError, ValueError, AttributeError):
+            columns = 0
+        # Some terminals (serial consoles, a fresh pty) report 0 columns, which
+        # would make tqdm draw nothing at all: fall back to a fixed width.
         self._bar = tqdm(total=job.total, desc=f"{job.name}-{job.id}", unit="task", file=stream,
-                         dynamic_ncols=True, leave=True)
+                         dynamic_ncols=columns > 0, ncols=None if columns > 0 else 80, leave=True)
         self._shown = 0
 
     def update(self, job: JobRecord) -> None:
