@@ -135,6 +135,7 @@ def unpack(archive: Path, destination: Path) -> None:
         with tarfile.open(archive, mode="r:") as tar:
             members = tar.getmembers()
             check_members(members)
+            _require_end_marker(tar)
             tar.extractall(staging, members=members, filter="data")
         os.replace(staging, destination)
     except BaseException:
@@ -142,12 +143,29 @@ def unpack(archive: Path, destination: Path) -> None:
         raise
 
 
+def _require_end_marker(tar: tarfile.TarFile) -> None:
+    # tarfile takes a missing or damaged header after the first member for the
+    # end of the archive, so a file cut at a member boundary would "unpack"
+    # with members silently missing. A complete archive ends with two zero blocks.
+    tar.fileobj.seek(tar.offset)
+    if tar.fileobj.read(2 * tarfile.BLOCKSIZE) != bytes(2 * tarfile.BLOCKSIZE):
+        raise tarfile.ReadError("truncated or damaged archive: no end-of-archive marker")
+
+
+class ChecksumMismatchError(tarfile.TarError):
+    """The archive's bytes do not hash to its name: damaged on disk or in transit."""
+
+
 def ensure_unpacked(archive: Path, unpacked_root: Path) -> Path:
     """The archive's content as a folder, unpacked once and shared read-only
-    as the template every task folder is copied from."""
+    as the template every task folder is copied from. The archive must hash to
+    its own name; a damaged one is refused, never run."""
     target = unpacked_root / archive.stem
     if not target.is_dir():
         unpacked_root.mkdir(parents=True, exist_ok=True)
+        actual = sha256_of(archive)
+        if actual != archive.stem:
+            raise ChecksumMismatchError(f"archive {archive.name} is damaged (its content hashes to {actual[:12]}…)")
         try:
             unpack(archive, target)
         except OSError:

@@ -180,6 +180,7 @@ class Dispatcher:
                 continue
             self.running[claim.attempt_id] = proc
             self.stats.started += 1
+            log.info("started task %s/%s (pid %s)", claim.job_id, claim.idx, proc.pid)
             if not self.store.mark_running(claim.attempt_id, proc.pid, proc.created):
                 self._cancel(proc)  # cancelled between claim and start
 
@@ -230,6 +231,8 @@ class Dispatcher:
             collect(claim, proc.run_dir, exit_code=code, host=self.host)
             self.stats.succeeded += 1
         new = self.store.finish_attempt(claim.attempt_id, outcome, exit_code=code, message=message)
+        log.info("task %s/%s %s%s", claim.job_id, claim.idx, outcome.value,
+                 f" ({message.splitlines()[0]}), now {new.value if new else 'settled'}" if message else "")
         if new is TaskStatus.FAILED:
             collect(claim, proc.run_dir, exit_code=code, host=self.host)  # logs and partial results
             self.stats.failed += 1

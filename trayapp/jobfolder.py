@@ -16,7 +16,7 @@ import pathspec
 
 from trayapp.errors import UserError
 from trayapp.manifest import Manifest, load_manifest
-from trayapp.params import load_param_sets
+from trayapp.params import load_param_sets, read_text
 
 IGNORE_FILE = ".sparecyclesignore"
 DEFAULT_EXCLUDES = (
@@ -76,6 +76,9 @@ def open_job_folder(folder: str | Path, *, main: str | None = None,
 
 def find_main_script(root: Path, chosen: str | None = None) -> str:
     if chosen:
+        if any(sep in chosen for sep in ("/", "\\", ":")) or not chosen.lower().endswith(".py"):
+            raise UserError(f"main script '{chosen}' must be the name of a .py file at the top of the job folder",
+                            "give just the file name, e.g. --main main_sim.py")
         if not (root / chosen).is_file():
             raise UserError(f"main script '{chosen}' not found in {root}",
                             "name a .py file at the top of the job folder")
@@ -113,22 +116,28 @@ def list_job_files(root: Path, extra_excludes: tuple[str, ...] = ()) -> list[str
     patterns = list(DEFAULT_EXCLUDES) + list(extra_excludes)
     ignore_file = root / IGNORE_FILE
     if ignore_file.is_file():
-        patterns += ignore_file.read_text(encoding="utf-8").splitlines()
+        patterns += read_text(ignore_file, "ignore file").splitlines()
     spec = pathspec.GitIgnoreSpec.from_lines(patterns)
     files: list[str] = []
-    seen_dirs: set[tuple[int, int]] = set()
+    # A folder is a symlink loop only if it is one of its own ancestors; a
+    # second link to a folder elsewhere in the tree travels like a copy.
+    ancestors: dict[str, frozenset[tuple[int, int]]] = {}
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         current = Path(dirpath)
         st = current.stat()
-        if (st.st_dev, st.st_ino) in seen_dirs:  # a symlink loop
+        identity = (st.st_dev, st.st_ino)
+        above = ancestors.pop(dirpath, frozenset())
+        if identity in above:
             dirnames[:] = []
             continue
-        seen_dirs.add((st.st_dev, st.st_ino))
+        chain = above | {identity}
         rel_dir = current.relative_to(root).as_posix()
         prefix = "" if rel_dir == "." else rel_dir + "/"
         # Prune excluded folders here so a 10 GB virtualenv is never even listed.
         dirnames[:] = sorted(d for d in dirnames
                              if not spec.match_file(prefix + d + "/") and not _is_virtualenv(current / d))
+        for d in dirnames:
+            ancestors[os.path.join(dirpath, d)] = chain
         for name in filenames:
             rel = prefix + name
             if spec.match_file(rel):
