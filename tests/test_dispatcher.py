@@ -36,8 +36,9 @@ def test_every_parameter_set_gets_its_results_folder(app, tmp_path):
         assert (out / "stdout.txt").read_text() == f"task {i} ok\n"
         assert json.loads((out / "params.json").read_text()) == p
     assert Path(job.results_dir).name == f"sweep-{job.id}"
-    # Attempt folders are removed once collected; nothing accumulates in the spool.
-    assert list(app.home.runs_dir.iterdir()) == []
+    # Task folders and results archives are removed once acknowledged.
+    spool = app.home.data_dir / "local-spool"
+    assert list((spool / "tasks").iterdir()) == [] and list((spool / "results").iterdir()) == []
 
 
 def test_no_parameter_file_means_one_task_with_empty_parameters(app, tmp_path):
@@ -195,7 +196,7 @@ def test_cancel_kills_the_whole_process_tree(app, tmp_path):
     with BackgroundDispatcher(app.home, app.config) as bg:
         def pids():
             found = []
-            for run in app.home.runs_dir.glob("*/work"):
+            for run in (app.home.data_dir / "local-spool" / "tasks").glob("*/work"):
                 if (run / "pids").exists() and (run / "grandchild.pid").exists():
                     found.append([int(x) for x in (run / "pids").read_text().split()]
                                  + [int((run / "grandchild.pid").read_text())])
@@ -204,7 +205,7 @@ def test_cancel_kills_the_whole_process_tree(app, tmp_path):
         trees = wait_until(pids, what="both tasks to start their process trees")
         assert all(pid_alive(p) for tree in trees for p in tree)
         app.store.cancel_job(job.id)
-        wait_until(lambda: not bg.dispatcher.running, what="the dispatcher to drop the cancelled tasks")
+        wait_until(lambda: not bg.dispatcher.local.engine.running, what="the slave engine to drop the tasks")
         wait_until(lambda: not any(pid_alive(p) for tree in trees for p in tree), timeout=5,
                    what="every process of the cancelled tasks to die")
     job = app.store.job(job.id)

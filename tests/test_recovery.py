@@ -103,7 +103,7 @@ def test_task_that_finished_while_no_dispatcher_ran_is_collected_not_rerun(app, 
 
     second = start_master(env, "--until-idle", "0.5")
     output, _ = second.communicate(timeout=60)
-    assert "finished while no dispatcher ran" in output
+    assert "finished while no slave engine ran" in output
     job = app.store.job(job.id)
     assert job.status is JobStatus.DONE
     assert ledger_lines(ledger).count(("start", 0)) == 1

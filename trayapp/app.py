@@ -7,12 +7,16 @@ temporary home and get the real thing.
 
 from __future__ import annotations
 
+import getpass
+import platform
+import secrets
 import sys
 from dataclasses import dataclass, field
 from functools import cached_property
 
 from trayapp.config import Config, load_config
-from trayapp.dispatcher import LOCAL_HOST, Dispatcher, DispatcherLock, start_background_dispatcher
+from trayapp.dispatcher import Dispatcher, DispatcherLock, start_background_dispatcher
+from trayapp.host import DriverSettings
 from trayapp.home import Home
 from trayapp.store import Store
 
@@ -39,8 +43,24 @@ class App:
     def dispatcher_lock(self) -> DispatcherLock:
         return DispatcherLock(self.home.dispatcher_lock)
 
-    def dispatcher(self) -> Dispatcher:
-        return Dispatcher(self.store, self.home, self.config, host=LOCAL_HOST)
+    def identity(self) -> tuple[str, str]:
+        """This PC's stable id (kept in the config folder) and a readable name."""
+        path = self.home.config_dir / "id"
+        try:
+            ident = path.read_text().strip()
+        except OSError:
+            ident = ""
+        if len(ident) != 16:
+            ident = secrets.token_hex(8)
+            path.write_text(ident + "\n")
+        return ident, f"{getpass.getuser()}@{platform.node()}"
+
+    def dispatcher(self, *, driver_settings: DriverSettings | None = None) -> Dispatcher:
+        from trayapp.ssh import ssh_connector
+
+        return Dispatcher(self.store, self.home, self.config, store_factory=lambda: Store(self.home.queue_db),
+                          identity=self.identity(), connect_ssh=ssh_connector(self.home),
+                          driver_settings=driver_settings)
 
     def ensure_dispatcher(self) -> int | None:
         """Start a background dispatcher if none serves this home; its pid, or None."""

@@ -237,8 +237,8 @@ def cmd_master(app: App, args) -> int:
     try:
         dispatcher = app.dispatcher()
         dispatcher.install_signal_handlers()
-        logging.info("dispatcher for %s: %d slots, tasks run with %s", app.home.data_dir, dispatcher.slots,
-                     dispatcher.launch.python)
+        logging.info("dispatcher for %s: %d local slots, tasks run with %s", app.home.data_dir, dispatcher.slots,
+                     dispatcher.python)
         stats = dispatcher.run(until_idle=args.until_idle)
         logging.info("dispatcher stopping: %d started, %d succeeded, %d failed", stats.started, stats.succeeded,
                      stats.failed)

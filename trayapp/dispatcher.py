@@ -1,15 +1,13 @@
-"""The master's dispatcher: claims queued tasks and runs them on this machine's slots.
+"""The master's dispatcher: drives every host, this PC's own cores included.
 
 One dispatcher runs per SpareCycles home (a lock file says which process it
-is). It is a single-threaded event loop: it sleeps until a task process exits
-(pidfd), a time limit falls due, or the poll interval passes (new jobs and
-cancellations arrive through the queue, which other processes write), and it
-never holds a task only in memory: the queue always says where every task is.
+is). It starts a host driver thread per host (:mod:`trayapp.host`); the queue
+always says where every task is, so nothing is held only in memory.
 
-Crash recovery is ordinary code (:meth:`Dispatcher.recover`): on start-up every
-attempt the queue still shows in flight on this host is settled explicitly:
-adopted if its process still runs, collected if it finished meanwhile, put back
-in the queue (without using up a retry) if it vanished.
+Crash recovery is ordinary code, split where the knowledge is: a restarted
+slave engine settles its own spool (adopts tasks still running, finishes those
+that ended meanwhile), then each host driver reconciles the queue with what
+its host reports, collecting what finished and requeueing what was lost.
 """
 
 from __future__ import annotations
@@ -18,21 +16,22 @@ import errno
 import fcntl
 import logging
 import os
-import selectors
-import shutil
 import signal
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from trayapp.config import Config
 from trayapp.home import Home
-from trayapp.proctree import kill_tree, processes_with_marker, same_process
-from trayapp.results import collect, collected_by, results_path
-from trayapp.runner import LaunchSettings, TaskProcess, prepare, start, tail_of
-from trayapp.status import AttemptOutcome, TaskStatus
-from trayapp.store import OpenAttempt, Store
+from trayapp.host import DriverSettings, HostDriver
+from trayapp.links import Link, LocalSlave
+from trayapp.slave import SlaveEngine, SlaveSettings
+from trayapp.spool import Spool
+from trayapp.status import TaskStatus
+from trayapp.store import HostRecord, Store
 
 log = logging.getLogger(__name__)
 
@@ -85,216 +84,104 @@ class DispatcherStats:
 
 
 class Dispatcher:
-    def __init__(self, store: Store, home: Home, config: Config, *, host: str = LOCAL_HOST):
+    """The master: one host driver per host, the local one included.
+
+    The master's own cores are a slave engine on a thread of this process,
+    reached over a socket pair with the same protocol as any remote slave, so
+    one code path carries every task. Remote hosts are reached over SSH.
+    """
+
+    def __init__(self, store: Store, home: Home, config: Config, *, store_factory: Callable[[], Store],
+                 identity: tuple[str, str], connect_ssh: Callable[[HostRecord], Callable[[], Link]] | None = None,
+                 driver_settings: DriverSettings | None = None, host_refresh_s: float = 2.0):
         self.store = store
         self.home = home
         self.config = config
-        self.host = host
         self.slots = config.effective_slots
-        self.launch = LaunchSettings(python=config.task_interpreter, nice=config.nice)
-        self.running: dict[int, TaskProcess] = {}
-        self.stats = DispatcherStats()
-        self._stopping = False
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_w, False)
+        self._store_factory = store_factory
+        self.master_id, self.master_name = identity
+        self._connect_ssh = connect_ssh
+        self.driver_settings = driver_settings or DriverSettings(self.master_id, self.master_name)
+        self._host_refresh_s = host_refresh_s
+        self.drivers: dict[str, HostDriver] = {}
+        self.local: LocalSlave | None = None
+        self._stop = threading.Event()
 
-    # ----- lifecycle ----------------------------------------------------------
+    @property
+    def python(self) -> str:
+        return self.config.task_interpreter
 
     def request_stop(self, *_args) -> None:
-        """Safe to call from a signal handler: the loop notices at once."""
-        self._stopping = True
-        try:
-            os.write(self._wake_w, b"x")
-        except OSError:
-            pass
+        """Safe to call from a signal handler."""
+        self._stop.set()
 
     def install_signal_handlers(self) -> None:
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self.request_stop)
 
     def run(self, *, until_idle: float | None = None) -> DispatcherStats:
-        """Run until stopped, or until nothing was queued or running for ``until_idle`` s."""
-        self.recover()
+        """Run until stopped, or until no task has been unfinished for ``until_idle`` s."""
+        began = time.time()
+        self._start_local()
         idle_since = time.monotonic()
+        next_refresh = 0.0
         try:
-            while not self._stopping:
-                self.step()
-                if self.running:
+            while not self._stop.is_set():
+                if time.monotonic() >= next_refresh:
+                    self._refresh_hosts()
+                    next_refresh = time.monotonic() + self._host_refresh_s
+                if self.store.count_unfinished():
                     idle_since = time.monotonic()
                 elif until_idle is not None and time.monotonic() - idle_since >= until_idle:
                     break
-                self._wait()
+                self._stop.wait(0.1)
         finally:
             self.shutdown()
-        return self.stats
+        return self._stats_since(began)
 
-    def step(self) -> None:
-        self._reap()
-        self._enforce()
-        if not self._stopping:
-            self._fill()
+    def _start_local(self) -> None:
+        self.store.ensure_local_host(LOCAL_HOST)
+        engine = SlaveEngine(Spool(self.home.data_dir / "local-spool"),
+                             SlaveSettings(slots=self.slots, python=self.python, nice=self.config.nice),
+                             slave_id=self.master_id)
+        self.local = LocalSlave(engine).start()
+        self._add_driver(LOCAL_HOST, self.local.link, cap=None, stop_tasks=True)
+
+    def _add_driver(self, name: str, connect: Callable[[], Link], *, cap: int | None, stop_tasks: bool) -> None:
+        driver = HostDriver(name, self._store_factory, connect, self.driver_settings, cap=cap,
+                            on_stop_stop_tasks=stop_tasks)
+        self.drivers[name] = driver
+        driver.start()
+
+    def _refresh_hosts(self) -> None:
+        """Follow `hosts add/remove` made by other processes while we run."""
+        if self._connect_ssh is None:
+            return
+        wanted = {h.name: h for h in self.store.hosts() if h.name != LOCAL_HOST}
+        for name in [n for n in self.drivers if n != LOCAL_HOST and n not in wanted]:
+            self.drivers.pop(name).stop()
+        for name, host in wanted.items():
+            if name not in self.drivers:
+                self._add_driver(name, self._connect_ssh(host), cap=host.slots, stop_tasks=False)
 
     def shutdown(self) -> None:
-        """Stop every running task and put it back in the queue: a stopped
-        dispatcher must not leave work running unobserved on this PC."""
-        for attempt_id, proc in list(self.running.items()):
-            proc.kill()
-            self._discard(proc)
-            self.store.finish_attempt(attempt_id, AttemptOutcome.HOST_LOST,
-                                      message="the dispatcher was stopped; the task will run again")
-        self.running.clear()
+        """Stop every driver; the local one stops its tasks and requeues them,
+        since a stopped dispatcher must not leave work running unobserved on
+        this PC. Remote tasks go on; their results wait in the slaves' spools."""
+        for driver in self.drivers.values():
+            driver.stop()
+        for driver in self.drivers.values():
+            driver.join(30)
+        if self.local is not None:
+            self.local.stop()
 
-    # ----- the loop's parts ---------------------------------------------------
-
-    def _wait(self) -> None:
-        timeout = self.config.poll_interval_s
-        now = time.monotonic()
-        for proc in self.running.values():
-            if proc.deadline is not None:
-                timeout = min(timeout, max(0.0, proc.deadline - now))
-        with selectors.DefaultSelector() as selector:
-            selector.register(self._wake_r, selectors.EVENT_READ)
-            polled = False
-            for proc in self.running.values():
-                if proc.pidfd is not None:
-                    selector.register(proc.pidfd, selectors.EVENT_READ)
-                else:
-                    polled = True
-            if polled:
-                timeout = min(timeout, 0.05)
-            for key, _ in selector.select(timeout):
-                if key.fd == self._wake_r:
-                    os.read(self._wake_r, 1024)
-
-    def _fill(self) -> None:
-        free = self.slots - len(self.running)
-        for claim in self.store.claim(self.host, free):
-            try:
-                run_dir = prepare(claim, self.home.runs_dir, self.home.unpacked_dir)
-                self.store.set_run_dir(claim.attempt_id, str(run_dir))
-                proc = start(claim, run_dir, self.launch)
-            except Exception as exc:  # noqa: BLE001 - whatever broke, the task must not vanish
-                log.exception("could not start task %s/%s", claim.job_id, claim.idx)
-                self.store.finish_attempt(claim.attempt_id, AttemptOutcome.REJECTED,
-                                          message=f"could not start on {self.host}: {exc}")
-                continue
-            self.running[claim.attempt_id] = proc
-            self.stats.started += 1
-            log.info("started task %s/%s (pid %s)", claim.job_id, claim.idx, proc.pid)
-            if not self.store.mark_running(claim.attempt_id, proc.pid, proc.created):
-                self._cancel(proc)  # cancelled between claim and start
-
-    def _reap(self) -> None:
-        for attempt_id, proc in list(self.running.items()):
-            if proc.has_ended():
-                del self.running[attempt_id]
-                self._settle_finished(proc)
-
-    def _enforce(self) -> None:
-        now = time.monotonic()
-        for attempt_id, proc in list(self.running.items()):
-            if not self.store.attempt_is_wanted(attempt_id):
-                del self.running[attempt_id]
-                self._cancel(proc)
-            elif proc.deadline is not None and now >= proc.deadline:
-                proc.timed_out = True
-                proc.kill()
-                del self.running[attempt_id]
-                self._settle_finished(proc)
-
-    def _cancel(self, proc: TaskProcess) -> None:
-        self.running.pop(proc.claim.attempt_id, None)
-        proc.kill()
-        self._discard(proc)
-        self.store.finish_attempt(proc.claim.attempt_id, AttemptOutcome.CANCELLED, message="cancelled by the user")
-
-    def _settle_finished(self, proc: TaskProcess) -> None:
-        claim = proc.claim
-        code = proc.exit_code()
-        if proc.timed_out:
-            outcome = AttemptOutcome.TIMED_OUT
-            message = f"stopped after its time limit of {claim.time_limit_s:g} s"
-        elif code == 0:
-            outcome, message = AttemptOutcome.SUCCEEDED, None
-        elif code is None:
-            outcome, message = AttemptOutcome.HOST_LOST, "the task's process vanished without an exit code"
-        else:
-            outcome = AttemptOutcome.EXITED
-            message = _describe_exit(code)
-        if outcome is not AttemptOutcome.SUCCEEDED and outcome is not AttemptOutcome.HOST_LOST:
-            tail = proc.stderr_tail()
-            if tail:
-                message = f"{message}; stderr ends with:\n{tail}"
-        if outcome is AttemptOutcome.SUCCEEDED:
-            # Results first, then the queue: a crash in between is healed on
-            # restart by collect()'s marker, never by running the task again.
-            collect(claim, proc.run_dir, exit_code=code, host=self.host)
-            self.stats.succeeded += 1
-        new = self.store.finish_attempt(claim.attempt_id, outcome, exit_code=code, message=message)
-        log.info("task %s/%s %s%s", claim.job_id, claim.idx, outcome.value,
-                 f" ({message.splitlines()[0]}), now {new.value if new else 'settled'}" if message else "")
-        if new is TaskStatus.FAILED:
-            collect(claim, proc.run_dir, exit_code=code, host=self.host)  # logs and partial results
-            self.stats.failed += 1
-        self._discard(proc)
-
-    def _discard(self, proc: TaskProcess) -> None:
-        proc.close()
-        shutil.rmtree(proc.run_dir, ignore_errors=True)
-
-    # ----- crash recovery -------------------------------------------------------
-
-    def recover(self) -> None:
-        """Settle every attempt a previous dispatcher left in flight on this host."""
-        for attempt in self.store.open_attempts(self.host):
-            self._recover_one(attempt)
-
-    def _recover_one(self, attempt: OpenAttempt) -> None:
-        claim = self.store.claim_for(attempt.attempt_id)
-        run_dir = Path(attempt.run_dir) if attempt.run_dir else None
-        wanted = self.store.attempt_is_wanted(attempt.attempt_id)
-        alive = same_process(attempt.pid, attempt.pid_created)
-        if alive is not None and run_dir is not None:
-            remaining = None
-            if claim.time_limit_s:
-                remaining = claim.time_limit_s - (time.time() - attempt.started)
-            proc = TaskProcess(claim, run_dir, attempt.pid, attempt.pid_created,
-                               time.monotonic() + remaining if remaining is not None else None)
-            if not wanted:
-                self._cancel(proc)
-                return
-            log.info("adopting task %s/%s (pid %s), still running", claim.job_id, claim.idx, attempt.pid)
-            self.running[attempt.attempt_id] = proc
-            return
-        if collected_by(results_path(claim)) == attempt.attempt_id:
-            self.store.finish_attempt(attempt.attempt_id, AttemptOutcome.SUCCEEDED, exit_code=0)
-            if run_dir:
-                shutil.rmtree(run_dir, ignore_errors=True)
-            return
-        if run_dir is not None and (run_dir / "exitcode").exists():
-            log.info("task %s/%s finished while no dispatcher ran; collecting", claim.job_id, claim.idx)
-            proc = TaskProcess(claim, run_dir, attempt.pid or 0, attempt.pid_created or 0.0, None)
-            self._settle_finished(proc)
-            return
-        # It never started, or its process died with the machine: no exit code,
-        # no result. Make sure nothing of it still runs, then queue it again.
-        for straggler in processes_with_marker(claim.token):
-            kill_tree(straggler.pid, None, claim.token)
-        if run_dir:
-            shutil.rmtree(run_dir, ignore_errors=True)
-        self.store.finish_attempt(attempt.attempt_id, AttemptOutcome.HOST_LOST if wanted else AttemptOutcome.CANCELLED,
-                                  message="the dispatcher stopped before the task finished; it will run again")
-
-
-def _describe_exit(code: int) -> str:
-    # sh reports a task killed by signal N as 128 + N.
-    if code > 128 and code - 128 < 65:
-        try:
-            name = signal.Signals(code - 128).name
-        except ValueError:
-            name = f"signal {code - 128}"
-        return f"killed by {name} (exit code {code})"
-    return f"exit code {code}"
+    def _stats_since(self, began: float) -> DispatcherStats:
+        rows = self.store._db.execute(
+            "SELECT outcome, count(*) FROM attempts WHERE started >= ? GROUP BY outcome", (began,)).fetchall()
+        counts = {outcome: n for outcome, n in rows}
+        failed = self.store._db.execute(
+            "SELECT count(*) FROM tasks WHERE status=? AND updated >= ?", (TaskStatus.FAILED.value, began)).fetchone()[0]
+        return DispatcherStats(started=sum(counts.values()), succeeded=counts.get("succeeded", 0), failed=failed)
 
 
 def start_background_dispatcher(home: Home, python: str, log_file: Path, until_idle: float = 60.0) -> int | None:

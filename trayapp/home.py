@@ -48,16 +48,6 @@ class Home:
         return self.data_dir / "archives"
 
     @property
-    def unpacked_dir(self) -> Path:
-        """Each archive unpacked once; task folders are copied from here."""
-        return self.data_dir / "unpacked"
-
-    @property
-    def runs_dir(self) -> Path:
-        """One working folder per attempt, removed once its results are collected."""
-        return self.data_dir / "runs"
-
-    @property
     def default_results_dir(self) -> Path:
         return self.data_dir / "results"
 
@@ -66,7 +56,6 @@ class Home:
         return self.data_dir / "dispatcher.lock"
 
     def ensure(self) -> "Home":
-        for folder in (self.config_dir, self.data_dir, self.log_dir, self.archives_dir,
-                       self.unpacked_dir, self.runs_dir):
+        for folder in (self.config_dir, self.data_dir, self.log_dir, self.archives_dir):
             folder.mkdir(parents=True, exist_ok=True)
         return self

@@ -39,22 +39,23 @@ def collected_by(folder: Path) -> int | None:
         return None
 
 
-def collect(claim: Claim, run_dir: Path, *, exit_code: int | None, host: str) -> Path:
-    """Move the attempt's results and logs into the job's results folder."""
+def collect(claim: Claim, unpacked: Path, *, exit_code: int | None, host: str) -> Path:
+    """Move an attempt's results and logs into the job's results folder.
+
+    ``unpacked`` is the slave's results archive, already checked and unpacked
+    on this disk: ``results/`` (what the task wrote) beside ``stdout.txt`` and
+    ``stderr.txt``.
+    """
     destination = results_path(claim)
     if collected_by(destination) == claim.attempt_id:
         return destination  # collected before a crash; nothing left to move
     destination.parent.mkdir(parents=True, exist_ok=True)
-    produced = run_dir / "work" / "results"
-    if produced.is_dir() and not produced.is_symlink():
-        staging = produced
-    else:
-        staging = run_dir / "results-empty"  # a task that wrote nothing is still done
-        staging.mkdir(exist_ok=True)
+    staging = unpacked / "results"
+    staging.mkdir(exist_ok=True)  # a task that wrote nothing is still done
     for name in LOG_FILES:
-        source = run_dir / name
+        source = unpacked / name
         if source.exists():
-            shutil.copyfile(source, staging / _free_name(staging, name))
+            os.replace(source, staging / _free_name(staging, name))
     if not (staging / "params.json").exists():
         (staging / "params.json").write_text(json.dumps(claim.params, indent=2) + "\n", encoding="utf-8")
     marker = {"job": claim.job_id, "task": claim.idx, "attempt": claim.attempt_id, "host": host,

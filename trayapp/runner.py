@@ -1,6 +1,6 @@
 """Running one attempt of a task as a process on this machine.
 
-Each attempt gets its own folder ``runs/<job>-<task>-<attempt>/``::
+Each attempt gets its own folder (``spool/tasks/<token>/`` on a slave)::
 
     work/         a fresh copy of the job folder: the task's working directory
     stdout.txt    the task's output, written as it runs
@@ -27,9 +27,7 @@ from pathlib import Path
 
 import psutil
 
-from trayapp.archive import ensure_unpacked
 from trayapp.proctree import MARKER_VARIABLE, kill_tree, same_process
-from trayapp.store import Claim
 
 # The exit code is written to a temporary name and renamed, so a reader never
 # sees a half-written number.
@@ -40,11 +38,24 @@ _WRAPPER = (
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 
 
+@dataclass(frozen=True)
+class TaskSpec:
+    """What to run: one attempt of one task, as the slave receives it."""
+
+    token: str  # unique per attempt; marks its processes
+    job_id: str
+    idx: int
+    params: dict
+    main: str
+    time_limit_s: float | None = None
+    cores: int = 1
+
+
 @dataclass
 class TaskProcess:
     """One attempt's process, whether we started it or adopted it after a restart."""
 
-    claim: Claim
+    spec: TaskSpec
     run_dir: Path
     pid: int
     created: float
@@ -72,7 +83,7 @@ class TaskProcess:
             return None
 
     def kill(self) -> None:
-        kill_tree(self.pid, self.created, self.claim.token)
+        kill_tree(self.pid, self.created, self.spec.token)
         if self.popen is not None:
             self.popen.poll()
 
@@ -98,27 +109,20 @@ def tail_of(path: Path, max_bytes: int = 2000, max_lines: int = 20) -> str:
     return "\n".join(lines)
 
 
-def run_dir_for(runs_root: Path, claim: Claim) -> Path:
-    return runs_root / f"{claim.job_id}-{claim.idx}-{claim.attempt_id}"
-
-
-def prepare(claim: Claim, runs_root: Path, unpacked_root: Path) -> Path:
+def prepare(spec: TaskSpec, run_dir: Path, template: Path) -> None:
     """Make the attempt's folder: a fresh copy of the job folder plus params.json."""
-    template = ensure_unpacked(Path(claim.archive_path), unpacked_root)
-    run_dir = run_dir_for(runs_root, claim)
-    if run_dir.exists():  # left over from a start that crashed half-way
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True)
-    shutil.copytree(template, run_dir / "work")
-    (run_dir / "work" / "params.json").write_text(json.dumps(claim.params, indent=2) + "\n", encoding="utf-8")
-    return run_dir
+    work = run_dir / "work"
+    if work.exists():  # left over from a start that crashed half-way
+        shutil.rmtree(work)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(template, work)
+    (work / "params.json").write_text(json.dumps(spec.params, indent=2) + "\n", encoding="utf-8")
 
 
 @dataclass(frozen=True)
 class LaunchSettings:
     python: str
     nice: int = 10
-    cores: int = 1
 
 
 def _priority_prefix(nice: int) -> list[str]:
@@ -131,27 +135,27 @@ def _priority_prefix(nice: int) -> list[str]:
     return prefix
 
 
-def start(claim: Claim, run_dir: Path, settings: LaunchSettings) -> TaskProcess:
+def start(spec: TaskSpec, run_dir: Path, settings: LaunchSettings) -> TaskProcess:
     """Start the task as the leader of a new session, at low priority."""
     env = dict(os.environ)
     env.update({
-        "SPARECYCLES_TASK": str(claim.idx),
-        "SPARECYCLES_JOB": claim.job_id,
-        MARKER_VARIABLE: claim.token,
+        "SPARECYCLES_TASK": str(spec.idx),
+        "SPARECYCLES_JOB": spec.job_id,
+        MARKER_VARIABLE: spec.token,
         "PYTHONUNBUFFERED": "1",  # so stdout.txt shows progress while the task runs
     })
     # One slot is one core: numerical libraries must not each spawn a thread
     # per core, or N tasks on N cores fight over N*N threads.
     for variable in _THREAD_VARIABLES:
-        env[variable] = str(settings.cores)
-    params_json = json.dumps(claim.params)
+        env[variable] = str(spec.cores)
+    params_json = json.dumps(spec.params)
     command = ["/bin/sh", "-c", _WRAPPER, "sparecycles-task",
-               *_priority_prefix(settings.nice), settings.python, claim.main, params_json]
+               *_priority_prefix(settings.nice), settings.python, spec.main, params_json]
     popen = subprocess.Popen(command, cwd=run_dir / "work", env=env, start_new_session=True,
                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         created = psutil.Process(popen.pid).create_time()
     except psutil.Error:
         created = time.time()  # already gone: same_process() will say so
-    deadline = time.monotonic() + claim.time_limit_s if claim.time_limit_s else None
-    return TaskProcess(claim, run_dir, popen.pid, created, deadline, popen=popen)
+    deadline = time.monotonic() + spec.time_limit_s if spec.time_limit_s else None
+    return TaskProcess(spec, run_dir, popen.pid, created, deadline, popen=popen)

@@ -79,6 +79,21 @@ CREATE TABLE IF NOT EXISTS attempts (
     message     TEXT
 );
 CREATE INDEX IF NOT EXISTS open_attempts ON attempts(host, ended);
+CREATE TABLE IF NOT EXISTS hosts (
+    name          TEXT PRIMARY KEY,
+    address       TEXT NOT NULL,
+    port          INTEGER NOT NULL DEFAULT 22,
+    user          TEXT,
+    key_path      TEXT,
+    agent_command TEXT NOT NULL DEFAULT 'sparecycles agent',
+    slots         INTEGER,        -- most tasks this master runs there at once (NULL: as many as granted)
+    added         REAL NOT NULL,
+    -- what the host driver last saw, for `hosts list` and the tray window
+    state         TEXT NOT NULL DEFAULT 'unknown',
+    reason        TEXT,
+    last_seen     REAL,
+    info          TEXT NOT NULL DEFAULT '{}'
+);
 CREATE TABLE IF NOT EXISTS events (
     id      INTEGER PRIMARY KEY AUTOINCREMENT,
     ts      REAL NOT NULL,
@@ -146,6 +161,21 @@ class Claim:
     archive_path: str
     results_dir: str
     time_limit_s: float | None
+
+
+@dataclass(frozen=True)
+class HostRecord:
+    name: str
+    address: str
+    port: int
+    user: str | None
+    key_path: str | None
+    agent_command: str
+    slots: int | None
+    state: str
+    reason: str | None
+    last_seen: float | None
+    info: dict
 
 
 @dataclass(frozen=True)
@@ -409,6 +439,73 @@ class Store:
             " JOIN jobs j ON j.seq=a.job_seq WHERE a.id=?", (attempt_id,)).fetchone()
         return Claim(r["id"], r["token"], r["job_id"], r["name"], r["job_seq"], r["idx"], json.loads(r["params"]),
                      r["main"], r["archive_path"], r["results_dir"], r["time_limit_s"])
+
+    def count_queued(self) -> int:
+        return self._db.execute("SELECT count(*) FROM tasks WHERE status=?", (TaskStatus.QUEUED.value,)).fetchone()[0]
+
+    def count_unfinished(self) -> int:
+        return self._db.execute("SELECT count(*) FROM tasks WHERE status IN (?,?,?)",
+                                (TaskStatus.QUEUED.value, TaskStatus.DISPATCHED.value,
+                                 TaskStatus.RUNNING.value)).fetchone()[0]
+
+    def attempt_by_token(self, token: str) -> sqlite3.Row | None:
+        return self._db.execute("SELECT * FROM attempts WHERE token=?", (token,)).fetchone()
+
+    # ----- hosts --------------------------------------------------------------------
+
+    def add_host(self, name: str, address: str, *, port: int = 22, user: str | None = None,
+                 key_path: str | None = None, agent_command: str = "sparecycles agent",
+                 slots: int | None = None) -> HostRecord:
+        with self._write() as db:
+            if db.execute("SELECT 1 FROM hosts WHERE name=?", (name,)).fetchone():
+                raise UserError(f"a host named '{name}' exists already",
+                                f"pick another name, or 'sparecycles hosts remove {name}' first")
+            db.execute("INSERT INTO hosts(name, address, port, user, key_path, agent_command, slots, added)"
+                       " VALUES (?,?,?,?,?,?,?,?)",
+                       (name, address, port, user, key_path, agent_command, slots, self._clock()))
+            self._event("host_added", detail=name)
+        return self.host(name)
+
+    def ensure_local_host(self, name: str) -> None:
+        """The master's own cores appear in the host list like any other host."""
+        with self._write() as db:
+            db.execute("INSERT OR IGNORE INTO hosts(name, address, port, agent_command, added) VALUES (?,?,?,?,?)",
+                       (name, "this PC", 0, "(in-process)", self._clock()))
+
+    def remove_host(self, name: str) -> None:
+        self.host(name)
+        with self._write() as db:
+            db.execute("DELETE FROM hosts WHERE name=?", (name,))
+            self._event("host_removed", detail=name)
+
+    def host(self, name: str) -> HostRecord:
+        row = self._db.execute("SELECT * FROM hosts WHERE name=?", (name,)).fetchone()
+        if row is None:
+            raise UserError(f"no host '{name}'", "run 'sparecycles hosts list' to see the hosts")
+        return self._host_from_row(row)
+
+    def hosts(self) -> list[HostRecord]:
+        return [self._host_from_row(r) for r in self._db.execute("SELECT * FROM hosts ORDER BY name")]
+
+    @staticmethod
+    def _host_from_row(r: sqlite3.Row) -> HostRecord:
+        return HostRecord(r["name"], r["address"], r["port"], r["user"], r["key_path"], r["agent_command"],
+                          r["slots"], r["state"], r["reason"], r["last_seen"], json.loads(r["info"]))
+
+    def set_host_state(self, name: str, state: str, reason: str | None = None, info: dict | None = None,
+                       seen: bool = False) -> None:
+        with self._write() as db:
+            columns = {"state": state, "reason": reason}
+            if info is not None:
+                columns["info"] = json.dumps(info)
+            if seen:
+                columns["last_seen"] = self._clock()
+            assignments = ", ".join(f"{k}=?" for k in columns)
+            db.execute(f"UPDATE hosts SET {assignments} WHERE name=?", (*columns.values(), name))
+
+    def running_on(self, host: str) -> int:
+        return self._db.execute("SELECT count(*) FROM tasks WHERE host=? AND status IN (?,?)",
+                                (host, TaskStatus.DISPATCHED.value, TaskStatus.RUNNING.value)).fetchone()[0]
 
     def attempts(self, job_seq: int) -> list[sqlite3.Row]:
         return self._db.execute("SELECT * FROM attempts WHERE job_seq=? ORDER BY id", (job_seq,)).fetchall()

@@ -1,0 +1,63 @@
+"""Fair share: which master gets a slot when one frees on a slave.
+
+Each master's recent usage is its slot-seconds on this slave, decayed with a
+half-life (default one hour), so yesterday's big sweep does not count against
+someone today. A freed slot goes to the master with the least usage per unit
+of weight among those that have queued work for this slave and are under
+their cap; ties are broken at random. Because the choice is by usage, not by
+queue length, a master with 20 tasks gets the same share as one with 10,000.
+
+The policy is a pure function of (usage, demand, weights, clock, random):
+:meth:`FairShare.pick` takes the time and the random source as arguments.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+
+
+@dataclass
+class FairShare:
+    half_life_s: float = 3600.0
+    weights: dict[str, float] = field(default_factory=dict)  # master -> weight (default 1)
+    caps: dict[str, int] = field(default_factory=dict)  # master -> most slots at once
+    _usage: dict[str, float] = field(default_factory=dict)
+    _as_of: dict[str, float] = field(default_factory=dict)
+
+    def usage(self, master: str, now: float) -> float:
+        """Decayed slot-seconds of ``master`` at time ``now``."""
+        value = self._usage.get(master, 0.0)
+        if not value:
+            return 0.0
+        elapsed = max(0.0, now - self._as_of[master])
+        return value * math.pow(0.5, elapsed / self.half_life_s)
+
+    def charge(self, master: str, slot_seconds: float, now: float) -> None:
+        self._usage[master] = self.usage(master, now) + slot_seconds
+        self._as_of[master] = now
+
+    def weight(self, master: str) -> float:
+        return self.weights.get(master, 1.0)
+
+    def pick(self, wanting: dict[str, int], running: dict[str, int], now: float,
+             rng: random.Random) -> str | None:
+        """The master that gets the next free slot, or None if nobody may.
+
+        ``wanting``: master -> tasks it still wants to run here (demand minus
+        what it already holds); ``running``: master -> slots it holds now.
+        """
+        eligible = [m for m, n in wanting.items()
+                    if n > 0 and running.get(m, 0) < self.caps.get(m, 1 << 30)]
+        if not eligible:
+            return None
+        scored = [(self.usage(m, now) / self.weight(m), m) for m in eligible]
+        best = min(score for score, _ in scored)
+        # Relative tolerance: usages computed at slightly different moments
+        # must still count as a tie.
+        tied = sorted(m for score, m in scored if score <= best * (1 + 1e-9) + 1e-12)
+        return rng.choice(tied)
+
+    def snapshot(self, now: float) -> dict[str, float]:
+        return {m: self.usage(m, now) for m in self._usage}

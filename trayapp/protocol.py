@@ -1,0 +1,103 @@
+"""The master ↔ slave protocol: versioned, newline-delimited JSON.
+
+One message per line, each a JSON object with ``"v"`` (the protocol version)
+and ``"type"``. No pickle, nothing executable: a message is data, checked here
+against the list of known types and their required fields before anyone acts
+on it. A line that is not valid JSON, or of another version, is a
+:class:`ProtocolError`: the receiver closes that connection with a logged
+reason and does nothing else.
+
+Conversation (master M, slave S; files move by SFTP or, for the local host,
+by the file system, never inside messages)::
+
+    M: hello {master, name}            S: hello {slave, state, slots, python, brian, spool}
+    M: demand {queued}                 S: grant {n}            the slave decides who gets a slot
+    M: need_archive {sha}              S: archive {sha, present, upload_path}
+    M: archive_uploaded {sha, path}    S: archive_ok {sha} | archive_bad {sha, reason}
+    M: start {task...}                 S: started {token} | declined {token, reason}
+                                       S: finished {token, outcome, exit_code, results_path, results_sha, ...}
+    M: ack {token}                     S: (frees the spool)
+    M: cancel {token}                  S: finished {token, outcome: cancelled}
+    M: sync                            S: tasks {tasks: [...]}  every task it holds for this master
+                                       S: state {state, reason, slots, running}
+    M: bye {stop_tasks}
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+VERSION = 1
+MAX_LINE = 1 << 20  # no legitimate message comes near 1 MiB; a bigger line is an attack or a bug
+
+REQUIRED: dict[str, tuple[str, ...]] = {
+    # master -> slave
+    "hello": (),
+    "demand": ("queued",),
+    "need_archive": ("sha",),
+    "archive_uploaded": ("sha", "path"),
+    "start": ("token", "job", "idx", "params", "main", "archive_sha"),
+    "cancel": ("token",),
+    "ack": ("token",),
+    "sync": (),
+    "bye": (),
+    # slave -> master
+    "grant": ("n",),
+    "archive": ("sha", "present"),
+    "archive_ok": ("sha",),
+    "archive_bad": ("sha", "reason"),
+    "started": ("token",),
+    "declined": ("token", "reason"),
+    "finished": ("token", "outcome"),
+    "tasks": ("tasks",),
+    "state": ("state",),
+    "error": ("reason",),
+}
+
+
+class ProtocolError(Exception):
+    """A message that must not be acted on; the connection is closed."""
+
+
+def encode(kind: str, **fields: Any) -> bytes:
+    if kind not in REQUIRED:
+        raise ValueError(f"unknown message type {kind!r}")
+    return (json.dumps({"v": VERSION, "type": kind, **fields}, separators=(",", ":")) + "\n").encode()
+
+
+def decode(line: bytes | str) -> dict:
+    if len(line) > MAX_LINE:
+        raise ProtocolError(f"message of {len(line)} bytes is over the {MAX_LINE}-byte limit")
+    try:
+        message = json.loads(line)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ProtocolError(f"not valid JSON: {exc}") from None
+    if not isinstance(message, dict):
+        raise ProtocolError("a message must be a JSON object")
+    if message.get("v") != VERSION:
+        raise ProtocolError(f"protocol version {message.get('v')!r} is not {VERSION}; update SpareCycles on both PCs")
+    kind = message.get("type")
+    if kind not in REQUIRED:
+        raise ProtocolError(f"unknown message type {kind!r}")
+    missing = [f for f in REQUIRED[kind] if f not in message]
+    if missing:
+        raise ProtocolError(f"'{kind}' message lacks {', '.join(missing)}")
+    return message
+
+
+class LineBuffer:
+    """Splits a byte stream into protocol lines, refusing runaway lines."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[bytes]:
+        self._buffer += data
+        lines = []
+        while (end := self._buffer.find(b"\n")) >= 0:
+            lines.append(bytes(self._buffer[:end]))
+            del self._buffer[: end + 1]
+        if len(self._buffer) > MAX_LINE:
+            raise ProtocolError(f"a line longer than {MAX_LINE} bytes")
+        return lines

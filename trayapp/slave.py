@@ -1,0 +1,570 @@
+"""The slave engine: runs tasks for masters, speaking the protocol.
+
+One engine owns one spool and a number of slots. Masters reach it through
+sessions (a Unix socket from an agent started over SSH, or a socket pair for
+the master's own "local" host); every session speaks :mod:`trayapp.protocol`.
+The engine is a single-threaded event loop, like the dispatcher: it wakes on
+session input, on a task's exit (pidfd) and on timers.
+
+The slave, not the master, decides whom it serves: masters declare how much
+work they have (``demand``) and the engine grants freed slots by fair share.
+Tasks outlive their master's connection: if the master goes away, its tasks
+finish and their results wait in the spool until it comes back, fetches
+them and acknowledges them (``ack``). A restarted engine settles what its
+predecessor left in the spool (:meth:`SlaveEngine.recover`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import random
+import re
+import selectors
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Callable
+
+from trayapp import __version__
+from trayapp.archive import ChecksumMismatchError, UnsafeArchiveError, ensure_unpacked
+from trayapp.fairshare import FairShare
+from trayapp.proctree import kill_tree, processes_with_marker, same_process
+from trayapp.protocol import VERSION, LineBuffer, ProtocolError, decode, encode
+from trayapp.runner import LaunchSettings, TaskProcess, TaskSpec, prepare, start
+from trayapp.spool import Spool, SpoolTask
+from trayapp.status import AttemptOutcome
+
+log = logging.getLogger(__name__)
+
+GRANT_TIMEOUT_S = 10.0  # a grant not used by then goes back to the pool
+_HEX = re.compile(r"^[0-9a-f]{8,64}$")
+_SHA = re.compile(r"^[0-9a-f]{64}$")
+
+
+class SlaveState(str, Enum):
+    READY = "ready"  # accepting work, none running
+    WORKING = "working"
+    WAITING = "waiting"  # not accepting: waiting for the PC to be idle
+    PAUSED = "paused"
+    DONATING = "donating"
+    UNAVAILABLE = "unavailable"  # an error; the reason says which
+
+
+@dataclass
+class SlaveSettings:
+    slots: int
+    python: str
+    nice: int = 10
+    max_results_mb: int = 2048
+    min_free_mb: int = 200
+    name: str = field(default_factory=platform.node)
+
+
+@dataclass
+class Session:
+    """One master's connection."""
+
+    sock: socket.socket
+    master: str | None = None
+    name: str = "?"
+    demand: int = 0
+    grants: list[float] = field(default_factory=list)  # when each outstanding grant was given
+    inbox: LineBuffer = field(default_factory=LineBuffer)
+    outbox: bytearray = field(default_factory=bytearray)
+    closing: bool = False
+
+    def send(self, kind: str, **fields) -> None:
+        self.outbox += encode(kind, **fields)
+
+
+def probe_versions(python: str) -> dict:
+    """Python and Brian versions of the task environment, reported to masters."""
+    script = ("import platform, importlib.metadata as m\n"
+              "try: b = m.version('brian2')\nexcept m.PackageNotFoundError: b = None\n"
+              "print(platform.python_version()); print(b or '')")
+    try:
+        out = subprocess.run([python, "-c", script], capture_output=True, text=True, timeout=60).stdout.split("\n")
+        return {"python": out[0].strip() or None, "brian": out[1].strip() or None}
+    except (OSError, subprocess.TimeoutExpired, IndexError):
+        return {"python": None, "brian": None}
+
+
+class SlaveEngine:
+    def __init__(self, spool: Spool, settings: SlaveSettings, *, slave_id: str,
+                 fairshare: FairShare | None = None, clock: Callable[[], float] = time.time,
+                 rng: random.Random | None = None):
+        self.spool = spool.ensure()
+        self.settings = settings
+        self.slave_id = slave_id
+        self.fairshare = fairshare or FairShare()
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.launch = LaunchSettings(python=settings.python, nice=settings.nice)
+        self.versions = probe_versions(settings.python)
+        self.sessions: dict[int, Session] = {}
+        self.tasks: dict[str, SpoolTask] = {}
+        self.running: dict[str, TaskProcess] = {}
+        self.available = True  # the switch the idle monitor will drive
+        self.paused_reason: str | None = None
+        self.problem: str | None = None
+        self._last_state: tuple | None = None
+        self._last_charge = clock()
+        self._stopping = False
+        self._pending: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
+
+    # ----- state ---------------------------------------------------------------
+
+    @property
+    def state(self) -> SlaveState:
+        if self.problem:
+            return SlaveState.UNAVAILABLE
+        if self.paused_reason:
+            return SlaveState.PAUSED
+        if self.running:
+            return SlaveState.WORKING
+        return SlaveState.READY if self.available else SlaveState.WAITING
+
+    def describe(self) -> dict:
+        usage = self.fairshare.snapshot(self.clock())
+        per_master: dict[str, int] = {}
+        for task in self.tasks.values():
+            if task.state == "running":
+                per_master[task.master] = per_master.get(task.master, 0) + 1
+        return {"state": self.state.value, "reason": self.problem or self.paused_reason, "slots": self.settings.slots,
+                "running": len(self.running), "running_by_master": per_master, "usage": usage,
+                "name": self.settings.name, **self.versions}
+
+    def accepts_work(self) -> bool:
+        return self.problem is None and self.paused_reason is None and self.available
+
+    # ----- lifecycle -----------------------------------------------------------
+
+    def add_connection(self, sock: socket.socket) -> None:
+        """Hand the engine a new session; safe from any thread."""
+        with self._lock:
+            self._pending.append(sock)
+        self.wake()
+
+    def wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"x")
+        except OSError:
+            pass
+
+    def request_stop(self, *_args) -> None:
+        self._stopping = True
+        self.wake()
+
+    def serve(self, listener: socket.socket | None = None, *, poll_s: float = 0.5) -> None:
+        """Run until :meth:`request_stop`; tasks keep running when it returns
+        unless a master asked for them to stop (``bye``)."""
+        self.recover()
+        if listener is not None:
+            listener.setblocking(False)
+        while not self._stopping:
+            self._step(listener, poll_s)
+        for session in list(self.sessions.values()):
+            self._flush(session)
+
+    def _step(self, listener: socket.socket | None, poll_s: float) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, []
+        for sock in pending:
+            sock.setblocking(False)
+            self.sessions[sock.fileno()] = Session(sock)
+        timeout = poll_s
+        now_mono = time.monotonic()
+        for proc in self.running.values():
+            if proc.deadline is not None:
+                timeout = min(timeout, max(0.0, proc.deadline - now_mono))
+        with selectors.DefaultSelector() as selector:
+            selector.register(self._wake_r, selectors.EVENT_READ, "wake")
+            if listener is not None:
+                selector.register(listener, selectors.EVENT_READ, "listen")
+            for fd, session in self.sessions.items():
+                events = selectors.EVENT_READ | (selectors.EVENT_WRITE if session.outbox else 0)
+                selector.register(fd, events, session)
+            for proc in self.running.values():
+                if proc.pidfd is not None:
+                    selector.register(proc.pidfd, selectors.EVENT_READ, "task")
+                else:
+                    timeout = min(timeout, 0.05)
+            for key, mask in selector.select(timeout):
+                if key.data == "wake":
+                    os.read(self._wake_r, 4096)
+                elif key.data == "listen":
+                    try:
+                        conn, _ = listener.accept()
+                        conn.setblocking(False)
+                        self.sessions[conn.fileno()] = Session(conn)
+                    except BlockingIOError:
+                        pass
+                elif isinstance(key.data, Session):
+                    if mask & selectors.EVENT_READ:
+                        self._read(key.data)
+                    if mask & selectors.EVENT_WRITE and key.data.sock.fileno() >= 0:
+                        self._flush(key.data)
+        self.tick()
+        for session in list(self.sessions.values()):
+            self._flush(session)
+
+    def _read(self, session: Session) -> None:
+        try:
+            data = session.sock.recv(65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._drop(session, "connection closed")
+            return
+        try:
+            for line in session.inbox.feed(data):
+                self.handle(session, decode(line))
+        except ProtocolError as exc:
+            log.warning("closing connection from %s: %s", session.name, exc)
+            self._drop(session, f"protocol error: {exc}")
+
+    def _flush(self, session: Session) -> None:
+        while session.outbox:
+            try:
+                sent = session.sock.send(session.outbox)
+            except BlockingIOError:
+                return
+            except OSError:
+                self._drop(session, "connection lost while sending")
+                return
+            del session.outbox[:sent]
+        if session.closing:
+            self._drop(session, "bye")
+
+    def _drop(self, session: Session, why: str) -> None:
+        fd = session.sock.fileno()
+        if self.sessions.get(fd) is session:
+            del self.sessions[fd]
+        try:
+            session.sock.close()
+        except OSError:
+            pass
+        log.info("master %s left (%s)", session.name, why)
+
+    # ----- messages --------------------------------------------------------------
+
+    def _session_of(self, master: str) -> Session | None:
+        for session in self.sessions.values():
+            if session.master == master:
+                return session
+        return None
+
+    def handle(self, session: Session, message: dict) -> None:
+        kind = message["type"]
+        if kind != "hello" and session.master is None:
+            raise ProtocolError(f"'{kind}' before 'hello'")
+        handler = getattr(self, f"_on_{kind}", None)
+        if handler is None:
+            raise ProtocolError(f"a slave does not accept '{kind}'")
+        handler(session, message)
+
+    def _on_hello(self, session: Session, message: dict) -> None:
+        master = str(message.get("master") or "")
+        if not _HEX.match(master):
+            raise ProtocolError("hello without a valid master id")
+        session.master, session.name = master, str(message.get("name", master))[:200]
+        session.send("hello", slave=self.slave_id, protocol=VERSION, version=__version__,
+                     spool=str(self.spool.root), **self.describe())
+
+    def _on_demand(self, session: Session, message: dict) -> None:
+        queued = message["queued"]
+        if not isinstance(queued, int) or queued < 0:
+            raise ProtocolError("demand must be a count")
+        session.demand = queued
+        if queued == 0:
+            session.grants.clear()
+
+    def _on_need_archive(self, session: Session, message: dict) -> None:
+        sha = message["sha"]
+        if not isinstance(sha, str) or not _SHA.match(sha):
+            raise ProtocolError("need_archive without a sha256")
+        if self.spool.has_archive(sha):
+            session.send("archive", sha=sha, present=True)
+        else:
+            session.send("archive", sha=sha, present=False, upload_path=str(self.spool.upload_path(sha)))
+
+    def _on_archive_uploaded(self, session: Session, message: dict) -> None:
+        sha, path = message["sha"], Path(str(message["path"]))
+        if not isinstance(sha, str) or not _SHA.match(sha):
+            raise ProtocolError("archive_uploaded without a sha256")
+        try:
+            self.spool.accept_upload(sha, path)
+        except (OSError, ChecksumMismatchError) as exc:
+            session.send("archive_bad", sha=sha, reason=str(exc))
+        else:
+            session.send("archive_ok", sha=sha)
+
+    def _on_start(self, session: Session, message: dict) -> None:
+        token = message["token"]
+        if not isinstance(token, str) or not _HEX.match(token):
+            raise ProtocolError("start without a valid token")
+        if token in self.tasks:  # a re-sent start (the master reconnected): idempotent
+            self._report(self.tasks[token], session)
+            return
+        if not self.accepts_work():
+            session.send("declined", token=token, reason=self.problem or self.paused_reason or "not available",
+                         retry=True)
+            return
+        if not session.grants and len(self.running) >= self.settings.slots:
+            session.send("declined", token=token, reason="no free slot", retry=True)
+            return
+        if session.grants:
+            session.grants.pop(0)
+        try:
+            task = SpoolTask(token=token, master=session.master, job=str(message["job"]), idx=int(message["idx"]),
+                             params=dict(message["params"]), main=str(message["main"]),
+                             archive_sha=str(message["archive_sha"]),
+                             time_limit_s=message.get("time_limit_s"), cores=int(message.get("cores") or 1))
+        except (TypeError, ValueError) as exc:
+            raise ProtocolError(f"malformed start: {exc}") from None
+        if "/" in task.main or "\\" in task.main or task.main.startswith(".") or not _SHA.match(task.archive_sha):
+            raise ProtocolError("start with an unsafe main script or archive name")
+        self._start(session, task)
+
+    def _start(self, session: Session, task: SpoolTask) -> None:
+        archive = self.spool.archive_path(task.archive_sha)
+        if not archive.is_file():
+            session.send("declined", token=task.token, reason="archive missing; send it first", retry=True)
+            return
+        try:
+            template = ensure_unpacked(archive, self.spool.unpacked)
+        except ChecksumMismatchError as exc:
+            archive.unlink(missing_ok=True)  # so the master's next need_archive re-sends it
+            session.send("declined", token=task.token, reason=str(exc), retry=True)
+            return
+        except UnsafeArchiveError as exc:
+            session.send("declined", token=task.token, reason=f"refused the job archive: {exc}", retry=False)
+            return
+        except (OSError, EOFError, Exception) as exc:  # noqa: BLE001 - tarfile raises many kinds
+            reason = self.spool.problem(self.settings.min_free_mb) or f"cannot unpack the job archive: {exc}"
+            self._set_problem(reason)
+            session.send("declined", token=task.token, reason=reason, retry=True)
+            return
+        run_dir = self.spool.task_dir(task.token)
+        spec = TaskSpec(task.token, task.job, task.idx, task.params, task.main, task.time_limit_s, task.cores)
+        try:
+            prepare(spec, run_dir, template)
+            task.started = self.clock()
+            self.spool.save(task)
+            proc = start(spec, run_dir, self.launch)
+        except OSError as exc:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            reason = self.spool.problem(self.settings.min_free_mb) or f"cannot start the task: {exc}"
+            self._set_problem(reason)
+            session.send("declined", token=task.token, reason=reason, retry=True)
+            return
+        task.pid, task.created = proc.pid, proc.created
+        self.spool.save(task)
+        self.tasks[task.token] = task
+        self.running[task.token] = proc
+        session.send("started", token=task.token, pid=proc.pid)
+
+    def _on_cancel(self, session: Session, message: dict) -> None:
+        token = message["token"]
+        task = self.tasks.get(token)
+        if task is None or task.master != session.master:
+            session.send("finished", token=token, outcome=AttemptOutcome.CANCELLED.value, exit_code=None)
+            return
+        proc = self.running.pop(token, None)
+        if proc is not None:
+            proc.kill()
+            proc.close()
+        self._forget(task)
+        session.send("finished", token=token, outcome=AttemptOutcome.CANCELLED.value, exit_code=None)
+
+    def _on_ack(self, session: Session, message: dict) -> None:
+        task = self.tasks.get(message["token"])
+        if task is not None and task.master == session.master and task.state == "finished":
+            self._forget(task)
+
+    def _on_sync(self, session: Session, message: dict) -> None:
+        mine = [t.summary() for t in self.tasks.values() if t.master == session.master]
+        session.send("tasks", tasks=mine)
+        session.send("state", **self.describe())
+
+    def _on_bye(self, session: Session, message: dict) -> None:
+        if message.get("stop_tasks"):
+            for task in [t for t in self.tasks.values() if t.master == session.master]:
+                proc = self.running.pop(task.token, None)
+                if proc is not None:
+                    proc.kill()
+                    proc.close()
+                self._forget(task)
+        session.closing = True
+
+    def _forget(self, task: SpoolTask) -> None:
+        self.tasks.pop(task.token, None)
+        self.spool.remove(task.token)
+
+    def _report(self, task: SpoolTask, session: Session | None) -> None:
+        if session is None:
+            return  # the master collects it after its next sync
+        if task.state == "finished":
+            session.send("finished", **task.summary())
+        else:
+            session.send("started", token=task.token, pid=task.pid)
+
+    # ----- the timer side ------------------------------------------------------------
+
+    def tick(self) -> None:
+        now = self.clock()
+        self._charge_usage(now)
+        for token, proc in list(self.running.items()):
+            if proc.has_ended():
+                del self.running[token]
+                self._finish(self.tasks[token], proc)
+            elif proc.deadline is not None and time.monotonic() >= proc.deadline:
+                proc.timed_out = True
+                proc.kill()
+                del self.running[token]
+                self._finish(self.tasks[token], proc)
+        if self.problem and not self.running:
+            # A full or read-only disk may have been fixed meanwhile.
+            self.problem = self.spool.problem(self.settings.min_free_mb)
+        self._grant(now)
+        state = (self.state, self.problem, self.paused_reason, len(self.running))
+        if state != self._last_state:
+            self._last_state = state
+            for session in self.sessions.values():
+                if session.master:
+                    session.send("state", **self.describe())
+
+    def _charge_usage(self, now: float) -> None:
+        elapsed = now - self._last_charge
+        self._last_charge = now
+        if elapsed <= 0:
+            return
+        for token in self.running:
+            self.fairshare.charge(self.tasks[token].master, elapsed, now)
+
+    def _grant(self, now: float) -> None:
+        for session in self.sessions.values():
+            session.grants = [t for t in session.grants if now - t < GRANT_TIMEOUT_S]
+        if not self.accepts_work():
+            return
+        while True:
+            outstanding = sum(len(s.grants) for s in self.sessions.values())
+            if len(self.running) + outstanding >= self.settings.slots:
+                return
+            holding: dict[str, int] = {}
+            for task in self.tasks.values():
+                if task.state == "running":
+                    holding[task.master] = holding.get(task.master, 0) + 1
+            wanting, by_master = {}, {}
+            for s in self.sessions.values():
+                if s.master:
+                    wanting[s.master] = s.demand - len(s.grants)
+                    by_master[s.master] = s
+            for m, s in by_master.items():
+                holding[m] = holding.get(m, 0) + len(s.grants)
+            chosen = self.fairshare.pick(wanting, holding, now, self.rng)
+            if chosen is None:
+                return
+            session = by_master[chosen]
+            session.grants.append(now)
+            session.send("grant", n=1)
+
+    def _set_problem(self, reason: str | None) -> None:
+        if reason:
+            log.error("slave unavailable: %s", reason)
+        self.problem = reason
+
+    def _finish(self, task: SpoolTask, proc: TaskProcess) -> None:
+        proc.close()
+        code = proc.exit_code()
+        if proc.timed_out:
+            outcome, message = AttemptOutcome.TIMED_OUT, f"stopped after its time limit of {task.time_limit_s:g} s"
+        elif code == 0:
+            outcome, message = AttemptOutcome.SUCCEEDED, None
+        elif code is None:
+            outcome, message = AttemptOutcome.HOST_LOST, "the task's process vanished without an exit code"
+        else:
+            outcome, message = AttemptOutcome.EXITED, describe_exit(code)
+        if outcome in (AttemptOutcome.EXITED, AttemptOutcome.TIMED_OUT):
+            tail = proc.stderr_tail()
+            if tail:
+                message = f"{message}; stderr ends with:\n{tail}"
+        self._settle(task, outcome, code, message)
+
+    def _settle(self, task: SpoolTask, outcome: AttemptOutcome, code: int | None, message: str | None) -> None:
+        try:
+            path, sha, size = self.spool.pack_results(task, self.settings.max_results_mb << 20)
+            task.results_path, task.results_sha, task.results_size = str(path), sha, size
+        except ValueError as exc:  # over the cap
+            outcome, message = AttemptOutcome.REJECTED, str(exc)
+        except OSError as exc:
+            outcome, message = AttemptOutcome.HOST_LOST, f"could not pack the results: {exc}"
+            self._set_problem(self.spool.problem(self.settings.min_free_mb))
+        task.state, task.outcome, task.exit_code, task.message = "finished", outcome.value, code, message
+        task.ended = self.clock()
+        shutil.rmtree(self.spool.task_dir(task.token) / "work", ignore_errors=True)
+        self.spool.save(task)
+        self._report(task, self._session_of(task.master))
+
+    # ----- crash recovery -----------------------------------------------------------
+
+    def recover(self) -> None:
+        """Settle what a previous engine left in the spool: adopt tasks that still
+        run, finish those that ended meanwhile, and report the vanished as lost."""
+        for task in self.spool.load_all():
+            self.tasks[task.token] = task
+            if task.state != "running":
+                continue
+            run_dir = self.spool.task_dir(task.token)
+            spec = TaskSpec(task.token, task.job, task.idx, task.params, task.main, task.time_limit_s, task.cores)
+            alive = same_process(task.pid, task.created) if task.pid else None
+            if alive is not None:
+                remaining = None
+                if task.time_limit_s and task.started:
+                    remaining = task.time_limit_s - (self.clock() - task.started)
+                deadline = time.monotonic() + remaining if remaining is not None else None
+                self.running[task.token] = TaskProcess(spec, run_dir, task.pid, task.created, deadline)
+                log.info("adopting task %s/%s (pid %s), still running", task.job, task.idx, task.pid)
+            elif (run_dir / "exitcode").exists():
+                log.info("task %s/%s finished while no slave engine ran; collecting", task.job, task.idx)
+                self._finish(task, TaskProcess(spec, run_dir, task.pid or 0, task.created or 0.0, None))
+            else:
+                for straggler in processes_with_marker(task.token):
+                    kill_tree(straggler.pid, None, task.token)
+                self._settle(task, AttemptOutcome.HOST_LOST, None, "the slave stopped before the task finished")
+
+    def stop_all_tasks(self, outcome: AttemptOutcome, message: str) -> int:
+        """Kill every running task (the user came back, or the slave shuts down)."""
+        stopped = 0
+        for token, proc in list(self.running.items()):
+            proc.kill()
+            del self.running[token]
+            proc.close()
+            self._settle(self.tasks[token], outcome, None, message)
+            stopped += 1
+        return stopped
+
+
+def describe_exit(code: int) -> str:
+    # sh reports a task killed by signal N as 128 + N.
+    import signal
+
+    if 128 < code < 128 + 65:
+        try:
+            name = signal.Signals(code - 128).name
+        except ValueError:
+            name = f"signal {code - 128}"
+        return f"killed by {name} (exit code {code})"
+    return f"exit code {code}"

@@ -1,0 +1,188 @@
+"""Everything that touches paramiko: connecting to a slave, its host key, SFTP.
+
+Host keys are checked against SpareCycles' own ``known_hosts`` (in the config
+folder): an unknown key is refused until the user trusts it (``sparecycles
+hosts trust NAME`` shows the fingerprint first), and a changed key is refused
+outright; there is no auto-add. Key passphrases and passwords come from the OS
+keyring, never from a file.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import socket
+from pathlib import Path
+from typing import Callable
+
+import paramiko
+
+from trayapp.errors import UserError
+from trayapp.home import Home
+from trayapp.links import LinkClosed
+from trayapp.store import HostRecord
+
+log = logging.getLogger(__name__)
+
+KEYRING_SERVICE = "sparecycles"
+CONNECT_TIMEOUT_S = 15
+KEEPALIVE_S = 15
+
+
+class HostKeyError(Exception):
+    """The host's key is unknown or changed: the user must decide."""
+
+
+def known_hosts_file(home: Home) -> Path:
+    return home.config_dir / "known_hosts"
+
+
+def host_key_name(address: str, port: int) -> str:
+    return address if port == 22 else f"[{address}]:{port}"
+
+
+def fingerprint(key: paramiko.PKey) -> str:
+    digest = hashlib.sha256(key.asbytes()).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+def keyring_account(host: HostRecord) -> str:
+    return f"{host.user or ''}@{host.address}:{host.port}"
+
+
+def secret_for(host: HostRecord) -> str | None:
+    """The key passphrase or password for ``host`` from the OS keyring, if any."""
+    try:
+        import keyring
+        import keyring.errors
+
+        return keyring.get_password(KEYRING_SERVICE, keyring_account(host))
+    except Exception as exc:  # noqa: BLE001 - no backend on a headless PC is normal
+        log.debug("no keyring available: %s", exc)
+        return None
+
+
+def store_secret(host: HostRecord, secret: str) -> None:
+    import keyring
+
+    try:
+        keyring.set_password(KEYRING_SERVICE, keyring_account(host), secret)
+    except Exception as exc:  # noqa: BLE001
+        raise UserError(f"could not store the secret in the OS keyring: {exc}",
+                        "install and unlock a keyring (e.g. GNOME Keyring, KWallet), or use a key without passphrase"
+                        ) from None
+
+
+def fetch_host_key(address: str, port: int, timeout: float = CONNECT_TIMEOUT_S) -> paramiko.PKey:
+    """The key a server presents, without authenticating (for `hosts trust`)."""
+    sock = socket.create_connection((address, port), timeout=timeout)
+    transport = paramiko.Transport(sock)
+    try:
+        transport.start_client(timeout=timeout)
+        return transport.get_remote_server_key()
+    finally:
+        transport.close()
+
+
+def trust_host_key(home: Home, address: str, port: int, key: paramiko.PKey) -> None:
+    path = known_hosts_file(home)
+    keys = paramiko.HostKeys()
+    if path.exists():
+        keys.load(str(path))
+    name = host_key_name(address, port)
+    if name in keys:
+        del keys[name]  # the user replaces a changed key on purpose
+    keys.add(name, key.get_name(), key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    keys.save(str(path))
+
+
+class SSHLink:
+    """One SSH connection to a slave: an exec channel running the agent, and SFTP."""
+
+    def __init__(self, host: HostRecord, known_hosts: Path):
+        self.host = host
+        self.label = host.name
+        self._known_hosts = known_hosts
+        self._client: paramiko.SSHClient | None = None
+        self._channel: paramiko.Channel | None = None
+        self._sftp: paramiko.SFTPClient | None = None
+
+    def open(self) -> "SSHLink":
+        client = paramiko.SSHClient()
+        if self._known_hosts.exists():
+            client.load_host_keys(str(self._known_hosts))
+        client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        secret = secret_for(self.host)
+        key_file = str(Path(self.host.key_path).expanduser()) if self.host.key_path else None
+        try:
+            client.connect(self.host.address, port=self.host.port, username=self.host.user,
+                           key_filename=key_file, passphrase=secret, password=secret if not key_file else None,
+                           timeout=CONNECT_TIMEOUT_S, banner_timeout=CONNECT_TIMEOUT_S,
+                           auth_timeout=CONNECT_TIMEOUT_S, look_for_keys=key_file is None, allow_agent=True)
+        except paramiko.BadHostKeyException as exc:
+            client.close()
+            raise HostKeyError(
+                f"the host key of {self.host.name} ({self.host.address}:{self.host.port}) has CHANGED to "
+                f"{fingerprint(exc.key)}; refusing to connect. If the PC was reinstalled, check the fingerprint "
+                f"on it and run: sparecycles hosts trust {self.host.name} --replace") from None
+        except paramiko.SSHException as exc:
+            client.close()
+            if "not found in known_hosts" in str(exc):
+                raise HostKeyError(f"the host key of {self.host.name} is not trusted yet; "
+                                   f"run: sparecycles hosts trust {self.host.name}") from None
+            raise
+        transport = client.get_transport()
+        transport.set_keepalive(KEEPALIVE_S)
+        channel = transport.open_session()
+        channel.exec_command(self.host.agent_command)
+        self._client, self._channel = client, channel
+        return self
+
+    def fileno(self) -> int:
+        return self._channel.fileno()
+
+    def send(self, data: bytes) -> None:
+        try:
+            self._channel.sendall(data)
+        except (OSError, paramiko.SSHException) as exc:
+            raise LinkClosed(str(exc)) from None
+
+    def recv(self) -> bytes:
+        try:
+            data = self._channel.recv(65536)
+        except (OSError, paramiko.SSHException) as exc:
+            raise LinkClosed(str(exc)) from None
+        if not data:
+            err = b""
+            while self._channel.recv_stderr_ready():
+                err += self._channel.recv_stderr(4096)
+            raise LinkClosed("the agent ended" + (f": {err.decode(errors='replace').strip()}" if err else ""))
+        return data
+
+    def _sftp_client(self) -> paramiko.SFTPClient:
+        if self._sftp is None:
+            self._sftp = self._client.open_sftp()
+        return self._sftp
+
+    def put(self, local: Path, remote: str) -> None:
+        # put() pipelines its writes; a plain write loop would wait for every block's ack.
+        self._sftp_client().put(str(local), remote, confirm=True)
+
+    def fetch(self, remote: str, local: Path) -> None:
+        # get() prefetches reads in parallel.
+        self._sftp_client().get(remote, str(local))
+
+    def close(self) -> None:
+        for closer in (self._sftp, self._channel, self._client):
+            try:
+                if closer is not None:
+                    closer.close()
+            except Exception:  # noqa: BLE001 - closing a dead connection may fail in many ways
+                pass
+
+
+def ssh_connector(home: Home) -> Callable[[HostRecord], Callable[[], SSHLink]]:
+    known = known_hosts_file(home)
+    return lambda host: (lambda: SSHLink(host, known).open())
