@@ -148,3 +148,69 @@ def pid_alive(pid: int) -> bool:
             return fh.read().split(")")[-1].split()[0] != "Z"
     except OSError:
         return False
+
+
+# ----- the pool: a real sshd on loopback and slave daemons behind it ---------------
+
+from realparts import SlaveDaemon, Sshd  # noqa: E402
+
+
+@pytest.fixture
+def sshd(tmp_path):
+    server = Sshd(tmp_path / "sshd").start()
+    yield server
+    server.stop()
+
+
+class Pool:
+    """A master home (the test's SPARECYCLES_HOME) with slave daemons reached over sshd."""
+
+    def __init__(self, tmp_path: Path, sshd: Sshd):
+        self.tmp_path = tmp_path
+        self.sshd = sshd
+        self.slaves: dict[str, SlaveDaemon] = {}
+
+    def add_slave(self, name: str, slots: int = 2, config: str = "", trust: bool = True,
+                  start: bool = True) -> SlaveDaemon:
+        home = self.tmp_path / f"slave-{name}"
+        home.mkdir(parents=True, exist_ok=True)
+        if config:
+            (home / "config.toml").write_text(config)
+        slave = SlaveDaemon(home, slots)
+        if start:
+            slave.start()
+        self.slaves[name] = slave
+        cli("hosts", "add", name, "--host", "127.0.0.1", "--port", str(self.sshd.port), "--user",
+            os.environ.get("USER", "root"), "--key", str(self.sshd.client_key), "--agent-command",
+            slave.agent_command, check=True)
+        if trust:
+            cli("hosts", "trust", name, "--fingerprint", self.sshd.host_key_fingerprint(), check=True)
+        return slave
+
+    def close(self) -> None:
+        for slave in self.slaves.values():
+            slave.stop()
+
+
+@pytest.fixture
+def pool(home, tmp_path, sshd):
+    p = Pool(tmp_path, sshd)
+    yield p
+    p.close()
+
+
+def start_master(*extra: str) -> subprocess.Popen:
+    """``sparecycles master`` for the test's home, as a child process (output to a pipe)."""
+    return subprocess.Popen([sys.executable, "-m", "trayapp", "master", *extra], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 30) -> str:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+    return out or ""

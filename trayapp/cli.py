@@ -68,8 +68,37 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = verbs.add_parser("master", help="run the dispatcher in the foreground")
     p.add_argument("--slots", type=int, help="tasks at once on this PC (default: settings, else one per core)")
+    p.add_argument("--no-local", action="store_true", help="run no tasks on this PC, only on hosts")
     p.add_argument("--until-idle", type=_duration, help="exit after the queue has been empty this long")
     p.add_argument("--quiet-if-running", action="store_true", help="exit 0 if a dispatcher already runs")
+
+    p = verbs.add_parser("slave", help="run the slave daemon in the foreground: lend this PC to masters")
+    p.add_argument("--slots", type=int, help="tasks at once (default: settings, else one per core)")
+
+    verbs.add_parser("agent", help="the protocol endpoint a master starts over SSH (not for people)")
+
+    hosts = verbs.add_parser("hosts", help="the slaves this master sends work to")
+    host_verbs = hosts.add_subparsers(dest="host_verb", metavar="ACTION", required=True)
+    p = host_verbs.add_parser("add", help="add a slave PC reached over SSH")
+    p.add_argument("name")
+    p.add_argument("--host", required=True, help="address of the PC")
+    p.add_argument("--port", type=int, default=22)
+    p.add_argument("--user", help="SSH user (default: yours)")
+    p.add_argument("--key", help="private key file (default: your SSH agent and ~/.ssh keys)")
+    p.add_argument("--agent-command", default="sparecycles agent",
+                   help="command that starts the agent there (default: %(default)s)")
+    p.add_argument("--slots", type=int, help="at most this many of our tasks there at once")
+    p.add_argument("--ask-secret", action="store_true",
+                   help="ask for the key passphrase or password and keep it in the OS keyring")
+    p = host_verbs.add_parser("list", help="hosts with their state, slots and versions")
+    p.add_argument("--json", action="store_true")
+    p = host_verbs.add_parser("remove", help="forget a host")
+    p.add_argument("name")
+    p = host_verbs.add_parser("trust", help="show a host's SSH key fingerprint and trust it")
+    p.add_argument("name")
+    p.add_argument("--yes", action="store_true", help="trust without asking")
+    p.add_argument("--fingerprint", help="trust only if the key has this SHA256 fingerprint")
+    p.add_argument("--replace", action="store_true", help="replace a key that changed")
 
     p = verbs.add_parser("demo", help="run the bundled Brian sweep on this PC and summarise it")
     p.add_argument("--timeout", type=_duration)
@@ -228,6 +257,8 @@ def cmd_master(app: App, args) -> int:
         if args.slots < 1:
             raise UserError(f"--slots must be at least 1, not {args.slots}")
         app.config = replace(app.config, slots=args.slots)
+    if args.no_local:
+        app.config = replace(app.config, run_locally=False)
     lock = app.dispatcher_lock
     if not lock.acquire():
         if args.quiet_if_running:
@@ -253,5 +284,26 @@ def cmd_demo(app: App, args) -> int:
     return run_demo(app, timeout=args.timeout)
 
 
+def cmd_slave(app: App, args) -> int:
+    from trayapp.slavedaemon import run_slave_daemon
+
+    if args.slots is not None and args.slots < 1:
+        raise UserError(f"--slots must be at least 1, not {args.slots}")
+    return run_slave_daemon(app, slots=args.slots)
+
+
+def cmd_agent(app: App, args) -> int:
+    from trayapp.agent import run_agent
+
+    return run_agent(app.home)
+
+
+def cmd_hosts(app: App, args) -> int:
+    from trayapp import hostcli
+
+    return hostcli.HANDLERS[args.host_verb](app, args)
+
+
 HANDLERS = {"submit": cmd_submit, "status": cmd_status, "wait": cmd_wait, "results": cmd_results,
-            "cancel": cmd_cancel, "retry": cmd_retry, "master": cmd_master, "demo": cmd_demo}
+            "cancel": cmd_cancel, "retry": cmd_retry, "master": cmd_master, "demo": cmd_demo,
+            "slave": cmd_slave, "agent": cmd_agent, "hosts": cmd_hosts}

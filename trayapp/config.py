@@ -25,11 +25,14 @@ def _default_slots() -> int:
 @dataclass(frozen=True)
 class Config:
     slots: int = 0  # 0 = one per core, resolved by ``effective_slots``
+    run_locally: bool = True  # a master also runs tasks on its own cores
     results_dir: str = ""  # empty = Home.default_results_dir
     task_python: str = ""  # empty = the interpreter running SpareCycles
     nice: int = 10  # tasks yield the CPU to whatever the PC's user runs
     default_retries: int = 0
     poll_interval_s: float = 0.2  # how often the dispatcher looks for new work
+    max_results_mb: int = 2048  # a slave refuses to send back more than this per task
+    min_free_mb: int = 200  # a slave with less free disk takes no work
 
     @property
     def effective_slots(self) -> int:

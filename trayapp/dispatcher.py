@@ -101,7 +101,8 @@ class Dispatcher:
         self._store_factory = store_factory
         self.master_id, self.master_name = identity
         self._connect_ssh = connect_ssh
-        self.driver_settings = driver_settings or DriverSettings(self.master_id, self.master_name)
+        self.driver_settings = driver_settings or DriverSettings(self.master_id, self.master_name,
+                                                                 tick_s=config.poll_interval_s)
         self._host_refresh_s = host_refresh_s
         self.drivers: dict[str, HostDriver] = {}
         self.local: LocalSlave | None = None
@@ -122,7 +123,8 @@ class Dispatcher:
     def run(self, *, until_idle: float | None = None) -> DispatcherStats:
         """Run until stopped, or until no task has been unfinished for ``until_idle`` s."""
         began = time.time()
-        self._start_local()
+        if self.config.run_locally:
+            self._start_local()
         idle_since = time.monotonic()
         next_refresh = 0.0
         try:

@@ -119,6 +119,7 @@ class SlaveEngine:
         self._stopping = False
         self._pending: list[socket.socket] = []
         self._lock = threading.Lock()
+        self.on_state_change: Callable[[dict], None] | None = None
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
 
@@ -173,7 +174,16 @@ class SlaveEngine:
             listener.setblocking(False)
         while not self._stopping:
             self._step(listener, poll_s)
+        self.flush_all()
+
+    def flush_all(self) -> None:
+        """Send what is queued for each master (blocking briefly), e.g. before exit."""
         for session in list(self.sessions.values()):
+            try:
+                session.sock.setblocking(True)
+                session.sock.settimeout(2.0)
+            except OSError:
+                continue
             self._flush(session)
 
     def _step(self, listener: socket.socket | None, poll_s: float) -> None:
@@ -442,6 +452,8 @@ class SlaveEngine:
         state = (self.state, self.problem, self.paused_reason, len(self.running))
         if state != self._last_state:
             self._last_state = state
+            if self.on_state_change is not None:
+                self.on_state_change(self.describe())
             for session in self.sessions.values():
                 if session.master:
                     session.send("state", **self.describe())

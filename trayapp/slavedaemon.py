@@ -1,0 +1,70 @@
+"""``sparecycles slave``: the slave engine behind a Unix socket, for agents to reach.
+
+One daemon runs per SpareCycles home (``slave.lock``). Stopping it (SIGTERM,
+Ctrl-C) stops its tasks, since they run on someone's PC; they are reported to
+their masters as lost, and run again elsewhere. A daemon killed outright
+leaves them running; the next one adopts them from the spool.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import sys
+
+from trayapp.agent import socket_path
+from trayapp.app import App
+from trayapp.dispatcher import DispatcherLock
+from trayapp.errors import UserError
+from trayapp.slave import SlaveEngine, SlaveSettings
+from trayapp.spool import Spool
+from trayapp.status import AttemptOutcome
+
+log = logging.getLogger("sparecycles.slave")
+
+
+def build_engine(app: App, slots: int | None = None) -> SlaveEngine:
+    config = app.config
+    settings = SlaveSettings(slots=slots or config.effective_slots, python=config.task_interpreter,
+                             nice=config.nice, max_results_mb=config.max_results_mb,
+                             min_free_mb=config.min_free_mb)
+    slave_id, name = app.identity()
+    settings.name = name
+    return SlaveEngine(Spool(app.home.data_dir / "spool"), settings, slave_id=slave_id)
+
+
+def run_slave_daemon(app: App, slots: int | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    lock = DispatcherLock(app.home.data_dir / "slave.lock")
+    if not lock.acquire():
+        raise UserError(f"a slave daemon is already running for {app.home.data_dir} (pid {lock.holder()})",
+                        "use that one, or stop it first; SPARECYCLES_HOME selects another home")
+    engine = build_engine(app, slots)
+    path = socket_path(app.home)
+    path.unlink(missing_ok=True)  # left by a daemon that was killed; the lock says none runs now
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_umask = os.umask(0o077)  # only this user may talk to the daemon
+    try:
+        listener.bind(str(path))
+    finally:
+        os.umask(old_umask)
+    listener.listen(16)
+    signal.signal(signal.SIGTERM, engine.request_stop)
+    signal.signal(signal.SIGINT, engine.request_stop)
+    log.info("slave daemon for %s: %d slots, tasks run with %s (Python %s, Brian %s); listening on %s",
+             app.home.data_dir, engine.settings.slots, engine.settings.python, engine.versions.get("python"),
+             engine.versions.get("brian") or "not installed", path)
+    engine.on_state_change = lambda d: log.info("state: %s%s (%d running)", d["state"],
+                                                f" ({d['reason']})" if d.get("reason") else "", d["running"])
+    try:
+        engine.serve(listener)
+        stopped = engine.stop_all_tasks(AttemptOutcome.HOST_LOST, "the slave daemon was stopped")
+        engine.flush_all()
+        log.info("slave daemon stopping; stopped %d running task(s)", stopped)
+    finally:
+        listener.close()
+        path.unlink(missing_ok=True)
+        lock.release()
+    return 0
