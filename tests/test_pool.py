@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
+import signal
 from pathlib import Path
 
-from conftest import cli, make_job, start_master, stop_process
+from conftest import cli, make_job, start_master, stop_process, wait_until
 
 # Records which slave ran it: a slave daemon's tasks inherit its SPARECYCLES_HOME.
 WHERE_TASK = """
@@ -46,3 +46,132 @@ def test_tasks_run_on_slaves_over_ssh_and_every_result_comes_back(pool, tmp_path
         assert list((spool / "tasks").iterdir()) == [] and list((spool / "results").iterdir()) == []
     hosts = {h["name"]: h for h in json.loads(cli("hosts", "list", "--json", check=True).stdout)}
     assert hosts["a"]["python"] and hosts["a"]["slots"] == 2
+
+
+# Each task notes "start"/"end" in a ledger outside every job folder, so a test
+# can tell a task that was rerun from one that was collected.
+LEDGER_TASK = """
+import json, os, sys, time
+p = json.loads(sys.argv[1])
+def note(what):
+    fd = os.open(p["ledger"], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    os.write(fd, f"{what} {p['i']} {os.environ.get('SPARECYCLES_HOME')}\\n".encode())
+    os.close(fd)
+note("start")
+time.sleep(p["sleep"])
+os.makedirs("results", exist_ok=True)
+json.dump(p, open("results/done.json", "w"))
+note("end")
+"""
+
+
+def ledger(path: Path) -> list[tuple[str, int, str]]:
+    if not path.exists():
+        return []
+    return [(k, int(i), h) for k, i, h in (line.split(" ", 2) for line in path.read_text().splitlines())]
+
+
+def assert_each_task_done_once(job: dict, n: int, ledger_file: Path) -> None:
+    status = json.loads(cli("status", job["job"], "--json").stdout)
+    assert status["status"] == "done", status
+    ends = sorted(i for k, i, _ in ledger(ledger_file) if k == "end")
+    assert ends == list(range(n)), f"each task must complete exactly once:\n{ledger_file.read_text()}"
+    for i in range(n):
+        assert json.loads((Path(job["results"]) / str(i) / "done.json").read_text())["i"] == i
+        marker = json.loads((Path(job["results"]) / str(i) / ".sparecycles.json").read_text())
+        assert marker["task"] == i
+
+
+def test_slave_daemon_killed_mid_task_its_tasks_finish_elsewhere(pool, tmp_path):
+    book = tmp_path / "ledger.txt"
+    doomed, healthy = pool.add_slave("doomed", slots=2), pool.add_slave("healthy", slots=1)
+    params = [{"i": i, "sleep": 2.0, "ledger": str(book)} for i in range(4)]
+    folder, params_file = make_job(tmp_path / "job", LEDGER_TASK, params=params)
+    job = submit(folder, params_file)
+    master = start_master("--no-local", "--until-idle", "1")
+    try:
+        wait_until(lambda: any(h == str(doomed.home) for k, _, h in ledger(book) if k == "start"),
+                   what="a task to start on the doomed slave")
+        doomed.kill()  # SIGKILL: no goodbye to anyone
+        assert master.wait(120) == 0
+    finally:
+        out = stop_process(master)
+    status = json.loads(cli("status", job["job"], "--json").stdout)
+    assert status["status"] == "done", out
+    # Tasks orphaned on the dead slave may still end there, but their results
+    # are never collected: every result folder came from a slave that lived.
+    for i in range(4):
+        marker = json.loads((Path(job["results"]) / str(i) / ".sparecycles.json").read_text())
+        assert marker["task"] == i
+    lost = [t for t in status["tasks"] if t["failures"]]
+    assert not lost, "a lost host must not use up a task's retries"
+    hosts = {h["name"]: h for h in json.loads(cli("hosts", "list", "--json").stdout)}
+    assert hosts["doomed"]["state"] == "offline"
+
+
+def test_sshd_down_for_a_while_then_back_results_are_collected_not_rerun(pool, tmp_path):
+    book = tmp_path / "ledger.txt"
+    pool.add_slave("a", slots=2)
+    params = [{"i": i, "sleep": 1.5, "ledger": str(book)} for i in range(2)]
+    folder, params_file = make_job(tmp_path / "job", LEDGER_TASK, params=params)
+    job = submit(folder, params_file)
+    master = start_master("--no-local", "--until-idle", "1")
+    try:
+        wait_until(lambda: len([k for k, _, _ in ledger(book) if k == "start"]) == 2, what="both tasks to start")
+        pool.sshd.stop()
+        # The tasks finish while the master cannot reach the slave.
+        wait_until(lambda: len([k for k, _, _ in ledger(book) if k == "end"]) == 2, what="tasks to end offline")
+        wait_until(lambda: json.loads(cli("hosts", "list", "--json").stdout)[-1]["state"] == "unreachable",
+                   what="the master to notice")
+        pool.sshd.start()
+        assert master.wait(120) == 0
+    finally:
+        out = stop_process(master)
+    assert_each_task_done_once(job, 2, book)
+    assert len([k for k, _, _ in ledger(book) if k == "start"]) == 2, "nothing may run twice:\n" + out
+
+
+def test_master_killed_and_restarted_mid_job_reconciles_with_its_slaves(pool, tmp_path):
+    book = tmp_path / "ledger.txt"
+    pool.add_slave("a", slots=2)
+    pool.add_slave("b", slots=2)
+    params = [{"i": i, "sleep": 1.0, "ledger": str(book)} for i in range(10)]
+    folder, params_file = make_job(tmp_path / "job", LEDGER_TASK, params=params)
+    job = submit(folder, params_file)
+    first = start_master("--no-local")
+    try:
+        wait_until(lambda: len([k for k, _, _ in ledger(book) if k == "start"]) >= 4, what="four tasks to start")
+    finally:
+        stop_process(first, signal.SIGKILL)
+    second = start_master("--no-local", "--until-idle", "1")
+    try:
+        assert second.wait(180) == 0
+    finally:
+        out = stop_process(second)
+    assert_each_task_done_once(job, 10, book)
+    starts = sorted(i for k, i, _ in ledger(book) if k == "start")
+    assert starts == list(range(10)), "tasks running at the kill were kept, not started again:\n" + out
+    # Each result was collected once: one attempt per task succeeded.
+    status = json.loads(cli("status", job["job"], "--json").stdout)
+    assert all(t["status"] == "done" for t in status["tasks"])
+
+
+def test_a_real_brian_task_runs_through_the_pool(pool, tmp_path):
+    from trayapp.bundled import resource_path
+
+    pool.add_slave("a", slots=2)
+    demo = resource_path("demo")
+    params = tmp_path / "two.json"
+    params.write_text(json.dumps([{"input_rate_hz": 40, "g_inh": 7, "duration_ms": 300},
+                                  {"input_rate_hz": 75, "g_inh": 5, "duration_ms": 300}]))
+    job = submit(demo, params)
+    master = start_master("--no-local", "--until-idle", "1")
+    try:
+        assert master.wait(180) == 0
+    finally:
+        out = stop_process(master)
+    status = json.loads(cli("status", job["job"], "--json").stdout)
+    assert status["status"] == "done", out
+    low = json.loads((Path(job["results"]) / "0" / "summary.json").read_text())["rate_hz"]
+    high = json.loads((Path(job["results"]) / "1" / "summary.json").read_text())["rate_hz"]
+    assert 0 < low < high
