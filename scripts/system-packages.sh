@@ -4,7 +4,8 @@
 set -euo pipefail
 
 # python3-venv: Debian ships venv's pip bootstrap separately.
-packages=(python3 python3-venv coreutils util-linux)
+# openssh-server: the pool tests start their own sshd on 127.0.0.1.
+packages=(python3 python3-venv coreutils util-linux openssh-server)
 
 missing=()
 for pkg in "${packages[@]}"; do

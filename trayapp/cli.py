@@ -77,6 +77,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     verbs.add_parser("agent", help="the protocol endpoint a master starts over SSH (not for people)")
 
+    for verb, text in (("pause", "stop lending this PC (running tasks stop at once)"),
+                       ("donate", "lend this PC even while you use it")):
+        p = verbs.add_parser(verb, help=text)
+        p.add_argument("--for", dest="duration", type=_duration, help="e.g. 1h; default: until 'resume'")
+        p.add_argument("--json", action="store_true")
+    p = verbs.add_parser("resume", help="back to normal: lend this PC while it is idle")
+    p.add_argument("--json", action="store_true")
+
     hosts = verbs.add_parser("hosts", help="the slaves this master sends work to")
     host_verbs = hosts.add_subparsers(dest="host_verb", metavar="ACTION", required=True)
     p = host_verbs.add_parser("add", help="add a slave PC reached over SSH")
@@ -182,6 +190,7 @@ def _when(ts: float | None) -> str:
 def cmd_status(app: App, args) -> int:
     if args.job is None:
         jobs = app.store.jobs()
+        slave = _local_slave_state(app)
         if args.json:
             print(json.dumps([_job_json(j) for j in jobs], indent=2))
         elif not jobs:
@@ -190,6 +199,8 @@ def cmd_status(app: App, args) -> int:
             rows = [[j.id, j.name, j.status.value, str(j.count(TaskStatus.DONE)), str(j.count(TaskStatus.FAILED)),
                      str(j.total), _when(j.created)] for j in jobs]
             print(_table(["JOB", "NAME", "STATE", "DONE", "FAILED", "TASKS", "SUBMITTED"], rows))
+        if slave is not None and not args.json:
+            print(describe_slave_state(slave))
         return EXIT_OK
     job = app.store.job(args.job)
     tasks = app.store.tasks(job.seq)
@@ -206,6 +217,19 @@ def cmd_status(app: App, args) -> int:
         if t.status is TaskStatus.FAILED or (t.message and t.status is TaskStatus.QUEUED and t.failures):
             print(f"\ntask {t.idx} {t.status.value}: {t.message}")
     return EXIT_OK
+
+
+def _local_slave_state(app: App) -> dict | None:
+    """The slave daemon's state if one runs for this home (``status`` shows it)."""
+    from trayapp.agent import socket_path
+    from trayapp import slavecontrol
+
+    if not socket_path(app.home).exists():
+        return None
+    try:
+        return slavecontrol.slave_state(app.home)
+    except UserError:
+        return None
 
 
 def _short_params(params: dict, width: int = 60) -> str:
@@ -292,6 +316,36 @@ def cmd_slave(app: App, args) -> int:
     return run_slave_daemon(app, slots=args.slots)
 
 
+def cmd_slave_verb(app: App, args) -> int:
+    from trayapp import slavecontrol
+
+    if args.verb == "resume":
+        state = slavecontrol.resume(app.home)
+    else:
+        state = getattr(slavecontrol, args.verb)(app.home, args.duration)
+    if args.json:
+        print(json.dumps(state))
+    else:
+        print(describe_slave_state(state))
+    return EXIT_OK
+
+
+def describe_slave_state(state: dict) -> str:
+    text = f"slave: {state['state']}"
+    if state.get("reason"):
+        text += f" ({state['reason']})"
+    if state.get("donating") and state.get("donating_until"):
+        text += " until " + time.strftime("%H:%M", time.localtime(state["donating_until"]))
+    text += f", {state['running']} of {state['slots']} slots busy"
+    usage = state.get("usage") or {}
+    total = sum(usage.values())
+    names = state.get("master_names") or {}
+    if total:
+        shares = ", ".join(f"{names.get(m, m)} {u / total:.0%}" for m, u in sorted(usage.items(), key=lambda x: -x[1]))
+        text += f"\nrecent use by master: {shares}"
+    return text
+
+
 def cmd_agent(app: App, args) -> int:
     from trayapp.agent import run_agent
 
@@ -306,4 +360,5 @@ def cmd_hosts(app: App, args) -> int:
 
 HANDLERS = {"submit": cmd_submit, "status": cmd_status, "wait": cmd_wait, "results": cmd_results,
             "cancel": cmd_cancel, "retry": cmd_retry, "master": cmd_master, "demo": cmd_demo,
-            "slave": cmd_slave, "agent": cmd_agent, "hosts": cmd_hosts}
+            "slave": cmd_slave, "agent": cmd_agent, "hosts": cmd_hosts, "pause": cmd_slave_verb,
+            "donate": cmd_slave_verb, "resume": cmd_slave_verb}

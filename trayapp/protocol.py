@@ -21,6 +21,9 @@ by the file system, never inside messages)::
     M: sync                            S: tasks {tasks: [...]}  every task it holds for this master
                                        S: state {state, reason, slots, running}
     M: bye {stop_tasks}
+
+The PC's own user (tray menu, ``sparecycles pause|donate|resume``) speaks to
+the local daemon the same way: ``control {action, until}`` answered by ``state``.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "ack": ("token",),
     "sync": (),
     "bye": (),
+    "control": ("action",),  # pause / donate / resume / status, from the PC's own user
     # slave -> master
     "grant": ("n",),
     "archive": ("sha", "present"),

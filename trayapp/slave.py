@@ -17,6 +17,7 @@ predecessor left in the spool (:meth:`SlaveEngine.recover`).
 from __future__ import annotations
 
 import logging
+import math
 import os
 import platform
 import random
@@ -111,8 +112,11 @@ class SlaveEngine:
         self.sessions: dict[int, Session] = {}
         self.tasks: dict[str, SpoolTask] = {}
         self.running: dict[str, TaskProcess] = {}
-        self.available = True  # the switch the idle monitor will drive
-        self.paused_reason: str | None = None
+        # Whether the PC's user lets us work now: the idle monitor drives it
+        # (True until the idle monitor is wired in: a slave without one works).
+        self.available = True
+        self.paused_until: float | None = None  # set by Pause; math.inf = until resumed
+        self.donating_until: float | None = None  # set by Donate: work even while the user is active
         self.problem: str | None = None
         self._last_state: tuple | None = None
         self._last_charge = clock()
@@ -126,11 +130,25 @@ class SlaveEngine:
     # ----- state ---------------------------------------------------------------
 
     @property
+    def paused_reason(self) -> str | None:
+        if self.paused_until is None:
+            return None
+        if math.isinf(self.paused_until):
+            return "paused until resumed"
+        return "paused until " + time.strftime("%H:%M", time.localtime(self.paused_until))
+
+    @property
+    def donating(self) -> bool:
+        return self.donating_until is not None
+
+    @property
     def state(self) -> SlaveState:
         if self.problem:
             return SlaveState.UNAVAILABLE
-        if self.paused_reason:
+        if self.paused_until is not None:
             return SlaveState.PAUSED
+        if self.donating and not self.available:
+            return SlaveState.DONATING
         if self.running:
             return SlaveState.WORKING
         return SlaveState.READY if self.available else SlaveState.WAITING
@@ -141,12 +159,43 @@ class SlaveEngine:
         for task in self.tasks.values():
             if task.state == "running":
                 per_master[task.master] = per_master.get(task.master, 0) + 1
+        finite = lambda t: None if t is None or math.isinf(t) else t  # noqa: E731 - JSON has no infinity
+        names = {s.master: s.name for s in self.sessions.values() if s.master}
         return {"state": self.state.value, "reason": self.problem or self.paused_reason, "slots": self.settings.slots,
                 "running": len(self.running), "running_by_master": per_master, "usage": usage,
+                "master_names": names, "paused": self.paused_until is not None,
+                "paused_until": finite(self.paused_until), "donating": self.donating,
+                "donating_until": finite(self.donating_until), "available": self.available,
                 "name": self.settings.name, **self.versions}
 
     def accepts_work(self) -> bool:
-        return self.problem is None and self.paused_reason is None and self.available
+        return self.problem is None and self.paused_until is None and (self.available or self.donating)
+
+    # ----- the user's verbs (tray menu and CLI) ---------------------------------------
+
+    def pause(self, until: float | None = None) -> None:
+        """Stop working now, until ``until`` (a time) or until resumed."""
+        self.paused_until = math.inf if until is None else until
+        self.donating_until = None
+        self.stop_all_tasks(AttemptOutcome.PREEMPTED, "the PC's user paused SpareCycles")
+
+    def donate(self, until: float | None = None) -> None:
+        """Work even while the user is at the PC, until ``until`` or until resumed."""
+        self.paused_until = None
+        self.donating_until = math.inf if until is None else until
+
+    def resume(self) -> None:
+        """Back to normal: work when the PC is idle."""
+        self.paused_until = None
+        self.donating_until = None
+
+    def _expire_user_choices(self, now: float) -> None:
+        if self.paused_until is not None and now >= self.paused_until:
+            self.paused_until = None
+        if self.donating_until is not None and now >= self.donating_until:
+            self.donating_until = None
+            if not self.available:
+                self.stop_all_tasks(AttemptOutcome.PREEMPTED, "the donation ended while the user is at the PC")
 
     # ----- lifecycle -----------------------------------------------------------
 
@@ -409,6 +458,20 @@ class SlaveEngine:
         session.send("tasks", tasks=mine)
         session.send("state", **self.describe())
 
+    def _on_control(self, session: Session, message: dict) -> None:
+        action, until = message["action"], message.get("until")
+        if until is not None and not isinstance(until, (int, float)):
+            raise ProtocolError("control 'until' must be a time")
+        if action == "pause":
+            self.pause(until)
+        elif action == "donate":
+            self.donate(until)
+        elif action == "resume":
+            self.resume()
+        elif action != "status":
+            raise ProtocolError(f"unknown control action {action!r}")
+        session.send("state", **self.describe())
+
     def _on_bye(self, session: Session, message: dict) -> None:
         if message.get("stop_tasks"):
             for task in [t for t in self.tasks.values() if t.master == session.master]:
@@ -435,6 +498,7 @@ class SlaveEngine:
 
     def tick(self) -> None:
         now = self.clock()
+        self._expire_user_choices(now)
         self._charge_usage(now)
         for token, proc in list(self.running.items()):
             if proc.has_ended():
@@ -449,7 +513,7 @@ class SlaveEngine:
             # A full or read-only disk may have been fixed meanwhile.
             self.problem = self.spool.problem(self.settings.min_free_mb)
         self._grant(now)
-        state = (self.state, self.problem, self.paused_reason, len(self.running))
+        state = (self.state, self.problem, self.paused_until, self.donating_until, len(self.running))
         if state != self._last_state:
             self._last_state = state
             if self.on_state_change is not None:
