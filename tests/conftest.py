@@ -199,10 +199,10 @@ def pool(home, tmp_path, sshd):
     p.close()
 
 
-def start_master(*extra: str) -> subprocess.Popen:
-    """``sparecycles master`` for the test's home, as a child process (output to a pipe)."""
+def start_master(*extra: str, env: dict | None = None) -> subprocess.Popen:
+    """``sparecycles master`` for the test's home (or ``env``'s), as a child process."""
     return subprocess.Popen([sys.executable, "-m", "trayapp", "master", *extra], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+                            stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})})
 
 
 def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 30) -> str:

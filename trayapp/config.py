@@ -11,7 +11,7 @@ import difflib
 import os
 import sys
 import tomllib
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from trayapp.errors import UserError
@@ -32,6 +32,11 @@ class Config:
     default_retries: int = 0
     poll_interval_s: float = 0.2  # how often the dispatcher looks for new work
     max_results_mb: int = 2048  # a slave refuses to send back more than this per task
+    # Fair share on a slave: recent use decays with this half-life, so
+    # yesterday's sweep does not count against anyone today.
+    fair_share_half_life_s: float = 3600.0
+    master_weights: dict = field(default_factory=dict)  # master name (user@pc) or id -> weight, default 1
+    master_caps: dict = field(default_factory=dict)  # master name or id -> most slots at once
     min_free_mb: int = 200  # a slave with less free disk takes no work
 
     @property
@@ -46,6 +51,18 @@ class Config:
         # SPARECYCLES_TASK_PYTHON lets a test or a one-off run point at another
         # environment without editing the config file.
         return os.environ.get("SPARECYCLES_TASK_PYTHON") or self.task_python or sys.executable
+
+
+def _check_master_table(path: Path, key: str, value) -> dict:
+    if not isinstance(value, dict):
+        raise UserError(f"{path}: '{key}' must be a table of master name = number",
+                        f'e.g. {key} = {{ "alice@lab-07" = 2 }}')
+    for master, number in value.items():
+        if isinstance(number, bool) or not isinstance(number, (int, float)) or number <= 0:
+            raise UserError(f"{path}: {key}.{master} must be a positive number, not {number!r}")
+        if key == "master_caps" and not isinstance(number, int):
+            raise UserError(f"{path}: {key}.{master} must be a whole number of slots, not {number!r}")
+    return dict(value)
 
 
 def load_config(home: Home) -> Config:
@@ -65,6 +82,8 @@ def load_config(home: Home) -> Config:
             raise UserError(f"{path}: unknown setting '{key}'{hint}",
                             f"known settings: {', '.join(sorted(known))}")
         expected = type(getattr(Config(), key))
+        if expected is dict:
+            value = _check_master_table(path, key, value)
         if expected is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if not isinstance(value, expected) or isinstance(value, bool) != (expected is bool):

@@ -239,7 +239,10 @@ class HostDriver(threading.Thread):
                 conv.waiting_for_archive[sha] = [claim]
                 self._send(conv, "need_archive", sha=sha)
         if len(claims) < n:
-            conv.demand_sent = None  # tell the host at once that we have less than it thinks
+            # Another host took the work first: hand the slots back now rather
+            # than let them sit idle until the grant times out.
+            self._send(conv, "release", n=n - len(claims))
+            conv.demand_sent = None
 
     def _on_archive(self, conv: _Conversation, message: dict) -> None:
         sha = message["sha"]

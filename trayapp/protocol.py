@@ -12,6 +12,7 @@ by the file system, never inside messages)::
 
     M: hello {master, name}            S: hello {slave, state, slots, python, brian, spool}
     M: demand {queued}                 S: grant {n}            the slave decides who gets a slot
+    M: start ... for each granted slot, or release {n} for those it cannot use
     M: need_archive {sha}              S: archive {sha, present, upload_path}
     M: archive_uploaded {sha, path}    S: archive_ok {sha} | archive_bad {sha, reason}
     M: start {task...}                 S: started {token} | declined {token, reason}
@@ -38,6 +39,7 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     # master -> slave
     "hello": (),
     "demand": ("queued",),
+    "release": ("n",),  # grants the master could not use (another host took the work)
     "need_archive": ("sha",),
     "archive_uploaded": ("sha", "path"),
     "start": ("token", "job", "idx", "params", "main", "archive_sha"),

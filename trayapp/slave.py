@@ -66,6 +66,9 @@ class SlaveSettings:
     max_results_mb: int = 2048
     min_free_mb: int = 200
     name: str = field(default_factory=platform.node)
+    # Fair share, keyed by master name (user@pc) or master id.
+    weights: dict = field(default_factory=dict)
+    caps: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -350,6 +353,12 @@ class SlaveEngine:
         if queued == 0:
             session.grants.clear()
 
+    def _on_release(self, session: Session, message: dict) -> None:
+        n = message["n"]
+        if not isinstance(n, int) or n < 0:
+            raise ProtocolError("release must be a count")
+        del session.grants[:n]
+
     def _on_need_archive(self, session: Session, message: dict) -> None:
         sha = message["sha"]
         if not isinstance(sha, str) or not _SHA.match(sha):
@@ -550,12 +559,22 @@ class SlaveEngine:
                     by_master[s.master] = s
             for m, s in by_master.items():
                 holding[m] = holding.get(m, 0) + len(s.grants)
+            self._apply_share_settings(by_master)
             chosen = self.fairshare.pick(wanting, holding, now, self.rng)
             if chosen is None:
                 return
             session = by_master[chosen]
             session.grants.append(now)
             session.send("grant", n=1)
+
+    def _apply_share_settings(self, by_master: dict[str, Session]) -> None:
+        """Weights and caps are configured by master name or id; the policy works by id."""
+        def lookup(table: dict, master: str):
+            session = by_master[master]
+            return table.get(master, table.get(session.name))
+
+        self.fairshare.weights = {m: w for m in by_master if (w := lookup(self.settings.weights, m)) is not None}
+        self.fairshare.caps = {m: c for m in by_master if (c := lookup(self.settings.caps, m)) is not None}
 
     def _set_problem(self, reason: str | None) -> None:
         if reason:

@@ -18,6 +18,7 @@ from trayapp.agent import socket_path
 from trayapp.app import App
 from trayapp.dispatcher import DispatcherLock
 from trayapp.errors import UserError
+from trayapp.fairshare import FairShare
 from trayapp.slave import SlaveEngine, SlaveSettings
 from trayapp.spool import Spool
 from trayapp.status import AttemptOutcome
@@ -29,10 +30,12 @@ def build_engine(app: App, slots: int | None = None) -> SlaveEngine:
     config = app.config
     settings = SlaveSettings(slots=slots or config.effective_slots, python=config.task_interpreter,
                              nice=config.nice, max_results_mb=config.max_results_mb,
-                             min_free_mb=config.min_free_mb)
+                             min_free_mb=config.min_free_mb, weights=config.master_weights,
+                             caps=config.master_caps)
     slave_id, name = app.identity()
     settings.name = name
-    return SlaveEngine(Spool(app.home.data_dir / "spool"), settings, slave_id=slave_id)
+    return SlaveEngine(Spool(app.home.data_dir / "spool"), settings, slave_id=slave_id,
+                       fairshare=FairShare(half_life_s=config.fair_share_half_life_s))
 
 
 def run_slave_daemon(app: App, slots: int | None = None) -> int:

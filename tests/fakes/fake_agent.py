@@ -1,0 +1,120 @@
+"""A hostile or broken slave: speaks the protocol on stdin/stdout like ``sparecycles agent``.
+
+Usage: ``python fake_agent.py MODE WORKDIR`` (a master starts it over SSH).
+Self-contained on purpose (standard library only): it stands for a slave we do
+not trust, not for our code. Everything it receives is appended to
+``WORKDIR/received.jsonl``.
+
+Modes:
+- ``dotdot``, ``absolute``, ``symlink``, ``hardlink``, ``device``: plays a
+  well-behaved slave, but the results archive of the one task it runs holds a
+  normal file plus one member of that kind.
+- ``nopath``: reports the task succeeded, without any results archive.
+- ``notjson``, ``v99``, ``grant_nan``: answers the master's hello with garbage
+  (a line that is not JSON, or a message of protocol version 99), or answers
+  the master's demand with a grant whose count is not a number.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import sys
+import tarfile
+from pathlib import Path
+
+# Member names the tests look for; the `..` name reaches the job's results
+# folder from the master's staging folder (results/<job>/.incoming-x/.unpacked-y).
+DOTDOT_MEMBER = "../../escape.txt"
+SYMLINK_MEMBER = "results/link"
+HARDLINK_MEMBER = "results/hard"
+DEVICE_MEMBER = "results/null"
+
+
+def absolute_member(workdir: Path) -> str:
+    return str(workdir / "absolute-canary.txt")
+
+
+def symlink_target(workdir: Path) -> str:
+    return str(workdir / "symlink-canary.txt")
+
+
+def send(kind: str, **fields) -> None:
+    sys.stdout.buffer.write((json.dumps({"v": 1, "type": kind, **fields}) + "\n").encode())
+    sys.stdout.buffer.flush()
+
+
+def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    tar.addfile(info, io.BytesIO(data))
+
+
+def craft_archive(mode: str, path: Path, workdir: Path, *, dotdot: str = DOTDOT_MEMBER,
+                  normal: dict[str, bytes] | None = None) -> None:
+    """A tar of normal files (``normal``) followed by one member of the kind ``mode`` names."""
+    normal = normal or {"results/ok.txt": b"a normal result\n", "stdout.txt": b"ran\n"}
+    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in normal.items():
+            _add_bytes(tar, name, data)
+        if mode == "dotdot":
+            _add_bytes(tar, dotdot, b"escaped\n")
+        elif mode == "absolute":
+            _add_bytes(tar, absolute_member(workdir), b"escaped\n")
+        else:
+            info = tarfile.TarInfo({"symlink": SYMLINK_MEMBER, "hardlink": HARDLINK_MEMBER,
+                                    "device": DEVICE_MEMBER}[mode])
+            if mode == "symlink":
+                info.type, info.linkname = tarfile.SYMTYPE, symlink_target(workdir)
+            elif mode == "hardlink":
+                info.type, info.linkname = tarfile.LNKTYPE, "results/ok.txt"
+            else:
+                info.type, info.devmajor, info.devminor = tarfile.CHRTYPE, 1, 3
+            tar.addfile(info)
+
+
+def main() -> int:
+    mode, workdir = sys.argv[1], Path(sys.argv[2])
+    workdir.mkdir(parents=True, exist_ok=True)
+    granted = False
+    while True:
+        line = sys.stdin.buffer.readline()
+        if not line:
+            return 0
+        with (workdir / "received.jsonl").open("ab") as log:
+            log.write(line)
+        message = json.loads(line)
+        kind = message["type"]
+        if kind == "hello":
+            if mode == "notjson":
+                sys.stdout.buffer.write(b"this is not JSON at all\n")
+                sys.stdout.buffer.flush()
+            elif mode == "v99":
+                send("hello", v=99, slave="f" * 16, state="ready", slots=1)
+            else:
+                send("hello", slave="f" * 16, state="ready", slots=1, python="3.0.0", brian=None, protocol=1)
+        elif kind == "sync":
+            send("tasks", tasks=[])
+        elif kind == "demand" and message["queued"] > 0 and not granted:
+            granted = True
+            send("grant", n="lots" if mode == "grant_nan" else 1)
+        elif kind == "need_archive":
+            send("archive", sha=message["sha"], present=True)
+        elif kind == "start":
+            token = message["token"]
+            send("started", token=token, pid=4242)
+            report = {"token": token, "outcome": "succeeded", "exit_code": 0, "state": "finished",
+                      "job": message["job"], "idx": message["idx"]}
+            if mode != "nopath":
+                archive = workdir / f"{token}.tar"
+                craft_archive(mode, archive, workdir)
+                report.update(results_path=str(archive), results_size=archive.stat().st_size,
+                              results_sha=hashlib.sha256(archive.read_bytes()).hexdigest())
+            send("finished", **report)
+        elif kind == "bye":
+            return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,702 @@
+"""The pool under faults: untrusted or changed host keys, bad `hosts` input, missing
+daemons, hostile archives both ways, damaged transfers, protocol garbage, and
+slaves that cannot take work (results cap, full or read-only disk), plus key
+passphrases from the OS keyring.
+
+Everything is real: a real sshd on loopback, real slave daemons, real
+``sparecycles`` child processes; the only stand-in is ``fakes/fake_agent.py``,
+a slave we must not trust.
+"""
+
+from __future__ import annotations
+
+import base64
+import getpass
+import json
+import logging
+import os
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import keyring
+import keyring.backend
+import paramiko
+import pytest
+from conftest import ECHO_TASK, cli, make_job, run_dispatcher, wait_until
+from fakes import fake_agent
+
+from trayapp.archive import pack, sha256_of
+from trayapp.job import submit_job
+from trayapp.links import LocalLink, LocalSlave
+from trayapp.protocol import MAX_LINE, LineBuffer, decode, encode
+from trayapp.slave import SlaveEngine, SlaveSettings, SlaveState
+from trayapp.spool import Spool
+from trayapp.ssh import SSHLink, fetch_host_key, known_hosts_file, store_secret, trust_host_key
+from trayapp.store import Store
+
+FAKE_AGENT = Path(fake_agent.__file__)
+MASTER_ID = "0123456789abcdef"
+HOSTILE_KINDS = ["dotdot", "absolute", "symlink", "hardlink", "device"]
+
+
+# ----- helpers: the command line, a master process, host state -------------------------------
+
+def submit(folder: Path, params: Path | None = None) -> dict:
+    args = ["submit", str(folder), "--no-start", "--json"] + (["--params", str(params)] if params else [])
+    return json.loads(cli(*args, check=True).stdout)
+
+
+def echo_job(tmp_path: Path, n: int = 2, name: str = "sweep") -> dict:
+    folder, params = make_job(tmp_path / name, ECHO_TASK, params=[{"i": i} for i in range(n)])
+    return submit(folder, params)
+
+
+def job_status(job_id: str) -> dict:
+    return json.loads(cli("status", job_id, "--json", check=True).stdout)
+
+
+def hosts_json() -> dict[str, dict]:
+    return {h["name"]: h for h in json.loads(cli("hosts", "list", "--json", check=True).stdout)}
+
+
+def host_row(home, name: str):
+    store = Store(home.queue_db)
+    try:
+        return store.host(name)
+    finally:
+        store.close()
+
+
+def wait_for_host_state(home, name: str, state: str, timeout: float = 20.0):
+    return wait_until(lambda: (h := host_row(home, name)).state == state and h, timeout=timeout,
+                      what=f"host {name} to be {state}")
+
+
+class Master:
+    """``sparecycles master --no-local`` as a child process, its output in a file
+    (a pipe nobody reads would stall it once full)."""
+
+    def __init__(self, tmp_path: Path, *extra: str):
+        self.log_path = tmp_path / f"master-{time.monotonic_ns()}.log"
+        self.extra = extra
+        self.proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> "Master":
+        with self.log_path.open("wb") as out:
+            self.proc = subprocess.Popen([sys.executable, "-m", "trayapp", "master", "--no-local", *self.extra],
+                                         stdout=out, stderr=subprocess.STDOUT)
+        return self
+
+    def wait(self, timeout: float) -> int | None:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def __exit__(self, *exc) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            if self.wait(20) is None:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+def run_master_until_idle(tmp_path: Path, timeout: float = 60.0) -> str:
+    with Master(tmp_path, "--until-idle", "1") as master:
+        code = master.wait(timeout)
+    assert code == 0, f"master exited with {code}:\n{master.log()}"
+    return master.log()
+
+
+def add_fake_host(pool, name: str, mode: str, workdir: Path) -> None:
+    """A host behind the real sshd whose "agent" is the hostile fake."""
+    command = f"{shlex.quote(sys.executable)} {shlex.quote(str(FAKE_AGENT))} {mode} {shlex.quote(str(workdir))}"
+    cli("hosts", "add", name, "--host", "127.0.0.1", "--port", str(pool.sshd.port), "--user",
+        os.environ.get("USER", "root"), "--key", str(pool.sshd.client_key), "--agent-command", command, check=True)
+    cli("hosts", "trust", name, "--fingerprint", pool.sshd.host_key_fingerprint(), check=True)
+
+
+def received_by_fake(workdir: Path) -> list[dict]:
+    path = workdir / "received.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def replace_host_key(sshd, key_type: str) -> None:
+    """The slave PC was reinstalled: same address and port, new host key."""
+    sshd.stop()
+    for path in (sshd.host_key, sshd.host_key.with_suffix(".pub")):
+        path.unlink()
+    subprocess.run(["ssh-keygen", "-q", "-t", key_type, *(["-b", "2048"] if key_type == "rsa" else []),
+                    "-N", "", "-f", str(sshd.host_key)], check=True)
+    sshd.start()
+
+
+def files_under(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file() or p.is_symlink()]
+
+
+# ----- helpers: an in-process slave engine driven message by message --------------------------
+
+@pytest.fixture
+def engine(tmp_path):
+    eng = SlaveEngine(Spool(tmp_path / "slave" / "spool"), SlaveSettings(slots=2, python=sys.executable, nice=0),
+                      slave_id="e" * 16)
+    runner = LocalSlave(eng).start()
+    yield eng
+    runner.stop()
+
+
+class Peer:
+    """One session into a slave engine over a socket pair, as a master would hold it."""
+
+    def __init__(self, engine: SlaveEngine, timeout: float = 10.0):
+        self.sock, theirs = socket.socketpair()
+        self.sock.settimeout(timeout)
+        engine.add_connection(theirs)
+        self._inbox = LineBuffer()
+        self._unread: list[dict] = []
+
+    def send(self, kind: str, **fields) -> None:
+        self.sock.sendall(encode(kind, **fields))
+
+    def expect(self, kind: str) -> dict:
+        while True:
+            for i, message in enumerate(self._unread):
+                if message["type"] == kind:
+                    return self._unread.pop(i)
+            data = self.sock.recv(65536)
+            if not data:
+                raise AssertionError(f"the engine closed the connection while we waited for '{kind}'; "
+                                     f"unread: {self._unread}")
+            self._unread += [decode(line) for line in self._inbox.feed(data)]
+
+    def hello(self) -> dict:
+        self.send("hello", master=MASTER_ID, name="test master")
+        return self.expect("hello")
+
+    def upload(self, archive: Path, sha: str | None = None) -> dict:
+        """Send an archive the way a master does; returns the engine's verdict."""
+        sha = sha or sha256_of(archive)
+        self.send("need_archive", sha=sha)
+        reply = self.expect("archive")
+        assert reply["present"] is False, reply
+        shutil.copyfile(archive, reply["upload_path"])
+        self.send("archive_uploaded", sha=sha, path=reply["upload_path"])
+        while True:
+            data = self.expect_any(("archive_ok", "archive_bad"))
+            if data["sha"] == sha:
+                return data
+
+    def expect_any(self, kinds: tuple[str, ...]) -> dict:
+        while True:
+            for i, message in enumerate(self._unread):
+                if message["type"] in kinds:
+                    return self._unread.pop(i)
+            data = self.sock.recv(65536)
+            if not data:
+                raise AssertionError(f"the engine closed the connection while we waited for {kinds}")
+            self._unread += [decode(line) for line in self._inbox.feed(data)]
+
+    def closed_by_engine(self) -> bool:
+        """True once the engine has closed this session (recv gives b"")."""
+        try:
+            while self.sock.recv(65536):
+                pass
+        except socket.timeout:
+            return False
+        except ConnectionResetError:
+            pass
+        return True
+
+
+# ===== 1-3: host keys ========================================================================
+
+def test_unknown_host_key_is_refused_until_the_user_trusts_it(pool, home, tmp_path):
+    slave = pool.add_slave("a", trust=False)
+    job = echo_job(tmp_path, n=2)
+    with Master(tmp_path):
+        wait_for_host_state(home, "a", "unreachable")
+    host = hosts_json()["a"]
+    assert host["state"] == "unreachable"
+    assert "not trusted" in host["reason"] and "sparecycles hosts trust a" in host["reason"], host
+    status = job_status(job["job"])
+    assert status["status"] == "queued"
+    assert [(t["status"], t["host"]) for t in status["tasks"]] == [("queued", None)] * 2
+    assert list((slave.home / "spool" / "archives").iterdir()) == [], "nothing may reach an untrusted host"
+
+    trusted = cli("hosts", "trust", "a", "--fingerprint", pool.sshd.host_key_fingerprint())
+    assert trusted.returncode == 0, trusted.stderr
+    run_master_until_idle(tmp_path)
+    status = job_status(job["job"])
+    assert status["status"] == "done"
+    assert {t["host"] for t in status["tasks"]} == {"a"}
+
+
+@pytest.mark.parametrize("new_key_type", ["ed25519", "rsa"])
+def test_changed_host_key_is_refused_and_replaced_only_with_replace(pool, home, tmp_path, new_key_type):
+    pool.add_slave("a")
+    old = pool.sshd.host_key_fingerprint()
+    replace_host_key(pool.sshd, new_key_type)
+    new = pool.sshd.host_key_fingerprint()
+    assert new != old
+    job = echo_job(tmp_path, n=1)
+    known = known_hosts_file(home)
+    trusted_before = known.read_bytes()
+
+    with Master(tmp_path):
+        wait_for_host_state(home, "a", "unreachable")
+    reason = hosts_json()["a"]["reason"]
+    assert "CHANGED" in reason and "--replace" in reason and new in reason, reason
+    assert job_status(job["job"])["tasks"][0]["status"] == "queued"
+
+    refused = cli("hosts", "trust", "a", "--fingerprint", new, input_text="")
+    assert refused.returncode == 3, (refused.stdout, refused.stderr)
+    assert "CHANGED" in refused.stderr and new in refused.stderr and "--replace" in refused.stderr
+    assert known.read_bytes() == trusted_before, "a refused trust must not touch known_hosts"
+
+    replaced = cli("hosts", "trust", "a", "--fingerprint", new, "--replace", input_text="")
+    assert replaced.returncode == 0, replaced.stderr
+    run_master_until_idle(tmp_path)
+    assert job_status(job["job"])["status"] == "done"
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--fingerprint", "SHA256:" + base64.b64encode(bytes(32)).decode().rstrip("=")], ["does not match"]),
+    ([], ["without confirmation", "--fingerprint"]),
+], ids=["wrong-fingerprint", "no-terminal"])
+def test_trust_refuses_a_wrong_fingerprint_or_no_confirmation(pool, home, args, expected):
+    pool.add_slave("a", trust=False, start=False)
+    result = cli("hosts", "trust", "a", *args, input_text="")  # stdin is a pipe, not a terminal
+    assert result.returncode == 3, (result.stdout, result.stderr)
+    for phrase in expected:
+        assert phrase in result.stderr, result.stderr
+    assert pool.sshd.host_key_fingerprint() in result.stdout + result.stderr, "the real fingerprint is shown"
+    assert not known_hosts_file(home).exists()
+
+
+# ===== 4: hosts add/remove/list input ========================================================
+
+def test_hosts_list_on_a_fresh_home_is_empty(home):
+    result = cli("hosts", "list", "--json")
+    assert result.returncode == 0
+    assert json.loads(result.stdout) == []
+
+
+@pytest.mark.parametrize("args, message", [
+    (["a", "--host", "10.0.0.9"], "a host named 'a' exists already"),
+    (["local", "--host", "10.0.0.9"], "'local' is the name of this PC's own cores"),
+    (["b", "--host", "10.0.0.9", "--port", "0"], "--port must be between 1 and 65535, not 0"),
+    (["b", "--host", "10.0.0.9", "--port", "65536"], "--port must be between 1 and 65535, not 65536"),
+    (["b", "--host", "10.0.0.9", "--slots", "0"], "--slots must be at least 1, not 0"),
+], ids=["duplicate", "local", "port-0", "port-65536", "slots-0"])
+def test_hosts_add_refuses_bad_input(home, args, message):
+    cli("hosts", "add", "a", "--host", "10.0.0.1", check=True)
+    before = cli("hosts", "list", "--json", check=True).stdout
+    result = cli("hosts", "add", *args)
+    assert result.returncode == 3, (result.stdout, result.stderr)
+    assert message in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert cli("hosts", "list", "--json", check=True).stdout == before, "a refused add must change nothing"
+
+
+def test_hosts_remove_of_an_unknown_host(home):
+    result = cli("hosts", "remove", "nope")
+    assert result.returncode == 3
+    assert "no host 'nope'" in result.stderr and "Traceback" not in result.stderr
+
+
+# ===== 5: no daemon ==========================================================================
+
+def test_host_without_slave_daemon_is_offline_and_its_job_stays_queued(pool, home, tmp_path):
+    pool.add_slave("a", start=False)
+    job = echo_job(tmp_path, n=2)
+    with Master(tmp_path) as master:
+        wait_for_host_state(home, "a", "offline")
+        assert master.proc.poll() is None
+    host = hosts_json()["a"]
+    assert host["state"] == "offline"
+    assert "no slave daemon is running" in host["reason"] and "sparecycles slave" in host["reason"], host
+    status = job_status(job["job"])
+    assert status["status"] == "queued"
+    assert [(t["status"], t["failures"]) for t in status["tasks"]] == [("queued", 0)] * 2
+
+
+# ===== 6: hostile results from a slave =======================================================
+
+HOSTILE_RESULT_MESSAGES = {
+    "dotdot": f"archive member '{fake_agent.DOTDOT_MEMBER}' points outside its folder",
+    "absolute": "has an absolute path",
+    "symlink": f"archive member '{fake_agent.SYMLINK_MEMBER}' is a symlink",
+    "hardlink": f"archive member '{fake_agent.HARDLINK_MEMBER}' is a hard link",
+    "device": f"archive member '{fake_agent.DEVICE_MEMBER}' is a device or fifo",
+}
+
+
+@pytest.mark.parametrize("kind", HOSTILE_KINDS)
+def test_hostile_results_archive_is_refused_and_nothing_escapes(pool, home, tmp_path, kind):
+    workdir = tmp_path / "evil"
+    add_fake_host(pool, "evil", kind, workdir)
+    job = echo_job(tmp_path, n=1)
+    log = run_master_until_idle(tmp_path)
+
+    task = job_status(job["job"])["tasks"][0]
+    assert (task["status"], task["outcome"], task["host"]) == ("failed", "rejected", "evil"), log
+    assert "refused the results archive from evil" in task["message"], task
+    assert HOSTILE_RESULT_MESSAGES[kind] in task["message"], task
+    if kind == "absolute":
+        assert fake_agent.absolute_member(workdir) in task["message"]
+    results = Path(job["results"])
+    # The `..` member would land at results/escape.txt; the others point into workdir.
+    assert not (results / "escape.txt").exists()
+    assert not Path(fake_agent.absolute_member(workdir)).exists()
+    assert not Path(fake_agent.symlink_target(workdir)).exists()
+    assert not (results / "0").exists(), "no results folder may come from a refused archive"
+    assert files_under(results) == [], "staging folders must be cleaned up"
+    assert not [p for p in tmp_path.rglob("*") if p.is_symlink() or p.name == "escape.txt"]
+    acked = [m["token"] for m in received_by_fake(workdir) if m["type"] == "ack"]
+    assert len(acked) == 1, "the slave is told to drop the refused results"
+
+
+def test_slave_claiming_success_without_results_does_not_derail_the_master(pool, home, tmp_path):
+    workdir = tmp_path / "evil"
+    add_fake_host(pool, "evil", "nopath", workdir)
+    job = echo_job(tmp_path, n=1)
+    with Master(tmp_path, "--until-idle", "1") as master:
+        code = master.wait(20)
+    task = job_status(job["job"])["tasks"][0]
+    reason = host_row(home, "evil").reason or ""
+    assert "internal error" not in reason, f"host reason {reason!r}; master log:\n{master.log()}"
+    assert code == 0 and task["status"] == "failed", (task, master.log())
+    assert "results" in task["message"]
+
+
+# ===== 7: hostile job archive at a slave =====================================================
+
+HOSTILE_JOB_MESSAGES = {
+    "dotdot": "archive member '../../../escape.txt' points outside its folder",
+    "absolute": "has an absolute path",
+    "symlink": f"archive member '{fake_agent.SYMLINK_MEMBER}' is a symlink",
+    "hardlink": f"archive member '{fake_agent.HARDLINK_MEMBER}' is a hard link",
+    "device": f"archive member '{fake_agent.DEVICE_MEMBER}' is a device or fifo",
+}
+
+
+@pytest.mark.parametrize("kind", HOSTILE_KINDS)
+def test_hostile_job_archive_is_declined_for_good_by_the_slave(engine, tmp_path, kind):
+    canaries = tmp_path / "canaries"
+    hostile = tmp_path / "hostile.tar"
+    # From the engine's staging folder (spool/unpacked/.<sha>-x) three `..` leave the spool.
+    fake_agent.craft_archive(kind, hostile, canaries, dotdot="../../../escape.txt",
+                             normal={"main.py": b"print('hi')\n"})
+    sha = sha256_of(hostile)
+    peer = Peer(engine)
+    peer.hello()
+    assert peer.upload(hostile, sha)["type"] == "archive_ok"  # intact bytes: only unpacking can tell
+    peer.send("start", token="ab" * 8, job="j1", idx=0, params={}, main="main.py", archive_sha=sha)
+    declined = peer.expect("declined")
+    assert declined["token"] == "ab" * 8 and declined["retry"] is False, declined
+    assert declined["reason"].startswith("refused the job archive: ")
+    assert HOSTILE_JOB_MESSAGES[kind] in declined["reason"], declined
+    spool = engine.spool.root
+    assert list(spool.parent.iterdir()) == [spool], "nothing may be written beside the spool"
+    assert not [p for p in tmp_path.rglob("*") if p.is_symlink() or p.name == "escape.txt"]
+    assert not canaries.exists()
+    assert list(engine.spool.unpacked.iterdir()) == [] and list(engine.spool.tasks.iterdir()) == []
+    assert engine.state is SlaveState.READY and engine.tasks == {}
+
+    # The refusal does not poison the engine: a sound job still runs on the same session.
+    folder, _ = make_job(tmp_path / "good", "import os\nos.makedirs('results')\nopen('results/r', 'w').write('1')\n")
+    good = pack(folder, ["main.py"], tmp_path / "packed")
+    assert peer.upload(good.path, good.sha256)["type"] == "archive_ok"
+    peer.send("start", token="cd" * 8, job="j2", idx=0, params={}, main="main.py", archive_sha=good.sha256)
+    assert peer.expect("started")["token"] == "cd" * 8
+    finished = peer.expect("finished")
+    assert (finished["token"], finished["outcome"]) == ("cd" * 8, "succeeded"), finished
+
+
+# ===== 8: damaged archives are re-sent, never run ============================================
+
+LEDGER_TASK = """
+import json, os, sys
+p = json.loads(sys.argv[1])
+fd = os.open(p["ledger"], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+os.write(fd, f"run {p['i']}\\n".encode())
+os.close(fd)
+os.makedirs("results", exist_ok=True)
+json.dump(p, open("results/p.json", "w"))
+"""
+
+
+def ledger_job(app, tmp_path, n: int = 2):
+    ledger = tmp_path / "ledger.txt"
+    folder, params = make_job(tmp_path / "job", LEDGER_TASK, params=[{"i": i, "ledger": str(ledger)} for i in range(n)])
+    return submit_job(app.store, app.home, app.config, folder, params=params).job, ledger
+
+
+class DamagingLink:
+    """A LocalLink whose first upload arrives with one byte flipped, as over a bad line."""
+
+    puts: list[str] = []
+
+    def __init__(self, inner: LocalLink):
+        self._inner = inner
+        self.label = inner.label
+
+    def fileno(self) -> int:
+        return self._inner.fileno()
+
+    def send(self, data: bytes) -> None:
+        self._inner.send(data)
+
+    def recv(self) -> bytes:
+        return self._inner.recv()
+
+    def fetch(self, remote: str, local: Path) -> None:
+        self._inner.fetch(remote, local)
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def put(self, local: Path, remote: str) -> None:
+        DamagingLink.puts.append(remote)
+        if len(DamagingLink.puts) == 1:
+            data = bytearray(local.read_bytes())
+            data[len(data) // 2] ^= 0xFF
+            Path(remote).write_bytes(bytes(data))
+        else:
+            self._inner.put(local, remote)
+
+
+def test_archive_damaged_in_transit_is_sent_again_and_the_tasks_run_once(app, tmp_path, monkeypatch, caplog):
+    caplog.set_level(logging.WARNING, logger="trayapp.host")
+    DamagingLink.puts = []
+    monkeypatch.setattr(LocalSlave, "link", lambda self: DamagingLink(LocalLink(self.engine)))
+    job, ledger = ledger_job(app, tmp_path)
+    run_dispatcher(app)
+
+    assert app.store.job(job.id).status.value == "done"
+    assert len(DamagingLink.puts) == 2 and DamagingLink.puts[0] != DamagingLink.puts[1]
+    damaged = [r.getMessage() for r in caplog.records if "arrived damaged" in r.getMessage()]
+    assert len(damaged) == 1 and "damaged in transit" in damaged[0], damaged
+    assert sorted(ledger.read_text().splitlines()) == ["run 0", "run 1"]
+    assert [a["outcome"] for a in app.store.attempts(job.seq)] == ["succeeded", "succeeded"]
+    spool_copy = app.home.data_dir / "local-spool" / "archives" / f"{job.archive_sha}.tar"
+    assert sha256_of(spool_copy) == job.archive_sha
+
+
+def test_archive_damaged_on_the_slaves_disk_is_declined_and_sent_again(app, tmp_path):
+    job, ledger = ledger_job(app, tmp_path)
+    spool = Spool(app.home.data_dir / "local-spool")
+    # An earlier session uploaded the archive (verified on arrival) but no task
+    # unpacked it yet; then the slave's disk damaged it.
+    seed = SlaveEngine(spool, SlaveSettings(slots=1, python=sys.executable), slave_id="e" * 16)
+    runner = LocalSlave(seed).start()
+    try:
+        peer = Peer(seed)
+        peer.hello()
+        assert peer.upload(Path(job.archive_path), job.archive_sha)["type"] == "archive_ok"
+    finally:
+        runner.stop()
+    on_slave = spool.archive_path(job.archive_sha)
+    with on_slave.open("r+b") as fh:
+        fh.seek(700)
+        byte = fh.read(1)
+        fh.seek(700)
+        fh.write(bytes([byte[0] ^ 0xFF]))
+    assert sha256_of(on_slave) != job.archive_sha and sha256_of(Path(job.archive_path)) == job.archive_sha
+
+    run_dispatcher(app)
+    assert app.store.job(job.id).status.value == "done"
+    attempts = app.store.attempts(job.seq)
+    declined = [a for a in attempts if a["outcome"] == "host_lost"]
+    assert any("is damaged" in a["message"] for a in declined), [dict(a) for a in attempts]
+    assert sorted(a["idx"] for a in attempts if a["outcome"] == "succeeded") == [0, 1]
+    assert sorted(ledger.read_text().splitlines()) == ["run 0", "run 1"], "each task ran exactly once"
+    assert sha256_of(on_slave) == job.archive_sha, "the master sent the archive again"
+
+
+# ===== 9: protocol garbage ===================================================================
+
+@pytest.mark.parametrize("garbage, logged", [
+    (b"this is not json\n", "not valid JSON"),
+    (b'{"v": 99, "type": "hello", "master": "0123456789abcdef"}\n', "protocol version 99 is not 1"),
+    (b'[1, 2, 3]\n', "a message must be a JSON object"),
+    (encode("sync"), "'sync' before 'hello'"),
+    (b"x" * (MAX_LINE + 10), "a line longer than"),
+], ids=["not-json", "version-99", "not-an-object", "before-hello", "runaway-line"])
+def test_engine_closes_a_session_that_sends_garbage_and_serves_the_others(engine, caplog, garbage, logged):
+    caplog.set_level(logging.WARNING, logger="trayapp.slave")
+    good = Peer(engine)
+    assert good.hello()["slave"] == "e" * 16
+    bad = Peer(engine)
+    try:
+        bad.sock.sendall(garbage)
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # closed before all of a runaway line was read
+    assert bad.closed_by_engine(), "the engine must close a session that sent garbage"
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("closing connection" in w and logged in w for w in warnings), warnings
+    # The well-behaved session is untouched, and so is a new one.
+    good.send("sync")
+    assert good.expect("tasks")["tasks"] == []
+    assert Peer(engine).hello()["slave"] == "e" * 16
+
+
+@pytest.mark.parametrize("mode, phrase", [
+    ("notjson", "not valid JSON"),
+    ("v99", "protocol version 99"),
+    ("grant_nan", "grant"),
+])
+def test_master_treats_a_garbage_speaking_host_as_unreachable(pool, home, tmp_path, mode, phrase):
+    workdir = tmp_path / "babble"
+    add_fake_host(pool, "babble", mode, workdir)
+    job = echo_job(tmp_path, n=1)
+    with Master(tmp_path) as master:
+        row = wait_for_host_state(home, "babble", "unreachable")
+        assert master.proc.poll() is None, "the master must survive a garbage-speaking host"
+    assert row.reason.startswith("connection lost: ") and phrase in row.reason, (row.reason, master.log())
+    assert master.proc.returncode == 0 and "Traceback" not in master.log(), master.log()
+    host = hosts_json()["babble"]
+    assert host["state"] == "unreachable"
+    task = job_status(job["job"])["tasks"][0]
+    assert (task["status"], task["failures"]) == ("queued", 0), task
+
+
+# ===== 10-11: slaves that cannot take (all) work =============================================
+
+BLOB_TASK = """
+import json, os, sys
+p = json.loads(sys.argv[1])
+os.makedirs("results", exist_ok=True)
+open("results/blob.bin", "wb").write(b"x" * (p["mb"] << 20))
+print("wrote", p["mb"], "MB")
+"""
+
+
+def test_results_over_the_hosts_cap_are_rejected_small_ones_kept(pool, tmp_path):
+    slave = pool.add_slave("a", config="max_results_mb = 1\n")
+    folder, params = make_job(tmp_path / "big", BLOB_TASK, params=[{"mb": 3}, {"mb": 0}])
+    job = submit(folder, params)
+    log = run_master_until_idle(tmp_path)
+
+    big, small = job_status(job["job"])["tasks"]
+    assert (big["status"], big["outcome"]) == ("failed", "rejected"), (big, log)
+    assert "exceed this host's cap of 1 MB" in big["message"] and "3.1 MB" in big["message"], big
+    assert small["status"] == "done", small
+    assert (Path(job["results"]) / "1" / "blob.bin").read_bytes() == b""
+    assert not (Path(job["results"]) / "0" / "blob.bin").exists()
+    spool = slave.home / "spool"
+    assert list((spool / "tasks").iterdir()) == [] and list((spool / "results").iterdir()) == []
+
+
+SLEEPY_TASK = """
+import json, os, sys, time
+time.sleep(0.3)
+os.makedirs("results", exist_ok=True)
+json.dump({"home": os.environ.get("SPARECYCLES_HOME")}, open("results/where.json", "w"))
+"""
+
+
+def assert_job_done_only_on(job: dict, host: str, broken: str, expected_reason: list[str], log: str) -> None:
+    status = job_status(job["job"])
+    state = hosts_json()[broken]
+    assert state["state"] == "unavailable" and all(p in (state["reason"] or "") for p in expected_reason), (
+        f"{broken} should be unavailable ({expected_reason}), is {state['state']} ({state['reason']})")
+    assert status["status"] == "done", (status, log)
+    assert {t["host"] for t in status["tasks"]} == {host}, [(t["index"], t["host"]) for t in status["tasks"]]
+
+
+def test_slave_with_too_little_free_disk_is_unavailable_and_takes_no_work(pool, tmp_path):
+    pool.add_slave("full", config="min_free_mb = 100000000\n")
+    pool.add_slave("healthy")
+    folder, params = make_job(tmp_path / "job", SLEEPY_TASK, params=[{}] * 6)
+    job = submit(folder, params)
+    log = run_master_until_idle(tmp_path)
+    assert_job_done_only_on(job, "healthy", "full", ["MB free", "needs 100000000 MB"], log)
+
+
+def test_slave_with_read_only_spool_is_unavailable_and_takes_no_work(pool, tmp_path):
+    readonly = pool.add_slave("readonly")
+    pool.add_slave("healthy")
+    spool = str(readonly.home / "spool")
+    subprocess.run(["mount", "--bind", spool, spool], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", spool], check=True)
+        with pytest.raises(OSError):
+            (Path(spool) / "probe").write_text("x")
+        folder, params = make_job(tmp_path / "job", SLEEPY_TASK, params=[{}] * 6)
+        job = submit(folder, params)
+        log = run_master_until_idle(tmp_path)
+        assert_job_done_only_on(job, "healthy", "readonly", ["cannot write to the spool", "Read-only"], log)
+    finally:
+        subprocess.run(["umount", spool], check=True)
+
+
+# ===== 12: key passphrase from the OS keyring ================================================
+
+class MemoryKeyring(keyring.backend.KeyringBackend):
+    priority = 1
+
+    def __init__(self):
+        super().__init__()
+        self.secrets: dict[tuple[str, str], str] = {}
+
+    def get_password(self, service, username):
+        return self.secrets.get((service, username))
+
+    def set_password(self, service, username, password):
+        self.secrets[(service, username)] = password
+
+    def delete_password(self, service, username):
+        self.secrets.pop((service, username), None)
+
+
+@pytest.fixture
+def memory_keyring():
+    previous = keyring.get_keyring()
+    backend = MemoryKeyring()
+    keyring.set_keyring(backend)
+    yield backend
+    keyring.set_keyring(previous)
+
+
+PASSPHRASE = "s3cret-Passphrase-7f2a"
+
+
+@pytest.mark.parametrize("stored", [PASSPHRASE, None, "not-the-passphrase"], ids=["stored", "none", "wrong"])
+def test_key_passphrase_comes_from_the_keyring_and_never_touches_disk(app, sshd, tmp_path, memory_keyring,
+                                                                      monkeypatch, stored):
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)  # only the key file may authenticate
+    key = tmp_path / "locked_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", PASSPHRASE, "-f", str(key)], check=True)
+    with (sshd.folder / "authorized_keys").open("a") as fh:
+        fh.write(key.with_suffix(".pub").read_text())
+    host = app.store.add_host("k", "127.0.0.1", port=sshd.port, user=os.environ.get("USER") or getpass.getuser(),
+                              key_path=str(key), agent_command="cat")
+    trust_host_key(app.home, "127.0.0.1", sshd.port, fetch_host_key("127.0.0.1", sshd.port))
+    if stored is not None:
+        store_secret(host, stored)
+        assert memory_keyring.secrets == {("sparecycles", f"{host.user}@127.0.0.1:{sshd.port}"): stored}
+
+    link = SSHLink(host, known_hosts_file(app.home))
+    if stored == PASSPHRASE:
+        link.open()
+        try:
+            link.send(b"ping\n")  # the agent command is `cat`: an echo proves the channel works
+            assert link.recv() == b"ping\n"
+        finally:
+            link.close()
+    else:
+        with pytest.raises(paramiko.AuthenticationException):
+            link.open()
+    leaks = [p for p in files_under(app.home.data_dir) if p.is_file() and PASSPHRASE.encode() in p.read_bytes()]
+    assert leaks == []
+    assert files_under(app.home.data_dir), "the home holds the queue at least: the search looked somewhere"
