@@ -37,7 +37,27 @@ class Config:
     fair_share_half_life_s: float = 3600.0
     master_weights: dict = field(default_factory=dict)  # master name (user@pc) or id -> weight, default 1
     master_caps: dict = field(default_factory=dict)  # master name or id -> most slots at once
+    grant_policy: str = "fair"  # "by_demand": the unfair baseline bench/fair_share.py compares against
     min_free_mb: int = 200  # a slave with less free disk takes no work
+    # --- idle detection (issue 4) ---
+    # "auto": lend the PC only while its user is away (a headless service with
+    # nobody logged in is always idle); "off": lend it all the time, as a
+    # dedicated compute box would.
+    idle_detection: str = "auto"
+    idle_after_s: float = 300.0  # no keyboard/mouse input this long = the user is away
+    # Work only while other programs use less than this share of all cores
+    # (tasks excluded): the user may have left a long computation of their own.
+    max_foreign_cpu: float = 0.5
+    on_battery: str = "pause"  # "pause": a laptop on battery lends nothing; "work": it does
+    # When the user returns: "kill" every task at once (they rerun elsewhere),
+    # or "suspend" them and kill only if the user is still there after
+    # suspend_grace_s (a short visit costs the task nothing).
+    preempt: str = "kill"
+    suspend_grace_s: float = 60.0
+    # --- end idle detection ---
+    # --- tray app (issue 5) ---
+    mode: str = ""  # "master" or "slave"; empty: the tray app asks on its first start
+    # --- end tray app ---
 
     @property
     def effective_slots(self) -> int:
@@ -90,6 +110,56 @@ def load_config(home: Home) -> Config:
             raise UserError(f"{path}: setting '{key}' must be {expected.__name__}, not {value!r}")
         values[key] = value
     config = replace(Config(), **values)
+    if config.grant_policy not in ("fair", "by_demand"):
+        raise UserError(f"{path}: grant_policy must be 'fair' or 'by_demand', not {config.grant_policy!r}")
+    # --- idle detection (issue 4) ---
+    for key, allowed in (("idle_detection", ("auto", "off")), ("on_battery", ("pause", "work")),
+                         ("preempt", ("kill", "suspend"))):
+        if getattr(config, key) not in allowed:
+            raise UserError(f"{path}: {key} must be one of {', '.join(map(repr, allowed))}, "
+                            f"not {getattr(config, key)!r}")
+    if not 0.0 < config.max_foreign_cpu <= 1.0:
+        raise UserError(f"{path}: max_foreign_cpu is a share of all cores, from 0 to 1, not {config.max_foreign_cpu}")
+    if config.idle_after_s < 0 or config.suspend_grace_s < 0:
+        raise UserError(f"{path}: idle_after_s and suspend_grace_s are seconds, 0 or more")
+    # --- end idle detection ---
     if config.slots < 0:
         raise UserError(f"{path}: slots must be 0 (one per core) or more, not {config.slots}")
+    # --- tray app (issue 5) ---
+    if config.mode not in MODES:
+        raise UserError(f"{path}: mode must be \"master\" or \"slave\", not {config.mode!r}",
+                        "or delete the line, and the tray app asks on its next start")
+    # --- end tray app ---
     return config
+
+
+# --- tray app (issue 5): the settings dialog and `--mode` write the config ---
+MODES = ("", "master", "slave")
+
+
+def save_config(home: Home, config: Config) -> Path:
+    """Write ``config`` where :func:`load_config` reads it; returns the path.
+
+    Only settings that differ from the defaults are written, so the file stays
+    short and a later version's better default reaches users who never chose.
+    The file is replaced atomically (temp file + rename): a crash mid-write
+    leaves the old settings, never half a file. Comments in it are not kept.
+    """
+    import tomli_w
+
+    defaults = Config()
+    values = {f.name: getattr(config, f.name) for f in fields(Config)
+              if getattr(config, f.name) != getattr(defaults, f.name)}
+    path = home.config_file
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        with tmp.open("wb") as fh:
+            tomli_w.dump(values, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+# --- end tray app ---

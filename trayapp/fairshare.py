@@ -59,5 +59,15 @@ class FairShare:
         tied = sorted(m for score, m in scored if score <= best * (1 + 1e-9) + 1e-12)
         return rng.choice(tied)
 
+    @staticmethod
+    def pick_by_demand(wanting: dict[str, int], rng: random.Random) -> str | None:
+        """What a slave picking a random *task* would do (the longest queue wins
+        most often). Not a policy to use: the baseline the fair-share benchmark
+        measures against."""
+        candidates = [(m, n) for m, n in sorted(wanting.items()) if n > 0]
+        if not candidates:
+            return None
+        return rng.choices([m for m, _ in candidates], weights=[n for _, n in candidates])[0]
+
     def snapshot(self, now: float) -> dict[str, float]:
         return {m: self.usage(m, now) for m in self._usage}

@@ -69,6 +69,7 @@ class SlaveSettings:
     # Fair share, keyed by master name (user@pc) or master id.
     weights: dict = field(default_factory=dict)
     caps: dict = field(default_factory=dict)
+    grant_policy: str = "fair"  # "by_demand" exists only as the benchmark's baseline
 
 
 @dataclass
@@ -560,7 +561,10 @@ class SlaveEngine:
             for m, s in by_master.items():
                 holding[m] = holding.get(m, 0) + len(s.grants)
             self._apply_share_settings(by_master)
-            chosen = self.fairshare.pick(wanting, holding, now, self.rng)
+            if self.settings.grant_policy == "by_demand":
+                chosen = FairShare.pick_by_demand(wanting, self.rng)
+            else:
+                chosen = self.fairshare.pick(wanting, holding, now, self.rng)
             if chosen is None:
                 return
             session = by_master[chosen]

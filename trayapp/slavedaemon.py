@@ -31,7 +31,7 @@ def build_engine(app: App, slots: int | None = None) -> SlaveEngine:
     settings = SlaveSettings(slots=slots or config.effective_slots, python=config.task_interpreter,
                              nice=config.nice, max_results_mb=config.max_results_mb,
                              min_free_mb=config.min_free_mb, weights=config.master_weights,
-                             caps=config.master_caps)
+                             caps=config.master_caps, grant_policy=config.grant_policy)
     slave_id, name = app.identity()
     settings.name = name
     return SlaveEngine(Spool(app.home.data_dir / "spool"), settings, slave_id=slave_id,

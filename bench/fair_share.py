@@ -1,0 +1,135 @@
+"""Fair share between three masters with unequal queues, on two real slaves.
+
+Three masters (own SPARECYCLES_HOME each) share two slave daemons with two
+slots each behind a real sshd on 127.0.0.1. Their queues differ 4:2:1. For the
+time all three had demand, the script prints each master's share of the
+slot-seconds and Jain's fairness index J = (sum x)^2 / (n * sum x^2), which is
+1.0 for perfect equality and 1/n when one master takes everything.
+
+Baseline, measured in the same run: the same scenario with the slaves granting
+slots in proportion to each master's queue length (grant_policy = "by_demand"),
+which is what a slave picking a random *task* does.
+
+Target: J >= 0.95 under fair share.
+
+    .venv/bin/python bench/fair_share.py [--task-s 0.3] [--queues 240,120,60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from realparts import SlaveDaemon, Sshd  # noqa: E402
+
+from trayapp.store import Store  # noqa: E402
+
+TASK = """
+import json, os, sys, time
+time.sleep(json.loads(sys.argv[1])["s"])
+os.makedirs("results", exist_ok=True)
+open("results/ok", "w").write("1")
+"""
+
+
+def cli(home: Path, *args: str) -> str:
+    out = subprocess.run([sys.executable, "-m", "trayapp", *args], capture_output=True, text=True,
+                         env={**os.environ, "SPARECYCLES_HOME": str(home)})
+    if out.returncode:
+        raise SystemExit(f"sparecycles {' '.join(args)} failed: {out.stderr}")
+    return out.stdout
+
+
+def run_scenario(root: Path, policy: str, queues: list[int], task_s: float) -> dict:
+    sshd = Sshd(root / "sshd").start()
+    slaves, masters = [], []
+    try:
+        for k in range(2):
+            home = root / f"slave{k}"
+            home.mkdir(parents=True)
+            (home / "config.toml").write_text(f'grant_policy = "{policy}"\n')
+            slaves.append(SlaveDaemon(home, slots=2).start())
+        homes = []
+        for m, n in enumerate(queues):
+            home = root / f"master{m}"
+            for k, slave in enumerate(slaves):
+                cli(home, "hosts", "add", f"s{k}", "--host", "127.0.0.1", "--port", str(sshd.port), "--key",
+                    str(sshd.client_key), "--agent-command", slave.agent_command)
+                cli(home, "hosts", "trust", f"s{k}", "--fingerprint", sshd.host_key_fingerprint())
+            job = root / f"job{m}"
+            job.mkdir()
+            (job / "main.py").write_text(TASK)
+            params = root / f"params{m}.json"
+            params.write_text(json.dumps([{"i": i, "s": task_s} for i in range(n)]))
+            cli(home, "submit", str(job), "--params", str(params), "--no-start")
+            homes.append(home)
+        for home in homes:  # all masters start together
+            masters.append(subprocess.Popen([sys.executable, "-m", "trayapp", "master", "--no-local",
+                                             "--until-idle", "1"], env={**os.environ, "SPARECYCLES_HOME": str(home)},
+                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        for proc in masters:
+            if proc.wait(1800) != 0:
+                raise SystemExit("a master failed")
+        spans = []
+        for home in homes:
+            store = Store(home / "queue.sqlite3")
+            job = store.jobs()[0]
+            if job.status.value != "done":
+                raise SystemExit(f"job of {home.name} ended {job.status.value}")
+            spans.append([(r["started"], r["ended"]) for r in store.attempts(job.seq) if r["outcome"] == "succeeded"])
+            store.close()
+    finally:
+        for proc in masters:
+            if proc.poll() is None:
+                proc.kill()
+        for slave in slaves:
+            slave.stop()
+        sshd.stop()
+    # The window in which every master still had queued work: from the last
+    # master's first start to the first master's last start.
+    start = max(min(s for s, _ in spans_m) for spans_m in spans)
+    end = min(max(s for s, _ in spans_m) for spans_m in spans)
+    slot_seconds = [sum(max(0.0, min(e, end) - max(s, start)) for s, e in spans_m) for spans_m in spans]
+    total = sum(slot_seconds)
+    shares = [x / total for x in slot_seconds]
+    jain = total ** 2 / (len(slot_seconds) * sum(x * x for x in slot_seconds))
+    return {"policy": policy, "window_s": end - start, "shares": shares, "jain": jain}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--queues", default="240,120,60", help="tasks per master")
+    parser.add_argument("--task-s", type=float, default=0.3, help="seconds each task sleeps")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    queues = [int(x) for x in args.queues.split(",")]
+    results = []
+    for policy in ("fair", "by_demand"):
+        with tempfile.TemporaryDirectory(prefix="sc-fairshare-") as tmp:
+            started = time.monotonic()
+            result = run_scenario(Path(tmp), policy, queues, args.task_s)
+            result["wall_s"] = time.monotonic() - started
+            results.append(result)
+    print(f"3 masters with queues {queues} of {args.task_s:g} s tasks on 2 slaves x 2 slots (real sshd, loopback)")
+    for r in results:
+        shares = "  ".join(f"M{i}({queues[i]}): {s:5.1%}" for i, s in enumerate(r["shares"]))
+        label = "fair share (SpareCycles)" if r["policy"] == "fair" else "baseline: by queue length"
+        print(f"{label:27s} {shares}   Jain index {r['jain']:.3f}  (window {r['window_s']:.1f} s)")
+    fair = results[0]["jain"]
+    print(f"target: Jain index >= 0.95 under fair share -> {'MET' if fair >= 0.95 else 'NOT MET'} ({fair:.3f})")
+    if args.json:
+        print(json.dumps(results))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
