@@ -60,6 +60,12 @@ def test_second_master_gets_an_equal_share_whatever_the_queue_lengths(pool, home
     share = len(starts_b) / (len(starts_b) + a_in_window)
     assert 0.4 <= share <= 0.6, f"B got {share:.0%} of the slots freed while it had work"
     assert b.finished < a.finished - 5, "B's 40 tasks must not wait behind A's 200"
+    # The master sees its share on each slave; the slave's own status shows use per master.
+    for host in json.loads(cli("hosts", "list", "--json", env=as_master(home_b)).stdout):
+        assert 0.0 < host["share"] < 1.0
+    slave_status = cli("status", env={"SPARECYCLES_HOME": str(pool.slaves["a"].home)}).stdout
+    assert "recent use by master:" in slave_status
+    assert slave_status.count("%") >= 2, slave_status
     for job in (job_a, job_b):
         results = Path(job["results"])
         assert len([p for p in results.iterdir() if (p / "i.txt").exists()]) == job["tasks"]

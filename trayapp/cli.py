@@ -339,9 +339,12 @@ def describe_slave_state(state: dict) -> str:
     text += f", {state['running']} of {state['slots']} slots busy"
     usage = state.get("usage") or {}
     total = sum(usage.values())
-    names = state.get("master_names") or {}
+    names = dict(state.get("master_names") or {})
+    labels = {m: names.get(m, m) for m in usage}
+    clashing = {label for label in labels.values() if list(labels.values()).count(label) > 1}
+    labels = {m: f"{label} ({m[:6]})" if label in clashing else label for m, label in labels.items()}
     if total:
-        shares = ", ".join(f"{names.get(m, m)} {u / total:.0%}" for m, u in sorted(usage.items(), key=lambda x: -x[1]))
+        shares = ", ".join(f"{labels[m]} {u / total:.0%}" for m, u in sorted(usage.items(), key=lambda x: -x[1]))
         text += f"\nrecent use by master: {shares}"
     return text
 

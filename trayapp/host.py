@@ -243,6 +243,7 @@ class HostDriver(threading.Thread):
             # than let them sit idle until the grant times out.
             self._send(conv, "release", n=n - len(claims))
             conv.demand_sent = None
+            self._tick(conv)  # and the smaller demand right behind it, before a new grant
 
     def _on_archive(self, conv: _Conversation, message: dict) -> None:
         sha = message["sha"]

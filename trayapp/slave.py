@@ -480,7 +480,8 @@ class SlaveEngine:
             self.resume()
         elif action != "status":
             raise ProtocolError(f"unknown control action {action!r}")
-        session.send("state", **self.describe())
+        # Tagged, so the asker can tell its answer from a state broadcast.
+        session.send("state", control=action, **self.describe())
 
     def _on_bye(self, session: Session, message: dict) -> None:
         if message.get("stop_tasks"):

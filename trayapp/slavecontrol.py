@@ -32,7 +32,6 @@ def _ask(home: Home, action: str, until: float | None = None, timeout: float = 1
         sock.sendall(encode("hello", master=CONTROL_ID, name="this PC's user"))
         sock.sendall(encode("control", action=action, until=until))
         inbox = LineBuffer()
-        replies = 0
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             data = sock.recv(65536)
@@ -40,9 +39,7 @@ def _ask(home: Home, action: str, until: float | None = None, timeout: float = 1
                 break
             for line in inbox.feed(data):
                 message = decode(line)
-                replies += 1
-                # The hello reply comes first; the state after it answers our control.
-                if message["type"] == "state" and replies >= 2:
+                if message["type"] == "state" and message.get("control") == action:
                     sock.sendall(encode("bye"))
                     return message
     raise UserError("the slave daemon did not answer", "check its log; restart it if it hangs")

@@ -1,0 +1,94 @@
+"""The slave engine spoken to over real sockets, as masters and the PC's user speak to it."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+
+import pytest
+
+from trayapp.protocol import LineBuffer, decode, encode
+from trayapp.slave import SlaveEngine, SlaveSettings
+from trayapp.spool import Spool
+
+
+class FakeMaster:
+    """A master reduced to its socket: sends protocol lines, reads replies."""
+
+    def __init__(self, engine: SlaveEngine, master_id: str, name: str):
+        self.sock, theirs = socket.socketpair()
+        self.sock.settimeout(10)
+        self.inbox = LineBuffer()
+        self.pending: list[dict] = []
+        engine.add_connection(theirs)
+        self.send("hello", master=master_id, name=name)
+        assert self.expect("hello")["type"] == "hello"
+
+    def send(self, kind: str, **fields) -> None:
+        self.sock.sendall(encode(kind, **fields))
+
+    def expect(self, kind: str, **match) -> dict:
+        while True:
+            while self.pending:
+                message = self.pending.pop(0)
+                if message["type"] == kind and all(message.get(k) == v for k, v in match.items()):
+                    return message
+            data = self.sock.recv(65536)
+            assert data, f"connection closed while waiting for {kind}"
+            self.pending += [decode(line) for line in self.inbox.feed(data)]
+
+
+@pytest.fixture
+def engine(tmp_path):
+    import sys
+
+    eng = SlaveEngine(Spool(tmp_path / "spool"), SlaveSettings(slots=2, python=sys.executable,
+                                                              caps={"greedy@pc": 1}, weights={"head@pc": 2.0}),
+                      slave_id="5a5a5a5a5a5a5a5a")
+    thread = threading.Thread(target=eng.serve, kwargs={"poll_s": 0.05}, daemon=True)
+    thread.start()
+    yield eng
+    eng.request_stop()
+    thread.join(10)
+
+
+def test_caps_and_weights_configured_by_master_name_apply(engine):
+    greedy = FakeMaster(engine, "1111111111111111", "greedy@pc")
+    other = FakeMaster(engine, "2222222222222222", "head@pc")
+    greedy.send("demand", queued=50)
+    assert greedy.expect("grant")["n"] == 1
+    # Capped at one slot: the second slot is not granted to greedy, even idle...
+    with pytest.raises(TimeoutError):
+        greedy.sock.settimeout(0.5)
+        greedy.expect("grant")
+    # ...but goes to the other master as soon as it asks.
+    other.send("demand", queued=1)
+    assert other.expect("grant")["n"] == 1
+    assert engine.fairshare.weights == {"2222222222222222": 2.0}
+    assert engine.fairshare.caps == {"1111111111111111": 1}
+
+
+def test_released_grants_go_to_someone_else_at_once(engine):
+    first = FakeMaster(engine, "3333333333333333", "a@pc")
+    first.send("demand", queued=2)
+    first.expect("grant"), first.expect("grant")
+    second = FakeMaster(engine, "4444444444444444", "b@pc")
+    second.send("demand", queued=1)
+    # Another host took first's work: like a real master, it hands the slots
+    # back and lowers its demand in one go.
+    first.sock.sendall(encode("release", n=2) + encode("demand", queued=0))
+    assert second.expect("grant")["n"] == 1
+
+
+def test_pause_donate_resume_through_the_control_message(engine):
+    user = FakeMaster(engine, "0000000000c0de00", "this PC's user")
+    user.send("control", action="pause", until=None)
+    state = user.expect("state", control="pause")
+    assert state["state"] == "paused" and state["reason"] == "paused until resumed"
+    user.send("control", action="donate", until=None)
+    assert user.expect("state", control="donate")["donating"] is True
+    user.send("control", action="resume")
+    state = user.expect("state", control="resume")
+    assert state["state"] == "ready" and not state["paused"] and not state["donating"]
+    assert json.dumps(state)  # no infinities: it must stay valid JSON
