@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -55,6 +56,9 @@ with open(f"results/out-{i}.txt", "w") as fh:
 
 MB = 1_000_000  # figures are in MB = 10^6 bytes (stricter than MiB against a "100 MB" target)
 
+# How long wait_for_job still waits for ``wait`` once the dispatcher has exited.
+GRACE_S = 5.0
+
 
 class BenchError(RuntimeError):
     """Something broke (a CLI call failed, tasks failed, results are missing):
@@ -63,24 +67,43 @@ class BenchError(RuntimeError):
 
 # ----- the machine -------------------------------------------------------------
 
-def machine_info() -> dict:
+def loadavg() -> list[float] | None:
     try:
-        load = os.getloadavg()
+        return [round(x, 2) for x in os.getloadavg()]
     except OSError:
-        load = None
+        return None
+
+
+def code_version() -> str | None:
+    """The commit the benchmarked trayapp comes from, "+dirty" if trayapp/ has
+    uncommitted changes: figures mean little without the code they measured."""
+    repo = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--", "trayapp"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+dirty" if dirty else "")
+
+
+def machine_info() -> dict:
     return {
+        "trayapp_commit": code_version(),
         "python": platform.python_version(),
         "implementation": platform.python_implementation(),
         "interpreter": PYTHON,
         "cpu_count": os.cpu_count(),
         "platform": platform.platform(),
-        "loadavg_at_start": [round(x, 2) for x in load] if load else None,
+        "loadavg_at_start": loadavg(),
     }
 
 
 def print_machine_info(info: dict) -> None:
     print(f"python {info['python']} ({info['implementation']}), interpreter {info['interpreter']}")
     print(f"cpu count {info['cpu_count']}, {info['platform']}, load average at start {info['loadavg_at_start']}")
+    print(f"trayapp from commit {info['trayapp_commit']}")
 
 
 # ----- files --------------------------------------------------------------------
@@ -122,6 +145,13 @@ def count_bare_results(results_dir: Path, tasks: int) -> int:
 
 # ----- processes ---------------------------------------------------------------
 
+@dataclass(frozen=True)
+class Stopped:
+    code: int | None  # None: it ignored SIGTERM and was killed
+    seconds: float  # from SIGTERM until it exited
+    survivors: list[int]  # its descendants still running after it exited (killed since)
+
+
 class Processes:
     """The processes one benchmark run started, stopped by PID at the end.
 
@@ -141,30 +171,33 @@ class Processes:
         return proc
 
     @staticmethod
-    def stop(proc: subprocess.Popen, timeout: float = 30.0) -> int | None:
-        """SIGTERM ``proc``, wait for it, SIGKILL it and its leftovers if needed.
-        Returns its exit code (None if it had to be killed)."""
+    def stop(proc: subprocess.Popen, timeout: float = 30.0) -> Stopped:
+        """SIGTERM ``proc``, wait for it, SIGKILL it and its leftovers if needed."""
         if proc.poll() is not None:
-            return proc.returncode
+            return Stopped(proc.returncode, 0.0, [])
         try:
             descendants = psutil.Process(proc.pid).children(recursive=True)
         except psutil.Error:
             descendants = []
-        code: int | None
+        t0 = time.perf_counter()
         proc.send_signal(signal.SIGTERM)
+        code: int | None
         try:
             code = proc.wait(timeout)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
             code = None
+        seconds = time.perf_counter() - t0
+        survivors = []
         for child in descendants:
             try:
-                if child.is_running():
+                if child.is_running() and child.status() != psutil.STATUS_ZOMBIE:
+                    survivors.append(child.pid)
                     child.kill()
             except psutil.Error:
                 pass
-        return code
+        return Stopped(code, seconds, survivors)
 
     def stop_all(self) -> None:
         for proc in reversed(self._started):
@@ -231,3 +264,37 @@ def tail(path: Path, lines: int = 15) -> str:
 def exit_cleanly_on_sigterm() -> None:
     """Turn SIGTERM into SystemExit so the workspace's cleanup still runs."""
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+
+
+def wait_for_job(processes: Processes, job_id: str, env: dict, dispatcher: subprocess.Popen,
+                 timeout: float) -> tuple[int, str]:
+    """Run ``sparecycles wait JOB --quiet`` while watching the dispatcher.
+
+    ``wait`` blocks for as long as the job has unfinished tasks, so if the
+    dispatcher dies (or leaves the queue early) it would block forever; this
+    gives up instead, GRACE_S after the dispatcher exited (``wait`` polls the
+    queue a few times a second, so a job that did finish is seen by then) or
+    after ``timeout``. Returns wait's exit code and stderr.
+    """
+    waiter = processes.start([PYTHON, "-m", "trayapp", "wait", job_id, "--quiet"], env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + timeout
+    dispatcher_gone_at = None
+    while True:
+        try:
+            # communicate() returns as soon as wait exits, so polling here adds
+            # nothing to the measured time.
+            _, err = waiter.communicate(timeout=0.05)
+            return waiter.returncode, err
+        except subprocess.TimeoutExpired:
+            pass
+        now = time.monotonic()
+        if dispatcher_gone_at is None and dispatcher.poll() is not None:
+            dispatcher_gone_at = now
+        if dispatcher_gone_at is not None and now - dispatcher_gone_at > GRACE_S:
+            Processes.stop(waiter)
+            raise BenchError(f"the dispatcher exited ({dispatcher.returncode}) before job {job_id} finished")
+        if now > deadline:
+            Processes.stop(waiter)
+            raise BenchError(f"job {job_id} did not finish within {timeout:g} s")
+

@@ -34,6 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import psutil  # noqa: E402
 from _common import (  # noqa: E402
     PYTHON,
     TRIVIAL_MAIN,
@@ -44,16 +45,21 @@ from _common import (  # noqa: E402
     count_results,
     exit_cleanly_on_sigterm,
     home_env,
+    loadavg,
     machine_info,
     median,
     print_machine_info,
     sparecycles,
     start_master,
     tail,
+    wait_for_job,
     write_job,
     write_params,
 )
 
+# The marker SpareCycles writes into every collected results folder
+# (trayapp.results.MARKER_FILE), spelled out: this script reads results as a user would.
+MARKER_FILE = ".sparecycles.json"
 TARGET_MS = 20.0
 UNTIL_IDLE_S = 2.0
 
@@ -78,31 +84,38 @@ def run_bare(folder: Path, tasks: int, slots: int) -> dict:
 
 
 def run_sparecycles(root: Path, job: Path, params: Path, tasks: int, slots: int, processes: Processes,
-                    repeat: int) -> dict:
+                    repeat: int, task_nice: int | None) -> dict:
     """One job of TASKS tasks through a fresh home: dispatcher, submit, wait."""
     home = root / f"home-{repeat}"
     env = home_env(home)
+    if task_nice is not None:
+        home.mkdir(parents=True, exist_ok=True)
+        (home / "config.toml").write_text(f"nice = {task_nice}\n", encoding="utf-8")
     log_file = root / f"master-{repeat}.log"
     # The dispatcher starts first, as a user who keeps one running would have it;
     # its start-up (imports, opening the queue) overlaps the submit call.
     master = start_master(processes, env, log_file, slots, until_idle=UNTIL_IDLE_S)
-    t0 = time.perf_counter()
+    t0, t0_epoch = time.perf_counter(), time.time()
     submitted, submit_s = sparecycles(["submit", str(job), "--params", str(params), "--json", "--no-start"], env)
     info = json.loads(submitted.stdout)
-    waited, _ = sparecycles(["wait", info["job"], "--quiet"], env, check=False)
+    wait_code, wait_err = wait_for_job(processes, info["job"], env, master, timeout=max(120.0, tasks * 0.5))
     elapsed = time.perf_counter() - t0
+    end_epoch = time.time()
+    # Read now, while the dispatcher idles before exiting: its own CPU time
+    # (not its tasks'), i.e. what the dispatcher itself costs per task.
+    dispatcher_cpu_s = _own_cpu_seconds(master.pid)
 
     try:
         # It exits by itself once the queue has been empty for UNTIL_IDLE_S.
         master_code = master.wait(timeout=UNTIL_IDLE_S + 30)
     except subprocess.TimeoutExpired:
-        master_code = Processes.stop(master)
+        master_code = Processes.stop(master).code
     status, _ = sparecycles(["status", info["job"], "--json"], env)
     counts = json.loads(status.stdout)["counts"]
     ok = count_results(Path(info["results"]), tasks)
     problems = []
-    if waited.returncode != 0:
-        problems.append(f"wait exited {waited.returncode}: {waited.stderr.strip()}")
+    if wait_code != 0:
+        problems.append(f"wait exited {wait_code}: {wait_err.strip()}")
     if master_code != 0:
         problems.append(f"the dispatcher exited {master_code}")
     if counts.get("done") != tasks:
@@ -111,7 +124,28 @@ def run_sparecycles(root: Path, job: Path, params: Path, tasks: int, slots: int,
         problems.append(f"{ok}/{tasks} results correct in {info['results']}")
     if problems:
         raise BenchError("SpareCycles run: " + "; ".join(problems) + f"\ndispatcher log ends:\n{tail(log_file)}")
-    return {"seconds": elapsed, "submit_seconds": submit_s, "results_ok": ok}
+    first_result, last_collected = _result_times(Path(info["results"]), tasks)
+    return {"seconds": elapsed, "submit_seconds": submit_s, "results_ok": ok,
+            "dispatcher_cpu_ms_per_task": dispatcher_cpu_s / tasks * 1000 if dispatcher_cpu_s is not None else None,
+            "first_result_after_s": first_result - t0_epoch, "wait_returned_after_last_s": end_epoch - last_collected}
+
+
+def _own_cpu_seconds(pid: int) -> float | None:
+    try:
+        times = psutil.Process(pid).cpu_times()
+    except psutil.Error:
+        return None
+    return times.user + times.system
+
+
+def _result_times(results: Path, tasks: int) -> tuple[float, float]:
+    """When the first task wrote its output, and when the last result was
+    collected (from the marker SpareCycles writes beside every task's results):
+    together they separate the run's fixed costs (start-up, the end of
+    ``wait``) from the per-task ones."""
+    first = min((results / str(i) / f"out-{i}.txt").stat().st_mtime for i in range(tasks))
+    last = max(json.loads((results / str(i) / MARKER_FILE).read_text())["collected"] for i in range(tasks))
+    return first, last
 
 
 def warm_up(root: Path, slots: int) -> None:
@@ -121,11 +155,29 @@ def warm_up(root: Path, slots: int) -> None:
     sparecycles(["--version"], home_env(root / "warmup-home"))
 
 
+def print_repeat(result: dict, tasks: int) -> None:
+    bare, spare = result["bare"], result["sparecycles"]
+    print(f"repeat {result['repeat']} ({' then '.join(result['order'])}): "
+          f"bare {bare['seconds']:6.2f} s ({bare['seconds'] / tasks * 1000:5.1f} ms/task wall), "
+          f"sparecycles {spare['seconds']:6.2f} s ({spare['seconds'] / tasks * 1000:5.1f} ms/task wall), "
+          f"overhead {result['overhead_ms']:5.1f} ms/task  "
+          f"[results correct: bare {bare['results_ok']}/{tasks}, sparecycles {spare['results_ok']}/{tasks}]")
+    cpu = spare["dispatcher_cpu_ms_per_task"]
+    print(f"    sparecycles: submit call {spare['submit_seconds'] * 1000:.0f} ms; first result written "
+          f"{spare['first_result_after_s']:.2f} s after submit began; wait returned "
+          f"{spare['wait_returned_after_last_s']:.2f} s after the last result was collected; dispatcher's own CPU "
+          f"{'?' if cpu is None else f'{cpu:.1f}'} ms/task (its start-up included)", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", type=int, default=500)
     parser.add_argument("--slots", type=int, default=2, help="processes in flight, for both runners")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--task-nice", type=int, metavar="N",
+                        help="niceness of SpareCycles' tasks (its config's 'nice'; default: SpareCycles' default, "
+                             "10). 0 isolates the pool's own costs: the bare spawns always run at the "
+                             "benchmark's niceness, and niced tasks lose CPU to any other load on the machine")
     parser.add_argument("--json", action="store_true", help="end with a one-line JSON summary")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (for debugging)")
     args = parser.parse_args(argv)
@@ -134,8 +186,9 @@ def main(argv: list[str] | None = None) -> int:
     exit_cleanly_on_sigterm()
 
     info = machine_info()
+    nice = "SpareCycles' default" if args.task_nice is None else args.task_nice
     print(f"SpareCycles local-pool overhead: {args.tasks} trivial tasks, {args.slots} slots, "
-          f"{args.repeats} repeats")
+          f"{args.repeats} repeats, task niceness {nice}")
     print_machine_info(info)
 
     runs: list[dict] = []
@@ -152,17 +205,11 @@ def main(argv: list[str] | None = None) -> int:
                         result["bare"] = run_bare(root / f"bare-{repeat}", args.tasks, args.slots)
                     else:
                         result["sparecycles"] = run_sparecycles(root, job, params, args.tasks, args.slots,
-                                                                processes, repeat)
+                                                                processes, repeat, args.task_nice)
                 bare_s, spare_s = result["bare"]["seconds"], result["sparecycles"]["seconds"]
                 result["overhead_ms"] = (spare_s - bare_s) * args.slots / args.tasks * 1000
                 runs.append(result)
-                print(f"repeat {repeat} ({' then '.join(order)}): "
-                      f"bare {bare_s:6.2f} s ({bare_s / args.tasks * 1000:5.1f} ms/task wall), "
-                      f"sparecycles {spare_s:6.2f} s ({spare_s / args.tasks * 1000:5.1f} ms/task wall; "
-                      f"submit {result['sparecycles']['submit_seconds'] * 1000:.0f} ms), "
-                      f"overhead {result['overhead_ms']:5.1f} ms/task   "
-                      f"[results {result['bare']['results_ok']}/{args.tasks} and "
-                      f"{result['sparecycles']['results_ok']}/{args.tasks} correct]", flush=True)
+                print_repeat(result, args.tasks)
     except BenchError as exc:
         print(f"\nBROKEN: {exc}", file=sys.stderr)
         return 1
@@ -177,10 +224,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"per-task overhead (median of {args.repeats}): {overhead:.1f} ms "
           f"= (T_sparecycles - T_bare) x {args.slots} slots / {args.tasks} tasks")
     print(f"target: <= {TARGET_MS:g} ms/task  -> {'MET' if met else 'NOT MET'}")
+    print(f"load average at end {loadavg()} (other load inflates the figures, the niced tasks' most)")
     if args.json:
         print(json.dumps({
             "benchmark": "local_overhead", "date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": info,
-            "tasks": args.tasks, "slots": args.slots, "repeats": args.repeats, "runs": runs,
+            "tasks": args.tasks, "slots": args.slots, "repeats": args.repeats, "task_nice": args.task_nice,
+            "loadavg_at_end": loadavg(), "runs": runs,
             "bare_ms_per_task_wall": bare_wall, "sparecycles_ms_per_task_wall": spare_wall,
             "overhead_ms_per_task": overhead, "target_ms_per_task": TARGET_MS, "target_met": met,
         }))

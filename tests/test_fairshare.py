@@ -126,3 +126,20 @@ def test_simulated_weights_give_twice_the_slots():
     head = sum(1 for t in grants["head"] if t < horizon)
     student = sum(1 for t in grants["student"] if t < horizon)
     assert head / student == pytest.approx(2.0, rel=0.1)
+
+
+def test_slots_held_come_before_usage():
+    # Alice has used the slave for an hour; Bob just arrived. By usage alone Bob
+    # would take every freed slot; holding fewer slots, Alice gets this one.
+    fs = FairShare()
+    fs.charge("alice", 4 * HOUR, now=0.0)
+    assert fs.pick({"alice": 100, "bob": 100}, {"alice": 1, "bob": 3}, now=1.0, rng=random.Random(0)) == "alice"
+    assert fs.pick({"alice": 100, "bob": 100}, {"alice": 2, "bob": 2}, now=1.0, rng=random.Random(0)) == "bob"
+
+
+def test_simulated_newcomer_after_a_long_head_start_still_gets_half():
+    grants = simulate({"alice": 10_000, "bob": 40}, {"alice": 0.0, "bob": 600.0}, slots=4, task_s=0.5)
+    start, end = grants["bob"][0], grants["bob"][-1]
+    alice_in_window = sum(1 for t in grants["alice"] if start <= t <= end)
+    share = len(grants["bob"]) / (len(grants["bob"]) + alice_in_window)
+    assert 0.4 <= share <= 0.6

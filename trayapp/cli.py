@@ -38,6 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sparecycles", description=(
         "Run parameter sweeps of Python simulations on this PC's spare cores (and, later, the lab's idle PCs)."))
     parser.add_argument("--version", action="version", version=f"sparecycles {__version__}")
+    # --- tray app (issue 5) ---
+    parser.add_argument("--mode", choices=("master", "slave"),
+                        help="with no verb: start the tray app in this mode (saved in the settings)")
+    # --- end tray app ---
     verbs = parser.add_subparsers(dest="verb", metavar="VERB")
 
     p = verbs.add_parser("submit", help="queue a job folder, one task per parameter set")
@@ -74,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = verbs.add_parser("slave", help="run the slave daemon in the foreground: lend this PC to masters")
     p.add_argument("--slots", type=int, help="tasks at once (default: settings, else one per core)")
+    p.add_argument("--idle-after", type=_duration, metavar="SECONDS",  # idle detection (issue 4)
+                   help="lend the PC after this long without keyboard/mouse input (default: settings, 5 min)")
 
     verbs.add_parser("agent", help="the protocol endpoint a master starts over SSH (not for people)")
 
@@ -116,10 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # --- tray app (issue 5) ---
     if args.verb is None:
-        # The tray app is not built yet; say so instead of failing obscurely.
-        parser.print_help()
-        return EXIT_OK
+        return start_tray_app(parser, args.mode)
+    if args.mode is not None:
+        parser.error("--mode goes with no verb (it starts the tray app in that mode)")
+    # --- end tray app ---
     try:
         return HANDLERS[args.verb](App.from_environment(), args)
     except UserError as exc:
@@ -127,6 +135,30 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         return 130
+
+
+# --- tray app (issue 5) ---
+def start_tray_app(parser: argparse.ArgumentParser, mode: str | None) -> int:
+    """``sparecycles`` alone: the tray app (PyQt6, package ``ui``).
+
+    Imported by name so that ``trayapp`` keeps importing on a machine without
+    PyQt6 (tests/test_layout.py); there the user gets the help and a hint.
+    """
+    import importlib
+
+    try:
+        tray = importlib.import_module("ui.app")
+    except ImportError as exc:
+        parser.print_help()
+        print(f"\nsparecycles: the tray app needs PyQt6 ({exc})\n  fix: pip install PyQt6, or use the verbs above",
+              file=sys.stderr)
+        return EXIT_USER_ERROR
+    try:
+        return tray.main(mode=mode)
+    except UserError as exc:
+        print(f"sparecycles: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+# --- end tray app ---
 
 
 # ----- verbs -------------------------------------------------------------------
@@ -238,6 +270,10 @@ def _short_params(params: dict, width: int = 60) -> str:
 
 
 def cmd_wait(app: App, args) -> int:
+    ref = app.store.job(args.job)
+    if app.dispatcher_lock.holder() is None and ref.status.value in ("queued", "running"):
+        print("sparecycles: no dispatcher is running for this home, so nothing will progress; "
+              "start one with 'sparecycles master' (submit starts one unless --no-start)", file=sys.stderr)
     job = wait_for_job(app.store, app.store.job(args.job).id, timeout=args.timeout, show=not args.quiet)
     return _exit_for(job)
 
@@ -313,7 +349,7 @@ def cmd_slave(app: App, args) -> int:
 
     if args.slots is not None and args.slots < 1:
         raise UserError(f"--slots must be at least 1, not {args.slots}")
-    return run_slave_daemon(app, slots=args.slots)
+    return run_slave_daemon(app, slots=args.slots, idle_after=args.idle_after)  # idle_after: issue 4
 
 
 def cmd_slave_verb(app: App, args) -> int:

@@ -50,10 +50,12 @@ class Config:
     max_foreign_cpu: float = 0.5
     on_battery: str = "pause"  # "pause": a laptop on battery lends nothing; "work": it does
     # When the user returns: "kill" every task at once (they rerun elsewhere),
-    # or "suspend" them and kill only if the user is still there after
-    # suspend_grace_s (a short visit costs the task nothing).
+    # or "suspend" them and kill them only if the PC is not idle again within
+    # suspend_grace_s. Idle again means idle_after_s without input, so the
+    # grace must exceed it for a short visit to cost the task nothing
+    # (HTCondor's MaxSuspendTime is 10 min too).
     preempt: str = "kill"
-    suspend_grace_s: float = 60.0
+    suspend_grace_s: float = 600.0
     # --- end idle detection ---
     # --- tray app (issue 5) ---
     mode: str = ""  # "master" or "slave"; empty: the tray app asks on its first start

@@ -144,7 +144,8 @@ class Dispatcher:
     def _start_local(self) -> None:
         self.store.ensure_local_host(LOCAL_HOST)
         engine = SlaveEngine(Spool(self.home.data_dir / "local-spool"),
-                             SlaveSettings(slots=self.slots, python=self.python, nice=self.config.nice),
+                             SlaveSettings(slots=self.slots, python=self.python, nice=self.config.nice,
+                                           in_process=True),
                              slave_id=self.master_id)
         self.local = LocalSlave(engine).start()
         self._add_driver(LOCAL_HOST, self.local.link, cap=None, stop_tasks=True)

@@ -1,11 +1,18 @@
 """Fair share: which master gets a slot when one frees on a slave.
 
-Each master's recent usage is its slot-seconds on this slave, decayed with a
-half-life (default one hour), so yesterday's big sweep does not count against
-someone today. A freed slot goes to the master with the least usage per unit
-of weight among those that have queued work for this slave and are under
-their cap; ties are broken at random. Because the choice is by usage, not by
-queue length, a master with 20 tasks gets the same share as one with 10,000.
+A freed slot goes, among the masters that have queued work for this slave and
+are under their cap, to the one holding the fewest slots per unit of weight;
+among those, to the one with the least recent usage per unit of weight (its
+slot-seconds here, decayed with a half-life, default one hour, so yesterday's
+big sweep does not count against anyone today); remaining ties are broken at
+random. Because the choice never looks at queue length, a master with 20 tasks
+gets the same share as one with 10,000.
+
+Why slots held come before usage: by usage alone, a master arriving while
+another has filled the slave for an hour would take every freed slot until
+its usage caught up, starving the first for as long. Counting held slots
+first splits the slave evenly from the newcomer's first grant on; usage then
+decides who gets the odd slot and who goes first.
 
 The policy is a pure function of (usage, demand, weights, clock, random):
 :meth:`FairShare.pick` takes the time and the random source as arguments.
@@ -46,12 +53,15 @@ class FairShare:
         """The master that gets the next free slot, or None if nobody may.
 
         ``wanting``: master -> tasks it still wants to run here (demand minus
-        what it already holds); ``running``: master -> slots it holds now.
+        outstanding grants); ``running``: master -> slots it holds now
+        (running tasks and outstanding grants).
         """
         eligible = [m for m, n in wanting.items()
                     if n > 0 and running.get(m, 0) < self.caps.get(m, 1 << 30)]
         if not eligible:
             return None
+        fewest = min(running.get(m, 0) / self.weight(m) for m in eligible)
+        eligible = [m for m in eligible if running.get(m, 0) / self.weight(m) <= fewest + 1e-12]
         scored = [(self.usage(m, now) / self.weight(m), m) for m in eligible]
         best = min(score for score, _ in scored)
         # Relative tolerance: usages computed at slightly different moments

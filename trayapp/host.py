@@ -12,8 +12,8 @@ crash at any point is settled by the next reconciliation.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import shutil
 import tarfile
 import tempfile
 import threading
@@ -67,6 +67,7 @@ class _Conversation:
     upload_tries: dict[str, int] = field(default_factory=dict)
     demand_sent: int | None = None
     synced: bool = False  # no demand before reconciling, or a fresh claim could be taken for lost
+    early: list[dict] = field(default_factory=list)  # arrived with the hello, handled after it
 
 
 class HostDriver(threading.Thread):
@@ -157,11 +158,13 @@ class HostDriver(threading.Thread):
             if time.monotonic() > deadline:
                 raise LinkClosed("no hello from the host")
             for message in self._receive(conv, 1.0):
-                if message["type"] == "error" and message.get("offline"):
+                if hello is not None:
+                    conv.early.append(message)
+                elif message["type"] == "error" and message.get("offline"):
                     raise HostOffline(message["reason"])
-                if message["type"] == "error":
+                elif message["type"] == "error":
                     raise ProtocolError(message["reason"])
-                if message["type"] == "hello":
+                elif message["type"] == "hello":
                     hello = message
         self._unreachable_since = None
         self.inflight.clear()  # rebuilt from the queue and the host's own list by _reconcile
@@ -169,6 +172,8 @@ class HostDriver(threading.Thread):
         self._send(conv, "sync")
         self.connected.set()
         log.info("host %s: connected (%s, %s slots)", self.host, hello["state"], hello.get("slots"))
+        for message in conv.early:
+            self._handle(conv, message)
         while not self._stopping.is_set():
             for message in self._receive(conv, self.settings.tick_s):
                 self._handle(conv, message)
@@ -196,7 +201,11 @@ class HostDriver(threading.Thread):
     def _handle(self, conv: _Conversation, message: dict) -> None:
         kind = message["type"]
         if kind == "grant":
-            self._on_grant(conv, int(message["n"]))
+            n = message["n"]
+            if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= 1000:
+                raise ProtocolError(f"a grant of {n!r} slots")
+            # Never claim more than we asked for, whatever the host says.
+            self._on_grant(conv, min(n, conv.demand_sent or 0))
         elif kind == "archive":
             self._on_archive(conv, message)
         elif kind == "archive_ok":
@@ -207,9 +216,10 @@ class HostDriver(threading.Thread):
             self._on_archive_bad(conv, message)
         elif kind == "started":
             entry = self.inflight.get(message["token"])
+            pid = message.get("pid")
             if entry is not None and not entry.started:
                 entry.started = True
-                if not self.store.mark_running(entry.claim.attempt_id, int(message.get("pid") or 0), 0.0):
+                if not self.store.mark_running(entry.claim.attempt_id, pid if isinstance(pid, int) else 0, 0.0):
                     self._send(conv, "cancel", token=message["token"])
         elif kind == "declined":
             self._on_declined(conv, message)
@@ -256,7 +266,18 @@ class HostDriver(threading.Thread):
         if not claims:
             return
         local = Path(claims[0].archive_path)
-        conv.link.put(local, message["upload_path"])
+        try:
+            conv.link.put(local, str(message.get("upload_path")))
+        except OSError as exc:
+            # The host cannot take the file (its disk is full or read-only):
+            # its tasks go back to the queue now, to run elsewhere.
+            for claim in conv.waiting_for_archive.pop(sha, []):
+                self.inflight.pop(claim.token, None)
+                self.store.finish_attempt(claim.attempt_id, AttemptOutcome.HOST_LOST,
+                                          message=f"could not send the job to {self.host}: {exc}")
+            self.store.set_host_state(self.host, "unavailable", f"could not receive the job archive: {exc}")
+            conv.demand_sent = None
+            return
         self._send(conv, "archive_uploaded", sha=sha, path=message["upload_path"])
 
     def _on_archive_bad(self, conv: _Conversation, message: dict) -> None:
@@ -304,13 +325,16 @@ class HostDriver(threading.Thread):
             self.store.finish_attempt(claim.attempt_id, outcome, exit_code=report.get("exit_code"))
             self._send(conv, "ack", token=token)
             return
-        with tempfile.TemporaryDirectory(prefix=".incoming-", dir=_incoming_root(claim)) as tmp:
-            unpacked, problem = self._fetch_results(conv, report, Path(tmp))
+        with contextlib.ExitStack() as scratch:
+            unpacked, problem = self._fetch_results(conv, report, claim, scratch)
             if problem:
                 outcome, message = AttemptOutcome.REJECTED, problem
             else:
                 message = report.get("message")
             code = report.get("exit_code")
+            if outcome is AttemptOutcome.SUCCEEDED and unpacked is None:
+                outcome = AttemptOutcome.REJECTED
+                message = f"{self.host} reported success but sent no results archive"
             if outcome is AttemptOutcome.SUCCEEDED:
                 collect(claim, unpacked, exit_code=code, host=self.host)
             new = self.store.finish_attempt(claim.attempt_id, outcome, exit_code=code, message=message)
@@ -318,11 +342,19 @@ class HostDriver(threading.Thread):
                 collect(claim, unpacked, exit_code=code, host=self.host)  # logs and partial results
         self._send(conv, "ack", token=token)
 
-    def _fetch_results(self, conv: _Conversation, report: dict, tmp: Path) -> tuple[Path | None, str | None]:
+    def _fetch_results(self, conv: _Conversation, report: dict, claim: Claim,
+                       scratch: contextlib.ExitStack) -> tuple[Path | None, str | None]:
         """Fetch, check and unpack a results archive; (folder, None) or (None, why it was refused)."""
         remote = report.get("results_path")
         if not remote:
             return None, None
+        if conv.link.results_in_place:
+            return Path(remote), None
+        if not report.get("results_sha"):
+            return None, f"{self.host} sent results without a checksum"
+        # Unpacked beside the job's results, so moving them into place is a rename.
+        tmp = Path(scratch.enter_context(tempfile.TemporaryDirectory(prefix=".incoming-",
+                                                                     dir=_incoming_root(claim))))
         archive = tmp / "results.tar"
         for attempt in range(TRANSFER_TRIES):
             conv.link.fetch(remote, archive)

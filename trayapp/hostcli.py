@@ -104,10 +104,12 @@ def cmd_trust(app: App, args) -> int:
         known.load(str(path))
     name = host_key_name(host.address, host.port)
     existing = known.lookup(name)
-    if existing is not None and key.get_name() in existing:
-        if existing[key.get_name()] == key:
+    if existing is not None and len(existing):
+        if existing.get(key.get_name()) == key:
             print(f"{host.name} is already trusted ({key.get_name()} {shown})")
             return 0
+        # A key we trust exists, and this one is not it (of the same type or
+        # not): the PC was reinstalled, or someone is in between.
         if not args.replace:
             raise UserError(f"the host key of {host.name} has CHANGED: it now presents {key.get_name()} {shown}",
                             f"if the PC was reinstalled, compare the fingerprint on it, then run "

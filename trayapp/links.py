@@ -29,6 +29,7 @@ class LinkClosed(Exception):
 
 class Link(Protocol):
     label: str
+    results_in_place: bool  # results arrive as folders on this disk (no fetch, no checks needed)
 
     def fileno(self) -> int: ...
     def send(self, data: bytes) -> None: ...
@@ -42,6 +43,8 @@ class LocalLink:
     """A socket pair into an in-process slave engine."""
 
     label = "local"
+    # Results arrive as folders on this disk, from our own process: nothing to fetch or distrust.
+    results_in_place = True
 
     def __init__(self, engine: SlaveEngine):
         ours, theirs = socket.socketpair()

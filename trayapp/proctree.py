@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 import psutil
 
@@ -83,8 +84,27 @@ def kill_tree(pid: int | None, created: float | None, token: str, timeout: float
     for proc in processes_with_marker(token):
         victims[proc.pid] = proc
         _kill(proc)
-    _, alive = psutil.wait_procs(list(victims.values()), timeout=timeout)
-    return [p.pid for p in alive]
+    return _wait_until_dead(list(victims.values()), timeout)
+
+
+def _wait_until_dead(procs: list[psutil.Process], timeout: float) -> list[int]:
+    """Wait until every process is gone or a zombie. A killed task's orphans
+    stay zombies until init reaps them, which on some systems takes seconds;
+    a zombie runs nothing and holds no memory, so it counts as dead here."""
+    deadline = time.monotonic() + timeout
+    alive = procs
+    while True:
+        still = []
+        for proc in alive:
+            try:
+                if proc.status() != psutil.STATUS_ZOMBIE:
+                    still.append(proc)
+            except psutil.Error:
+                pass
+        if not still or time.monotonic() >= deadline:
+            return [p.pid for p in still]
+        alive = still
+        time.sleep(0.002)
 
 
 def _kill(proc: psutil.Process) -> None:

@@ -35,10 +35,12 @@ from typing import Callable
 
 from trayapp import __version__
 from trayapp.archive import ChecksumMismatchError, UnsafeArchiveError, ensure_unpacked
+from trayapp.cgroup import TaskCgroups
 from trayapp.fairshare import FairShare
+from trayapp.preemption import kill_trees, resume_trees, suspend_trees
 from trayapp.proctree import kill_tree, processes_with_marker, same_process
 from trayapp.protocol import VERSION, LineBuffer, ProtocolError, decode, encode
-from trayapp.runner import LaunchSettings, TaskProcess, TaskSpec, prepare, start
+from trayapp.runner import LaunchSettings, TaskProcess, TaskSpec, lower_this_threads_priority, prepare, start
 from trayapp.spool import Spool, SpoolTask
 from trayapp.status import AttemptOutcome
 
@@ -70,6 +72,10 @@ class SlaveSettings:
     weights: dict = field(default_factory=dict)
     caps: dict = field(default_factory=dict)
     grant_policy: str = "fair"  # "by_demand" exists only as the benchmark's baseline
+    # The master's own cores: the engine shares the master's process, so
+    # results are handed over as a folder (no tar round trip) and tasks get
+    # their low priority from the engine thread instead of `nice`/`ionice`.
+    in_process: bool = False
 
 
 @dataclass
@@ -111,7 +117,7 @@ class SlaveEngine:
         self.fairshare = fairshare or FairShare()
         self.clock = clock
         self.rng = rng or random.Random()
-        self.launch = LaunchSettings(python=settings.python, nice=settings.nice)
+        self.launch = LaunchSettings(python=settings.python, nice=0 if settings.in_process else settings.nice)
         self.versions = probe_versions(settings.python)
         self.sessions: dict[int, Session] = {}
         self.tasks: dict[str, SpoolTask] = {}
@@ -124,6 +130,7 @@ class SlaveEngine:
         self.problem: str | None = None
         self._last_state: tuple | None = None
         self._last_charge = clock()
+        self._disk_checked = -math.inf
         self._stopping = False
         self._pending: list[socket.socket] = []
         self._lock = threading.Lock()
@@ -153,7 +160,7 @@ class SlaveEngine:
             return SlaveState.PAUSED
         if self.donating and not self.available:
             return SlaveState.DONATING
-        if self.running:
+        if self.running and self.suspended_since is None:  # suspended tasks: waiting (issue 4)
             return SlaveState.WORKING
         return SlaveState.READY if self.available else SlaveState.WAITING
 
@@ -165,7 +172,9 @@ class SlaveEngine:
                 per_master[task.master] = per_master.get(task.master, 0) + 1
         finite = lambda t: None if t is None or math.isinf(t) else t  # noqa: E731 - JSON has no infinity
         names = {s.master: s.name for s in self.sessions.values() if s.master}
-        return {"state": self.state.value, "reason": self.problem or self.paused_reason, "slots": self.settings.slots,
+        return {"state": self.state.value,
+                "reason": self.problem or self.paused_reason or self.waiting_reason,  # waiting_reason: issue 4
+                "slots": self.settings.slots,
                 "running": len(self.running), "running_by_master": per_master, "usage": usage,
                 "master_names": names, "paused": self.paused_until is not None,
                 "paused_until": finite(self.paused_until), "donating": self.donating,
@@ -222,6 +231,8 @@ class SlaveEngine:
     def serve(self, listener: socket.socket | None = None, *, poll_s: float = 0.5) -> None:
         """Run until :meth:`request_stop`; tasks keep running when it returns
         unless a master asked for them to stop (``bye``)."""
+        if self.settings.in_process and self.settings.nice > 0:
+            lower_this_threads_priority(self.settings.nice)
         self.recover()
         if listener is not None:
             listener.setblocking(False)
@@ -262,7 +273,9 @@ class SlaveEngine:
                     selector.register(proc.pidfd, selectors.EVENT_READ, "task")
                 else:
                     timeout = min(timeout, 0.05)
-            for key, mask in selector.select(timeout):
+            events = selector.select(timeout)
+            self._apply_idle_report()  # idle detection (issue 4): a returning user's tasks die first
+            for key, mask in events:
                 if key.data == "wake":
                     os.read(self._wake_r, 4096)
                 elif key.data == "listen":
@@ -339,6 +352,7 @@ class SlaveEngine:
         handler(session, message)
 
     def _on_hello(self, session: Session, message: dict) -> None:
+        self._check_disk(self.clock(), force=True)  # a master deciding whether to use us deserves a fresh answer
         master = str(message.get("master") or "")
         if not _HEX.match(master):
             raise ProtocolError("hello without a valid master id")
@@ -443,6 +457,7 @@ class SlaveEngine:
         self.spool.save(task)
         self.tasks[task.token] = task
         self.running[task.token] = proc
+        self._contain(task.token, proc)  # idle detection (issue 4): its own cgroup, where possible
         session.send("started", token=task.token, pid=proc.pid)
 
     def _on_cancel(self, session: Session, message: dict) -> None:
@@ -509,6 +524,7 @@ class SlaveEngine:
 
     def tick(self) -> None:
         now = self.clock()
+        self._idle_tick(now)  # idle detection (issue 4)
         self._expire_user_choices(now)
         self._charge_usage(now)
         for token, proc in list(self.running.items()):
@@ -520,9 +536,6 @@ class SlaveEngine:
                 proc.kill()
                 del self.running[token]
                 self._finish(self.tasks[token], proc)
-        if self.problem and not self.running:
-            # A full or read-only disk may have been fixed meanwhile.
-            self.problem = self.spool.problem(self.settings.min_free_mb)
         self._grant(now)
         state = (self.state, self.problem, self.paused_until, self.donating_until, len(self.running))
         if state != self._last_state:
@@ -541,9 +554,20 @@ class SlaveEngine:
         for token in self.running:
             self.fairshare.charge(self.tasks[token].master, elapsed, now)
 
+    def _check_disk(self, now: float, *, force: bool = False) -> None:
+        """A full or read-only spool makes the slave unavailable before it takes
+        work it could not hold; checked about once a second, and cleared when fixed."""
+        if not force and now - self._disk_checked < 1.0:
+            return
+        self._disk_checked = now
+        problem = self.spool.problem(self.settings.min_free_mb)
+        if problem != self.problem:
+            self._set_problem(problem)
+
     def _grant(self, now: float) -> None:
         for session in self.sessions.values():
             session.grants = [t for t in session.grants if now - t < GRANT_TIMEOUT_S]
+        self._check_disk(now)
         if not self.accepts_work():
             return
         while True:
@@ -584,6 +608,8 @@ class SlaveEngine:
     def _set_problem(self, reason: str | None) -> None:
         if reason:
             log.error("slave unavailable: %s", reason)
+        elif self.problem:
+            log.info("slave available again (was: %s)", self.problem)
         self.problem = reason
 
     def _finish(self, task: SpoolTask, proc: TaskProcess) -> None:
@@ -605,8 +631,11 @@ class SlaveEngine:
 
     def _settle(self, task: SpoolTask, outcome: AttemptOutcome, code: int | None, message: str | None) -> None:
         try:
-            path, sha, size = self.spool.pack_results(task, self.settings.max_results_mb << 20)
-            task.results_path, task.results_sha, task.results_size = str(path), sha, size
+            if self.settings.in_process:
+                task.results_path = str(self.spool.stage_results(task))
+            else:
+                path, sha, size = self.spool.pack_results(task, self.settings.max_results_mb << 20)
+                task.results_path, task.results_sha, task.results_size = str(path), sha, size
         except ValueError as exc:  # over the cap
             outcome, message = AttemptOutcome.REJECTED, str(exc)
         except OSError as exc:
@@ -644,6 +673,93 @@ class SlaveEngine:
                 for straggler in processes_with_marker(task.token):
                     kill_tree(straggler.pid, None, task.token)
                 self._settle(task, AttemptOutcome.HOST_LOST, None, "the slave stopped before the task finished")
+
+    # ----- idle detection (issue 4) -----------------------------------------------------
+    # The idle watcher (trayapp.idlewatch) runs on its own thread and reports
+    # through report_idle(); the engine applies the report on its own thread,
+    # first thing after the wake pipe fires, so a returning user's tasks die
+    # before the engine does anything slow (unpacking an archive, packing
+    # results). A slave without a watcher never gets a report: ``available``
+    # stays True and it works all the time, as before.
+    preempt_mode = "kill"  # "suspend": stop the trees, kill them only after suspend_grace_s
+    suspend_grace_s = 600.0
+    cgroups: TaskCgroups | None = None  # one cgroup per task, where the system lets us (trayapp.cgroup)
+    idle_reason: str | None = None  # why the PC is not available now, shown while waiting
+    suspended_since: float | None = None  # when the running tasks were suspended
+    _idle_report: tuple[bool, str | None] | None = None
+
+    @property
+    def waiting_reason(self) -> str | None:
+        if self.state is not SlaveState.WAITING:
+            return None
+        if self.suspended_since is not None:
+            left = self.suspended_since + self.suspend_grace_s - self.clock()
+            return (f"{self.idle_reason or 'the PC is in use'}; {len(self.running)} task(s) suspended, "
+                    f"stopped in {max(0, left):.0f} s unless the PC is idle again")
+        return self.idle_reason
+
+    def report_idle(self, available: bool, reason: str | None = None) -> None:
+        """The idle watcher's verdict (may the slave work now, and if not why);
+        safe from any thread. Applied at once: the engine wakes for it."""
+        with self._lock:
+            self._idle_report = (available, reason)
+        self.wake()
+
+    def _apply_idle_report(self) -> None:
+        with self._lock:
+            report, self._idle_report = self._idle_report, None
+        if report is None:
+            return
+        self.available, self.idle_reason = report[0], None if report[0] else report[1]
+        if self.available:
+            self._thaw("the PC is idle again")
+        elif self.running and not self.donating:
+            self._preempt()
+
+    def _preempt(self) -> None:
+        if self.preempt_mode == "suspend":
+            if self.suspended_since is None:
+                suspend_trees(self.running.values(), self.cgroups)
+                self.suspended_since = self.clock()
+                log.info("the PC's user is back: %d task(s) suspended for up to %g s",
+                         len(self.running), self.suspend_grace_s)
+            return
+        kill_trees(self.running.values(), self.cgroups)  # every tree at once; the thorough kill follows
+        stopped = self.stop_all_tasks(AttemptOutcome.PREEMPTED, "the PC's user came back")
+        log.info("the PC's user is back: stopped %d task(s); their masters run them elsewhere", stopped)
+
+    def _thaw(self, why: str) -> None:
+        if self.suspended_since is None:
+            return
+        self.suspended_since = None
+        resume_trees(self.running.values(), self.cgroups)
+        log.info("%s: %d suspended task(s) go on", why, len(self.running))
+
+    def _idle_tick(self, now: float) -> None:
+        self._apply_idle_report()
+        # Tasks run only while the PC is idle or lent: this also catches a
+        # donation ended by "resume" while the user is at the PC.
+        if not self.available and self.running and not self.donating and self.suspended_since is None:
+            self._preempt()
+        if self.suspended_since is not None:
+            if not self.running:
+                self.suspended_since = None
+            elif self.donating or self.paused_until is not None:
+                self._thaw("the user chose to donate")  # pause has already stopped them
+            elif now - self.suspended_since >= self.suspend_grace_s:
+                self.suspended_since = None
+                kill_trees(self.running.values(), self.cgroups)
+                self.stop_all_tasks(AttemptOutcome.PREEMPTED,
+                                    f"the PC's user stayed longer than {self.suspend_grace_s:g} s")
+        if self.cgroups is not None:
+            for token in self.cgroups.tokens():
+                if token not in self.running:
+                    self.cgroups.release(token)
+
+    def _contain(self, token: str, proc: TaskProcess) -> None:
+        if self.cgroups is not None:
+            self.cgroups.adopt(token, proc.pid)
+    # ----- end idle detection -------------------------------------------------------------
 
     def stop_all_tasks(self, outcome: AttemptOutcome, message: str) -> int:
         """Kill every running task (the user came back, or the slave shuts down)."""

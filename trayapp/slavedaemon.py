@@ -38,7 +38,7 @@ def build_engine(app: App, slots: int | None = None) -> SlaveEngine:
                        fairshare=FairShare(half_life_s=config.fair_share_half_life_s))
 
 
-def run_slave_daemon(app: App, slots: int | None = None) -> int:
+def run_slave_daemon(app: App, slots: int | None = None, idle_after: float | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     lock = DispatcherLock(app.home.data_dir / "slave.lock")
     if not lock.acquire():
@@ -61,12 +61,23 @@ def run_slave_daemon(app: App, slots: int | None = None) -> int:
              engine.versions.get("brian") or "not installed", path)
     engine.on_state_change = lambda d: log.info("state: %s%s (%d running)", d["state"],
                                                 f" ({d['reason']})" if d.get("reason") else "", d["running"])
+    # --- idle detection (issue 4): lend the PC only while its user is away ---
+    from trayapp.idlewatch import watch_idle
+
+    watcher = watch_idle(engine, app.config, idle_after)
+    # --- end idle detection ---
     try:
         engine.serve(listener)
         stopped = engine.stop_all_tasks(AttemptOutcome.HOST_LOST, "the slave daemon was stopped")
         engine.flush_all()
         log.info("slave daemon stopping; stopped %d running task(s)", stopped)
     finally:
+        # --- idle detection (issue 4) ---
+        if watcher is not None:
+            watcher.stop()
+        if engine.cgroups is not None:
+            engine.cgroups.close()
+        # --- end idle detection ---
         listener.close()
         path.unlink(missing_ok=True)
         lock.release()

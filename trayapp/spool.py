@@ -138,6 +138,23 @@ class Spool:
     def remove(self, token: str) -> None:
         shutil.rmtree(self.task_dir(token), ignore_errors=True)
         (self.results / f"{token}.tar").unlink(missing_ok=True)
+        shutil.rmtree(self.results / token, ignore_errors=True)
+
+    def stage_results(self, task: SpoolTask) -> Path:
+        """For the master's own cores: the results as a folder, moved (not
+        copied) into ``results/<token>/``, laid out like an unpacked archive,
+        for the master to rename into place. No tar, no copy, no checksum: the
+        master and this engine are one process."""
+        run_dir = self.task_dir(task.token)
+        target = self.results / task.token
+        target.mkdir(parents=True, exist_ok=True)
+        produced = run_dir / "work" / "results"
+        if produced.is_dir() and not produced.is_symlink():
+            os.replace(produced, target / "results")
+        for name in ("stdout.txt", "stderr.txt"):
+            if (run_dir / name).is_file():
+                os.replace(run_dir / name, target / name)
+        return target
 
     def pack_results(self, task: SpoolTask, max_bytes: int) -> tuple[Path, str, int]:
         """Pack the task's ``results/`` and logs into ``results/<token>.tar``.

@@ -34,6 +34,10 @@ class HostKeyError(Exception):
     """The host's key is unknown or changed: the user must decide."""
 
 
+class ClientKeyError(Exception):
+    """Our own private key cannot be unlocked (passphrase missing or wrong)."""
+
+
 def known_hosts_file(home: Home) -> Path:
     return home.config_dir / "known_hosts"
 
@@ -101,6 +105,8 @@ def trust_host_key(home: Home, address: str, port: int, key: paramiko.PKey) -> N
 class SSHLink:
     """One SSH connection to a slave: an exec channel running the agent, and SFTP."""
 
+    results_in_place = False  # results come as archives, fetched and checked: a slave is not trusted
+
     def __init__(self, host: HostRecord, known_hosts: Path):
         self.host = host
         self.label = host.name
@@ -127,8 +133,16 @@ class SSHLink:
                 f"the host key of {self.host.name} ({self.host.address}:{self.host.port}) has CHANGED to "
                 f"{fingerprint(exc.key)}; refusing to connect. If the PC was reinstalled, check the fingerprint "
                 f"on it and run: sparecycles hosts trust {self.host.name} --replace") from None
+        except paramiko.PasswordRequiredException:
+            client.close()
+            raise ClientKeyError(f"the key {key_file} is protected by a passphrase that is not in the OS keyring; "
+                               f"store it with: sparecycles hosts remove {self.host.name}, then hosts add ... "
+                               "--ask-secret") from None
         except paramiko.SSHException as exc:
             client.close()
+            if key_file and (str(exc).startswith("Invalid key") or "could not deserialize" in str(exc).lower()):
+                raise ClientKeyError(f"could not unlock the key {key_file}: wrong passphrase in the OS keyring, "
+                                   "or not a private key") from None
             if "not found in known_hosts" in str(exc):
                 raise HostKeyError(f"the host key of {self.host.name} is not trusted yet; "
                                    f"run: sparecycles hosts trust {self.host.name}") from None
