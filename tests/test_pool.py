@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 from pathlib import Path
 
@@ -175,3 +176,35 @@ def test_a_real_brian_task_runs_through_the_pool(pool, tmp_path):
     low = json.loads((Path(job["results"]) / "0" / "summary.json").read_text())["rate_hz"]
     high = json.loads((Path(job["results"]) / "1" / "summary.json").read_text())["rate_hz"]
     assert 0 < low < high
+
+
+def test_a_slave_that_cannot_meet_a_jobs_requirements_declines_it(pool, tmp_path):
+    # Slave "old" runs tasks with an interpreter without Brian; "new" has it.
+    import subprocess
+    import sys
+
+    bare = tmp_path / "bare env"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True, timeout=120)
+    old = pool.add_slave("old", slots=1, config=f'task_python = "{bare / "bin" / "python"}"\n')
+    new = pool.add_slave("new", slots=1)
+    folder, params = make_job(tmp_path / "needs-brian", WHERE_TASK, params=[{"i": i} for i in range(4)],
+                              extra_files={"sparecycles.toml": 'requires = ["brian2 >= 2.5"]\n'})
+    job = submit(folder, params)
+    master = start_master("--no-local", "--until-idle", "1")
+    try:
+        assert master.wait(120) == 0
+    finally:
+        out = stop_process(master)
+    status = json.loads(cli("status", job["job"], "--json").stdout)
+    assert status["status"] == "done", out
+    homes = {json.loads((Path(job["results"]) / str(i) / "where.json").read_text())["home"] for i in range(4)}
+    assert homes == {str(new.home)}, "only the slave with Brian may run the job"
+    assert all(t["failures"] == 0 for t in status["tasks"]), "a declined job uses up no retries"
+    hosts = {h["name"]: h for h in json.loads(cli("hosts", "list", "--json").stdout)}
+    assert hosts["old"]["brian"] is None and hosts["new"]["brian"]
+    from trayapp.store import Store
+
+    store = Store(Path(os.environ["SPARECYCLES_HOME"]) / "queue.sqlite3")
+    declines = [a["message"] for a in store.attempts(store.job(job["job"]).seq) if a["host"] == "old"]
+    assert declines and all("needs brian2 >= 2.5, which is not installed here" in m for m in declines), declines
+    assert len(declines) == 1, "once declined, the job is not offered to that slave again"

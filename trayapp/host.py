@@ -82,6 +82,8 @@ class HostDriver(threading.Thread):
         self._stop_tasks_on_stop = on_stop_stop_tasks
         self._stopping = threading.Event()
         self.inflight: dict[str, _InFlight] = {}  # token -> attempt
+        # Jobs whose requirements this host cannot meet: not offered to it again.
+        self.declined_jobs: frozenset[int] = frozenset()
         self.store: Store | None = None
         self.connected = threading.Event()
         self._unreachable_since: float | None = None
@@ -192,7 +194,7 @@ class HostDriver(threading.Thread):
                 self._send(conv, "cancel", token=token)
         if not conv.synced:
             return
-        queued = self.store.count_queued()
+        queued = self.store.count_queued(self.declined_jobs)
         demand = queued if self.cap is None else max(0, min(queued, self.cap - len(self.inflight)))
         if demand != conv.demand_sent:
             self._send(conv, "demand", queued=demand)
@@ -237,7 +239,7 @@ class HostDriver(threading.Thread):
             raise ProtocolError(f"a master does not accept '{kind}'")
 
     def _on_grant(self, conv: _Conversation, n: int) -> None:
-        claims = self.store.claim(self.host, n)
+        claims = self.store.claim(self.host, n, self.declined_jobs)
         for claim in claims:
             self.inflight[claim.token] = _InFlight(claim)
             sha = Path(claim.archive_path).stem
@@ -295,13 +297,19 @@ class HostDriver(threading.Thread):
 
     def _start(self, conv: _Conversation, claim: Claim) -> None:
         self._send(conv, "start", token=claim.token, job=claim.job_id, idx=claim.idx, params=claim.params,
-                   main=claim.main, archive_sha=Path(claim.archive_path).stem, time_limit_s=claim.time_limit_s)
+                   main=claim.main, archive_sha=Path(claim.archive_path).stem, time_limit_s=claim.time_limit_s,
+                   requires=list(claim.requires))
 
     def _on_declined(self, conv: _Conversation, message: dict) -> None:
         entry = self.inflight.pop(message["token"], None)
         if entry is None:
             return
         reason = f"{self.host} declined: {message['reason']}"
+        if message.get("requirements"):
+            # Not this task's fault and not the host's: the job needs another
+            # environment. Other hosts may take it; this one is not asked again.
+            self.declined_jobs = self.declined_jobs | {entry.claim.job_seq}
+            conv.demand_sent = None
         if "archive" in message["reason"] and message.get("retry", True):
             conv.archives_present.discard(Path(entry.claim.archive_path).stem)
         outcome = AttemptOutcome.HOST_LOST if message.get("retry", True) else AttemptOutcome.REJECTED

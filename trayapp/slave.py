@@ -107,6 +107,51 @@ def probe_versions(python: str) -> dict:
         return {"python": None, "brian": None}
 
 
+class RequirementChecker:
+    """Checks a job's requirements (``brian2 >= 2.5``) against the task environment.
+
+    Installed versions are read once per package from the task interpreter and
+    kept for a minute, so an update of Brian is noticed without a restart.
+    """
+
+    def __init__(self, python: str, ttl_s: float = 60.0):
+        self.python = python
+        self.ttl_s = ttl_s
+        self._known: dict[str, tuple[float, str | None]] = {}
+
+    def installed(self, name: str) -> str | None:
+        hit = self._known.get(name)
+        if hit and time.monotonic() - hit[0] < self.ttl_s:
+            return hit[1]
+        script = ("import sys, importlib.metadata as m\n"
+                  "try: print(m.version(sys.argv[1]))\nexcept m.PackageNotFoundError: print('')")
+        try:
+            out = subprocess.run([self.python, "-c", script, name], capture_output=True, text=True,
+                                 timeout=60).stdout.strip()
+        except (OSError, subprocess.TimeoutExpired):
+            out = ""
+        self._known[name] = (time.monotonic(), out or None)
+        return out or None
+
+    def unmet(self, requires: list[str]) -> str | None:
+        """Why this environment cannot run the job, or None if it can."""
+        from packaging.requirements import InvalidRequirement, Requirement
+
+        problems = []
+        for text in requires:
+            try:
+                requirement = Requirement(text)
+            except InvalidRequirement:
+                problems.append(f"cannot read the requirement {text!r}")
+                continue
+            have = self.installed(requirement.name)
+            if have is None:
+                problems.append(f"needs {text}, which is not installed here")
+            elif not requirement.specifier.contains(have, prereleases=True):
+                problems.append(f"needs {text}, has {requirement.name} {have}")
+        return "; ".join(problems) or None
+
+
 class SlaveEngine:
     def __init__(self, spool: Spool, settings: SlaveSettings, *, slave_id: str,
                  fairshare: FairShare | None = None, clock: Callable[[], float] = time.time,
@@ -119,6 +164,7 @@ class SlaveEngine:
         self.rng = rng or random.Random()
         self.launch = LaunchSettings(python=settings.python, nice=0 if settings.in_process else settings.nice)
         self.versions = probe_versions(settings.python)
+        self.requirements = RequirementChecker(settings.python)
         self.sessions: dict[int, Session] = {}
         self.tasks: dict[str, SpoolTask] = {}
         self.running: dict[str, TaskProcess] = {}
@@ -419,6 +465,13 @@ class SlaveEngine:
             raise ProtocolError(f"malformed start: {exc}") from None
         if "/" in task.main or "\\" in task.main or task.main.startswith(".") or not _SHA.match(task.archive_sha):
             raise ProtocolError("start with an unsafe main script or archive name")
+        requires = message.get("requires") or []
+        if not isinstance(requires, list) or not all(isinstance(r, str) for r in requires):
+            raise ProtocolError("start with malformed requirements")
+        unmet = self.requirements.unmet(requires)
+        if unmet:
+            session.send("declined", token=token, reason=unmet, retry=True, requirements=True)
+            return
         self._start(session, task)
 
     def _start(self, session: Session, task: SpoolTask) -> None:

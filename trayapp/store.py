@@ -161,6 +161,7 @@ class Claim:
     archive_path: str
     results_dir: str
     time_limit_s: float | None
+    requires: tuple[str, ...] = ()  # e.g. ("brian2 >= 2.5",): a slave that cannot satisfy them declines
 
 
 @dataclass(frozen=True)
@@ -344,17 +345,25 @@ class Store:
 
     # ----- the dispatcher's side ---------------------------------------------
 
-    def claim(self, host: str, limit: int) -> list[Claim]:
-        """Hand up to ``limit`` queued tasks to ``host``, oldest job first."""
+    @staticmethod
+    def _not_in(column: str, values: frozenset[int]) -> tuple[str, tuple]:
+        if not values:
+            return "", ()
+        return f" AND {column} NOT IN ({','.join('?' * len(values))})", tuple(sorted(values))
+
+    def claim(self, host: str, limit: int, exclude_jobs: frozenset[int] = frozenset()) -> list[Claim]:
+        """Hand up to ``limit`` queued tasks to ``host``, oldest job first,
+        skipping jobs the host declined (it cannot meet their requirements)."""
         if limit <= 0:
             return []
         claims = []
+        skip, skipped = self._not_in("t.job_seq", exclude_jobs)
         with self._write() as db:
             rows = db.execute(
                 "SELECT t.job_seq, t.idx, t.params, j.id, j.name, j.main, j.archive_path, j.results_dir,"
-                " j.time_limit_s FROM tasks t JOIN jobs j ON j.seq = t.job_seq"
-                " WHERE t.status=? ORDER BY t.job_seq, t.idx LIMIT ?",
-                (TaskStatus.QUEUED.value, limit)).fetchall()
+                " j.time_limit_s, j.requires FROM tasks t JOIN jobs j ON j.seq = t.job_seq"
+                f" WHERE t.status=?{skip} ORDER BY t.job_seq, t.idx LIMIT ?",
+                (TaskStatus.QUEUED.value, *skipped, limit)).fetchall()
             touched = set()
             for r in rows:
                 token = secrets.token_hex(8)
@@ -364,7 +373,7 @@ class Store:
                 touched.add(r["job_seq"])
                 claims.append(Claim(cur.lastrowid, token, r["id"], r["name"], r["job_seq"], r["idx"],
                                     json.loads(r["params"]), r["main"], r["archive_path"], r["results_dir"],
-                                    r["time_limit_s"]))
+                                    r["time_limit_s"], tuple(json.loads(r["requires"]))))
             for seq in touched:
                 self._refresh_job(seq)
         return claims
@@ -435,13 +444,17 @@ class Store:
     def claim_for(self, attempt_id: int) -> Claim:
         r = self._db.execute(
             "SELECT a.id, a.token, t.job_seq, t.idx, t.params, j.id AS job_id, j.name, j.main, j.archive_path,"
-            " j.results_dir, j.time_limit_s FROM attempts a JOIN tasks t ON t.job_seq=a.job_seq AND t.idx=a.idx"
-            " JOIN jobs j ON j.seq=a.job_seq WHERE a.id=?", (attempt_id,)).fetchone()
+            " j.results_dir, j.time_limit_s, j.requires FROM attempts a"
+            " JOIN tasks t ON t.job_seq=a.job_seq AND t.idx=a.idx JOIN jobs j ON j.seq=a.job_seq WHERE a.id=?",
+            (attempt_id,)).fetchone()
         return Claim(r["id"], r["token"], r["job_id"], r["name"], r["job_seq"], r["idx"], json.loads(r["params"]),
-                     r["main"], r["archive_path"], r["results_dir"], r["time_limit_s"])
+                     r["main"], r["archive_path"], r["results_dir"], r["time_limit_s"],
+                     tuple(json.loads(r["requires"])))
 
-    def count_queued(self) -> int:
-        return self._db.execute("SELECT count(*) FROM tasks WHERE status=?", (TaskStatus.QUEUED.value,)).fetchone()[0]
+    def count_queued(self, exclude_jobs: frozenset[int] = frozenset()) -> int:
+        skip, skipped = self._not_in("job_seq", exclude_jobs)
+        return self._db.execute(f"SELECT count(*) FROM tasks WHERE status=?{skip}",
+                                (TaskStatus.QUEUED.value, *skipped)).fetchone()[0]
 
     def count_unfinished(self) -> int:
         return self._db.execute("SELECT count(*) FROM tasks WHERE status IN (?,?,?)",
