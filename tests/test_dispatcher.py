@@ -197,7 +197,9 @@ def test_cancel_kills_the_whole_process_tree(app, tmp_path):
         def pids():
             found = []
             for run in (app.home.data_dir / "local-spool" / "tasks").glob("*/work"):
-                if (run / "pids").exists() and (run / "grandchild.pid").exists():
+                # Files are read only once their content is there (a write may be half done).
+                if (run / "pids").exists() and (run / "grandchild.pid").exists() \
+                        and len((run / "pids").read_text().split()) == 3 and (run / "grandchild.pid").read_text():
                     found.append([int(x) for x in (run / "pids").read_text().split()]
                                  + [int((run / "grandchild.pid").read_text())])
             return found if len(found) == 2 else None

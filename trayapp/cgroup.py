@@ -187,7 +187,8 @@ class TaskCgroups:
 
 
 def _remove_abandoned(parent: Path) -> None:
-    """Empty cgroups left by slave daemons that died (their pid is no longer one)."""
+    """Cgroups left by slave daemons that died (their pid is no longer one):
+    thawed, and removed once empty."""
     try:
         bases = [p for p in parent.iterdir() if p.name.startswith(_PREFIX) and p.is_dir()]
     except OSError:
@@ -198,6 +199,9 @@ def _remove_abandoned(parent: Path) -> None:
             continue
         for group in [g for g in base.iterdir() if g.is_dir()]:
             try:
+                # A daemon killed while its tasks were suspended: the next one
+                # adopts them from the spool, so they must run again.
+                (group / "cgroup.freeze").write_text("0")
                 group.rmdir()
             except OSError:
                 pass

@@ -116,6 +116,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = verbs.add_parser("demo", help="run the bundled Brian sweep on this PC and summarise it")
     p.add_argument("--timeout", type=_duration)
+    # --- deployment (issue 7) ---
+    p = verbs.add_parser("autostart", help="start SpareCycles when you log in (enable, disable, status)")
+    p.add_argument("action", choices=("enable", "disable", "status"))
+    p.add_argument("--json", action="store_true")
+    p = verbs.add_parser("check-updates", help="compare Brian (task environment) and SpareCycles with the index")
+    p.add_argument("--json", action="store_true")
+    p = verbs.add_parser("update-brian", help="install the newest Brian into the task environment with pip")
+    p.add_argument("--json", action="store_true")
+    # --- end deployment ---
     return parser
 
 
@@ -397,7 +406,61 @@ def cmd_hosts(app: App, args) -> int:
     return hostcli.HANDLERS[args.host_verb](app, args)
 
 
+# --- deployment (issue 7) ---
+def cmd_autostart(app: App, args) -> int:
+    from trayapp.autostart import autostart_for_platform, launch_command
+
+    backend = autostart_for_platform()
+    if args.action == "enable":
+        state = backend.enable(launch_command())
+    elif args.action == "disable":
+        state = backend.disable()
+    else:
+        state = backend.status()
+    if args.json:
+        print(json.dumps(state.to_json()))
+    elif state.enabled:
+        print(f"SpareCycles starts at login: {state.where}")
+    else:
+        print(f"SpareCycles does not start at login (no {state.where})")
+    return EXIT_OK
+
+
+def cmd_check_updates(app: App, args) -> int:
+    from trayapp.updates import check_for_updates
+
+    report = check_for_updates(app.config)
+    if args.json:
+        print(json.dumps(report.to_json()))
+        return EXIT_OK
+    if report.offline:
+        print(f"sparecycles: no update check: {report.error}", file=sys.stderr)
+    for label, pkg in (("Brian (task environment)", report.brian), ("SpareCycles", report.app)):
+        state = ("update available" if pkg.available else "up to date" if pkg.latest else "newest unknown")
+        print(f"{label}: installed {pkg.current or 'none'}, newest {pkg.latest or '?'}: {state}")
+    return EXIT_OK
+
+
+def cmd_update_brian(app: App, args) -> int:
+    from trayapp.updates import last_line_of, update_brian
+
+    result = update_brian(app.config)
+    if args.json:
+        print(json.dumps({"ok": result.ok, "before": result.before, "after": result.after,
+                          "python": result.python, "output": result.output}))
+    elif result.ok:
+        print(f"Brian {result.after} in {result.python}" +
+              (f" (was {result.before or 'not installed'})" if result.changed else " (already the newest)"))
+    else:
+        print(f"sparecycles: updating Brian failed; {result.before or 'no Brian'} stays installed\n"
+              f"  pip: {last_line_of(result.output)}", file=sys.stderr)
+    return EXIT_OK if result.ok else EXIT_FAILED_TASKS
+# --- end deployment ---
+
+
 HANDLERS = {"submit": cmd_submit, "status": cmd_status, "wait": cmd_wait, "results": cmd_results,
             "cancel": cmd_cancel, "retry": cmd_retry, "master": cmd_master, "demo": cmd_demo,
             "slave": cmd_slave, "agent": cmd_agent, "hosts": cmd_hosts, "pause": cmd_slave_verb,
-            "donate": cmd_slave_verb, "resume": cmd_slave_verb}
+            "donate": cmd_slave_verb, "resume": cmd_slave_verb,
+            "autostart": cmd_autostart, "check-updates": cmd_check_updates,
+            "update-brian": cmd_update_brian}  # deployment (issue 7)

@@ -60,6 +60,11 @@ class Config:
     # --- tray app (issue 5) ---
     mode: str = ""  # "master" or "slave"; empty: the tray app asks on its first start
     # --- end tray app ---
+    # --- deployment (issue 7) ---
+    check_updates: bool = True  # the tray app looks for newer Brian / SpareCycles releases at start-up
+    package_index: str = ""  # PEP 503/691 simple index URL (a lab mirror); empty = the public PyPI
+    wheel_folder: str = ""  # a folder of wheels to update from instead (or beside package_index)
+    # --- end deployment ---
 
     @property
     def effective_slots(self) -> int:
@@ -70,9 +75,14 @@ class Config:
 
     @property
     def task_interpreter(self) -> str:
+        # --- deployment (issue 7): the bundle has no Python of its own ---
         # SPARECYCLES_TASK_PYTHON lets a test or a one-off run point at another
-        # environment without editing the config file.
-        return os.environ.get("SPARECYCLES_TASK_PYTHON") or self.task_python or sys.executable
+        # environment without editing the config file; in the PyInstaller
+        # bundle the default is a managed venv (trayapp/taskenv.py).
+        from trayapp.taskenv import task_interpreter
+
+        return task_interpreter(self.task_python)
+        # --- end deployment ---
 
 
 def _check_master_table(path: Path, key: str, value) -> dict:

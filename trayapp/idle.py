@@ -80,7 +80,8 @@ def local_sessions(sessions_dir: Path = LOGIND_SESSIONS, users: Callable[[], lis
             except OSError:
                 continue
             # A greeter (the login screen) is nobody; a remote session is not at the PC.
-            if fields.get("REMOTE") != "1" and fields.get("CLASS", "user") == "user" and fields.get("STATE") != "closing":
+            at_the_pc = fields.get("REMOTE") != "1" and fields.get("CLASS", "user") == "user"
+            if at_the_pc and fields.get("STATE") != "closing":
                 found.append(fields.get("USER", "?"))
         return found
     # utmp: a local login has no host, or an X display (":0") for a host.
@@ -131,22 +132,30 @@ def open_idle_source(environ: Mapping[str, str] | None = None, platform: str | N
         from trayapp.idlemacos import MacSource
 
         return MacSource()
+    # Under Wayland, $DISPLAY is XWayland's: it sees only input to X programs,
+    # so its idle time grows while the user types into Wayland ones. Ask the
+    # desktop first.
+    wayland = bool(environ.get("WAYLAND_DISPLAY")) or environ.get("XDG_SESSION_TYPE") == "wayland"
+    if wayland:
+        from trayapp.idledbus import DesktopBusSource, logind_idle_seconds
+
+        source = DesktopBusSource.connect()
+        if source is not None:
+            return source
+        log.warning("no idle monitor on this Wayland desktop's D-Bus: going by logind's idle hint, "
+                    "else counting the user as present")
+        return NoSessionSource(sessions=lambda: ["wayland"], logind_idle_s=logind_idle_seconds)
     if environ.get("DISPLAY"):
         try:
             from trayapp.idlex11 import X11Source
 
             return X11Source(environ["DISPLAY"])
         except Exception as exc:  # noqa: BLE001 - any failure to open the display means "no X here"
-            log.warning("cannot watch X display %s (%s); trying the desktop's D-Bus", environ["DISPLAY"], exc)
-    if environ.get("WAYLAND_DISPLAY") or environ.get("DBUS_SESSION_BUS_ADDRESS"):
-        from trayapp.idledbus import DesktopBusSource
+            log.warning("cannot watch X display %s (%s)", environ["DISPLAY"], exc)
+    from trayapp.idledbus import DesktopBusSource, logind_idle_seconds
 
+    if environ.get("DBUS_SESSION_BUS_ADDRESS"):
         source = DesktopBusSource.connect()
         if source is not None:
             return source
-        if environ.get("WAYLAND_DISPLAY"):
-            log.warning("no idle monitor on this Wayland desktop's D-Bus; counting the user as present")
-            return NoSessionSource(sessions=lambda: ["wayland"])
-    from trayapp.idledbus import logind_idle_seconds
-
     return NoSessionSource(logind_idle_s=logind_idle_seconds)

@@ -117,7 +117,9 @@ def logind_idle_seconds(call: Callable[..., tuple] | None = None, prop: Callable
                            "ListSessions")
         least = None
         for _sid, _uid, _user, _seat, path in sessions:
-            get = lambda name: prop("SYSTEM", LOGIN1, path, "org.freedesktop.login1.Session", name)  # noqa: E731
+            def get(name: str, path: str = path):
+                return prop("SYSTEM", LOGIN1, path, "org.freedesktop.login1.Session", name)
+
             if get("Remote") or get("Class") != "user":
                 continue
             if get("LockedHint"):

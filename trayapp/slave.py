@@ -378,7 +378,8 @@ class SlaveEngine:
             session.sock.close()
         except OSError:
             pass
-        log.info("master %s left (%s)", session.name, why)
+        # The PC's own user asking for the state (the tray, every few seconds) is not news.
+        (log.debug if session.master == "0000000000c0de00" else log.info)("master %s left (%s)", session.name, why)
 
     # ----- messages --------------------------------------------------------------
 

@@ -149,6 +149,9 @@ class SSHLink:
             raise
         transport = client.get_transport()
         transport.set_keepalive(KEEPALIVE_S)
+        # Protocol lines are small and come in quick pairs (ack, then start):
+        # with Nagle's algorithm on, the second waits ~40 ms for a delayed ACK.
+        transport.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         channel = transport.open_session()
         channel.exec_command(self.host.agent_command)
         self._client, self._channel = client, channel

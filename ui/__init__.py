@@ -1,5 +1,6 @@
-"""SpareCycles' PyQt6 tray app (not built yet: see the tray-app issue).
+"""SpareCycles' PyQt6 tray app.
 
-Only this package may import PyQt6; it adapts ``trayapp``'s state into Qt
-models and calls the same verbs as the CLI.
+Only this package imports PyQt6. It adapts ``trayapp``'s state into Qt models
+and calls the same verbs as the CLI; :mod:`ui.app` is the one place that
+builds and wires the Qt objects.
 """

@@ -1,0 +1,173 @@
+"""How the tray window copes with a big queue: refresh time and GUI latency.
+
+For each queue (an empty one as the baseline, then 10,000 tasks as one job,
+and as 1,000 jobs of 10), in a throwaway SPARECYCLES_HOME:
+
+* read: one :class:`ui.snapshot.SnapshotReader` read of the queue (this runs
+  on a worker thread in the app), median of REPEATS;
+* apply: :meth:`ui.jobsmodel.JobsModel.apply` of a changed snapshot, plus the
+  repaint of the shown table (this is the part on the GUI thread), median;
+* GUI latency: a 10 ms timer on the GUI thread records how late it fires
+  while the window refreshes continuously (every 100 ms, ten times the app's
+  pace) for DURATION s; p50 / p99 / max lateness. Measured twice: with the
+  reads on a worker thread (as the app does) and, for comparison, with them
+  on the GUI thread (what the app avoids).
+
+Tasks are made to look alive: some done, some running on two hosts, so the
+reader sees attempts as it would mid-run.
+
+    QT_QPA_PLATFORM=offscreen .venv/bin/python bench/ui_responsiveness.py [--tasks 10000] [--duration 3]
+
+Prints a table; this is a measurement, not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+from PyQt6.QtCore import QElapsedTimer, QEventLoop, QTimer  # noqa: E402
+from PyQt6.QtWidgets import QApplication  # noqa: E402
+
+from trayapp.status import AttemptOutcome  # noqa: E402
+from trayapp.store import Store  # noqa: E402
+from ui.jobsmodel import JobsModel  # noqa: E402
+from ui.mainwindow import MainWindow  # noqa: E402
+from ui.hostsmodel import HostsModel  # noqa: E402
+from ui.poolchart import PoolChart  # noqa: E402
+from ui.snapshot import SnapshotReader  # noqa: E402
+from ui.watcher import Watcher  # noqa: E402
+from ui.workers import InlineExecutor, ThreadExecutor  # noqa: E402
+
+
+def fill(db: Path, jobs: int, tasks_per_job: int) -> None:
+    store = Store(db)
+    for j in range(jobs):
+        store.add_job(name=f"sweep-{j}", folder="/nowhere", main="main.py", archive_sha="0" * 64,
+                      archive_path="/nowhere.tar", params_file=None,
+                      param_sets=[{"i": i} for i in range(tasks_per_job)], results_root=db.parent / "results")
+    total = jobs * tasks_per_job
+    # A tenth done (with their attempts), a few running on two hosts.
+    for k in range(total // 10 // 50):
+        for claim in store.claim("lab-07" if k % 2 else "local", 50):
+            store.mark_running(claim.attempt_id, 1, 0.0)
+            store.finish_attempt(claim.attempt_id, AttemptOutcome.SUCCEEDED, exit_code=0)
+    for host in ("lab-07", "local"):
+        for claim in store.claim(host, 4):
+            store.mark_running(claim.attempt_id, 1, 0.0)
+    store.close()
+
+
+def wait(ms: int) -> None:
+    loop = QEventLoop()
+    QTimer.singleShot(ms, loop.quit)
+    loop.exec()
+
+
+def median_ms(samples: list[float]) -> float:
+    return statistics.median(samples) * 1000
+
+
+def measure(db: Path, repeats: int, duration_s: float) -> dict:
+    store = Store(db)
+    reader = SnapshotReader(lambda: store)
+    reads = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        snapshot = reader.read()
+        reads.append(time.perf_counter() - t)
+
+    jobs = JobsModel()
+    window = MainWindow(None, InlineExecutor(), jobs, HostsModel(), PoolChart(3 * 3600))
+    window.show()
+    applies = []
+    for r in range(repeats):
+        # Every row changed (as if every job moved on): the worst case for apply.
+        changed = [row.__class__(**{**row.__dict__, "done": row.done + r + 1}) for row in snapshot.jobs]
+        t = time.perf_counter()
+        jobs.apply(changed)
+        window.jobs_view.viewport().repaint()
+        applies.append(time.perf_counter() - t)
+
+    latency = {}
+    for where, executor in (("worker thread", ThreadExecutor(max_threads=1)), ("GUI thread", InlineExecutor())):
+        per_thread = {}  # SQLite connections belong to their thread
+
+        def open_store():
+            import threading
+
+            key = threading.get_ident()
+            if key not in per_thread:
+                per_thread[key] = Store(db)
+            return per_thread[key]
+
+        watcher = Watcher(executor, SnapshotReader(open_store), None, interval_ms=100)
+        watcher.read.connect(lambda reading: jobs.apply(reading.snapshot.jobs))
+        lateness = []
+        clock = QElapsedTimer()
+        tick = QTimer()
+        tick.setInterval(10)
+        last = {"t": None}
+
+        def on_tick():
+            now = clock.elapsed()
+            if last["t"] is not None:
+                lateness.append(max(0, now - last["t"] - 10))
+            last["t"] = now
+
+        tick.timeout.connect(on_tick)
+        clock.start()
+        tick.start()
+        watcher.start()
+        wait(int(duration_s * 1000))
+        watcher.stop()
+        tick.stop()
+        if isinstance(executor, ThreadExecutor):
+            executor.wait()
+        lateness.sort()
+        latency[where] = {"p50_ms": lateness[len(lateness) // 2], "p99_ms": lateness[int(len(lateness) * 0.99)],
+                          "max_ms": lateness[-1], "refreshes": len(lateness)}
+    window.close()
+    return {"read_ms": median_ms(reads), "apply_ms": median_ms(applies), "rows": jobs.rowCount(),
+            "latency": latency}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", type=int, default=10_000)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--duration", type=float, default=3.0, help="seconds of latency measurement per case")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    qt = QApplication(sys.argv[:1])  # noqa: F841 - must outlive every widget
+    cases = [("empty queue (baseline)", 0, 0), (f"1 job x {args.tasks} tasks", 1, args.tasks),
+             (f"{args.tasks // 10} jobs x 10 tasks", args.tasks // 10, 10)]
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="sparecycles-bench-ui-") as tmp:
+        for i, (name, jobs, per_job) in enumerate(cases):
+            db = Path(tmp) / f"case{i}" / "queue.sqlite3"
+            fill(db, jobs, per_job)
+            results[name] = measure(db, args.repeats, args.duration)
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    print(f"GUI responsiveness with a big queue (Qt platform {QApplication.platformName()}, {os.cpu_count()} cores)")
+    print(f"{'queue':<26}{'rows':>6}{'read':>10}{'apply':>10}   GUI timer lateness p50/p99/max (ms) while refreshing")
+    print(f"{'':<26}{'':>6}{'(worker)':>10}{'(GUI)':>10}   {'reads on worker thread':<26}{'reads on GUI thread'}")
+    for name, r in results.items():
+        w, g = r["latency"]["worker thread"], r["latency"]["GUI thread"]
+        print(f"{name:<26}{r['rows']:>6}{r['read_ms']:>8.1f}ms{r['apply_ms']:>8.1f}ms   "
+              f"{w['p50_ms']:>4}/{w['p99_ms']:>4}/{w['max_ms']:>4}{'':<12}{g['p50_ms']:>4}/{g['p99_ms']:>4}/{g['max_ms']:>4}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,123 @@
+"""A real package index on 127.0.0.1 for the update tests.
+
+:func:`make_wheel` writes a tiny pure-Python wheel by hand (the wheel format is
+a zip with a ``.dist-info``); :class:`FakeIndex` lays wheels out as a PEP 503
+simple index and serves it with ``http.server`` from a thread, answering PEP
+691 JSON instead when asked to (``json_api=True``) and the client accepts it.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import io
+import json
+import socket
+import threading
+import zipfile
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from packaging.utils import canonicalize_name
+
+
+def _record_hash(data: bytes) -> str:
+    return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+
+
+def make_wheel(folder: Path, name: str, version: str) -> Path:
+    """A wheel of package ``name`` whose module says its version in ``VERSION``."""
+    module = name.replace("-", "_")
+    dist_info = f"{module}-{version}.dist-info"
+    files = {
+        f"{module}/__init__.py": f'VERSION = "{version}"\n'.encode(),
+        f"{dist_info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode(),
+        f"{dist_info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: fakeindex\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = "".join(f"{path},{_record_hash(data)},{len(data)}\n" for path, data in files.items())
+    record += f"{dist_info}/RECORD,,\n"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{module}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for arcname, data in files.items():
+            zf.writestr(arcname, data)
+        zf.writestr(f"{dist_info}/RECORD", record)
+    return path
+
+
+def make_broken_wheel(folder: Path, name: str, version: str) -> Path:
+    """A file named like a wheel that is not a zip at all (a truncated download)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name.replace('-', '_')}-{version}-py3-none-any.whl"
+    path.write_bytes(b"this is not a zip file")
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class _Handler(SimpleHTTPRequestHandler):
+    json_api = False
+
+    def log_message(self, *args):  # keep pytest output clean
+        pass
+
+    def send_head(self):
+        wants_json = "application/vnd.pypi.simple.v1+json" in self.headers.get("Accept", "")
+        local = Path(self.translate_path(self.path))
+        if self.json_api and wants_json and (local / "index.json").exists():
+            body = (local / "index.json").read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/vnd.pypi.simple.v1+json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            return io.BytesIO(body)
+        return super().send_head()
+
+
+class FakeIndex:
+    """``root/simple/<project>/`` pages over the wheels given; ``url`` is the index URL."""
+
+    def __init__(self, root: Path, *, json_api: bool = False):
+        self.root = root
+        self.simple = root / "simple"
+        self.simple.mkdir(parents=True, exist_ok=True)
+        handler = type("Handler", (_Handler,), {"json_api": json_api})
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), partial(handler, directory=str(root)))
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.projects: dict[str, list[Path]] = {}
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/simple/"
+
+    def add(self, project: str, wheel: Path) -> None:
+        name = canonicalize_name(project)
+        page = self.simple / name
+        page.mkdir(parents=True, exist_ok=True)
+        target = page / wheel.name
+        target.write_bytes(wheel.read_bytes())
+        self.projects.setdefault(name, []).append(target)
+        files = self.projects[name]
+        links = "\n".join(
+            f'<a href="{html.escape(f.name)}#sha256={hashlib.sha256(f.read_bytes()).hexdigest()}">'
+            f"{html.escape(f.name)}</a><br/>" for f in files)
+        (page / "index.html").write_text(f"<!DOCTYPE html>\n<html><body>\n{links}\n</body></html>\n")
+        (page / "index.json").write_text(json.dumps({
+            "meta": {"api-version": "1.0"}, "name": name,
+            "files": [{"filename": f.name, "url": f.name, "hashes": {"sha256": hashlib.sha256(f.read_bytes()).hexdigest()}}
+                      for f in files]}))
+
+    def __enter__(self) -> "FakeIndex":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(5)

@@ -1,0 +1,128 @@
+"""The whole story on a real desktop: a slave on an Xvfb display lends its PC
+after a short idle time, a real key press (xdotool) preempts its tasks, and
+the master runs them again on another slave; no result is lost and no retry
+is used up. Everything is real: Xvfb, xdotool, sshd, slave daemons, master."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import cli, make_job, pid_alive, start_master, stop_process, wait_until
+from desktop import Xvfb, needs_xvfb
+
+pytestmark = needs_xvfb
+
+# Notes "start"/"end" with the slave's home and the pids of its tree (itself
+# and a child it forked) in a ledger outside every job folder.
+TREE_TASK = """
+import json, os, sys, time
+p = json.loads(sys.argv[1])
+child = os.fork()
+if child == 0:
+    time.sleep(3600)
+    os._exit(0)
+def note(what):
+    fd = os.open(p["ledger"], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    os.write(fd, f"{what} {p['i']} {os.getpid()} {child} {os.environ.get('SPARECYCLES_HOME')}\\n".encode())
+    os.close(fd)
+note("start")
+time.sleep(p["sleep"])
+os.makedirs("results", exist_ok=True)
+json.dump(p, open("results/done.json", "w"))
+note("end")
+os.kill(child, 9)
+"""
+
+
+def ledger(path: Path) -> list[tuple[str, int, int, int, str]]:
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        kind, i, pid, child, home = line.split(" ", 4)
+        rows.append((kind, int(i), int(pid), int(child), home))
+    return rows
+
+
+@pytest.fixture
+def xvfb():
+    server = Xvfb().start()
+    yield server
+    server.key("shift")  # ends listener threads still waiting for an event (trayapp.idleinput)
+    server.stop()
+
+
+class KeepTyping:
+    """The desk's user stays at the PC: a key press every half second."""
+
+    def __init__(self, xvfb: Xvfb):
+        self._xvfb, self._stop = xvfb, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.5):
+            self._xvfb.key("shift")
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(10)
+
+
+def test_a_key_press_preempts_the_desks_tasks_and_the_master_reruns_them_elsewhere(pool, home, tmp_path, xvfb):
+    book = tmp_path / "ledger.txt"
+    # max_foreign_cpu = 1.0: the rest of the suite loads this shared CI machine,
+    # which must not count as the desk's user working.
+    desk = pool.add_slave("desk", slots=2, config="idle_after_s = 1.5\nmax_foreign_cpu = 1.0\n", start=False)
+    desk.env["DISPLAY"] = xvfb.display  # only the desk's daemon sees the display
+    desk.start()
+    spare = pool.add_slave("spare", slots=1)  # no display, nobody logged in: idle from the start
+    wait_until(lambda: "state: ready" in desk.log(), timeout=30, what="the desk to lend its PC")
+
+    params = [{"i": i, "sleep": 4.0, "ledger": str(book)} for i in range(3)]
+    folder, params_file = make_job(tmp_path / "job", TREE_TASK, params=params)
+    job = json.loads(cli("submit", str(folder), "--params", str(params_file), "--no-start", "--json",
+                         check=True).stdout)
+    master = start_master("--no-local", "--until-idle", "1")
+    try:
+        on_desk = wait_until(lambda: (rows := [r for r in ledger(book) if r[0] == "start" and r[4] == str(desk.home)])
+                             and len(rows) == 2 and rows, timeout=60, what="two tasks to start on the desk")
+        desk_pids = [pid for _, _, pid, child, _ in on_desk for pid in (pid, child)]
+        assert all(pid_alive(p) for p in desk_pids)
+        with KeepTyping(xvfb):
+            pressed = xvfb.key("space")
+            wait_until(lambda: not any(pid_alive(p) for p in desk_pids), timeout=5, interval=0.005,
+                       what="every process of the desk's tasks to die")
+            assert time.monotonic() - pressed < 2.0
+            wait_until(lambda: {h["name"]: h for h in json.loads(cli("hosts", "list", "--json").stdout)}
+                       ["desk"]["state"] == "waiting", timeout=20, what="the master to see the desk waiting")
+            desk_row = {h["name"]: h for h in json.loads(cli("hosts", "list", "--json").stdout)}["desk"]
+            assert desk_row["reason"] == "waiting for 1.5 s without keyboard or mouse input"
+            assert "desk" in (listing := cli("hosts", "list").stdout) and "waiting (waiting for 1.5 s" in listing
+            assert master.wait(180) == 0
+    finally:
+        out = stop_process(master)
+
+    status = json.loads(cli("status", job["job"], "--json").stdout)
+    assert status["status"] == "done", out + desk.log() + spare.log()
+    assert all(t["failures"] == 0 for t in status["tasks"]), "a preemption must not use up a retry"
+    rows = ledger(book)
+    ends = sorted(i for kind, i, *_ in rows if kind == "end")
+    assert ends == [0, 1, 2], f"each task completes exactly once:\n{book.read_text()}"
+    preempted = {i for _, i, *_ in on_desk}
+    assert all(home == str(spare.home) for kind, i, _, _, home in rows if kind == "end" and i in preempted), \
+        "the preempted tasks ran again on the spare slave while the desk's user typed"
+    for i in range(3):
+        assert json.loads((Path(job["results"]) / str(i) / "done.json").read_text())["i"] == i
+    with sqlite3.connect(home.queue_db) as db:
+        outcomes = [o for (o,) in db.execute("SELECT outcome FROM attempts WHERE host='desk'")]
+    assert outcomes.count("preempted") == 2, outcomes
+    assert "the PC's user is back: stopped 2 task(s)" in desk.log()

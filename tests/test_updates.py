@@ -1,0 +1,190 @@
+"""The update check and "Update Brian", against a real index on 127.0.0.1.
+
+``fakebrian`` (hand-made wheels, tests/fakeindex.py) stands in for Brian; the
+install really happens, with pip, into a throwaway virtual environment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from fakeindex import FakeIndex, free_port, make_broken_wheel, make_wheel
+from trayapp.config import Config
+from trayapp.updates import check_at_start_up, check_for_updates, latest_release, pip_environment_without_user_config, update_brian
+
+
+@pytest.fixture
+def wheels(tmp_path) -> dict[str, Path]:
+    folder = tmp_path / "wheels"
+    return {v: make_wheel(folder, "fakebrian", v) for v in ("1.0", "1.1", "1.2rc1")}
+
+
+@pytest.fixture
+def index(tmp_path, wheels):
+    with FakeIndex(tmp_path / "index") as idx:
+        for wheel in wheels.values():
+            idx.add("fakebrian", wheel)
+        yield idx
+
+
+@pytest.fixture
+def clean_pip_env(monkeypatch):
+    """No pip config of this machine (its mirrors, find-links) leaks into the installs."""
+    env = pip_environment_without_user_config()
+    for key in [k for k in os.environ if k.startswith("PIP_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("PIP_CONFIG_FILE", env["PIP_CONFIG_FILE"])
+    monkeypatch.setenv("PIP_DISABLE_PIP_VERSION_CHECK", "1")
+    return env
+
+
+@pytest.fixture
+def task_env(tmp_path, wheels, clean_pip_env) -> str:
+    """A throwaway task environment with fakebrian 1.0 installed."""
+    env_dir = tmp_path / "task env"
+    subprocess.run([sys.executable, "-m", "venv", str(env_dir)], check=True, timeout=120)
+    python = str(env_dir / "bin" / "python")
+    subprocess.run([python, "-m", "pip", "install", "-q", "--no-index", str(wheels["1.0"])], check=True,
+                   timeout=120, env=clean_pip_env)
+    return python
+
+
+def imported_version(python: str) -> str:
+    return subprocess.run([python, "-c", "import fakebrian; print(fakebrian.VERSION)"], capture_output=True,
+                          text=True, check=True, timeout=60).stdout.strip()
+
+
+def closed_port_url() -> str:
+    return f"http://127.0.0.1:{free_port()}/simple/"
+
+
+# ----- reading the index -----------------------------------------------------------------
+
+def test_newest_final_release_from_a_pep503_html_index(index):
+    assert latest_release("fakebrian", index_url=index.url) == "1.1"  # 1.2rc1 is a pre-release
+    assert latest_release("FakeBrian", index_url=index.url) == "1.1"  # names are normalised
+
+
+def test_newest_release_from_a_pep691_json_index(tmp_path, wheels):
+    with FakeIndex(tmp_path / "json index", json_api=True) as idx:
+        idx.add("fakebrian", wheels["1.1"])
+        idx.add("fakebrian", wheels["1.0"])
+        assert latest_release("fakebrian", index_url=idx.url) == "1.1"
+
+
+def test_a_package_the_index_does_not_carry_has_no_latest(index):
+    assert latest_release("not-there", index_url=index.url) is None
+
+
+def test_newest_release_from_a_wheel_folder(wheels):
+    assert latest_release("fakebrian", wheel_folder=str(wheels["1.0"].parent)) == "1.1"
+
+
+def test_check_reports_current_and_latest_from_the_task_environment(index, task_env):
+    config = Config(package_index=index.url)
+    report = check_for_updates(config, brian_package="fakebrian", app_package="fakebrian", app_version="1.1",
+                               python=task_env)
+    assert report.error is None
+    assert (report.brian.current, report.brian.latest, report.brian.available) == ("1.0", "1.1", True)
+    assert (report.app.current, report.app.latest, report.app.available) == ("1.1", "1.1", False)
+    assert report.to_json()["brian"]["available"] is True
+
+
+def test_offline_check_is_silent_and_fast():
+    config = Config(package_index=closed_port_url())
+    started = time.monotonic()
+    report = check_for_updates(config, brian_package="fakebrian", python=sys.executable)
+    assert time.monotonic() - started < 5
+    assert report.offline and "could not read" in report.error
+    assert report.brian.latest is None and not report.brian.available
+    assert report.app.latest is None and not report.app.available
+
+
+def test_start_up_check_can_be_turned_off(index):
+    assert check_at_start_up(Config(check_updates=False, package_index=index.url)) is None
+    report = check_at_start_up(Config(package_index=index.url))
+    assert report is not None and report.error is None
+
+
+# ----- installing ------------------------------------------------------------------------
+
+def test_update_installs_the_newer_release_into_the_task_environment(index, task_env):
+    result = update_brian(Config(package_index=index.url), package="fakebrian", python=task_env)
+    assert result.ok, result.output
+    assert (result.before, result.after, result.changed) == ("1.0", "1.1", True)
+    assert imported_version(task_env) == "1.1"
+
+
+def test_update_from_a_wheel_folder_works_without_any_index(wheels, task_env):
+    result = update_brian(Config(wheel_folder=str(wheels["1.0"].parent)), package="fakebrian", python=task_env)
+    assert result.ok, result.output
+    assert imported_version(task_env) == "1.1"
+
+
+def test_a_broken_newer_wheel_leaves_the_old_version_working(tmp_path, wheels, task_env):
+    with FakeIndex(tmp_path / "bad index") as idx:
+        idx.add("fakebrian", wheels["1.0"])
+        idx.add("fakebrian", make_broken_wheel(tmp_path / "broken", "fakebrian", "1.3"))
+        result = update_brian(Config(package_index=idx.url), package="fakebrian", python=task_env)
+    assert not result.ok
+    assert result.after == "1.0"
+    assert imported_version(task_env) == "1.0"
+
+
+def test_an_unreachable_index_leaves_the_old_version_working(task_env, clean_pip_env):
+    env = {**clean_pip_env, "PIP_RETRIES": "0", "PIP_DEFAULT_TIMEOUT": "3"}
+    result = update_brian(Config(package_index=closed_port_url()), package="fakebrian", python=task_env, env=env)
+    assert not result.ok
+    assert (result.before, result.after) == ("1.0", "1.0")
+    assert imported_version(task_env) == "1.0"
+
+
+# ----- the command line ------------------------------------------------------------------
+
+def run_cli(*args, env=None, timeout=180) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "trayapp", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+def test_cli_check_updates_json_and_update_brian(home, tmp_path, task_env, clean_pip_env):
+    # The index serves stand-ins named like the real packages, so the CLI's
+    # defaults (brian2, sparecycles) are what is checked and installed.
+    folder = tmp_path / "lab wheels"
+    with FakeIndex(tmp_path / "lab index") as idx:
+        idx.add("brian2", make_wheel(folder, "brian2", "1.0"))
+        idx.add("brian2", make_wheel(folder, "brian2", "99.0"))
+        idx.add("sparecycles", make_wheel(folder, "sparecycles", "99.1"))
+        home.config_file.write_text(f'package_index = "{idx.url}"\n')
+        env = {**os.environ, "SPARECYCLES_TASK_PYTHON": task_env}
+        subprocess.run([task_env, "-m", "pip", "install", "-q", "--no-index", str(folder / "brian2-1.0-py3-none-any.whl")],
+                       check=True, timeout=120)
+
+        out = run_cli("check-updates", "--json", env=env)
+        assert out.returncode == 0, out.stderr
+        report = json.loads(out.stdout)
+        assert report["brian"] == {"name": "brian2", "current": "1.0", "latest": "99.0", "available": True}
+        assert report["app"]["latest"] == "99.1" and report["app"]["available"] is True
+        assert report["error"] is None
+
+        out = run_cli("check-updates", env=env)
+        assert out.returncode == 0 and "99.0" in out.stdout, out.stdout + out.stderr
+
+        out = run_cli("update-brian", env=env)
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert "99.0" in out.stdout
+        assert run_cli("check-updates", "--json", env=env).stdout.count('"99.0"') == 2
+
+
+def test_cli_check_updates_offline_exits_zero_with_the_reason(home, clean_pip_env):
+    home.config_file.write_text(f'package_index = "{closed_port_url()}"\n')
+    out = run_cli("check-updates", "--json", timeout=60)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["error"] and report["brian"]["latest"] is None

@@ -1,0 +1,96 @@
+"""The dispatcher (master mode) or the slave daemon (slave mode), run as a child
+process of the tray app: ``python -m trayapp master|slave``.
+
+A child keeps the engine's event loop, signals and crashes away from the GUI,
+and it is the very program the CLI runs. It goes on while the window is
+closed; Quit stops it. If it exits on its own (e.g. another dispatcher holds
+this home's lock, or it crashed) it is started again after a pause.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from PyQt6.QtCore import QObject, QProcess, QTimer, pyqtSignal
+
+STOP_TIMEOUT_MS = 15000
+
+
+class Child(QObject):
+    changed = pyqtSignal()
+
+    def __init__(self, mode: str, log_file: Path, python: str = sys.executable, restart_ms: int = 5000,
+                 parent=None):
+        super().__init__(parent)
+        self.mode = mode
+        self.log_file = log_file
+        self.python = python
+        self.process: QProcess | None = None
+        self.problem: str | None = None
+        self.paused_until: float | None | bool = False  # False: not paused; None: until resumed
+        self._stopping = False
+        self._restart = QTimer(self, singleShot=True, interval=restart_ms)
+        self._restart.timeout.connect(self.start)
+        self._resume = QTimer(self, singleShot=True)
+        self._resume.timeout.connect(self.resume)
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.state() != QProcess.ProcessState.NotRunning
+
+    @property
+    def pid(self) -> int | None:
+        return int(self.process.processId()) if self.running else None
+
+    def start(self) -> None:
+        if self.running or self.paused_until is not False:
+            return
+        self._stopping = False
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        args = ["-m", "trayapp", self.mode]
+        if self.mode == "master":
+            args.append("--quiet-if-running")  # a dispatcher started by `submit` serves us as well
+        proc = QProcess(self)
+        proc.setStandardOutputFile(str(self.log_file), QProcess.OpenModeFlag.Append)
+        proc.setStandardErrorFile(str(self.log_file), QProcess.OpenModeFlag.Append)
+        proc.finished.connect(self._finished)
+        proc.start(self.python, args)
+        self.process = proc
+        self.changed.emit()
+
+    def _finished(self, code: int, status) -> None:
+        if self._stopping:
+            return
+        crashed = status == QProcess.ExitStatus.CrashExit
+        self.problem = None if code == 0 and not crashed else (
+            f"the {self.mode} process {'crashed' if crashed else f'exited with code {code}'}; see {self.log_file}")
+        self._restart.start()
+        self.changed.emit()
+
+    def stop(self) -> None:
+        self._restart.stop()
+        self._stopping = True
+        proc = self.process
+        if proc is not None and proc.state() != QProcess.ProcessState.NotRunning:
+            proc.terminate()  # SIGTERM: the engine stops its tasks and reports them
+            if not proc.waitForFinished(STOP_TIMEOUT_MS):
+                proc.kill()
+                proc.waitForFinished(5000)
+        self.process = None
+        self.changed.emit()
+
+    def pause(self, seconds: float | None) -> None:
+        """Master's Pause: stop the dispatcher (its tasks go back to the queue) for a while."""
+        self.stop()
+        self.paused_until = None if seconds is None else time.time() + seconds
+        if seconds is not None:
+            self._resume.start(int(seconds * 1000))
+        self.changed.emit()
+
+    def resume(self) -> None:
+        self._resume.stop()
+        self.paused_until = False
+        self.start()
+        self.changed.emit()

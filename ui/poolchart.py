@@ -1,0 +1,88 @@
+"""A picture of the pool over time: busy slots per host over the last hours.
+
+:func:`busy_slots` turns attempts (started/ended spans) into the average
+number of busy slots per host in each time bucket; :class:`PoolChart` paints
+them as stacked areas with QPainter (no QtCharts needed).
+"""
+
+from __future__ import annotations
+
+from PyQt6.QtCore import QPointF, QRectF, Qt
+from PyQt6.QtGui import QColor, QPainter, QPainterPath, QPen
+from PyQt6.QtWidgets import QSizePolicy, QWidget
+
+from ui.snapshot import Span
+
+PALETTE = ("#2e7dd7", "#2e9d48", "#d99a06", "#7b4bc4", "#c62f2f", "#1aa3a3", "#8a6d3b", "#d0489a")
+
+
+def busy_slots(spans: list[Span], start: float, end: float, buckets: int) -> dict[str, list[float]]:
+    """Average busy slots per host in each of ``buckets`` equal slices of [start, end)."""
+    width = (end - start) / buckets
+    series: dict[str, list[float]] = {}
+    for span in spans:
+        lo, hi = max(span.started, start), min(span.ended if span.ended is not None else end, end)
+        if hi <= lo:
+            continue
+        row = series.setdefault(span.host, [0.0] * buckets)
+        first, last = int((lo - start) // width), min(buckets - 1, int((hi - start) // width))
+        for b in range(first, last + 1):
+            b_lo, b_hi = start + b * width, start + (b + 1) * width
+            row[b] += max(0.0, min(hi, b_hi) - max(lo, b_lo)) / width
+    return dict(sorted(series.items()))
+
+
+class PoolChart(QWidget):
+    def __init__(self, window_s: float, buckets: int = 90, parent=None):
+        super().__init__(parent)
+        self.window_s = window_s
+        self.buckets = buckets
+        self.series: dict[str, list[float]] = {}
+        self.setMinimumHeight(160)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+
+    def set_spans(self, spans: list[Span], now: float) -> None:
+        self.series = busy_slots(spans, now - self.window_s, now, self.buckets)
+        self.update()
+
+    def paintEvent(self, event) -> None:
+        p = QPainter(self)
+        p.setRenderHint(QPainter.RenderHint.Antialiasing)
+        p.fillRect(self.rect(), self.palette().base())
+        legend_h = 18
+        plot = QRectF(40, 8, max(10, self.width() - 50), max(10, self.height() - 30 - legend_h))
+        totals = [sum(v[b] for v in self.series.values()) for b in range(self.buckets)]
+        top = max(1.0, max(totals, default=0.0))
+        p.setPen(QPen(self.palette().text().color()))
+        p.drawText(QRectF(0, plot.top() - 6, 36, 14), Qt.AlignmentFlag.AlignRight, f"{top:.0f}")
+        p.drawText(QRectF(0, plot.bottom() - 8, 36, 14), Qt.AlignmentFlag.AlignRight, "0")
+        p.drawText(QRectF(plot.left(), plot.bottom() + 2, 200, 14), Qt.AlignmentFlag.AlignLeft,
+                   f"{self.window_s / 3600:.0f} h ago")
+        p.drawText(QRectF(plot.right() - 100, plot.bottom() + 2, 100, 14), Qt.AlignmentFlag.AlignRight, "now")
+        p.drawRect(plot)
+        p.drawText(QRectF(plot.left() + 6, plot.top() + 2, 300, 16), Qt.AlignmentFlag.AlignLeft,
+                   "busy slots per host")
+        if not self.series:
+            p.drawText(plot, Qt.AlignmentFlag.AlignCenter, "no tasks ran in this time")
+            return
+        step = plot.width() / self.buckets
+        base = [0.0] * self.buckets
+        x_legend = plot.left()
+        for i, (host, values) in enumerate(self.series.items()):
+            colour = QColor(PALETTE[i % len(PALETTE)])
+            path = QPainterPath()
+            y = lambda v: plot.bottom() - v / top * plot.height()  # noqa: E731
+            path.moveTo(QPointF(plot.left(), y(base[0])))
+            for b in range(self.buckets):
+                path.lineTo(QPointF(plot.left() + b * step, y(base[b] + values[b])))
+                path.lineTo(QPointF(plot.left() + (b + 1) * step, y(base[b] + values[b])))
+            for b in reversed(range(self.buckets)):
+                path.lineTo(QPointF(plot.left() + (b + 1) * step, y(base[b])))
+                path.lineTo(QPointF(plot.left() + b * step, y(base[b])))
+            path.closeSubpath()
+            colour.setAlpha(170)
+            p.fillPath(path, colour)
+            base = [base[b] + values[b] for b in range(self.buckets)]
+            p.fillRect(QRectF(x_legend, self.height() - legend_h + 4, 10, 10), colour)
+            p.drawText(QRectF(x_legend + 14, self.height() - legend_h, 150, 16), Qt.AlignmentFlag.AlignLeft, host)
+            x_legend += 24 + p.fontMetrics().horizontalAdvance(host)

@@ -1,0 +1,186 @@
+"""The settings dialog: the same ``config.toml`` the CLI reads.
+
+Each row names the :class:`~trayapp.config.Config` field it edits. A row
+whose field the core does not have is shown disabled with a tooltip instead
+of being silently dropped (so the dialog and the core can evolve apart). The dialog reports only what the user changed, so saving over
+a file the CLI edited meanwhile keeps the CLI's changes.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from typing import Any
+
+from PyQt6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFileDialog,
+                             QFormLayout, QHBoxLayout, QLabel, QLineEdit, QPushButton, QSpinBox, QVBoxLayout,
+                             QWidget)
+
+from trayapp.config import Config
+
+MODES = (("master", "Master: run my jobs on this PC and the lab's slaves"),
+         ("slave", "Slave: lend this PC to the lab while I am away"))
+POLICIES = (("kill", "Stop them at once (they run again elsewhere)"),
+            ("suspend", "Suspend them; stop them only if I stay"))
+LENDING = (("auto", "Only while I am away"), ("off", "All the time (a dedicated compute PC)"))
+NOT_YET = "not in this version of SpareCycles yet"
+AUTOSTART_LATER = "coming with the installer"
+
+
+@dataclass(frozen=True)
+class Row:
+    key: str  # Config field
+    label: str
+    kind: str  # "choice", "minutes", "share" (0..1 shown as %), "cores", "folder"
+    choices: tuple = ()
+
+
+ROWS = (
+    Row("mode", "Mode", "choice", MODES),
+    Row("idle_detection", "Lend this PC", "choice", LENDING),
+    Row("idle_after_s", "I am away after (no keyboard or mouse)", "minutes"),
+    Row("max_foreign_cpu", "Busy when my programs use more than", "share"),
+    Row("slots", "Cores to use or lend", "cores"),
+    Row("preempt", "When I come back, running tasks", "choice", POLICIES),
+    Row("suspend_grace_s", "Stop suspended tasks after", "minutes"),
+    Row("results_dir", "Results folder", "folder"),
+)
+
+
+def config_has(key: str) -> bool:
+    return key in {f.name for f in fields(Config)}
+
+
+class SettingsDialog(QDialog):
+    """``autostart``: an object with ``enabled() -> bool`` and ``where``, or None
+    where this installation cannot start at login (the checkbox is then disabled)."""
+
+    def __init__(self, config: Config, default_results_dir: str, parent: QWidget | None = None, autostart=None):
+        super().__init__(parent)
+        self.setWindowTitle("SpareCycles settings")
+        self.original = config
+        self.editors: dict[str, QWidget] = {}
+        form = QFormLayout()
+        for row in ROWS:
+            editor = self._editor(row, default_results_dir)
+            self.editors[row.key] = editor
+            if config_has(row.key):
+                self._set(row, getattr(config, row.key))
+            else:
+                editor.setEnabled(False)
+                editor.setToolTip(NOT_YET)
+            form.addRow(row.label, editor)
+        self.start_at_login = QCheckBox("Start SpareCycles when I log in")
+        self._started_at_login = None
+        if autostart is None:
+            self.start_at_login.setEnabled(False)
+            self.start_at_login.setToolTip(AUTOSTART_LATER)
+        else:
+            self._started_at_login = autostart.enabled()
+            self.start_at_login.setChecked(self._started_at_login)
+            self.start_at_login.setToolTip(autostart.where)
+        form.addRow("", self.start_at_login)
+        self.note = QLabel("A new mode takes effect when SpareCycles starts again.")
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Save | QDialogButtonBox.StandardButton.Cancel)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        self.save_button = buttons.button(QDialogButtonBox.StandardButton.Save)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.note)
+        layout.addWidget(buttons)
+
+    def _editor(self, row: Row, default_results_dir: str) -> QWidget:
+        if row.kind == "choice":
+            box = QComboBox()
+            for value, text in row.choices:
+                box.addItem(text, value)
+            return box
+        if row.kind == "minutes":
+            spin = QDoubleSpinBox()
+            spin.setRange(0.5, 24 * 60)
+            spin.setDecimals(1)
+            spin.setSuffix(" min")
+            return spin
+        if row.kind == "share":
+            spin = QDoubleSpinBox()
+            spin.setRange(1, 100)
+            spin.setDecimals(0)
+            spin.setSuffix(" % of all cores")
+            return spin
+        if row.kind == "cores":
+            spin = QSpinBox()
+            spin.setRange(0, 4096)
+            spin.setSpecialValueText(f"all ({os.cpu_count() or 1})")
+            return spin
+        line = QLineEdit()
+        line.setPlaceholderText(default_results_dir)
+        browse = QPushButton("Choose…")
+        browse.clicked.connect(lambda: self._browse(line))
+        holder = QWidget()
+        holder.line = line  # type: ignore[attr-defined]
+        box = QHBoxLayout(holder)
+        box.setContentsMargins(0, 0, 0, 0)
+        box.addWidget(line, 1)
+        box.addWidget(browse)
+        return holder
+
+    def _browse(self, line: QLineEdit) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Results folder", line.text() or line.placeholderText())
+        if path:
+            line.setText(path)
+
+    def _set(self, row: Row, value: Any) -> None:
+        editor = self.editors[row.key]
+        if row.kind == "choice":
+            index = editor.findData(value)
+            if index < 0:  # e.g. no mode chosen yet: show that, do not pretend one was
+                editor.insertItem(0, "(not chosen yet)" if value == "" else str(value), value)
+                index = 0
+            editor.setCurrentIndex(index)
+        elif row.kind == "minutes":
+            editor.setValue(float(value) / 60)
+        elif row.kind == "share":
+            editor.setValue(round(float(value) * 100))
+        elif row.kind == "cores":
+            editor.setValue(value)
+        else:
+            editor.line.setText(value)
+
+    def _get(self, row: Row) -> Any:
+        editor = self.editors[row.key]
+        if row.kind == "choice":
+            return editor.currentData()
+        if row.kind == "minutes":
+            return round(editor.value() * 60, 1)
+        if row.kind == "share":
+            return round(editor.value() / 100, 2)
+        if row.kind == "cores":
+            return int(editor.value())
+        return editor.line.text().strip()
+
+    def set_value(self, key: str, value: Any) -> None:
+        """Set one setting as if the user had (for tests and the first-run dialog)."""
+        self._set(next(r for r in ROWS if r.key == key), value)
+
+    def start_at_login_change(self) -> bool | None:
+        """True/False if the user switched starting at login on/off, else None."""
+        if self._started_at_login is None or self.start_at_login.isChecked() == self._started_at_login:
+            return None
+        return self.start_at_login.isChecked()
+
+    def changes(self) -> dict[str, Any]:
+        """The settings the user changed, by Config field name."""
+        changed = {}
+        for row in ROWS:
+            if not config_has(row.key):
+                continue
+            value = self._get(row)
+            old = getattr(self.original, row.key)
+            if isinstance(old, float):
+                value = float(value)
+            elif isinstance(old, int) and not isinstance(old, bool):
+                value = int(round(value))
+            if value != old:
+                changed[row.key] = value
+        return changed

@@ -1,0 +1,128 @@
+"""What the window shows, read from the queue in one go (on a worker thread).
+
+Qt-free on purpose: the models only ever get these plain rows, so ``data()``
+never touches the store. Reading 10,000 tasks costs a few grouped queries;
+the attempts of a job are read only while it has tasks in flight (for the
+hosts it uses and the pool picture), otherwise only when its counts change.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from trayapp.status import TaskStatus
+from trayapp.store import Store
+
+POOL_WINDOW_S = 3 * 3600  # how far back the pool picture looks
+
+
+@dataclass(frozen=True)
+class JobRow:
+    seq: int
+    id: str
+    name: str
+    status: str
+    done: int
+    failed: int
+    cancelled: int
+    running: int
+    total: int
+    hosts: tuple[str, ...]
+    created: float
+    finished: float | None
+    results_dir: str
+
+    @property
+    def finished_count(self) -> int:
+        return self.done + self.failed + self.cancelled
+
+    @property
+    def progress(self) -> float:
+        return self.finished_count / self.total if self.total else 0.0
+
+    def elapsed_s(self, now: float) -> float:
+        return max(0.0, (self.finished or now) - self.created)
+
+    def left_s(self, now: float) -> float | None:
+        """Estimated time left from the pace so far; None before the first task ends."""
+        if self.finished is not None:
+            return 0.0
+        if self.finished_count == 0:
+            return None
+        pace = self.elapsed_s(now) / self.finished_count
+        return pace * (self.total - self.finished_count)
+
+
+@dataclass(frozen=True)
+class HostRow:
+    name: str
+    address: str
+    state: str
+    reason: str | None
+    slots: int | None
+    running: int
+    last_seen: float | None
+    python: str | None
+    brian: str | None
+
+
+@dataclass(frozen=True)
+class Span:
+    """One attempt on one host: a busy slot from ``started`` to ``ended`` (None: still running)."""
+
+    host: str
+    started: float
+    ended: float | None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    taken: float
+    jobs: list[JobRow]
+    hosts: list[HostRow]
+    spans: list[Span] = field(default_factory=list)
+
+
+class SnapshotReader:
+    """Reads snapshots; keeps what cannot change any more (finished jobs' attempts)."""
+
+    def __init__(self, open_store: Callable[[], Store], clock: Callable[[], float] = time.time,
+                 window_s: float = POOL_WINDOW_S):
+        self._open_store = open_store
+        self._clock = clock
+        self.window_s = window_s
+        self._cached_spans: dict[int, tuple[tuple, list[Span]]] = {}
+
+    def read(self) -> Snapshot:
+        store = self._open_store()
+        now = self._clock()
+        since = now - self.window_s
+        jobs, spans = [], []
+        for job in store.jobs():
+            hosts: tuple[str, ...] = ()
+            in_flight = job.count(TaskStatus.DISPATCHED) + job.count(TaskStatus.RUNNING)
+            if job.finished is not None and job.finished < since:
+                pass  # ended before the pool picture begins; no attempts needed
+            elif in_flight:
+                job_spans = self._spans(store, job.seq)
+                hosts = tuple(sorted({s.host for s in job_spans if s.ended is None}))
+                spans += job_spans
+            else:
+                # Nothing in flight: its attempts change only when its counts do.
+                key = (job.status, tuple(sorted(job.counts.items())), job.finished)
+                cached = self._cached_spans.get(job.seq)
+                if cached is None or cached[0] != key:
+                    cached = self._cached_spans[job.seq] = (key, self._spans(store, job.seq))
+                spans += cached[1]
+            jobs.append(JobRow(job.seq, job.id, job.name, job.status.value, job.count(TaskStatus.DONE),
+                               job.count(TaskStatus.FAILED), job.count(TaskStatus.CANCELLED), in_flight, job.total,
+                               hosts, job.created, job.finished, job.results_dir))
+        hosts = [HostRow(h.name, h.address, h.state, h.reason, h.info.get("slots", h.slots), store.running_on(h.name),
+                         h.last_seen, h.info.get("python"), h.info.get("brian")) for h in store.hosts()]
+        return Snapshot(now, jobs, hosts, [s for s in spans if s.ended is None or s.ended >= since])
+
+    @staticmethod
+    def _spans(store: Store, job_seq: int) -> list[Span]:
+        return [Span(a["host"], a["started"], a["ended"]) for a in store.attempts(job_seq)]

@@ -1,0 +1,81 @@
+"""Keeps the window and the tray up to date: reads the queue on the executor
+every ``interval_ms`` and emits what it read on the GUI thread. In slave mode
+it also asks the slave daemon for its state, every ``slave_every`` reads: each
+question is a connection the daemon logs, and the tray's own actions get the
+new state in their answer anyway.
+
+A read is never started while the previous one is still out, so a slow disk
+delays updates instead of piling them up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from PyQt6.QtCore import QObject, QTimer, pyqtSignal
+
+from trayapp.errors import UserError
+from ui.snapshot import Snapshot, SnapshotReader
+
+
+@dataclass(frozen=True)
+class Reading:
+    snapshot: Snapshot
+    slave_asked: bool = False  # whether this reading asked the slave daemon
+    slave: dict | None = None  # its state, if it answered
+    slave_problem: str | None = None
+
+
+def read_everything(reader: SnapshotReader, slave_state: Callable[[], dict] | None) -> Reading:
+    snapshot = reader.read()
+    if slave_state is None:
+        return Reading(snapshot)
+    try:
+        return Reading(snapshot, True, slave_state())
+    except UserError as exc:
+        return Reading(snapshot, True, None, exc.problem)
+
+
+class Watcher(QObject):
+    read = pyqtSignal(object)  # Reading
+    failed = pyqtSignal(str)
+
+    def __init__(self, executor, reader: SnapshotReader, slave_state: Callable[[], dict] | None = None,
+                 interval_ms: int = 1000, slave_every: int = 5, parent=None):
+        super().__init__(parent)
+        self._executor = executor
+        self.reader = reader
+        self.slave_state = slave_state
+        self._busy = False
+        self._reads = 0
+        self.slave_every = slave_every
+        self.last: Reading | None = None
+        self.timer = QTimer(self)
+        self.timer.setInterval(interval_ms)
+        self.timer.timeout.connect(self.refresh)
+
+    def start(self) -> None:
+        self.refresh()
+        self.timer.start()
+
+    def stop(self) -> None:
+        self.timer.stop()
+
+    def refresh(self) -> None:
+        if self._busy:
+            return
+        self._busy = True
+        reader = self.reader
+        slave_state = self.slave_state if self._reads % self.slave_every == 0 else None
+        self._reads += 1
+        self._executor.run(lambda: read_everything(reader, slave_state), self._done, self._failed)
+
+    def _done(self, reading: Reading) -> None:
+        self._busy = False
+        self.last = reading
+        self.read.emit(reading)
+
+    def _failed(self, exc: BaseException) -> None:
+        self._busy = False
+        self.failed.emit(str(exc))
