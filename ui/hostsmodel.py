@@ -6,8 +6,9 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from PyQt6.QtCore import QAbstractTableModel, QModelIndex, Qt
+from PyQt6.QtCore import QModelIndex, Qt
 
+from ui.rowsmodel import RowsModel
 from ui.snapshot import HostRow
 from ui.timefmt import ago
 
@@ -15,27 +16,16 @@ COLUMNS = ("Host", "State", "Slots", "Running", "Last seen", "Python", "Brian")
 HostRole = Qt.ItemDataRole.UserRole + 1
 
 
-class HostsModel(QAbstractTableModel):
+class HostsModel(RowsModel):
+    columns = COLUMNS
+
     def __init__(self, clock: Callable[[], float] = time.time, parent=None):
-        super().__init__(parent)
-        self._clock = clock
-        self._rows: list[HostRow] = []
-
-    def rowCount(self, parent: QModelIndex = QModelIndex()) -> int:
-        return 0 if parent.isValid() else len(self._rows)
-
-    def columnCount(self, parent: QModelIndex = QModelIndex()) -> int:
-        return 0 if parent.isValid() else len(COLUMNS)
-
-    def headerData(self, section, orientation, role=Qt.ItemDataRole.DisplayRole):
-        if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal and 0 <= section < len(COLUMNS):
-            return COLUMNS[section]
-        return None
+        super().__init__(clock, parent)
 
     def data(self, index: QModelIndex, role=Qt.ItemDataRole.DisplayRole):
-        if not index.isValid() or not 0 <= index.row() < len(self._rows):
+        host = self.row_at(index)
+        if host is None:
             return None
-        host = self._rows[index.row()]
         if role == Qt.ItemDataRole.DisplayRole:
             state = host.state + (f" ({host.reason})" if host.reason else "")
             return (host.name, state, "–" if host.slots is None else str(host.slots), str(host.running),

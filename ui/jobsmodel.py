@@ -11,8 +11,9 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from PyQt6.QtCore import QAbstractTableModel, QModelIndex, Qt
+from PyQt6.QtCore import QModelIndex, Qt
 
+from ui.rowsmodel import RowsModel
 from ui.snapshot import JobRow
 from ui.timefmt import duration
 
@@ -22,30 +23,19 @@ ProgressRole = Qt.ItemDataRole.UserRole + 1  # 0..1, for the progress delegate
 JobRole = Qt.ItemDataRole.UserRole + 2  # the JobRow itself
 
 
-class JobsModel(QAbstractTableModel):
+class JobsModel(RowsModel):
+    columns = COLUMNS
+
     def __init__(self, clock: Callable[[], float] = time.time, parent=None):
-        super().__init__(parent)
-        self._clock = clock
-        self._rows: list[JobRow] = []
+        super().__init__(clock, parent)
         self._row_of: dict[int, int] = {}  # job seq -> row number
 
     # ----- reading ----------------------------------------------------------
 
-    def rowCount(self, parent: QModelIndex = QModelIndex()) -> int:
-        return 0 if parent.isValid() else len(self._rows)
-
-    def columnCount(self, parent: QModelIndex = QModelIndex()) -> int:
-        return 0 if parent.isValid() else len(COLUMNS)
-
-    def headerData(self, section, orientation, role=Qt.ItemDataRole.DisplayRole):
-        if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal and 0 <= section < len(COLUMNS):
-            return COLUMNS[section]
-        return None
-
     def data(self, index: QModelIndex, role=Qt.ItemDataRole.DisplayRole):
-        if not index.isValid() or not 0 <= index.row() < len(self._rows):
+        job = self.row_at(index)
+        if job is None:
             return None
-        job = self._rows[index.row()]
         column = index.column()
         if role == Qt.ItemDataRole.DisplayRole:
             return self._display(job, column)
