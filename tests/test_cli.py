@@ -137,7 +137,7 @@ def test_second_dispatcher_for_the_same_home_is_refused(home, tmp_path):
                             == str(first.pid)), what="the first dispatcher to take the lock")
         second = cli("master", timeout=30)
         assert second.returncode == 3
-        assert f"already running" in second.stderr and str(first.pid) in second.stderr
+        assert "already running" in second.stderr and str(first.pid) in second.stderr
         assert cli("master", "--quiet-if-running", timeout=30).returncode == 0
     finally:
         first.terminate()

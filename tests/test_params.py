@@ -1,6 +1,5 @@
 """Tests for trayapp.params: the three parameter-file formats and every bad input."""
 
-import datetime as dt
 import json
 from pathlib import Path
 

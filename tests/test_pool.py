@@ -85,7 +85,8 @@ def assert_each_task_done_once(job: dict, n: int, ledger_file: Path) -> None:
 
 def test_slave_daemon_killed_mid_task_its_tasks_finish_elsewhere(pool, tmp_path):
     book = tmp_path / "ledger.txt"
-    doomed, healthy = pool.add_slave("doomed", slots=2), pool.add_slave("healthy", slots=1)
+    doomed = pool.add_slave("doomed", slots=2)
+    pool.add_slave("healthy", slots=1)  # where the doomed slave's tasks finish
     params = [{"i": i, "sleep": 2.0, "ledger": str(book)} for i in range(4)]
     folder, params_file = make_job(tmp_path / "job", LEDGER_TASK, params=params)
     job = submit(folder, params_file)
@@ -185,7 +186,7 @@ def test_a_slave_that_cannot_meet_a_jobs_requirements_declines_it(pool, tmp_path
 
     bare = tmp_path / "bare env"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True, timeout=120)
-    old = pool.add_slave("old", slots=1, config=f'task_python = "{bare / "bin" / "python"}"\n')
+    pool.add_slave("old", slots=1, config=f'task_python = "{bare / "bin" / "python"}"\n')
     new = pool.add_slave("new", slots=1)
     folder, params = make_job(tmp_path / "needs-brian", WHERE_TASK, params=[{"i": i} for i in range(4)],
                               extra_files={"sparecycles.toml": 'requires = ["brian2 >= 2.5"]\n'})

@@ -14,7 +14,6 @@ import logging
 import sys
 import time
 from dataclasses import replace
-from pathlib import Path
 
 from trayapp import __version__
 from trayapp.app import App

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import difflib
 import os
-import sys
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
