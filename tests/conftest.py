@@ -19,6 +19,10 @@ from pathlib import Path
 import pytest
 
 from trayapp.app import App
+
+# Tray apps started by tests (in process or as children) must not ask the public
+# package index for updates: test traffic stays on this machine.
+os.environ["SPARECYCLES_NO_UPDATE_CHECK"] = "1"
 from trayapp.config import Config
 from trayapp.home import Home
 

@@ -216,8 +216,12 @@ def check_for_updates(config: Config, *, brian_package: str = BRIAN, app_package
 
 
 def check_at_start_up(config: Config) -> UpdateReport | None:
-    """What the tray app runs in a worker thread at start-up: None when ``check_updates`` is off."""
-    return check_for_updates(config) if config.check_updates else None
+    """What the tray app runs in a worker thread at start-up: None when
+    ``check_updates`` is off, or when SPARECYCLES_NO_UPDATE_CHECK is set (the
+    test suite sets it: its tray apps must not reach the public index)."""
+    if not config.check_updates or os.environ.get("SPARECYCLES_NO_UPDATE_CHECK"):
+        return None
+    return check_for_updates(config)
 
 
 def pip_source_args(config: Config) -> list[str]:

@@ -22,7 +22,7 @@ from typing import Callable
 from PyQt6.QtCore import QObject, QTimer
 from PyQt6.QtWidgets import QApplication
 
-from trayapp import slavecontrol
+from trayapp import slavecontrol, updates
 from trayapp.config import Config, load_config, save_config
 from trayapp.errors import UserError
 from trayapp.home import Home
@@ -96,10 +96,15 @@ class TrayApp(QObject):
 
     def __init__(self, home: Home, config: Config, executor, *, start_child: bool = True,
                  clock: Callable[[], float] = time.time, interval_ms: int = 1000,
-                 autostart: Autostart | None = None, parent=None):
+                 autostart: Autostart | None = None, check_updates: Callable | None = None,
+                 install_brian: Callable | None = None, parent=None):
         super().__init__(parent)
         self.home, self.config, self.executor, self.clock = home, config, executor, clock
         self.autostart = autostart
+        # The start-up update check and "Update Brian" (trayapp.updates); passed
+        # in so tests can point them at a local package index.
+        self.check_updates = check_updates or partial(updates.check_at_start_up, config)
+        self.install_brian = install_brian or partial(updates.update_brian, config)
         self.mode = config.mode or "master"
         self.apps = PerThreadApp(home, config)
         self.verbs = SimpleNamespace(**{name: partial(getattr(verb_functions, name), self.apps) for name in (
@@ -136,6 +141,7 @@ class TrayApp(QObject):
         self.tray.pauseRequested.connect(self.pause)
         self.tray.donateRequested.connect(self.donate)
         self.tray.resumeRequested.connect(self.resume)
+        self.window.updateBrianRequested.connect(self.update_brian)
         if self.child is not None:
             self.child.changed.connect(self._refresh_look)
         self._refresh_look()
@@ -145,6 +151,42 @@ class TrayApp(QObject):
             self.child.start()
         self.tray.show_when_possible()
         self.watcher.start()
+        self.start_update_check()
+
+    # ----- updates ------------------------------------------------------------------
+
+    def start_update_check(self) -> None:
+        """Off the GUI thread; offline or failing, it says nothing."""
+        self.executor.run(self.check_updates, self._updates_known,
+                          lambda exc: log.info("update check failed: %s", exc))
+
+    def _updates_known(self, report) -> None:
+        if report is None or report.offline:
+            return
+        news = [f"{p.name} {p.latest} is out (you have {p.current or 'none'})"
+                for p in (report.brian, report.app) if p.available]
+        if not news:
+            return
+        text = "; ".join(news)
+        self.tray.notify("Updates available", text)
+        self.window.show_update(text, report.brian.available)
+
+    def update_brian(self) -> None:
+        self.window.update_button.setEnabled(False)
+        self.window.say("Updating Brian in the task environment…")
+        self.executor.run(self.install_brian, self._brian_updated,
+                          lambda exc: self._brian_updated(None, str(exc)))
+
+    def _brian_updated(self, result, error: str | None = None) -> None:
+        if result is not None and result.ok:
+            text = f"{result.package} updated from {result.before} to {result.after}"
+            self.window.update_bar.hide()
+        else:
+            reason = error or (result.output.strip().splitlines() or ["pip failed"])[-1]
+            text = f"Brian was not updated ({reason}); the installed version still works"
+            self.window.update_button.setEnabled(True)
+        self.window.say(text)
+        self.tray.notify("SpareCycles", text, critical=not (result is not None and result.ok))
 
     # ----- state -> tray, window, notifications ---------------------------------------
 

@@ -39,6 +39,7 @@ def _error_text(exc: BaseException) -> str:
 class MainWindow(QMainWindow):
     shown = pyqtSignal()
     settingsRequested = pyqtSignal()
+    updateBrianRequested = pyqtSignal()
 
     def __init__(self, verbs, executor, jobs: JobsModel, hosts: HostsModel, pool: PoolChart, *,
                  open_folder: Callable[[str], bool] = _open_folder, parent=None):
@@ -69,9 +70,22 @@ class MainWindow(QMainWindow):
         self.tabs.addTab(self._hosts_tab(), "Hosts")
         self.tabs.addTab(pool, "Pool over time")
 
+        # One line, shown only when the start-up check found something newer.
+        self.update_label = QLabel("")
+        self.update_label.setObjectName("updateLabel")
+        self.update_button = QPushButton("Update Brian")
+        self.update_button.clicked.connect(self.updateBrianRequested)
+        self.update_bar = QWidget()
+        bar = QHBoxLayout(self.update_bar)
+        bar.setContentsMargins(0, 0, 0, 0)
+        bar.addWidget(self.update_label, 1)
+        bar.addWidget(self.update_button)
+        self.update_bar.hide()
+
         central = QWidget()
         layout = QVBoxLayout(central)
         layout.addLayout(top)
+        layout.addWidget(self.update_bar)
         layout.addWidget(self.drop_zone)
         layout.addWidget(self.tabs, 1)
         self.setCentralWidget(central)
@@ -258,6 +272,12 @@ class MainWindow(QMainWindow):
     def show_reading(self, reading: Reading, state_text: str) -> None:
         self.state_label.setText(state_text)
         self.pool.set_spans(reading.snapshot.spans, reading.snapshot.taken)
+
+    def show_update(self, text: str, brian_update: bool) -> None:
+        self.update_label.setText(text)
+        self.update_button.setVisible(brian_update)
+        self.update_button.setEnabled(True)
+        self.update_bar.show()
 
     def say(self, text: str) -> None:
         self.statusBar().showMessage(text, 15000)
