@@ -107,10 +107,13 @@ def test_offline_check_is_silent_and_fast():
     assert report.app.latest is None and not report.app.available
 
 
-def test_start_up_check_can_be_turned_off(index):
+def test_start_up_check_can_be_turned_off(index, monkeypatch):
+    monkeypatch.delenv("SPARECYCLES_NO_UPDATE_CHECK")  # conftest sets it for every other test
     assert check_at_start_up(Config(check_updates=False, package_index=index.url)) is None
     report = check_at_start_up(Config(package_index=index.url))
     assert report is not None and report.error is None
+    monkeypatch.setenv("SPARECYCLES_NO_UPDATE_CHECK", "1")
+    assert check_at_start_up(Config(package_index=index.url)) is None
 
 
 # ----- installing ------------------------------------------------------------------------
