@@ -328,7 +328,7 @@ def cmd_master(app: App, args) -> int:
     if args.no_local:
         app.config = replace(app.config, run_locally=False)
     lock = app.dispatcher_lock
-    if not lock.acquire():
+    if not lock.acquire(wait_s=2.0):
         if args.quiet_if_running:
             return EXIT_OK
         raise UserError(f"a dispatcher is already running for {app.home.data_dir} (pid {lock.holder()})",

@@ -41,7 +41,7 @@ def build_engine(app: App, slots: int | None = None) -> SlaveEngine:
 def run_slave_daemon(app: App, slots: int | None = None, idle_after: float | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     lock = DispatcherLock(app.home.data_dir / "slave.lock")
-    if not lock.acquire():
+    if not lock.acquire(wait_s=2.0):
         raise UserError(f"a slave daemon is already running for {app.home.data_dir} (pid {lock.holder()})",
                         "use that one, or stop it first; SPARECYCLES_HOME selects another home")
     engine = build_engine(app, slots)
