@@ -92,8 +92,28 @@ class TaskCgroups:
         log.info("tasks run in cgroups under %s", base)
         return cls(base)
 
-    def adopt(self, token: str, pid: int) -> bool:
-        """Move a just-started task and whatever it already forked into its own cgroup."""
+    def prepare(self, token: str) -> Path | None:
+        """Make the attempt's cgroup before the task starts; the ``cgroup.procs``
+        file that the task's wrapper writes its own pid to as its first act, so
+        every process of the task is born inside. Moving a task in after it
+        started races with it: a process forked and orphaned in between (its
+        parent exited, so it is no longer a descendant) would stay outside and
+        run on while the rest is frozen."""
+        group = self.base / f"task-{token}"
+        try:
+            group.mkdir(exist_ok=True)
+        except OSError as exc:
+            log.warning("could not create a cgroup for task %s: %s", token, exc)
+            return None
+        self._groups[token] = group
+        return group / "cgroup.procs"
+
+    def adopt(self, token: str, pid: int, *, born_inside: bool = False) -> bool:
+        """Move a task and whatever it already forked into its own cgroup.
+
+        ``born_inside``: the task was started with :meth:`prepare`'s file, so
+        its wrapper joins the group before it forks anything; moving the root
+        here too only covers the instant before the wrapper's write."""
         group = self.base / f"task-{token}"
         try:
             group.mkdir(exist_ok=True)
@@ -101,7 +121,7 @@ class TaskCgroups:
             # it forked before is moved after it, until a look finds nothing
             # new (a child may fork between our look and its move).
             moved: set[int] = set()
-            pending = [pid]
+            pending = [pid] if born_inside else [pid, *_members_of_own_group(pid, group.name)]
             for _ in range(10):
                 for one in pending:
                     try:
@@ -109,6 +129,8 @@ class TaskCgroups:
                     except ProcessLookupError:
                         pass  # it exited meanwhile
                     moved.add(one)
+                if born_inside:
+                    break
                 try:
                     pending = [p.pid for p in psutil.Process(pid).children(recursive=True) if p.pid not in moved]
                 except psutil.Error:
@@ -117,6 +139,7 @@ class TaskCgroups:
                     break
         except OSError as exc:
             log.warning("could not move task %s into a cgroup: %s", token, exc)
+            self._groups.pop(token, None)
             return False
         self._groups[token] = group
         return True
@@ -184,6 +207,21 @@ class TaskCgroups:
             log.warning("cgroup %s: writing %s failed: %s", group, name, exc)
             return False
         return True
+
+
+def _members_of_own_group(pid: int, name: str) -> list[int]:
+    """The processes in ``pid``'s current cgroup if it is one named ``name``: a
+    task adopted after a restart is still in the group its first slave made,
+    with its orphans, which are no longer its descendants."""
+    try:
+        path = own_cgroup(f"/proc/{pid}/cgroup")
+        mount = cgroup2_mount()
+        if path is None or mount is None or Path(path).name != name:
+            return []
+        text = (mount / path.lstrip("/") / "cgroup.procs").read_text()
+    except OSError:
+        return []
+    return [int(one) for one in text.split() if int(one) != pid]
 
 
 def _remove_abandoned(parent: Path) -> None:

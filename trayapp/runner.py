@@ -33,7 +33,11 @@ from trayapp.proctree import MARKER_VARIABLE, kill_tree, same_process
 # Readers look at the exit code file only once the wrapper has exited (or, after
 # a restart, once its pid is gone), so a plain write is complete when read; an
 # external `mv` would cost a process per task for nothing.
-_WRAPPER = '"$@" >../stdout.txt 2>../stderr.txt </dev/null; code=$?; echo "$code" >../exitcode; exit "$code"'
+#
+# $1 is a cgroup's `cgroup.procs` file or empty: the wrapper joins the task's
+# cgroup before it starts anything, so no process of the task is born outside.
+_WRAPPER = ('cg=$1; shift; [ -z "$cg" ] || echo $$ >"$cg"; '
+            '"$@" >../stdout.txt 2>../stderr.txt </dev/null; code=$?; echo "$code" >../exitcode; exit "$code"')
 
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 
@@ -148,8 +152,10 @@ def _priority_prefix(nice: int) -> list[str]:
     return prefix
 
 
-def start(spec: TaskSpec, run_dir: Path, settings: LaunchSettings) -> TaskProcess:
-    """Start the task as the leader of a new session, at low priority."""
+def start(spec: TaskSpec, run_dir: Path, settings: LaunchSettings, *,
+          cgroup_procs: Path | None = None) -> TaskProcess:
+    """Start the task as the leader of a new session, at low priority, and in
+    the cgroup whose ``cgroup.procs`` file is given (see trayapp.cgroup)."""
     env = dict(os.environ)
     env.update({
         "SPARECYCLES_TASK": str(spec.idx),
@@ -162,7 +168,7 @@ def start(spec: TaskSpec, run_dir: Path, settings: LaunchSettings) -> TaskProces
     for variable in _THREAD_VARIABLES:
         env[variable] = str(spec.cores)
     params_json = json.dumps(spec.params)
-    command = ["/bin/sh", "-c", _WRAPPER, "sparecycles-task",
+    command = ["/bin/sh", "-c", _WRAPPER, "sparecycles-task", str(cgroup_procs or ""),
                *_priority_prefix(settings.nice), settings.python, spec.main, params_json]
     popen = subprocess.Popen(command, cwd=run_dir / "work", env=env, start_new_session=True,
                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

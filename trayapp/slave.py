@@ -500,8 +500,12 @@ class SlaveEngine:
             prepare(spec, run_dir, template)
             task.started = self.clock()
             self.spool.save(task)
-            proc = start(spec, run_dir, self.launch)
+            # Its own cgroup, where possible (issue 4): born inside, so nothing escapes a freeze.
+            procs = self.cgroups.prepare(task.token) if self.cgroups is not None else None
+            proc = start(spec, run_dir, self.launch, cgroup_procs=procs)
         except OSError as exc:
+            if self.cgroups is not None:
+                self.cgroups.release(task.token)
             shutil.rmtree(run_dir, ignore_errors=True)
             reason = self.spool.problem(self.settings.min_free_mb) or f"cannot start the task: {exc}"
             self._set_problem(reason)
@@ -511,7 +515,8 @@ class SlaveEngine:
         self.spool.save(task)
         self.tasks[task.token] = task
         self.running[task.token] = proc
-        self._contain(task.token, proc)  # idle detection (issue 4): its own cgroup, where possible
+        if procs is not None:
+            self.cgroups.adopt(task.token, proc.pid, born_inside=True)
         session.send("started", token=task.token, pid=proc.pid)
 
     def _on_cancel(self, session: Session, message: dict) -> None:
@@ -720,6 +725,8 @@ class SlaveEngine:
                 deadline = time.monotonic() + remaining if remaining is not None else None
                 self.running[task.token] = TaskProcess(spec, run_dir, task.pid, task.created, deadline)
                 log.info("adopting task %s/%s (pid %s), still running", task.job, task.idx, task.pid)
+                if self.cgroups is not None:
+                    self.cgroups.adopt(task.token, task.pid)
             elif (run_dir / "exitcode").exists():
                 log.info("task %s/%s finished while no slave engine ran; collecting", task.job, task.idx)
                 self._finish(task, TaskProcess(spec, run_dir, task.pid or 0, task.created or 0.0, None))
@@ -810,9 +817,6 @@ class SlaveEngine:
                 if token not in self.running:
                     self.cgroups.release(token)
 
-    def _contain(self, token: str, proc: TaskProcess) -> None:
-        if self.cgroups is not None:
-            self.cgroups.adopt(token, proc.pid)
     # ----- end idle detection -------------------------------------------------------------
 
     def stop_all_tasks(self, outcome: AttemptOutcome, message: str) -> int:
