@@ -334,10 +334,11 @@ HOSTILE_RESULT_MESSAGES = {
 }
 
 
+@pytest.mark.parametrize("delivery", ["", "+inline"], ids=["by-sftp", "inline"])
 @pytest.mark.parametrize("kind", HOSTILE_KINDS)
-def test_hostile_results_archive_is_refused_and_nothing_escapes(pool, home, tmp_path, kind):
+def test_hostile_results_archive_is_refused_and_nothing_escapes(pool, home, tmp_path, kind, delivery):
     workdir = tmp_path / "evil"
-    add_fake_host(pool, "evil", kind, workdir)
+    add_fake_host(pool, "evil", kind + delivery, workdir)
     job = echo_job(tmp_path, n=1)
     log = run_master_until_idle(tmp_path)
 
@@ -357,6 +358,28 @@ def test_hostile_results_archive_is_refused_and_nothing_escapes(pool, home, tmp_
     assert not [p for p in tmp_path.rglob("*") if p.is_symlink() or p.name == "escape.txt"]
     acked = [m["token"] for m in received_by_fake(workdir) if m["type"] == "ack"]
     assert len(acked) == 1, "the slave is told to drop the refused results"
+
+
+def test_small_results_inside_the_finished_message_need_no_transfer(pool, home, tmp_path):
+    workdir = tmp_path / "inline"
+    add_fake_host(pool, "inline", "clean+inline", workdir)  # the spooled copy is gone: SFTP would fail
+    job = echo_job(tmp_path, n=1)
+    log = run_master_until_idle(tmp_path)
+    task = job_status(job["job"])["tasks"][0]
+    assert (task["status"], task["host"]) == ("done", "inline"), log
+    assert (Path(job["results"]) / "0" / "ok.txt").read_text() == "a normal result\n"
+    assert (Path(job["results"]) / "0" / "stdout.txt").read_text() == "ran\n"
+
+
+def test_damaged_inline_results_are_fetched_from_the_slaves_spool_instead(pool, home, tmp_path):
+    workdir = tmp_path / "slip"
+    add_fake_host(pool, "slip", "clean+badinline", workdir)
+    job = echo_job(tmp_path, n=1)
+    log = run_master_until_idle(tmp_path)
+    task = job_status(job["job"])["tasks"][0]
+    assert (task["status"], task["host"]) == ("done", "slip"), log
+    assert (Path(job["results"]) / "0" / "ok.txt").read_text() == "a normal result\n"
+    assert "in its message are damaged; fetching them" in log
 
 
 def test_slave_claiming_success_without_results_does_not_derail_the_master(pool, home, tmp_path):
@@ -570,22 +593,24 @@ BLOB_TASK = """
 import json, os, sys
 p = json.loads(sys.argv[1])
 os.makedirs("results", exist_ok=True)
-open("results/blob.bin", "wb").write(b"x" * (p["mb"] << 20))
+open("results/blob.bin", "wb").write(os.urandom(int(p["mb"] * (1 << 20))))
 print("wrote", p["mb"], "MB")
 """
 
 
 def test_results_over_the_hosts_cap_are_rejected_small_ones_kept(pool, tmp_path):
     slave = pool.add_slave("a", config="max_results_mb = 1\n")
-    folder, params = make_job(tmp_path / "big", BLOB_TASK, params=[{"mb": 3}, {"mb": 0}])
+    # 0 MB: results inside the finished message; 0.9 MB: over the inline limit, fetched by SFTP.
+    folder, params = make_job(tmp_path / "big", BLOB_TASK, params=[{"mb": 3}, {"mb": 0}, {"mb": 0.9}])
     job = submit(folder, params)
     log = run_master_until_idle(tmp_path)
 
-    big, small = job_status(job["job"])["tasks"]
+    big, small, medium = job_status(job["job"])["tasks"]
     assert (big["status"], big["outcome"]) == ("failed", "rejected"), (big, log)
     assert "exceed this host's cap of 1 MB" in big["message"] and "3.1 MB" in big["message"], big
-    assert small["status"] == "done", small
+    assert small["status"] == medium["status"] == "done", (small, medium)
     assert (Path(job["results"]) / "1" / "blob.bin").read_bytes() == b""
+    assert (Path(job["results"]) / "2" / "blob.bin").stat().st_size == int(0.9 * (1 << 20))
     assert not (Path(job["results"]) / "0" / "blob.bin").exists()
     spool = slave.home / "spool"
     assert list((spool / "tasks").iterdir()) == [] and list((spool / "results").iterdir()) == []

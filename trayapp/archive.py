@@ -122,8 +122,8 @@ def check_members(members: list[tarfile.TarInfo]) -> None:
             raise UnsafeArchiveError(f"archive member '{name}' points outside its folder")
 
 
-def unpack(archive: Path, destination: Path) -> None:
-    """Unpack ``archive`` into a new folder ``destination`` (atomically).
+def unpack(archive: Path | bytes, destination: Path) -> None:
+    """Unpack ``archive`` (a file, or its bytes) into a new folder ``destination`` (atomically).
 
     Raises :class:`UnsafeArchiveError` for hostile content and
     ``tarfile.TarError`` for a corrupted or truncated file; in both cases
@@ -132,7 +132,8 @@ def unpack(archive: Path, destination: Path) -> None:
     destination.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}-", dir=destination.parent))
     try:
-        with tarfile.open(archive, mode="r:") as tar:
+        source = {"fileobj": io.BytesIO(archive)} if isinstance(archive, bytes) else {"name": archive}
+        with tarfile.open(mode="r:", **source) as tar:
             members = tar.getmembers()
             check_members(members)
             _require_end_marker(tar)

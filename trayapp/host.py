@@ -12,7 +12,9 @@ crash at any point is settled by the next reconciliation.
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
 import logging
 import tarfile
 import tempfile
@@ -22,8 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from trayapp.archive import check_members, sha256_of, unpack
-from trayapp.archive import UnsafeArchiveError
+from trayapp.archive import UnsafeArchiveError, sha256_of, unpack
 from trayapp.links import Link, LinkClosed
 from trayapp.protocol import LineBuffer, ProtocolError, decode, encode
 from trayapp.results import collect, collected_by, results_path
@@ -363,23 +364,40 @@ class HostDriver(threading.Thread):
         # Unpacked beside the job's results, so moving them into place is a rename.
         tmp = Path(scratch.enter_context(tempfile.TemporaryDirectory(prefix=".incoming-",
                                                                      dir=_incoming_root(claim))))
-        archive = tmp / "results.tar"
-        for attempt in range(TRANSFER_TRIES):
-            conv.link.fetch(remote, archive)
-            if sha256_of(archive) == report.get("results_sha"):
-                break
-            log.warning("host %s: results of %s arrived damaged, try %d", self.host, report["token"], attempt + 1)
-        else:
-            return None, f"the results from {self.host} arrived damaged {TRANSFER_TRIES} times"
+        archive: Path | bytes | None = self._inline_results(report)
+        if archive is None:
+            archive = tmp / "results.tar"
+            for attempt in range(TRANSFER_TRIES):
+                conv.link.fetch(remote, archive)
+                if sha256_of(archive) == report.get("results_sha"):
+                    break
+                log.warning("host %s: results of %s arrived damaged, try %d", self.host, report["token"],
+                            attempt + 1)
+            else:
+                return None, f"the results from {self.host} arrived damaged {TRANSFER_TRIES} times"
         try:
-            with tarfile.open(archive) as tar:
-                check_members(tar.getmembers())
-            unpack(archive, tmp / "unpacked")
+            unpack(archive, tmp / "unpacked")  # checks every member first
         except UnsafeArchiveError as exc:
             return None, f"refused the results archive from {self.host}: {exc}"
         except (tarfile.TarError, EOFError) as exc:
             return None, f"the results archive from {self.host} is damaged: {exc}"
         return tmp / "unpacked", None
+
+    def _inline_results(self, report: dict) -> bytes | None:
+        """The results archive carried in the message, if any and intact; else
+        None, and the driver fetches the spooled copy by SFTP."""
+        inline = report.get("results_inline")
+        if not isinstance(inline, str):
+            return None
+        try:
+            data = base64.b64decode(inline, validate=True)
+        except ValueError:
+            data = b""
+        if hashlib.sha256(data).hexdigest() != report.get("results_sha"):
+            log.warning("host %s: the results of %s in its message are damaged; fetching them", self.host,
+                        report["token"])
+            return None
+        return data
 
     def _claim_for_token(self, token: str) -> Claim | None:
         row = self.store.attempt_by_token(token)

@@ -8,7 +8,8 @@ on it. A line that is not valid JSON, or of another version, is a
 reason and does nothing else.
 
 Conversation (master M, slave S; files move by SFTP or, for the local host,
-by the file system, never inside messages)::
+by the file system; the one exception is a small results archive, which also
+rides in its ``finished`` message as ``results_inline``)::
 
     M: hello {master, name}            S: hello {slave, state, slots, python, brian, spool}
     M: demand {queued}                 S: grant {n}            the slave decides who gets a slot
@@ -16,7 +17,8 @@ by the file system, never inside messages)::
     M: need_archive {sha}              S: archive {sha, present, upload_path}
     M: archive_uploaded {sha, path}    S: archive_ok {sha} | archive_bad {sha, reason}
     M: start {task...}                 S: started {token} | declined {token, reason}
-                                       S: finished {token, outcome, exit_code, results_path, results_sha, ...}
+                                       S: finished {token, outcome, exit_code, results_path, results_sha,
+                                                    results_inline (base64, when small), ...}
     M: ack {token}                     S: (frees the spool)
     M: cancel {token}                  S: finished {token, outcome: cancelled}
     M: sync                            S: tasks {tasks: [...]}  every task it holds for this master
@@ -34,6 +36,9 @@ from typing import Any
 
 VERSION = 1
 MAX_LINE = 1 << 20  # no legitimate message comes near 1 MiB; a bigger line is an attack or a bug
+# Results archives up to this size also travel base64-encoded inside their
+# `finished` message (a third bigger): four SFTP round trips fewer per task.
+INLINE_RESULTS_MAX = 256 << 10
 
 REQUIRED: dict[str, tuple[str, ...]] = {
     # master -> slave

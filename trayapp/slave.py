@@ -16,6 +16,7 @@ predecessor left in the spool (:meth:`SlaveEngine.recover`).
 
 from __future__ import annotations
 
+import base64
 import logging
 import math
 import os
@@ -39,8 +40,15 @@ from trayapp.cgroup import TaskCgroups
 from trayapp.fairshare import FairShare
 from trayapp.preemption import kill_trees, resume_trees, suspend_trees
 from trayapp.proctree import kill_tree, processes_with_marker, same_process
-from trayapp.protocol import VERSION, LineBuffer, ProtocolError, decode, encode
-from trayapp.runner import LaunchSettings, TaskProcess, TaskSpec, lower_this_threads_priority, prepare, start
+from trayapp.protocol import INLINE_RESULTS_MAX, VERSION, LineBuffer, ProtocolError, decode, encode
+from trayapp.runner import (
+    Launcher,
+    LaunchSettings,
+    TaskProcess,
+    TaskSpec,
+    lower_this_threads_priority,
+    prepare,
+)
 from trayapp.spool import Spool, SpoolTask
 from trayapp.status import AttemptOutcome
 
@@ -162,7 +170,9 @@ class SlaveEngine:
         self.fairshare = fairshare or FairShare()
         self.clock = clock
         self.rng = rng or random.Random()
-        self.launch = LaunchSettings(python=settings.python, nice=0 if settings.in_process else settings.nice)
+        # In-process (the master's own cores), serve() lowers the engine thread itself.
+        self.launcher = Launcher(LaunchSettings(python=settings.python,
+                                                nice=0 if settings.in_process else settings.nice))
         self.versions = probe_versions(settings.python)
         self.requirements = RequirementChecker(settings.python)
         self.sessions: dict[int, Session] = {}
@@ -282,9 +292,12 @@ class SlaveEngine:
         self.recover()
         if listener is not None:
             listener.setblocking(False)
-        while not self._stopping:
-            self._step(listener, poll_s)
-        self.flush_all()
+        try:
+            while not self._stopping:
+                self._step(listener, poll_s)
+            self.flush_all()
+        finally:
+            self.launcher.close()
 
     def flush_all(self) -> None:
         """Send what is queued for each master (blocking briefly), e.g. before exit."""
@@ -502,7 +515,7 @@ class SlaveEngine:
             self.spool.save(task)
             # Its own cgroup, where possible (issue 4): born inside, so nothing escapes a freeze.
             procs = self.cgroups.prepare(task.token) if self.cgroups is not None else None
-            proc = start(spec, run_dir, self.launch, cgroup_procs=procs)
+            proc = self.launcher.start(spec, run_dir, cgroup_procs=procs)
         except OSError as exc:
             if self.cgroups is not None:
                 self.cgroups.release(task.token)
@@ -575,9 +588,21 @@ class SlaveEngine:
         if session is None:
             return  # the master collects it after its next sync
         if task.state == "finished":
-            session.send("finished", **task.summary())
+            session.send("finished", **task.summary(), **self._inline_results(task))
         else:
             session.send("started", token=task.token, pid=task.pid)
+
+    def _inline_results(self, task: SpoolTask) -> dict:
+        """A small results archive rides in the message itself. The spool keeps
+        it until the master acks, so a master that cannot use the copy (or
+        predates it) fetches it by SFTP as before."""
+        if not task.results_sha or task.results_size is None or task.results_size > INLINE_RESULTS_MAX:
+            return {}
+        try:
+            data = Path(task.results_path).read_bytes()
+        except OSError:
+            return {}  # the master's fetch will tell it what is wrong
+        return {"results_inline": base64.b64encode(data).decode("ascii")}
 
     # ----- the timer side ------------------------------------------------------------
 
@@ -586,15 +611,25 @@ class SlaveEngine:
         self._idle_tick(now)  # idle detection (issue 4)
         self._expire_user_choices(now)
         self._charge_usage(now)
+        ended = []
         for token, proc in list(self.running.items()):
             if proc.has_ended():
                 del self.running[token]
-                self._finish(self.tasks[token], proc)
+                ended.append(proc)
             elif proc.deadline is not None and time.monotonic() >= proc.deadline:
                 proc.timed_out = True
                 proc.kill()
                 del self.running[token]
-                self._finish(self.tasks[token], proc)
+                ended.append(proc)
+        if ended:
+            # The freed slots are offered first, so the masters claim and send
+            # their next tasks while this engine packs the results below: the
+            # packing is then off the path from one task to the next.
+            self._grant(now)
+            for session in list(self.sessions.values()):
+                self._flush(session)
+        for proc in ended:
+            self._finish(self.tasks[proc.spec.token], proc)
         self._grant(now)
         state = (self.state, self.problem, self.paused_until, self.donating_until, len(self.running))
         if state != self._last_state:

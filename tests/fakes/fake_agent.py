@@ -9,6 +9,11 @@ Modes:
 - ``dotdot``, ``absolute``, ``symlink``, ``hardlink``, ``device``: plays a
   well-behaved slave, but the results archive of the one task it runs holds a
   normal file plus one member of that kind.
+- ``clean``: plays a well-behaved slave (normal results only).
+- ``MODE+inline``: as MODE, with the results archive inside the ``finished``
+  message too (``results_inline``), its spooled copy removed (so only the
+  message can deliver it); ``MODE+badinline``: the copy in the message is
+  damaged, the spooled one intact.
 - ``nopath``: reports the task succeeded, without any results archive.
 - ``notjson``, ``v99``, ``grant_nan``: answers the master's hello with garbage
   (a line that is not JSON, or a message of protocol version 99), or answers
@@ -17,6 +22,7 @@ Modes:
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import json
@@ -58,7 +64,9 @@ def craft_archive(mode: str, path: Path, workdir: Path, *, dotdot: str = DOTDOT_
     with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tar:
         for name, data in normal.items():
             _add_bytes(tar, name, data)
-        if mode == "dotdot":
+        if mode == "clean":
+            pass
+        elif mode == "dotdot":
             _add_bytes(tar, dotdot, b"escaped\n")
         elif mode == "absolute":
             _add_bytes(tar, absolute_member(workdir), b"escaped\n")
@@ -75,7 +83,8 @@ def craft_archive(mode: str, path: Path, workdir: Path, *, dotdot: str = DOTDOT_
 
 
 def main() -> int:
-    mode, workdir = sys.argv[1], Path(sys.argv[2])
+    mode, _, delivery = sys.argv[1].partition("+")
+    workdir = Path(sys.argv[2])
     workdir.mkdir(parents=True, exist_ok=True)
     granted = False
     while True:
@@ -109,8 +118,14 @@ def main() -> int:
             if mode != "nopath":
                 archive = workdir / f"{token}.tar"
                 craft_archive(mode, archive, workdir)
-                report.update(results_path=str(archive), results_size=archive.stat().st_size,
-                              results_sha=hashlib.sha256(archive.read_bytes()).hexdigest())
+                data = archive.read_bytes()
+                report.update(results_path=str(archive), results_size=len(data),
+                              results_sha=hashlib.sha256(data).hexdigest())
+                if delivery == "inline":
+                    report["results_inline"] = base64.b64encode(data).decode()
+                    archive.unlink()
+                elif delivery == "badinline":
+                    report["results_inline"] = base64.b64encode(data[:-1] + b"!").decode()
             send("finished", **report)
         elif kind == "bye":
             return 0
