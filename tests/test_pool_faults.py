@@ -30,12 +30,20 @@ from conftest import ECHO_TASK, cli, make_job, run_dispatcher, wait_until
 from fakes import fake_agent
 
 from trayapp.archive import pack, sha256_of
+from trayapp.availability import SlaveState
 from trayapp.job import submit_job
 from trayapp.links import LocalLink, LocalSlave
 from trayapp.protocol import MAX_LINE, LineBuffer, decode, encode
-from trayapp.slave import SlaveEngine, SlaveSettings, SlaveState
+from trayapp.slave import SlaveEngine, SlaveSettings
 from trayapp.spool import Spool
-from trayapp.ssh import ClientKeyError, SSHLink, fetch_host_key, known_hosts_file, store_secret, trust_host_key
+from trayapp.ssh import (
+    ClientKeyError,
+    SSHLink,
+    fetch_host_key,
+    known_hosts_file,
+    store_secret,
+    trust_host_key,
+)
 from trayapp.store import Store
 
 FAKE_AGENT = Path(fake_agent.__file__)

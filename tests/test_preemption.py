@@ -22,11 +22,12 @@ import pytest
 from conftest import make_job, pid_alive, wait_until
 
 from trayapp.archive import pack
+from trayapp.availability import SlaveState
 from trayapp.cgroup import TaskCgroups
 from trayapp.links import LocalSlave
 from trayapp.preemption import kill_trees
 from trayapp.protocol import LineBuffer, decode, encode
-from trayapp.slave import SlaveEngine, SlaveSettings, SlaveState
+from trayapp.slave import SlaveEngine, SlaveSettings
 from trayapp.spool import Spool
 from trayapp.status import AttemptOutcome
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -208,3 +209,14 @@ def start(spec: TaskSpec, run_dir: Path, settings: LaunchSettings, *,
         created = time.time()  # already gone: same_process() will say so
     deadline = time.monotonic() + spec.time_limit_s if spec.time_limit_s else None
     return TaskProcess(spec, run_dir, popen.pid, created, deadline, popen=popen)
+
+
+def describe_exit(code: int) -> str:
+    # sh reports a task killed by signal N as 128 + N.
+    if 128 < code < 128 + 65:
+        try:
+            name = signal.Signals(code - 128).name
+        except ValueError:
+            name = f"signal {code - 128}"
+        return f"killed by {name} (exit code {code})"
+    return f"exit code {code}"

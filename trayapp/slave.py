@@ -11,7 +11,8 @@ work they have (``demand``) and the engine grants freed slots by fair share.
 Tasks outlive their master's connection: if the master goes away, its tasks
 finish and their results wait in the spool until it comes back, fetches
 them and acknowledges them (``ack``). A restarted engine settles what its
-predecessor left in the spool (:meth:`SlaveEngine.recover`).
+predecessor left in the spool (:meth:`SlaveEngine.recover`). When it may
+work at all (the PC's user away, pause, donate) is :mod:`trayapp.availability`.
 """
 
 from __future__ import annotations
@@ -26,26 +27,32 @@ import re
 import selectors
 import shutil
 import socket
-import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
 from typing import Callable
 
 from trayapp import __version__
 from trayapp.archive import ChecksumMismatchError, UnsafeArchiveError, ensure_unpacked
-from trayapp.cgroup import TaskCgroups
+from trayapp.availability import Availability
 from trayapp.fairshare import FairShare
-from trayapp.preemption import kill_trees, resume_trees, suspend_trees
 from trayapp.proctree import kill_tree, processes_with_marker, same_process
-from trayapp.protocol import INLINE_RESULTS_MAX, VERSION, LineBuffer, ProtocolError, decode, encode
+from trayapp.protocol import (
+    INLINE_RESULTS_MAX,
+    VERSION,
+    LineBuffer,
+    ProtocolError,
+    decode,
+    encode,
+)
+from trayapp.requirements import RequirementChecker, probe_versions
 from trayapp.runner import (
     Launcher,
     LaunchSettings,
     TaskProcess,
     TaskSpec,
+    describe_exit,
     lower_this_threads_priority,
     prepare,
 )
@@ -57,15 +64,6 @@ log = logging.getLogger(__name__)
 GRANT_TIMEOUT_S = 10.0  # a grant not used by then goes back to the pool
 _HEX = re.compile(r"^[0-9a-f]{8,64}$")
 _SHA = re.compile(r"^[0-9a-f]{64}$")
-
-
-class SlaveState(str, Enum):
-    READY = "ready"  # accepting work, none running
-    WORKING = "working"
-    WAITING = "waiting"  # not accepting: waiting for the PC to be idle
-    PAUSED = "paused"
-    DONATING = "donating"
-    UNAVAILABLE = "unavailable"  # an error; the reason says which
 
 
 @dataclass
@@ -103,64 +101,7 @@ class Session:
         self.outbox += encode(kind, **fields)
 
 
-def probe_versions(python: str) -> dict:
-    """Python and Brian versions of the task environment, reported to masters."""
-    script = ("import platform, importlib.metadata as m\n"
-              "try: b = m.version('brian2')\nexcept m.PackageNotFoundError: b = None\n"
-              "print(platform.python_version()); print(b or '')")
-    try:
-        out = subprocess.run([python, "-c", script], capture_output=True, text=True, timeout=60).stdout.split("\n")
-        return {"python": out[0].strip() or None, "brian": out[1].strip() or None}
-    except (OSError, subprocess.TimeoutExpired, IndexError):
-        return {"python": None, "brian": None}
-
-
-class RequirementChecker:
-    """Checks a job's requirements (``brian2 >= 2.5``) against the task environment.
-
-    Installed versions are read once per package from the task interpreter and
-    kept for a minute, so an update of Brian is noticed without a restart.
-    """
-
-    def __init__(self, python: str, ttl_s: float = 60.0):
-        self.python = python
-        self.ttl_s = ttl_s
-        self._known: dict[str, tuple[float, str | None]] = {}
-
-    def installed(self, name: str) -> str | None:
-        hit = self._known.get(name)
-        if hit and time.monotonic() - hit[0] < self.ttl_s:
-            return hit[1]
-        script = ("import sys, importlib.metadata as m\n"
-                  "try: print(m.version(sys.argv[1]))\nexcept m.PackageNotFoundError: print('')")
-        try:
-            out = subprocess.run([self.python, "-c", script, name], capture_output=True, text=True,
-                                 timeout=60).stdout.strip()
-        except (OSError, subprocess.TimeoutExpired):
-            out = ""
-        self._known[name] = (time.monotonic(), out or None)
-        return out or None
-
-    def unmet(self, requires: list[str]) -> str | None:
-        """Why this environment cannot run the job, or None if it can."""
-        from packaging.requirements import InvalidRequirement, Requirement
-
-        problems = []
-        for text in requires:
-            try:
-                requirement = Requirement(text)
-            except InvalidRequirement:
-                problems.append(f"cannot read the requirement {text!r}")
-                continue
-            have = self.installed(requirement.name)
-            if have is None:
-                problems.append(f"needs {text}, which is not installed here")
-            elif not requirement.specifier.contains(have, prereleases=True):
-                problems.append(f"needs {text}, has {requirement.name} {have}")
-        return "; ".join(problems) or None
-
-
-class SlaveEngine:
+class SlaveEngine(Availability):
     def __init__(self, spool: Spool, settings: SlaveSettings, *, slave_id: str,
                  fairshare: FairShare | None = None, clock: Callable[[], float] = time.time,
                  rng: random.Random | None = None):
@@ -178,11 +119,6 @@ class SlaveEngine:
         self.sessions: dict[int, Session] = {}
         self.tasks: dict[str, SpoolTask] = {}
         self.running: dict[str, TaskProcess] = {}
-        # Whether the PC's user lets us work now: the idle monitor drives it
-        # (True until the idle monitor is wired in: a slave without one works).
-        self.available = True
-        self.paused_until: float | None = None  # set by Pause; math.inf = until resumed
-        self.donating_until: float | None = None  # set by Donate: work even while the user is active
         self.problem: str | None = None
         self._last_state: tuple | None = None
         self._last_charge = clock()
@@ -195,30 +131,6 @@ class SlaveEngine:
         os.set_blocking(self._wake_w, False)
 
     # ----- state ---------------------------------------------------------------
-
-    @property
-    def paused_reason(self) -> str | None:
-        if self.paused_until is None:
-            return None
-        if math.isinf(self.paused_until):
-            return "paused until resumed"
-        return "paused until " + time.strftime("%H:%M", time.localtime(self.paused_until))
-
-    @property
-    def donating(self) -> bool:
-        return self.donating_until is not None
-
-    @property
-    def state(self) -> SlaveState:
-        if self.problem:
-            return SlaveState.UNAVAILABLE
-        if self.paused_until is not None:
-            return SlaveState.PAUSED
-        if self.donating and not self.available:
-            return SlaveState.DONATING
-        if self.running and self.suspended_since is None:  # suspended tasks: waiting (issue 4)
-            return SlaveState.WORKING
-        return SlaveState.READY if self.available else SlaveState.WAITING
 
     def describe(self) -> dict:
         usage = self.fairshare.snapshot(self.clock())
@@ -239,32 +151,6 @@ class SlaveEngine:
 
     def accepts_work(self) -> bool:
         return self.problem is None and self.paused_until is None and (self.available or self.donating)
-
-    # ----- the user's verbs (tray menu and CLI) ---------------------------------------
-
-    def pause(self, until: float | None = None) -> None:
-        """Stop working now, until ``until`` (a time) or until resumed."""
-        self.paused_until = math.inf if until is None else until
-        self.donating_until = None
-        self.stop_all_tasks(AttemptOutcome.PREEMPTED, "the PC's user paused SpareCycles")
-
-    def donate(self, until: float | None = None) -> None:
-        """Work even while the user is at the PC, until ``until`` or until resumed."""
-        self.paused_until = None
-        self.donating_until = math.inf if until is None else until
-
-    def resume(self) -> None:
-        """Back to normal: work when the PC is idle."""
-        self.paused_until = None
-        self.donating_until = None
-
-    def _expire_user_choices(self, now: float) -> None:
-        if self.paused_until is not None and now >= self.paused_until:
-            self.paused_until = None
-        if self.donating_until is not None and now >= self.donating_until:
-            self.donating_until = None
-            if not self.available:
-                self.stop_all_tasks(AttemptOutcome.PREEMPTED, "the donation ended while the user is at the PC")
 
     # ----- lifecycle -----------------------------------------------------------
 
@@ -770,90 +656,6 @@ class SlaveEngine:
                     kill_tree(straggler.pid, None, task.token)
                 self._settle(task, AttemptOutcome.HOST_LOST, None, "the slave stopped before the task finished")
 
-    # ----- idle detection (issue 4) -----------------------------------------------------
-    # The idle watcher (trayapp.idlewatch) runs on its own thread and reports
-    # through report_idle(); the engine applies the report on its own thread,
-    # first thing after the wake pipe fires, so a returning user's tasks die
-    # before the engine does anything slow (unpacking an archive, packing
-    # results). A slave without a watcher never gets a report: ``available``
-    # stays True and it works all the time, as before.
-    preempt_mode = "kill"  # "suspend": stop the trees, kill them only after suspend_grace_s
-    suspend_grace_s = 600.0
-    cgroups: TaskCgroups | None = None  # one cgroup per task, where the system lets us (trayapp.cgroup)
-    idle_reason: str | None = None  # why the PC is not available now, shown while waiting
-    suspended_since: float | None = None  # when the running tasks were suspended
-    _idle_report: tuple[bool, str | None] | None = None
-
-    @property
-    def waiting_reason(self) -> str | None:
-        if self.state is not SlaveState.WAITING:
-            return None
-        if self.suspended_since is not None:
-            left = self.suspended_since + self.suspend_grace_s - self.clock()
-            return (f"{self.idle_reason or 'the PC is in use'}; {len(self.running)} task(s) suspended, "
-                    f"stopped in {max(0, left):.0f} s unless the PC is idle again")
-        return self.idle_reason
-
-    def report_idle(self, available: bool, reason: str | None = None) -> None:
-        """The idle watcher's verdict (may the slave work now, and if not why);
-        safe from any thread. Applied at once: the engine wakes for it."""
-        with self._lock:
-            self._idle_report = (available, reason)
-        self.wake()
-
-    def _apply_idle_report(self) -> None:
-        with self._lock:
-            report, self._idle_report = self._idle_report, None
-        if report is None:
-            return
-        self.available, self.idle_reason = report[0], None if report[0] else report[1]
-        if self.available:
-            self._thaw("the PC is idle again")
-        elif self.running and not self.donating:
-            self._preempt()
-
-    def _preempt(self) -> None:
-        if self.preempt_mode == "suspend":
-            if self.suspended_since is None:
-                suspend_trees(self.running.values(), self.cgroups)
-                self.suspended_since = self.clock()
-                log.info("the PC's user is back: %d task(s) suspended for up to %g s",
-                         len(self.running), self.suspend_grace_s)
-            return
-        kill_trees(self.running.values(), self.cgroups)  # every tree at once; the thorough kill follows
-        stopped = self.stop_all_tasks(AttemptOutcome.PREEMPTED, "the PC's user came back")
-        log.info("the PC's user is back: stopped %d task(s); their masters run them elsewhere", stopped)
-
-    def _thaw(self, why: str) -> None:
-        if self.suspended_since is None:
-            return
-        self.suspended_since = None
-        resume_trees(self.running.values(), self.cgroups)
-        log.info("%s: %d suspended task(s) go on", why, len(self.running))
-
-    def _idle_tick(self, now: float) -> None:
-        self._apply_idle_report()
-        # Tasks run only while the PC is idle or lent: this also catches a
-        # donation ended by "resume" while the user is at the PC.
-        if not self.available and self.running and not self.donating and self.suspended_since is None:
-            self._preempt()
-        if self.suspended_since is not None:
-            if not self.running:
-                self.suspended_since = None
-            elif self.donating or self.paused_until is not None:
-                self._thaw("the user chose to donate")  # pause has already stopped them
-            elif now - self.suspended_since >= self.suspend_grace_s:
-                self.suspended_since = None
-                kill_trees(self.running.values(), self.cgroups)
-                self.stop_all_tasks(AttemptOutcome.PREEMPTED,
-                                    f"the PC's user stayed longer than {self.suspend_grace_s:g} s")
-        if self.cgroups is not None:
-            for token in self.cgroups.tokens():
-                if token not in self.running:
-                    self.cgroups.release(token)
-
-    # ----- end idle detection -------------------------------------------------------------
-
     def stop_all_tasks(self, outcome: AttemptOutcome, message: str) -> int:
         """Kill every running task (the user came back, or the slave shuts down)."""
         stopped = 0
@@ -864,16 +666,3 @@ class SlaveEngine:
             self._settle(self.tasks[token], outcome, None, message)
             stopped += 1
         return stopped
-
-
-def describe_exit(code: int) -> str:
-    # sh reports a task killed by signal N as 128 + N.
-    import signal
-
-    if 128 < code < 128 + 65:
-        try:
-            name = signal.Signals(code - 128).name
-        except ValueError:
-            name = f"signal {code - 128}"
-        return f"killed by {name} (exit code {code})"
-    return f"exit code {code}"

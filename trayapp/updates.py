@@ -2,7 +2,7 @@
 
 :func:`check_for_updates` compares the Brian installed in the *task
 environment* (asked in a subprocess of that interpreter, as
-:func:`trayapp.slave.probe_versions` does) and the app's own version with the
+:func:`trayapp.requirements.probe_versions` does) and the app's own version with the
 newest final releases on the package index: the public PyPI by default, a lab
 mirror (``package_index``, any PEP 503/691 simple index) or a folder of wheels
 (``wheel_folder``). It never raises for a network problem: offline, the

@@ -1,0 +1,66 @@
+"""What a slave's task environment offers: its Python and Brian versions
+(reported to masters in the hello) and whether it meets a job's requirements
+(``requires = ["brian2 >= 2.5"]`` in the job's manifest), which the slave
+checks before it takes a task, so a job it cannot run goes elsewhere."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+
+def probe_versions(python: str) -> dict:
+    """Python and Brian versions of the task environment, reported to masters."""
+    script = ("import platform, importlib.metadata as m\n"
+              "try: b = m.version('brian2')\nexcept m.PackageNotFoundError: b = None\n"
+              "print(platform.python_version()); print(b or '')")
+    try:
+        out = subprocess.run([python, "-c", script], capture_output=True, text=True, timeout=60).stdout.split("\n")
+        return {"python": out[0].strip() or None, "brian": out[1].strip() or None}
+    except (OSError, subprocess.TimeoutExpired, IndexError):
+        return {"python": None, "brian": None}
+
+
+class RequirementChecker:
+    """Checks a job's requirements (``brian2 >= 2.5``) against the task environment.
+
+    Installed versions are read once per package from the task interpreter and
+    kept for a minute, so an update of Brian is noticed without a restart.
+    """
+
+    def __init__(self, python: str, ttl_s: float = 60.0):
+        self.python = python
+        self.ttl_s = ttl_s
+        self._known: dict[str, tuple[float, str | None]] = {}
+
+    def installed(self, name: str) -> str | None:
+        hit = self._known.get(name)
+        if hit and time.monotonic() - hit[0] < self.ttl_s:
+            return hit[1]
+        script = ("import sys, importlib.metadata as m\n"
+                  "try: print(m.version(sys.argv[1]))\nexcept m.PackageNotFoundError: print('')")
+        try:
+            out = subprocess.run([self.python, "-c", script, name], capture_output=True, text=True,
+                                 timeout=60).stdout.strip()
+        except (OSError, subprocess.TimeoutExpired):
+            out = ""
+        self._known[name] = (time.monotonic(), out or None)
+        return out or None
+
+    def unmet(self, requires: list[str]) -> str | None:
+        """Why this environment cannot run the job, or None if it can."""
+        from packaging.requirements import InvalidRequirement, Requirement
+
+        problems = []
+        for text in requires:
+            try:
+                requirement = Requirement(text)
+            except InvalidRequirement:
+                problems.append(f"cannot read the requirement {text!r}")
+                continue
+            have = self.installed(requirement.name)
+            if have is None:
+                problems.append(f"needs {text}, which is not installed here")
+            elif not requirement.specifier.contains(have, prereleases=True):
+                problems.append(f"needs {text}, has {requirement.name} {have}")
+        return "; ".join(problems) or None
