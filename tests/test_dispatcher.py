@@ -7,7 +7,7 @@ import os
 import time
 from pathlib import Path
 
-from conftest import ECHO_TASK, BackgroundDispatcher, make_job, pid_alive, run_dispatcher, wait_until
+from conftest import ECHO_TASK, BackgroundDispatcher, cli, make_job, pid_alive, run_dispatcher, wait_until
 
 from trayapp.config import Config
 from trayapp.job import submit_job
@@ -254,3 +254,40 @@ def test_retry_verb_reruns_failed_tasks_and_keeps_old_output(app, tmp_path):
     results = Path(job.results_dir)
     assert (results / "0" / "state.txt").read_text() == "ok"
     assert (results / "0.previous" / "state.txt").read_text() == "broken"
+
+
+def test_results_folder_that_cannot_be_written_keeps_results_waiting_and_says_why(app, tmp_path):
+    app.config = Config(slots=2, poll_interval_s=0.05, results_dir=str(tmp_path / "results"))
+    folder, params_file = make_job(tmp_path / "blocked", ECHO_TASK, params=[{"i": i} for i in range(6)])
+    job = submit(app, folder, params_file)
+    results = Path(job.results_dir)
+    results.parent.mkdir(parents=True, exist_ok=True)
+    if results.exists():
+        results.rmdir()
+    results.write_text("a file where the job's results folder should be\n")  # root ignores permissions
+
+    def waiting():
+        return [t for t in app.store.tasks(job.seq) if t.message and "cannot write the results" in t.message]
+
+    with BackgroundDispatcher(app.home, app.config):
+        blocked = wait_until(waiting, what="a task to say why its results wait")
+        message = blocked[0].message
+        assert f"cannot write the results of job {job.id} to {results}: " in message, message
+        assert "Free disk space, or make sure that folder can be created" in message, message
+        assert "the results wait on local and are collected as soon as it works" in message, message
+        time.sleep(1.0)  # a retry or two go by
+        tasks = app.store.tasks(job.seq)
+        # Nothing is lost or failed, and no more of the job's tasks start while its results cannot
+        # be written (a slot freed before the first refusal may have taken one: 2 slots, 2 more).
+        assert {t.status for t in tasks} <= {TaskStatus.RUNNING, TaskStatus.DISPATCHED, TaskStatus.QUEUED}, tasks
+        assert sum(t.status is TaskStatus.QUEUED for t in tasks) >= 2, tasks
+        status = cli("status", job.id).stdout
+        assert "running: cannot write the results of job" in status, status
+        results.unlink()  # the user fixes it
+        wait_until(lambda: app.store.job(job.id).status is JobStatus.DONE, timeout=60, what="the job to finish")
+
+    for i in range(6):
+        assert json.loads((results / str(i) / "out.json").read_text())["params"] == {"i": i}
+    attempts = app.store.attempts(job.seq)
+    assert sorted(a["idx"] for a in attempts) == list(range(6)), "each task ran exactly once"
+    assert all(t.message is None for t in app.store.tasks(job.seq))

@@ -390,6 +390,33 @@ def test_damaged_inline_results_are_fetched_from_the_slaves_spool_instead(pool, 
     assert "in its message are damaged; fetching them" in log
 
 
+def test_results_the_master_cannot_write_wait_on_the_slave_until_fixed(pool, home, tmp_path):
+    slave = pool.add_slave("a")
+    job = echo_job(tmp_path, n=4)
+    results = Path(job["results"])
+    shutil.rmtree(results, ignore_errors=True)
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text("a file where the job's results folder should be\n")  # root ignores permissions
+
+    def waiting_tasks():
+        return [t for t in job_status(job["job"])["tasks"] if "cannot write the results" in (t["message"] or "")]
+
+    with Master(tmp_path) as master:
+        waiting = wait_until(waiting_tasks, what="a task to say why its results wait")
+        assert "the results wait on a and are collected as soon as it works" in waiting[0]["message"]
+        assert hosts_json()["a"]["state"] in ("ready", "working"), "the host is fine: it is not its fault"
+        spooled = list((slave.home / "spool" / "results").iterdir())
+        assert spooled, "the results wait in the slave's spool"
+        results.unlink()  # the user fixes it
+        wait_until(lambda: job_status(job["job"])["status"] == "done", timeout=60, what="the job to finish")
+        log = master.log()
+    assert "connection lost" not in log, log
+    for i in range(4):
+        assert json.loads((results / str(i) / "out.json").read_text())["params"] == {"i": i}
+    assert [t["message"] for t in job_status(job["job"])["tasks"]] == [None] * 4
+    wait_until(lambda: list((slave.home / "spool" / "results").iterdir()) == [], what="the slave's spool to empty")
+
+
 def test_slave_claiming_success_without_results_does_not_derail_the_master(pool, home, tmp_path):
     workdir = tmp_path / "evil"
     add_fake_host(pool, "evil", "nopath", workdir)

@@ -254,7 +254,8 @@ def cmd_status(app: App, args) -> int:
              "-" if t.exit_code is None else str(t.exit_code), _short_params(t.params)] for t in tasks]
     print(_table(["TASK", "STATE", "HOST", "EXIT", "PARAMS"], rows))
     for t in tasks:
-        if t.status is TaskStatus.FAILED or (t.message and t.status is TaskStatus.QUEUED and t.failures):
+        under_way = t.status in (TaskStatus.DISPATCHED, TaskStatus.RUNNING)  # e.g. why its results wait
+        if t.status is TaskStatus.FAILED or (t.message and (under_way or t.status is TaskStatus.QUEUED and t.failures)):
             print(f"\ntask {t.idx} {t.status.value}: {t.message}")
     return EXIT_OK
 

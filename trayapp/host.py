@@ -41,6 +41,11 @@ class HostOffline(Exception):
     """The host answered, but no slave daemon runs there."""
 
 
+class ResultsFolderError(Exception):
+    """This master cannot write a job's results (disk full, read-only, a file
+    where a folder should be). Not the host's fault: its results wait there."""
+
+
 @dataclass
 class DriverSettings:
     master_id: str
@@ -51,6 +56,10 @@ class DriverSettings:
     # tasks at once: they died with the daemon.
     lost_after_s: float = 600.0
     backoff_max_s: float = 30.0
+    # Results this master could not write are collected again after this,
+    # doubling up to recollect_max_s, until the user has fixed the folder.
+    recollect_s: float = 2.0
+    recollect_max_s: float = 60.0
 
 
 @dataclass
@@ -85,6 +94,10 @@ class HostDriver(threading.Thread):
         self.inflight: dict[str, _InFlight] = {}  # token -> attempt
         # Jobs whose requirements this host cannot meet: not offered to it again.
         self.declined_jobs: frozenset[int] = frozenset()
+        # Jobs whose results this master cannot write now: no new tasks of
+        # theirs until one is collected; token -> (report, when to retry, delay).
+        self.blocked_jobs: frozenset[int] = frozenset()
+        self.uncollected: dict[str, tuple[dict, float, float]] = {}
         self.store: Store | None = None
         self.connected = threading.Event()
         self._unreachable_since: float | None = None
@@ -171,6 +184,7 @@ class HostDriver(threading.Thread):
                     hello = message
         self._unreachable_since = None
         self.inflight.clear()  # rebuilt from the queue and the host's own list by _reconcile
+        self.uncollected.clear()  # the host's list reports them again
         self.store.set_host_state(self.host, hello["state"], hello.get("reason"), info=_info(hello), seen=True)
         self._send(conv, "sync")
         self.connected.set()
@@ -190,12 +204,16 @@ class HostDriver(threading.Thread):
             self._requeue_all("the dispatcher was stopped; the task will run again")
 
     def _tick(self, conv: _Conversation) -> None:
+        now = time.monotonic()
+        for token, (report, due, _delay) in list(self.uncollected.items()):
+            if now >= due:
+                self._on_finished(conv, report)
         for token, entry in list(self.inflight.items()):
             if not self.store.attempt_is_wanted(entry.claim.attempt_id):
                 self._send(conv, "cancel", token=token)
         if not conv.synced:
             return
-        queued = self.store.count_queued(self.declined_jobs)
+        queued = self.store.count_queued(self.declined_jobs | self.blocked_jobs)
         demand = queued if self.cap is None else max(0, min(queued, self.cap - len(self.inflight)))
         if demand != conv.demand_sent:
             self._send(conv, "demand", queued=demand)
@@ -240,7 +258,7 @@ class HostDriver(threading.Thread):
             raise ProtocolError(f"a master does not accept '{kind}'")
 
     def _on_grant(self, conv: _Conversation, n: int) -> None:
-        claims = self.store.claim(self.host, n, self.declined_jobs)
+        claims = self.store.claim(self.host, n, self.declined_jobs | self.blocked_jobs)
         for claim in claims:
             self.inflight[claim.token] = _InFlight(claim)
             sha = Path(claim.archive_path).stem
@@ -334,6 +352,19 @@ class HostDriver(threading.Thread):
             self.store.finish_attempt(claim.attempt_id, outcome, exit_code=report.get("exit_code"))
             self._send(conv, "ack", token=token)
             return
+        try:
+            self._collect(conv, report, claim, outcome)
+        except ResultsFolderError as exc:
+            self._results_blocked(claim, report, str(exc))
+            return
+        if self.uncollected.pop(token, None) is not None and claim.job_seq in self.blocked_jobs:
+            log.info("host %s: the results of job %s can be written again", self.host, claim.job_id)
+            self.blocked_jobs = self.blocked_jobs - {claim.job_seq}
+            conv.demand_sent = None  # its queued tasks count again
+        self._send(conv, "ack", token=token)
+
+    def _collect(self, conv: _Conversation, report: dict, claim: Claim, outcome: AttemptOutcome) -> None:
+        """Fetch, check and move an attempt's results into place, then record its outcome."""
         with contextlib.ExitStack() as scratch:
             unpacked, problem = self._fetch_results(conv, report, claim, scratch)
             if problem:
@@ -345,11 +376,37 @@ class HostDriver(threading.Thread):
                 outcome = AttemptOutcome.REJECTED
                 message = f"{self.host} reported success but sent no results archive"
             if outcome is AttemptOutcome.SUCCEEDED:
-                collect(claim, unpacked, exit_code=code, host=self.host)
+                self._move_into_place(claim, unpacked, code)
             new = self.store.finish_attempt(claim.attempt_id, outcome, exit_code=code, message=message)
             if new is TaskStatus.FAILED and unpacked is not None and outcome is not AttemptOutcome.SUCCEEDED:
-                collect(claim, unpacked, exit_code=code, host=self.host)  # logs and partial results
-        self._send(conv, "ack", token=token)
+                try:
+                    self._move_into_place(claim, unpacked, code)  # logs and partial results
+                except ResultsFolderError as exc:
+                    log.error("host %s: %s (the failed task's logs are lost)", self.host, exc)
+
+    def _move_into_place(self, claim: Claim, unpacked: Path, code: int | None) -> None:
+        try:
+            collect(claim, unpacked, exit_code=code, host=self.host)
+        except OSError as exc:
+            raise self._folder_error(claim, exc) from exc
+
+    def _folder_error(self, claim: Claim, exc: OSError) -> ResultsFolderError:
+        return ResultsFolderError(
+            f"cannot write the results of job {claim.job_id} to {results_path(claim).parent}: "
+            f"{exc.strerror or exc}{f' ({exc.filename})' if exc.filename else ''}. Free disk space, or make "
+            f"sure that folder can be created and written; the results wait on {self.host} and are collected as soon as it works")
+
+    def _results_blocked(self, claim: Claim, report: dict, why: str) -> None:
+        """Keep the results on the host (no ack), say why on the task, stop taking
+        the job's tasks here, and try again later with a growing delay."""
+        token = report["token"]
+        _, _, delay = self.uncollected.get(token, (None, 0.0, self.settings.recollect_s / 2))
+        delay = min(delay * 2, self.settings.recollect_max_s)
+        self.uncollected[token] = (report, time.monotonic() + delay, delay)
+        if claim.job_seq not in self.blocked_jobs:
+            log.error("host %s: %s", self.host, why)
+            self.blocked_jobs = self.blocked_jobs | {claim.job_seq}
+        self.store.note_running_task(claim.attempt_id, why)
 
     def _fetch_results(self, conv: _Conversation, report: dict, claim: Claim,
                        scratch: contextlib.ExitStack) -> tuple[Path | None, str | None]:
@@ -362,8 +419,11 @@ class HostDriver(threading.Thread):
         if not report.get("results_sha"):
             return None, f"{self.host} sent results without a checksum"
         # Unpacked beside the job's results, so moving them into place is a rename.
-        tmp = Path(scratch.enter_context(tempfile.TemporaryDirectory(prefix=".incoming-",
-                                                                     dir=_incoming_root(claim))))
+        try:
+            tmp = Path(scratch.enter_context(tempfile.TemporaryDirectory(prefix=".incoming-",
+                                                                         dir=_incoming_root(claim))))
+        except OSError as exc:
+            raise self._folder_error(claim, exc) from exc
         archive: Path | bytes | None = self._inline_results(report)
         if archive is None:
             archive = tmp / "results.tar"
@@ -381,6 +441,8 @@ class HostDriver(threading.Thread):
             return None, f"refused the results archive from {self.host}: {exc}"
         except (tarfile.TarError, EOFError) as exc:
             return None, f"the results archive from {self.host} is damaged: {exc}"
+        except OSError as exc:
+            raise self._folder_error(claim, exc) from exc
         return tmp / "unpacked", None
 
     def _inline_results(self, report: dict) -> bytes | None:

@@ -369,7 +369,9 @@ class Store:
                 token = secrets.token_hex(8)
                 cur = db.execute("INSERT INTO attempts(job_seq, idx, host, token, started) VALUES (?,?,?,?,?)",
                                  (r["job_seq"], r["idx"], host, token, self._clock()))
-                self._set_task(r["job_seq"], r["idx"], TaskStatus.DISPATCHED, attempt_id=cur.lastrowid, host=host)
+                # The last attempt's message stays in its attempts row; the task's is for this one now.
+                self._set_task(r["job_seq"], r["idx"], TaskStatus.DISPATCHED, attempt_id=cur.lastrowid, host=host,
+                               message=None)
                 touched.add(r["job_seq"])
                 claims.append(Claim(cur.lastrowid, token, r["id"], r["name"], r["job_seq"], r["idx"],
                                     json.loads(r["params"]), r["main"], r["archive_path"], r["results_dir"],
@@ -433,6 +435,17 @@ class Store:
             self._event(outcome.value, seq, idx, message)
             self._refresh_job(seq)
         return new
+
+    def note_running_task(self, attempt_id: int, message: str) -> None:
+        """A word on a task that is still under way (e.g. why its results wait);
+        shown by ``status``, replaced by the outcome when the attempt ends."""
+        with self._write() as db:
+            task = self._current(attempt_id)
+            if task is None or task["message"] == message:
+                return
+            db.execute("UPDATE tasks SET message=?, updated=? WHERE job_seq=? AND idx=?",
+                       (message, self._clock(), task["job_seq"], task["idx"]))
+            self._event("note", task["job_seq"], task["idx"], message)
 
     def open_attempts(self, host: str) -> list[OpenAttempt]:
         """Attempts on ``host`` that have not been settled: what a restarted
