@@ -26,7 +26,7 @@ from pathlib import Path
 import keyring
 import keyring.backend
 import pytest
-from conftest import ECHO_TASK, cli, make_job, run_dispatcher, wait_until
+from conftest import ECHO_TASK, cli, make_job, pid_alive, run_dispatcher, wait_until
 from fakes import fake_agent
 
 from trayapp.archive import pack, sha256_of
@@ -313,6 +313,34 @@ def test_hosts_remove_of_an_unknown_host(home):
     result = cli("hosts", "remove", "nope")
     assert result.returncode == 3
     assert "no host 'nope'" in result.stderr and "Traceback" not in result.stderr
+
+
+PID_THEN_SLEEP = """
+import json, os, sys, time
+p = json.loads(sys.argv[1])
+open(os.path.join(p["pids"], str(os.getpid())), "w").close()
+time.sleep(600)
+"""
+
+
+def test_removing_a_host_while_it_runs_tasks_stops_them_there_and_frees_its_spool(pool, home, tmp_path):
+    slave = pool.add_slave("a")
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    folder, params = make_job(tmp_path / "long", PID_THEN_SLEEP,
+                              params=[{"pids": str(pids), "i": i} for i in range(2)])
+    job = submit(folder, params)
+    with Master(tmp_path) as master:
+        running = wait_until(lambda: len(list(pids.iterdir())) == 2 and [int(p.name) for p in pids.iterdir()],
+                             what="both tasks to run on the slave")
+        result = cli("hosts", "remove", "a", check=True)
+        assert "its 2 unfinished task(s) will run elsewhere" in result.stdout
+        wait_until(lambda: not any(pid_alive(pid) for pid in running),
+                   what="the slave to stop the removed host's tasks")
+        tasks_dir = slave.home / "spool" / "tasks"
+        wait_until(lambda: list(tasks_dir.iterdir()) == [], what="the slave to free its spool", timeout=10)
+        statuses = [t["status"] for t in job_status(job["job"])["tasks"]]
+        assert statuses == ["queued", "queued"], (statuses, master.log())
 
 
 # ===== 5: no daemon ==========================================================================

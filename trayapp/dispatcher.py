@@ -172,7 +172,7 @@ class Dispatcher:
             return
         wanted = {h.name: h for h in self.store.hosts() if h.name != LOCAL_HOST}
         for name in [n for n in self.drivers if n != LOCAL_HOST and n not in wanted]:
-            self.drivers.pop(name).stop()
+            self.drivers.pop(name).stop(retire=True)  # `hosts remove` requeued its tasks: they stop there
         for name, host in wanted.items():
             if name not in self.drivers:
                 self._add_driver(name, self._connect_ssh(host), cap=host.slots, stop_tasks=False)

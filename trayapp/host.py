@@ -91,6 +91,7 @@ class HostDriver(threading.Thread):
         self.cap = cap
         self._stop_tasks_on_stop = on_stop_stop_tasks
         self._stopping = threading.Event()
+        self._retiring = False
         self.inflight: dict[str, _InFlight] = {}  # token -> attempt
         # Jobs whose requirements this host cannot meet: not offered to it again.
         self.declined_jobs: frozenset[int] = frozenset()
@@ -104,7 +105,10 @@ class HostDriver(threading.Thread):
 
     # ----- lifecycle -------------------------------------------------------------
 
-    def stop(self) -> None:
+    def stop(self, *, retire: bool = False) -> None:
+        """Stop driving the host; ``retire``: the host was removed, so whatever
+        it still runs or holds for us is cancelled first (its tasks run elsewhere)."""
+        self._retiring = self._retiring or retire
         self._stopping.set()
 
     def run(self) -> None:
@@ -198,6 +202,12 @@ class HostDriver(threading.Thread):
         self._say_goodbye(conv)
 
     def _say_goodbye(self, conv: _Conversation) -> None:
+        if self._retiring:
+            for token in {*self.inflight, *self.uncollected}:
+                self._send(conv, "cancel", token=token)
+            self.uncollected.clear()
+            # Including what it claimed between `hosts remove` and the dispatcher noticing.
+            self._requeue_all(f"host {self.host} was removed; the task will run elsewhere")
         self._send(conv, "bye", stop_tasks=self._stop_tasks_on_stop)
         if self._stop_tasks_on_stop:
             # Our own cores: the engine kills the tasks; they run again next time.
