@@ -11,7 +11,11 @@ and as 1,000 jobs of 10), in a throwaway SPARECYCLES_HOME:
   while the window refreshes continuously (every 100 ms, ten times the app's
   pace) for DURATION s; p50 / p99 / max lateness. Measured twice: with the
   reads on a worker thread (as the app does) and, for comparison, with them
-  on the GUI thread (what the app avoids).
+  on the GUI thread (what the app avoids);
+* the whole app: the same timer while the real :class:`ui.app.TrayApp` (its
+  watcher, its ``on_reading``: jobs and hosts tables, tray look, notifications
+  and the pool chart) refreshes every 100 ms, window shown. Its max lateness
+  is the figure held against the target: no GUI-thread stall over 50 ms.
 
 Tasks are made to look alive: some done, some running on two hosts, so the
 reader sees attempts as it would mid-run.
@@ -111,33 +115,57 @@ def measure(db: Path, repeats: int, duration_s: float) -> dict:
 
         watcher = Watcher(executor, SnapshotReader(open_store), None, interval_ms=100)
         watcher.read.connect(lambda reading: jobs.apply(reading.snapshot.jobs))
-        lateness = []
-        clock = QElapsedTimer()
-        tick = QTimer()
-        tick.setInterval(10)
-        last = {"t": None}
-
-        def on_tick():
-            now = clock.elapsed()
-            if last["t"] is not None:
-                lateness.append(max(0, now - last["t"] - 10))
-            last["t"] = now
-
-        tick.timeout.connect(on_tick)
-        clock.start()
-        tick.start()
         watcher.start()
-        wait(int(duration_s * 1000))
+        latency[where] = timer_lateness(duration_s)
         watcher.stop()
-        tick.stop()
         if isinstance(executor, ThreadExecutor):
             executor.wait()
-        lateness.sort()
-        latency[where] = {"p50_ms": lateness[len(lateness) // 2], "p99_ms": lateness[int(len(lateness) * 0.99)],
-                          "max_ms": lateness[-1], "refreshes": len(lateness)}
     window.close()
+    latency["whole app"] = whole_app_lateness(db.parent, duration_s)
     return {"read_ms": median_ms(reads), "apply_ms": median_ms(applies), "rows": jobs.rowCount(),
             "latency": latency}
+
+
+def timer_lateness(duration_s: float) -> dict:
+    """How late a 10 ms GUI-thread timer fires over ``duration_s`` of the event loop."""
+    lateness = []
+    clock = QElapsedTimer()
+    tick = QTimer()
+    tick.setInterval(10)
+    last = {"t": None}
+
+    def on_tick():
+        now = clock.elapsed()
+        if last["t"] is not None:
+            lateness.append(max(0, now - last["t"] - 10))
+        last["t"] = now
+
+    tick.timeout.connect(on_tick)
+    clock.start()
+    tick.start()
+    wait(int(duration_s * 1000))
+    tick.stop()
+    lateness.sort()
+    return {"p50_ms": lateness[len(lateness) // 2], "p99_ms": lateness[int(len(lateness) * 0.99)],
+            "max_ms": lateness[-1], "refreshes": len(lateness)}
+
+
+def whole_app_lateness(root: Path, duration_s: float) -> dict:
+    from trayapp.config import Config
+    from trayapp.home import Home
+    from ui.app import TrayApp
+
+    executor = ThreadExecutor(max_threads=1)
+    app = TrayApp(Home(root, root, root / "logs"), Config(mode="master"), executor, start_child=False,
+                  interval_ms=100, check_updates=lambda: None)
+    app.window.show()
+    app.watcher.start()
+    try:
+        return timer_lateness(duration_s)
+    finally:
+        app.watcher.stop()
+        executor.wait()
+        app.dispose()
 
 
 def main() -> int:
@@ -161,11 +189,21 @@ def main() -> int:
         return 0
     print(f"GUI responsiveness with a big queue (Qt platform {QApplication.platformName()}, {os.cpu_count()} cores)")
     print(f"{'queue':<26}{'rows':>6}{'read':>10}{'apply':>10}   GUI timer lateness p50/p99/max (ms) while refreshing")
-    print(f"{'':<26}{'':>6}{'(worker)':>10}{'(GUI)':>10}   {'reads on worker thread':<26}{'reads on GUI thread'}")
+    print(f"{'':<26}{'':>6}{'(worker)':>10}{'(GUI)':>10}   {'jobs table, reads on':<22}{'jobs table, reads on':<22}"
+          f"{'the whole app'}")
+    print(f"{'':<26}{'':>6}{'':>10}{'':>10}   {'a worker thread':<22}{'the GUI thread':<22}")
+
+    def cell(lat: dict) -> str:
+        return f"{lat['p50_ms']:>4}/{lat['p99_ms']:>4}/{lat['max_ms']:>4}"
+
     for name, r in results.items():
-        w, g = r["latency"]["worker thread"], r["latency"]["GUI thread"]
+        lat = r["latency"]
         print(f"{name:<26}{r['rows']:>6}{r['read_ms']:>8.1f}ms{r['apply_ms']:>8.1f}ms   "
-              f"{w['p50_ms']:>4}/{w['p99_ms']:>4}/{w['max_ms']:>4}{'':<12}{g['p50_ms']:>4}/{g['p99_ms']:>4}/{g['max_ms']:>4}")
+              f"{cell(lat['worker thread']):<22}{cell(lat['GUI thread']):<22}{cell(lat['whole app'])}")
+    worst = max(r["latency"]["whole app"]["max_ms"] for r in results.values())
+    baseline = results["empty queue (baseline)"]["latency"]["whole app"]["max_ms"]
+    print(f"whole app, longest GUI-thread stall: {worst} ms (empty queue: {baseline} ms)   target <= 50 ms  -> "
+          f"{'MET' if worst <= 50 else 'NOT MET'}")
     return 0
 
 

@@ -112,3 +112,20 @@ def test_adding_a_bad_host_says_why(qtbot, app):
     window.dialog.address.setText("10.0.0.9")
     window.dialog.accept()
     assert "'local' is the name of this PC's own cores" in window.statusBar().currentMessage()
+
+
+def test_done_job_notifies_once_and_the_pool_chart_shows_where_it_ran(qtbot, app, tmp_path):
+    tray_app = _window(qtbot, app)
+    notes = []
+    tray_app.tray.notify = lambda title, text, critical=False: notes.append((title, text, critical))
+    folder, params = make_job(tmp_path / "sweep", ECHO_TASK, params=[{"i": i} for i in range(3)])
+    job = submit_job(app.store, app.home, app.config, folder, params=params).job
+    tray_app.watcher.refresh()
+    run_dispatcher(app)
+    tray_app.watcher.refresh()
+    tray_app.watcher.refresh()  # a later reading of the same state says nothing new
+    assert notes == [("sweep is done", f"3 task(s) done; results in {job.results_dir}", False)]
+    # The chart's series come from the reading (computed by the watcher's worker), not the GUI thread.
+    reading = tray_app.watcher.last
+    assert reading.digest is not None and set(reading.digest) == {"local"}
+    assert tray_app.pool.series is reading.digest and sum(reading.digest["local"]) > 0

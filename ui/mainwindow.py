@@ -271,7 +271,10 @@ class MainWindow(QMainWindow):
 
     def show_reading(self, reading: Reading, state_text: str) -> None:
         self.state_label.setText(state_text)
-        self.pool.set_spans(reading.snapshot.spans, reading.snapshot.taken)
+        if reading.digest is not None:
+            self.pool.set_series(reading.digest)  # computed off the GUI thread
+        else:
+            self.pool.set_spans(reading.snapshot.spans, reading.snapshot.taken)
 
     def show_update(self, text: str, brian_update: bool) -> None:
         self.update_label.setText(text)

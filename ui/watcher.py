@@ -11,7 +11,7 @@ delays updates instead of piling them up.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 from PyQt6.QtCore import QObject, QTimer, pyqtSignal
 
@@ -25,16 +25,19 @@ class Reading:
     slave_asked: bool = False  # whether this reading asked the slave daemon
     slave: dict | None = None  # its state, if it answered
     slave_problem: str | None = None
+    digest: Any = None  # what the window's digest function made of the snapshot, off the GUI thread
 
 
-def read_everything(reader: SnapshotReader, slave_state: Callable[[], dict] | None) -> Reading:
+def read_everything(reader: SnapshotReader, slave_state: Callable[[], dict] | None,
+                    digest: Callable[[Snapshot], Any] | None = None) -> Reading:
     snapshot = reader.read()
+    extra = {"digest": digest(snapshot)} if digest is not None else {}
     if slave_state is None:
-        return Reading(snapshot)
+        return Reading(snapshot, **extra)
     try:
-        return Reading(snapshot, True, slave_state())
+        return Reading(snapshot, True, slave_state(), **extra)
     except UserError as exc:
-        return Reading(snapshot, True, None, exc.problem)
+        return Reading(snapshot, True, None, exc.problem, **extra)
 
 
 class Watcher(QObject):
@@ -42,10 +45,14 @@ class Watcher(QObject):
     failed = pyqtSignal(str)
 
     def __init__(self, executor, reader: SnapshotReader, slave_state: Callable[[], dict] | None = None,
-                 interval_ms: int = 1000, slave_every: int = 5, parent=None):
+                 interval_ms: int = 1000, slave_every: int = 5, digest: Callable[[Snapshot], Any] | None = None,
+                 parent=None):
         super().__init__(parent)
         self._executor = executor
         self.reader = reader
+        # Work on each snapshot that must not run on the GUI thread (the pool
+        # chart's busy slots over thousands of attempts); it runs on the executor.
+        self.digest = digest
         self.slave_state = slave_state
         self._busy = False
         self._reads = 0
@@ -69,7 +76,8 @@ class Watcher(QObject):
         reader = self.reader
         slave_state = self.slave_state if self._reads % self.slave_every == 0 else None
         self._reads += 1
-        self._executor.run(lambda: read_everything(reader, slave_state), self._done, self._failed)
+        digest = self.digest
+        self._executor.run(lambda: read_everything(reader, slave_state, digest), self._done, self._failed)
 
     def _done(self, reading: Reading) -> None:
         self._busy = False
