@@ -92,3 +92,30 @@ def test_pause_donate_resume_through_the_control_message(engine):
     state = user.expect("state", control="resume")
     assert state["state"] == "ready" and not state["paused"] and not state["donating"]
     assert json.dumps(state)  # no infinities: it must stay valid JSON
+
+
+def test_brian_updated_in_the_task_environment_reaches_the_masters_without_a_restart(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    venv = tmp_path / "task env"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    python = str(venv / "bin" / "python")
+    eng = SlaveEngine(Spool(tmp_path / "spool"), SlaveSettings(slots=1, python=python), slave_id="6b6b6b6b6b6b6b6b")
+    eng.versions_ttl_s = 0.2
+    thread = threading.Thread(target=eng.serve, kwargs={"poll_s": 0.05}, daemon=True)
+    thread.start()
+    try:
+        master = FakeMaster(engine=eng, master_id="3333333333333333", name="m@pc")
+        assert eng.versions["brian"] is None
+        site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+        dist = Path(site) / "brian2-2.9.1.dist-info"  # what pip leaves behind, as far as versions go
+        dist.mkdir(parents=True)
+        (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: brian2\nVersion: 2.9.1\n")
+        state = master.expect("state", brian="2.9.1")
+        assert state["python"] and eng.versions["brian"] == "2.9.1"
+    finally:
+        eng.request_stop()
+        thread.join(10)

@@ -102,6 +102,8 @@ class Session:
 
 
 class SlaveEngine(Availability):
+    versions_ttl_s = 600.0  # how old the task environment's reported versions may get
+
     def __init__(self, spool: Spool, settings: SlaveSettings, *, slave_id: str,
                  fairshare: FairShare | None = None, clock: Callable[[], float] = time.time,
                  rng: random.Random | None = None):
@@ -115,6 +117,8 @@ class SlaveEngine(Availability):
         self.launcher = Launcher(LaunchSettings(python=settings.python,
                                                 nice=0 if settings.in_process else settings.nice))
         self.versions = probe_versions(settings.python)
+        self._versions_at = time.monotonic()
+        self._probing_versions = False
         self.requirements = RequirementChecker(settings.python)
         self.sessions: dict[int, Session] = {}
         self.tasks: dict[str, SpoolTask] = {}
@@ -517,7 +521,9 @@ class SlaveEngine(Availability):
         for proc in ended:
             self._finish(self.tasks[proc.spec.token], proc)
         self._grant(now)
-        state = (self.state, self.problem, self.paused_until, self.donating_until, len(self.running))
+        self._refresh_versions()
+        state = (self.state, self.problem, self.paused_until, self.donating_until, len(self.running),
+                 tuple(self.versions.values()))
         if state != self._last_state:
             self._last_state = state
             if self.on_state_change is not None:
@@ -525,6 +531,25 @@ class SlaveEngine(Availability):
             for session in self.sessions.values():
                 if session.master:
                     session.send("state", **self.describe())
+
+    def _refresh_versions(self) -> None:
+        """Read the task environment's versions again now and then, so Brian
+        updated there (the tray's "Update Brian", or pip) reaches the masters'
+        host lists without a restart. The probe starts an interpreter: it runs
+        on its own thread, never holding up this one."""
+        if self._probing_versions or time.monotonic() - self._versions_at < self.versions_ttl_s:
+            return
+        self._probing_versions = True
+
+        def probe() -> None:
+            try:
+                self.versions = probe_versions(self.settings.python)
+            finally:
+                self._versions_at = time.monotonic()
+                self._probing_versions = False
+                self.wake()  # the next tick tells the masters if anything changed
+
+        threading.Thread(target=probe, name="version-probe", daemon=True).start()
 
     def _charge_usage(self, now: float) -> None:
         elapsed = now - self._last_charge
