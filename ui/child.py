@@ -31,6 +31,7 @@ class Child(QObject):
         self.problem: str | None = None
         self.paused_until: float | None | bool = False  # False: not paused; None: until resumed
         self._stopping = False
+        self._start_when_stopped = False  # Resume came while the old process was still stopping
         self._restart = QTimer(self, singleShot=True, interval=restart_ms)
         self._restart.timeout.connect(self.start)
         self._resume = QTimer(self, singleShot=True)
@@ -45,7 +46,10 @@ class Child(QObject):
         return int(self.process.processId()) if self.running else None
 
     def start(self) -> None:
-        if self.running or self.paused_until is not False:
+        if self.paused_until is not False:
+            return
+        if self.running:
+            self._start_when_stopped = self._stopping
             return
         self._stopping = False
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -62,6 +66,12 @@ class Child(QObject):
 
     def _finished(self, code: int, status) -> None:
         if self._stopping:
+            self._stopping = False
+            self.process = None
+            self.changed.emit()
+            if self._start_when_stopped:
+                self._start_when_stopped = False
+                self.start()
             return
         crashed = status == QProcess.ExitStatus.CrashExit
         self.problem = None if code == 0 and not crashed else (
@@ -69,21 +79,36 @@ class Child(QObject):
         self._restart.start()
         self.changed.emit()
 
-    def stop(self) -> None:
+    def stop(self, *, wait: bool = True) -> None:
+        """SIGTERM the child: the engine stops its tasks and reports them, which
+        can take a second or two. ``wait=False`` (Pause, from the tray menu)
+        returns at once, so the GUI thread never waits for it; the process is
+        killed if it has not ended after STOP_TIMEOUT_MS. Quit waits."""
         self._restart.stop()
-        self._stopping = True
+        self._start_when_stopped = False
         proc = self.process
-        if proc is not None and proc.state() != QProcess.ProcessState.NotRunning:
-            proc.terminate()  # SIGTERM: the engine stops its tasks and reports them
-            if not proc.waitForFinished(STOP_TIMEOUT_MS):
-                proc.kill()
-                proc.waitForFinished(5000)
+        if proc is None or proc.state() == QProcess.ProcessState.NotRunning:
+            self.process = None
+            self.changed.emit()
+            return
+        self._stopping = True
+        proc.terminate()
+        if not wait:
+            deadline = QTimer(proc, singleShot=True, interval=STOP_TIMEOUT_MS)
+            deadline.timeout.connect(proc.kill)
+            deadline.start()
+            self.changed.emit()
+            return
+        if not proc.waitForFinished(STOP_TIMEOUT_MS):
+            proc.kill()
+            proc.waitForFinished(5000)
+        self._stopping = False
         self.process = None
         self.changed.emit()
 
     def pause(self, seconds: float | None) -> None:
         """Master's Pause: stop the dispatcher (its tasks go back to the queue) for a while."""
-        self.stop()
+        self.stop(wait=False)
         self.paused_until = None if seconds is None else time.time() + seconds
         if seconds is not None:
             self._resume.start(int(seconds * 1000))

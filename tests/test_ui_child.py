@@ -1,0 +1,67 @@
+"""The tray app's engine child (master mode: a real dispatcher process):
+Pause never holds up the GUI thread, and Resume during the stop still brings
+the dispatcher back."""
+
+from __future__ import annotations
+
+import ui_desktop  # noqa: F401 - sets the offscreen platform first
+
+import sys
+
+from PyQt6.QtCore import QElapsedTimer
+
+from conftest import make_job, pid_alive
+from trayapp.job import submit_job
+from trayapp.status import TaskStatus
+from ui.child import Child
+
+LONG_TASK = """
+import json, os, sys, time
+p = json.loads(sys.argv[1])
+open(os.path.join(p["pids"], str(os.getpid())), "w").close()
+time.sleep(600)
+"""
+
+
+def task_pids(folder):
+    return {int(p.name) for p in folder.iterdir()}
+
+
+def test_master_pause_returns_at_once_and_resume_during_the_stop_starts_it_again(qtbot, app, tmp_path):
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    folder, params = make_job(tmp_path / "long", LONG_TASK, params=[{"pids": str(pids)}])
+    job = submit_job(app.store, app.home, app.config, folder, params=params).job
+    child = Child("master", tmp_path / "master.log", python=sys.executable)
+    try:
+        child.start()
+        qtbot.waitUntil(lambda: len(task_pids(pids)) == 1, timeout=30_000)
+        first_task = next(iter(task_pids(pids)))
+        first = child.pid
+
+        clock = QElapsedTimer()
+        clock.start()
+        child.pause(None)
+        took = clock.elapsed()
+        assert took < 100, f"Pause held the GUI thread for {took} ms"
+        assert child.running, "Pause returns while the dispatcher is still stopping its tasks"
+        assert child.paused_until is None
+        qtbot.waitUntil(lambda: not child.running, timeout=30_000)
+        assert not pid_alive(first_task)
+        assert app.store.tasks(job.seq)[0].status is TaskStatus.QUEUED, "the task goes back to the queue"
+
+        # Pause again, and Resume while that dispatcher is still stopping.
+        child.resume()
+        qtbot.waitUntil(lambda: len(task_pids(pids)) == 2, timeout=30_000)
+        second = child.pid
+        child.pause(None)
+        child.resume()
+        assert child.paused_until is False
+        qtbot.waitUntil(lambda: child.running and child.pid not in (first, second), timeout=30_000)
+        qtbot.waitUntil(lambda: len(task_pids(pids)) == 3, timeout=30_000)
+        assert app.store.tasks(job.seq)[0].status is TaskStatus.RUNNING
+    finally:
+        child.stop()
+    assert child.problem is None
+    log = (tmp_path / "master.log").read_text()
+    assert "Traceback" not in log, log
