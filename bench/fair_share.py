@@ -10,9 +10,14 @@ Baseline, measured in the same run: the same scenario with the slaves granting
 slots in proportion to each master's queue length (grant_policy = "by_demand"),
 which is what a slave picking a random *task* does.
 
+The masters arrive one after another, largest queue first, STAGGER seconds
+apart (default 3 s): the first fills every slot before the others show up,
+as in the issue's scenario, so the figure covers newcomers claiming their
+share from an incumbent. ``--stagger 0`` starts them together.
+
 Target: J >= 0.95 under fair share.
 
-    .venv/bin/python bench/fair_share.py [--task-s 0.3] [--queues 240,120,60]
+    .venv/bin/python bench/fair_share.py [--task-s 0.3] [--queues 240,120,60] [--stagger 3]
 """
 
 from __future__ import annotations
@@ -49,7 +54,7 @@ def cli(home: Path, *args: str) -> str:
     return out.stdout
 
 
-def run_scenario(root: Path, policy: str, queues: list[int], task_s: float) -> dict:
+def run_scenario(root: Path, policy: str, queues: list[int], task_s: float, stagger_s: float) -> dict:
     sshd = Sshd(root / "sshd").start()
     slaves, masters = [], []
     try:
@@ -72,7 +77,9 @@ def run_scenario(root: Path, policy: str, queues: list[int], task_s: float) -> d
             params.write_text(json.dumps([{"i": i, "s": task_s} for i in range(n)]))
             cli(home, "submit", str(job), "--params", str(params), "--no-start")
             homes.append(home)
-        for home in homes:  # all masters start together
+        for m, home in enumerate(homes):
+            if m:
+                time.sleep(stagger_s)  # the earlier masters hold every slot by now
             masters.append(subprocess.Popen([sys.executable, "-m", "trayapp", "master", "--no-local",
                                              "--until-idle", "1"], env={**os.environ, "SPARECYCLES_HOME": str(home)},
                                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
@@ -109,6 +116,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--queues", default="240,120,60", help="tasks per master")
     parser.add_argument("--task-s", type=float, default=0.3, help="seconds each task sleeps")
+    parser.add_argument("--stagger", type=float, default=3.0, help="seconds between the masters' arrivals")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     queues = [int(x) for x in args.queues.split(",")]
@@ -116,10 +124,11 @@ def main() -> int:
     for policy in ("fair", "by_demand"):
         with tempfile.TemporaryDirectory(prefix="sc-fairshare-") as tmp:
             started = time.monotonic()
-            result = run_scenario(Path(tmp), policy, queues, args.task_s)
+            result = run_scenario(Path(tmp), policy, queues, args.task_s, args.stagger)
             result["wall_s"] = time.monotonic() - started
             results.append(result)
-    print(f"3 masters with queues {queues} of {args.task_s:g} s tasks on 2 slaves x 2 slots (real sshd, loopback)")
+    print(f"3 masters with queues {queues} of {args.task_s:g} s tasks on 2 slaves x 2 slots (real sshd, loopback), "
+          f"arriving {args.stagger:g} s apart")
     for r in results:
         shares = "  ".join(f"M{i}({queues[i]}): {s:5.1%}" for i, s in enumerate(r["shares"]))
         label = "fair share (SpareCycles)" if r["policy"] == "fair" else "baseline: by queue length"

@@ -59,7 +59,7 @@ def test_cli_enable_status_disable_under_xdg_config_home(home, tmp_path):
     # The absolute path of this installation: the console script beside the
     # interpreter, or the interpreter with -m trayapp.
     assert Path(state["command"][0]).is_absolute() and Path(state["command"][0]).exists()
-    assert state["command"] == launch_command()
+    assert state["command"] == [*launch_command(), "--background"]  # at login: into the tray, no window
 
     out = run_cli("autostart", "status", env=env)
     assert out.returncode == 0 and "starts at login" in out.stdout

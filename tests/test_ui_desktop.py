@@ -101,15 +101,26 @@ time.sleep(4)
 """
 
 
-def test_real_app_runs_a_job_and_a_second_start_shows_it(desktop, home, tmp_path):
+def shown_windows(desktop) -> list:
+    return [w for w in desktop.top_level("SpareCycles") if desktop.is_viewable(w.id)]
+
+
+def test_real_app_starts_in_the_tray_runs_a_job_and_a_second_start_shows_it(desktop, home, tmp_path):
     env = desktop.env(SPARECYCLES_HOME=str(home.data_dir))
-    app = subprocess.Popen([sys.executable, "-m", "trayapp", "--mode", "master"], env=env,
+    # As the start at login runs it: into the tray, no window.
+    app = subprocess.Popen([sys.executable, "-m", "trayapp", "--mode", "master", "--background"], env=env,
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         icon = desktop.wait_for(lambda: desktop.embedded_in_tray("SpareCycles"), "the tray icon in trayer")
         assert icon.width > 0 and icon.height > 0
-        window = desktop.wait_for(lambda: desktop.top_level("SpareCycles"), "the main window")[0]
         assert 'mode = "master"' in home.config_file.read_text()  # --mode is saved; no first-run question
+        time.sleep(0.5)
+        assert shown_windows(desktop) == [], "started at login, the app opens no window"
+        # A second start (the user runs SpareCycles from the menu) shows the first one's window.
+        second = subprocess.run([sys.executable, "-m", "trayapp"], env=env, capture_output=True, text=True,
+                                timeout=60)
+        assert second.returncode == 0 and "already running; showed its window" in second.stdout
+        window = desktop.wait_for(lambda: shown_windows(desktop), "the main window")[0]
 
         folder, params = make_job(tmp_path / "brian-sweep", SLOW_TASK,
                                   params=[{"rate_hz": r, "g_inh": g} for r in (40, 60, 80) for g in (5, 7)])
@@ -133,10 +144,6 @@ def test_real_app_runs_a_job_and_a_second_start_shows_it(desktop, home, tmp_path
         panel = desktop.find("panel")
         desktop.screenshot(SCREENSHOTS / "tray.png", panel.x - 8, 0, desktop.size[0] - panel.x + 8, panel.height + 4)
 
-        second = subprocess.run([sys.executable, "-m", "trayapp"], env=env, capture_output=True, text=True,
-                                timeout=60)
-        assert second.returncode == 0 and "already running; showed its window" in second.stdout
-        assert len(desktop.top_level("SpareCycles")) >= 1
         dispatcher = DispatcherLock(home.dispatcher_lock).holder()
         assert dispatcher and pid_alive(dispatcher)
     finally:

@@ -44,6 +44,12 @@ def launch_command() -> list[str]:
     return [str(Path(sys.executable).absolute()), "-m", "trayapp"]
 
 
+def login_command() -> list[str]:
+    """What starts at login: the tray app, straight into the tray. A lab PC's
+    user should not meet a window at every login; the icon is enough."""
+    return [*launch_command(), "--background"]
+
+
 @dataclass(frozen=True)
 class AutostartState:
     enabled: bool

@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     # --- tray app (issue 5) ---
     parser.add_argument("--mode", choices=("master", "slave"),
                         help="with no verb: start the tray app in this mode (saved in the settings)")
+    parser.add_argument("--background", action="store_true",
+                        help="with no verb: start the tray app in the tray, without opening its window "
+                             "(how the start at login runs it)")
     # --- end tray app ---
     verbs = parser.add_subparsers(dest="verb", metavar="VERB")
 
@@ -132,9 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # --- tray app (issue 5) ---
     if args.verb is None:
-        return start_tray_app(parser, args.mode)
-    if args.mode is not None:
-        parser.error("--mode goes with no verb (it starts the tray app in that mode)")
+        return start_tray_app(parser, args.mode, args.background)
+    if args.mode is not None or args.background:
+        parser.error("--mode and --background go with no verb (they start the tray app)")
     # --- end tray app ---
     try:
         return HANDLERS[args.verb](App.from_environment(), args)
@@ -146,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # --- tray app (issue 5) ---
-def start_tray_app(parser: argparse.ArgumentParser, mode: str | None) -> int:
+def start_tray_app(parser: argparse.ArgumentParser, mode: str | None, background: bool = False) -> int:
     """``sparecycles`` alone: the tray app (PyQt6, package ``ui``).
 
     Imported by name so that ``trayapp`` keeps importing on a machine without
@@ -162,7 +165,7 @@ def start_tray_app(parser: argparse.ArgumentParser, mode: str | None) -> int:
               file=sys.stderr)
         return EXIT_USER_ERROR
     try:
-        return tray.main(mode=mode)
+        return tray.main(mode=mode, background=background)
     except UserError as exc:
         print(f"sparecycles: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
@@ -408,11 +411,11 @@ def cmd_hosts(app: App, args) -> int:
 
 # --- deployment (issue 7) ---
 def cmd_autostart(app: App, args) -> int:
-    from trayapp.autostart import autostart_for_platform, launch_command
+    from trayapp.autostart import autostart_for_platform, login_command
 
     backend = autostart_for_platform()
     if args.action == "enable":
-        state = backend.enable(launch_command())
+        state = backend.enable(login_command())
     elif args.action == "disable":
         state = backend.disable()
     else:

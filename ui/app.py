@@ -9,7 +9,6 @@ then the tray, the window and the engine for the mode, run as a child process
 
 from __future__ import annotations
 
-import importlib
 import logging
 import signal
 import sys
@@ -63,12 +62,10 @@ class Autostart:
         self.backend, self.command = backend, command
 
     @classmethod
-    def for_platform(cls) -> "Autostart | None":
-        try:  # by name: the deployment work may not be in this installation
-            module = importlib.import_module("trayapp.autostart")
-        except ImportError:
-            return None
-        return cls(module.autostart_for_platform(), module.launch_command())
+    def for_platform(cls) -> "Autostart":
+        from trayapp import autostart
+
+        return cls(autostart.autostart_for_platform(), autostart.login_command())
 
     @property
     def where(self) -> str:
@@ -333,8 +330,9 @@ def choose_mode_first(home: Home, config: Config) -> Config | None:
     return save_changes(home, dialog.changes())
 
 
-def main(mode: str | None = None, argv: list[str] | None = None) -> int:
-    """Run the tray app until Quit; ``mode`` (from ``--mode``) is saved and skips the first-run question."""
+def main(mode: str | None = None, argv: list[str] | None = None, background: bool = False) -> int:
+    """Run the tray app until Quit; ``mode`` (from ``--mode``) is saved and skips the first-run
+    question; ``background`` (from ``--background``, the start at login) opens no window."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     home = Home.from_environment().ensure()
     config = load_config(home)
@@ -360,7 +358,8 @@ def main(mode: str | None = None, argv: list[str] | None = None) -> int:
         instance.showRequested.connect(app.show_window)
         keepalive = _quit_on_signals(app)  # noqa: F841 - the timer must live as long as the loop
         app.start()
-        app.show_window()
+        if not background:
+            app.show_window()
         code = qt.exec()
         executor.wait()
         return code

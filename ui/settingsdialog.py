@@ -24,7 +24,7 @@ POLICIES = (("kill", "Stop them at once (they run again elsewhere)"),
             ("suspend", "Suspend them; stop them only if I stay"))
 LENDING = (("auto", "Only while I am away"), ("off", "All the time (a dedicated compute PC)"))
 NOT_YET = "not in this version of SpareCycles yet"
-AUTOSTART_LATER = "coming with the installer"
+AUTOSTART_LATER = "not available in this window (it was opened without the login-start setting)"
 
 
 @dataclass(frozen=True)
