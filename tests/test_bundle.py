@@ -61,6 +61,8 @@ def test_build_makes_a_bundle_a_tarball_and_prints_figures(built):
     for figure in ("bundle size", "tarball size", "start to --version", "start to agent handshake",
                    "tray start to icon in the tray"):
         assert f"figure: {figure}" in output, output
+    assert "baseline: a bare PyQt6 tray icon" in output and "target: start to tray icon under 2 s -> " in output
+    assert "cold median" in output and "warm median" in output, output
 
 
 def test_bundle_prints_its_version(bundle, tmp_path):
@@ -156,7 +158,7 @@ def test_bundle_check_updates_offline_and_autostart_point_at_the_bundle(bundle, 
     out = subprocess.run([str(bundle), "autostart", "enable", "--json"], capture_output=True, text=True,
                          timeout=60, env=env)
     assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout)["command"] == [str(bundle.resolve())]
+    assert json.loads(out.stdout)["command"] == [str(bundle.resolve()), "--background"]
     entry = tmp_path / "xdg" / "autostart" / "sparecycles.desktop"
     subprocess.run(["desktop-file-validate", str(entry)], check=True, timeout=30)
 
