@@ -126,3 +126,58 @@ def test_a_key_press_preempts_the_desks_tasks_and_the_master_reruns_them_elsewhe
         outcomes = [o for (o,) in db.execute("SELECT outcome FROM attempts WHERE host='desk'")]
     assert outcomes.count("preempted") == 2, outcomes
     assert "the PC's user is back: stopped 2 task(s)" in desk.log()
+
+
+SPIN_TASK = """
+import json, os, sys, time
+p = json.loads(sys.argv[1])
+end = time.monotonic() + p["spin_s"]
+while time.monotonic() < end:  # a whole core, like a simulation
+    pass
+os.makedirs("results", exist_ok=True)
+json.dump(p, open("results/done.json", "w"))
+"""
+
+HOG = "import time\nend = time.monotonic() + 120\nwhile time.monotonic() < end:\n    pass\n"
+
+
+def test_the_desks_own_tasks_are_not_load_but_another_programs_are(pool, home, tmp_path, xvfb):
+    # The default threshold: lend while other programs use under half the CPU.
+    desk = pool.add_slave("desk", slots=2, config="idle_after_s = 1\nmax_foreign_cpu = 0.5\n", start=False)
+    desk.env["DISPLAY"] = xvfb.display
+    desk.start()
+    wait_until(lambda: "state: ready" in desk.log(), timeout=30, what="the desk to lend its PC")
+
+    # Two tasks keep both cores busy for 15 s, longer than the load average's
+    # 10 s time constant: counted as load, they would stop themselves.
+    params = [{"i": i, "spin_s": 15.0} for i in range(2)]
+    folder, params_file = make_job(tmp_path / "spin", SPIN_TASK, params=params)
+    job = json.loads(cli("submit", str(folder), "--params", str(params_file), "--no-start", "--json",
+                         check=True).stdout)
+    master = start_master("--no-local", "--until-idle", "1")
+    try:
+        assert master.wait(120) == 0
+    finally:
+        out = stop_process(master)
+    status = json.loads(cli("status", job["job"], "--json").stdout)
+    assert status["status"] == "done", out + desk.log()
+    with sqlite3.connect(home.queue_db) as db:
+        outcomes = [o for (o,) in db.execute("SELECT outcome FROM attempts")]
+    assert outcomes == ["succeeded", "succeeded"], (outcomes, desk.log())
+    assert "other programs use" not in desk.log()
+
+    # The same load from programs that are not its tasks: the desk stops lending.
+    import subprocess
+    import sys
+
+    hogs = [subprocess.Popen([sys.executable, "-c", HOG]) for _ in range(2)]
+    try:
+        wait_until(lambda: "other programs use" in desk.log(), timeout=40, what="the desk to see the load")
+        assert "(lending below 50%)" in desk.log()
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait(10)
+    # With hysteresis: lending again once the load has fallen well below the threshold.
+    after = len(desk.log())
+    wait_until(lambda: "state: ready" in desk.log()[after:], timeout=60, what="the desk to lend again")
