@@ -209,6 +209,17 @@ def start_master(*extra: str, env: dict | None = None) -> subprocess.Popen:
                             stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})})
 
 
+def run_master_to_the_end(job_id: str, timeout: float = 120) -> tuple[dict, str]:
+    """``master --no-local --until-idle 1`` until the queue is idle: the job's
+    ``status --json`` and the master's output."""
+    master = start_master("--no-local", "--until-idle", "1")
+    try:
+        assert master.wait(timeout) == 0
+    finally:
+        out = stop_process(master)
+    return json.loads(cli("status", job_id, "--json").stdout), out
+
+
 def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 30) -> str:
     if proc.poll() is None:
         proc.send_signal(sig)

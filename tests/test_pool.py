@@ -7,7 +7,7 @@ import os
 import signal
 from pathlib import Path
 
-from conftest import cli, make_job, start_master, stop_process, wait_until
+from conftest import cli, make_job, run_master_to_the_end, start_master, stop_process, wait_until
 
 # Records which slave ran it: a slave daemon's tasks inherit its SPARECYCLES_HOME.
 WHERE_TASK = """
@@ -167,12 +167,7 @@ def test_a_real_brian_task_runs_through_the_pool(pool, tmp_path):
     params.write_text(json.dumps([{"input_rate_hz": 40, "g_inh": 7, "duration_ms": 300},
                                   {"input_rate_hz": 75, "g_inh": 5, "duration_ms": 300}]))
     job = submit(demo, params)
-    master = start_master("--no-local", "--until-idle", "1")
-    try:
-        assert master.wait(180) == 0
-    finally:
-        out = stop_process(master)
-    status = json.loads(cli("status", job["job"], "--json").stdout)
+    status, out = run_master_to_the_end(job["job"], timeout=180)
     assert status["status"] == "done", out
     low = json.loads((Path(job["results"]) / "0" / "summary.json").read_text())["rate_hz"]
     high = json.loads((Path(job["results"]) / "1" / "summary.json").read_text())["rate_hz"]
@@ -191,12 +186,7 @@ def test_a_slave_that_cannot_meet_a_jobs_requirements_declines_it(pool, tmp_path
     folder, params = make_job(tmp_path / "needs-brian", WHERE_TASK, params=[{"i": i} for i in range(4)],
                               extra_files={"sparecycles.toml": 'requires = ["brian2 >= 2.5"]\n'})
     job = submit(folder, params)
-    master = start_master("--no-local", "--until-idle", "1")
-    try:
-        assert master.wait(120) == 0
-    finally:
-        out = stop_process(master)
-    status = json.loads(cli("status", job["job"], "--json").stdout)
+    status, out = run_master_to_the_end(job["job"], timeout=120)
     assert status["status"] == "done", out
     homes = {json.loads((Path(job["results"]) / str(i) / "where.json").read_text())["home"] for i in range(4)}
     assert homes == {str(new.home)}, "only the slave with Brian may run the job"

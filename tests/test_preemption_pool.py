@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import cli, make_job, pid_alive, start_master, stop_process, wait_until
+from conftest import cli, make_job, pid_alive, run_master_to_the_end, start_master, stop_process, wait_until
 from desktop import Xvfb, needs_xvfb
 
 pytestmark = needs_xvfb
@@ -154,12 +154,7 @@ def test_the_desks_own_tasks_are_not_load_but_another_programs_are(pool, home, t
     folder, params_file = make_job(tmp_path / "spin", SPIN_TASK, params=params)
     job = json.loads(cli("submit", str(folder), "--params", str(params_file), "--no-start", "--json",
                          check=True).stdout)
-    master = start_master("--no-local", "--until-idle", "1")
-    try:
-        assert master.wait(120) == 0
-    finally:
-        out = stop_process(master)
-    status = json.loads(cli("status", job["job"], "--json").stdout)
+    status, out = run_master_to_the_end(job["job"], timeout=120)
     assert status["status"] == "done", out + desk.log()
     with sqlite3.connect(home.queue_db) as db:
         outcomes = [o for (o,) in db.execute("SELECT outcome FROM attempts")]
