@@ -7,6 +7,8 @@ import os
 import time
 from pathlib import Path
 
+import psutil
+
 from conftest import ECHO_TASK, BackgroundDispatcher, cli, make_job, pid_alive, run_dispatcher, wait_until
 
 from trayapp.config import Config
@@ -150,9 +152,10 @@ def test_task_that_never_ends_is_stopped_at_its_time_limit(app, tmp_path):
 
 def test_task_runs_at_low_priority_in_its_own_session(app, tmp_path):
     body = """
-    import json, os
+    import json, os, psutil
     os.makedirs("results", exist_ok=True)
     json.dump({"nice": os.nice(0), "sid": os.getsid(0), "pid": os.getpid(), "ppid": os.getppid(),
+               "ionice": int(psutil.Process().ionice().ioclass),
                "threads": os.environ.get("OMP_NUM_THREADS")}, open("results/me.json", "w"))
     """
     folder, _ = make_job(tmp_path / "prio", body)
@@ -160,6 +163,7 @@ def test_task_runs_at_low_priority_in_its_own_session(app, tmp_path):
     run_dispatcher(app)
     me = json.loads((Path(app.store.job(job.id).results_dir) / "0" / "me.json").read_text())
     assert me["nice"] >= os.nice(0) + 10
+    assert me["ionice"] == int(psutil.IOPRIO_CLASS_IDLE), "its disk use waits for the PC's user"
     assert me["sid"] != os.getsid(0)
     assert me["threads"] == "1"
 
@@ -232,6 +236,25 @@ def test_slots_limit_how_many_tasks_run_at_once(app, tmp_path):
         overlapping = sum(1 for s, e in spans if s <= start < e)
         assert overlapping <= 2
     assert max(sum(1 for s, e in spans if s <= start < e) for start, _ in spans) == 2
+
+
+def test_slots_default_to_one_per_core(app, tmp_path):
+    cores = len(os.sched_getaffinity(0))
+    app.config = Config(poll_interval_s=0.05)  # slots = 0: the default
+    assert app.config.slots == 0 and app.config.effective_slots == cores
+    body = """
+    import json, os, time
+    start = time.time(); time.sleep(0.5)
+    os.makedirs("results", exist_ok=True)
+    json.dump([start, time.time()], open("results/span.json", "w"))
+    """
+    n = 2 * cores + 1
+    folder, params_file = make_job(tmp_path / "cores", body, params=[{}] * n)
+    job = submit(app, folder, params_file)
+    run_dispatcher(app)
+    spans = [json.loads((Path(app.store.job(job.id).results_dir) / str(i) / "span.json").read_text())
+             for i in range(n)]
+    assert max(sum(1 for s, e in spans if s <= start < e) for start, _ in spans) == cores
 
 
 def test_retry_verb_reruns_failed_tasks_and_keeps_old_output(app, tmp_path):

@@ -156,3 +156,29 @@ def test_many_processes_claim_and_submit_at_once_without_losing_or_doubling(tmp_
     assert len(claimed) == len(set(claimed)), "a task was claimed twice"
     assert len(claimed) == total, "a task was never claimed"
     assert all(j.status is JobStatus.DONE for j in jobs)
+
+
+def test_every_change_leaves_an_event_in_order(store, tmp_path):
+    job = add(store, tmp_path, 2, retries=1)
+    first, second = store.claim("lab-07", 2)
+    store.mark_running(first.attempt_id, 1, 0.0)
+    store.note_running_task(first.attempt_id, "results wait: disk full")
+    store.finish_attempt(first.attempt_id, AttemptOutcome.SUCCEEDED, exit_code=0)
+    store.finish_attempt(second.attempt_id, AttemptOutcome.EXITED, exit_code=1, message="exit code 1")
+    (again,) = store.claim("local", 1)
+    # Its "started" was lost (a master killed in between): the report that it succeeded still counts.
+    assert store.finish_attempt(again.attempt_id, AttemptOutcome.SUCCEEDED, exit_code=0) is TaskStatus.DONE
+    events = [(r["kind"], r["job_seq"], r["idx"], r["detail"]) for r in
+              store._db.execute("SELECT kind, job_seq, idx, detail FROM events ORDER BY id")]
+    seq = job.seq
+    assert events == [
+        ("submitted", seq, None, f"2 tasks from {tmp_path}"),
+        ("job_running", seq, None, None),
+        ("note", seq, 0, "results wait: disk full"),
+        ("succeeded", seq, 0, None),
+        ("exited", seq, 1, "exit code 1"),  # one retry left: queued again
+        ("succeeded", seq, 1, None),
+        ("job_done", seq, None, None),
+    ]
+    # The note was the task's message only while it ran.
+    assert [t.message for t in store.tasks(seq)] == [None, None]

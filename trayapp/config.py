@@ -18,6 +18,10 @@ from trayapp.home import Home
 
 
 def _default_slots() -> int:
+    """One slot per core this process may use: the affinity mask where the OS
+    has one (a container or `taskset` may allow fewer cores than the machine has)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
     return os.cpu_count() or 1
 
 

@@ -430,6 +430,10 @@ class Store:
                 failures += 1
                 retries = db.execute("SELECT retries FROM jobs WHERE seq=?", (seq,)).fetchone()[0]
                 new = TaskStatus.QUEUED if failures <= retries else TaskStatus.FAILED
+            if new is TaskStatus.DONE and task["status"] == TaskStatus.DISPATCHED.value:
+                # It ran: the host's report says so, though its "started" never
+                # reached the queue (a master killed in between, then reconciled).
+                self._set_task(seq, idx, TaskStatus.RUNNING)
             self._set_task(seq, idx, new, outcome=outcome.value, exit_code=exit_code, message=message,
                            failures=failures)
             self._event(outcome.value, seq, idx, message)
