@@ -134,6 +134,9 @@ def main() -> int:
               f"({share * args.seconds * 1000:7.1f} ms CPU in {args.seconds:g} s)")
     print(f"  the watching costs {max(0.0, quiet['monitor on'] - quiet['monitor off']) * 100:.3f} % of one core "
           "more than not watching")
+    on = quiet["monitor on"] * 100
+    print(f"target: the waiting slave daemon with its monitor under 0.5 % of one core -> "
+          f"{'MET' if on < 0.5 else 'NOT MET'} ({on:.3f} %)")
     if busy is not None:
         for name, share in busy.items():
             print(f"  mouse moving 50/s   {name:<12} {share * 100:6.3f} % of one core  ({moves} moves)")

@@ -33,7 +33,6 @@ import json
 import os
 import secrets
 import select
-import socket
 import statistics
 import subprocess
 import sys
@@ -46,9 +45,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from _common import PYTHON, bench_workspace, home_env  # noqa: E402
 from desktop import Xvfb  # noqa: E402
+from realparts import ProtocolPeer  # noqa: E402
 
 from trayapp.archive import pack  # noqa: E402
-from trayapp.protocol import LineBuffer, decode, encode  # noqa: E402
 
 ROLES = ("main", "child", "grandchild", "setsid")
 CONDOR_POLLING_INTERVAL_S = 5.0
@@ -73,38 +72,11 @@ time.sleep(3600)
 """
 
 
-class Master:
+def master_session(path: Path) -> ProtocolPeer:
     """A master's session into the slave daemon's socket."""
-
-    def __init__(self, path: Path):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(30)
-        self.sock.connect(str(path))
-        self._inbox, self._unread = LineBuffer(), []
-        self.send("hello", master=secrets.token_hex(8), name="preemption benchmark")
-        self.state = self.expect("hello")["state"]
-
-    def send(self, kind: str, **fields) -> None:
-        self.sock.sendall(encode(kind, **fields))
-
-    def expect(self, *kinds: str) -> dict:
-        while True:
-            for i, message in enumerate(self._unread):
-                if message["type"] in kinds:
-                    return self._unread.pop(i)
-            data = self.sock.recv(65536)
-            if not data:
-                raise RuntimeError("the slave daemon closed the connection")
-            for line in self._inbox.feed(data):
-                message = decode(line)
-                if message["type"] == "state":
-                    self.state = message["state"]
-                self._unread.append(message)
-
-    def wait_state(self, state: str) -> None:
-        while self.state != state:
-            self.expect("state")
-        self._unread = [m for m in self._unread if m["type"] != "state"]
+    peer = ProtocolPeer(path=path, timeout=30)
+    peer.hello(secrets.token_hex(8), "preemption benchmark")
+    return peer
 
 
 def watch_until_gone(pids: list[int], timeout: float = 10.0) -> float:
@@ -172,7 +144,7 @@ def run_trials(root: Path, processes, xvfb: Xvfb, observer: Observer, trials: in
         if time.monotonic() > deadline or daemon.poll() is not None:
             raise RuntimeError("the slave daemon did not start:\n" + log.read_text())
         time.sleep(0.05)
-    master = Master(sock)
+    master = master_session(sock)
     job = root / f"job-{name}"
     job.mkdir()
     (job / "main.py").write_text(TREE_TASK)

@@ -17,7 +17,6 @@ import logging
 import os
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -28,12 +27,13 @@ import keyring.backend
 import pytest
 from conftest import ECHO_TASK, cli, make_job, pid_alive, run_dispatcher, wait_until
 from fakes import fake_agent
+from realparts import ProtocolPeer
 
 from trayapp.archive import pack, sha256_of
 from trayapp.availability import SlaveState
 from trayapp.job import submit_job
 from trayapp.links import LocalLink, LocalSlave
-from trayapp.protocol import MAX_LINE, LineBuffer, decode, encode
+from trayapp.protocol import MAX_LINE, encode
 from trayapp.slave import SlaveEngine, SlaveSettings
 from trayapp.spool import Spool
 from trayapp.ssh import (
@@ -47,7 +47,6 @@ from trayapp.ssh import (
 from trayapp.store import Store
 
 FAKE_AGENT = Path(fake_agent.__file__)
-MASTER_ID = "0123456789abcdef"
 HOSTILE_KINDS = ["dotdot", "absolute", "symlink", "hardlink", "device"]
 
 
@@ -165,59 +164,6 @@ def engine(tmp_path):
     runner = LocalSlave(eng).start()
     yield eng
     runner.stop()
-
-
-class Peer:
-    """One session into a slave engine over a socket pair, as a master would hold it."""
-
-    def __init__(self, engine: SlaveEngine, timeout: float = 10.0):
-        self.sock, theirs = socket.socketpair()
-        self.sock.settimeout(timeout)
-        engine.add_connection(theirs)
-        self._inbox = LineBuffer()
-        self._unread: list[dict] = []
-
-    def send(self, kind: str, **fields) -> None:
-        self.sock.sendall(encode(kind, **fields))
-
-    def expect(self, *kinds: str) -> dict:
-        """The next message of one of these kinds (others stay unread)."""
-        while True:
-            for i, message in enumerate(self._unread):
-                if message["type"] in kinds:
-                    return self._unread.pop(i)
-            data = self.sock.recv(65536)
-            if not data:
-                raise AssertionError(f"the engine closed the connection while we waited for {kinds}; "
-                                     f"unread: {self._unread}")
-            self._unread += [decode(line) for line in self._inbox.feed(data)]
-
-    def hello(self) -> dict:
-        self.send("hello", master=MASTER_ID, name="test master")
-        return self.expect("hello")
-
-    def upload(self, archive: Path, sha: str | None = None) -> dict:
-        """Send an archive the way a master does; returns the engine's verdict."""
-        sha = sha or sha256_of(archive)
-        self.send("need_archive", sha=sha)
-        reply = self.expect("archive")
-        assert reply["present"] is False, reply
-        shutil.copyfile(archive, reply["upload_path"])
-        self.send("archive_uploaded", sha=sha, path=reply["upload_path"])
-        verdict = self.expect("archive_ok", "archive_bad")
-        assert verdict["sha"] == sha, verdict
-        return verdict
-
-    def closed_by_engine(self) -> bool:
-        """True once the engine has closed this session (recv gives b"")."""
-        try:
-            while self.sock.recv(65536):
-                pass
-        except socket.timeout:
-            return False
-        except ConnectionResetError:
-            pass
-        return True
 
 
 # ===== 1-3: host keys ========================================================================
@@ -477,7 +423,7 @@ def test_hostile_job_archive_is_declined_for_good_by_the_slave(engine, tmp_path,
     fake_agent.craft_archive(kind, hostile, canaries, dotdot="../../../escape.txt",
                              normal={"main.py": b"print('hi')\n"})
     sha = sha256_of(hostile)
-    peer = Peer(engine)
+    peer = ProtocolPeer(engine)
     peer.hello()
     assert peer.upload(hostile, sha)["type"] == "archive_ok"  # intact bytes: only unpacking can tell
     peer.send("start", token="ab" * 8, job="j1", idx=0, params={}, main="main.py", archive_sha=sha)
@@ -579,7 +525,7 @@ def test_archive_damaged_on_the_slaves_disk_is_declined_and_sent_again(app, tmp_
     seed = SlaveEngine(spool, SlaveSettings(slots=1, python=sys.executable), slave_id="e" * 16)
     runner = LocalSlave(seed).start()
     try:
-        peer = Peer(seed)
+        peer = ProtocolPeer(seed)
         peer.hello()
         assert peer.upload(Path(job.archive_path), job.archive_sha)["type"] == "archive_ok"
         peer.sock.close()
@@ -614,9 +560,9 @@ def test_archive_damaged_on_the_slaves_disk_is_declined_and_sent_again(app, tmp_
 ], ids=["not-json", "version-99", "not-an-object", "before-hello", "runaway-line"])
 def test_engine_closes_a_session_that_sends_garbage_and_serves_the_others(engine, caplog, garbage, logged):
     caplog.set_level(logging.WARNING, logger="trayapp.slave")
-    good = Peer(engine)
+    good = ProtocolPeer(engine)
     assert good.hello()["slave"] == "e" * 16
-    bad = Peer(engine)
+    bad = ProtocolPeer(engine)
     try:
         bad.sock.sendall(garbage)
     except (BrokenPipeError, ConnectionResetError):
@@ -627,7 +573,7 @@ def test_engine_closes_a_session_that_sends_garbage_and_serves_the_others(engine
     # The well-behaved session is untouched, and so is a new one.
     good.send("sync")
     assert good.expect("tasks")["tasks"] == []
-    assert Peer(engine).hello()["slave"] == "e" * 16
+    assert ProtocolPeer(engine).hello()["slave"] == "e" * 16
 
 
 @pytest.mark.parametrize("mode, phrase", [

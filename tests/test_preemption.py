@@ -13,25 +13,23 @@ every one of them; a process is dead when it is gone or a zombie.
 from __future__ import annotations
 
 import secrets
-import socket
 import sys
 import time
 from pathlib import Path
 
 import pytest
 from conftest import make_job, pid_alive, wait_until
+from realparts import ProtocolPeer
 
 from trayapp.archive import pack
 from trayapp.availability import SlaveState
 from trayapp.cgroup import TaskCgroups
 from trayapp.links import LocalSlave
 from trayapp.preemption import kill_trees
-from trayapp.protocol import LineBuffer, decode, encode
 from trayapp.slave import SlaveEngine, SlaveSettings
 from trayapp.spool import Spool
 from trayapp.status import AttemptOutcome
 
-MASTER_ID = "0123456789abcdef"
 ROLES = {"main", "child", "grandchild", "setsid", "orphan"}
 
 TREE_TASK = """
@@ -66,28 +64,12 @@ beat_forever("main")
 """
 
 
-class Master:
+class Master(ProtocolPeer):
     """One master's session into the engine, over a socket pair."""
 
     def __init__(self, engine: SlaveEngine):
-        self.sock, theirs = socket.socketpair()
-        self.sock.settimeout(20)
-        engine.add_connection(theirs)
-        self._inbox, self._unread = LineBuffer(), []
-        self.send("hello", master=MASTER_ID, name="test master")
-        self.expect("hello")
-
-    def send(self, kind: str, **fields) -> None:
-        self.sock.sendall(encode(kind, **fields))
-
-    def expect(self, *kinds: str) -> dict:
-        while True:
-            for i, message in enumerate(self._unread):
-                if message["type"] in kinds:
-                    return self._unread.pop(i)
-            data = self.sock.recv(65536)
-            assert data, f"the engine closed the session while we waited for {kinds}"
-            self._unread += [decode(line) for line in self._inbox.feed(data)]
+        super().__init__(engine, timeout=20)
+        self.hello()
 
     def start_tree_task(self, archive, pids: Path, idx: int) -> str:
         pids.mkdir(parents=True, exist_ok=True)
@@ -124,12 +106,7 @@ def archive(tmp_path):
 
 
 def upload(master: Master, archive) -> None:
-    master.send("need_archive", sha=archive.sha256)
-    reply = master.expect("archive")
-    if not reply["present"]:
-        Path(reply["upload_path"]).write_bytes(Path(archive.path).read_bytes())
-        master.send("archive_uploaded", sha=archive.sha256, path=reply["upload_path"])
-        assert master.expect("archive_ok", "archive_bad")["type"] == "archive_ok"
+    assert master.upload(Path(archive.path), archive.sha256)["type"] in ("archive_ok", "archive")
 
 
 def tree_pids(folder: Path) -> dict[str, int]:

@@ -3,40 +3,21 @@
 from __future__ import annotations
 
 import json
-import socket
 import threading
 
 import pytest
+from realparts import ProtocolPeer
 
-from trayapp.protocol import LineBuffer, decode, encode
+from trayapp.protocol import encode
 from trayapp.slave import SlaveEngine, SlaveSettings
 from trayapp.spool import Spool
 
 
-class FakeMaster:
-    """A master reduced to its socket: sends protocol lines, reads replies."""
-
-    def __init__(self, engine: SlaveEngine, master_id: str, name: str):
-        self.sock, theirs = socket.socketpair()
-        self.sock.settimeout(10)
-        self.inbox = LineBuffer()
-        self.pending: list[dict] = []
-        engine.add_connection(theirs)
-        self.send("hello", master=master_id, name=name)
-        assert self.expect("hello")["type"] == "hello"
-
-    def send(self, kind: str, **fields) -> None:
-        self.sock.sendall(encode(kind, **fields))
-
-    def expect(self, kind: str, **match) -> dict:
-        while True:
-            while self.pending:
-                message = self.pending.pop(0)
-                if message["type"] == kind and all(message.get(k) == v for k, v in match.items()):
-                    return message
-            data = self.sock.recv(65536)
-            assert data, f"connection closed while waiting for {kind}"
-            self.pending += [decode(line) for line in self.inbox.feed(data)]
+def master_session(engine: SlaveEngine, master_id: str, name: str) -> ProtocolPeer:
+    """A master reduced to its socket, said hello."""
+    peer = ProtocolPeer(engine)
+    peer.hello(master_id, name)
+    return peer
 
 
 @pytest.fixture
@@ -54,8 +35,8 @@ def engine(tmp_path):
 
 
 def test_caps_and_weights_configured_by_master_name_apply(engine):
-    greedy = FakeMaster(engine, "1111111111111111", "greedy@pc")
-    other = FakeMaster(engine, "2222222222222222", "head@pc")
+    greedy = master_session(engine, "1111111111111111", "greedy@pc")
+    other = master_session(engine, "2222222222222222", "head@pc")
     greedy.send("demand", queued=50)
     assert greedy.expect("grant")["n"] == 1
     # Capped at one slot: the second slot is not granted to greedy, even idle...
@@ -70,10 +51,10 @@ def test_caps_and_weights_configured_by_master_name_apply(engine):
 
 
 def test_released_grants_go_to_someone_else_at_once(engine):
-    first = FakeMaster(engine, "3333333333333333", "a@pc")
+    first = master_session(engine, "3333333333333333", "a@pc")
     first.send("demand", queued=2)
     first.expect("grant"), first.expect("grant")
-    second = FakeMaster(engine, "4444444444444444", "b@pc")
+    second = master_session(engine, "4444444444444444", "b@pc")
     second.send("demand", queued=1)
     # Another host took first's work: like a real master, it hands the slots
     # back and lowers its demand in one go.
@@ -82,7 +63,7 @@ def test_released_grants_go_to_someone_else_at_once(engine):
 
 
 def test_pause_donate_resume_through_the_control_message(engine):
-    user = FakeMaster(engine, "0000000000c0de00", "this PC's user")
+    user = master_session(engine, "0000000000c0de00", "this PC's user")
     user.send("control", action="pause", until=None)
     state = user.expect("state", control="pause")
     assert state["state"] == "paused" and state["reason"] == "paused until resumed"
@@ -107,7 +88,7 @@ def test_brian_updated_in_the_task_environment_reaches_the_masters_without_a_res
     thread = threading.Thread(target=eng.serve, kwargs={"poll_s": 0.05}, daemon=True)
     thread.start()
     try:
-        master = FakeMaster(engine=eng, master_id="3333333333333333", name="m@pc")
+        master = master_session(engine=eng, master_id="3333333333333333", name="m@pc")
         assert eng.versions["brian"] is None
         site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
                               capture_output=True, text=True, check=True).stdout.strip()
