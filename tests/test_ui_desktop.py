@@ -95,6 +95,26 @@ def test_icon_is_embedded_and_right_click_opens_the_menu(desktop, home, tmp_path
     assert report["shot"] and shot.stat().st_size > 1000
 
 
+def test_started_before_the_desktop_has_a_tray_the_app_waits_and_shows_its_icon_when_one_comes(tmp_path, home):
+    desktop = Desktop(tmp_path / "late-tray").start(tray=False)  # a login where the panel comes up late
+    env = desktop.env(SPARECYCLES_HOME=str(home.data_dir))
+    app = subprocess.Popen([sys.executable, "-m", "trayapp", "--mode", "slave", "--background"], env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        time.sleep(3)
+        assert app.poll() is None, "with no tray yet, the app must wait, not exit"
+        assert desktop.embedded_in_tray("SpareCycles") is None
+        desktop.start_tray()
+        icon = desktop.wait_for(lambda: desktop.embedded_in_tray("SpareCycles"), "the icon in the late tray")
+        assert icon.width > 0 and icon.height > 0
+    finally:
+        if app.poll() is None:
+            app.send_signal(signal.SIGTERM)
+        out, _ = app.communicate(timeout=60)
+        desktop.stop()
+    assert app.returncode == 0, out
+
+
 SLOW_TASK = """
 import time
 time.sleep(4)

@@ -132,7 +132,8 @@ class Desktop:
 
     # ----- life ---------------------------------------------------------------------------
 
-    def start(self) -> "Desktop":
+    def start(self, *, tray: bool = True) -> "Desktop":
+        """Xvfb, and (``tray``) trayer on it."""
         self.folder.mkdir(parents=True, exist_ok=True)
         read_fd, write_fd = os.pipe()
         w, h = self.size
@@ -145,22 +146,26 @@ class Desktop:
         if not number:
             raise RuntimeError(f"Xvfb did not start: {(self.folder / 'xvfb.log').read_text()}")
         self.display = f":{number}"
-        try:
-            # trayer now and then comes up without its panel on a display that
-            # has just started; a second try gets it.
-            for attempt in range(3):
-                self._start_trayer()
-                try:
-                    self.wait_for(lambda: self.find(name="panel"), "trayer's panel", timeout=10)
-                    return self
-                except AssertionError:
-                    if attempt == 2:
-                        raise AssertionError(f"trayer showed no panel; its log: "
-                                             f"{(self.folder / 'trayer.log').read_text()}") from None
-        except BaseException:
-            self.stop()
-            raise
+        if tray:
+            try:
+                self.start_tray()
+            except BaseException:
+                self.stop()
+                raise
         return self
+
+    def start_tray(self) -> None:
+        # trayer now and then comes up without its panel on a display that
+        # has just started; a second try gets it.
+        for attempt in range(3):
+            self._start_trayer()
+            try:
+                self.wait_for(lambda: self.find(name="panel"), "trayer's panel", timeout=10)
+                return
+            except AssertionError:
+                if attempt == 2:
+                    raise AssertionError(f"trayer showed no panel; its log: "
+                                         f"{(self.folder / 'trayer.log').read_text()}") from None
 
     def _start_trayer(self) -> None:
         self._stop_process(self._trayer)
