@@ -115,6 +115,33 @@ def test_started_before_the_desktop_has_a_tray_the_app_waits_and_shows_its_icon_
     assert app.returncode == 0, out
 
 
+def test_first_start_asks_master_or_slave_and_saves_the_answer(desktop, home):
+    env = desktop.env(SPARECYCLES_HOME=str(home.data_dir))
+    app = subprocess.Popen([sys.executable, "-m", "trayapp"], env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True)
+    try:
+        dialog = desktop.wait_for(lambda: [w for w in desktop.top_level("Welcome to SpareCycles")
+                                           if desktop.is_viewable(w.id)], "the first-run question")[0]
+        assert not home.config_file.exists() or "mode" not in home.config_file.read_text()
+        # The user answers with the keyboard: "slave", idle after 2 min, then OK.
+        subprocess.run(["xdotool", "windowfocus", "--sync", dialog.id], env=env, check=True, timeout=20)
+        desktop.key("Down")  # from "master" to "slave"
+        desktop.key("Tab")  # to the idle time
+        desktop.key("ctrl+a")
+        for key in ("2", "Return"):
+            desktop.key(key)
+        config = desktop.wait_for(lambda: home.config_file.exists() and "mode" in home.config_file.read_text()
+                                  and home.config_file.read_text(), "the answer to be saved")
+        assert 'mode = "slave"' in config and "idle_after_s = 120.0" in config, config
+        # The slave-mode app runs: its icon comes up in the tray.
+        desktop.wait_for(lambda: desktop.embedded_in_tray("SpareCycles"), "the tray icon")
+    finally:
+        if app.poll() is None:
+            app.send_signal(signal.SIGTERM)
+        out, _ = app.communicate(timeout=60)
+    assert app.returncode == 0, out
+
+
 SLOW_TASK = """
 import time
 time.sleep(4)
