@@ -108,9 +108,10 @@ def test_first_run_dialog_asks_master_or_slave(qtbot, home):
     assert (load_config(home).mode, load_config(home).slots) == ("slave", 2)
 
 
-def test_mode_option_goes_with_no_verb_only(home):
-    result = cli("--mode", "slave", "status")
-    assert result.returncode == 2 and "--mode goes with no verb" in result.stderr
+def test_mode_and_background_options_go_with_no_verb_only(home):
+    for option in (("--mode", "slave"), ("--background",)):
+        result = cli(*option, "status")
+        assert result.returncode == 2 and "--mode and --background go with no verb" in result.stderr
     assert cli("--mode", "boss").returncode == 2
 
 
