@@ -180,6 +180,7 @@ def test_donating_keeps_tasks_running_while_the_user_is_there(engine, archive, t
     (tree,) = wait_for_trees([folder])
     engine.report_idle(False, "the PC's user is active")
     wait_until(lambda: engine.state is SlaveState.DONATING, what="the donating state")
+    assert master.expect("state", state="donating")["reason"] == "lent by its user until resumed"
     time.sleep(0.2)
     assert all(pid_alive(p) for p in tree.values())
     engine.resume()  # the donation ends while the user is at the PC: now they stop

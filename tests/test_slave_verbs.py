@@ -48,7 +48,8 @@ def test_pause_for_a_while_then_it_lends_again_by_itself(slave):
 def test_donate_for_a_while_ends_by_itself_and_resume_ends_it_at_once(slave):
     donating = as_json(verb(slave.home, "donate", "--for", "30m", "--json"))
     assert donating["donating"] and donating["donating_until"] > time.time() + 1700
-    assert "until" in verb(slave.home, "donate", "--for", "30m").stdout
+    until = time.strftime("%H:%M", time.localtime(donating["donating_until"]))
+    assert f"(lent by its user until {until})" in verb(slave.home, "donate", "--for", "30m").stdout
     resumed = as_json(verb(slave.home, "resume", "--json"))
     assert not resumed["donating"] and resumed["state"] == "ready"
     short = as_json(verb(slave.home, "donate", "--for", "1s", "--json"))

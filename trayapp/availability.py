@@ -85,6 +85,15 @@ class Availability:
     def donating(self) -> bool:
         return self.donating_until is not None
 
+    @property
+    def donating_reason(self) -> str | None:
+        """Why a donating slave works while its user is there (hosts lists show it)."""
+        if self.donating_until is None:
+            return None
+        if math.isinf(self.donating_until):
+            return "lent by its user until resumed"
+        return "lent by its user until " + time.strftime("%H:%M", time.localtime(self.donating_until))
+
     # ----- the user's verbs (tray menu and CLI) ---------------------------------------
 
     def pause(self, until: float | None = None) -> None:

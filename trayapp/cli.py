@@ -382,8 +382,10 @@ def describe_slave_state(state: dict) -> str:
     text = f"slave: {state['state']}"
     if state.get("reason"):
         text += f" ({state['reason']})"
-    if state.get("donating") and state.get("donating_until"):
-        text += " until " + time.strftime("%H:%M", time.localtime(state["donating_until"]))
+    if state.get("donating") and state["state"] != "donating":  # lent, though its user is away anyway
+        until = state.get("donating_until")
+        text += " (lent by its user until " + (time.strftime("%H:%M", time.localtime(until)) if until
+                                                else "resumed") + ")"
     text += f", {state['running']} of {state['slots']} slots busy"
     usage = state.get("usage") or {}
     total = sum(usage.values())

@@ -35,7 +35,7 @@ from typing import Callable
 
 from trayapp import __version__
 from trayapp.archive import ChecksumMismatchError, UnsafeArchiveError, ensure_unpacked
-from trayapp.availability import Availability
+from trayapp.availability import Availability, SlaveState
 from trayapp.fairshare import FairShare
 from trayapp.proctree import kill_tree, processes_with_marker, same_process
 from trayapp.protocol import (
@@ -145,7 +145,8 @@ class SlaveEngine(Availability):
         finite = lambda t: None if t is None or math.isinf(t) else t  # noqa: E731 - JSON has no infinity
         names = {s.master: s.name for s in self.sessions.values() if s.master}
         return {"state": self.state.value,
-                "reason": self.problem or self.paused_reason or self.waiting_reason,  # waiting_reason: issue 4
+                "reason": (self.problem or self.paused_reason or self.waiting_reason
+                           or (self.donating_reason if self.state is SlaveState.DONATING else None)),
                 "slots": self.settings.slots,
                 "running": len(self.running), "running_by_master": per_master, "usage": usage,
                 "master_names": names, "paused": self.paused_until is not None,
