@@ -75,11 +75,7 @@ class Availability:
 
     @property
     def paused_reason(self) -> str | None:
-        if self.paused_until is None:
-            return None
-        if math.isinf(self.paused_until):
-            return "paused until resumed"
-        return "paused until " + time.strftime("%H:%M", time.localtime(self.paused_until))
+        return _until("paused", self.paused_until)
 
     @property
     def donating(self) -> bool:
@@ -88,11 +84,7 @@ class Availability:
     @property
     def donating_reason(self) -> str | None:
         """Why a donating slave works while its user is there (hosts lists show it)."""
-        if self.donating_until is None:
-            return None
-        if math.isinf(self.donating_until):
-            return "lent by its user until resumed"
-        return "lent by its user until " + time.strftime("%H:%M", time.localtime(self.donating_until))
+        return _until("lent by its user", self.donating_until)
 
     # ----- the user's verbs (tray menu and CLI) ---------------------------------------
 
@@ -188,3 +180,12 @@ class Availability:
             for token in self.cgroups.tokens():
                 if token not in self.running:
                     self.cgroups.release(token)
+
+
+def _until(what: str, until: float | None) -> str | None:
+    """``what`` until a time of day, or until resumed (math.inf); None if not at all."""
+    if until is None:
+        return None
+    if math.isinf(until):
+        return f"{what} until resumed"
+    return f"{what} until " + time.strftime("%H:%M", time.localtime(until))
