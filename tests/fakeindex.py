@@ -121,3 +121,34 @@ class FakeIndex:
         self.server.shutdown()
         self.server.server_close()
         self.thread.join(5)
+
+
+class SilentIndex:
+    """A package index that accepts connections and never answers: a network
+    that drops packets silently, or a mirror that hangs. On 127.0.0.1."""
+
+    def __init__(self):
+        self._server = socket.socket()
+        self._server.bind(("127.0.0.1", 0))
+        self._server.listen(16)
+        self.url = f"http://127.0.0.1:{self._server.getsockname()[1]}/simple/"
+        self._held: list = []
+        self._thread = threading.Thread(target=self._hold, daemon=True)
+
+    def _hold(self) -> None:
+        while True:
+            try:
+                conn, _ = self._server.accept()
+            except OSError:
+                return  # closed
+            self._held.append(conn)  # read nothing, answer nothing
+
+    def __enter__(self) -> "SilentIndex":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._server.close()
+        for conn in self._held:
+            conn.close()
+        self._thread.join(5)

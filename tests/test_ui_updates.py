@@ -8,7 +8,7 @@ import sys
 from functools import partial
 
 import ui_desktop  # noqa: F401 - sets the offscreen platform first
-from fakeindex import FakeIndex, make_wheel
+from fakeindex import FakeIndex, SilentIndex, make_wheel
 from ui_desktop import build_tray_app, dispose_tray_apps  # noqa: F401 - autouse
 
 from trayapp.config import Config
@@ -54,4 +54,35 @@ def test_offline_check_says_nothing(qtbot, home):
     notes = []
     app.tray.notify = lambda *a, **k: notes.append(a)
     app.start_update_check()
+    assert notes == [] and not app.window.update_bar.isVisibleTo(app.window)
+
+
+def test_a_hanging_index_never_delays_the_start_or_the_window(qtbot, home):
+    from PyQt6.QtCore import QElapsedTimer, QTimer
+
+    from trayapp.config import Config as AppConfig
+    from ui.app import TrayApp
+    from ui.workers import ThreadExecutor
+
+    executor = ThreadExecutor()
+    with SilentIndex() as silent:
+        check = partial(check_for_updates, Config(package_index=silent.url), brian_package="fakebrian",
+                        timeout=2.0)
+        app = TrayApp(home, AppConfig(mode="master"), executor, start_child=False, interval_ms=60_000,
+                      check_updates=check)
+        notes = []
+        app.tray.notify = lambda *a, **k: notes.append(a)
+        clock = QElapsedTimer()
+        clock.start()
+        app.start()
+        app.show_window()
+        assert clock.elapsed() < 500, f"start-up took {clock.elapsed()} ms with a hanging index"
+        # The GUI thread stays free while the check waits: a 50 ms timer fires on time.
+        fired = []
+        QTimer.singleShot(50, lambda: fired.append(clock.elapsed()))
+        qtbot.waitUntil(lambda: bool(fired), timeout=2000)
+        assert fired[0] < 1000
+        assert executor.wait(10_000), "the check never gave up"
+        qtbot.wait(50)  # its (offline) answer reaches the GUI thread
+    app.dispose()
     assert notes == [] and not app.window.update_bar.isVisibleTo(app.window)

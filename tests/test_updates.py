@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from fakeindex import FakeIndex, free_port, make_broken_wheel, make_wheel
+from fakeindex import FakeIndex, SilentIndex, free_port, make_broken_wheel, make_wheel
 from trayapp.config import Config
 from trayapp.updates import check_at_start_up, check_for_updates, latest_release, pip_environment_without_user_config, update_brian
 
@@ -105,6 +105,17 @@ def test_offline_check_is_silent_and_fast():
     assert report.offline and "could not read" in report.error
     assert report.brian.latest is None and not report.brian.available
     assert report.app.latest is None and not report.app.available
+
+
+def test_an_index_that_never_answers_is_offline_after_the_timeout():
+    with SilentIndex() as silent:
+        started = time.monotonic()
+        report = check_for_updates(Config(package_index=silent.url), brian_package="fakebrian",
+                                   python=sys.executable, timeout=0.5)
+        took = time.monotonic() - started
+    assert report.offline and "could not read" in report.error, report
+    assert took < 3, f"the check waited {took:.1f} s for a silent index"
+    assert not report.brian.available and not report.app.available
 
 
 def test_start_up_check_can_be_turned_off(index, monkeypatch):
