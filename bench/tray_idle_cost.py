@@ -6,7 +6,7 @@ samples the tray process's RSS and CPU time, and its daemon child's, over
 ``--seconds`` (default 60). Baseline in the same run: a bare Python
 interpreter sleeping, and a bare PyQt6 QApplication with an event loop.
 
-Targets: tray RSS < 150 MB, tray CPU < 0.5 % of one core.
+Targets for the app (tray and daemon together): RSS < 150 MB, CPU < 0.5 % of one core.
 
     .venv/bin/python bench/tray_idle_cost.py [--seconds 60]
 """
@@ -84,8 +84,11 @@ def main() -> int:
     print(f"tray app in slave mode, waiting, over {args.seconds:g} s (offscreen Qt, 2 cores):")
     for name, (rss, cpu) in results.items():
         print(f"  {name:12s} peak RSS {rss:6.1f} MB   CPU {cpu:5.2f} % of one core")
-    rss, cpu = results["tray"]
-    print(f"target: tray RSS < 150 MB -> {'MET' if rss < 150 else 'NOT MET'}; "
+    # The app is both processes: the tray and the slave daemon it runs.
+    rss = results["tray"][0] + results["daemon"][0]
+    cpu = results["tray"][1] + results["daemon"][1]
+    print(f"  {'the app':12s} peak RSS {rss:6.1f} MB   CPU {cpu:5.2f} % of one core  (tray + daemon)")
+    print(f"target: the app's RSS < 150 MB -> {'MET' if rss < 150 else 'NOT MET'}; "
           f"CPU < 0.5 % -> {'MET' if cpu < 0.5 else 'NOT MET'}")
     return 0
 
