@@ -520,8 +520,8 @@ def test_archive_damaged_in_transit_is_sent_again_and_the_tasks_run_once(app, tm
 def test_archive_damaged_on_the_slaves_disk_is_declined_and_sent_again(app, tmp_path):
     job, ledger = ledger_job(app, tmp_path)
     spool = Spool(app.home.data_dir / "local-spool")
-    # An earlier session uploaded the archive (verified on arrival) but no task
-    # unpacked it yet; then the slave's disk damaged it.
+    # An earlier session uploaded the archive (verified and unpacked on arrival);
+    # the unpacked copy was cleaned away since, then the slave's disk damaged the archive.
     seed = SlaveEngine(spool, SlaveSettings(slots=1, python=sys.executable), slave_id="e" * 16)
     runner = LocalSlave(seed).start()
     try:
@@ -531,6 +531,8 @@ def test_archive_damaged_on_the_slaves_disk_is_declined_and_sent_again(app, tmp_
         peer.sock.close()
     finally:
         runner.stop()
+    assert (spool.unpacked / job.archive_sha).is_dir(), "unpacked on arrival"
+    shutil.rmtree(spool.unpacked / job.archive_sha)
     on_slave = spool.archive_path(job.archive_sha)
     with on_slave.open("r+b") as fh:
         fh.seek(700)

@@ -157,14 +157,15 @@ class ChecksumMismatchError(tarfile.TarError):
     """The archive's bytes do not hash to its name: damaged on disk or in transit."""
 
 
-def ensure_unpacked(archive: Path, unpacked_root: Path) -> Path:
+def ensure_unpacked(archive: Path, unpacked_root: Path, *, verified: bool = False) -> Path:
     """The archive's content as a folder, unpacked once and shared read-only
     as the template every task folder is copied from. The archive must hash to
-    its own name; a damaged one is refused, never run."""
+    its own name; a damaged one is refused, never run. ``verified``: the
+    caller hashed these very bytes a moment ago (an upload just checked)."""
     target = unpacked_root / archive.stem
     if not target.is_dir():
         unpacked_root.mkdir(parents=True, exist_ok=True)
-        actual = sha256_of(archive)
+        actual = archive.stem if verified else sha256_of(archive)
         if actual != archive.stem:
             raise ChecksumMismatchError(f"archive {archive.name} is damaged (its content hashes to {actual[:12]}…)")
         try:

@@ -344,6 +344,13 @@ class SlaveEngine(Availability):
             session.send("archive_bad", sha=sha, reason=str(exc))
         else:
             session.send("archive_ok", sha=sha)
+            try:
+                # Unpacked now, with the hash just checked: the first task's start
+                # neither hashes the archive again nor waits for the unpacking.
+                ensure_unpacked(self.spool.archive_path(sha), self.spool.unpacked, verified=True)
+            except Exception as exc:  # noqa: BLE001 - the first start tries again and tells the master
+                log.info("archive %s: not unpacked on arrival (%s); the first task's start will say why",
+                         sha[:12], exc)
 
     def _on_start(self, session: Session, message: dict) -> None:
         token = message["token"]
