@@ -165,3 +165,16 @@ def test_wait_on_a_terminal_draws_a_progress_bar(home, tmp_path):
     os.close(leader)
     text = output.decode(errors="replace")
     assert "100%" in text and "2/2" in text and "\r" in text
+
+
+def test_resource_requests_not_acted_on_are_said_at_submit(home, tmp_path):
+    folder, params = make_job(tmp_path / "big", ECHO_TASK, params=[{"x": 1}],
+                              extra_files={"sparecycles.toml": '[resources]\nmemory = "2 GB"\ncores = 4\n'})
+    result = cli("submit", str(folder), "--params", str(params), "--no-start", "--json", check=True)
+    notes = json.loads(result.stdout)["notes"]
+    assert len(notes) == 2 and "memory = 2048 MB" in notes[0] and "cores = 4" in notes[1], notes
+    assert "sparecycles: note: sparecycles.toml asks for memory = 2048 MB" in result.stderr
+    plain, _ = make_job(tmp_path / "plain", ECHO_TASK, extra_files={"sparecycles.toml": "[resources]\ncores = 1\n"})
+    quiet = cli("submit", str(plain), "--no-start", check=True)
+    assert "note:" not in quiet.stderr and json.loads(
+        cli("submit", str(plain), "--no-start", "--json", check=True).stdout)["notes"] == []

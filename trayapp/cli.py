@@ -181,10 +181,12 @@ def cmd_submit(app: App, args) -> int:
                      main=args.main, time_limit_s=args.time_limit, retries=args.retries)
     job = sub.job
     dispatcher_pid = None if args.no_start else app.ensure_dispatcher()
+    for note in sub.notes:
+        print(f"sparecycles: note: {note}", file=sys.stderr)
     if args.json:
         print(json.dumps({"job": job.id, "name": job.name, "tasks": job.total, "results": job.results_dir,
                           "archive": job.archive_sha, "archive_bytes": sub.archive_size,
-                          "main": job.main, "dispatcher_started": dispatcher_pid}))
+                          "main": job.main, "dispatcher_started": dispatcher_pid, "notes": list(sub.notes)}))
         return EXIT_OK
     print(f"queued job {job.id} ({job.name}): {job.total} task{'s' if job.total != 1 else ''} running {job.main}, "
           f"{len(sub.folder.files)} files packed ({_size(sub.archive_size)})")

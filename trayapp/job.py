@@ -14,6 +14,7 @@ from trayapp.config import Config
 from trayapp.errors import UserError
 from trayapp.home import Home
 from trayapp.jobfolder import JobFolder, open_job_folder
+from trayapp.manifest import Manifest
 from trayapp.store import JobRecord, Store
 
 
@@ -22,6 +23,7 @@ class Submission:
     job: JobRecord
     folder: JobFolder
     archive_size: int
+    notes: tuple[str, ...] = ()  # what the user should know, though nothing is wrong enough to refuse
 
 
 def submit_job(store: Store, home: Home, config: Config, folder: str | Path, *, params: str | Path | None = None,
@@ -43,4 +45,18 @@ def submit_job(store: Store, home: Home, config: Config, folder: str | Path, *, 
         retries=retries if retries is not None else (manifest.retries or config.default_retries),
         time_limit_s=time_limit_s if time_limit_s is not None else manifest.time_limit_s,
         requires=manifest.requires)
-    return Submission(job, job_folder, packed.size)
+    return Submission(job, job_folder, packed.size, unhonoured_requests(manifest))
+
+
+def unhonoured_requests(manifest: Manifest) -> tuple[str, ...]:
+    """The manifest's resource requests this version reads but does not act on
+    yet, said at submit time rather than silently dropped."""
+    notes = []
+    if manifest.memory_mb is not None:
+        notes.append(f"sparecycles.toml asks for memory = {manifest.memory_mb} MB, but this version neither "
+                     "reserves nor limits memory: a task may use what its PC has")
+    if manifest.cores > 1:
+        notes.append(f"sparecycles.toml asks for cores = {manifest.cores}, but this version runs every task in "
+                     "one slot, with OMP_NUM_THREADS, MKL_NUM_THREADS, OPENBLAS_NUM_THREADS and "
+                     "NUMEXPR_NUM_THREADS set to 1")
+    return tuple(notes)

@@ -264,7 +264,8 @@ class MainWindow(QMainWindow):
 
     def _submitted(self, submission) -> None:
         job = submission.job
-        self.say(f"queued {job.name}: {job.total} task(s); results will appear in {job.results_dir}")
+        self.say(" ".join([f"queued {job.name}: {job.total} task(s); results will appear in {job.results_dir}.",
+                           *(f"Note: {note}." for note in submission.notes)]))
         self.tabs.setCurrentIndex(0)
 
     # ----- updates ------------------------------------------------------------------------
