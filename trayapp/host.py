@@ -404,7 +404,8 @@ class HostDriver(threading.Thread):
         return ResultsFolderError(
             f"cannot write the results of job {claim.job_id} to {results_path(claim).parent}: "
             f"{exc.strerror or exc}{f' ({exc.filename})' if exc.filename else ''}. Free disk space, or make "
-            f"sure that folder can be created and written; the results wait on {self.host} and are collected as soon as it works")
+            f"sure that folder can be created and written; the results wait on {self.host} and are collected "
+            "as soon as it works")
 
     def _results_blocked(self, claim: Claim, report: dict, why: str) -> None:
         """Keep the results on the host (no ack), say why on the task, stop taking
