@@ -314,3 +314,58 @@ def test_results_folder_that_cannot_be_written_keeps_results_waiting_and_says_wh
     attempts = app.store.attempts(job.seq)
     assert sorted(a["idx"] for a in attempts) == list(range(6)), "each task ran exactly once"
     assert all(t.message is None for t in app.store.tasks(job.seq))
+
+
+LOCK_RACE = """
+import sys, time
+from pathlib import Path
+from trayapp.dispatcher import DispatcherLock
+lock, role, fails, n = DispatcherLock(Path(sys.argv[1])), sys.argv[2], 0, 0
+end = time.monotonic() + 2
+while time.monotonic() < end:
+    n += 1
+    if role == "ask":
+        lock.holder()
+    elif lock.acquire():
+        lock.release()
+    else:
+        fails += 1
+print(n, fails)
+"""
+
+
+def test_asking_who_runs_the_queue_never_stops_a_dispatcher_from_starting(tmp_path):
+    # `wait`, `status` and the tray ask all the time; a dispatcher starting at
+    # that very moment must get the lock (before, asking took it for an instant).
+    import subprocess
+    import sys
+
+    lock = tmp_path / "dispatcher.lock"
+    asker = subprocess.Popen([sys.executable, "-c", LOCK_RACE, str(lock), "ask"], stdout=subprocess.PIPE, text=True)
+    taker = subprocess.Popen([sys.executable, "-c", LOCK_RACE, str(lock), "take"], stdout=subprocess.PIPE, text=True)
+    asked, _ = map(int, asker.communicate(30)[0].split())
+    took, failed = map(int, taker.communicate(30)[0].split())
+    assert asked > 100 and took > 100, (asked, took)
+    assert failed == 0, f"{failed} of {took} starts found the lock taken by a mere question"
+
+
+def test_the_lock_holder_is_read_from_the_kernel_lock_table(tmp_path):
+    from trayapp.dispatcher import DispatcherLock, _flock_holder
+
+    path = tmp_path / "dispatcher.lock"
+    lock = DispatcherLock(path)
+    assert lock.holder() is None
+    assert lock.acquire()
+    try:
+        assert lock.holder() == os.getpid()
+        st = os.stat(path)
+        # An overlay file system shows the layer's device: the pid the holder wrote must match then.
+        table = tmp_path / "locks"
+        table.write_text(f"1: FLOCK  ADVISORY  WRITE {os.getpid()} 00:99:{st.st_ino} 0 EOF\\n")
+        assert _flock_holder(path, str(table)) is True
+        table.write_text(f"1: FLOCK  ADVISORY  WRITE 1 00:99:{st.st_ino} 0 EOF\\n")
+        assert _flock_holder(path, str(table)) is False
+        assert _flock_holder(path, str(tmp_path / "no such table")) is None  # not Linux: probe by locking
+    finally:
+        lock.release()
+    assert lock.holder() is None

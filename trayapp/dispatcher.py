@@ -47,9 +47,9 @@ class DispatcherLock:
 
     def acquire(self, wait_s: float = 0.0) -> bool:
         """Take the lock; with ``wait_s``, keep trying that long. A starting
-        dispatcher waits a moment because :meth:`holder` (``wait``, ``status``,
-        the tray) probes by taking the lock for an instant, and a dispatcher
-        that gave up at that instant would leave the queue without one."""
+        dispatcher waits a moment because, where :meth:`holder` cannot read the
+        kernel's lock table, it probes by taking the lock for an instant, and a
+        dispatcher that gave up at that instant would leave the queue without one."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         deadline = time.monotonic() + wait_s
@@ -76,14 +76,48 @@ class DispatcherLock:
             self._fd = None
 
     def holder(self) -> int | None:
-        """The pid of the running dispatcher, or None if there is none."""
-        if self.acquire():
-            self.release()
+        """The pid of the running dispatcher, or None if there is none.
+
+        On Linux it reads the kernel's table of file locks (/proc/locks), which
+        takes no lock itself, so asking never gets in the way of a dispatcher
+        starting at that moment; elsewhere it tries the lock for an instant."""
+        held = _flock_holder(self.path)
+        if held is None:
+            if self.acquire():
+                self.release()
+                return None
+        elif not held:
             return None
         try:
             return int(self.path.read_text().strip())
         except (OSError, ValueError):
             return -1
+
+
+def _flock_holder(path: Path, locks: str = "/proc/locks") -> bool | None:
+    """Whether some process holds a flock() on ``path``; None if this system
+    cannot tell without trying (no /proc/locks)."""
+    try:
+        st = os.stat(path)
+        table = Path(locks).read_text()
+    except FileNotFoundError:
+        return False if Path(locks).exists() else None  # no lock file: nobody holds it
+    except OSError:
+        return None
+    # "1: FLOCK  ADVISORY  WRITE 9973 fe:00:2146507 0 EOF": the holder's pid, then the
+    # device as hex major:minor and the inode. On an overlay file system the device
+    # shown is the layer's, not the one stat() gives: then the pid written in the
+    # file (by the holder, after locking) must match instead.
+    device = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    try:
+        written = path.read_text().strip()
+    except OSError:
+        written = ""
+    for fields in (line.split() for line in table.splitlines()):
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5].endswith(f":{st.st_ino}"):
+            if fields[5] == device or fields[4] == written:
+                return True
+    return False
 
 
 @dataclass
