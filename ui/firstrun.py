@@ -1,18 +1,16 @@
 """The first start's question: is this PC a master or a slave?
 
 For a slave it also asks how long the PC must be idle and how many cores to
-lend (the idle setting is shown only once the core has it, like in the
-settings dialog).
+lend.
 """
 
 from __future__ import annotations
 
-import os
-
 from PyQt6.QtWidgets import (QButtonGroup, QDialog, QDialogButtonBox, QDoubleSpinBox, QFormLayout, QLabel,
                              QRadioButton, QSpinBox, QVBoxLayout)
 
-from ui.settingsdialog import MODES, NOT_YET, config_has
+from trayapp.config import Config
+from ui.settingsdialog import MODES
 
 
 class FirstRunDialog(QDialog):
@@ -33,12 +31,9 @@ class FirstRunDialog(QDialog):
         self.idle_minutes.setRange(0.5, 24 * 60)
         self.idle_minutes.setValue(5)
         self.idle_minutes.setSuffix(" min")
-        if not config_has("idle_after_s"):
-            self.idle_minutes.setEnabled(False)
-            self.idle_minutes.setToolTip(NOT_YET)
         self.cores = QSpinBox()
         self.cores.setRange(0, 4096)
-        self.cores.setSpecialValueText(f"all ({os.cpu_count() or 1})")
+        self.cores.setSpecialValueText(f"all ({Config().effective_slots})")
         self.slave_form = QFormLayout()
         self.slave_form.addRow("Lend it after it is idle for", self.idle_minutes)
         self.slave_form.addRow("Cores to lend", self.cores)
@@ -64,6 +59,5 @@ class FirstRunDialog(QDialog):
         values = {"mode": self.mode}
         if self.mode == "slave":
             values["slots"] = self.cores.value()
-            if config_has("idle_after_s"):
-                values["idle_after_s"] = round(self.idle_minutes.value() * 60, 1)
+            values["idle_after_s"] = round(self.idle_minutes.value() * 60, 1)
         return values

@@ -9,7 +9,7 @@ a file the CLI edited meanwhile keeps the CLI's changes.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 from PyQt6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFileDialog,
@@ -23,7 +23,6 @@ MODES = (("master", "Master: run my jobs on this PC and the lab's slaves"),
 POLICIES = (("kill", "Stop them at once (they run again elsewhere)"),
             ("suspend", "Suspend them; stop them only if I stay"))
 LENDING = (("auto", "Only while I am away"), ("off", "All the time (a dedicated compute PC)"))
-NOT_YET = "not in this version of SpareCycles yet"
 AUTOSTART_LATER = "not available in this window (it was opened without the login-start setting)"
 
 
@@ -47,10 +46,6 @@ ROWS = (
 )
 
 
-def config_has(key: str) -> bool:
-    return key in {f.name for f in fields(Config)}
-
-
 class SettingsDialog(QDialog):
     """``autostart``: an object with ``enabled() -> bool`` and ``where``, or None
     where this installation cannot start at login (the checkbox is then disabled)."""
@@ -64,11 +59,7 @@ class SettingsDialog(QDialog):
         for row in ROWS:
             editor = self._editor(row, default_results_dir)
             self.editors[row.key] = editor
-            if config_has(row.key):
-                self._set(row, getattr(config, row.key))
-            else:
-                editor.setEnabled(False)
-                editor.setToolTip(NOT_YET)
+            self._set(row, getattr(config, row.key))
             form.addRow(row.label, editor)
         self.start_at_login = QCheckBox("Start SpareCycles when I log in")
         self._started_at_login = None
@@ -173,8 +164,6 @@ class SettingsDialog(QDialog):
         """The settings the user changed, by Config field name."""
         changed = {}
         for row in ROWS:
-            if not config_has(row.key):
-                continue
             value = self._get(row)
             old = getattr(self.original, row.key)
             if isinstance(old, float):
