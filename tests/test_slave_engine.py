@@ -84,7 +84,7 @@ def test_brian_updated_in_the_task_environment_reaches_the_masters_without_a_res
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
     python = str(venv / "bin" / "python")
     eng = SlaveEngine(Spool(tmp_path / "spool"), SlaveSettings(slots=1, python=python), slave_id="6b6b6b6b6b6b6b6b")
-    eng.versions_ttl_s = 0.2
+    eng.version_probe.ttl_s = 0.2
     thread = threading.Thread(target=eng.serve, kwargs={"poll_s": 0.05}, daemon=True)
     thread.start()
     try:

@@ -6,7 +6,9 @@ checks before it takes a task, so a job it cannot run goes elsewhere."""
 from __future__ import annotations
 
 import subprocess
+import threading
 import time
+from typing import Callable
 
 
 def probe_versions(python: str) -> dict:
@@ -64,3 +66,34 @@ class RequirementChecker:
             elif not requirement.specifier.contains(have, prereleases=True):
                 problems.append(f"needs {text}, has {requirement.name} {have}")
         return "; ".join(problems) or None
+
+
+class VersionProbe:
+    """The task environment's Python and Brian versions, read again every
+    ``ttl_s`` on a helper thread: the probe starts an interpreter, which must
+    never hold up the slave engine. ``on_change`` is called (from that thread)
+    after each new reading."""
+
+    def __init__(self, python: str, ttl_s: float = 600.0, on_change: Callable[[], None] | None = None):
+        self.python = python
+        self.ttl_s = ttl_s
+        self.on_change = on_change
+        self.versions = probe_versions(python)
+        self._read_at = time.monotonic()
+        self._probing = False
+
+    def refresh(self) -> None:
+        """Start a new reading if the last one is older than ``ttl_s``."""
+        if self._probing or time.monotonic() - self._read_at < self.ttl_s:
+            return
+        self._probing = True
+        threading.Thread(target=self._probe, name="version-probe", daemon=True).start()
+
+    def _probe(self) -> None:
+        try:
+            self.versions = probe_versions(self.python)  # one assignment: readers see old or new
+        finally:
+            self._read_at = time.monotonic()
+            self._probing = False
+            if self.on_change is not None:
+                self.on_change()

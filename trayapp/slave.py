@@ -46,7 +46,8 @@ from trayapp.protocol import (
     decode,
     encode,
 )
-from trayapp.requirements import RequirementChecker, probe_versions
+from trayapp.grants import Granting
+from trayapp.requirements import RequirementChecker, VersionProbe
 from trayapp.runner import (
     Launcher,
     LaunchSettings,
@@ -61,7 +62,6 @@ from trayapp.status import AttemptOutcome
 
 log = logging.getLogger(__name__)
 
-GRANT_TIMEOUT_S = 10.0  # a grant not used by then goes back to the pool
 _HEX = re.compile(r"^[0-9a-f]{8,64}$")
 _SHA = re.compile(r"^[0-9a-f]{64}$")
 
@@ -101,9 +101,7 @@ class Session:
         self.outbox += encode(kind, **fields)
 
 
-class SlaveEngine(Availability):
-    versions_ttl_s = 600.0  # how old the task environment's reported versions may get
-
+class SlaveEngine(Availability, Granting):
     def __init__(self, spool: Spool, settings: SlaveSettings, *, slave_id: str,
                  fairshare: FairShare | None = None, clock: Callable[[], float] = time.time,
                  rng: random.Random | None = None):
@@ -116,9 +114,9 @@ class SlaveEngine(Availability):
         # In-process (the master's own cores), serve() lowers the engine thread itself.
         self.launcher = Launcher(LaunchSettings(python=settings.python,
                                                 nice=0 if settings.in_process else settings.nice))
-        self.versions = probe_versions(settings.python)
-        self._versions_at = time.monotonic()
-        self._probing_versions = False
+        # Re-read every 10 min on a helper thread: Brian updated in the task
+        # environment reaches the masters' host lists without a restart.
+        self.version_probe = VersionProbe(settings.python, on_change=self.wake)
         self.requirements = RequirementChecker(settings.python)
         self.sessions: dict[int, Session] = {}
         self.tasks: dict[str, SpoolTask] = {}
@@ -135,6 +133,10 @@ class SlaveEngine(Availability):
         os.set_blocking(self._wake_w, False)
 
     # ----- state ---------------------------------------------------------------
+
+    @property
+    def versions(self) -> dict:
+        return self.version_probe.versions
 
     def describe(self) -> dict:
         usage = self.fairshare.snapshot(self.clock())
@@ -310,20 +312,6 @@ class SlaveEngine(Availability):
         session.master, session.name = master, str(message.get("name", master))[:200]
         session.send("hello", slave=self.slave_id, protocol=VERSION, version=__version__,
                      spool=str(self.spool.root), **self.describe())
-
-    def _on_demand(self, session: Session, message: dict) -> None:
-        queued = message["queued"]
-        if not isinstance(queued, int) or queued < 0:
-            raise ProtocolError("demand must be a count")
-        session.demand = queued
-        if queued == 0:
-            session.grants.clear()
-
-    def _on_release(self, session: Session, message: dict) -> None:
-        n = message["n"]
-        if not isinstance(n, int) or n < 0:
-            raise ProtocolError("release must be a count")
-        del session.grants[:n]
 
     def _on_need_archive(self, session: Session, message: dict) -> None:
         sha = message["sha"]
@@ -529,7 +517,7 @@ class SlaveEngine(Availability):
         for proc in ended:
             self._finish(self.tasks[proc.spec.token], proc)
         self._grant(now)
-        self._refresh_versions()
+        self.version_probe.refresh()
         state = (self.state, self.problem, self.paused_until, self.donating_until, len(self.running),
                  tuple(self.versions.values()))
         if state != self._last_state:
@@ -540,33 +528,6 @@ class SlaveEngine(Availability):
                 if session.master:
                     session.send("state", **self.describe())
 
-    def _refresh_versions(self) -> None:
-        """Read the task environment's versions again now and then, so Brian
-        updated there (the tray's "Update Brian", or pip) reaches the masters'
-        host lists without a restart. The probe starts an interpreter: it runs
-        on its own thread, never holding up this one."""
-        if self._probing_versions or time.monotonic() - self._versions_at < self.versions_ttl_s:
-            return
-        self._probing_versions = True
-
-        def probe() -> None:
-            try:
-                self.versions = probe_versions(self.settings.python)
-            finally:
-                self._versions_at = time.monotonic()
-                self._probing_versions = False
-                self.wake()  # the next tick tells the masters if anything changed
-
-        threading.Thread(target=probe, name="version-probe", daemon=True).start()
-
-    def _charge_usage(self, now: float) -> None:
-        elapsed = now - self._last_charge
-        self._last_charge = now
-        if elapsed <= 0:
-            return
-        for token in self.running:
-            self.fairshare.charge(self.tasks[token].master, elapsed, now)
-
     def _check_disk(self, now: float, *, force: bool = False) -> None:
         """A full or read-only spool makes the slave unavailable before it takes
         work it could not hold; checked about once a second, and cleared when fixed."""
@@ -576,47 +537,6 @@ class SlaveEngine(Availability):
         problem = self.spool.problem(self.settings.min_free_mb)
         if problem != self.problem:
             self._set_problem(problem)
-
-    def _grant(self, now: float) -> None:
-        for session in self.sessions.values():
-            session.grants = [t for t in session.grants if now - t < GRANT_TIMEOUT_S]
-        self._check_disk(now)
-        if not self.accepts_work():
-            return
-        while True:
-            outstanding = sum(len(s.grants) for s in self.sessions.values())
-            if len(self.running) + outstanding >= self.settings.slots:
-                return
-            holding: dict[str, int] = {}
-            for task in self.tasks.values():
-                if task.state == "running":
-                    holding[task.master] = holding.get(task.master, 0) + 1
-            wanting, by_master = {}, {}
-            for s in self.sessions.values():
-                if s.master:
-                    wanting[s.master] = s.demand - len(s.grants)
-                    by_master[s.master] = s
-            for m, s in by_master.items():
-                holding[m] = holding.get(m, 0) + len(s.grants)
-            self._apply_share_settings(by_master)
-            if self.settings.grant_policy == "by_demand":
-                chosen = FairShare.pick_by_demand(wanting, self.rng)
-            else:
-                chosen = self.fairshare.pick(wanting, holding, now, self.rng)
-            if chosen is None:
-                return
-            session = by_master[chosen]
-            session.grants.append(now)
-            session.send("grant", n=1)
-
-    def _apply_share_settings(self, by_master: dict[str, Session]) -> None:
-        """Weights and caps are configured by master name or id; the policy works by id."""
-        def lookup(table: dict, master: str):
-            session = by_master[master]
-            return table.get(master, table.get(session.name))
-
-        self.fairshare.weights = {m: w for m in by_master if (w := lookup(self.settings.weights, m)) is not None}
-        self.fairshare.caps = {m: c for m in by_master if (c := lookup(self.settings.caps, m)) is not None}
 
     def _set_problem(self, reason: str | None) -> None:
         if reason:
