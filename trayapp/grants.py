@@ -14,13 +14,9 @@ provides ``sessions``, ``tasks``, ``running``, ``settings``, ``fairshare``,
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from trayapp.fairshare import FairShare
 from trayapp.protocol import ProtocolError
-
-if TYPE_CHECKING:
-    from trayapp.slave import Session
+from trayapp.session import Session
 
 GRANT_TIMEOUT_S = 10.0  # a grant not used by then goes back to the pool
 

@@ -37,16 +37,14 @@ from trayapp import __version__
 from trayapp.archive import ChecksumMismatchError, UnsafeArchiveError, ensure_unpacked
 from trayapp.availability import Availability, SlaveState
 from trayapp.fairshare import FairShare
+from trayapp.grants import Granting
 from trayapp.proctree import kill_tree, processes_with_marker, same_process
 from trayapp.protocol import (
     INLINE_RESULTS_MAX,
     VERSION,
-    LineBuffer,
     ProtocolError,
     decode,
-    encode,
 )
-from trayapp.grants import Granting
 from trayapp.requirements import RequirementChecker, VersionProbe
 from trayapp.runner import (
     Launcher,
@@ -57,6 +55,7 @@ from trayapp.runner import (
     lower_this_threads_priority,
     prepare,
 )
+from trayapp.session import Session
 from trayapp.spool import Spool, SpoolTask
 from trayapp.status import AttemptOutcome
 
@@ -82,23 +81,6 @@ class SlaveSettings:
     # results are handed over as a folder (no tar round trip) and tasks get
     # their low priority from the engine thread instead of `nice`/`ionice`.
     in_process: bool = False
-
-
-@dataclass
-class Session:
-    """One master's connection."""
-
-    sock: socket.socket
-    master: str | None = None
-    name: str = "?"
-    demand: int = 0
-    grants: list[float] = field(default_factory=list)  # when each outstanding grant was given
-    inbox: LineBuffer = field(default_factory=LineBuffer)
-    outbox: bytearray = field(default_factory=bytearray)
-    closing: bool = False
-
-    def send(self, kind: str, **fields) -> None:
-        self.outbox += encode(kind, **fields)
 
 
 class SlaveEngine(Availability, Granting):
@@ -248,44 +230,25 @@ class SlaveEngine(Availability, Granting):
 
     def _read(self, session: Session) -> None:
         try:
-            data = session.sock.recv(65536)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        if not data:
-            self._drop(session, "connection closed")
-            return
-        try:
-            for line in session.inbox.feed(data):
+            lines, why = session.receive()  # a runaway line is a protocol error too
+            for line in lines:
                 self.handle(session, decode(line))
         except ProtocolError as exc:
             log.warning("closing connection from %s: %s", session.name, exc)
-            self._drop(session, f"protocol error: {exc}")
+            why = f"protocol error: {exc}"
+        if why:
+            self._drop(session, why)
 
     def _flush(self, session: Session) -> None:
-        while session.outbox:
-            try:
-                sent = session.sock.send(session.outbox)
-            except BlockingIOError:
-                return
-            except OSError:
-                self._drop(session, "connection lost while sending")
-                return
-            del session.outbox[:sent]
-        if session.closing:
-            self._drop(session, "bye")
+        why = session.flush()
+        if why:
+            self._drop(session, why)
 
     def _drop(self, session: Session, why: str) -> None:
         fd = session.sock.fileno()
         if self.sessions.get(fd) is session:
             del self.sessions[fd]
-        try:
-            session.sock.close()
-        except OSError:
-            pass
-        # The PC's own user asking for the state (the tray, every few seconds) is not news.
-        (log.debug if session.master == "0000000000c0de00" else log.info)("master %s left (%s)", session.name, why)
+        session.close(why)
 
     # ----- messages --------------------------------------------------------------
 

@@ -1,0 +1,65 @@
+"""One connection to the slave engine: a master (through its agent over SSH,
+or a socket pair for the master's own cores) or the PC's own user (the tray
+and the pause/donate/resume verbs). Non-blocking both ways: what the engine
+sends waits in ``outbox`` until the socket takes it."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from dataclasses import dataclass, field
+
+from trayapp.protocol import LineBuffer, encode
+from trayapp.slavecontrol import CONTROL_ID
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Session:
+    """One master's connection."""
+
+    sock: socket.socket
+    master: str | None = None
+    name: str = "?"
+    demand: int = 0
+    grants: list[float] = field(default_factory=list)  # when each outstanding grant was given
+    inbox: LineBuffer = field(default_factory=LineBuffer)
+    outbox: bytearray = field(default_factory=bytearray)
+    closing: bool = False
+
+    def send(self, kind: str, **fields) -> None:
+        self.outbox += encode(kind, **fields)
+
+
+    def receive(self) -> tuple[list[bytes], str | None]:
+        """Whole lines that arrived, and why to drop the session if it ended."""
+        try:
+            data = self.sock.recv(65536)
+        except BlockingIOError:
+            return [], None
+        except OSError:
+            data = b""
+        if not data:
+            return [], "connection closed"
+        return self.inbox.feed(data), None
+
+    def flush(self) -> str | None:
+        """Send what the socket takes now; why to drop the session, if it should go."""
+        while self.outbox:
+            try:
+                sent = self.sock.send(self.outbox)
+            except BlockingIOError:
+                return None
+            except OSError:
+                return "connection lost while sending"
+            del self.outbox[:sent]
+        return "bye" if self.closing else None
+
+    def close(self, why: str) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        # The PC's own user asking for the state (the tray, every few seconds) is not news.
+        (log.debug if self.master == CONTROL_ID else log.info)("master %s left (%s)", self.name, why)
