@@ -31,9 +31,9 @@ class Session:
     def send(self, kind: str, **fields) -> None:
         self.outbox += encode(kind, **fields)
 
-
     def receive(self) -> tuple[list[bytes], str | None]:
-        """Whole lines that arrived, and why to drop the session if it ended."""
+        """Whole lines that arrived, and why to drop the session if it ended;
+        a line over the protocol's limit raises ProtocolError."""
         try:
             data = self.sock.recv(65536)
         except BlockingIOError:
