@@ -43,8 +43,10 @@ def test_master_pause_returns_at_once_and_resume_during_the_stop_starts_it_again
         clock.start()
         child.pause(None)
         took = clock.elapsed()
-        assert took < 100, f"Pause held the GUI thread for {took} ms"
-        assert child.running, "Pause returns while the dispatcher is still stopping its tasks"
+        # Returning while the dispatcher is still stopping its tasks is the proof;
+        # the time is a loose check (a loaded machine may deschedule this process).
+        assert child.running, "Pause must return while the dispatcher is still stopping its tasks"
+        assert took < 500, f"Pause held the GUI thread for {took} ms"
         assert child.paused_until is None
         qtbot.waitUntil(lambda: not child.running, timeout=30_000)
         assert not pid_alive(first_task)
