@@ -100,3 +100,27 @@ def test_brian_updated_in_the_task_environment_reaches_the_masters_without_a_res
     finally:
         eng.request_stop()
         thread.join(10)
+
+
+def test_a_master_that_hung_up_is_still_heard_to_the_end():
+    # An agent relays a master's last messages (cancel, bye) and exits at once;
+    # the engine's reply then fails, and it must still act on what it was sent.
+    import socket
+
+    from trayapp.protocol import decode
+    from trayapp.session import Session
+
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    session = Session(ours)
+    theirs.sendall(encode("cancel", token="ab" * 8) + encode("bye", stop_tasks=False))
+    theirs.close()
+    session.send("state", state="ready")
+    assert session.flush() is None and session.write_lost, "a failed reply must not end the session"
+    lines, why = session.receive()
+    assert [decode(line)["type"] for line in lines] == ["cancel", "bye"] and why is None
+    assert session.receive() == ([], "connection closed")
+    session.send("finished", token="ab" * 8)
+    assert session.flush() is None and not session.outbox  # nobody to tell any more
+    session.closing = True
+    assert session.flush() == "bye"

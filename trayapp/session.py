@@ -27,6 +27,10 @@ class Session:
     inbox: LineBuffer = field(default_factory=LineBuffer)
     outbox: bytearray = field(default_factory=bytearray)
     closing: bool = False
+    # The peer stopped reading (an agent whose master hung up right after its
+    # last messages): what it sent before is still read and acted on, a cancel
+    # or a bye above all; the read side drops the session when it ends.
+    write_lost: bool = False
 
     def send(self, kind: str, **fields) -> None:
         self.outbox += encode(kind, **fields)
@@ -46,13 +50,17 @@ class Session:
 
     def flush(self) -> str | None:
         """Send what the socket takes now; why to drop the session, if it should go."""
+        if self.write_lost:
+            self.outbox.clear()
         while self.outbox:
             try:
                 sent = self.sock.send(self.outbox)
             except BlockingIOError:
                 return None
             except OSError:
-                return "connection lost while sending"
+                self.write_lost = True
+                self.outbox.clear()
+                break
             del self.outbox[:sent]
         return "bye" if self.closing else None
 
