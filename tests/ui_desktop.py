@@ -23,7 +23,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +34,7 @@ from PyQt6.QtCore import QEvent, QMimeData, QPointF, Qt, QUrl  # noqa: E402
 from PyQt6.QtGui import QDragEnterEvent, QDropEvent  # noqa: E402
 from PyQt6.QtTest import QAbstractItemModelTester  # noqa: E402
 from PyQt6.QtWidgets import QApplication  # noqa: E402
+from conftest import wait_until  # noqa: E402
 
 from trayapp.config import Config  # noqa: E402
 from trayapp.home import Home  # noqa: E402
@@ -236,13 +236,7 @@ class Desktop:
 
     @staticmethod
     def wait_for(predicate, what: str, timeout: float = 30.0, interval: float = 0.1):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = predicate()
-            if value:
-                return value
-            time.sleep(interval)
-        raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        return wait_until(predicate, timeout, interval, what)
 
     # ----- doing -------------------------------------------------------------------------------
 

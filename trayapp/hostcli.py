@@ -84,12 +84,14 @@ def cmd_remove(app: App, args) -> int:
     return 0
 
 
-def cmd_trust(app: App, args) -> int:
+def presented_key(app: App, name: str):
+    """(host, the key it presents now, the keys of it this app already trusts by
+    type): what `hosts trust` and the window's trust dialog decide on."""
     import paramiko
 
-    from trayapp.ssh import fetch_host_key, fingerprint, host_key_name, known_hosts_file, trust_host_key
+    from trayapp.ssh import fetch_host_key, host_key_name, known_hosts_file
 
-    host = app.store.host(args.name)
+    host = app.store.host(name)
     if host.name == "local":
         raise UserError("'local' is this PC; it needs no SSH key")
     try:
@@ -97,14 +99,20 @@ def cmd_trust(app: App, args) -> int:
     except (OSError, paramiko.SSHException) as exc:
         raise UserError(f"could not reach {host.name} at {host.address}:{host.port}: {exc}",
                         "check that the PC is on and runs an SSH server") from None
-    shown = fingerprint(key)
     known = paramiko.HostKeys()
     path = known_hosts_file(app.home)
     if path.exists():
         known.load(str(path))
-    name = host_key_name(host.address, host.port)
-    existing = known.lookup(name)
-    if existing is not None and len(existing):
+    return host, key, known.lookup(host_key_name(host.address, host.port)) or {}
+
+
+def cmd_trust(app: App, args) -> int:
+    from trayapp.ssh import fingerprint, known_hosts_file, trust_host_key
+
+    host, key, existing = presented_key(app, args.name)
+    shown = fingerprint(key)
+    path = known_hosts_file(app.home)
+    if existing:
         if existing.get(key.get_name()) == key:
             print(f"{host.name} is already trusted ({key.get_name()} {shown})")
             return 0

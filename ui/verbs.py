@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from trayapp import hostcli
-from trayapp.errors import UserError
 from trayapp.job import Submission, submit_job
 from trayapp.results import LOG_FILES
 from trayapp.status import TaskStatus
@@ -93,24 +92,9 @@ class HostKey:
 
 def host_key(apps: PerThreadApp, name: str) -> HostKey:
     """Fetch the key a host presents, for the trust dialog to show."""
-    import paramiko
+    from trayapp.ssh import fingerprint
 
-    from trayapp.ssh import fetch_host_key, fingerprint, host_key_name, known_hosts_file
-
-    app = apps.get()
-    host = app.store.host(name)
-    if host.name == "local":
-        raise UserError("'local' is this PC; it needs no SSH key")
-    try:
-        key = fetch_host_key(host.address, host.port)
-    except (OSError, paramiko.SSHException) as exc:
-        raise UserError(f"could not reach {host.name} at {host.address}:{host.port}: {exc}",
-                        "check that the PC is on and runs an SSH server") from None
-    known = paramiko.HostKeys()
-    path = known_hosts_file(app.home)
-    if path.exists():
-        known.load(str(path))
-    existing = known.lookup(host_key_name(host.address, host.port)) or {}
+    host, key, existing = hostcli.presented_key(apps.get(), name)
     state = "new"
     if key.get_name() in existing:
         state = "trusted" if existing[key.get_name()] == key else "changed"
