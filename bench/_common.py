@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -202,6 +203,26 @@ class Processes:
     def stop_all(self) -> None:
         for proc in reversed(self._started):
             self.stop(proc, timeout=10.0)
+
+
+def bare_spawns(folder: Path, tasks: int, concurrency: int) -> dict:
+    """The baseline: TASKS plain ``python main.py '{"i": k}'`` spawns of
+    TRIVIAL_MAIN, CONCURRENCY at a time, in one folder; every result checked."""
+    write_job(folder, TRIVIAL_MAIN)
+
+    def one(k: int) -> int:
+        return subprocess.run([PYTHON, "main.py", json.dumps({"i": k})], cwd=folder, stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        codes = list(pool.map(one, range(tasks)))
+    elapsed = time.perf_counter() - t0
+    failed = sum(1 for code in codes if code != 0)
+    ok = count_bare_results(folder / "results", tasks)
+    if failed or ok != tasks:
+        raise BenchError(f"bare run in {folder}: {failed} spawns failed, {ok}/{tasks} results correct")
+    return {"seconds": elapsed, "results_ok": ok}
 
 
 @contextmanager

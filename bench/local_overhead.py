@@ -29,19 +29,17 @@ import json
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import psutil  # noqa: E402
 from _common import (  # noqa: E402
-    PYTHON,
     TRIVIAL_MAIN,
     BenchError,
     Processes,
+    bare_spawns,
     bench_workspace,
-    count_bare_results,
     count_results,
     exit_cleanly_on_sigterm,
     home_env,
@@ -62,25 +60,6 @@ from _common import (  # noqa: E402
 MARKER_FILE = ".sparecycles.json"
 TARGET_MS = 20.0
 UNTIL_IDLE_S = 2.0
-
-
-def run_bare(folder: Path, tasks: int, slots: int) -> dict:
-    """TASKS plain spawns of main.py, SLOTS at a time, in one folder."""
-    write_job(folder, TRIVIAL_MAIN)
-
-    def one(k: int) -> int:
-        return subprocess.run([PYTHON, "main.py", json.dumps({"i": k})], cwd=folder, stdin=subprocess.DEVNULL,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode
-
-    t0 = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=slots) as pool:
-        codes = list(pool.map(one, range(tasks)))
-    elapsed = time.perf_counter() - t0
-    failed = sum(1 for code in codes if code != 0)
-    ok = count_bare_results(folder / "results", tasks)
-    if failed or ok != tasks:
-        raise BenchError(f"bare run in {folder}: {failed} spawns failed, {ok}/{tasks} results correct")
-    return {"seconds": elapsed, "results_ok": ok}
 
 
 def run_sparecycles(root: Path, job: Path, params: Path, tasks: int, slots: int, processes: Processes,
@@ -151,7 +130,7 @@ def _result_times(results: Path, tasks: int) -> tuple[float, float]:
 def warm_up(root: Path, slots: int) -> None:
     """Load the interpreter, the project and the task script into the page
     cache, so the first timed run is not penalised for being first."""
-    run_bare(root / "warmup-bare", 4 * slots, slots)
+    bare_spawns(root / "warmup-bare", 4 * slots, slots)
     sparecycles(["--version"], home_env(root / "warmup-home"))
 
 
@@ -202,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
                 result = {"repeat": repeat, "order": list(order)}
                 for kind in order:
                     if kind == "bare":
-                        result["bare"] = run_bare(root / f"bare-{repeat}", args.tasks, args.slots)
+                        result["bare"] = bare_spawns(root / f"bare-{repeat}", args.tasks, args.slots)
                     else:
                         result["sparecycles"] = run_sparecycles(root, job, params, args.tasks, args.slots,
                                                                 processes, repeat, args.task_nice)

@@ -58,7 +58,6 @@ import shutil
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -68,6 +67,7 @@ from _common import (  # noqa: E402
     PYTHON,
     TRIVIAL_MAIN,
     BenchError,
+    bare_spawns,
     bench_workspace,
     count_bare_results,
     count_results,
@@ -92,22 +92,9 @@ TOOLS = ("/usr/sbin/sshd", "ssh", "parallel", "rsync")
 # ----- bare spawns -------------------------------------------------------------------
 
 def run_bare(folder: Path, tasks: int, concurrency: int) -> dict:
-    write_job(folder, TRIVIAL_MAIN)
-
-    def one(k: int) -> int:
-        return subprocess.run([PYTHON, "main.py", json.dumps({"i": k})], cwd=folder, stdin=subprocess.DEVNULL,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode
-
-    t0 = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        codes = list(pool.map(one, range(tasks)))
-    elapsed = time.perf_counter() - t0
-    failed = sum(1 for code in codes if code != 0)
-    ok = count_bare_results(folder / "results", tasks)
-    if failed or ok != tasks:
-        raise BenchError(f"bare run in {folder}: {failed} spawns failed, {ok}/{tasks} results correct")
+    result = {"tasks": tasks, **bare_spawns(folder, tasks, concurrency)}
     shutil.rmtree(folder, ignore_errors=True)
-    return {"tasks": tasks, "seconds": elapsed, "results_ok": ok}
+    return result
 
 
 # ----- GNU parallel --------------------------------------------------------------------
