@@ -192,6 +192,16 @@ def reap_leftovers(root: Path) -> list[str]:
     return described
 
 
+def with_leftovers(broken: str | None, root: Path | None) -> str | None:
+    """``broken``, plus what of ours outlived the run under ``root`` (killed now):
+    a benchmark that leaves processes behind is broken too."""
+    if root is not None:
+        killed = reap_leftovers(root)
+        if killed:
+            broken = (broken + "\n" if broken else "") + f"processes left behind (now killed): {killed}"
+    return broken
+
+
 def job_counts(pool: Pool, job: str) -> dict:
     done, _ = sparecycles(["status", job, "--json"], pool.master_env)
     info = json.loads(done.stdout)

@@ -77,7 +77,7 @@ from _common import (  # noqa: E402
     write_job,
     write_params,
 )
-from _pool import SSH_USER, Pool, job_counts, our_leftovers, reap_leftovers, wait_job_done  # noqa: E402
+from _pool import SSH_USER, Pool, job_counts, with_leftovers, wait_job_done  # noqa: E402
 
 from trayapp.archive import sha256_of  # noqa: E402
 
@@ -420,11 +420,7 @@ def main(argv: list[str] | None = None) -> int:
     except BenchError as exc:
         broken = str(exc)
     finally:
-        if root_seen is not None:
-            left = our_leftovers(root_seen)
-            if left:
-                killed = reap_leftovers(root_seen)
-                broken = (broken + "\n" if broken else "") + f"processes left behind (now killed): {killed}"
+        broken = with_leftovers(broken, root_seen)
     if broken:
         print(f"\nBROKEN: {broken}", file=sys.stderr)
         return 1
