@@ -120,24 +120,45 @@ def desktop_entry(command: list[str], icon: str = "sparecycles") -> str:
     ])
 
 
-class XdgAutostart:
-    def __init__(self, folder: Path | None = None):
-        self.folder = folder or xdg_autostart_dir()
+class _AutostartFile:
+    """A start-at-login file in a folder the desktop reads at login: written
+    whole beside its place, then renamed in, so a login never reads half of it."""
+
+    file_name = ""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
 
     @property
     def path(self) -> Path:
-        return self.folder / f"{ENTRY_NAME}.desktop"
+        return self.folder / self.file_name
+
+    def content(self, command: list[str]) -> bytes:
+        raise NotImplementedError
 
     def enable(self, command: list[str]) -> AutostartState:
         self.folder.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(self.path.name + ".partial")
-        tmp.write_text(desktop_entry(command), encoding="utf-8")
+        tmp.write_bytes(self.content(command))
         os.replace(tmp, self.path)
         return self.status()
 
     def disable(self) -> AutostartState:
         self.path.unlink(missing_ok=True)
         return self.status()
+
+    def status(self) -> AutostartState:
+        raise NotImplementedError
+
+
+class XdgAutostart(_AutostartFile):
+    file_name = f"{ENTRY_NAME}.desktop"
+
+    def __init__(self, folder: Path | None = None):
+        super().__init__(folder or xdg_autostart_dir())
+
+    def content(self, command: list[str]) -> bytes:
+        return desktop_entry(command).encode("utf-8")
 
     def status(self) -> AutostartState:
         if not self.path.exists():
@@ -199,24 +220,14 @@ def launch_agent_plist(command: list[str]) -> bytes:
     })
 
 
-class MacAutostart:
+class MacAutostart(_AutostartFile):
+    file_name = f"{LAUNCH_AGENT_LABEL}.plist"
+
     def __init__(self, folder: Path | None = None):
-        self.folder = folder or Path.home() / "Library" / "LaunchAgents"
+        super().__init__(folder or Path.home() / "Library" / "LaunchAgents")
 
-    @property
-    def path(self) -> Path:
-        return self.folder / f"{LAUNCH_AGENT_LABEL}.plist"
-
-    def enable(self, command: list[str]) -> AutostartState:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".partial")
-        tmp.write_bytes(launch_agent_plist(command))
-        os.replace(tmp, self.path)
-        return self.status()
-
-    def disable(self) -> AutostartState:
-        self.path.unlink(missing_ok=True)
-        return self.status()
+    def content(self, command: list[str]) -> bytes:
+        return launch_agent_plist(command)
 
     def status(self) -> AutostartState:
         try:
