@@ -74,3 +74,20 @@ def stop_pynput_listeners(listeners: list) -> None:
             listener.stop()
         except Exception:  # noqa: BLE001 - shutting down regardless
             pass
+
+
+class PynputInput:
+    """Instant notice of input for an idle source (X11, Windows, macOS): pynput's
+    keyboard and mouse listeners, stopped again by ``close``. ``input_display``
+    names the X display to listen on, where there is one."""
+
+    input_display: str | None = None
+    _listeners: list | tuple = ()
+
+    def notify_input(self, callback: Callable[[], None]) -> bool:
+        self._listeners = start_pynput_listeners(callback, self.input_display)
+        return bool(self._listeners)
+
+    def close(self) -> None:
+        stop_pynput_listeners(self._listeners)
+        self._listeners = []

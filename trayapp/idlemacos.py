@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-from typing import Callable, Protocol
+from typing import Protocol
 
 from trayapp.idle import IdleReading
-from trayapp.idleinput import start_pynput_listeners, stop_pynput_listeners
+from trayapp.idleinput import PynputInput
 
 
 def hid_idle_seconds(raw: int | bytes) -> float:
@@ -99,21 +99,11 @@ class IOKitApi:
             self._cf.CFRelease(session)
 
 
-class MacSource:
+class MacSource(PynputInput):
     name = "macOS HIDIdleTime"
 
     def __init__(self, api: MacApi | None = None):
         self._api = api or IOKitApi()
-        self._listeners: list = []
 
     def read(self) -> IdleReading:
         return IdleReading(hid_idle_seconds(self._api.hid_idle_raw()), locked=self._api.screen_locked())
-
-    def notify_input(self, callback: Callable[[], None]) -> bool:
-        self._listeners = start_pynput_listeners(callback)
-        return bool(self._listeners)
-
-    def close(self) -> None:
-        stop_pynput_listeners(self._listeners)
-        self._listeners = []
-

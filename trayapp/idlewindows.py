@@ -14,10 +14,10 @@ tests feed it raw tick counts on Linux.
 from __future__ import annotations
 
 import ctypes
-from typing import Callable, Protocol
+from typing import Protocol
 
 from trayapp.idle import IdleReading
-from trayapp.idleinput import start_pynput_listeners, stop_pynput_listeners
+from trayapp.idleinput import PynputInput
 
 _TICK_MODULUS = 1 << 32
 _DESKTOP_SWITCHDESKTOP = 0x0100
@@ -66,12 +66,11 @@ class Win32Api:
         return True
 
 
-class WindowsSource:
+class WindowsSource(PynputInput):
     name = "Windows GetLastInputInfo"
 
     def __init__(self, api: WindowsApi | None = None):
         self._api = api or Win32Api()
-        self._listeners: list = []
 
     def read(self) -> IdleReading:
         # Read "now" after "last input", so an input in between cannot make
@@ -79,11 +78,3 @@ class WindowsSource:
         last = self._api.last_input_tick()
         now = self._api.tick_count()
         return IdleReading(idle_ms_between(last, now) / 1000.0, locked=not self._api.input_desktop_opens())
-
-    def notify_input(self, callback: Callable[[], None]) -> bool:
-        self._listeners = start_pynput_listeners(callback)
-        return bool(self._listeners)
-
-    def close(self) -> None:
-        stop_pynput_listeners(self._listeners)
-        self._listeners = []

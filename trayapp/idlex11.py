@@ -15,18 +15,18 @@ import threading
 from typing import Callable
 
 from trayapp.idle import IdleReading
-from trayapp.idleinput import start_pynput_listeners, stop_pynput_listeners
+from trayapp.idleinput import PynputInput
 
 _SCREENSAVER_ON = 1  # XScreenSaverInfo.state: ScreenSaverOff 0, ScreenSaverOn 1, ScreenSaverDisabled 3
 
 
-class X11Source:
+class X11Source(PynputInput):
     name = "X11 screensaver extension"
 
     def __init__(self, display: str, locked_hint: Callable[[], bool | None] | None = None):
         from Xlib import display as xdisplay
 
-        self._display_name = display
+        self.input_display = display
         self._display = xdisplay.Display(display)
         if not self._display.has_extension("MIT-SCREEN-SAVER"):
             self._display.close()
@@ -35,7 +35,6 @@ class X11Source:
         # One X connection must not be used from two threads at once; read()
         # may be called by the watcher and by a test at the same time.
         self._lock = threading.Lock()
-        self._listeners: list = []
         if locked_hint is None:
             from trayapp.idledbus import logind_locked
 
@@ -51,13 +50,8 @@ class X11Source:
         locked = bool(self._locked_hint()) or info.state == _SCREENSAVER_ON
         return IdleReading(info.idle / 1000.0, locked=locked)
 
-    def notify_input(self, callback: Callable[[], None]) -> bool:
-        self._listeners = start_pynput_listeners(callback, self._display_name)
-        return bool(self._listeners)
-
     def close(self) -> None:
-        stop_pynput_listeners(self._listeners)
-        self._listeners = []
+        super().close()
         with self._lock:
             try:
                 self._display.close()
