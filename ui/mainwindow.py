@@ -110,15 +110,21 @@ class MainWindow(QMainWindow):
         self.log_button.clicked.connect(self.show_failed_log)
         self.jobs_view.selectionModel().selectionChanged.connect(self._update_job_buttons)
         self.jobs.dataChanged.connect(self._update_job_buttons)
-        buttons = QHBoxLayout()
-        for b in (self.cancel_button, self.retry_button, self.results_button, self.log_button):
-            buttons.addWidget(b)
-        buttons.addStretch(1)
+        self._update_job_buttons()
+        return self._table_tab(self.jobs_view, (self.cancel_button, self.retry_button, self.results_button,
+                                                self.log_button))
+
+    @staticmethod
+    def _table_tab(view: QTableView, buttons) -> QWidget:
+        """A tab: the table, with its row of buttons under it."""
+        row = QHBoxLayout()
+        for button in buttons:
+            row.addWidget(button)
+        row.addStretch(1)
         tab = QWidget()
         layout = QVBoxLayout(tab)
-        layout.addWidget(self.jobs_view)
-        layout.addLayout(buttons)
-        self._update_job_buttons()
+        layout.addWidget(view)
+        layout.addLayout(row)
         return tab
 
     @staticmethod
@@ -188,16 +194,8 @@ class MainWindow(QMainWindow):
         self.trust_button.clicked.connect(self.trust_selected)
         self.remove_host_button.clicked.connect(self.remove_selected)
         self.hosts_view.selectionModel().selectionChanged.connect(self._update_host_buttons)
-        buttons = QHBoxLayout()
-        for b in (self.add_host_button, self.trust_button, self.remove_host_button):
-            buttons.addWidget(b)
-        buttons.addStretch(1)
-        tab = QWidget()
-        layout = QVBoxLayout(tab)
-        layout.addWidget(self.hosts_view)
-        layout.addLayout(buttons)
         self._update_host_buttons()
-        return tab
+        return self._table_tab(self.hosts_view, (self.add_host_button, self.trust_button, self.remove_host_button))
 
     def selected_host(self):
         rows = self.hosts_view.selectionModel().selectedRows()
