@@ -252,9 +252,9 @@ def home_env(home: Path) -> dict:
 
 
 def sparecycles(args: list[str], env: dict, *, check: bool = True) -> tuple[subprocess.CompletedProcess, float]:
-    """Run ``python -m trayapp ARGS`` to completion; returns it and its wall time in s."""
+    """Run ``python -m sparecycles ARGS`` to completion; returns it and its wall time in s."""
     t0 = time.perf_counter()
-    done = subprocess.run([PYTHON, "-m", "trayapp", *args], env=env, stdin=subprocess.DEVNULL,
+    done = subprocess.run([PYTHON, "-m", "sparecycles", *args], env=env, stdin=subprocess.DEVNULL,
                           capture_output=True, text=True)
     elapsed = time.perf_counter() - t0
     if check and done.returncode != 0:
@@ -264,7 +264,7 @@ def sparecycles(args: list[str], env: dict, *, check: bool = True) -> tuple[subp
 
 def start_master(processes: Processes, env: dict, log_file: Path, slots: int,
                  until_idle: float | None = None) -> subprocess.Popen:
-    args = [PYTHON, "-m", "trayapp", "master", "--slots", str(slots)]
+    args = [PYTHON, "-m", "sparecycles", "master", "--slots", str(slots)]
     if until_idle is not None:
         args += ["--until-idle", f"{until_idle:g}"]
     with log_file.open("ab") as log:
@@ -297,7 +297,7 @@ def wait_for_job(processes: Processes, job_id: str, env: dict, dispatcher: subpr
     queue a few times a second, so a job that did finish is seen by then) or
     after ``timeout``. Returns wait's exit code and stderr.
     """
-    waiter = processes.start([PYTHON, "-m", "trayapp", "wait", job_id, "--quiet"], env,
+    waiter = processes.start([PYTHON, "-m", "sparecycles", "wait", job_id, "--quiet"], env,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + timeout
     dispatcher_gone_at = None

@@ -91,7 +91,7 @@ class Pool:
     def start_master(self) -> subprocess.Popen:
         """``sparecycles master --no-local``: only the slaves run tasks."""
         with self.master_log.open("ab") as log:
-            self.master = self.processes.start([PYTHON, "-m", "trayapp", "master", "--no-local"], self.master_env,
+            self.master = self.processes.start([PYTHON, "-m", "sparecycles", "master", "--no-local"], self.master_env,
                                                stdout=log, stderr=subprocess.STDOUT)
         return self.master
 

@@ -22,7 +22,7 @@ and measures:
   the bytes the master sent over its SSH connections (``ss -ti``
   bytes_acked, summed over the connections to the sshd) are protocol
   messages only (job 1's include the archive);
-* ``SSHLink.put`` alone (``trayapp.ssh.SSHLink``, built from the master's
+* ``SSHLink.put`` alone (``trayapp.wire.ssh.SSHLink``, built from the master's
   HostRecord and known_hosts, i.e. the code path of the upload) of the same
   archive file to a temporary path: SFTP speed without the protocol around it;
 * ``scp`` of the same archive file with the same key, port and known_hosts
@@ -79,7 +79,7 @@ from _common import (  # noqa: E402
 )
 from _pool import SSH_USER, Pool, job_counts, with_leftovers, wait_job_done  # noqa: E402
 
-from trayapp.archive import sha256_of  # noqa: E402
+from trayapp.wire.archive import sha256_of  # noqa: E402
 
 TARGET_RATIO = 0.8
 DATA_FILES = 4
@@ -223,10 +223,10 @@ def upload_figures(job: dict) -> dict:
 # ----- put and scp of the same bytes ---------------------------------------------------------------
 
 def direct_put(pool: Pool, archive: Path, target: Path, sha: str) -> dict:
-    """trayapp.ssh.SSHLink.put of the archive, on a link of its own (opened and warmed up untimed)."""
+    """trayapp.wire.ssh.SSHLink.put of the archive, on a link of its own (opened and warmed up untimed)."""
     from trayapp.home import Home
-    from trayapp.ssh import SSHLink, known_hosts_file
-    from trayapp.store import Store
+    from trayapp.wire.ssh import SSHLink, known_hosts_file
+    from trayapp.master.store import Store
 
     home = Home.from_environment({"SPARECYCLES_HOME": str(pool.master_home)})
     store = Store(home.queue_db)

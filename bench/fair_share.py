@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from realparts import SlaveDaemon, Sshd  # noqa: E402
 
-from trayapp.store import Store  # noqa: E402
+from trayapp.master.store import Store  # noqa: E402
 
 TASK = """
 import json, os, sys, time
@@ -47,7 +47,7 @@ open("results/ok", "w").write("1")
 
 
 def cli(home: Path, *args: str) -> str:
-    out = subprocess.run([sys.executable, "-m", "trayapp", *args], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", "sparecycles", *args], capture_output=True, text=True,
                          env={**os.environ, "SPARECYCLES_HOME": str(home)})
     if out.returncode:
         raise SystemExit(f"sparecycles {' '.join(args)} failed: {out.stderr}")
@@ -80,7 +80,7 @@ def run_scenario(root: Path, policy: str, queues: list[int], task_s: float, stag
         for m, home in enumerate(homes):
             if m:
                 time.sleep(stagger_s)  # the earlier masters hold every slot by now
-            masters.append(subprocess.Popen([sys.executable, "-m", "trayapp", "master", "--no-local",
+            masters.append(subprocess.Popen([sys.executable, "-m", "sparecycles", "master", "--no-local",
                                              "--until-idle", "1"], env={**os.environ, "SPARECYCLES_HOME": str(home)},
                                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         for proc in masters:

@@ -43,7 +43,7 @@ def start_daemon(root: Path, processes, name: str, display: str, config: str) ->
     home.mkdir()
     (home / "config.toml").write_text(config)
     log = home / "slave.log"
-    proc = processes.start([PYTHON, "-m", "trayapp", "slave", "--slots", "1"],
+    proc = processes.start([PYTHON, "-m", "sparecycles", "slave", "--slots", "1"],
                            {**home_env(home), "DISPLAY": display}, stdout=subprocess.DEVNULL,
                            stderr=open(log, "wb"))
     return proc, log

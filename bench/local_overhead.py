@@ -56,7 +56,7 @@ from _common import (  # noqa: E402
 )
 
 # The marker SpareCycles writes into every collected results folder
-# (trayapp.results.MARKER_FILE), spelled out: this script reads results as a user would.
+# (trayapp.master.results.MARKER_FILE), spelled out: this script reads results as a user would.
 MARKER_FILE = ".sparecycles.json"
 TARGET_MS = 20.0
 UNTIL_IDLE_S = 2.0

@@ -47,7 +47,7 @@ from _common import PYTHON, bench_workspace, home_env  # noqa: E402
 from desktop import Xvfb  # noqa: E402
 from realparts import ProtocolPeer  # noqa: E402
 
-from trayapp.archive import pack  # noqa: E402
+from trayapp.wire.archive import pack  # noqa: E402
 
 ROLES = ("main", "child", "grandchild", "setsid")
 CONDOR_POLLING_INTERVAL_S = 5.0
@@ -133,9 +133,9 @@ def run_trials(root: Path, processes, xvfb: Xvfb, observer: Observer, trials: in
     if not cgroups:
         env["SPARECYCLES_CGROUPS"] = "off"
     log = home / "slave.log"
-    daemon = processes.start([PYTHON, "-m", "trayapp", "slave", "--slots", "2", "--idle-after", str(IDLE_AFTER_S)],
+    daemon = processes.start([PYTHON, "-m", "sparecycles", "slave", "--slots", "2", "--idle-after", str(IDLE_AFTER_S)],
                              env, stdout=subprocess.DEVNULL, stderr=open(log, "wb"))
-    from trayapp.agent import socket_path
+    from trayapp.slave.agent import socket_path
     from trayapp.home import Home
 
     sock = socket_path(Home.from_environment({"SPARECYCLES_HOME": str(home)}))
@@ -223,7 +223,7 @@ def main() -> int:
             for result in results:
                 report(args.trials, **result)
         finally:
-            xvfb.key("shift")  # lets listener threads end (see trayapp.idleinput)
+            xvfb.key("shift")  # lets listener threads end (see trayapp.idle.userinput)
             processes.stop_all()
             xvfb.stop()
     return 0

@@ -83,7 +83,7 @@ from _common import (  # noqa: E402
 )
 from _pool import Pool, job_counts, with_leftovers, wait_job_done  # noqa: E402
 
-MARKER_FILE = ".sparecycles.json"  # trayapp.results.MARKER_FILE, spelled out
+MARKER_FILE = ".sparecycles.json"  # trayapp.master.results.MARKER_FILE, spelled out
 TARGET_RATIO = 20.0
 TARGET_OVERHEAD_MS = 25.0
 TOOLS = ("/usr/sbin/sshd", "ssh", "parallel", "rsync")

@@ -48,7 +48,7 @@ def main() -> int:
     try:
         with tempfile.TemporaryDirectory(prefix="sc-tray-") as home:
             env["SPARECYCLES_HOME"] = home
-            tray = subprocess.Popen([sys.executable, "-m", "trayapp", "--mode", "slave"], env=env,
+            tray = subprocess.Popen([sys.executable, "-m", "sparecycles", "--mode", "slave"], env=env,
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             started.append(tray)
             bare = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"])

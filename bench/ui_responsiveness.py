@@ -42,7 +42,7 @@ from PyQt6.QtCore import QElapsedTimer, QEventLoop, QTimer  # noqa: E402
 from PyQt6.QtWidgets import QApplication  # noqa: E402
 
 from trayapp.status import AttemptOutcome  # noqa: E402
-from trayapp.store import Store  # noqa: E402
+from trayapp.master.store import Store  # noqa: E402
 from ui.jobsmodel import JobsModel  # noqa: E402
 from ui.mainwindow import MainWindow  # noqa: E402
 from ui.hostsmodel import HostsModel  # noqa: E402

@@ -1,9 +1,9 @@
 """The PyInstaller bundle's entry point: the tray app, the CLI and the agent in one executable.
 
-The bundle has no Python of its own to run ``-m trayapp``, yet the tray app's
+The bundle has no Python of its own to run ``-m sparecycles``, yet the tray app's
 engine child and ``submit``'s background dispatcher start
-``<sys.executable> -m trayapp VERB``. Here ``sys.executable`` is this program,
-so ``-m trayapp`` in front of the arguments is simply dropped.
+``<sys.executable> -m sparecycles VERB``. Here ``sys.executable`` is this program,
+so ``-m sparecycles`` in front of the arguments is simply dropped.
 """
 
 import os
@@ -25,9 +25,9 @@ def _restore_library_path() -> None:
 def main() -> int:
     _restore_library_path()
     args = sys.argv[1:]
-    if args[:2] == ["-m", "trayapp"]:
+    if args[:2] == ["-m", "sparecycles"]:
         args = args[2:]
-    from trayapp.cli import main as cli_main
+    from sparecycles.launch import main as cli_main
 
     return cli_main(args)
 

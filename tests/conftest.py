@@ -1,7 +1,7 @@
 """Shared fixtures: a private SpareCycles home per test, job folders, dispatchers.
 
 Everything is real: tasks are real subprocesses of ``sys.executable``, the
-queue is a real SQLite file, and CLI tests run the real ``python -m trayapp``.
+queue is a real SQLite file, and CLI tests run the real ``python -m sparecycles``.
 """
 
 from __future__ import annotations
@@ -40,9 +40,9 @@ def _stop_background_dispatcher(root: Path) -> None:
     lock = root / "dispatcher.lock"
     if not lock.exists():
         return
-    from trayapp.dispatcher import DispatcherLock
+    from trayapp.locks import InstanceLock
 
-    pid = DispatcherLock(lock).holder()
+    pid = InstanceLock(lock).holder()
     if pid and pid > 0:
         os.kill(pid, signal.SIGTERM)
         for _ in range(100):
@@ -133,7 +133,7 @@ def wait_until(predicate, timeout: float = 30.0, interval: float = 0.05, what: s
 def cli(*args: str, env: dict | None = None, timeout: float = 120, check: bool = False,
         input_text: str | None = None) -> subprocess.CompletedProcess:
     """Run the real command line in a child process."""
-    result = subprocess.run([sys.executable, "-m", "trayapp", *args], capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-m", "sparecycles", *args], capture_output=True, text=True,
                             timeout=timeout, env={**os.environ, **(env or {})}, input=input_text)
     if check and result.returncode != 0:
         raise AssertionError(f"sparecycles {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n"
@@ -205,7 +205,7 @@ def pool(home, tmp_path, sshd):
 
 def start_master(*extra: str, env: dict | None = None) -> subprocess.Popen:
     """``sparecycles master`` for the test's home (or ``env``'s), as a child process."""
-    return subprocess.Popen([sys.executable, "-m", "trayapp", "master", *extra], stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-m", "sparecycles", "master", *extra], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})})
 
 

@@ -110,10 +110,10 @@ class SlaveDaemon:
 
     def start(self) -> "SlaveDaemon":
         self.home.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen([sys.executable, "-m", "trayapp", "slave", "--slots", str(self.slots)],
+        self.proc = subprocess.Popen([sys.executable, "-m", "sparecycles", "slave", "--slots", str(self.slots)],
                                      env=self.env, stdout=subprocess.DEVNULL,
                                      stderr=open(self.home / "slave-daemon.log", "ab"))
-        from trayapp.agent import socket_path
+        from trayapp.slave.agent import socket_path
         from trayapp.home import Home
 
         sock = socket_path(Home.from_environment({"SPARECYCLES_HOME": str(self.home)}))
@@ -127,7 +127,7 @@ class SlaveDaemon:
     @property
     def agent_command(self) -> str:
         return (f"env SPARECYCLES_HOME={shlex.quote(str(self.home))} "
-                f"{shlex.quote(sys.executable)} -m trayapp agent")
+                f"{shlex.quote(sys.executable)} -m sparecycles agent")
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -153,7 +153,7 @@ class ProtocolPeer:
     MASTER_ID = "0123456789abcdef"
 
     def __init__(self, engine=None, *, path: Path | None = None, timeout: float = 10.0):
-        from trayapp.protocol import LineBuffer
+        from trayapp.wire.protocol import LineBuffer
 
         if path is not None:
             self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -168,13 +168,13 @@ class ProtocolPeer:
         self.state: str | None = None
 
     def send(self, kind: str, **fields) -> None:
-        from trayapp.protocol import encode
+        from trayapp.wire.protocol import encode
 
         self.sock.sendall(encode(kind, **fields))
 
     def expect(self, *kinds: str, **match) -> dict:
         """The first message of one of ``kinds`` whose fields equal ``match``."""
-        from trayapp.protocol import decode
+        from trayapp.wire.protocol import decode
 
         while True:
             for i, message in enumerate(self._unread):
@@ -205,7 +205,7 @@ class ProtocolPeer:
         engine's verdict (``archive_ok``/``archive_bad``, or its ``archive`` reply)."""
         import shutil
 
-        from trayapp.archive import sha256_of
+        from trayapp.wire.archive import sha256_of
 
         sha = sha or sha256_of(archive)
         self.send("need_archive", sha=sha)

@@ -1,4 +1,4 @@
-"""Tests for trayapp.archive: deterministic packing and paranoid unpacking."""
+"""Tests for trayapp.wire.archive: deterministic packing and paranoid unpacking."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from trayapp.archive import (
+from trayapp.wire.archive import (
     FIXED_MTIME,
     ChecksumMismatchError,
     UnsafeArchiveError,

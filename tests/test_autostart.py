@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from trayapp.autostart import MacAutostart, WindowsAutostart, XdgAutostart, launch_command
+from trayapp.install.autostart import MacAutostart, WindowsAutostart, XdgAutostart, launch_command
 
 
 def validate(path: Path) -> None:
@@ -42,7 +42,7 @@ def test_awkward_characters_survive_the_exec_quoting(tmp_path):
 
 
 def run_cli(*args, env) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "trayapp", *args], capture_output=True, text=True, timeout=60,
+    return subprocess.run([sys.executable, "-m", "sparecycles", *args], capture_output=True, text=True, timeout=60,
                           env=env)
 
 
@@ -57,7 +57,7 @@ def test_cli_enable_status_disable_under_xdg_config_home(home, tmp_path):
     assert state["enabled"] and state["where"] == str(entry)
     validate(entry)
     # The absolute path of this installation: the console script beside the
-    # interpreter, or the interpreter with -m trayapp.
+    # interpreter, or the interpreter with -m sparecycles.
     assert Path(state["command"][0]).is_absolute() and Path(state["command"][0]).exists()
     assert state["command"] == [*launch_command(), "--background"]  # at login: into the tray, no window
 

@@ -19,7 +19,7 @@ from trayapp import __version__
 from trayapp.config import Config
 from trayapp.errors import UserError
 from trayapp.home import Home
-from trayapp.taskenv import env_python, managed_env_dir, task_interpreter
+from trayapp.install.taskenv import env_python, managed_env_dir, task_interpreter
 
 ROOT = Path(__file__).resolve().parent.parent
 HELLO = '{"v":1,"type":"hello","master":"0123456789abcdef","name":"x"}\n'
@@ -85,16 +85,16 @@ def test_bundled_tray_app_starts_offscreen_runs_its_engine_and_quits_cleanly(bun
     proc = subprocess.Popen([str(bundle), "--mode", "master"], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     try:
-        # The engine child is `<bundle> -m trayapp master`: it holding the
+        # The engine child is `<bundle> -m sparecycles master`: it holding the
         # dispatcher lock proves the bundle runs its own verbs that way.
-        from trayapp.dispatcher import DispatcherLock
+        from trayapp.locks import InstanceLock
 
         deadline = time.monotonic() + 60
-        while DispatcherLock(home / "dispatcher.lock").holder() is None:
+        while InstanceLock(home / "dispatcher.lock").holder() is None:
             assert proc.poll() is None, proc.stdout.read()
             assert time.monotonic() < deadline, "the bundled tray app started no dispatcher"
             time.sleep(0.1)
-        child = DispatcherLock(home / "dispatcher.lock").holder()
+        child = InstanceLock(home / "dispatcher.lock").holder()
         # It logs its task interpreter once the managed environment is made.
         expected = f"tasks run with {env_python(home / 'task-env')}"
         log_file = home / "logs" / "master.log"
@@ -128,7 +128,7 @@ def test_bundle_without_any_system_python_says_how_to_set_task_python(bundle, tm
 
 
 def test_bundle_runs_the_brian_demo_with_a_named_task_python(bundle, tmp_path):
-    # The dispatcher runs as `<bundle> -m trayapp master`, the tasks with the
+    # The dispatcher runs as `<bundle> -m sparecycles master`, the tasks with the
     # interpreter from the settings (this venv, which has Brian).
     env = fresh_env(tmp_path)
     Path(env["SPARECYCLES_HOME"], "config.toml").write_text(f'task_python = "{sys.executable}"\n')
@@ -165,7 +165,7 @@ def test_bundle_check_updates_offline_and_autostart_point_at_the_bundle(bundle, 
 
 def test_bundle_updates_brian_in_its_managed_environment_never_in_itself(bundle, tmp_path):
     from fakeindex import FakeIndex, make_wheel
-    from trayapp.updates import pip_environment_without_user_config
+    from trayapp.install.updates import pip_environment_without_user_config
 
     env = {**fresh_env(tmp_path), **pip_environment_without_user_config()}
     home = Path(env["SPARECYCLES_HOME"])
@@ -207,21 +207,21 @@ def test_install_desktop_adds_a_valid_menu_entry_and_icon(built, tmp_path):
 def test_a_pip_install_runs_tasks_with_its_own_interpreter(monkeypatch):
     monkeypatch.delenv("SPARECYCLES_TASK_PYTHON", raising=False)
     monkeypatch.delattr(sys, "frozen", raising=False)
-    assert Config().task_interpreter == sys.executable
-    assert Config(task_python="/opt/py/bin/python3").task_interpreter == "/opt/py/bin/python3"
+    assert task_interpreter(Config().task_python) == sys.executable
+    assert task_interpreter(Config(task_python="/opt/py/bin/python3").task_python) == "/opt/py/bin/python3"
 
 
 def test_frozen_never_uses_its_own_executable(monkeypatch, home):
     monkeypatch.delenv("SPARECYCLES_TASK_PYTHON", raising=False)
     monkeypatch.setattr(sys, "frozen", True, raising=False)
-    assert Config(task_python="/opt/py/bin/python3").task_interpreter == "/opt/py/bin/python3"
-    python = Config().task_interpreter  # creates the managed environment on first use
+    assert task_interpreter(Config(task_python="/opt/py/bin/python3").task_python) == "/opt/py/bin/python3"
+    python = task_interpreter(Config().task_python)  # creates the managed environment on first use
     assert python != sys.executable
     assert python == str(env_python(managed_env_dir(home)))
     version = subprocess.run([python, "-c", "import sys, pip; print(sys.prefix)"], capture_output=True, text=True,
                              check=True, timeout=60).stdout.strip()
     assert Path(version) == managed_env_dir(home)
-    assert Config().task_interpreter == python  # second use: the same one, not made again
+    assert task_interpreter(Config().task_python) == python  # second use: the same one, not made again
 
 
 def test_frozen_without_a_python_explains_task_python(tmp_path):

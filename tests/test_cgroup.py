@@ -18,9 +18,9 @@ import psutil
 import pytest
 from conftest import wait_until
 
-from trayapp.cgroup import TaskCgroups, own_cgroup
-from trayapp.proctree import kill_tree
-from trayapp.runner import LaunchSettings, TaskSpec, prepare, start
+from trayapp.run.cgroup import TaskCgroups, own_cgroup
+from trayapp.run.proctree import kill_tree
+from trayapp.run.posix import LaunchSettings, TaskSpec, prepare, start
 
 # Forks at once (no sleep anywhere before the fork): a child, and an orphan
 # whose parent exits at once. Each notes its pid, then waits to be killed.

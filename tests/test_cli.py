@@ -128,7 +128,7 @@ def test_unknown_job_and_bad_duration(home):
 
 
 def test_second_dispatcher_for_the_same_home_is_refused(home, tmp_path):
-    first = subprocess.Popen([sys.executable, "-m", "trayapp", "master"], stdout=subprocess.PIPE,
+    first = subprocess.Popen([sys.executable, "-m", "sparecycles", "master"], stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True)
     try:
         from conftest import wait_until
@@ -149,7 +149,7 @@ def test_wait_on_a_terminal_draws_a_progress_bar(home, tmp_path):
     sub = submit_json(str(folder), "--params", str(params))
     leader, follower = pty.openpty()
     fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a real terminal's size
-    proc = subprocess.Popen([sys.executable, "-m", "trayapp", "wait", sub["job"], "--timeout", "60"],
+    proc = subprocess.Popen([sys.executable, "-m", "sparecycles", "wait", sub["job"], "--timeout", "60"],
                             stdin=follower, stdout=follower, stderr=follower, env=os.environ.copy())
     os.close(follower)
     output = b""

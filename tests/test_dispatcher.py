@@ -12,7 +12,7 @@ import psutil
 from conftest import ECHO_TASK, BackgroundDispatcher, cli, make_job, pid_alive, run_dispatcher, wait_until
 
 from trayapp.config import Config
-from trayapp.job import submit_job
+from trayapp.job.submit import submit_job
 from trayapp.status import JobStatus, TaskStatus
 
 
@@ -319,8 +319,8 @@ def test_results_folder_that_cannot_be_written_keeps_results_waiting_and_says_wh
 LOCK_RACE = """
 import sys, time
 from pathlib import Path
-from trayapp.dispatcher import DispatcherLock
-lock, role, fails, n = DispatcherLock(Path(sys.argv[1])), sys.argv[2], 0, 0
+from trayapp.locks import InstanceLock
+lock, role, fails, n = InstanceLock(Path(sys.argv[1])), sys.argv[2], 0, 0
 end = time.monotonic() + 2
 while time.monotonic() < end:
     n += 1
@@ -350,10 +350,10 @@ def test_asking_who_runs_the_queue_never_stops_a_dispatcher_from_starting(tmp_pa
 
 
 def test_the_lock_holder_is_read_from_the_kernel_lock_table(tmp_path):
-    from trayapp.dispatcher import DispatcherLock, _flock_holder
+    from trayapp.locks import InstanceLock, _flock_holder
 
     path = tmp_path / "dispatcher.lock"
-    lock = DispatcherLock(path)
+    lock = InstanceLock(path)
     assert lock.holder() is None
     assert lock.acquire()
     try:

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from trayapp.fairshare import FairShare
+from trayapp.slave.fairshare import FairShare
 
 HOUR = 3600.0
 

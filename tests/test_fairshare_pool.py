@@ -7,7 +7,7 @@ from pathlib import Path
 
 from conftest import cli, make_job, start_master, stop_process, wait_until
 
-from trayapp.store import Store
+from trayapp.master.store import Store
 
 SLEEP_TASK = """
 import json, os, sys, time

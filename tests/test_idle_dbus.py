@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from trayapp.idledbus import MUTTER, DesktopBusSource, _Buses
+from trayapp.idle.dbus import MUTTER, DesktopBusSource, _Buses
 
 pytestmark = pytest.mark.skipif(shutil.which("dbus-daemon") is None, reason="needs dbus-daemon")
 

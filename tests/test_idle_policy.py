@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from trayapp.idle import IdleReading
-from trayapp.idlepolicy import CpuLoad, IdlePolicy, PolicySettings
+from trayapp.idle.reading import IdleReading
+from trayapp.idle.policy import CpuLoad, IdlePolicy, PolicySettings
 
 NOBODY = IdleReading(math.inf, session=False)
 

@@ -12,12 +12,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from trayapp import idledbus
-from trayapp.idle import IdleReading, NoSessionSource, local_sessions, open_idle_source
-from trayapp.idledbus import FREEDESKTOP, MUTTER, DBusUnavailable, DesktopBusSource, logind_idle_seconds
-from trayapp.idlemacos import MacSource, hid_idle_seconds
-from trayapp.idlewatch import ForeignCpu, on_battery
-from trayapp.idlewindows import WindowsSource, idle_ms_between
+from trayapp.idle import dbus as idledbus
+from trayapp.idle.sources import IdleReading, NoSessionSource, local_sessions, open_idle_source
+from trayapp.idle.dbus import FREEDESKTOP, MUTTER, DBusUnavailable, DesktopBusSource, logind_idle_seconds
+from trayapp.idle.macos import MacSource, hid_idle_seconds
+from trayapp.idle.watch import ForeignCpu, on_battery
+from trayapp.idle.windows import WindowsSource, idle_ms_between
 
 
 # ----- Windows: GetLastInputInfo / GetTickCount -----------------------------------------------

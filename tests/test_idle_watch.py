@@ -6,9 +6,9 @@ import math
 import threading
 import time
 
-from trayapp.idle import IdleReading
-from trayapp.idlepolicy import IdlePolicy, PolicySettings
-from trayapp.idlewatch import IdleWatcher
+from trayapp.idle.reading import IdleReading
+from trayapp.idle.policy import IdlePolicy, PolicySettings
+from trayapp.idle.watch import IdleWatcher
 
 
 class FakeSource:

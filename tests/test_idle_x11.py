@@ -13,7 +13,7 @@ import pytest
 from conftest import wait_until
 from desktop import Xvfb, needs_xvfb
 
-from trayapp.idle import open_idle_source
+from trayapp.idle.sources import open_idle_source
 
 pytestmark = needs_xvfb
 
@@ -23,7 +23,7 @@ def xvfb():
     server = Xvfb().start()
     yield server
     # Listeners closed by the tests end only at the next input event (pynput's
-    # shutdown hang, see trayapp.idleinput); give them one, so they end
+    # shutdown hang, see trayapp.idle.userinput); give them one, so they end
     # cleanly instead of failing when the display goes away under them.
     server.key("shift")
     server.move_mouse(1, 1)
@@ -33,7 +33,7 @@ def xvfb():
 
 @pytest.fixture
 def source(xvfb):
-    from trayapp.idlex11 import X11Source
+    from trayapp.idle.x11 import X11Source
 
     src = X11Source(xvfb.display, locked_hint=lambda: None)
     yield src
@@ -79,7 +79,7 @@ def test_listeners_call_back_the_instant_input_arrives(xvfb, source):
 
 
 def test_closing_does_not_wait_for_the_next_key_press(xvfb):
-    from trayapp.idlex11 import X11Source
+    from trayapp.idle.x11 import X11Source
 
     src = X11Source(xvfb.display, locked_hint=lambda: None)
     assert src.notify_input(lambda: None)
@@ -89,7 +89,7 @@ def test_closing_does_not_wait_for_the_next_key_press(xvfb):
 
 
 def _daemon(home, env, *args) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "trayapp", "slave", "--slots", "1", *args],
+    return subprocess.Popen([sys.executable, "-m", "sparecycles", "slave", "--slots", "1", *args],
                             env={**os.environ, "SPARECYCLES_HOME": str(home), **env},
                             stdout=subprocess.DEVNULL, stderr=open(home.parent / f"{home.name}.log", "wb"))
 
@@ -128,7 +128,7 @@ def test_slave_daemon_without_display_and_nobody_logged_in_lends_at_once(tmp_pat
     home.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
     log = tmp_path / "service.log"
-    proc = subprocess.Popen([sys.executable, "-m", "trayapp", "slave", "--slots", "1"],
+    proc = subprocess.Popen([sys.executable, "-m", "sparecycles", "slave", "--slots", "1"],
                             env={**env, "SPARECYCLES_HOME": str(home)}, stdout=subprocess.DEVNULL,
                             stderr=open(log, "wb"))
     try:

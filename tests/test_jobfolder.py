@@ -1,4 +1,4 @@
-"""Tests for trayapp.jobfolder: main script, files that travel, parameter sets."""
+"""Tests for trayapp.job.folder: main script, files that travel, parameter sets."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from trayapp.errors import UserError
-from trayapp.jobfolder import IGNORE_FILE, list_job_files, open_job_folder
+from trayapp.job.folder import IGNORE_FILE, list_job_files, open_job_folder
 
 
 def make_folder(root: Path, files: dict[str, str] | list[str]) -> Path:

@@ -11,7 +11,7 @@ import threading
 import psutil
 from conftest import wait_until
 
-from trayapp.runner import Launcher, LaunchSettings, TaskSpec, prepare
+from trayapp.run.posix import Launcher, LaunchSettings, TaskSpec, prepare
 
 REPORT = """
 import json, os, psutil

@@ -1,13 +1,13 @@
-"""Tests for trayapp.manifest: sparecycles.toml, durations and memory sizes."""
+"""Tests for trayapp.job.manifest: sparecycles.toml, durations and memory sizes."""
 
 import dataclasses
 from pathlib import Path
 
 import pytest
 
-from trayapp import manifest as manifest_module
+from trayapp.job import manifest as manifest_module
 from trayapp.errors import UserError
-from trayapp.manifest import MANIFEST_NAME, Manifest, load_manifest, parse_duration, parse_memory_mb
+from trayapp.job.manifest import MANIFEST_NAME, Manifest, load_manifest, parse_duration, parse_memory_mb
 
 
 def write_manifest(folder: Path, text: str) -> Path:

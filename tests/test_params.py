@@ -1,4 +1,4 @@
-"""Tests for trayapp.params: the three parameter-file formats and every bad input."""
+"""Tests for trayapp.job.params: the three parameter-file formats and every bad input."""
 
 import json
 from pathlib import Path
@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from trayapp.errors import UserError
-from trayapp.params import MAX_SETS, describe_param_sets, load_param_sets, toml_key_line
+from trayapp.job.params import MAX_SETS, describe_param_sets, load_param_sets, toml_key_line
 
 
 def write(folder: Path, name: str, text: str, encoding: str = "utf-8") -> Path:

@@ -159,7 +159,7 @@ def test_master_killed_and_restarted_mid_job_reconciles_with_its_slaves(pool, tm
 
 
 def test_a_real_brian_task_runs_through_the_pool(pool, tmp_path):
-    from trayapp.bundled import resource_path
+    from trayapp.install.bundled import resource_path
 
     pool.add_slave("a", slots=2)
     demo = resource_path("demo")
@@ -193,7 +193,7 @@ def test_a_slave_that_cannot_meet_a_jobs_requirements_declines_it(pool, tmp_path
     assert all(t["failures"] == 0 for t in status["tasks"]), "a declined job uses up no retries"
     hosts = {h["name"]: h for h in json.loads(cli("hosts", "list", "--json").stdout)}
     assert hosts["old"]["brian"] is None and hosts["new"]["brian"]
-    from trayapp.store import Store
+    from trayapp.master.store import Store
 
     store = Store(Path(os.environ["SPARECYCLES_HOME"]) / "queue.sqlite3")
     declines = [a["message"] for a in store.attempts(store.job(job["job"]).seq) if a["host"] == "old"]

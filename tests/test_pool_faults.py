@@ -29,14 +29,15 @@ from conftest import ECHO_TASK, cli, make_job, pid_alive, run_dispatcher, wait_u
 from fakes import fake_agent
 from realparts import ProtocolPeer
 
-from trayapp.archive import pack, sha256_of
-from trayapp.availability import SlaveState
-from trayapp.job import submit_job
-from trayapp.links import LocalLink, LocalSlave
-from trayapp.protocol import MAX_LINE, encode
-from trayapp.slave import SlaveEngine, SlaveSettings
-from trayapp.spool import Spool
-from trayapp.ssh import (
+from trayapp.wire.archive import pack, sha256_of
+from trayapp.slave.availability import SlaveState
+from trayapp.job.submit import submit_job
+from trayapp.master.kinds.local import LocalSlave
+from trayapp.wire.links import LocalLink
+from trayapp.wire.protocol import MAX_LINE, encode
+from trayapp.slave.engine import SlaveEngine, SlaveSettings
+from trayapp.slave.spool import Spool
+from trayapp.wire.ssh import (
     ClientKeyError,
     SSHLink,
     fetch_host_key,
@@ -44,7 +45,7 @@ from trayapp.ssh import (
     store_secret,
     trust_host_key,
 )
-from trayapp.store import Store
+from trayapp.master.store import Store
 
 FAKE_AGENT = Path(fake_agent.__file__)
 HOSTILE_KINDS = ["dotdot", "absolute", "symlink", "hardlink", "device"]
@@ -94,7 +95,7 @@ class Master:
 
     def __enter__(self) -> "Master":
         with self.log_path.open("wb") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "trayapp", "master", "--no-local", *self.extra],
+            self.proc = subprocess.Popen([sys.executable, "-m", "sparecycles", "master", "--no-local", *self.extra],
                                          stdout=out, stderr=subprocess.STDOUT)
         return self
 
@@ -501,7 +502,7 @@ class DamagingLink:
 
 
 def test_archive_damaged_in_transit_is_sent_again_and_the_tasks_run_once(app, tmp_path, monkeypatch, caplog):
-    caplog.set_level(logging.WARNING, logger="trayapp.host")
+    caplog.set_level(logging.WARNING, logger="trayapp.master.driver")
     puts: list[str] = []
     monkeypatch.setattr(LocalSlave, "link", lambda self: DamagingLink(LocalLink(self.engine), puts))
     job, ledger = ledger_job(app, tmp_path)
@@ -561,7 +562,7 @@ def test_archive_damaged_on_the_slaves_disk_is_declined_and_sent_again(app, tmp_
     (b"x" * (MAX_LINE + 10), "a line longer than"),
 ], ids=["not-json", "version-99", "not-an-object", "before-hello", "runaway-line"])
 def test_engine_closes_a_session_that_sends_garbage_and_serves_the_others(engine, caplog, garbage, logged):
-    caplog.set_level(logging.WARNING, logger="trayapp.slave")
+    caplog.set_level(logging.WARNING, logger="trayapp.slave.engine")
     good = ProtocolPeer(engine)
     assert good.hello()["slave"] == "e" * 16
     bad = ProtocolPeer(engine)

@@ -21,13 +21,13 @@ import pytest
 from conftest import make_job, pid_alive, wait_until
 from realparts import ProtocolPeer
 
-from trayapp.archive import pack
-from trayapp.availability import SlaveState
-from trayapp.cgroup import TaskCgroups
-from trayapp.links import LocalSlave
-from trayapp.preemption import kill_trees
-from trayapp.slave import SlaveEngine, SlaveSettings
-from trayapp.spool import Spool
+from trayapp.wire.archive import pack
+from trayapp.slave.availability import SlaveState
+from trayapp.run.cgroup import TaskCgroups
+from trayapp.master.kinds.local import LocalSlave
+from trayapp.run.preemption import kill_trees
+from trayapp.slave.engine import SlaveEngine, SlaveSettings
+from trayapp.slave.spool import Spool
 from trayapp.status import AttemptOutcome
 
 ROLES = {"main", "child", "grandchild", "setsid", "orphan"}

@@ -53,7 +53,7 @@ def ledger(path: Path) -> list[tuple[str, int, int, int, str]]:
 def xvfb():
     server = Xvfb().start()
     yield server
-    server.key("shift")  # ends listener threads still waiting for an event (trayapp.idleinput)
+    server.key("shift")  # ends listener threads still waiting for an event (trayapp.idle.userinput)
     server.stop()
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from conftest import make_job, wait_until
 
-from trayapp.job import submit_job
+from trayapp.job.submit import submit_job
 from trayapp.status import JobStatus, TaskStatus
 
 # Each task notes when it starts and when it completes in a ledger outside the
@@ -33,7 +33,7 @@ note("end")
 
 
 def start_master(home_env: dict, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "trayapp", "master", "--slots", "2", *extra],
+    return subprocess.Popen([sys.executable, "-m", "sparecycles", "master", "--slots", "2", *extra],
                             env=home_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 

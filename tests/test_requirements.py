@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from trayapp.requirements import RequirementChecker, probe_versions
+from trayapp.slave.requirements import RequirementChecker, probe_versions
 
 BRIAN = importlib.metadata.version("brian2")  # the test environment installs it ([brian] extra)
 

@@ -8,9 +8,9 @@ import threading
 import pytest
 from realparts import ProtocolPeer
 
-from trayapp.protocol import encode
-from trayapp.slave import SlaveEngine, SlaveSettings
-from trayapp.spool import Spool
+from trayapp.wire.protocol import encode
+from trayapp.slave.engine import SlaveEngine, SlaveSettings
+from trayapp.slave.spool import Spool
 
 
 def master_session(engine: SlaveEngine, master_id: str, name: str) -> ProtocolPeer:
@@ -107,8 +107,8 @@ def test_a_master_that_hung_up_is_still_heard_to_the_end():
     # the engine's reply then fails, and it must still act on what it was sent.
     import socket
 
-    from trayapp.protocol import decode
-    from trayapp.session import Session
+    from trayapp.wire.protocol import decode
+    from trayapp.slave.session import Session
 
     ours, theirs = socket.socketpair()
     ours.setblocking(False)

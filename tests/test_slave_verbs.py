@@ -16,7 +16,7 @@ from realparts import SlaveDaemon
 
 def verb(home, *args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
-    return subprocess.run([sys.executable, "-m", "trayapp", *args], capture_output=True, text=True, timeout=60,
+    return subprocess.run([sys.executable, "-m", "sparecycles", *args], capture_output=True, text=True, timeout=60,
                           env={**env, "SPARECYCLES_HOME": str(home)})
 
 

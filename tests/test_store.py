@@ -12,7 +12,7 @@ import pytest
 
 from trayapp.errors import UserError
 from trayapp.status import AttemptOutcome, JobStatus, TaskStatus
-from trayapp.store import Store
+from trayapp.master.store import Store
 
 
 def add(store: Store, tmp_path: Path, n: int, name: str = "job", retries: int = 0):
@@ -109,7 +109,7 @@ def test_many_processes_claim_and_submit_at_once_without_losing_or_doubling(tmp_
     claimer = textwrap.dedent(f"""
         import json, sys, time
         sys.path.insert(0, {str(Path(__file__).resolve().parent.parent)!r})
-        from trayapp.store import Store
+        from trayapp.master.store import Store
         from trayapp.status import AttemptOutcome
         s = Store({str(db)!r})
         got = []
@@ -129,7 +129,7 @@ def test_many_processes_claim_and_submit_at_once_without_losing_or_doubling(tmp_
         import sys
         sys.path.insert(0, {str(Path(__file__).resolve().parent.parent)!r})
         from pathlib import Path
-        from trayapp.store import Store
+        from trayapp.master.store import Store
         s = Store({str(db)!r})
         for k in range(5):
             s.add_job(name=f"late{{sys.argv[1]}}-{{k}}", folder="f", main="main.py", archive_sha="0"*64,

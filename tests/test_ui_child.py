@@ -11,7 +11,7 @@ import sys
 from PyQt6.QtCore import QElapsedTimer
 
 from conftest import make_job, pid_alive
-from trayapp.job import submit_job
+from trayapp.job.submit import submit_job
 from trayapp.status import TaskStatus
 from ui.child import Child
 

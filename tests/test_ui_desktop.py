@@ -14,9 +14,9 @@ import time
 import pytest
 
 from conftest import make_job, pid_alive
-from trayapp.dispatcher import DispatcherLock
+from trayapp.locks import InstanceLock
 from trayapp.status import TaskStatus
-from trayapp.store import Store
+from trayapp.master.store import Store
 from ui_desktop import SCREENSHOTS, Desktop, missing_tools
 
 pytestmark = pytest.mark.skipif(bool(missing_tools()), reason=f"needs {', '.join(missing_tools())} "
@@ -98,7 +98,7 @@ def test_icon_is_embedded_and_right_click_opens_the_menu(desktop, home, tmp_path
 def test_started_before_the_desktop_has_a_tray_the_app_waits_and_shows_its_icon_when_one_comes(tmp_path, home):
     desktop = Desktop(tmp_path / "late-tray").start(tray=False)  # a login where the panel comes up late
     env = desktop.env(SPARECYCLES_HOME=str(home.data_dir))
-    app = subprocess.Popen([sys.executable, "-m", "trayapp", "--mode", "slave", "--background"], env=env,
+    app = subprocess.Popen([sys.executable, "-m", "sparecycles", "--mode", "slave", "--background"], env=env,
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         time.sleep(3)
@@ -117,7 +117,7 @@ def test_started_before_the_desktop_has_a_tray_the_app_waits_and_shows_its_icon_
 
 def test_first_start_asks_master_or_slave_and_saves_the_answer(desktop, home):
     env = desktop.env(SPARECYCLES_HOME=str(home.data_dir))
-    app = subprocess.Popen([sys.executable, "-m", "trayapp"], env=env, stdout=subprocess.PIPE,
+    app = subprocess.Popen([sys.executable, "-m", "sparecycles"], env=env, stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, text=True)
     try:
         dialog = desktop.wait_for(lambda: [w for w in desktop.top_level("Welcome to SpareCycles")
@@ -155,7 +155,7 @@ def shown_windows(desktop) -> list:
 def test_real_app_starts_in_the_tray_runs_a_job_and_a_second_start_shows_it(desktop, home, tmp_path):
     env = desktop.env(SPARECYCLES_HOME=str(home.data_dir))
     # As the start at login runs it: into the tray, no window.
-    app = subprocess.Popen([sys.executable, "-m", "trayapp", "--mode", "master", "--background"], env=env,
+    app = subprocess.Popen([sys.executable, "-m", "sparecycles", "--mode", "master", "--background"], env=env,
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         icon = desktop.wait_for(lambda: desktop.embedded_in_tray("SpareCycles"), "the tray icon in trayer")
@@ -164,14 +164,14 @@ def test_real_app_starts_in_the_tray_runs_a_job_and_a_second_start_shows_it(desk
         time.sleep(0.5)
         assert shown_windows(desktop) == [], "started at login, the app opens no window"
         # A second start (the user runs SpareCycles from the menu) shows the first one's window.
-        second = subprocess.run([sys.executable, "-m", "trayapp"], env=env, capture_output=True, text=True,
+        second = subprocess.run([sys.executable, "-m", "sparecycles"], env=env, capture_output=True, text=True,
                                 timeout=60)
         assert second.returncode == 0 and "already running; showed its window" in second.stdout
         window = desktop.wait_for(lambda: shown_windows(desktop), "the main window")[0]
 
         folder, params = make_job(tmp_path / "brian-sweep", SLOW_TASK,
                                   params=[{"rate_hz": r, "g_inh": g} for r in (40, 60, 80) for g in (5, 7)])
-        submitted = subprocess.run([sys.executable, "-m", "trayapp", "submit", str(folder), "--params", str(params),
+        submitted = subprocess.run([sys.executable, "-m", "sparecycles", "submit", str(folder), "--params", str(params),
                                     "--no-start", "--json"], env=env, capture_output=True, text=True, timeout=60)
         job = json.loads(submitted.stdout)["job"]
         store = Store(home.queue_db)
@@ -193,11 +193,11 @@ def test_real_app_starts_in_the_tray_runs_a_job_and_a_second_start_shows_it(desk
         desktop.key("Escape")
         desktop.wait_for(lambda: not desktop.is_viewable(popup.id), "the menu to close")
 
-        dispatcher = DispatcherLock(home.dispatcher_lock).holder()
+        dispatcher = InstanceLock(home.dispatcher_lock).holder()
         assert dispatcher and pid_alive(dispatcher)
     finally:
         if app.poll() is None:
             app.send_signal(signal.SIGTERM)  # Quit: the app stops its dispatcher child
         out, _ = app.communicate(timeout=60)
     assert app.returncode == 0, out
-    assert DispatcherLock(home.dispatcher_lock).holder() is None, "the dispatcher child outlived the app"
+    assert InstanceLock(home.dispatcher_lock).holder() is None, "the dispatcher child outlived the app"

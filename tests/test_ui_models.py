@@ -8,7 +8,7 @@ import ui_desktop  # noqa: F401 - sets the offscreen platform first
 from PyQt6.QtCore import Qt
 
 from conftest import ECHO_TASK, make_job
-from trayapp.job import submit_job
+from trayapp.job.submit import submit_job
 from trayapp.status import AttemptOutcome
 from ui.hostsmodel import HostsModel
 from ui.jobsmodel import COLUMNS, JobsModel, ProgressRole

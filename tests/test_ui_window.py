@@ -8,7 +8,7 @@ import ui_desktop  # noqa: F401 - sets the offscreen platform first
 from PyQt6.QtWidgets import QMessageBox
 
 from conftest import ECHO_TASK, make_job, run_dispatcher
-from trayapp.job import submit_job
+from trayapp.job.submit import submit_job
 from ui_desktop import build_tray_app, dispose_tray_apps  # noqa: F401 - autouse
 
 FAILING_TASK = """

@@ -17,7 +17,7 @@ import pytest
 
 from fakeindex import FakeIndex, SilentIndex, free_port, make_broken_wheel, make_wheel
 from trayapp.config import Config
-from trayapp.updates import check_at_start_up, check_for_updates, latest_release, pip_environment_without_user_config, update_brian
+from trayapp.install.updates import check_at_start_up, check_for_updates, latest_release, pip_environment_without_user_config, update_brian
 
 
 @pytest.fixture
@@ -163,7 +163,7 @@ def test_an_unreachable_index_leaves_the_old_version_working(task_env, clean_pip
 # ----- the command line ------------------------------------------------------------------
 
 def run_cli(*args, env=None, timeout=180) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "trayapp", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "sparecycles", *args], capture_output=True, text=True,
                           timeout=timeout, env=env)
 
 

@@ -1,5 +1,9 @@
-"""``python -m trayapp`` is the same as the ``sparecycles`` command."""
+"""``python -m trayapp VERB``: the command-line verbs alone.
 
-from trayapp.cli import main
+The tray app (no verb) is started by ``sparecycles`` / ``python -m sparecycles``,
+which sits above both the core and the GUI.
+"""
+
+from trayapp.cli.main import main
 
 raise SystemExit(main())

@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from trayapp.config import Config, load_config
-from trayapp.dispatcher import Dispatcher, DispatcherLock, start_background_dispatcher
-from trayapp.host import DriverSettings
+from trayapp.locks import InstanceLock
+from trayapp.master.dispatcher import Dispatcher, start_background_dispatcher
+from trayapp.master.driver import DriverSettings
 from trayapp.home import Home
-from trayapp.store import Store
+from trayapp.master.store import Store
 
 
 @dataclass
@@ -40,8 +41,8 @@ class App:
         return Store(self.home.queue_db)
 
     @property
-    def dispatcher_lock(self) -> DispatcherLock:
-        return DispatcherLock(self.home.dispatcher_lock)
+    def dispatcher_lock(self) -> InstanceLock:
+        return InstanceLock(self.home.dispatcher_lock)
 
     def identity(self) -> tuple[str, str]:
         """This PC's stable id (kept in the config folder) and a readable name."""
@@ -56,7 +57,7 @@ class App:
         return ident, f"{getpass.getuser()}@{platform.node()}"
 
     def dispatcher(self, *, driver_settings: DriverSettings | None = None) -> Dispatcher:
-        from trayapp.ssh import ssh_connector
+        from trayapp.wire.ssh import ssh_connector
 
         return Dispatcher(self.store, self.home, self.config, store_factory=lambda: Store(self.home.queue_db),
                           identity=self.identity(), connect_ssh=ssh_connector(self.home),

@@ -76,17 +76,6 @@ class Config:
     def results_root(self, home: Home) -> Path:
         return Path(self.results_dir).expanduser() if self.results_dir else home.default_results_dir
 
-    @property
-    def task_interpreter(self) -> str:
-        # --- deployment (issue 7): the bundle has no Python of its own ---
-        # SPARECYCLES_TASK_PYTHON lets a test or a one-off run point at another
-        # environment without editing the config file; in the PyInstaller
-        # bundle the default is a managed venv (trayapp/taskenv.py).
-        from trayapp.taskenv import task_interpreter
-
-        return task_interpreter(self.task_python)
-        # --- end deployment ---
-
 
 def _check_master_table(path: Path, key: str, value) -> dict:
     if not isinstance(value, dict):

@@ -21,7 +21,8 @@ from typing import Callable
 from PyQt6.QtCore import QObject, QTimer
 from PyQt6.QtWidgets import QApplication
 
-from trayapp import slavecontrol, updates
+from trayapp.slave import control as slavecontrol
+from trayapp.install import updates
 from trayapp.config import Config, load_config, save_config
 from trayapp.errors import UserError
 from trayapp.home import Home
@@ -55,7 +56,7 @@ def apply_changes(config: Config, changes: dict) -> Config:
 
 
 class Autostart:
-    """Starting at login, through ``trayapp.autostart`` (the same backend as
+    """Starting at login, through ``trayapp.install.autostart`` (the same backend as
     ``sparecycles autostart enable|disable``)."""
 
     def __init__(self, backend, command: list[str]):
@@ -63,7 +64,7 @@ class Autostart:
 
     @classmethod
     def for_platform(cls) -> "Autostart":
-        from trayapp import autostart
+        from trayapp.install import autostart
 
         return cls(autostart.autostart_for_platform(), autostart.login_command())
 
@@ -98,7 +99,7 @@ class TrayApp(QObject):
         super().__init__(parent)
         self.home, self.config, self.executor, self.clock = home, config, executor, clock
         self.autostart = autostart
-        # The start-up update check and "Update Brian" (trayapp.updates); passed
+        # The start-up update check and "Update Brian" (trayapp.install.updates); passed
         # in so tests can point them at a local package index.
         self.check_updates = check_updates or partial(updates.check_at_start_up, config)
         self.install_brian = install_brian or partial(updates.update_brian, config)

@@ -1,5 +1,5 @@
 """The dispatcher (master mode) or the slave daemon (slave mode), run as a child
-process of the tray app: ``python -m trayapp master|slave``.
+process of the tray app: ``python -m sparecycles master|slave``.
 
 A child keeps the engine's event loop, signals and crashes away from the GUI,
 and it is the very program the CLI runs. It goes on while the window is
@@ -53,7 +53,7 @@ class Child(QObject):
             return
         self._stopping = False
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
-        args = ["-m", "trayapp", self.mode]
+        args = ["-m", "sparecycles", self.mode]
         if self.mode == "master":
             args.append("--quiet-if-running")  # a dispatcher started by `submit` serves us as well
         proc = QProcess(self)

@@ -13,7 +13,7 @@ from PyQt6.QtCore import Qt, pyqtSignal
 from PyQt6.QtWidgets import QFrame, QLabel, QVBoxLayout
 
 from trayapp.errors import UserError
-from trayapp.jobfolder import JobFolder, open_job_folder
+from trayapp.job.folder import JobFolder, open_job_folder
 
 HINT = "Drop a job folder here (a folder with main.py) to run it on the pool"
 

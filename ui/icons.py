@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from PyQt6.QtGui import QIcon
 
-from trayapp.bundled import resource_path
+from trayapp.install.bundled import resource_path
 
 SLAVE_ICONS = ("slave-waiting", "slave-working", "slave-paused", "slave-donating", "slave-unavailable")
 MASTER_ICONS = ("master-idle", "master-working", "master-paused", "master-attention")

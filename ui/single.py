@@ -14,7 +14,7 @@ import time
 from PyQt6.QtCore import QObject, pyqtSignal
 from PyQt6.QtNetwork import QLocalServer, QLocalSocket
 
-from trayapp.dispatcher import DispatcherLock
+from trayapp.locks import InstanceLock
 from trayapp.home import Home
 
 
@@ -29,7 +29,7 @@ class SingleInstance(QObject):
     def __init__(self, home: Home, parent=None):
         super().__init__(parent)
         self.name = server_name(home)
-        self._lock = DispatcherLock(home.data_dir / "trayapp.lock")
+        self._lock = InstanceLock(home.data_dir / "trayapp.lock")
         self.server: QLocalServer | None = None
 
     def claim(self) -> bool:

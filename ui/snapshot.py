@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from trayapp.status import TaskStatus
-from trayapp.store import Store
+from trayapp.master.store import Store
 
 POOL_WINDOW_S = 3 * 3600  # how far back the pool picture looks
 

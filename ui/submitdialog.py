@@ -2,7 +2,7 @@
 file, see how many tasks that makes, and queue the job.
 
 Queueing calls ``submit(folder, params=, main=)``, which :mod:`ui.app` binds
-to :func:`trayapp.job.submit_job` (the CLI's ``submit`` verb); it and reading
+to :func:`trayapp.job.submit.submit_job` (the CLI's ``submit`` verb); it and reading
 the parameter file run on the executor.
 """
 
@@ -16,8 +16,8 @@ from PyQt6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QFileDialog, 
                              QPushButton, QVBoxLayout, QWidget)
 
 from trayapp.errors import UserError
-from trayapp.jobfolder import JobFolder
-from trayapp.params import SUPPORTED_SUFFIXES, describe_param_sets, load_param_sets
+from trayapp.job.folder import JobFolder
+from trayapp.job.params import SUPPORTED_SUFFIXES, describe_param_sets, load_param_sets
 
 NO_PARAMS = "(none: one task without parameters)"
 MANIFEST = "sparecycles.toml"
@@ -34,7 +34,7 @@ def param_file_candidates(folder: JobFolder) -> list[str]:
 
 
 class SubmitDialog(QDialog):
-    submitted = pyqtSignal(object)  # trayapp.job.Submission
+    submitted = pyqtSignal(object)  # trayapp.job.submit.Submission
 
     def __init__(self, folder: JobFolder, submit: Callable, executor, parent: QWidget | None = None):
         super().__init__(parent)

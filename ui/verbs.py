@@ -2,7 +2,7 @@
 
 Each takes the :class:`~ui.workers.PerThreadApp` and runs on a worker thread
 (through the executor), so it may block on the queue, the disk or SSH. The
-host verbs call ``trayapp.hostcli``'s handlers themselves, so the window and
+host verbs call ``trayapp.cli.hosts``'s handlers themselves, so the window and
 ``sparecycles hosts ...`` check and do exactly the same things.
 """
 
@@ -12,9 +12,9 @@ from argparse import Namespace
 from dataclasses import dataclass
 from pathlib import Path
 
-from trayapp import hostcli
-from trayapp.job import Submission, submit_job
-from trayapp.results import LOG_FILES
+from trayapp.cli import hosts as hostcli
+from trayapp.job.submit import Submission, submit_job
+from trayapp.master.results import LOG_FILES
 from trayapp.status import TaskStatus
 from ui.workers import PerThreadApp
 
@@ -92,7 +92,7 @@ class HostKey:
 
 def host_key(apps: PerThreadApp, name: str) -> HostKey:
     """Fetch the key a host presents, for the trust dialog to show."""
-    from trayapp.ssh import fingerprint
+    from trayapp.wire.ssh import fingerprint
 
     host, key, existing = hostcli.presented_key(apps.get(), name)
     state = "new"

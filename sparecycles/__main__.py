@@ -1,0 +1,5 @@
+import sys
+
+from sparecycles.launch import main
+
+sys.exit(main())

@@ -1,0 +1,453 @@
+"""The ``sparecycles`` command line.
+
+Each verb is a thin handler over functions the tray app will call too. Exit
+codes: 0 success; 1 the job has failed or cancelled tasks (``wait``, ``demo``);
+2 ``wait`` timed out (and argparse's usage errors); 3 a problem with the
+user's input, printed as one message naming the problem and the fix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from dataclasses import replace
+from typing import Callable
+
+from trayapp import __version__
+from trayapp.app import App
+from trayapp.cli.output import (EXIT_FAILED_TASKS, EXIT_OK, EXIT_USAGE, EXIT_USER_ERROR, exit_for,
+                                table)
+from trayapp.errors import UserError
+from trayapp.job.manifest import parse_duration
+from trayapp.master.progress import describe_counts, wait_for_job
+from trayapp.status import TaskStatus
+from trayapp.master.store import JobRecord, TaskRecord
+
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sparecycles", description=(
+        "Run parameter sweeps of Python simulations on this PC's spare cores (and, later, the lab's idle PCs)."))
+    parser.add_argument("--version", action="version", version=f"sparecycles {__version__}")
+    # --- tray app (issue 5) ---
+    parser.add_argument("--mode", choices=("master", "slave"),
+                        help="with no verb: start the tray app in this mode (saved in the settings)")
+    parser.add_argument("--background", action="store_true",
+                        help="with no verb: start the tray app in the tray, without opening its window "
+                             "(how the start at login runs it)")
+    # --- end tray app ---
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB")
+
+    p = verbs.add_parser("submit", help="queue a job folder, one task per parameter set")
+    p.add_argument("folder", help="the job folder (holds main.py)")
+    p.add_argument("--params", help="parameter file: JSON list of objects, CSV with header, or TOML grid")
+    p.add_argument("--name", help="job name (default: the folder's name)")
+    p.add_argument("--main", help="main script, when the folder has several main_*.py")
+    p.add_argument("--time-limit", type=_duration, help="stop a task after this long, e.g. 90s, 10m, 2h")
+    p.add_argument("--retries", type=int, help="run a task whose own code fails up to this many more times")
+    p.add_argument("--no-start", action="store_true", help="only queue; do not start a background dispatcher")
+    p.add_argument("--json", action="store_true")
+
+    p = verbs.add_parser("status", help="list jobs, or one job's tasks")
+    p.add_argument("job", nargs="?", help="job id, id prefix, or name")
+    p.add_argument("--json", action="store_true")
+
+    p = verbs.add_parser("wait", help="wait for a job: exit 0 all done, 1 some failed, 2 timed out")
+    p.add_argument("job")
+    p.add_argument("--timeout", type=_duration)
+    p.add_argument("--quiet", action="store_true", help="no progress display")
+
+    p = verbs.add_parser("results", help="print the job's results folder")
+    p.add_argument("job")
+
+    for verb, text in (("cancel", "cancel a job's unfinished tasks"), ("retry", "queue a job's failed tasks again")):
+        p = verbs.add_parser(verb, help=text)
+        p.add_argument("job")
+
+    p = verbs.add_parser("master", help="run the dispatcher in the foreground")
+    p.add_argument("--slots", type=int, help="tasks at once on this PC (default: settings, else one per core)")
+    p.add_argument("--no-local", action="store_true", help="run no tasks on this PC, only on hosts")
+    p.add_argument("--until-idle", type=_duration, help="exit after the queue has been empty this long")
+    p.add_argument("--quiet-if-running", action="store_true", help="exit 0 if a dispatcher already runs")
+
+    p = verbs.add_parser("slave", help="run the slave daemon in the foreground: lend this PC to masters")
+    p.add_argument("--slots", type=int, help="tasks at once (default: settings, else one per core)")
+    p.add_argument("--idle-after", type=_duration, metavar="SECONDS",  # idle detection (issue 4)
+                   help="lend the PC after this long without keyboard/mouse input (default: settings, 5 min)")
+
+    verbs.add_parser("agent", help="the protocol endpoint a master starts over SSH (not for people)")
+
+    for verb, text in (("pause", "stop lending this PC (running tasks stop at once)"),
+                       ("donate", "lend this PC even while you use it")):
+        p = verbs.add_parser(verb, help=text)
+        p.add_argument("--for", dest="duration", type=_duration, help="e.g. 1h; default: until 'resume'")
+        p.add_argument("--json", action="store_true")
+    p = verbs.add_parser("resume", help="back to normal: lend this PC while it is idle")
+    p.add_argument("--json", action="store_true")
+
+    hosts = verbs.add_parser("hosts", help="the slaves this master sends work to")
+    host_verbs = hosts.add_subparsers(dest="host_verb", metavar="ACTION", required=True)
+    p = host_verbs.add_parser("add", help="add a slave PC reached over SSH")
+    p.add_argument("name")
+    p.add_argument("--host", required=True, help="address of the PC")
+    p.add_argument("--port", type=int, default=22)
+    p.add_argument("--user", help="SSH user (default: yours)")
+    p.add_argument("--key", help="private key file (default: your SSH agent and ~/.ssh keys)")
+    p.add_argument("--agent-command", default="sparecycles agent",
+                   help="command that starts the agent there (default: %(default)s)")
+    p.add_argument("--slots", type=int, help="at most this many of our tasks there at once")
+    p.add_argument("--ask-secret", action="store_true",
+                   help="ask for the key passphrase or password and keep it in the OS keyring")
+    p = host_verbs.add_parser("list", help="hosts with their state, slots and versions")
+    p.add_argument("--json", action="store_true")
+    p = host_verbs.add_parser("remove", help="forget a host")
+    p.add_argument("name")
+    p = host_verbs.add_parser("trust", help="show a host's SSH key fingerprint and trust it")
+    p.add_argument("name")
+    p.add_argument("--yes", action="store_true", help="trust without asking")
+    p.add_argument("--fingerprint", help="trust only if the key has this SHA256 fingerprint")
+    p.add_argument("--replace", action="store_true", help="replace a key that changed")
+
+    p = verbs.add_parser("demo", help="run the bundled Brian sweep on this PC and summarise it")
+    p.add_argument("--timeout", type=_duration)
+    # --- deployment (issue 7) ---
+    p = verbs.add_parser("autostart", help="start SpareCycles when you log in (enable, disable, status)")
+    p.add_argument("action", choices=("enable", "disable", "status"))
+    p.add_argument("--json", action="store_true")
+    p = verbs.add_parser("check-updates", help="compare Brian (task environment) and SpareCycles with the index")
+    p.add_argument("--json", action="store_true")
+    p = verbs.add_parser("update-brian", help="install the newest Brian into the task environment with pip")
+    p.add_argument("--json", action="store_true")
+    # --- end deployment ---
+    return parser
+
+
+def main(argv: list[str] | None = None, start_tray: Callable[[str | None, bool], int] | None = None) -> int:
+    """Run one verb. ``start_tray`` is how the tray app starts (no verb); the
+    ``sparecycles`` command passes it, so the core never imports the GUI."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.verb is None:
+        return start_tray_app(parser, start_tray, args.mode, args.background)
+    if args.mode is not None or args.background:
+        parser.error("--mode and --background go with no verb (they start the tray app)")
+    try:
+        return HANDLERS[args.verb](App.from_environment(), args)
+    except UserError as exc:
+        print(f"sparecycles: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+def start_tray_app(parser: argparse.ArgumentParser, start_tray: Callable[[str | None, bool], int] | None,
+                   mode: str | None, background: bool = False) -> int:
+    """``sparecycles`` alone: the tray app (PyQt6, package ``ui``); without
+    PyQt6 (or from ``python -m trayapp``) the user gets the help and a hint."""
+    if start_tray is None:
+        parser.print_help()
+        print("\nsparecycles: no verb given\n  fix: name a verb above, or start the tray app with "
+              "`sparecycles` (python -m sparecycles)", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        return start_tray(mode, background)
+    except ImportError as exc:
+        parser.print_help()
+        print(f"\nsparecycles: the tray app needs PyQt6 ({exc})\n  fix: pip install PyQt6, or use the verbs above",
+              file=sys.stderr)
+        return EXIT_USER_ERROR
+    except UserError as exc:
+        print(f"sparecycles: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+
+
+# ----- verbs -------------------------------------------------------------------
+
+def cmd_submit(app: App, args) -> int:
+    from trayapp.job.submit import submit_job
+
+    sub = submit_job(app.store, app.home, app.config, args.folder, params=args.params, name=args.name,
+                     main=args.main, time_limit_s=args.time_limit, retries=args.retries)
+    job = sub.job
+    dispatcher_pid = None if args.no_start else app.ensure_dispatcher()
+    for note in sub.notes:
+        print(f"sparecycles: note: {note}", file=sys.stderr)
+    if args.json:
+        print(json.dumps({"job": job.id, "name": job.name, "tasks": job.total, "results": job.results_dir,
+                          "archive": job.archive_sha, "archive_bytes": sub.archive_size,
+                          "main": job.main, "dispatcher_started": dispatcher_pid, "notes": list(sub.notes)}))
+        return EXIT_OK
+    print(f"queued job {job.id} ({job.name}): {job.total} task{'s' if job.total != 1 else ''} running {job.main}, "
+          f"{len(sub.folder.files)} files packed ({_size(sub.archive_size)})")
+    print(f"results will appear in {job.results_dir}")
+    if dispatcher_pid:
+        print(f"started a background dispatcher (pid {dispatcher_pid}); follow it with: sparecycles wait {job.id}")
+    elif args.no_start:
+        print("not starting a dispatcher (--no-start): run 'sparecycles master' to run the queue")
+    else:
+        print(f"a dispatcher is already running; follow the job with: sparecycles wait {job.id}")
+    return EXIT_OK
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return str(n)
+
+
+def _job_json(job: JobRecord) -> dict:
+    return {"id": job.id, "name": job.name, "status": job.status.value, "total": job.total,
+            "counts": {s.value: job.count(s) for s in TaskStatus}, "folder": job.folder, "main": job.main,
+            "results": job.results_dir, "archive": job.archive_sha, "created": job.created,
+            "finished": job.finished, "retries": job.retries, "time_limit_s": job.time_limit_s}
+
+
+def _task_json(task: TaskRecord) -> dict:
+    return {"index": task.idx, "status": task.status.value, "params": task.params, "host": task.host,
+            "outcome": task.outcome, "exit_code": task.exit_code, "failures": task.failures,
+            "message": task.message}
+
+
+def _when(ts: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts)) if ts else "-"
+
+
+def cmd_status(app: App, args) -> int:
+    if args.job is None:
+        jobs = app.store.jobs()
+        slave = _local_slave_state(app)
+        if args.json:
+            print(json.dumps([_job_json(j) for j in jobs], indent=2))
+        elif not jobs:
+            print("no jobs yet; queue one with: sparecycles submit FOLDER --params FILE")
+        else:
+            rows = [[j.id, j.name, j.status.value, str(j.count(TaskStatus.DONE)), str(j.count(TaskStatus.FAILED)),
+                     str(j.total), _when(j.created)] for j in jobs]
+            print(table(["JOB", "NAME", "STATE", "DONE", "FAILED", "TASKS", "SUBMITTED"], rows))
+        if slave is not None and not args.json:
+            print(describe_slave_state(slave))
+        return EXIT_OK
+    job = app.store.job(args.job)
+    tasks = app.store.tasks(job.seq)
+    if args.json:
+        print(json.dumps({**_job_json(job), "tasks": [_task_json(t) for t in tasks]}, indent=2))
+        return EXIT_OK
+    print(f"job {job.id} ({job.name}): {job.status.value}, {describe_counts(job)}")
+    print(f"folder  {job.folder} (main: {job.main})")
+    print(f"results {job.results_dir}")
+    rows = [[str(t.idx), t.status.value, t.host or "-",
+             "-" if t.exit_code is None else str(t.exit_code), _short_params(t.params)] for t in tasks]
+    print(table(["TASK", "STATE", "HOST", "EXIT", "PARAMS"], rows))
+    for t in tasks:
+        under_way = t.status in (TaskStatus.DISPATCHED, TaskStatus.RUNNING)  # e.g. why its results wait
+        if t.status is TaskStatus.FAILED or (t.message and (under_way or t.status is TaskStatus.QUEUED and t.failures)):
+            print(f"\ntask {t.idx} {t.status.value}: {t.message}")
+    return EXIT_OK
+
+
+def _local_slave_state(app: App) -> dict | None:
+    """The slave daemon's state if one runs for this home (``status`` shows it)."""
+    from trayapp.slave.agent import socket_path
+    from trayapp.slave import control as slavecontrol
+
+    if not socket_path(app.home).exists():
+        return None
+    try:
+        return slavecontrol.slave_state(app.home)
+    except UserError:
+        return None
+
+
+def _short_params(params: dict, width: int = 60) -> str:
+    text = ", ".join(f"{k}={json.dumps(v)}" for k, v in params.items()) or "-"
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def cmd_wait(app: App, args) -> int:
+    ref = app.store.job(args.job)
+    if app.dispatcher_lock.holder() is None and ref.status.value in ("queued", "running"):
+        print("sparecycles: no dispatcher is running for this home, so nothing will progress; "
+              "start one with 'sparecycles master' (submit starts one unless --no-start)", file=sys.stderr)
+    job = wait_for_job(app.store, app.store.job(args.job).id, timeout=args.timeout, show=not args.quiet)
+    return exit_for(job)
+
+
+def cmd_results(app: App, args) -> int:
+    print(app.store.job(args.job).results_dir)
+    return EXIT_OK
+
+
+def cmd_cancel(app: App, args) -> int:
+    job = app.store.job(args.job)
+    n = app.store.cancel_job(job.id)
+    print(f"cancelled {n} unfinished task{'s' if n != 1 else ''} of job {job.id}")
+    return EXIT_OK
+
+
+def cmd_retry(app: App, args) -> int:
+    job = app.store.job(args.job)
+    n = app.store.retry_job(job.id)
+    print(f"queued {n} failed or cancelled task{'s' if n != 1 else ''} of job {job.id} again")
+    if n:
+        app.ensure_dispatcher()
+    return EXIT_OK
+
+
+def cmd_master(app: App, args) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if args.slots is not None:
+        if args.slots < 1:
+            raise UserError(f"--slots must be at least 1, not {args.slots}")
+        app.config = replace(app.config, slots=args.slots)
+    if args.no_local:
+        app.config = replace(app.config, run_locally=False)
+    lock = app.dispatcher_lock
+    if not lock.acquire(wait_s=2.0):
+        if args.quiet_if_running:
+            return EXIT_OK
+        raise UserError(f"a dispatcher is already running for {app.home.data_dir} (pid {lock.holder()})",
+                        "use that one, or stop it first; SPARECYCLES_HOME selects another home")
+    try:
+        dispatcher = app.dispatcher()
+        dispatcher.install_signal_handlers()
+        logging.info("dispatcher for %s: %d local slots, tasks run with %s", app.home.data_dir, dispatcher.slots,
+                     dispatcher.python)
+        stats = dispatcher.run(until_idle=args.until_idle)
+        logging.info("dispatcher stopping: %d started, %d succeeded, %d failed", stats.started, stats.succeeded,
+                     stats.failed)
+    finally:
+        lock.release()
+    return EXIT_OK
+
+
+def cmd_demo(app: App, args) -> int:
+    from trayapp.cli.demo import run_demo
+
+    return run_demo(app, timeout=args.timeout)
+
+
+def cmd_slave(app: App, args) -> int:
+    from trayapp.slave.daemon import run_slave_daemon
+
+    if args.slots is not None and args.slots < 1:
+        raise UserError(f"--slots must be at least 1, not {args.slots}")
+    return run_slave_daemon(app.home, app.config, app.identity(), slots=args.slots, idle_after=args.idle_after)
+
+
+def cmd_slave_verb(app: App, args) -> int:
+    from trayapp.slave import control as slavecontrol
+
+    if args.verb == "resume":
+        state = slavecontrol.resume(app.home)
+    else:
+        state = getattr(slavecontrol, args.verb)(app.home, args.duration)
+    if args.json:
+        print(json.dumps(state))
+    else:
+        print(describe_slave_state(state))
+    return EXIT_OK
+
+
+def describe_slave_state(state: dict) -> str:
+    text = f"slave: {state['state']}"
+    if state.get("reason"):
+        text += f" ({state['reason']})"
+    if state.get("donating") and state["state"] != "donating":  # lent, though its user is away anyway
+        until = state.get("donating_until")
+        text += " (lent by its user until " + (time.strftime("%H:%M", time.localtime(until)) if until
+                                                else "resumed") + ")"
+    text += f", {state['running']} of {state['slots']} slots busy"
+    usage = state.get("usage") or {}
+    total = sum(usage.values())
+    names = dict(state.get("master_names") or {})
+    labels = {m: names.get(m, m) for m in usage}
+    clashing = {label for label in labels.values() if list(labels.values()).count(label) > 1}
+    labels = {m: f"{label} ({m[:6]})" if label in clashing else label for m, label in labels.items()}
+    if total:
+        shares = ", ".join(f"{labels[m]} {u / total:.0%}" for m, u in sorted(usage.items(), key=lambda x: -x[1]))
+        text += f"\nrecent use by master: {shares}"
+    return text
+
+
+def cmd_agent(app: App, args) -> int:
+    from trayapp.slave.agent import run_agent
+
+    return run_agent(app.home)
+
+
+def cmd_hosts(app: App, args) -> int:
+    from trayapp.cli import hosts as hostcli
+
+    return hostcli.HANDLERS[args.host_verb](app, args)
+
+
+# --- deployment (issue 7) ---
+def cmd_autostart(app: App, args) -> int:
+    from trayapp.install.autostart import autostart_for_platform, login_command
+
+    backend = autostart_for_platform()
+    if args.action == "enable":
+        state = backend.enable(login_command())
+    elif args.action == "disable":
+        state = backend.disable()
+    else:
+        state = backend.status()
+    if args.json:
+        print(json.dumps(state.to_json()))
+    elif state.enabled:
+        print(f"SpareCycles starts at login: {state.where}")
+    else:
+        print(f"SpareCycles does not start at login (no {state.where})")
+    return EXIT_OK
+
+
+def cmd_check_updates(app: App, args) -> int:
+    from trayapp.install.updates import check_for_updates
+
+    report = check_for_updates(app.config)
+    if args.json:
+        print(json.dumps(report.to_json()))
+        return EXIT_OK
+    if report.offline:
+        print(f"sparecycles: no update check: {report.error}", file=sys.stderr)
+    for label, pkg in (("Brian (task environment)", report.brian), ("SpareCycles", report.app)):
+        state = ("update available" if pkg.available else "up to date" if pkg.latest else "newest unknown")
+        print(f"{label}: installed {pkg.current or 'none'}, newest {pkg.latest or '?'}: {state}")
+    return EXIT_OK
+
+
+def cmd_update_brian(app: App, args) -> int:
+    from trayapp.install.updates import last_line_of, update_brian
+
+    result = update_brian(app.config)
+    if args.json:
+        print(json.dumps({"ok": result.ok, "before": result.before, "after": result.after,
+                          "python": result.python, "output": result.output}))
+    elif result.ok:
+        print(f"Brian {result.after} in {result.python}" +
+              (f" (was {result.before or 'not installed'})" if result.changed else " (already the newest)"))
+    else:
+        print(f"sparecycles: updating Brian failed; {result.before or 'no Brian'} stays installed\n"
+              f"  pip: {last_line_of(result.output)}", file=sys.stderr)
+    return EXIT_OK if result.ok else EXIT_FAILED_TASKS
+# --- end deployment ---
+
+
+HANDLERS = {"submit": cmd_submit, "status": cmd_status, "wait": cmd_wait, "results": cmd_results,
+            "cancel": cmd_cancel, "retry": cmd_retry, "master": cmd_master, "demo": cmd_demo,
+            "slave": cmd_slave, "agent": cmd_agent, "hosts": cmd_hosts, "pause": cmd_slave_verb,
+            "donate": cmd_slave_verb, "resume": cmd_slave_verb,
+            "autostart": cmd_autostart, "check-updates": cmd_check_updates,
+            "update-brian": cmd_update_brian}  # deployment (issue 7)

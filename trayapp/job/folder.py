@@ -1,0 +1,150 @@
+"""A job folder as the user hands it over: its main script, its files, its parameters.
+
+This is the user's contract (see README, "Job folders"): ``main.py`` at the
+root, or exactly one ``main_*.py``; everything else travels except the default
+excludes and the patterns of ``.sparecyclesignore`` (gitignore syntax, matched
+by ``pathspec`` so the rules are git's, not ours).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pathspec
+
+from trayapp.errors import UserError
+from trayapp.job.manifest import Manifest, load_manifest
+from trayapp.job.params import load_param_sets, read_text
+
+IGNORE_FILE = ".sparecyclesignore"
+DEFAULT_EXCLUDES = (
+    ".git/",
+    ".hg/",
+    ".svn/",
+    "__pycache__/",
+    "*.pyc",
+    "/results/",  # a task's output must not travel back out as input
+    ".venv/",
+    "venv/",
+    ".ipynb_checkpoints/",
+    ".DS_Store",
+)
+
+
+@dataclass(frozen=True)
+class JobFolder:
+    """What to pack and run, resolved from the folder, its manifest and the user's choices."""
+
+    root: Path
+    main: str
+    files: list[str]
+    param_sets: list[dict]
+    params_file: Path | None
+    manifest: Manifest = field(default_factory=Manifest)
+
+    @property
+    def name(self) -> str:
+        return self.root.name
+
+
+def open_job_folder(folder: str | Path, *, main: str | None = None,
+                    params: str | Path | None = None) -> JobFolder:
+    """Check a folder the user wants to submit and collect what travels.
+
+    ``main`` and ``params`` are the user's explicit choices; they win over the
+    manifest, which wins over what is found in the folder.
+    """
+    root = Path(folder).expanduser()
+    if not root.exists():
+        raise UserError(f"job folder '{folder}' does not exist", "check the path (quote it if it has spaces)")
+    if not root.is_dir():
+        raise UserError(f"'{folder}' is a file, not a job folder",
+                        "give the folder that holds main.py, not a file inside it")
+    root = root.resolve()
+    manifest = load_manifest(root)
+    main_script = find_main_script(root, main or manifest.main)
+    files = list_job_files(root, manifest.exclude)
+    if main_script not in files:
+        raise UserError(f"{main_script} in {root} is excluded by an ignore pattern",
+                        f"remove the pattern that matches it from {IGNORE_FILE} or sparecycles.toml")
+    params_file = _resolve_params_file(root, params, manifest)
+    param_sets = load_param_sets(params_file) if params_file else [{}]
+    return JobFolder(root, main_script, files, param_sets, params_file, manifest)
+
+
+def find_main_script(root: Path, chosen: str | None = None) -> str:
+    if chosen:
+        if any(sep in chosen for sep in ("/", "\\", ":")) or not chosen.lower().endswith(".py"):
+            raise UserError(f"main script '{chosen}' must be the name of a .py file at the top of the job folder",
+                            "give just the file name, e.g. --main main_sim.py")
+        if not (root / chosen).is_file():
+            raise UserError(f"main script '{chosen}' not found in {root}",
+                            "name a .py file at the top of the job folder")
+        return chosen
+    if (root / "main.py").is_file():
+        return "main.py"
+    candidates = sorted(p.name for p in root.glob("main_*.py") if p.is_file())
+    if len(candidates) == 1:
+        return candidates[0]
+    if not candidates:
+        raise UserError(f"no main script in {root}",
+                        "add main.py (or one main_*.py) at the top of the folder")
+    raise UserError(f"{root} has several main scripts: {', '.join(candidates)}",
+                    f"choose one with --main (e.g. --main {candidates[0]}) or set main in sparecycles.toml")
+
+
+def _resolve_params_file(root: Path, given: str | Path | None, manifest: Manifest) -> Path | None:
+    if given is not None:
+        return Path(given).expanduser()
+    if manifest.params:
+        path = root / manifest.params
+        if not path.is_file():
+            raise UserError(f"parameter file '{manifest.params}' named in sparecycles.toml not found in {root}",
+                            "fix the params entry in sparecycles.toml")
+        return path
+    return None
+
+
+def _is_virtualenv(path: Path) -> bool:
+    return (path / "pyvenv.cfg").is_file()
+
+
+def list_job_files(root: Path, extra_excludes: tuple[str, ...] = ()) -> list[str]:
+    """Every file that travels, as sorted POSIX paths relative to ``root``."""
+    patterns = list(DEFAULT_EXCLUDES) + list(extra_excludes)
+    ignore_file = root / IGNORE_FILE
+    if ignore_file.is_file():
+        patterns += read_text(ignore_file, "ignore file").splitlines()
+    spec = pathspec.GitIgnoreSpec.from_lines(patterns)
+    files: list[str] = []
+    # A folder is a symlink loop only if it is one of its own ancestors; a
+    # second link to a folder elsewhere in the tree travels like a copy.
+    ancestors: dict[str, frozenset[tuple[int, int]]] = {}
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        current = Path(dirpath)
+        st = current.stat()
+        identity = (st.st_dev, st.st_ino)
+        above = ancestors.pop(dirpath, frozenset())
+        if identity in above:
+            dirnames[:] = []
+            continue
+        chain = above | {identity}
+        rel_dir = current.relative_to(root).as_posix()
+        prefix = "" if rel_dir == "." else rel_dir + "/"
+        # Prune excluded folders here so a 10 GB virtualenv is never even listed.
+        dirnames[:] = sorted(d for d in dirnames
+                             if not spec.match_file(prefix + d + "/") and not _is_virtualenv(current / d))
+        for d in dirnames:
+            ancestors[os.path.join(dirpath, d)] = chain
+        for name in filenames:
+            rel = prefix + name
+            if spec.match_file(rel):
+                continue
+            path = current / name
+            if not path.exists():
+                raise UserError(f"{path} is a broken symbolic link",
+                                f"fix or remove it, or add it to {IGNORE_FILE}")
+            files.append(rel)
+    return sorted(files)

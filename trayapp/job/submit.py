@@ -1,0 +1,62 @@
+"""Submitting a job: check the folder, pack it once, queue one task per parameter set.
+
+This is the ``submit`` verb that the CLI calls now and the tray window's drop
+zone will call later.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from trayapp.wire.archive import pack
+from trayapp.config import Config
+from trayapp.errors import UserError
+from trayapp.home import Home
+from trayapp.job.folder import JobFolder, open_job_folder
+from trayapp.job.manifest import Manifest
+from trayapp.master.store import JobRecord, Store
+
+
+@dataclass(frozen=True)
+class Submission:
+    job: JobRecord
+    folder: JobFolder
+    archive_size: int
+    notes: tuple[str, ...] = ()  # what the user should know, though nothing is wrong enough to refuse
+
+
+def submit_job(store: Store, home: Home, config: Config, folder: str | Path, *, params: str | Path | None = None,
+               name: str | None = None, main: str | None = None, time_limit_s: float | None = None,
+               retries: int | None = None) -> Submission:
+    """Queue ``folder`` as a job. Raises :class:`UserError` before anything is
+    queued if the folder or its parameters are wrong, so a bad submission never
+    leaves half a job behind."""
+    job_folder = open_job_folder(folder, main=main, params=params)
+    job_name = name or job_folder.name
+    if not job_name or "/" in job_name or "\\" in job_name or job_name in (".", ".."):
+        raise UserError(f"job name '{job_name}' cannot be used as a folder name", "choose a name without slashes")
+    manifest = job_folder.manifest
+    packed = pack(job_folder.root, job_folder.files, home.archives_dir)
+    job = store.add_job(
+        name=job_name, folder=str(job_folder.root), main=job_folder.main, archive_sha=packed.sha256,
+        archive_path=str(packed.path), params_file=str(job_folder.params_file) if job_folder.params_file else None,
+        param_sets=job_folder.param_sets, results_root=config.results_root(home),
+        retries=retries if retries is not None else (manifest.retries or config.default_retries),
+        time_limit_s=time_limit_s if time_limit_s is not None else manifest.time_limit_s,
+        requires=manifest.requires)
+    return Submission(job, job_folder, packed.size, unhonoured_requests(manifest))
+
+
+def unhonoured_requests(manifest: Manifest) -> tuple[str, ...]:
+    """The manifest's resource requests this version reads but does not act on
+    yet, said at submit time rather than silently dropped."""
+    notes = []
+    if manifest.memory_mb is not None:
+        notes.append(f"sparecycles.toml asks for memory = {manifest.memory_mb} MB, but this version neither "
+                     "reserves nor limits memory: a task may use what its PC has")
+    if manifest.cores > 1:
+        notes.append(f"sparecycles.toml asks for cores = {manifest.cores}, but this version runs every task in "
+                     "one slot, with OMP_NUM_THREADS, MKL_NUM_THREADS, OPENBLAS_NUM_THREADS and "
+                     "NUMEXPR_NUM_THREADS set to 1")
+    return tuple(notes)

@@ -1,0 +1,518 @@
+"""The master's driver for one host: keeps the link up and the queue in step with it.
+
+One :class:`HostDriver` runs per host, on its own thread with its own queue
+connection. It connects (again and again, with backoff), says hello,
+reconciles what the host holds with what the queue believes, and then follows
+the conversation: the host grants a slot, the driver claims a queued task for
+it, makes sure the host has the job's archive, starts the task, and when the
+host reports it finished, fetches the results, checks and unpacks them, moves
+them into place, records the outcome and acknowledges, in that order, so a
+crash at any point is settled by the next reconciliation.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import logging
+import tarfile
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from trayapp.wire.archive import UnsafeArchiveError, sha256_of, unpack
+from trayapp.wire.links import Link, LinkClosed
+from trayapp.wire.protocol import LineBuffer, ProtocolError, decode, encode
+from trayapp.master.results import collect, collected_by, results_path
+from trayapp.status import AttemptOutcome, TaskStatus
+from trayapp.master.store import Claim, Store
+
+log = logging.getLogger(__name__)
+
+HELLO_TIMEOUT_S = 30.0
+TRANSFER_TRIES = 3
+
+
+class HostOffline(Exception):
+    """The host answered, but no slave daemon runs there."""
+
+
+class ResultsFolderError(Exception):
+    """This master cannot write a job's results (disk full, read-only, a file
+    where a folder should be). Not the host's fault: its results wait there."""
+
+
+@dataclass
+class DriverSettings:
+    master_id: str
+    master_name: str
+    tick_s: float = 0.2
+    # After this long unreachable, a host's unfinished tasks go back to the
+    # queue to run elsewhere. A host that answers but has no daemon loses its
+    # tasks at once: they died with the daemon.
+    lost_after_s: float = 600.0
+    backoff_max_s: float = 30.0
+    # Results this master could not write are collected again after this,
+    # doubling up to recollect_max_s, until the user has fixed the folder.
+    recollect_s: float = 2.0
+    recollect_max_s: float = 60.0
+
+
+@dataclass
+class _InFlight:
+    claim: Claim
+    started: bool = False
+
+
+@dataclass
+class _Conversation:
+    link: Link
+    inbox: LineBuffer = field(default_factory=LineBuffer)
+    archives_present: set[str] = field(default_factory=set)
+    waiting_for_archive: dict[str, list[Claim]] = field(default_factory=dict)
+    upload_tries: dict[str, int] = field(default_factory=dict)
+    demand_sent: int | None = None
+    synced: bool = False  # no demand before reconciling, or a fresh claim could be taken for lost
+    early: list[dict] = field(default_factory=list)  # arrived with the hello, handled after it
+
+
+class HostDriver(threading.Thread):
+    def __init__(self, name: str, store_factory: Callable[[], Store], connect: Callable[[], Link],
+                 settings: DriverSettings, *, cap: int | None = None, on_stop_stop_tasks: bool = False):
+        super().__init__(name=f"host-{name}", daemon=True)
+        self.host = name
+        self._store_factory = store_factory
+        self._connect = connect
+        self.settings = settings
+        self.cap = cap
+        self._stop_tasks_on_stop = on_stop_stop_tasks
+        self._stopping = threading.Event()
+        self._retiring = False
+        self.inflight: dict[str, _InFlight] = {}  # token -> attempt
+        # Jobs whose requirements this host cannot meet: not offered to it again.
+        self.declined_jobs: frozenset[int] = frozenset()
+        # Jobs whose results this master cannot write now: no new tasks of
+        # theirs until one is collected; token -> (report, when to retry, delay).
+        self.blocked_jobs: frozenset[int] = frozenset()
+        self.uncollected: dict[str, tuple[dict, float, float]] = {}
+        self.store: Store | None = None
+        self.connected = threading.Event()
+        self._unreachable_since: float | None = None
+
+    # ----- lifecycle -------------------------------------------------------------
+
+    def stop(self, *, retire: bool = False) -> None:
+        """Stop driving the host; ``retire``: the host was removed, so whatever
+        it still runs or holds for us is cancelled first (its tasks run elsewhere)."""
+        self._retiring = self._retiring or retire
+        self._stopping.set()
+
+    def run(self) -> None:
+        self.store = self._store_factory()
+        backoff = 0.5
+        try:
+            while not self._stopping.is_set():
+                try:
+                    link = self._connect()
+                except Exception as exc:  # noqa: BLE001 - any failure to connect means "try later"
+                    self._unreachable(str(exc))
+                    self._stopping.wait(backoff)
+                    backoff = min(backoff * 2, self.settings.backoff_max_s)
+                    continue
+                try:
+                    self._converse(_Conversation(link))
+                    backoff = 0.5
+                except HostOffline as exc:
+                    self.store.set_host_state(self.host, "offline", str(exc), seen=True)
+                    self._requeue_all("the host's slave daemon is not running")
+                except (LinkClosed, ProtocolError, OSError, EOFError) as exc:
+                    log.warning("host %s: connection lost: %s", self.host, exc)
+                    self._unreachable(f"connection lost: {exc}")
+                except Exception:  # noqa: BLE001 - a bug must not silently stop a host for good
+                    log.exception("host %s: unexpected error", self.host)
+                    self._unreachable("internal error; see the log")
+                finally:
+                    self.connected.clear()
+                    link.close()
+                if not self._stopping.is_set():
+                    self._stopping.wait(backoff)
+                    backoff = min(backoff * 2, self.settings.backoff_max_s)
+        finally:
+            self.store.close()
+
+    def _unreachable(self, reason: str) -> None:
+        now = time.time()
+        if self._unreachable_since is None:
+            self._unreachable_since = now
+        self.store.set_host_state(self.host, "unreachable", reason)
+        if now - self._unreachable_since >= self.settings.lost_after_s:
+            self._requeue_all(f"host unreachable for {now - self._unreachable_since:.0f} s")
+
+    def _requeue_all(self, why: str) -> None:
+        for attempt in self.store.open_attempts(self.host):
+            self.store.finish_attempt(attempt.attempt_id, AttemptOutcome.HOST_LOST, message=f"{self.host}: {why}")
+        self.inflight.clear()
+
+    # ----- the conversation ---------------------------------------------------------
+
+    def _send(self, conv: _Conversation, kind: str, **fields) -> None:
+        conv.link.send(encode(kind, **fields))
+
+    def _receive(self, conv: _Conversation, timeout: float) -> list[dict]:
+        import select
+
+        ready, _, _ = select.select([conv.link], [], [], timeout)
+        if not ready:
+            return []
+        return [decode(line) for line in conv.inbox.feed(conv.link.recv())]
+
+    def _converse(self, conv: _Conversation) -> None:
+        self._send(conv, "hello", master=self.settings.master_id, name=self.settings.master_name)
+        deadline = time.monotonic() + HELLO_TIMEOUT_S
+        hello = None
+        while hello is None:
+            if time.monotonic() > deadline:
+                raise LinkClosed("no hello from the host")
+            for message in self._receive(conv, 1.0):
+                if hello is not None:
+                    conv.early.append(message)
+                elif message["type"] == "error" and message.get("offline"):
+                    raise HostOffline(message["reason"])
+                elif message["type"] == "error":
+                    raise ProtocolError(message["reason"])
+                elif message["type"] == "hello":
+                    hello = message
+        self._unreachable_since = None
+        self.inflight.clear()  # rebuilt from the queue and the host's own list by _reconcile
+        self.uncollected.clear()  # the host's list reports them again
+        self.store.set_host_state(self.host, hello["state"], hello.get("reason"), info=_info(hello), seen=True)
+        self._send(conv, "sync")
+        self.connected.set()
+        log.info("host %s: connected (%s, %s slots)", self.host, hello["state"], hello.get("slots"))
+        for message in conv.early:
+            self._handle(conv, message)
+        while not self._stopping.is_set():
+            for message in self._receive(conv, self.settings.tick_s):
+                self._handle(conv, message)
+            self._tick(conv)
+        self._say_goodbye(conv)
+
+    def _say_goodbye(self, conv: _Conversation) -> None:
+        if self._retiring:
+            for token in {*self.inflight, *self.uncollected}:
+                self._send(conv, "cancel", token=token)
+            self.uncollected.clear()
+            # Including what it claimed between `hosts remove` and the dispatcher noticing.
+            self._requeue_all(f"host {self.host} was removed; the task will run elsewhere")
+        self._send(conv, "bye", stop_tasks=self._stop_tasks_on_stop)
+        if self._stop_tasks_on_stop:
+            # Our own cores: the engine kills the tasks; they run again next time.
+            self._requeue_all("the dispatcher was stopped; the task will run again")
+
+    def _tick(self, conv: _Conversation) -> None:
+        now = time.monotonic()
+        for token, (report, due, _delay) in list(self.uncollected.items()):
+            if now >= due:
+                self._on_finished(conv, report)
+        for token, entry in list(self.inflight.items()):
+            if not self.store.attempt_is_wanted(entry.claim.attempt_id):
+                self._send(conv, "cancel", token=token)
+        if not conv.synced:
+            return
+        queued = self.store.count_queued(self.declined_jobs | self.blocked_jobs)
+        demand = queued if self.cap is None else max(0, min(queued, self.cap - len(self.inflight)))
+        if demand != conv.demand_sent:
+            self._send(conv, "demand", queued=demand)
+            conv.demand_sent = demand
+
+    def _handle(self, conv: _Conversation, message: dict) -> None:
+        kind = message["type"]
+        if kind == "grant":
+            n = message["n"]
+            if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= 1000:
+                raise ProtocolError(f"a grant of {n!r} slots")
+            # Never claim more than we asked for, whatever the host says.
+            self._on_grant(conv, min(n, conv.demand_sent or 0))
+        elif kind == "archive":
+            self._on_archive(conv, message)
+        elif kind == "archive_ok":
+            conv.archives_present.add(message["sha"])
+            for claim in conv.waiting_for_archive.pop(message["sha"], []):
+                self._start(conv, claim)
+        elif kind == "archive_bad":
+            self._on_archive_bad(conv, message)
+        elif kind == "started":
+            entry = self.inflight.get(message["token"])
+            pid = message.get("pid")
+            if entry is not None and not entry.started:
+                entry.started = True
+                if not self.store.mark_running(entry.claim.attempt_id, pid if isinstance(pid, int) else 0, 0.0):
+                    self._send(conv, "cancel", token=message["token"])
+        elif kind == "declined":
+            self._on_declined(conv, message)
+        elif kind == "finished":
+            self._on_finished(conv, message)
+        elif kind == "tasks":
+            self._reconcile(conv, message["tasks"])
+            conv.synced = True
+        elif kind == "state":
+            self.store.set_host_state(self.host, message["state"], message.get("reason"), info=_info(message),
+                                      seen=True)
+        elif kind == "error":
+            log.warning("host %s says: %s", self.host, message["reason"])
+        else:
+            raise ProtocolError(f"a master does not accept '{kind}'")
+
+    def _on_grant(self, conv: _Conversation, n: int) -> None:
+        claims = self.store.claim(self.host, n, self.declined_jobs | self.blocked_jobs)
+        for claim in claims:
+            self.inflight[claim.token] = _InFlight(claim)
+            sha = Path(claim.archive_path).stem
+            if sha in conv.archives_present:
+                self._start(conv, claim)
+            elif sha in conv.waiting_for_archive:
+                conv.waiting_for_archive[sha].append(claim)
+            else:
+                conv.waiting_for_archive[sha] = [claim]
+                self._send(conv, "need_archive", sha=sha)
+        if len(claims) < n:
+            # Another host took the work first: hand the slots back now rather
+            # than let them sit idle until the grant times out.
+            self._send(conv, "release", n=n - len(claims))
+            conv.demand_sent = None
+            self._tick(conv)  # and the smaller demand right behind it, before a new grant
+
+    def _on_archive(self, conv: _Conversation, message: dict) -> None:
+        sha = message["sha"]
+        if message["present"]:
+            conv.archives_present.add(sha)
+            for claim in conv.waiting_for_archive.pop(sha, []):
+                self._start(conv, claim)
+            return
+        claims = conv.waiting_for_archive.get(sha, [])
+        if not claims:
+            return
+        local = Path(claims[0].archive_path)
+        try:
+            conv.link.put(local, str(message.get("upload_path")))
+        except OSError as exc:
+            # The host cannot take the file (its disk is full or read-only):
+            # its tasks go back to the queue now, to run elsewhere.
+            for claim in conv.waiting_for_archive.pop(sha, []):
+                self.inflight.pop(claim.token, None)
+                self.store.finish_attempt(claim.attempt_id, AttemptOutcome.HOST_LOST,
+                                          message=f"could not send the job to {self.host}: {exc}")
+            self.store.set_host_state(self.host, "unavailable", f"could not receive the job archive: {exc}")
+            conv.demand_sent = None
+            return
+        self._send(conv, "archive_uploaded", sha=sha, path=message["upload_path"])
+
+    def _on_archive_bad(self, conv: _Conversation, message: dict) -> None:
+        sha = message["sha"]
+        tries = conv.upload_tries.get(sha, 0) + 1
+        conv.upload_tries[sha] = tries
+        log.warning("host %s: archive %s arrived damaged (%s), try %d", self.host, sha[:12], message["reason"], tries)
+        if tries < TRANSFER_TRIES:
+            self._send(conv, "need_archive", sha=sha)
+            return
+        for claim in conv.waiting_for_archive.pop(sha, []):
+            self.inflight.pop(claim.token, None)
+            self.store.finish_attempt(claim.attempt_id, AttemptOutcome.HOST_LOST,
+                                      message=f"{self.host}: the job archive arrived damaged {tries} times")
+
+    def _start(self, conv: _Conversation, claim: Claim) -> None:
+        self._send(conv, "start", token=claim.token, job=claim.job_id, idx=claim.idx, params=claim.params,
+                   main=claim.main, archive_sha=Path(claim.archive_path).stem, time_limit_s=claim.time_limit_s,
+                   requires=list(claim.requires))
+
+    def _on_declined(self, conv: _Conversation, message: dict) -> None:
+        entry = self.inflight.pop(message["token"], None)
+        if entry is None:
+            return
+        reason = f"{self.host} declined: {message['reason']}"
+        if message.get("requirements"):
+            # Not this task's fault and not the host's: the job needs another
+            # environment. Other hosts may take it; this one is not asked again.
+            self.declined_jobs = self.declined_jobs | {entry.claim.job_seq}
+            conv.demand_sent = None
+        if "archive" in message["reason"] and message.get("retry", True):
+            conv.archives_present.discard(Path(entry.claim.archive_path).stem)
+        outcome = AttemptOutcome.HOST_LOST if message.get("retry", True) else AttemptOutcome.REJECTED
+        self.store.finish_attempt(entry.claim.attempt_id, outcome, message=reason)
+
+    # ----- results --------------------------------------------------------------------
+
+    def _on_finished(self, conv: _Conversation, report: dict) -> None:
+        token = report["token"]
+        entry = self.inflight.pop(token, None)
+        claim = entry.claim if entry else self._claim_for_token(token)
+        if claim is None:
+            self._send(conv, "ack", token=token)  # not ours to collect (e.g. already settled)
+            return
+        outcome = _outcome(report["outcome"])
+        if outcome is AttemptOutcome.CANCELLED:
+            self.store.finish_attempt(claim.attempt_id, outcome, message="cancelled by the user")
+            return
+        if collected_by(results_path(claim)) == claim.attempt_id:
+            # Collected before a crash: only the queue needs to hear it.
+            self.store.finish_attempt(claim.attempt_id, outcome, exit_code=report.get("exit_code"))
+            self._send(conv, "ack", token=token)
+            return
+        try:
+            self._collect(conv, report, claim, outcome)
+        except ResultsFolderError as exc:
+            self._results_blocked(claim, report, str(exc))
+            return
+        if self.uncollected.pop(token, None) is not None and claim.job_seq in self.blocked_jobs:
+            log.info("host %s: the results of job %s can be written again", self.host, claim.job_id)
+            self.blocked_jobs = self.blocked_jobs - {claim.job_seq}
+            conv.demand_sent = None  # its queued tasks count again
+        self._send(conv, "ack", token=token)
+
+    def _collect(self, conv: _Conversation, report: dict, claim: Claim, outcome: AttemptOutcome) -> None:
+        """Fetch, check and move an attempt's results into place, then record its outcome."""
+        with contextlib.ExitStack() as scratch:
+            unpacked, problem = self._fetch_results(conv, report, claim, scratch)
+            if problem:
+                outcome, message = AttemptOutcome.REJECTED, problem
+            else:
+                message = report.get("message")
+            code = report.get("exit_code")
+            if outcome is AttemptOutcome.SUCCEEDED and unpacked is None:
+                outcome = AttemptOutcome.REJECTED
+                message = f"{self.host} reported success but sent no results archive"
+            if outcome is AttemptOutcome.SUCCEEDED:
+                self._move_into_place(claim, unpacked, code)
+            new = self.store.finish_attempt(claim.attempt_id, outcome, exit_code=code, message=message)
+            if new is TaskStatus.FAILED and unpacked is not None and outcome is not AttemptOutcome.SUCCEEDED:
+                try:
+                    self._move_into_place(claim, unpacked, code)  # logs and partial results
+                except ResultsFolderError as exc:
+                    log.error("host %s: %s (the failed task's logs are lost)", self.host, exc)
+
+    def _move_into_place(self, claim: Claim, unpacked: Path, code: int | None) -> None:
+        try:
+            collect(claim, unpacked, exit_code=code, host=self.host)
+        except OSError as exc:
+            raise self._folder_error(claim, exc) from exc
+
+    def _folder_error(self, claim: Claim, exc: OSError) -> ResultsFolderError:
+        return ResultsFolderError(
+            f"cannot write the results of job {claim.job_id} to {results_path(claim).parent}: "
+            f"{exc.strerror or exc}{f' ({exc.filename})' if exc.filename else ''}. Free disk space, or make "
+            f"sure that folder can be created and written; the results wait on {self.host} and are collected "
+            "as soon as it works")
+
+    def _results_blocked(self, claim: Claim, report: dict, why: str) -> None:
+        """Keep the results on the host (no ack), say why on the task, stop taking
+        the job's tasks here, and try again later with a growing delay."""
+        token = report["token"]
+        _, _, delay = self.uncollected.get(token, (None, 0.0, self.settings.recollect_s / 2))
+        delay = min(delay * 2, self.settings.recollect_max_s)
+        self.uncollected[token] = (report, time.monotonic() + delay, delay)
+        if claim.job_seq not in self.blocked_jobs:
+            log.error("host %s: %s", self.host, why)
+            self.blocked_jobs = self.blocked_jobs | {claim.job_seq}
+        self.store.note_running_task(claim.attempt_id, why)
+
+    def _fetch_results(self, conv: _Conversation, report: dict, claim: Claim,
+                       scratch: contextlib.ExitStack) -> tuple[Path | None, str | None]:
+        """Fetch, check and unpack a results archive; (folder, None) or (None, why it was refused)."""
+        remote = report.get("results_path")
+        if not remote:
+            return None, None
+        if conv.link.results_in_place:
+            return Path(remote), None
+        if not report.get("results_sha"):
+            return None, f"{self.host} sent results without a checksum"
+        # Unpacked beside the job's results, so moving them into place is a rename.
+        try:
+            tmp = Path(scratch.enter_context(tempfile.TemporaryDirectory(prefix=".incoming-",
+                                                                         dir=_incoming_root(claim))))
+        except OSError as exc:
+            raise self._folder_error(claim, exc) from exc
+        archive: Path | bytes | None = self._inline_results(report)
+        if archive is None:
+            archive = tmp / "results.tar"
+            for attempt in range(TRANSFER_TRIES):
+                conv.link.fetch(remote, archive)
+                if sha256_of(archive) == report.get("results_sha"):
+                    break
+                log.warning("host %s: results of %s arrived damaged, try %d", self.host, report["token"],
+                            attempt + 1)
+            else:
+                return None, f"the results from {self.host} arrived damaged {TRANSFER_TRIES} times"
+        try:
+            unpack(archive, tmp / "unpacked")  # checks every member first
+        except UnsafeArchiveError as exc:
+            return None, f"refused the results archive from {self.host}: {exc}"
+        except (tarfile.TarError, EOFError) as exc:
+            return None, f"the results archive from {self.host} is damaged: {exc}"
+        except OSError as exc:
+            raise self._folder_error(claim, exc) from exc
+        return tmp / "unpacked", None
+
+    def _inline_results(self, report: dict) -> bytes | None:
+        """The results archive carried in the message, if any and intact; else
+        None, and the driver fetches the spooled copy by SFTP."""
+        inline = report.get("results_inline")
+        if not isinstance(inline, str):
+            return None
+        try:
+            data = base64.b64decode(inline, validate=True)
+        except ValueError:
+            data = b""
+        if hashlib.sha256(data).hexdigest() != report.get("results_sha"):
+            log.warning("host %s: the results of %s in its message are damaged; fetching them", self.host,
+                        report["token"])
+            return None
+        return data
+
+    def _claim_for_token(self, token: str) -> Claim | None:
+        row = self.store.attempt_by_token(token)
+        if row is None or row["host"] != self.host or row["ended"] is not None:
+            return None
+        return self.store.claim_for(row["id"])
+
+    # ----- reconciliation ----------------------------------------------------------------
+
+    def _reconcile(self, conv: _Conversation, held: list[dict]) -> None:
+        """Bring the queue and the host into agreement after (re)connecting."""
+        on_host = {t["token"]: t for t in held}
+        for attempt in self.store.open_attempts(self.host):
+            if attempt.token in on_host:
+                claim = self.store.claim_for(attempt.attempt_id)
+                self.inflight[attempt.token] = _InFlight(claim, started=True)
+                report = on_host.pop(attempt.token)
+                if report.get("state") == "finished":
+                    self._on_finished(conv, report)
+            else:
+                # The host never heard of it (the start was lost) or lost it.
+                self.store.finish_attempt(attempt.attempt_id, AttemptOutcome.HOST_LOST,
+                                          message=f"{self.host} no longer had the task; it will run again")
+        for token, report in on_host.items():
+            # The queue settled these already (cancelled, or requeued while the
+            # host was away): stop them and drop their results, never collect twice.
+            self._send(conv, "cancel" if report.get("state") == "running" else "ack", token=token)
+
+
+def _incoming_root(claim: Claim) -> Path:
+    root = Path(claim.results_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def _outcome(value: str) -> AttemptOutcome:
+    try:
+        return AttemptOutcome(value)
+    except ValueError:
+        raise ProtocolError(f"unknown outcome {value!r}") from None
+
+
+def _info(message: dict) -> dict:
+    keys = ("slots", "running", "running_by_master", "usage", "python", "brian", "name", "version")
+    return {k: message.get(k) for k in keys if k in message}

@@ -1,0 +1,90 @@
+"""Watching a job until it ends: a bar on a terminal, plain lines in a pipe or log."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import Callable, TextIO
+
+from trayapp.status import JobStatus, TaskStatus
+from trayapp.master.store import JobRecord, Store
+
+FINAL_JOB_STATES = (JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+def describe_counts(job: JobRecord) -> str:
+    parts = [f"{job.count(TaskStatus.DONE)}/{job.total} done"]
+    for status in (TaskStatus.RUNNING, TaskStatus.QUEUED, TaskStatus.FAILED, TaskStatus.CANCELLED):
+        if job.count(status):
+            parts.append(f"{job.count(status)} {status.value}")
+    return ", ".join(parts)
+
+
+class _Bar:
+    def __init__(self, job: JobRecord, stream: TextIO):
+        from tqdm import tqdm
+
+        try:
+            columns = os.get_terminal_size(stream.fileno()).columns
+        except (OSError, ValueError, AttributeError):
+            columns = 0
+        # Some terminals (serial consoles, a fresh pty) report 0 columns, which
+        # would make tqdm draw nothing at all: fall back to a fixed width.
+        self._bar = tqdm(total=job.total, desc=f"{job.name}-{job.id}", unit="task", file=stream,
+                         dynamic_ncols=columns > 0, ncols=None if columns > 0 else 80, leave=True)
+        self._shown = 0
+
+    def update(self, job: JobRecord) -> None:
+        finished = job.count(TaskStatus.DONE) + job.count(TaskStatus.FAILED) + job.count(TaskStatus.CANCELLED)
+        self._bar.set_postfix_str(describe_counts(job), refresh=False)
+        self._bar.update(finished - self._shown)
+        self._shown = finished
+
+    def close(self) -> None:
+        self._bar.close()
+
+
+class _Lines:
+    """One line whenever the counts change, at most every ``interval`` s."""
+
+    def __init__(self, stream: TextIO, interval: float = 2.0):
+        self._stream = stream
+        self._interval = interval
+        self._last_text = ""
+        self._last_time = 0.0
+
+    def update(self, job: JobRecord) -> None:
+        text = f"{job.name}-{job.id}: {describe_counts(job)}"
+        now = time.monotonic()
+        final = job.status in FINAL_JOB_STATES
+        if text != self._last_text and (final or now - self._last_time >= self._interval):
+            print(text, file=self._stream, flush=True)
+            self._last_text, self._last_time = text, now
+
+    def close(self) -> None:
+        pass
+
+
+def wait_for_job(store: Store, job_id: str, *, timeout: float | None = None, stream: TextIO | None = None,
+                 poll: float = 0.25, show: bool = True, clock: Callable[[], float] = time.monotonic) -> JobRecord:
+    """Block until the job ends or ``timeout`` passes; returns the job as last seen."""
+    stream = stream or sys.stderr
+    job = store.job(job_id)
+    display = None
+    if show:
+        display = _Bar(job, stream) if stream.isatty() else _Lines(stream)
+    deadline = clock() + timeout if timeout is not None else None
+    try:
+        while True:
+            job = store.job(job.id)
+            if display:
+                display.update(job)
+            if job.status in FINAL_JOB_STATES:
+                return job
+            if deadline is not None and clock() >= deadline:
+                return job
+            time.sleep(poll)
+    finally:
+        if display:
+            display.close()

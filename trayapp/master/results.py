@@ -1,0 +1,96 @@
+"""Bringing a task's ``results/`` home.
+
+A finished attempt's ``results/`` folder becomes
+``<results root>/<job name>-<job id>/<task index>/``, with the task's
+``stdout.txt``, ``stderr.txt`` and ``params.json`` beside what it wrote, and a
+hidden ``.sparecycles.json`` recording which attempt produced it.
+
+The move is one ``rename`` of a fully prepared folder, so the results folder
+is either absent or complete, and collecting is idempotent: a dispatcher that
+crashed between moving the results and recording it in the queue sees its own
+marker on restart and only records it.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from trayapp.master.store import Claim
+
+MARKER_FILE = ".sparecycles.json"
+LOG_FILES = ("stdout.txt", "stderr.txt")
+
+
+def results_path(claim: Claim) -> Path:
+    return Path(claim.results_dir) / str(claim.idx)
+
+
+def collected_by(folder: Path) -> int | None:
+    """The attempt id that produced a results folder, if it is one of ours."""
+    try:
+        return int(json.loads((folder / MARKER_FILE).read_text(encoding="utf-8"))["attempt"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def collect(claim: Claim, unpacked: Path, *, exit_code: int | None, host: str) -> Path:
+    """Move an attempt's results and logs into the job's results folder.
+
+    ``unpacked`` is the slave's results archive, already checked and unpacked
+    on this disk: ``results/`` (what the task wrote) beside ``stdout.txt`` and
+    ``stderr.txt``.
+    """
+    destination = results_path(claim)
+    if collected_by(destination) == claim.attempt_id:
+        return destination  # collected before a crash; nothing left to move
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    staging = unpacked / "results"
+    staging.mkdir(exist_ok=True)  # a task that wrote nothing is still done
+    for name in LOG_FILES:
+        source = unpacked / name
+        if source.exists():
+            os.replace(source, staging / _free_name(staging, name))
+    if not (staging / "params.json").exists():
+        (staging / "params.json").write_text(json.dumps(claim.params, indent=2) + "\n", encoding="utf-8")
+    marker = {"job": claim.job_id, "task": claim.idx, "attempt": claim.attempt_id, "host": host,
+              "exit_code": exit_code, "collected": time.time()}
+    (staging / MARKER_FILE).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
+    if destination.exists():
+        # An earlier attempt's output (the task failed, then the user retried it):
+        # keep it under another name rather than overwrite anything.
+        destination.rename(destination.parent / _free_name(destination.parent, f"{destination.name}.previous"))
+    _move_atomically(staging, destination)
+    return destination
+
+
+def _free_name(folder: Path, name: str) -> str:
+    """``name``, or ``name`` with a suffix if the task already used it."""
+    if not (folder / name).exists():
+        return name
+    stem, dot, suffix = name.partition(".")
+    n = 1
+    while (folder / f"{stem}.sparecycles{n}{dot}{suffix}").exists():
+        n += 1
+    return f"{stem}.sparecycles{n}{dot}{suffix}"
+
+
+def _move_atomically(source: Path, destination: Path) -> None:
+    try:
+        os.rename(source, destination)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:  # the results root is on another file system
+            raise
+        partial = Path(tempfile.mkdtemp(prefix=f".{destination.name}-", dir=destination.parent))
+        try:
+            shutil.copytree(source, partial, dirs_exist_ok=True)
+            os.rename(partial, destination)
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+        shutil.rmtree(source, ignore_errors=True)

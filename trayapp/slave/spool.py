@@ -1,0 +1,190 @@
+"""The slave's spool: its durable folder of archives, task folders and results.
+
+Layout under ``<data>/spool/``::
+
+    archives/<sha>.tar        job archives, verified against their name on arrival
+    archives/.upload-*        uploads in progress (renamed once their hash matches)
+    unpacked/<sha>/           each archive unpacked once; task folders are copied from it
+    tasks/<token>/task.json   one attempt: who asked, what to run, how it ended
+    tasks/<token>/work/       its working folder (stdout.txt, stderr.txt, exitcode beside it)
+    results/<token>.tar       finished results waiting for their master to fetch and ack
+
+Everything a slave knows about its tasks is in these files, written atomically
+(temporary name, then rename), so a slave daemon killed at any moment and
+restarted knows what it was doing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import tarfile
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from trayapp.wire.archive import ChecksumMismatchError, sha256_of
+
+
+@dataclass
+class SpoolTask:
+    token: str
+    master: str
+    job: str
+    idx: int
+    params: dict
+    main: str
+    archive_sha: str
+    time_limit_s: float | None = None
+    cores: int = 1
+    state: str = "running"  # running -> finished -> (acked: removed)
+    pid: int | None = None
+    created: float | None = None  # the process's create time: pid + created identify it
+    started: float | None = None
+    ended: float | None = None
+    outcome: str | None = None
+    exit_code: int | None = None
+    message: str | None = None
+    results_path: str | None = None
+    results_sha: str | None = None
+    results_size: int | None = None
+    extra: dict = field(default_factory=dict)
+
+    def summary(self) -> dict:
+        """What the master hears about this task in ``finished`` and ``tasks`` messages."""
+        return {k: v for k, v in asdict(self).items() if k not in ("params", "extra")}
+
+
+def write_json_atomically(path: Path, data: dict) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=1)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class Spool:
+    def __init__(self, root: Path):
+        self.root = root
+        self.archives = root / "archives"
+        self.unpacked = root / "unpacked"
+        self.tasks = root / "tasks"
+        self.results = root / "results"
+
+    def ensure(self) -> "Spool":
+        for folder in (self.archives, self.unpacked, self.tasks, self.results):
+            folder.mkdir(parents=True, exist_ok=True)
+        return self
+
+    # ----- problems that make the slave unavailable ------------------------------
+
+    def problem(self, min_free_mb: int) -> str | None:
+        """Why this spool cannot take work now (read-only, full), or None."""
+        try:
+            self.ensure()
+            probe = self.root / f".probe-{secrets.token_hex(4)}"
+            probe.write_bytes(b"x")
+            probe.unlink()
+        except OSError as exc:
+            return f"cannot write to the spool {self.root}: {exc.strerror or exc}"
+        free_mb = shutil.disk_usage(self.root).free // (1 << 20)
+        if free_mb < min_free_mb:
+            return f"only {free_mb} MB free under {self.root} (needs {min_free_mb} MB)"
+        return None
+
+    # ----- archives ----------------------------------------------------------------
+
+    def archive_path(self, sha: str) -> Path:
+        return self.archives / f"{sha}.tar"
+
+    def has_archive(self, sha: str) -> bool:
+        return self.archive_path(sha).is_file()
+
+    def upload_path(self, sha: str) -> Path:
+        return self.archives / f".upload-{sha[:16]}-{secrets.token_hex(4)}"
+
+    def accept_upload(self, sha: str, uploaded: Path) -> None:
+        """Move an uploaded archive into place if its bytes hash to ``sha``."""
+        if uploaded.parent != self.archives or not uploaded.name.startswith(".upload-"):
+            raise ChecksumMismatchError(f"{uploaded} is not an upload slot of this spool")
+        actual = sha256_of(uploaded)
+        if actual != sha:
+            uploaded.unlink(missing_ok=True)
+            raise ChecksumMismatchError(f"upload hashes to {actual[:12]}…, not {sha[:12]}… (damaged in transit)")
+        os.replace(uploaded, self.archive_path(sha))
+
+    # ----- tasks -----------------------------------------------------------------
+
+    def task_dir(self, token: str) -> Path:
+        return self.tasks / token
+
+    def save(self, task: SpoolTask) -> None:
+        write_json_atomically(self.task_dir(task.token) / "task.json", asdict(task))
+
+    def load_all(self) -> list[SpoolTask]:
+        found = []
+        for path in sorted(self.tasks.glob("*/task.json")):
+            try:
+                found.append(SpoolTask(**json.loads(path.read_text(encoding="utf-8"))))
+            except (OSError, ValueError, TypeError):
+                continue  # a task folder whose start never completed: nothing was promised
+        return found
+
+    def remove(self, token: str) -> None:
+        shutil.rmtree(self.task_dir(token), ignore_errors=True)
+        (self.results / f"{token}.tar").unlink(missing_ok=True)
+        shutil.rmtree(self.results / token, ignore_errors=True)
+
+    def stage_results(self, task: SpoolTask) -> Path:
+        """For the master's own cores: the results as a folder, moved (not
+        copied) into ``results/<token>/``, laid out like an unpacked archive,
+        for the master to rename into place. No tar, no copy, no checksum: the
+        master and this engine are one process."""
+        run_dir = self.task_dir(task.token)
+        target = self.results / task.token
+        target.mkdir(parents=True, exist_ok=True)
+        produced = run_dir / "work" / "results"
+        if produced.is_dir() and not produced.is_symlink():
+            os.replace(produced, target / "results")
+        for name in ("stdout.txt", "stderr.txt"):
+            if (run_dir / name).is_file():
+                os.replace(run_dir / name, target / name)
+        return target
+
+    def pack_results(self, task: SpoolTask, max_bytes: int) -> tuple[Path, str, int]:
+        """Pack the task's ``results/`` and logs into ``results/<token>.tar``.
+
+        Only regular files and folders go in (a symlink to a file travels as
+        its content); the master checks the archive again, since it cannot
+        trust a slave. Raises ``ValueError`` when the results exceed ``max_bytes``.
+        """
+        run_dir = self.task_dir(task.token)
+        produced = run_dir / "work" / "results"
+        entries: list[tuple[Path, str]] = []
+        total = 0
+        if produced.is_dir() and not produced.is_symlink():
+            for dirpath, dirnames, filenames in os.walk(produced):
+                dirnames.sort()
+                for name in sorted(filenames):
+                    path = Path(dirpath) / name
+                    if path.is_file():
+                        rel = path.relative_to(produced).as_posix()
+                        entries.append((path, "results/" + rel))
+                        total += path.stat().st_size
+        for name in ("stdout.txt", "stderr.txt"):
+            if (run_dir / name).is_file():
+                entries.append((run_dir / name, name))
+        if total > max_bytes:
+            raise ValueError(f"results of {total / 1e6:.1f} MB exceed this host's cap of {max_bytes / 1e6:.0f} MB")
+        target = self.results / f"{task.token}.tar"
+        tmp = target.with_name(f".{target.name}.partial")
+        with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT, dereference=True) as tar:
+            for path, arcname in entries:
+                tar.add(path, arcname=arcname, recursive=False)
+        os.replace(tmp, target)
+        return target, sha256_of(target), target.stat().st_size

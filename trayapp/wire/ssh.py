@@ -1,0 +1,239 @@
+"""Everything that touches paramiko: connecting to a slave, its host key, SFTP.
+
+Host keys are checked against SpareCycles' own ``known_hosts`` (in the config
+folder): an unknown key is refused until the user trusts it (``sparecycles
+hosts trust NAME`` shows the fingerprint first), and a changed key is refused
+outright; there is no auto-add. Key passphrases and passwords come from the OS
+keyring, never from a file.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import socket
+from pathlib import Path
+from typing import Callable, Protocol
+
+import paramiko
+
+from trayapp.errors import UserError
+from trayapp.home import Home
+from trayapp.wire.links import LinkClosed
+
+log = logging.getLogger(__name__)
+
+KEYRING_SERVICE = "sparecycles"
+CONNECT_TIMEOUT_S = 15
+KEEPALIVE_S = 15
+_SFTP_REQUEST = 128 * 1024
+
+
+class SSHTarget(Protocol):
+    """What this module needs to know of a host (the master's hosts table row
+    fits; the wire does not depend on the master's store)."""
+
+    name: str
+    address: str
+    port: int
+    user: str | None
+    key_path: str | None
+    agent_command: str
+
+
+class HostKeyError(Exception):
+    """The host's key is unknown or changed: the user must decide."""
+
+
+class ClientKeyError(Exception):
+    """Our own private key cannot be unlocked (passphrase missing or wrong)."""
+
+
+def known_hosts_file(home: Home) -> Path:
+    return home.config_dir / "known_hosts"
+
+
+def host_key_name(address: str, port: int) -> str:
+    return address if port == 22 else f"[{address}]:{port}"
+
+
+def fingerprint(key: paramiko.PKey) -> str:
+    digest = hashlib.sha256(key.asbytes()).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+def keyring_account(host: SSHTarget) -> str:
+    return f"{host.user or ''}@{host.address}:{host.port}"
+
+
+def secret_for(host: SSHTarget) -> str | None:
+    """The key passphrase or password for ``host`` from the OS keyring, if any."""
+    try:
+        import keyring
+        import keyring.errors
+
+        return keyring.get_password(KEYRING_SERVICE, keyring_account(host))
+    except Exception as exc:  # noqa: BLE001 - no backend on a headless PC is normal
+        log.debug("no keyring available: %s", exc)
+        return None
+
+
+def store_secret(host: SSHTarget, secret: str) -> None:
+    import keyring
+
+    try:
+        keyring.set_password(KEYRING_SERVICE, keyring_account(host), secret)
+    except Exception as exc:  # noqa: BLE001
+        raise UserError(f"could not store the secret in the OS keyring: {exc}",
+                        "install and unlock a keyring (e.g. GNOME Keyring, KWallet), or use a key without passphrase"
+                        ) from None
+
+
+def fetch_host_key(address: str, port: int, timeout: float = CONNECT_TIMEOUT_S) -> paramiko.PKey:
+    """The key a server presents, without authenticating (for `hosts trust`)."""
+    sock = socket.create_connection((address, port), timeout=timeout)
+    transport = paramiko.Transport(sock)
+    try:
+        transport.start_client(timeout=timeout)
+        return transport.get_remote_server_key()
+    finally:
+        transport.close()
+
+
+def trust_host_key(home: Home, address: str, port: int, key: paramiko.PKey) -> None:
+    path = known_hosts_file(home)
+    keys = paramiko.HostKeys()
+    if path.exists():
+        keys.load(str(path))
+    name = host_key_name(address, port)
+    if name in keys:
+        del keys[name]  # the user replaces a changed key on purpose
+    keys.add(name, key.get_name(), key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    keys.save(str(path))
+
+
+def _fast_transport(sock, **kwargs) -> paramiko.Transport:
+    """A transport that prefers AES-GCM when the server offers it: one pass for
+    encryption and integrity, ~40 % more SFTP throughput here than paramiko's
+    default aes128-ctr + hmac-sha2. Servers without it still get the usual list."""
+    transport = paramiko.Transport(sock, **kwargs)
+    options = transport.get_security_options()
+    gcm = tuple(c for c in options.ciphers if c.endswith("-gcm@openssh.com"))
+    options.ciphers = gcm + tuple(c for c in options.ciphers if c not in gcm)
+    return transport
+
+
+class SSHLink:
+    """One SSH connection to a slave: an exec channel running the agent, and SFTP."""
+
+    results_in_place = False  # results come as archives, fetched and checked: a slave is not trusted
+
+    def __init__(self, host: SSHTarget, known_hosts: Path):
+        self.host = host
+        self.label = host.name
+        self._known_hosts = known_hosts
+        self._client: paramiko.SSHClient | None = None
+        self._channel: paramiko.Channel | None = None
+        self._sftp: paramiko.SFTPClient | None = None
+
+    def open(self) -> "SSHLink":
+        client = paramiko.SSHClient()
+        if self._known_hosts.exists():
+            client.load_host_keys(str(self._known_hosts))
+        client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        secret = secret_for(self.host)
+        key_file = str(Path(self.host.key_path).expanduser()) if self.host.key_path else None
+        try:
+            client.connect(self.host.address, port=self.host.port, username=self.host.user,
+                           key_filename=key_file, passphrase=secret, password=secret if not key_file else None,
+                           timeout=CONNECT_TIMEOUT_S, banner_timeout=CONNECT_TIMEOUT_S,
+                           auth_timeout=CONNECT_TIMEOUT_S, look_for_keys=key_file is None, allow_agent=True,
+                           transport_factory=_fast_transport)
+        except paramiko.BadHostKeyException as exc:
+            client.close()
+            raise HostKeyError(
+                f"the host key of {self.host.name} ({self.host.address}:{self.host.port}) has CHANGED to "
+                f"{fingerprint(exc.key)}; refusing to connect. If the PC was reinstalled, check the fingerprint "
+                f"on it and run: sparecycles hosts trust {self.host.name} --replace") from None
+        except paramiko.PasswordRequiredException:
+            client.close()
+            raise ClientKeyError(f"the key {key_file} is protected by a passphrase that is not in the OS keyring; "
+                               f"store it with: sparecycles hosts remove {self.host.name}, then hosts add ... "
+                               "--ask-secret") from None
+        except paramiko.SSHException as exc:
+            client.close()
+            if key_file and (str(exc).startswith("Invalid key") or "could not deserialize" in str(exc).lower()):
+                raise ClientKeyError(f"could not unlock the key {key_file}: wrong passphrase in the OS keyring, "
+                                   "or not a private key") from None
+            if "not found in known_hosts" in str(exc):
+                raise HostKeyError(f"the host key of {self.host.name} is not trusted yet; "
+                                   f"run: sparecycles hosts trust {self.host.name}") from None
+            raise
+        transport = client.get_transport()
+        transport.set_keepalive(KEEPALIVE_S)
+        # Protocol lines are small and come in quick pairs (ack, then start):
+        # with Nagle's algorithm on, the second waits ~40 ms for a delayed ACK.
+        transport.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        channel = transport.open_session()
+        channel.exec_command(self.host.agent_command)
+        self._client, self._channel = client, channel
+        return self
+
+    def fileno(self) -> int:
+        return self._channel.fileno()
+
+    def send(self, data: bytes) -> None:
+        try:
+            self._channel.sendall(data)
+        except (OSError, paramiko.SSHException) as exc:
+            raise LinkClosed(str(exc)) from None
+
+    def recv(self) -> bytes:
+        try:
+            data = self._channel.recv(65536)
+        except (OSError, paramiko.SSHException) as exc:
+            raise LinkClosed(str(exc)) from None
+        if not data:
+            err = b""
+            while self._channel.recv_stderr_ready():
+                err += self._channel.recv_stderr(4096)
+            raise LinkClosed("the agent ended" + (f": {err.decode(errors='replace').strip()}" if err else ""))
+        return data
+
+    def _sftp_client(self) -> paramiko.SFTPClient:
+        if self._sftp is None:
+            self._sftp = self._client.open_sftp()
+        return self._sftp
+
+    def put(self, local: Path, remote: str) -> None:
+        sftp = self._sftp_client()
+        size = local.stat().st_size
+        with local.open("rb") as source, sftp.open(remote, "wb") as target:
+            # Pipelined: writes do not wait for each block's ack (a plain write
+            # loop is ~100x slower). Bigger requests than paramiko's 32 KiB halve
+            # the per-request work; OpenSSH's sftp-server takes up to 256 KiB.
+            target.set_pipelined(True)
+            target.MAX_REQUEST_SIZE = _SFTP_REQUEST
+            while chunk := source.read(_SFTP_REQUEST * 8):
+                target.write(chunk)
+        if sftp.stat(remote).st_size != size:
+            raise OSError(f"upload of {local.name} to {self.host.name} is short")
+
+    def fetch(self, remote: str, local: Path) -> None:
+        # get() prefetches reads in parallel.
+        self._sftp_client().get(remote, str(local))
+
+    def close(self) -> None:
+        for closer in (self._sftp, self._channel, self._client):
+            try:
+                if closer is not None:
+                    closer.close()
+            except Exception:  # noqa: BLE001 - closing a dead connection may fail in many ways
+                pass
+
+
+def ssh_connector(home: Home) -> Callable[[SSHTarget], Callable[[], SSHLink]]:
+    known = known_hosts_file(home)
+    return lambda host: (lambda: SSHLink(host, known).open())
