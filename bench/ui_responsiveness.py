@@ -62,11 +62,11 @@ def fill(db: Path, jobs: int, tasks_per_job: int) -> None:
     # A tenth done (with their attempts), a few running on two hosts.
     for k in range(total // 10 // 50):
         for claim in store.claim("lab-07" if k % 2 else "local", 50):
-            store.mark_running(claim.attempt_id, 1, 0.0)
+            store.mark_running(claim.attempt_id, 1)
             store.finish_attempt(claim.attempt_id, AttemptOutcome.SUCCEEDED, exit_code=0)
     for host in ("lab-07", "local"):
         for claim in store.claim(host, 4):
-            store.mark_running(claim.attempt_id, 1, 0.0)
+            store.mark_running(claim.attempt_id, 1)
     store.close()
 
 

@@ -61,7 +61,7 @@ def test_cancel_then_late_finish_does_not_resurrect_the_task(store, tmp_path):
     claims = store.claim("local", 1)
     assert store.cancel_job(job.id) == 2
     assert not store.attempt_is_wanted(claims[0].attempt_id)
-    assert store.mark_running(claims[0].attempt_id, 123, 1.0) is False
+    assert store.mark_running(claims[0].attempt_id, 123) is False
     assert store.finish_attempt(claims[0].attempt_id, AttemptOutcome.SUCCEEDED, exit_code=0) is None
     assert {t.status for t in store.tasks(job.seq)} == {TaskStatus.CANCELLED}
     assert store.job(job.id).status is JobStatus.CANCELLED
@@ -71,7 +71,7 @@ def test_cancel_then_late_finish_does_not_resurrect_the_task(store, tmp_path):
 def test_retry_requeues_failed_and_cancelled_only(store, tmp_path):
     job = add(store, tmp_path, 3)
     a, b, c = store.claim("local", 3)
-    store.mark_running(a.attempt_id, 1, 1.0)
+    store.mark_running(a.attempt_id, 1)
     store.finish_attempt(a.attempt_id, AttemptOutcome.SUCCEEDED, exit_code=0)
     store.finish_attempt(b.attempt_id, AttemptOutcome.EXITED, exit_code=2)
     store.cancel_job(job.id)
@@ -120,7 +120,7 @@ def test_many_processes_claim_and_submit_at_once_without_losing_or_doubling(tmp_
                 idle += 1; time.sleep(0.01); continue
             idle = 0
             for c in claims:
-                s.mark_running(c.attempt_id, 1, 1.0)
+                s.mark_running(c.attempt_id, 1)
                 s.finish_attempt(c.attempt_id, AttemptOutcome.SUCCEEDED, exit_code=0)
                 got.append([c.job_id, c.idx])
         print(json.dumps(got))
@@ -161,7 +161,7 @@ def test_many_processes_claim_and_submit_at_once_without_losing_or_doubling(tmp_
 def test_every_change_leaves_an_event_in_order(store, tmp_path):
     job = add(store, tmp_path, 2, retries=1)
     first, second = store.claim("lab-07", 2)
-    store.mark_running(first.attempt_id, 1, 0.0)
+    store.mark_running(first.attempt_id, 1)
     store.note_running_task(first.attempt_id, "results wait: disk full")
     store.finish_attempt(first.attempt_id, AttemptOutcome.SUCCEEDED, exit_code=0)
     store.finish_attempt(second.attempt_id, AttemptOutcome.EXITED, exit_code=1, message="exit code 1")

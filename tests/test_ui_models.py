@@ -46,7 +46,7 @@ def test_jobs_model_follows_the_queue_incrementally(qapp, app, tmp_path):
     second = _submit(app, tmp_path, "second", 2)
     claims = app.store.claim("lab-07", 2)  # two tasks of the first job start on lab-07
     for c in claims:
-        app.store.mark_running(c.attempt_id, 4242, 0.0)
+        app.store.mark_running(c.attempt_id, 4242)
     app.store.finish_attempt(claims[0].attempt_id, AttemptOutcome.SUCCEEDED, exit_code=0)
     model.apply(reader.read().jobs)
     assert spy.inserted == [(0, 0), (1, 1)]  # only the new job inserted

@@ -250,7 +250,7 @@ class HostDriver(threading.Thread):
             pid = message.get("pid")
             if entry is not None and not entry.started:
                 entry.started = True
-                if not self.store.mark_running(entry.claim.attempt_id, pid if isinstance(pid, int) else 0, 0.0):
+                if not self.store.mark_running(entry.claim.attempt_id, pid if isinstance(pid, int) else 0):
                     self._send(conv, "cancel", token=message["token"])
         elif kind == "declined":
             self._on_declined(conv, message)

@@ -15,7 +15,7 @@ import secrets
 import sqlite3
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -29,7 +29,10 @@ from trayapp.status import (
     job_status_from_counts,
 )
 
-SCHEMA = """
+# Version 1: the schema of every release before the queue carried a version
+# (``PRAGMA user_version`` 0). "IF NOT EXISTS" lets migration 1 adopt such a
+# file as it is, and create a new one.
+SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS jobs (
     seq          INTEGER PRIMARY KEY AUTOINCREMENT,  -- submission order
     id           TEXT NOT NULL UNIQUE,               -- what users type
@@ -105,6 +108,29 @@ CREATE TABLE IF NOT EXISTS events (
 """
 
 
+def _statements(script: str) -> list[str]:
+    return [s for s in script.split(";") if s.strip()]
+
+
+# The queue's history, oldest first: entry N (from 1) brings a queue from
+# version N-1 to N. Append only; never edit a released entry, since existing
+# queues were upgraded by it as it was. Each runs inside one transaction with
+# the version bump, so a crash mid-upgrade leaves the old version intact.
+MIGRATIONS: list[tuple[str, list[str]]] = [
+    ("the tables of the first releases", _statements(SCHEMA_V1)),
+    ("hosts have a kind (local, ssh, ...) and kind-specific options", [
+        "ALTER TABLE hosts ADD COLUMN kind TEXT NOT NULL DEFAULT 'ssh'",
+        "ALTER TABLE hosts ADD COLUMN options TEXT NOT NULL DEFAULT '{}'",
+        # The master's own cores were the row with port 0 and this marker.
+        "UPDATE hosts SET kind='local' WHERE agent_command='(in-process)'",
+        # Never written or read since the slave engine took over its tasks.
+        "ALTER TABLE attempts DROP COLUMN run_dir",
+        "ALTER TABLE attempts DROP COLUMN pid_created",
+    ]),
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
 @dataclass(frozen=True)
 class JobRecord:
     seq: int
@@ -167,6 +193,7 @@ class Claim:
 @dataclass(frozen=True)
 class HostRecord:
     name: str
+    kind: str  # a name in trayapp.master.kinds' registry: "local", "ssh", ...
     address: str
     port: int
     user: str | None
@@ -177,6 +204,7 @@ class HostRecord:
     reason: str | None
     last_seen: float | None
     info: dict
+    options: dict = field(default_factory=dict)  # the kind's own settings (e.g. a cluster's partition)
 
 
 @dataclass(frozen=True)
@@ -185,9 +213,7 @@ class OpenAttempt:
     token: str
     job_seq: int
     idx: int
-    run_dir: str | None
     pid: int | None
-    pid_created: float | None
     started: float
 
 
@@ -205,10 +231,35 @@ class Store:
         # power cut can lose the last commits, never corrupt the file.
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")
-        with self._write() as db:
-            for statement in SCHEMA.split(";"):
-                if statement.strip():
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Bring the file up to :data:`SCHEMA_VERSION`, one migration per transaction."""
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise UserError(f"the queue {self.path} was written by a newer SpareCycles (queue version {version}; "
+                            f"this one knows up to {SCHEMA_VERSION})",
+                            "upgrade SpareCycles on this PC, or set SPARECYCLES_HOME to use another folder")
+        upgrading = self._db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='jobs'").fetchone()
+        if version < SCHEMA_VERSION and upgrading:
+            self._backup(version)
+        for number, (_why, statements) in enumerate(MIGRATIONS[version:], start=version + 1):
+            with self._write() as db:
+                for statement in statements:
                     db.execute(statement)
+                db.execute(f"PRAGMA user_version={number}")  # no bind parameters in PRAGMA
+
+    def _backup(self, version: int) -> None:
+        """A copy of the queue as it was before an upgrade (``queue.sqlite3.v0.bak``),
+        so a user can go back to the previous release with nothing lost."""
+        target = self.path.with_name(f"{self.path.name}.v{version}.bak")
+        if target.exists():
+            return
+        backup = sqlite3.connect(target)
+        try:
+            self._db.backup(backup)
+        finally:
+            backup.close()
 
     def close(self) -> None:
         self._db.close()
@@ -391,13 +442,9 @@ class Store:
         """False once the user cancelled the task: its process must go."""
         return self._current(attempt_id) is not None
 
-    def set_run_dir(self, attempt_id: int, run_dir: str) -> None:
+    def mark_running(self, attempt_id: int, pid: int) -> bool:
         with self._write() as db:
-            db.execute("UPDATE attempts SET run_dir=? WHERE id=?", (run_dir, attempt_id))
-
-    def mark_running(self, attempt_id: int, pid: int, pid_created: float) -> bool:
-        with self._write() as db:
-            db.execute("UPDATE attempts SET pid=?, pid_created=? WHERE id=?", (pid, pid_created, attempt_id))
+            db.execute("UPDATE attempts SET pid=? WHERE id=?", (pid, attempt_id))
             task = self._current(attempt_id)
             if task is None:
                 return False
@@ -455,8 +502,7 @@ class Store:
         """Attempts on ``host`` that have not been settled: what a restarted
         dispatcher must reconcile."""
         rows = self._db.execute("SELECT * FROM attempts WHERE host=? AND ended IS NULL ORDER BY id", (host,))
-        return [OpenAttempt(r["id"], r["token"], r["job_seq"], r["idx"], r["run_dir"], r["pid"], r["pid_created"],
-                            r["started"]) for r in rows]
+        return [OpenAttempt(r["id"], r["token"], r["job_seq"], r["idx"], r["pid"], r["started"]) for r in rows]
 
     def claim_for(self, attempt_id: int) -> Claim:
         r = self._db.execute(
@@ -485,22 +531,23 @@ class Store:
 
     def add_host(self, name: str, address: str, *, port: int = 22, user: str | None = None,
                  key_path: str | None = None, agent_command: str = "sparecycles agent",
-                 slots: int | None = None) -> HostRecord:
+                 slots: int | None = None, kind: str = "ssh", options: dict | None = None) -> HostRecord:
         with self._write() as db:
             if db.execute("SELECT 1 FROM hosts WHERE name=?", (name,)).fetchone():
                 raise UserError(f"a host named '{name}' exists already",
                                 f"pick another name, or 'sparecycles hosts remove {name}' first")
-            db.execute("INSERT INTO hosts(name, address, port, user, key_path, agent_command, slots, added)"
-                       " VALUES (?,?,?,?,?,?,?,?)",
-                       (name, address, port, user, key_path, agent_command, slots, self._clock()))
+            db.execute("INSERT INTO hosts(name, kind, address, port, user, key_path, agent_command, slots, options,"
+                       " added) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                       (name, kind, address, port, user, key_path, agent_command, slots,
+                        json.dumps(options or {}), self._clock()))
             self._event("host_added", detail=name)
         return self.host(name)
 
     def ensure_local_host(self, name: str) -> None:
         """The master's own cores appear in the host list like any other host."""
         with self._write() as db:
-            db.execute("INSERT OR IGNORE INTO hosts(name, address, port, agent_command, added) VALUES (?,?,?,?,?)",
-                       (name, "this PC", 0, "(in-process)", self._clock()))
+            db.execute("INSERT OR IGNORE INTO hosts(name, kind, address, port, agent_command, added)"
+                       " VALUES (?,?,?,?,?,?)", (name, "local", "this PC", 0, "(in-process)", self._clock()))
 
     def remove_host(self, name: str) -> None:
         self.host(name)
@@ -519,8 +566,9 @@ class Store:
 
     @staticmethod
     def _host_from_row(r: sqlite3.Row) -> HostRecord:
-        return HostRecord(r["name"], r["address"], r["port"], r["user"], r["key_path"], r["agent_command"],
-                          r["slots"], r["state"], r["reason"], r["last_seen"], json.loads(r["info"]))
+        return HostRecord(r["name"], r["kind"], r["address"], r["port"], r["user"], r["key_path"],
+                          r["agent_command"], r["slots"], r["state"], r["reason"], r["last_seen"],
+                          json.loads(r["info"]), json.loads(r["options"]))
 
     def set_host_state(self, name: str, state: str, reason: str | None = None, info: dict | None = None,
                        seen: bool = False) -> None:
