@@ -135,7 +135,7 @@ def run_trials(root: Path, processes, xvfb: Xvfb, observer: Observer, trials: in
     log = home / "slave.log"
     daemon = processes.start([PYTHON, "-m", "sparecycles", "slave", "--slots", "2", "--idle-after", str(IDLE_AFTER_S)],
                              env, stdout=subprocess.DEVNULL, stderr=open(log, "wb"))
-    from trayapp.slave.agent import socket_path
+    from trayapp.slave.endpoint import socket_path
     from trayapp.home import Home
 
     sock = socket_path(Home.from_environment({"SPARECYCLES_HOME": str(home)}))

@@ -113,7 +113,7 @@ class SlaveDaemon:
         self.proc = subprocess.Popen([sys.executable, "-m", "sparecycles", "slave", "--slots", str(self.slots)],
                                      env=self.env, stdout=subprocess.DEVNULL,
                                      stderr=open(self.home / "slave-daemon.log", "ab"))
-        from trayapp.slave.agent import socket_path
+        from trayapp.slave.endpoint import socket_path
         from trayapp.home import Home
 
         sock = socket_path(Home.from_environment({"SPARECYCLES_HOME": str(self.home)}))

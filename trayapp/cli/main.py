@@ -259,10 +259,9 @@ def cmd_status(app: App, args) -> int:
 
 def _local_slave_state(app: App) -> dict | None:
     """The slave daemon's state if one runs for this home (``status`` shows it)."""
-    from trayapp.slave.agent import socket_path
-    from trayapp.slave import control as slavecontrol
+    from trayapp.slave import control as slavecontrol, endpoint
 
-    if not socket_path(app.home).exists():
+    if not endpoint.daemon_may_run(app.home):
         return None
     try:
         return slavecontrol.slave_state(app.home)

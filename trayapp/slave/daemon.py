@@ -9,17 +9,15 @@ leaves them running; the next one adopts them from the spool.
 from __future__ import annotations
 
 import logging
-import os
 import signal
-import socket
 import sys
 
-from trayapp.slave.agent import socket_path
 from trayapp.config import Config
 from trayapp.home import Home
 from trayapp.locks import InstanceLock
 from trayapp.errors import UserError
 from trayapp.install.taskenv import task_interpreter
+from trayapp.slave.endpoint import Listener
 from trayapp.slave.fairshare import FairShare
 from trayapp.slave.engine import SlaveEngine, SlaveSettings
 from trayapp.slave.spool import Spool
@@ -48,20 +46,12 @@ def run_slave_daemon(home: Home, config: Config, identity: tuple[str, str], slot
         raise UserError(f"a slave daemon is already running for {home.data_dir} (pid {lock.holder()})",
                         "use that one, or stop it first; SPARECYCLES_HOME selects another home")
     engine = build_engine(home, config, identity, slots)
-    path = socket_path(home)
-    path.unlink(missing_ok=True)  # left by a daemon that was killed; the lock says none runs now
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old_umask = os.umask(0o077)  # only this user may talk to the daemon
-    try:
-        listener.bind(str(path))
-    finally:
-        os.umask(old_umask)
-    listener.listen(16)
+    listener = Listener(home)
     signal.signal(signal.SIGTERM, engine.request_stop)
     signal.signal(signal.SIGINT, engine.request_stop)
     log.info("slave daemon for %s: %d slots, tasks run with %s (Python %s, Brian %s); listening on %s",
              home.data_dir, engine.settings.slots, engine.settings.python, engine.versions.get("python"),
-             engine.versions.get("brian") or "not installed", path)
+             engine.versions.get("brian") or "not installed", listener.path)
     engine.on_state_change = lambda d: log.info("state: %s%s (%d running)", d["state"],
                                                 f" ({d['reason']})" if d.get("reason") else "", d["running"])
     # --- idle detection (issue 4): lend the PC only while its user is away ---
@@ -70,7 +60,7 @@ def run_slave_daemon(home: Home, config: Config, identity: tuple[str, str], slot
     watcher = watch_idle(engine, config, idle_after)
     # --- end idle detection ---
     try:
-        engine.serve(listener)
+        engine.serve(listener.socket)
         stopped = engine.stop_all_tasks(AttemptOutcome.HOST_LOST, "the slave daemon was stopped")
         engine.flush_all()
         log.info("slave daemon stopping; stopped %d running task(s)", stopped)
@@ -82,6 +72,5 @@ def run_slave_daemon(home: Home, config: Config, identity: tuple[str, str], slot
             engine.cgroups.close()
         # --- end idle detection ---
         listener.close()
-        path.unlink(missing_ok=True)
         lock.release()
     return 0
