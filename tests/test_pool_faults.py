@@ -35,6 +35,7 @@ from trayapp.job.submit import submit_job
 from trayapp.master.kinds.local import LocalSlave
 from trayapp.wire.links import LocalLink
 from trayapp.wire.protocol import MAX_LINE, encode
+from trayapp.run.posix import PosixRunner
 from trayapp.slave.engine import SlaveEngine, SlaveSettings
 from trayapp.slave.spool import Spool
 from trayapp.wire.ssh import (
@@ -161,7 +162,7 @@ def files_under(root: Path) -> list[Path]:
 @pytest.fixture
 def engine(tmp_path):
     eng = SlaveEngine(Spool(tmp_path / "slave" / "spool"), SlaveSettings(slots=2, python=sys.executable, nice=0),
-                      slave_id="e" * 16)
+                      slave_id="e" * 16, runner=PosixRunner())
     runner = LocalSlave(eng).start()
     yield eng
     runner.stop()
@@ -523,7 +524,8 @@ def test_archive_damaged_on_the_slaves_disk_is_declined_and_sent_again(app, tmp_
     spool = Spool(app.home.data_dir / "local-spool")
     # An earlier session uploaded the archive (verified and unpacked on arrival);
     # the unpacked copy was cleaned away since, then the slave's disk damaged the archive.
-    seed = SlaveEngine(spool, SlaveSettings(slots=1, python=sys.executable), slave_id="e" * 16)
+    seed = SlaveEngine(spool, SlaveSettings(slots=1, python=sys.executable), slave_id="e" * 16,
+                       runner=PosixRunner())
     runner = LocalSlave(seed).start()
     try:
         peer = ProtocolPeer(seed)

@@ -27,6 +27,7 @@ from trayapp.install.taskenv import task_interpreter
 from trayapp.locks import InstanceLock
 from trayapp.master.driver import DriverSettings, HostDriver
 from trayapp.master.kinds.local import LocalSlave
+from trayapp.run.choice import task_runner
 from trayapp.wire.links import Link
 from trayapp.slave.engine import SlaveEngine, SlaveSettings
 from trayapp.slave.spool import Spool
@@ -108,7 +109,7 @@ class Dispatcher:
         engine = SlaveEngine(Spool(self.home.data_dir / "local-spool"),
                              SlaveSettings(slots=self.slots, python=self.python, nice=self.config.nice,
                                            in_process=True),
-                             slave_id=self.master_id)
+                             slave_id=self.master_id, runner=task_runner(in_process=True))
         self.local = LocalSlave(engine).start()
         self._add_driver(LOCAL_HOST, self.local.link, cap=None, stop_tasks=True)
 

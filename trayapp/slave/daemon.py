@@ -17,6 +17,7 @@ from trayapp.home import Home
 from trayapp.locks import InstanceLock
 from trayapp.errors import UserError
 from trayapp.install.taskenv import task_interpreter
+from trayapp.run.choice import task_runner
 from trayapp.slave.endpoint import Listener
 from trayapp.slave.fairshare import FairShare
 from trayapp.slave.engine import SlaveEngine, SlaveSettings
@@ -31,10 +32,11 @@ def build_engine(home: Home, config: Config, identity: tuple[str, str], slots: i
                              python=task_interpreter(config.task_python, home=home),
                              nice=config.nice, max_results_mb=config.max_results_mb,
                              min_free_mb=config.min_free_mb, weights=config.master_weights,
-                             caps=config.master_caps, grant_policy=config.grant_policy)
+                             caps=config.master_caps, grant_policy=config.grant_policy,
+                             preempt=config.preempt, suspend_grace_s=config.suspend_grace_s)
     slave_id, name = identity
     settings.name = name
-    return SlaveEngine(Spool(home.data_dir / "spool"), settings, slave_id=slave_id,
+    return SlaveEngine(Spool(home.data_dir / "spool"), settings, slave_id=slave_id, runner=task_runner(),
                        fairshare=FairShare(half_life_s=config.fair_share_half_life_s))
 
 
@@ -54,23 +56,20 @@ def run_slave_daemon(home: Home, config: Config, identity: tuple[str, str], slot
              engine.versions.get("brian") or "not installed", listener.path)
     engine.on_state_change = lambda d: log.info("state: %s%s (%d running)", d["state"],
                                                 f" ({d['reason']})" if d.get("reason") else "", d["running"])
-    # --- idle detection (issue 4): lend the PC only while its user is away ---
+    # Lend the PC only while its user is away.
     from trayapp.idle.watch import watch_idle
 
-    watcher = watch_idle(engine, config, idle_after)
-    # --- end idle detection ---
+    watcher = watch_idle(config, report=engine.availability.report_idle, has_tasks=lambda: bool(engine.running),
+                         task_cpu_seconds=engine.runner.task_cpu_seconds, idle_after_s=idle_after)
     try:
         engine.serve(listener.socket)
         stopped = engine.stop_all_tasks(AttemptOutcome.HOST_LOST, "the slave daemon was stopped")
         engine.flush_all()
         log.info("slave daemon stopping; stopped %d running task(s)", stopped)
     finally:
-        # --- idle detection (issue 4) ---
         if watcher is not None:
             watcher.stop()
-        if engine.cgroups is not None:
-            engine.cgroups.close()
-        # --- end idle detection ---
+        engine.close()
         listener.close()
         lock.release()
     return 0

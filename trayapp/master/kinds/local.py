@@ -25,3 +25,4 @@ class LocalSlave:
     def stop(self, timeout: float = 20.0) -> None:
         self.engine.request_stop()
         self._thread.join(timeout)
+        self.engine.close()

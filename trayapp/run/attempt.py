@@ -1,0 +1,57 @@
+"""One attempt's folder and command: what a task gets, whichever runner runs it.
+
+The job folder contract (see the design page) says a task runs in a fresh
+copy of its job folder, gets its parameter set as JSON in ``sys.argv[1]``
+and in ``params.json``, and ``SPARECYCLES_TASK``/``SPARECYCLES_JOB`` in its
+environment. This module turns that into a :class:`~trayapp.run.runner.Launch`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+from trayapp.run.runner import Launch
+
+_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
+
+
+def prepare(task_dir: Path, template: Path, params: dict) -> None:
+    """Make the attempt's folder: a fresh copy of the job folder plus params.json."""
+    work = task_dir / "work"
+    if work.exists():  # left over from a start that crashed half-way
+        shutil.rmtree(work)
+    task_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(template, work)
+    (work / "params.json").write_text(json.dumps(params, indent=2) + "\n", encoding="utf-8")
+
+
+def task_launch(token: str, task_dir: Path, *, python: str, main: str, params: dict, job_id: str, idx: int,
+                slot: int = 0, cores: int = 1, nice: int = 10, time_limit_s: float | None = None) -> Launch:
+    env = {
+        "SPARECYCLES_TASK": str(idx),
+        "SPARECYCLES_JOB": job_id,
+        "PYTHONUNBUFFERED": "1",  # so stdout.txt shows progress while the task runs
+    }
+    # One slot is one core: numerical libraries must not each spawn a thread
+    # per core, or N tasks on N cores fight over N*N threads.
+    for variable in _THREAD_VARIABLES:
+        env[variable] = str(cores)
+    return Launch(token=token, task_dir=task_dir, argv=(python, main, json.dumps(params)), env=env, slot=slot,
+                  cores=cores, nice=nice, time_limit_s=time_limit_s)
+
+
+def tail_of(path: Path, max_bytes: int = 2000, max_lines: int = 20) -> str:
+    """The last lines of a task's output file (what a failed task's message shows)."""
+    try:
+        with path.open("rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - max_bytes))
+            data = fh.read()
+    except OSError:
+        return ""
+    lines = data.decode("utf-8", "replace").splitlines()[-max_lines:]
+    return "\n".join(lines)
