@@ -102,6 +102,21 @@ class HostDriver(threading.Thread):
         self.store: Store | None = None
         self.connected = threading.Event()
         self._unreachable_since: float | None = None
+        # One handler per message a slave sends (trayapp.wire.protocol.SLAVE_TO_MASTER);
+        # the first hello is the handshake's, read before the conversation starts.
+        self.handlers: dict[str, Callable[[_Conversation, dict], None]] = {
+            "hello": self._on_hello_again,
+            "grant": self._on_grant,
+            "archive": self._on_archive,
+            "archive_ok": self._on_archive_ok,
+            "archive_bad": self._on_archive_bad,
+            "started": self._on_started,
+            "declined": self._on_declined,
+            "finished": self._on_finished,
+            "tasks": self._on_tasks,
+            "state": self._on_state,
+            "error": self._on_error,
+        }
 
     # ----- lifecycle -------------------------------------------------------------
 
@@ -230,44 +245,46 @@ class HostDriver(threading.Thread):
             conv.demand_sent = demand
 
     def _handle(self, conv: _Conversation, message: dict) -> None:
-        kind = message["type"]
-        if kind == "grant":
-            n = message["n"]
-            if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= 1000:
-                raise ProtocolError(f"a grant of {n!r} slots")
-            # Never claim more than we asked for, whatever the host says.
-            self._on_grant(conv, min(n, conv.demand_sent or 0))
-        elif kind == "archive":
-            self._on_archive(conv, message)
-        elif kind == "archive_ok":
-            conv.archives_present.add(message["sha"])
-            for claim in conv.waiting_for_archive.pop(message["sha"], []):
-                self._start(conv, claim)
-        elif kind == "archive_bad":
-            self._on_archive_bad(conv, message)
-        elif kind == "started":
-            entry = self.inflight.get(message["token"])
-            pid = message.get("pid")
-            if entry is not None and not entry.started:
-                entry.started = True
-                if not self.store.mark_running(entry.claim.attempt_id, pid if isinstance(pid, int) else 0):
-                    self._send(conv, "cancel", token=message["token"])
-        elif kind == "declined":
-            self._on_declined(conv, message)
-        elif kind == "finished":
-            self._on_finished(conv, message)
-        elif kind == "tasks":
-            self._reconcile(conv, message["tasks"])
-            conv.synced = True
-        elif kind == "state":
-            self.store.set_host_state(self.host, message["state"], message.get("reason"), info=_info(message),
-                                      seen=True)
-        elif kind == "error":
-            log.warning("host %s says: %s", self.host, message["reason"])
-        else:
-            raise ProtocolError(f"a master does not accept '{kind}'")
+        handler = self.handlers.get(message["type"])
+        if handler is None:
+            raise ProtocolError(f"a master does not accept '{message['type']}'")
+        handler(conv, message)
 
-    def _on_grant(self, conv: _Conversation, n: int) -> None:
+    def _on_hello_again(self, conv: _Conversation, message: dict) -> None:
+        raise ProtocolError("the host said hello again in the middle of the conversation")
+
+    def _on_grant(self, conv: _Conversation, message: dict) -> None:
+        n = message["n"]
+        if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= 1000:
+            raise ProtocolError(f"a grant of {n!r} slots")
+        # Never claim more than we asked for, whatever the host says.
+        self._claim_granted(conv, min(n, conv.demand_sent or 0))
+
+    def _on_archive_ok(self, conv: _Conversation, message: dict) -> None:
+        conv.archives_present.add(message["sha"])
+        for claim in conv.waiting_for_archive.pop(message["sha"], []):
+            self._start(conv, claim)
+
+    def _on_started(self, conv: _Conversation, message: dict) -> None:
+        entry = self.inflight.get(message["token"])
+        pid = message.get("pid")
+        if entry is not None and not entry.started:
+            entry.started = True
+            if not self.store.mark_running(entry.claim.attempt_id, pid if isinstance(pid, int) else 0):
+                self._send(conv, "cancel", token=message["token"])
+
+    def _on_tasks(self, conv: _Conversation, message: dict) -> None:
+        self._reconcile(conv, message["tasks"])
+        conv.synced = True
+
+    def _on_state(self, conv: _Conversation, message: dict) -> None:
+        self.store.set_host_state(self.host, message["state"], message.get("reason"), info=_info(message),
+                                  seen=True)
+
+    def _on_error(self, conv: _Conversation, message: dict) -> None:
+        log.warning("host %s says: %s", self.host, message["reason"])
+
+    def _claim_granted(self, conv: _Conversation, n: int) -> None:
         claims = self.store.claim(self.host, n, self.declined_jobs | self.blocked_jobs)
         for claim in claims:
             self.inflight[claim.token] = _InFlight(claim)

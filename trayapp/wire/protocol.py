@@ -66,6 +66,13 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "error": ("reason",),
 }
 
+# Who sends what; each side keeps one table of handlers, one per type the
+# other side sends (a test holds them to these lists). The hello goes both ways.
+MASTER_TO_SLAVE = ("hello", "demand", "release", "need_archive", "archive_uploaded", "start", "cancel", "ack",
+                   "sync", "bye", "control")
+SLAVE_TO_MASTER = ("hello", "grant", "archive", "archive_ok", "archive_bad", "started", "declined", "finished",
+                   "tasks", "state", "error")
+
 
 class ProtocolError(Exception):
     """A message that must not be acted on; the connection is closed."""
