@@ -378,6 +378,8 @@ def describe_slave_state(state: dict) -> str:
     if total:
         shares = ", ".join(f"{labels[m]} {u / total:.0%}" for m, u in sorted(usage.items(), key=lambda x: -x[1]))
         text += f"\nrecent use by master: {shares}"
+    for path, why in (state.get("unreadable_tasks") or {}).items():
+        text += f"\ncannot take up the task in {path}: {why}"
     return text
 
 

@@ -136,7 +136,9 @@ class SlaveEngine(Availability, Granting):
                 "master_names": names, "paused": self.paused_until is not None,
                 "paused_until": finite(self.paused_until), "donating": self.donating,
                 "donating_until": finite(self.donating_until), "available": self.available,
-                "name": self.settings.name, **self.versions}
+                "name": self.settings.name, **self.versions,
+                # Tasks of its spool it could not take up again; their files wait for a fitting version.
+                "unreadable_tasks": {str(path): why for path, why in self.spool.unreadable.items()}}
 
     def accepts_work(self) -> bool:
         return self.problem is None and self.paused_until is None and (self.available or self.donating)
