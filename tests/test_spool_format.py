@@ -140,3 +140,24 @@ def test_a_field_added_to_the_spool_record_does_not_change_the_finished_message(
     assert finished.keys() == {"v", "type", *TASK_REPORT, "results_inline"}
     assert finished["outcome"] == "succeeded" and set(REQUIRED["finished"]) <= finished.keys()
     assert held.keys() == set(TASK_REPORT)
+
+
+def test_a_start_again_of_a_task_whose_file_cannot_be_read_leaves_the_file_alone(tmp_path):
+    folder, _ = make_job(tmp_path / "job", "print('ran')\n")
+    packed = pack(folder, ["main.py"], tmp_path / "packed")
+    spool = Spool(tmp_path / "spool").ensure()
+    newer = {**dataclasses.asdict(a_task(state="running", archive_sha=packed.sha256)), "format": TASK_FORMAT + 1}
+    write_task_file(spool, newer)
+    engine = SlaveEngine(spool, SlaveSettings(slots=1, python=sys.executable, nice=0), slave_id="5" * 16)
+    local = LocalSlave(engine).start()
+    try:
+        master = ProtocolPeer(engine)
+        master.hello("a1b2c3d4e5f60718")
+        master.upload(packed.path, packed.sha256)
+        master.send("start", token=TOKEN, job="9abf0938", idx=2, params={}, main="main.py", archive_sha=packed.sha256)
+        declined = master.expect("declined", token=TOKEN)
+    finally:
+        local.stop()
+    assert "newer SpareCycles" in declined["reason"] and declined["retry"] is True
+    assert json.loads((spool.task_dir(TOKEN) / "task.json").read_text()) == newer
+    assert not (spool.task_dir(TOKEN) / "work").exists()

@@ -312,6 +312,10 @@ class SlaveEngine(Availability, Granting):
         if token in self.tasks:  # a re-sent start (the master reconnected): idempotent
             self._report(self.tasks[token], session)
             return
+        unreadable = self.spool.unreadable.get(self.spool.task_dir(token) / "task.json")
+        if unreadable:  # starting it again would overwrite the file it cannot read
+            session.send("declined", token=token, reason=f"cannot read its task file: {unreadable}", retry=True)
+            return
         if not self.accepts_work():
             session.send("declined", token=token, reason=self.problem or self.paused_reason or "not available",
                          retry=True)
