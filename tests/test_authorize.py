@@ -358,3 +358,36 @@ def test_a_master_runs_a_job_through_the_restricted_key(home, restricted_sshd, k
         assert list((spool / "incoming").iterdir()) == [] and list((spool / "results").iterdir()) == []
     finally:
         slave.stop()
+
+
+SLEEPY_TASK = """
+import os, time
+time.sleep(0.3)
+os.makedirs("results", exist_ok=True)
+open("results/done.txt", "w").write("done")
+"""
+
+
+def test_a_slave_without_bubblewrap_refuses_file_transfer_and_its_master_says_why(pool, key, slave_home, tmp_path):
+    pool.add_slave("healthy")
+    keys_file = pool.sshd.folder / "authorized_keys"
+    authorize(f"{key}.pub", "--name", "alice", "--file", str(keys_file), slave_home=slave_home).check_returncode()
+    # The lender's PC as if bubblewrap were not installed: the forced command finds no bwrap.
+    keys_file.write_text(keys_file.read_text().replace('command="env ', 'command="env PATH=/nonexistent '))
+    slave = SlaveDaemon(slave_home, slots=2).start()
+    try:
+        cli("hosts", "add", "nobwrap", "--host", "127.0.0.1", "--port", str(pool.sshd.port), "--user", USER,
+            "--key", str(key), check=True)
+        cli("hosts", "trust", "nobwrap", "--fingerprint", pool.sshd.host_key_fingerprint(), check=True)
+        folder, params = make_job(tmp_path / "job", SLEEPY_TASK, params=[{}] * 6)
+        job = json.loads(cli("submit", str(folder), "--params", str(params), "--no-start", "--json",
+                             check=True).stdout)
+        status, out = run_master_to_the_end(job["job"])
+        assert status["status"] == "done" and {t["host"] for t in status["tasks"]} == {"healthy"}, (status, out)
+        hosts = {h["name"]: h for h in json.loads(cli("hosts", "list", "--json", check=True).stdout)}
+        assert hosts["nobwrap"]["state"] == "unavailable", hosts["nobwrap"]
+        assert "refused file transfer" in hosts["nobwrap"]["reason"], hosts["nobwrap"]
+        assert "needs bubblewrap" in hosts["nobwrap"]["reason"], hosts["nobwrap"]  # the master's hint
+        assert "file transfer needs bubblewrap" in (slave_home / "logs" / "ssh-keys.log").read_text()
+    finally:
+        slave.stop()
