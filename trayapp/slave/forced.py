@@ -9,12 +9,13 @@ with OpenSSH 9.2); nothing for a shell. What runs:
 
 - an agent command (``... sparecycles agent``, whatever path or ``env`` comes
   before it): this slave's agent, for this home. The master picks no program;
-  any ``--agent-command`` a master was given keeps working;
+  a host's ``--agent-command`` keeps working as long as it ends that way;
 - SFTP: OpenSSH's ``sftp-server`` inside bubblewrap, which sees the spool's
   ``incoming/`` (read-write, for archive uploads) and ``results/`` (read-only, for
   results) at their own absolute paths, so the paths the slave hands the master
   hold inside too; besides them only ``/usr`` read-only (the server and its
-  libraries) and a one-line ``/etc/passwd`` (sftp-server looks its user up). No
+  libraries), bwrap's minimal ``/dev`` and a one-line ``/etc/passwd`` (sftp-server
+  looks its user up), on a read-only root. No
   home, ``/etc``, ``/tmp``, network, symlinks or hard links. Without bubblewrap,
   SFTP is refused, never served unconfined;
 - anything else: refused with a message on stderr and exit status 1.
