@@ -3,7 +3,7 @@
 Layout under ``<data>/spool/``::
 
     archives/<sha>.tar        job archives, verified against their name on arrival
-    archives/.upload-*        uploads in progress (renamed once their hash matches)
+    incoming/.upload-*        uploads in progress (renamed into archives/ once their hash matches)
     unpacked/<sha>/           each archive unpacked once; task folders are copied from it
     tasks/<token>/task.json   one attempt: who asked, what to run, how it ended
     tasks/<token>/work/       its working folder (stdout.txt, stderr.txt, exitcode beside it)
@@ -15,6 +15,10 @@ restarted knows what it was doing. Each ``task.json`` names its format
 (:data:`TASK_FORMAT`): an older file is upgraded as it is read, and a file
 this version cannot read is reported, never skipped or touched, so a
 downgraded or damaged slave cannot quietly forget a task.
+
+A master's SFTP reaches only ``incoming/`` (to write) and ``results/`` (to
+read); see :mod:`trayapp.slave.forced`. Uploads land apart from the verified
+archives so that a master can never overwrite another master's job.
 """
 
 from __future__ import annotations
@@ -105,6 +109,7 @@ class Spool:
     def __init__(self, root: Path):
         self.root = root
         self.archives = root / "archives"
+        self.incoming = root / "incoming"
         self.unpacked = root / "unpacked"
         self.tasks = root / "tasks"
         self.results = root / "results"
@@ -113,7 +118,7 @@ class Spool:
         self.unreadable: dict[Path, str] = {}
 
     def ensure(self) -> "Spool":
-        for folder in (self.archives, self.unpacked, self.tasks, self.results):
+        for folder in (self.archives, self.incoming, self.unpacked, self.tasks, self.results):
             folder.mkdir(parents=True, exist_ok=True)
         return self
 
@@ -142,11 +147,11 @@ class Spool:
         return self.archive_path(sha).is_file()
 
     def upload_path(self, sha: str) -> Path:
-        return self.archives / f".upload-{sha[:16]}-{secrets.token_hex(4)}"
+        return self.incoming / f".upload-{sha[:16]}-{secrets.token_hex(4)}"
 
     def accept_upload(self, sha: str, uploaded: Path) -> None:
         """Move an uploaded archive into place if its bytes hash to ``sha``."""
-        if uploaded.parent != self.archives or not uploaded.name.startswith(".upload-"):
+        if uploaded.parent != self.incoming or not uploaded.name.startswith(".upload-"):
             raise ChecksumMismatchError(f"{uploaded} is not an upload slot of this spool")
         actual = sha256_of(uploaded)
         if actual != sha:
