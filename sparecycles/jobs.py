@@ -8,6 +8,7 @@ window, and ``job()`` finds one submitted there.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 import time
@@ -21,7 +22,7 @@ from trayapp.app import App
 from trayapp.errors import UserError
 from trayapp.job.manifest import parse_duration
 from trayapp.job.submit import submit_job
-from trayapp.master.progress import FINAL_JOB_STATES, ProgressBar, describe_counts, wait_for_job
+from trayapp.master.progress import FINAL_JOB_STATES, ProgressBar, ProgressLines, describe_counts, wait_for_job
 from trayapp.master.resulttable import result_rows
 from trayapp.master.store import JobRecord
 from trayapp.status import JobStatus, TaskStatus
@@ -166,7 +167,8 @@ def submit(folder: str | os.PathLike, params: ParamsArgument = None, *, name: st
     app = App.from_environment()
     params_file, param_sets = param_sets_from(params)
     submission = submit_job(app.store, app.home, app.config, folder, params=params_file, param_sets=param_sets,
-                            name=name, main=main, time_limit_s=as_seconds(time_limit, "time_limit"), retries=_retries(retries))
+                            name=name, main=main, time_limit_s=as_seconds(time_limit, "time_limit"),
+                            retries=_retries(retries))
     if start:
         app.ensure_dispatcher()
     return Job(app, submission.job, submission.notes)
@@ -203,12 +205,14 @@ def _retries(value: int | None) -> int | None:
 
 
 def _notebook_bar():
-    """In Jupyter, a tqdm widget bar (``tqdm.auto``); elsewhere None: the
-    command line's choice (a bar on a terminal, plain lines in a pipe)."""
+    """In Jupyter, a tqdm widget (plain lines where ipywidgets is missing);
+    elsewhere None: the command line's choice (a bar on a terminal, lines in a pipe)."""
     ipython = sys.modules.get("IPython")
     shell = ipython.get_ipython() if ipython is not None and hasattr(ipython, "get_ipython") else None
     if shell is None or "IPKernelApp" not in getattr(shell, "config", {}):
         return None
-    from tqdm.auto import tqdm
+    if importlib.util.find_spec("ipywidgets") is None:  # tqdm's widget needs it
+        return lambda record: ProgressLines(sys.stderr)
+    from tqdm.notebook import tqdm
 
     return lambda record: ProgressBar(record, sys.stderr, tqdm_class=tqdm)

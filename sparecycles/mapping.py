@@ -168,10 +168,11 @@ def _value_of(task: TaskResult, job: Job) -> Any:
                            f"run map() again, or sparecycles.job('{job.id}').retry() and collect its results")
     if task.state != "done":
         error = task.folder / ERROR_FILE
+        where = error if error.is_file() else task.folder
         details = error.read_text(encoding="utf-8", errors="replace") if error.is_file() else task.stderr
         last = details.strip().splitlines()[-1] if details.strip() else (task.message or task.state)
         raise TaskFailed(f"map job {job.id}: the function failed on item #{task.index + 1}: {last}",
-                         f"fix the function for that item; its traceback is in {error if error.is_file() else task.folder}",
+                         f"fix the function for that item; its traceback is in {where}",
                          index=task.index, details=details)
     if (task.folder / VALUE_JSON).is_file():
         return json.loads((task.folder / VALUE_JSON).read_text(encoding="utf-8"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ui_desktop  # noqa: F401 - sets the offscreen platform first
 
+import sparecycles
 from conftest import make_job, run_dispatcher
 from trayapp.job.submit import submit_job
 from ui.resultsplot import NO_SECOND_AXIS, colour_at
@@ -22,17 +23,17 @@ with open("results/spikes.json", "w") as fh:
 
 
 def test_plot_a_finished_sweep_as_heatmap_and_lines(qtbot, app, tmp_path):
+    # Submitted from Python: the window shows the job like any other.
     folder, _ = make_job(tmp_path / "toy", RATE_TASK)
-    grid = tmp_path / "grid.toml"
-    grid.write_text("x = [1, 2, 3]\ng = [5, 7]\nlabel = 'a'\n")
-    job = submit_job(app.store, app.home, app.config, folder, params=grid).job
+    job = sparecycles.submit(folder, params={"x": [1, 2, 3], "g": [5, 7], "label": "a"}, start=False)
     run_dispatcher(app)
-    assert app.store.job(job.id).status.value == "done"
+    assert job.status() == "done"
 
     tray_app = build_tray_app(qtbot, app.home, poll_interval_s=0.05, slots=2)
     window = tray_app.window
     window.show()
-    window.select_job(job.seq)
+    assert tray_app.jobs.job_at(0).id == job.id and tray_app.jobs.index(0, 1).data() == "done"
+    window.select_job(tray_app.jobs.job_at(0).seq)
     assert window.plot_button.isEnabled()
     window.plot_button.click()
     dialog = window.dialog

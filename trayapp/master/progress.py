@@ -28,11 +28,15 @@ class Display(Protocol):
 
 
 class ProgressBar:
-    """A tqdm bar; ``tqdm_class`` may be ``tqdm.auto.tqdm``, which is a widget in Jupyter."""
+    """A tqdm bar on a terminal; or, given ``tqdm_class`` (``tqdm.notebook.tqdm``), a Jupyter widget."""
 
     def __init__(self, job: JobRecord, stream: TextIO, tqdm_class=None):
-        if tqdm_class is None:
-            from tqdm import tqdm as tqdm_class
+        desc = f"{job.name}-{job.id}"
+        self._shown = 0
+        if tqdm_class is not None:
+            self._bar = tqdm_class(total=job.total, desc=desc, unit="task", leave=True)
+            return
+        from tqdm import tqdm
 
         try:
             columns = os.get_terminal_size(stream.fileno()).columns
@@ -40,9 +44,8 @@ class ProgressBar:
             columns = 0
         # Some terminals (serial consoles, a fresh pty) report 0 columns, which
         # would make tqdm draw nothing at all: fall back to a fixed width.
-        self._bar = tqdm_class(total=job.total, desc=f"{job.name}-{job.id}", unit="task", file=stream,
+        self._bar = tqdm(total=job.total, desc=desc, unit="task", file=stream,
                          dynamic_ncols=columns > 0, ncols=None if columns > 0 else 80, leave=True)
-        self._shown = 0
 
     def update(self, job: JobRecord) -> None:
         finished = job.count(TaskStatus.DONE) + job.count(TaskStatus.FAILED) + job.count(TaskStatus.CANCELLED)
