@@ -26,6 +26,7 @@ from trayapp.job.manifest import parse_duration
 from trayapp.master.progress import describe_counts, wait_for_job
 from trayapp.status import TaskStatus
 from trayapp.master.store import JobRecord, TaskRecord
+from trayapp.taskparams import pickled_bytes
 
 
 
@@ -286,6 +287,9 @@ def _local_slave_state(app: App) -> dict | None:
 
 
 def _short_params(params: dict, width: int = 60) -> str:
+    pickled = pickled_bytes(params)
+    if pickled is not None:  # only the task unpickles it
+        return f"(pickled, {len(pickled):,} bytes)"
     text = ", ".join(f"{k}={json.dumps(v)}" for k, v in params.items()) or "-"
     return text if len(text) <= width else text[: width - 1] + "…"
 
