@@ -2,33 +2,34 @@
 
 The job folder contract (see the design page) says a task runs in a fresh
 copy of its job folder, gets its parameter set as JSON in ``sys.argv[1]``
-and in ``params.json``, and ``SPARECYCLES_TASK``/``SPARECYCLES_JOB`` in its
-environment. This module turns that into a :class:`~trayapp.run.runner.Launch`.
+and in ``params.json`` (a pickled set as ``params.pkl``, see
+:mod:`trayapp.taskparams`), and ``SPARECYCLES_TASK``/``SPARECYCLES_JOB`` in
+its environment. This module turns that into a :class:`~trayapp.run.runner.Launch`.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
 
 from trayapp.run.runner import Launch
+from trayapp.taskparams import task_argument, write_task_params
 
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 
 
-def prepare(task_dir: Path, template: Path, params: dict) -> None:
-    """Make the attempt's folder: a fresh copy of the job folder plus params.json."""
+def prepare(task_dir: Path, template: Path, params: object) -> None:
+    """Make the attempt's folder: a fresh copy of the job folder plus params.json (and params.pkl)."""
     work = task_dir / "work"
     if work.exists():  # left over from a start that crashed half-way
         shutil.rmtree(work)
     task_dir.mkdir(parents=True, exist_ok=True)
     shutil.copytree(template, work)
-    (work / "params.json").write_text(json.dumps(params, indent=2) + "\n", encoding="utf-8")
+    write_task_params(work, params)
 
 
-def task_launch(token: str, task_dir: Path, *, python: str, main: str, params: dict, job_id: str, idx: int,
+def task_launch(token: str, task_dir: Path, *, python: str, main: str, params: object, job_id: str, idx: int,
                 slot: int = 0, cores: int = 1, nice: int = 10, time_limit_s: float | None = None) -> Launch:
     env = {
         "SPARECYCLES_TASK": str(idx),
@@ -39,7 +40,7 @@ def task_launch(token: str, task_dir: Path, *, python: str, main: str, params: d
     # per core, or N tasks on N cores fight over N*N threads.
     for variable in _THREAD_VARIABLES:
         env[variable] = str(cores)
-    return Launch(token=token, task_dir=task_dir, argv=(python, main, json.dumps(params)), env=env, slot=slot,
+    return Launch(token=token, task_dir=task_dir, argv=(python, main, task_argument(params)), env=env, slot=slot,
                   cores=cores, nice=nice, time_limit_s=time_limit_s)
 
 

@@ -155,7 +155,9 @@ class SlaveEngine:
                 "master_names": names, "paused": lending.paused_until is not None,
                 "paused_until": finite(lending.paused_until), "donating": lending.donating,
                 "donating_until": finite(lending.donating_until), "available": lending.available,
-                "name": self.settings.name, **self.versions}
+                "name": self.settings.name, **self.versions,
+                # Tasks of its spool it could not take up again; their files wait for a fitting version.
+                "unreadable_tasks": {str(path): why for path, why in self.spool.unreadable.items()}}
 
     def accepts_work(self) -> bool:
         return self.problem is None and self.availability.may_work()
@@ -329,6 +331,10 @@ class SlaveEngine:
             raise ProtocolError("start without a valid token")
         if token in self.tasks:  # a re-sent start (the master reconnected): idempotent
             self._report(self.tasks[token], session)
+            return
+        unreadable = self.spool.unreadable.get(self.spool.task_dir(token) / "task.json")
+        if unreadable:  # starting it again would overwrite the file it cannot read
+            session.send("declined", token=token, reason=f"cannot read its task file: {unreadable}", retry=True)
             return
         if not self.accepts_work():
             reason = self.problem or self.availability.paused_reason or "not available"
