@@ -1,7 +1,7 @@
 """Submitting a job: check the folder, pack it once, queue one task per parameter set.
 
-This is the ``submit`` verb that the CLI calls now and the tray window's drop
-zone will call later.
+The ``submit`` verb: the CLI calls it, and so do the tray window's drop zone
+and its submit dialog.
 """
 
 from __future__ import annotations
