@@ -225,7 +225,7 @@ def upload_figures(job: dict) -> dict:
 def direct_put(pool: Pool, archive: Path, target: Path, sha: str) -> dict:
     """trayapp.wire.ssh.SSHLink.put of the archive, on a link of its own (opened and warmed up untimed)."""
     from trayapp.home import Home
-    from trayapp.wire.ssh import SSHLink, known_hosts_file
+    from trayapp.wire.ssh import SSHLink
     from trayapp.master.store import Store
 
     home = Home.from_environment({"SPARECYCLES_HOME": str(pool.master_home)})
@@ -236,7 +236,7 @@ def direct_put(pool: Pool, archive: Path, target: Path, sha: str) -> dict:
         store.close()
     tiny = target.parent / "warm-up.bin"
     tiny.write_bytes(b"x")
-    link = SSHLink(host, known_hosts_file(home)).open()
+    link = SSHLink(host, home.known_hosts).open()
     try:
         link.put(tiny, str(target.parent / "warm-up.copy"))  # opens the SFTP channel
         transport = getattr(link, "_client").get_transport()

@@ -1,6 +1,5 @@
-"""The PyInstaller bundle, built for real by installer/build.sh and smoke-tested,
-and the task environment it needs (trayapp/taskenv.py): the bundle's
-executable is no Python, so tasks never run with it."""
+"""The PyInstaller bundle, built for real by installer/build.sh and smoke-tested
+(the task environment it needs, without a bundle: test_taskenv.py)."""
 
 from __future__ import annotations
 
@@ -16,10 +15,7 @@ from pathlib import Path
 import pytest
 
 from trayapp import __version__
-from trayapp.config import Config
-from trayapp.errors import UserError
-from trayapp.home import Home
-from trayapp.install.taskenv import env_python, managed_env_dir, task_interpreter
+from trayapp.install.taskenv import env_python
 
 ROOT = Path(__file__).resolve().parent.parent
 HELLO = '{"v":1,"type":"hello","master":"0123456789abcdef","name":"x"}\n'
@@ -200,34 +196,3 @@ def test_install_desktop_adds_a_valid_menu_entry_and_icon(built, tmp_path):
     subprocess.run(["bash", str(bundle_dir / "install-desktop.sh"), "--uninstall"], check=True, timeout=60, env=env,
                    capture_output=True)
     assert not entry.exists() and not icon.exists()
-
-
-# ----- the task environment (no bundle needed) ------------------------------------------
-
-def test_a_pip_install_runs_tasks_with_its_own_interpreter(monkeypatch):
-    monkeypatch.delenv("SPARECYCLES_TASK_PYTHON", raising=False)
-    monkeypatch.delattr(sys, "frozen", raising=False)
-    assert task_interpreter(Config().task_python) == sys.executable
-    assert task_interpreter(Config(task_python="/opt/py/bin/python3").task_python) == "/opt/py/bin/python3"
-
-
-def test_frozen_never_uses_its_own_executable(monkeypatch, home):
-    monkeypatch.delenv("SPARECYCLES_TASK_PYTHON", raising=False)
-    monkeypatch.setattr(sys, "frozen", True, raising=False)
-    assert task_interpreter(Config(task_python="/opt/py/bin/python3").task_python) == "/opt/py/bin/python3"
-    python = task_interpreter(Config().task_python)  # creates the managed environment on first use
-    assert python != sys.executable
-    assert python == str(env_python(managed_env_dir(home)))
-    version = subprocess.run([python, "-c", "import sys, pip; print(sys.prefix)"], capture_output=True, text=True,
-                             check=True, timeout=60).stdout.strip()
-    assert Path(version) == managed_env_dir(home)
-    assert task_interpreter(Config().task_python) == python  # second use: the same one, not made again
-
-
-def test_frozen_without_a_python_explains_task_python(tmp_path):
-    home = Home(tmp_path, tmp_path, tmp_path / "logs")
-    environ = {"PATH": str(tmp_path / "nothing here")}
-    with pytest.raises(UserError, match="task_python"):
-        task_interpreter("", home=home, environ=environ, frozen=True)
-    assert task_interpreter("", home=home, environ=environ, frozen=True, create=False) is None
-    assert not managed_env_dir(home).exists()

@@ -41,7 +41,6 @@ from trayapp.wire.ssh import (
     ClientKeyError,
     SSHLink,
     fetch_host_key,
-    known_hosts_file,
     store_secret,
     trust_host_key,
 )
@@ -198,7 +197,7 @@ def test_changed_host_key_is_refused_and_replaced_only_with_replace(pool, home, 
     new = pool.sshd.host_key_fingerprint()
     assert new != old
     job = echo_job(tmp_path, n=1)
-    known = known_hosts_file(home)
+    known = home.known_hosts
     trusted_before = known.read_bytes()
 
     with Master(tmp_path):
@@ -229,7 +228,7 @@ def test_trust_refuses_a_wrong_fingerprint_or_no_confirmation(pool, home, args, 
     for phrase in expected:
         assert phrase in result.stderr, result.stderr
     assert pool.sshd.host_key_fingerprint() in result.stdout + result.stderr, "the real fingerprint is shown"
-    assert not known_hosts_file(home).exists()
+    assert not home.known_hosts.exists()
 
 
 # ===== 4: hosts add/remove/list input ========================================================
@@ -717,7 +716,7 @@ def test_key_passphrase_comes_from_the_keyring_and_never_touches_disk(app, sshd,
         store_secret(host, stored)
         assert memory_keyring.secrets == {("sparecycles", f"{host.user}@127.0.0.1:{sshd.port}"): stored}
 
-    link = SSHLink(host, known_hosts_file(app.home))
+    link = SSHLink(host, app.home.known_hosts)
     if stored == PASSPHRASE:
         link.open()
         try:
