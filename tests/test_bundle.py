@@ -17,6 +17,8 @@ import pytest
 from trayapp import __version__
 from trayapp.install.taskenv import env_python
 
+pytestmark = pytest.mark.bundle
+
 ROOT = Path(__file__).resolve().parent.parent
 HELLO = '{"v":1,"type":"hello","master":"0123456789abcdef","name":"x"}\n'
 
@@ -123,6 +125,7 @@ def test_bundle_without_any_system_python_says_how_to_set_task_python(bundle, tm
     assert "task_python" in out.stderr and "Traceback" not in out.stderr
 
 
+@pytest.mark.brian
 def test_bundle_runs_the_brian_demo_with_a_named_task_python(bundle, tmp_path):
     # The dispatcher runs as `<bundle> -m sparecycles master`, the tasks with the
     # interpreter from the settings (this venv, which has Brian).
@@ -139,7 +142,7 @@ def test_bundle_runs_the_brian_demo_with_a_named_task_python(bundle, tmp_path):
 
 
 def test_bundle_check_updates_offline_and_autostart_point_at_the_bundle(bundle, tmp_path):
-    from fakeindex import free_port
+    from support.net import free_port
 
     env = fresh_env(tmp_path, XDG_CONFIG_HOME=str(tmp_path / "xdg"))
     Path(env["SPARECYCLES_HOME"], "config.toml").write_text(
@@ -161,7 +164,7 @@ def test_bundle_check_updates_offline_and_autostart_point_at_the_bundle(bundle, 
 
 def test_bundle_updates_brian_in_its_managed_environment_never_in_itself(bundle, tmp_path):
     from fakeindex import FakeIndex, make_wheel
-    from trayapp.install.updates import pip_environment_without_user_config
+    from fakeindex import pip_environment_without_user_config
 
     env = {**fresh_env(tmp_path), **pip_environment_without_user_config()}
     home = Path(env["SPARECYCLES_HOME"])

@@ -27,7 +27,7 @@ import keyring.backend
 import pytest
 from conftest import ECHO_TASK, cli, make_job, pid_alive, run_dispatcher, wait_until
 from fakes import fake_agent
-from realparts import ProtocolPeer
+from support.peer import ProtocolPeer
 
 from trayapp.wire.archive import pack, sha256_of
 from trayapp.slave.availability import SlaveState
@@ -45,6 +45,8 @@ from trayapp.wire.ssh import (
     trust_host_key,
 )
 from trayapp.master.store import Store
+
+pytestmark = pytest.mark.pool
 
 FAKE_AGENT = Path(fake_agent.__file__)
 HOSTILE_KINDS = ["dotdot", "absolute", "symlink", "hardlink", "device"]

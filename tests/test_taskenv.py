@@ -22,6 +22,7 @@ def test_a_pip_install_runs_tasks_with_its_own_interpreter(monkeypatch):
     assert task_interpreter(Config(task_python="/opt/py/bin/python3").task_python) == "/opt/py/bin/python3"
 
 
+@pytest.mark.slow
 def test_frozen_never_uses_its_own_executable(monkeypatch, home):
     monkeypatch.delenv("SPARECYCLES_TASK_PYTHON", raising=False)
     monkeypatch.setattr(sys, "frozen", True, raising=False)

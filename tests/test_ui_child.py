@@ -4,6 +4,8 @@ the dispatcher back."""
 
 from __future__ import annotations
 
+import pytest
+
 import ui_desktop  # noqa: F401 - sets the offscreen platform first
 
 from PyQt6.QtCore import QElapsedTimer
@@ -12,6 +14,8 @@ from conftest import make_job, pid_alive
 from trayapp.job.submit import submit_job
 from trayapp.status import TaskStatus
 from ui.child import Child
+
+pytestmark = pytest.mark.slow
 
 LONG_TASK = """
 import json, os, sys, time
