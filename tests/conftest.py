@@ -44,13 +44,14 @@ _screenshot_folders: list[Path] = []
 def home(tmp_path, monkeypatch) -> Home:
     root = tmp_path / "sparecycles home"
     monkeypatch.setenv("SPARECYCLES_HOME", str(root))
-    yield Home.from_environment().ensure()
-    _stop_background_dispatcher(root)
+    home = Home.from_environment().ensure()
+    yield home
+    _stop_background_dispatcher(home)
 
 
-def _stop_background_dispatcher(root: Path) -> None:
+def _stop_background_dispatcher(home: Home) -> None:
     """End a dispatcher a CLI test started in the background, by its recorded pid."""
-    lock = root / "dispatcher.lock"
+    lock = home.dispatcher_lock
     if not lock.exists():
         return
     from trayapp.locks import InstanceLock
