@@ -22,6 +22,9 @@ PARAMS_TASK = """
 import json, os, sys
 import numpy as np
 import sparecycles
+import pytest
+
+pytestmark = pytest.mark.slow
 params = sparecycles.task_params()
 os.makedirs("results", exist_ok=True)
 with open("results/seen.json", "w") as fh:

@@ -21,7 +21,8 @@ import paramiko
 import pytest
 
 from conftest import cli, make_job, run_master_to_the_end
-from realparts import SlaveDaemon, Sshd
+from support.daemons import SlaveDaemon
+from support.sshd import Sshd
 from trayapp.slave.authorize import forced_command
 from trayapp.slave.forced import is_agent_command, is_sftp_request
 
@@ -362,6 +363,8 @@ def test_a_master_runs_a_job_through_the_restricted_key(home, restricted_sshd, k
 
 SLEEPY_TASK = """
 import os, time
+
+pytestmark = pytest.mark.pool
 time.sleep(0.3)
 os.makedirs("results", exist_ok=True)
 open("results/done.txt", "w").write("done")
