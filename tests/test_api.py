@@ -14,7 +14,10 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 from conftest import ECHO_TASK, cli, make_job
+
+pytestmark = pytest.mark.slow
 
 # Writes what the task received: its set through task_params() (repr, so a
 # Fraction shows as one), argv and the files beside it.
@@ -22,9 +25,6 @@ PARAMS_TASK = """
 import json, os, sys
 import numpy as np
 import sparecycles
-import pytest
-
-pytestmark = pytest.mark.slow
 params = sparecycles.task_params()
 os.makedirs("results", exist_ok=True)
 with open("results/seen.json", "w") as fh:

@@ -26,6 +26,8 @@ from support.sshd import Sshd
 from trayapp.slave.authorize import forced_command
 from trayapp.slave.forced import is_agent_command, is_sftp_request
 
+pytestmark = pytest.mark.pool
+
 USER = os.environ.get("USER", "root")
 
 
@@ -363,8 +365,6 @@ def test_a_master_runs_a_job_through_the_restricted_key(home, restricted_sshd, k
 
 SLEEPY_TASK = """
 import os, time
-
-pytestmark = pytest.mark.pool
 time.sleep(0.3)
 os.makedirs("results", exist_ok=True)
 open("results/done.txt", "w").write("done")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import ui_desktop  # noqa: F401 - sets the offscreen platform first
 
 import sparecycles
@@ -10,12 +11,11 @@ from trayapp.job.submit import submit_job
 from ui.resultsplot import NO_SECOND_AXIS, colour_at
 from ui_desktop import build_tray_app, dispose_tray_apps  # noqa: F401 - autouse
 
+pytestmark = pytest.mark.slow
+
 # rate_hz = 10 x + g: the heatmap's corners and the lines' points are known.
 RATE_TASK = """
 import json, os, sys
-import pytest
-
-pytestmark = pytest.mark.slow
 p = json.loads(sys.argv[1])
 os.makedirs("results", exist_ok=True)
 with open("results/summary.json", "w") as fh:
