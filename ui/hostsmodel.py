@@ -10,7 +10,7 @@ from PyQt6.QtCore import QModelIndex, Qt
 
 from ui.rowsmodel import RowsModel
 from ui.snapshot import HostRow
-from ui.timefmt import ago
+from trayapp.humantime import ago
 
 COLUMNS = ("Host", "State", "Slots", "Running", "Last seen", "Python", "Brian")
 HostRole = Qt.ItemDataRole.UserRole + 1
