@@ -207,3 +207,17 @@ def test_hosts_test_stops_at_the_first_problem_and_names_the_fix(pool):
     offline = cli("hosts", "test", "idle")
     assert offline.returncode == 3 and "login: " in offline.stdout
     assert "no slave daemon is running" in offline.stderr and "Traceback" not in offline.stderr
+
+
+def test_this_pcs_engine_is_built_with_the_same_settings_as_the_slave_daemons(app):
+    from trayapp.slave.builder import build_engine
+
+    app.config = replace(app.config, min_free_mb=1234, max_results_mb=77, master_weights={"ana@pc": 2},
+                         master_caps={"ana@pc": 1}, fair_share_half_life_s=60.0)
+    local = app.kind_context().build_local_engine()
+    daemon = build_engine(app.config, app.home, app.identity(), app.home.data_dir / "spool")
+    assert local.settings.in_process and not daemon.settings.in_process
+    assert replace(local.settings, in_process=False) == daemon.settings
+    assert local.settings.min_free_mb == 1234 and local.settings.caps == {"ana@pc": 1}
+    assert local.fairshare.half_life_s == daemon.fairshare.half_life_s == 60.0
+    assert local.spool.root != daemon.spool.root
