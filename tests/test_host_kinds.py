@@ -215,7 +215,7 @@ def test_this_pcs_engine_is_built_with_the_same_settings_as_the_slave_daemons(ap
     app.config = replace(app.config, min_free_mb=1234, max_results_mb=77, master_weights={"ana@pc": 2},
                          master_caps={"ana@pc": 1}, fair_share_half_life_s=60.0)
     local = app.kind_context().build_local_engine()
-    daemon = build_engine(app.config, app.home, app.identity(), app.home.data_dir / "spool")
+    daemon = build_engine(app.config, app.home, app.identity(), app.home.spool_dir)
     assert local.settings.in_process and not daemon.settings.in_process
     assert replace(local.settings, in_process=False) == daemon.settings
     assert local.settings.min_free_mb == 1234 and local.settings.caps == {"ana@pc": 1}

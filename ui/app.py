@@ -106,7 +106,7 @@ class TrayApp(QObject):
         self.mode = config.mode or "master"
         self.apps = PerThreadApp(home, config)
         self.verbs = SimpleNamespace(**{name: partial(getattr(verb_functions, name), self.apps) for name in (
-            "submit", "cancel", "retry", "failed_tasks", "add_host", "remove_host", "host_key", "trust_host")})
+            "submit", "cancel", "retry", "failed_tasks", "result_table", "add_host", "remove_host", "host_key", "trust_host")})
         if self.mode == "slave" and start_child:
             # A slave PC's user may queue a job too; no dispatcher of ours runs it then.
             self.verbs.submit = partial(verb_functions.submit, self.apps, start_dispatcher=True)
@@ -120,7 +120,7 @@ class TrayApp(QObject):
         self.hosts.setParent(self.window)
         self.icons = IconSet()
         self.tray = Tray(self.icons)
-        self.child = Child(self.mode, home.log_dir / f"{self.mode}.log") if start_child else None
+        self.child = Child(self.mode, home.mode_log(self.mode)) if start_child else None
         slave = partial(slavecontrol.slave_state, home) if self.mode == "slave" else None
         reader = SnapshotReader(lambda: self.apps.get().store, clock, master_id=self.apps.get().identity()[0])
         self.watcher = Watcher(executor, reader, slave, interval_ms, digest=self.pool.digest)

@@ -89,8 +89,6 @@ def cmd_remove(app: App, args) -> int:
 
 
 def cmd_trust(app: App, args) -> int:
-    from trayapp.wire.ssh import known_hosts_file
-
     hosts = app.hosts()
     key = hosts.presented_key(args.name)
     if key.known == "trusted":
@@ -106,7 +104,7 @@ def cmd_trust(app: App, args) -> int:
             print("not trusted")
             return 3
     hosts.trust(key, fingerprint=args.fingerprint, replace=args.replace)
-    print(f"trusted; recorded in {known_hosts_file(app.home)}")
+    print(f"trusted; recorded in {app.home.known_hosts}")
     return 0
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from dataclasses import replace
 from typing import Callable
@@ -25,6 +26,7 @@ from trayapp.job.manifest import parse_duration
 from trayapp.master.progress import describe_counts, wait_for_job
 from trayapp.status import TaskStatus
 from trayapp.master.store import JobRecord, TaskRecord
+from trayapp.taskparams import pickled_bytes
 
 
 
@@ -37,15 +39,14 @@ def _duration(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sparecycles", description=(
-        "Run parameter sweeps of Python simulations on this PC's spare cores (and, later, the lab's idle PCs)."))
+        "Run parameter sweeps of Python simulations on this PC's spare cores and the lab's idle PCs."))
     parser.add_argument("--version", action="version", version=f"sparecycles {__version__}")
-    # --- tray app (issue 5) ---
+    # With no verb: the tray app.
     parser.add_argument("--mode", choices=("master", "slave"),
                         help="with no verb: start the tray app in this mode (saved in the settings)")
     parser.add_argument("--background", action="store_true",
                         help="with no verb: start the tray app in the tray, without opening its window "
                              "(how the start at login runs it)")
-    # --- end tray app ---
     verbs = parser.add_subparsers(dest="verb", metavar="VERB")
 
     p = verbs.add_parser("submit", help="queue a job folder, one task per parameter set")
@@ -82,10 +83,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = verbs.add_parser("slave", help="run the slave daemon in the foreground: lend this PC to masters")
     p.add_argument("--slots", type=int, help="tasks at once (default: settings, else one per core)")
-    p.add_argument("--idle-after", type=_duration, metavar="SECONDS",  # idle detection (issue 4)
+    p.add_argument("--idle-after", type=_duration, metavar="SECONDS",
                    help="lend the PC after this long without keyboard/mouse input (default: settings, 5 min)")
+    slave_verbs = p.add_subparsers(dest="slave_verb", metavar="ACTION")
+    p = slave_verbs.add_parser("authorize", help="let a master's SSH key reach this PC's agent, and nothing else",
+                               description="Write a restricted line for a master's public key into "
+                                           "authorized_keys: no shell, no forwarding, only the agent and "
+                                           "file transfer inside the spool.")
+    p.add_argument("pubkey", nargs="?", metavar="PUBKEY_FILE", help="the master's public key (.pub file)")
+    p.add_argument("--name", help="what to call this master (list and revoke go by it)")
+    p.add_argument("--file", help="the authorized_keys file (default: ~/.ssh/authorized_keys)")
+    p.add_argument("--replace", action="store_true", help="give an already authorized name this key")
+    p.add_argument("--list", action="store_true", help="list the masters authorized here")
+    p.add_argument("--revoke", metavar="MASTER", help="remove this master's key")
+    p.add_argument("--json", action="store_true")
 
-    verbs.add_parser("agent", help="the protocol endpoint a master starts over SSH (not for people)")
+    p = verbs.add_parser("agent", help="the protocol endpoint a master starts over SSH (not for people)")
+    p.add_argument("--forced", metavar="MASTER",
+                   help="run as the forced command of MASTER's restricted key (written by 'slave authorize')")
 
     for verb, text in (("pause", "stop lending this PC (running tasks stop at once)"),
                        ("donate", "lend this PC even while you use it")):
@@ -101,7 +116,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = verbs.add_parser("demo", help="run the bundled Brian sweep on this PC and summarise it")
     p.add_argument("--timeout", type=_duration)
-    # --- deployment (issue 7) ---
     p = verbs.add_parser("autostart", help="start SpareCycles when you log in (enable, disable, status)")
     p.add_argument("action", choices=("enable", "disable", "status"))
     p.add_argument("--json", action="store_true")
@@ -109,7 +123,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p = verbs.add_parser("update-brian", help="install the newest Brian into the task environment with pip")
     p.add_argument("--json", action="store_true")
-    # --- end deployment ---
     return parser
 
 
@@ -252,6 +265,9 @@ def _local_slave_state(app: App) -> dict | None:
 
 
 def _short_params(params: dict, width: int = 60) -> str:
+    pickled = pickled_bytes(params)
+    if pickled is not None:  # only the task unpickles it
+        return f"(pickled, {len(pickled):,} bytes)"
     text = ", ".join(f"{k}={json.dumps(v)}" for k, v in params.items()) or "-"
     return text if len(text) <= width else text[: width - 1] + "…"
 
@@ -322,6 +338,10 @@ def cmd_demo(app: App, args) -> int:
 def cmd_slave(app: App, args) -> int:
     from trayapp.slave.daemon import run_slave_daemon
 
+    if args.slave_verb == "authorize":
+        from trayapp.cli.authorize import cmd_authorize
+
+        return cmd_authorize(app, args)
     if args.slots is not None and args.slots < 1:
         raise UserError(f"--slots must be at least 1, not {args.slots}")
     return run_slave_daemon(app.home, app.config, app.identity(), slots=args.slots, idle_after=args.idle_after)
@@ -357,12 +377,18 @@ def describe_slave_state(state: dict) -> str:
     if total:
         shares = ", ".join(f"{labels[m]} {u / total:.0%}" for m, u in sorted(usage.items(), key=lambda x: -x[1]))
         text += f"\nrecent use by master: {shares}"
+    for path, why in (state.get("unreadable_tasks") or {}).items():
+        text += f"\ncannot take up the task in {path}: {why}"
     return text
 
 
 def cmd_agent(app: App, args) -> int:
     from trayapp.slave.agent import run_agent
 
+    if args.forced is not None:
+        from trayapp.slave.forced import run_forced
+
+        return run_forced(app.home, args.forced, os.environ.get("SSH_ORIGINAL_COMMAND"))
     return run_agent(app.home)
 
 
@@ -370,7 +396,6 @@ def cmd_hosts(app: App, args) -> int:
     return host_handlers[args.host_verb](app, args)
 
 
-# --- deployment (issue 7) ---
 def cmd_autostart(app: App, args) -> int:
     from trayapp.install.autostart import autostart_for_platform, login_command
 
@@ -419,7 +444,6 @@ def cmd_update_brian(app: App, args) -> int:
         print(f"sparecycles: updating Brian failed; {result.before or 'no Brian'} stays installed\n"
               f"  pip: {last_line_of(result.output)}", file=sys.stderr)
     return EXIT_OK if result.ok else EXIT_FAILED_TASKS
-# --- end deployment ---
 
 
 HANDLERS = {"submit": cmd_submit, "status": cmd_status, "wait": cmd_wait, "results": cmd_results,
@@ -427,4 +451,4 @@ HANDLERS = {"submit": cmd_submit, "status": cmd_status, "wait": cmd_wait, "resul
             "slave": cmd_slave, "agent": cmd_agent, "hosts": cmd_hosts, "pause": cmd_slave_verb,
             "donate": cmd_slave_verb, "resume": cmd_slave_verb,
             "autostart": cmd_autostart, "check-updates": cmd_check_updates,
-            "update-brian": cmd_update_brian}  # deployment (issue 7)
+            "update-brian": cmd_update_brian}

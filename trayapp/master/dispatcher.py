@@ -23,6 +23,7 @@ from pathlib import Path
 from trayapp.config import Config
 from trayapp.errors import UserError
 from trayapp.home import Home
+from trayapp.install.selfcommand import sparecycles_command
 from trayapp.install.taskenv import task_interpreter
 from trayapp.locks import InstanceLock
 from trayapp.master.kinds import KINDS, Driver, KindContext, KindRegistry
@@ -149,7 +150,7 @@ class Dispatcher:
         return DispatcherStats(started=sum(counts.values()), succeeded=counts.get("succeeded", 0), failed=failed)
 
 
-def start_background_dispatcher(home: Home, python: str, log_file: Path, until_idle: float = 60.0) -> int | None:
+def start_background_dispatcher(home: Home, log_file: Path, until_idle: float = 60.0) -> int | None:
     """Start a detached dispatcher for ``home`` unless one runs; returns its pid."""
     lock = InstanceLock(home.dispatcher_lock)
     if lock.holder() is not None:
@@ -158,7 +159,6 @@ def start_background_dispatcher(home: Home, python: str, log_file: Path, until_i
     with log_file.open("ab") as out:
         # The environment (SPARECYCLES_HOME among it) passes on unchanged, so the
         # child serves the same home as its caller.
-        proc = subprocess.Popen([python, "-m", "sparecycles", "master", "--until-idle", str(until_idle),
-                                 "--quiet-if-running"],
+        proc = subprocess.Popen(sparecycles_command("master", "--until-idle", str(until_idle), "--quiet-if-running"),
                                 stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
     return proc.pid

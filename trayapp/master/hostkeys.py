@@ -26,7 +26,7 @@ def presented_key(home: Home, host: str, address: str, port: int) -> PresentedKe
     """Ask the host for its key (no login) and compare it with the keys we trust."""
     import paramiko
 
-    from trayapp.wire.ssh import fetch_host_key, fingerprint, host_key_name, known_hosts_file
+    from trayapp.wire.ssh import fetch_host_key, fingerprint, host_key_name
 
     try:
         key = fetch_host_key(address, port)
@@ -34,7 +34,7 @@ def presented_key(home: Home, host: str, address: str, port: int) -> PresentedKe
         raise UserError(f"could not reach {host} at {address}:{port}: {exc}",
                         "check that the PC is on and runs an SSH server") from None
     known = paramiko.HostKeys()
-    path = known_hosts_file(home)
+    path = home.known_hosts
     if path.exists():
         known.load(str(path))
     existing = known.lookup(host_key_name(address, port)) or {}

@@ -136,7 +136,9 @@ class SlaveEngine(Availability, Granting):
                 "master_names": names, "paused": self.paused_until is not None,
                 "paused_until": finite(self.paused_until), "donating": self.donating,
                 "donating_until": finite(self.donating_until), "available": self.available,
-                "name": self.settings.name, **self.versions}
+                "name": self.settings.name, **self.versions,
+                # Tasks of its spool it could not take up again; their files wait for a fitting version.
+                "unreadable_tasks": {str(path): why for path, why in self.spool.unreadable.items()}}
 
     def accepts_work(self) -> bool:
         return self.problem is None and self.paused_until is None and (self.available or self.donating)
@@ -208,7 +210,7 @@ class SlaveEngine(Availability, Granting):
                 else:
                     timeout = min(timeout, 0.05)
             events = selector.select(timeout)
-            self._apply_idle_report()  # idle detection (issue 4): a returning user's tasks die first
+            self._apply_idle_report()  # a returning user's tasks die first
             for key, mask in events:
                 if key.data == "wake":
                     os.read(self._wake_r, 4096)
@@ -310,6 +312,10 @@ class SlaveEngine(Availability, Granting):
         if token in self.tasks:  # a re-sent start (the master reconnected): idempotent
             self._report(self.tasks[token], session)
             return
+        unreadable = self.spool.unreadable.get(self.spool.task_dir(token) / "task.json")
+        if unreadable:  # starting it again would overwrite the file it cannot read
+            session.send("declined", token=token, reason=f"cannot read its task file: {unreadable}", retry=True)
+            return
         if not self.accepts_work():
             session.send("declined", token=token, reason=self.problem or self.paused_reason or "not available",
                          retry=True)
@@ -362,7 +368,7 @@ class SlaveEngine(Availability, Granting):
             prepare(spec, run_dir, template)
             task.started = self.clock()
             self.spool.save(task)
-            # Its own cgroup, where possible (issue 4): born inside, so nothing escapes a freeze.
+            # Its own cgroup, where possible: born inside, so nothing escapes a freeze.
             procs = self.cgroups.prepare(task.token) if self.cgroups is not None else None
             proc = self.launcher.start(spec, run_dir, cgroup_procs=procs)
         except OSError as exc:
@@ -457,7 +463,7 @@ class SlaveEngine(Availability, Granting):
 
     def tick(self) -> None:
         now = self.clock()
-        self._idle_tick(now)  # idle detection (issue 4)
+        self._idle_tick(now)
         self._expire_user_choices(now)
         self._charge_usage(now)
         ended = []

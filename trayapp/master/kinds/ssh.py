@@ -73,7 +73,7 @@ class SSHKind(HostKind):
     def test(self, host: HostRecord, context: KindContext) -> Iterator[Finding]:
         import paramiko
 
-        from trayapp.wire.ssh import ClientKeyError, HostKeyError, SSHLink, known_hosts_file
+        from trayapp.wire.ssh import ClientKeyError, HostKeyError, SSHLink
 
         key = presented_key(context.home, host.name, host.address, host.port)
         yield Finding("reachable", f"{host.address}:{host.port} answers SSH")
@@ -84,7 +84,7 @@ class SSHKind(HostKind):
                             + (" --replace" if key.known == "changed" else ""))
         yield Finding("host key", f"{key.key_type} {key.fingerprint}, trusted")
         try:
-            link = SSHLink(host, known_hosts_file(context.home)).open()
+            link = SSHLink(host, context.home.known_hosts).open()
         except (HostKeyError, ClientKeyError) as exc:
             raise UserError(str(exc)) from None
         except paramiko.AuthenticationException as exc:
