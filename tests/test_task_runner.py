@@ -10,7 +10,7 @@ import sys
 
 import pytest
 from conftest import make_job, pid_alive, wait_until
-from realparts import ProtocolPeer
+from support.peer import ProtocolPeer
 
 from trayapp.master.kinds.local import LocalSlave
 from trayapp.run.attempt import prepare, task_launch
@@ -62,7 +62,7 @@ def test_the_engine_runs_tasks_through_a_runner_of_another_kind_with_one_slot_ea
         tokens = []
         for i in range(2):
             tokens.append(secrets.token_hex(8))
-            master.send("start", token=tokens[-1], job="j1", idx=i, params={"out": str(out), "i": i, "sleep": 1},
+            master.send("start", token=tokens[-1], job="j1", idx=i, params={"out": str(out), "i": i, "sleep": 0.5},
                         main="main.py", archive_sha=archive.sha256, time_limit_s=60, cores=2)
             assert master.expect("started", "declined")["type"] == "started"
         finished = [master.expect("finished") for _ in tokens]

@@ -16,38 +16,21 @@ from trayapp.config import Config
 from trayapp.home import Home
 from trayapp.locks import InstanceLock
 from trayapp.errors import UserError
-from trayapp.install.taskenv import task_interpreter
-from trayapp.run.choice import task_runner
+from trayapp.slave.builder import build_engine
 from trayapp.slave.endpoint import Listener
-from trayapp.slave.fairshare import FairShare
-from trayapp.slave.engine import SlaveEngine, SlaveSettings
-from trayapp.slave.spool import Spool
 from trayapp.status import AttemptOutcome
 
 log = logging.getLogger("sparecycles.slave")
 
 
-def build_engine(home: Home, config: Config, identity: tuple[str, str], slots: int | None = None) -> SlaveEngine:
-    settings = SlaveSettings(slots=slots or config.effective_slots,
-                             python=task_interpreter(config.task_python, home=home),
-                             nice=config.nice, max_results_mb=config.max_results_mb,
-                             min_free_mb=config.min_free_mb, weights=config.master_weights,
-                             caps=config.master_caps, grant_policy=config.grant_policy,
-                             preempt=config.preempt, suspend_grace_s=config.suspend_grace_s)
-    slave_id, name = identity
-    settings.name = name
-    return SlaveEngine(Spool(home.spool_dir), settings, slave_id=slave_id, runner=task_runner(),
-                       fairshare=FairShare(half_life_s=config.fair_share_half_life_s))
-
-
 def run_slave_daemon(home: Home, config: Config, identity: tuple[str, str], slots: int | None = None,
                      idle_after: float | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
-    lock = InstanceLock(home.data_dir / "slave.lock")
+    lock = InstanceLock(home.slave_lock)
     if not lock.acquire(wait_s=2.0):
         raise UserError(f"a slave daemon is already running for {home.data_dir} (pid {lock.holder()})",
                         "use that one, or stop it first; SPARECYCLES_HOME selects another home")
-    engine = build_engine(home, config, identity, slots)
+    engine = build_engine(config, home, identity, home.spool_dir, slots=slots)
     listener = Listener(home)
     signal.signal(signal.SIGTERM, engine.request_stop)
     signal.signal(signal.SIGINT, engine.request_stop)
