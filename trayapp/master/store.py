@@ -245,6 +245,10 @@ class Store:
             self._backup(version)
         for number, (_why, statements) in enumerate(MIGRATIONS[version:], start=version + 1):
             with self._write() as db:
+                # Another process opening the queue (a submit beside a starting
+                # dispatcher) may have taken this step while we waited for the lock.
+                if db.execute("PRAGMA user_version").fetchone()[0] >= number:
+                    continue
                 for statement in statements:
                     db.execute(statement)
                 db.execute(f"PRAGMA user_version={number}")  # no bind parameters in PRAGMA
