@@ -31,6 +31,9 @@ packages+=(xvfb xdotool dbus-daemon gcc python3-dev linux-libc-dev)
 # the build script times the bundled tray app's start to its icon in a tray.
 packages+=(desktop-file-utils binutils tar gzip xvfb trayer x11-utils)
 # --- end deployment ---
+# bubblewrap: every task runs in a bwrap sandbox (user namespaces); the
+# sandbox tests try their attacks from inside one.
+packages+=(bubblewrap)
 
 missing=()
 for pkg in "${packages[@]}"; do

@@ -46,7 +46,7 @@ def submit_job(store: Store, home: Home, config: Config, folder: str | Path, *, 
         param_sets=job_folder.param_sets, results_root=config.results_root(home),
         retries=retries if retries is not None else (manifest.retries or config.default_retries),
         time_limit_s=time_limit_s if time_limit_s is not None else manifest.time_limit_s,
-        requires=manifest.requires)
+        requires=manifest.requires, memory_mb=manifest.memory_mb)
     return Submission(job, job_folder, packed.size, unhonoured_requests(manifest))
 
 
@@ -54,9 +54,6 @@ def unhonoured_requests(manifest: Manifest) -> tuple[str, ...]:
     """The manifest's resource requests this version reads but does not act on
     yet, said at submit time rather than silently dropped."""
     notes = []
-    if manifest.memory_mb is not None:
-        notes.append(f"sparecycles.toml asks for memory = {manifest.memory_mb} MB, but this version neither "
-                     "reserves nor limits memory: a task may use what its PC has")
     if manifest.cores > 1:
         notes.append(f"sparecycles.toml asks for cores = {manifest.cores}, but this version runs every task in "
                      "one slot, with OMP_NUM_THREADS, MKL_NUM_THREADS, OPENBLAS_NUM_THREADS and "

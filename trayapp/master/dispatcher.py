@@ -107,7 +107,10 @@ class Dispatcher:
         self.store.ensure_local_host(LOCAL_HOST)
         engine = SlaveEngine(Spool(self.home.data_dir / "local-spool"),
                              SlaveSettings(slots=self.slots, python=self.python, nice=self.config.nice,
-                                           in_process=True),
+                                           in_process=True, sandbox=self.config.sandbox,
+                                           sandbox_network=self.config.sandbox_network,
+                                           max_task_memory_mb=self.config.max_task_memory_mb,
+                                           max_task_processes=self.config.max_task_processes),
                              slave_id=self.master_id)
         self.local = LocalSlave(engine).start()
         self._add_driver(LOCAL_HOST, self.local.link, cap=None, stop_tasks=True)

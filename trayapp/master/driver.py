@@ -327,7 +327,7 @@ class HostDriver(threading.Thread):
     def _start(self, conv: _Conversation, claim: Claim) -> None:
         self._send(conv, "start", token=claim.token, job=claim.job_id, idx=claim.idx, params=claim.params,
                    main=claim.main, archive_sha=Path(claim.archive_path).stem, time_limit_s=claim.time_limit_s,
-                   requires=list(claim.requires))
+                   requires=list(claim.requires), memory_mb=claim.memory_mb)
 
     def _on_declined(self, conv: _Conversation, message: dict) -> None:
         entry = self.inflight.pop(message["token"], None)

@@ -127,6 +127,9 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
         "ALTER TABLE attempts DROP COLUMN run_dir",
         "ALTER TABLE attempts DROP COLUMN pid_created",
     ]),
+    ("jobs carry their memory request, which slaves hold each task to", [
+        "ALTER TABLE jobs ADD COLUMN memory_mb INTEGER",
+    ]),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -188,6 +191,7 @@ class Claim:
     results_dir: str
     time_limit_s: float | None
     requires: tuple[str, ...] = ()  # e.g. ("brian2 >= 2.5",): a slave that cannot satisfy them declines
+    memory_mb: int | None = None  # the job's memory request: each task's cap on the slave
 
 
 @dataclass(frozen=True)
@@ -283,16 +287,17 @@ class Store:
 
     def add_job(self, *, name: str, folder: str, main: str, archive_sha: str, archive_path: str,
                 params_file: str | None, param_sets: list[dict], results_root: Path, retries: int = 0,
-                time_limit_s: float | None = None, requires: list[str] | tuple[str, ...] = ()) -> JobRecord:
+                time_limit_s: float | None = None, requires: list[str] | tuple[str, ...] = (),
+                memory_mb: int | None = None) -> JobRecord:
         now = self._clock()
         with self._write() as db:
             job_id = self._new_job_id(db)
             results_dir = str(Path(results_root) / f"{name}-{job_id}")
             cur = db.execute(
                 "INSERT INTO jobs(id, name, folder, main, archive_sha, archive_path, params_file, results_dir,"
-                " retries, time_limit_s, requires, status, created) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " retries, time_limit_s, requires, memory_mb, status, created) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (job_id, name, folder, main, archive_sha, archive_path, params_file, results_dir, retries,
-                 time_limit_s, json.dumps(list(requires)), JobStatus.QUEUED.value, now))
+                 time_limit_s, json.dumps(list(requires)), memory_mb, JobStatus.QUEUED.value, now))
             seq = cur.lastrowid
             db.executemany(
                 "INSERT INTO tasks(job_seq, idx, params, status, updated) VALUES (?,?,?,?,?)",
@@ -412,7 +417,7 @@ class Store:
         with self._write() as db:
             rows = db.execute(
                 "SELECT t.job_seq, t.idx, t.params, j.id, j.name, j.main, j.archive_path, j.results_dir,"
-                " j.time_limit_s, j.requires FROM tasks t JOIN jobs j ON j.seq = t.job_seq"
+                " j.time_limit_s, j.requires, j.memory_mb FROM tasks t JOIN jobs j ON j.seq = t.job_seq"
                 f" WHERE t.status=?{skip} ORDER BY t.job_seq, t.idx LIMIT ?",
                 (TaskStatus.QUEUED.value, *skipped, limit)).fetchall()
             touched = set()
@@ -426,7 +431,7 @@ class Store:
                 touched.add(r["job_seq"])
                 claims.append(Claim(cur.lastrowid, token, r["id"], r["name"], r["job_seq"], r["idx"],
                                     json.loads(r["params"]), r["main"], r["archive_path"], r["results_dir"],
-                                    r["time_limit_s"], tuple(json.loads(r["requires"]))))
+                                    r["time_limit_s"], tuple(json.loads(r["requires"])), r["memory_mb"]))
             for seq in touched:
                 self._refresh_job(seq)
         return claims
@@ -507,12 +512,12 @@ class Store:
     def claim_for(self, attempt_id: int) -> Claim:
         r = self._db.execute(
             "SELECT a.id, a.token, t.job_seq, t.idx, t.params, j.id AS job_id, j.name, j.main, j.archive_path,"
-            " j.results_dir, j.time_limit_s, j.requires FROM attempts a"
+            " j.results_dir, j.time_limit_s, j.requires, j.memory_mb FROM attempts a"
             " JOIN tasks t ON t.job_seq=a.job_seq AND t.idx=a.idx JOIN jobs j ON j.seq=a.job_seq WHERE a.id=?",
             (attempt_id,)).fetchone()
         return Claim(r["id"], r["token"], r["job_id"], r["name"], r["job_seq"], r["idx"], json.loads(r["params"]),
                      r["main"], r["archive_path"], r["results_dir"], r["time_limit_s"],
-                     tuple(json.loads(r["requires"])))
+                     tuple(json.loads(r["requires"])), r["memory_mb"])
 
     def count_queued(self, exclude_jobs: frozenset[int] = frozenset()) -> int:
         skip, skipped = self._not_in("job_seq", exclude_jobs)

@@ -33,7 +33,10 @@ def build_engine(home: Home, config: Config, identity: tuple[str, str], slots: i
                              python=task_interpreter(config.task_python, home=home),
                              nice=config.nice, max_results_mb=config.max_results_mb,
                              min_free_mb=config.min_free_mb, weights=config.master_weights,
-                             caps=config.master_caps, grant_policy=config.grant_policy)
+                             caps=config.master_caps, grant_policy=config.grant_policy,
+                             sandbox=config.sandbox, sandbox_network=config.sandbox_network,
+                             max_task_memory_mb=config.max_task_memory_mb,
+                             max_task_processes=config.max_task_processes)
     slave_id, name = identity
     settings.name = name
     return SlaveEngine(Spool(home.spool_dir), settings, slave_id=slave_id,

@@ -55,6 +55,7 @@ from trayapp.run.posix import (
     lower_this_threads_priority,
     prepare,
 )
+from trayapp.slave.confinement import TaskConfiner
 from trayapp.slave.session import Session
 from trayapp.slave.spool import Spool, SpoolTask
 from trayapp.status import AttemptOutcome
@@ -81,6 +82,12 @@ class SlaveSettings:
     # results are handed over as a folder (no tar round trip) and tasks get
     # their low priority from the engine thread instead of `nice`/`ionice`.
     in_process: bool = False
+    # The lender's protection (trayapp.slave.confinement): "auto", "on" or "off".
+    # The settings file's default is "auto"; an engine built by hand says what it wants.
+    sandbox: str = "off"
+    sandbox_network: bool = False
+    max_task_memory_mb: int = 0  # 0: three quarters of the PC's memory
+    max_task_processes: int = 512
 
 
 class SlaveEngine(Availability, Granting):
@@ -103,7 +110,11 @@ class SlaveEngine(Availability, Granting):
         self.sessions: dict[int, Session] = {}
         self.tasks: dict[str, SpoolTask] = {}
         self.running: dict[str, TaskProcess] = {}
-        self.problem: str | None = None
+        self.confiner = TaskConfiner(mode=settings.sandbox, python=settings.python, spool_root=self.spool.root,
+                                     in_process=settings.in_process, network=settings.sandbox_network,
+                                     max_task_memory_mb=settings.max_task_memory_mb,
+                                     max_task_processes=settings.max_task_processes)
+        self.problem: str | None = self.confiner.problem
         self._last_state: tuple | None = None
         self._last_charge = clock()
         self._disk_checked = -math.inf
@@ -130,13 +141,14 @@ class SlaveEngine(Availability, Granting):
         names = {s.master: s.name for s in self.sessions.values() if s.master}
         return {"state": self.state.value,
                 "reason": (self.problem or self.paused_reason or self.waiting_reason
-                           or (self.donating_reason if self.state is SlaveState.DONATING else None)),
+                           or (self.donating_reason if self.state is SlaveState.DONATING else None)
+                           or self.confiner.warning),
                 "slots": self.settings.slots,
                 "running": len(self.running), "running_by_master": per_master, "usage": usage,
                 "master_names": names, "paused": self.paused_until is not None,
                 "paused_until": finite(self.paused_until), "donating": self.donating,
                 "donating_until": finite(self.donating_until), "available": self.available,
-                "name": self.settings.name, **self.versions,
+                "name": self.settings.name, **self.confiner.describe(), **self.versions,
                 # Tasks of its spool it could not take up again; their files wait for a fitting version.
                 "unreadable_tasks": {str(path): why for path, why in self.spool.unreadable.items()}}
 
@@ -329,7 +341,8 @@ class SlaveEngine(Availability, Granting):
             task = SpoolTask(token=token, master=session.master, job=str(message["job"]), idx=int(message["idx"]),
                              params=dict(message["params"]), main=str(message["main"]),
                              archive_sha=str(message["archive_sha"]),
-                             time_limit_s=message.get("time_limit_s"), cores=int(message.get("cores") or 1))
+                             time_limit_s=message.get("time_limit_s"), cores=int(message.get("cores") or 1),
+                             memory_mb=int(message["memory_mb"]) if message.get("memory_mb") else None)
         except (TypeError, ValueError) as exc:
             raise ProtocolError(f"malformed start: {exc}") from None
         if "/" in task.main or "\\" in task.main or task.main.startswith(".") or not _SHA.match(task.archive_sha):
@@ -337,7 +350,7 @@ class SlaveEngine(Availability, Granting):
         requires = message.get("requires") or []
         if not isinstance(requires, list) or not all(isinstance(r, str) for r in requires):
             raise ProtocolError("start with malformed requirements")
-        unmet = self.requirements.unmet(requires)
+        unmet = self.requirements.unmet(requires) or self.confiner.refusal(task.memory_mb)
         if unmet:
             session.send("declined", token=token, reason=unmet, retry=True, requirements=True)
             return
@@ -363,15 +376,19 @@ class SlaveEngine(Availability, Granting):
             session.send("declined", token=task.token, reason=reason, retry=True)
             return
         run_dir = self.spool.task_dir(task.token)
-        spec = TaskSpec(task.token, task.job, task.idx, task.params, task.main, task.time_limit_s, task.cores)
+        spec = TaskSpec(task.token, task.job, task.idx, task.params, task.main, task.time_limit_s, task.cores,
+                        task.memory_mb)
         try:
             prepare(spec, run_dir, template)
             task.started = self.clock()
-            self.spool.save(task)
             # Its own cgroup, where possible (issue 4): born inside, so nothing escapes a freeze.
             procs = self.cgroups.prepare(task.token) if self.cgroups is not None else None
-            proc = self.launcher.start(spec, run_dir, cgroup_procs=procs)
+            confinement = self.confiner.confine(task.token, task.memory_mb, self.cgroups)
+            task.extra["slot"] = self.confiner.slot_of(task.token)
+            self.spool.save(task)
+            proc = self.launcher.start(spec, run_dir, cgroup_procs=procs, confinement=confinement)
         except OSError as exc:
+            self.confiner.release(task.token)
             if self.cgroups is not None:
                 self.cgroups.release(task.token)
             shutil.rmtree(run_dir, ignore_errors=True)
@@ -436,6 +453,7 @@ class SlaveEngine(Availability, Granting):
         session.closing = True
 
     def _forget(self, task: SpoolTask) -> None:
+        self.confiner.release(task.token)
         self.tasks.pop(task.token, None)
         self.spool.remove(task.token)
 
@@ -503,7 +521,7 @@ class SlaveEngine(Availability, Granting):
         if not force and now - self._disk_checked < 1.0:
             return
         self._disk_checked = now
-        problem = self.spool.problem(self.settings.min_free_mb)
+        problem = self.confiner.problem or self.spool.problem(self.settings.min_free_mb)
         if problem != self.problem:
             self._set_problem(problem)
 
@@ -525,6 +543,10 @@ class SlaveEngine(Availability, Granting):
             outcome, message = AttemptOutcome.HOST_LOST, "the task's process vanished without an exit code"
         else:
             outcome, message = AttemptOutcome.EXITED, describe_exit(code)
+        if outcome is not AttemptOutcome.SUCCEEDED and not proc.timed_out:
+            over_memory = self.confiner.failure_reason(task.token, code, proc.stderr_tail(), self.cgroups)
+            if over_memory:
+                outcome, message = AttemptOutcome.EXITED, over_memory
         if outcome in (AttemptOutcome.EXITED, AttemptOutcome.TIMED_OUT):
             tail = proc.stderr_tail()
             if tail:
@@ -532,6 +554,7 @@ class SlaveEngine(Availability, Granting):
         self._settle(task, outcome, code, message)
 
     def _settle(self, task: SpoolTask, outcome: AttemptOutcome, code: int | None, message: str | None) -> None:
+        self.confiner.release(task.token)
         try:
             if self.settings.in_process:
                 task.results_path = str(self.spool.stage_results(task))
@@ -559,7 +582,10 @@ class SlaveEngine(Availability, Granting):
             if task.state != "running":
                 continue
             run_dir = self.spool.task_dir(task.token)
-            spec = TaskSpec(task.token, task.job, task.idx, task.params, task.main, task.time_limit_s, task.cores)
+            spec = TaskSpec(task.token, task.job, task.idx, task.params, task.main, task.time_limit_s, task.cores,
+                            task.memory_mb)
+            # Its caps (for the reason if it goes over) and its slot's cache stay its own.
+            self.confiner.confine(task.token, task.memory_mb, None, slot=task.extra.get("slot"))
             alive = same_process(task.pid, task.created) if task.pid else None
             if alive is not None:
                 remaining = None

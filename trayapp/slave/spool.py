@@ -56,6 +56,7 @@ class SpoolTask:
     archive_sha: str
     time_limit_s: float | None = None
     cores: int = 1
+    memory_mb: int | None = None  # what the job asked for; the task's memory cap
     state: str = "running"  # running -> finished -> (acked: removed)
     pid: int | None = None
     created: float | None = None  # the process's create time: pid + created identify it
