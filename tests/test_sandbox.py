@@ -186,7 +186,7 @@ import os
 from brian2 import NeuronGroup, PoissonInput, SpikeMonitor, ms, mV, Hz, prefs, run
 prefs.codegen.target = "cython"
 G = NeuronGroup(50, "dv/dt = -v / (10*ms) : volt", threshold="v > 10*mV", reset="v = 0*mV", method="exact")
-PoissonInput(G, "v", 20, 100*Hz, weight=1*mV)
+drive = PoissonInput(G, "v", 20, 100*Hz, weight=1*mV)  # kept: run() collects only named objects
 spikes = SpikeMonitor(G)
 run(200 * ms)
 print(spikes.num_spikes, prefs.codegen.runtime.cython.cache_dir)
