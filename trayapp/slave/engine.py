@@ -384,7 +384,7 @@ class SlaveEngine(Availability, Granting):
             # Its own cgroup, where possible (issue 4): born inside, so nothing escapes a freeze.
             procs = self.cgroups.prepare(task.token) if self.cgroups is not None else None
             confinement = self.confiner.confine(task.token, task.memory_mb, self.cgroups)
-            task.extra["slot"] = self.confiner.slot_of(task.token)
+            task.slot = self.confiner.slot_of(task.token)
             self.spool.save(task)
             proc = self.launcher.start(spec, run_dir, cgroup_procs=procs, confinement=confinement)
         except OSError as exc:
@@ -585,7 +585,7 @@ class SlaveEngine(Availability, Granting):
             spec = TaskSpec(task.token, task.job, task.idx, task.params, task.main, task.time_limit_s, task.cores,
                             task.memory_mb)
             # Its caps (for the reason if it goes over) and its slot's cache stay its own.
-            self.confiner.confine(task.token, task.memory_mb, None, slot=task.extra.get("slot"))
+            self.confiner.confine(task.token, task.memory_mb, None, slot=task.slot)
             alive = same_process(task.pid, task.created) if task.pid else None
             if alive is not None:
                 remaining = None

@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 # SpoolTask's fields is a new format: bump this and append the step that
 # upgrades the previous one to _UPGRADES, so files on disk keep their meaning
 # and an older SpareCycles refuses the new files instead of misreading them.
-TASK_FORMAT = 1
+TASK_FORMAT = 2
 
 
 @dataclass
@@ -57,6 +57,7 @@ class SpoolTask:
     time_limit_s: float | None = None
     cores: int = 1
     memory_mb: int | None = None  # what the job asked for; the task's memory cap
+    slot: int | None = None  # whose compiler cache it uses (trayapp.slave.confinement)
     state: str = "running"  # running -> finished -> (acked: removed)
     pid: int | None = None
     created: float | None = None  # the process's create time: pid + created identify it
@@ -90,9 +91,15 @@ def _from_unversioned(data: dict) -> dict:
     return data
 
 
+def _with_caps_and_slot(data: dict) -> dict:
+    """Format 1 had no memory cap and no slot: such a task asked for no memory,
+    and takes the first free slot's cache when adopted."""
+    return {**data, "memory_mb": None, "slot": None}
+
+
 # Entry N upgrades a task file of format N to N+1. Append only: released
 # spools were written in each format as it was.
-_UPGRADES = [_from_unversioned]
+_UPGRADES = [_from_unversioned, _with_caps_and_slot]
 
 
 def write_json_atomically(path: Path, data: dict) -> None:
