@@ -353,3 +353,26 @@ def test_the_process_cap_stops_a_lenders_fork_bomb_inside_the_sandbox(capped):
         assert words[:2] == ["refused", "after"] and int(words[2]) < PROCESS_CAP, run.stdout
     else:
         assert run.stdout.strip() == "forked 120"
+
+
+def test_the_masters_own_cores_sandbox_its_tasks_and_status_says_which_went_over_its_memory(home, tmp_path,
+                                                                                           monkeypatch):
+    from conftest import cli
+
+    monkeypatch.delenv("SPARECYCLES_SANDBOX", raising=False)  # the default settings: sandbox = "auto"
+    body = """
+    import os, sys
+    print("sandboxed" if os.environ["HOME"] == os.getcwd() and os.getpid() < 10 else "bare", flush=True)
+    if sys.argv[1] != "{}":
+        block = bytearray(800 << 20)
+    """
+    folder, params = make_job(tmp_path / "hungry", body, params=[{}, {"grow": True}],
+                              extra_files={"sparecycles.toml": '[resources]\nmemory = "200 MB"\n'})
+    submitted = json.loads(cli("submit", str(folder), "--params", str(params), "--json", check=True).stdout)
+    assert cli("wait", submitted["job"], "--timeout", "120").returncode == 1
+    status = json.loads(cli("status", submitted["job"], "--json", check=True).stdout)
+    small, big = status["tasks"]
+    assert small["status"] == "done" and big["status"] == "failed", status
+    assert "over its memory cap of 200 MB" in big["message"], big
+    assert (Path(submitted["results"]) / "0" / "stdout.txt").read_text().strip() == "sandboxed"
+    assert "over its memory cap of 200 MB" in cli("status", submitted["job"], check=True).stdout
