@@ -23,6 +23,7 @@ from typing import Callable
 
 from trayapp.config import Config
 from trayapp.home import Home
+from trayapp.install.envs import env_store_for
 from trayapp.install.taskenv import task_interpreter
 from trayapp.locks import InstanceLock
 from trayapp.master.driver import DriverSettings, HostDriver
@@ -93,6 +94,7 @@ class Dispatcher:
             while not self._stop.is_set():
                 if time.monotonic() >= next_refresh:
                     self._refresh_hosts()
+                    self._fail_unrunnable_jobs()
                     next_refresh = time.monotonic() + self._host_refresh_s
                 if self.store.count_unfinished():
                     idle_since = time.monotonic()
@@ -105,10 +107,13 @@ class Dispatcher:
 
     def _start_local(self) -> None:
         self.store.ensure_local_host(LOCAL_HOST)
+        python = self.python
+        envs = env_store_for(self.home.data_dir, python, package_index=self.config.package_index,
+                             wheel_folder=self.config.wheel_folder, max_gb=self.config.envs_max_gb)
         engine = SlaveEngine(Spool(self.home.data_dir / "local-spool"),
-                             SlaveSettings(slots=self.slots, python=self.python, nice=self.config.nice,
+                             SlaveSettings(slots=self.slots, python=python, nice=self.config.nice,
                                            in_process=True),
-                             slave_id=self.master_id)
+                             slave_id=self.master_id, envs=envs)
         self.local = LocalSlave(engine).start()
         self._add_driver(LOCAL_HOST, self.local.link, cap=None, stop_tasks=True)
 
@@ -128,6 +133,20 @@ class Dispatcher:
         for name, host in wanted.items():
             if name not in self.drivers:
                 self._add_driver(name, self._connect_ssh(host), cap=host.slots, stop_tasks=False)
+
+    def _fail_unrunnable_jobs(self) -> None:
+        """A job that every connected host declined for its requirements (its
+        environment cannot be built anywhere) would wait forever: its queued
+        tasks fail instead, naming each host's reason, and ``wait`` ends."""
+        connected = [d for d in self.drivers.values() if d.connected.is_set()]
+        if not connected:
+            return  # nobody to ask yet: the job waits for a host, as any job does
+        for seq in self.store.queued_jobs():
+            reasons = [(d.host, d.declined_jobs.get(seq)) for d in connected]
+            if all(declined for _host, declined in reasons):
+                why = "; ".join(f"{host}: {declined[0]}" for host, declined in reasons)
+                failed = self.store.fail_queued_tasks(seq, f"no connected host can run this job. {why}")
+                log.warning("job %s: no connected host can run it, %d tasks failed (%s)", seq, failed, why)
 
     def shutdown(self) -> None:
         """Stop every driver; the local one stops its tasks and requeues them,

@@ -19,6 +19,7 @@ from trayapp.config import Config
 from trayapp.home import Home
 from trayapp.locks import InstanceLock
 from trayapp.errors import UserError
+from trayapp.install.envs import env_store_for
 from trayapp.install.taskenv import task_interpreter
 from trayapp.slave.fairshare import FairShare
 from trayapp.slave.engine import SlaveEngine, SlaveSettings
@@ -36,8 +37,10 @@ def build_engine(home: Home, config: Config, identity: tuple[str, str], slots: i
                              caps=config.master_caps, grant_policy=config.grant_policy)
     slave_id, name = identity
     settings.name = name
+    envs = env_store_for(home.data_dir, settings.python, package_index=config.package_index,
+                         wheel_folder=config.wheel_folder, max_gb=config.envs_max_gb)
     return SlaveEngine(Spool(home.spool_dir), settings, slave_id=slave_id,
-                       fairshare=FairShare(half_life_s=config.fair_share_half_life_s))
+                       fairshare=FairShare(half_life_s=config.fair_share_half_life_s), envs=envs)
 
 
 def run_slave_daemon(home: Home, config: Config, identity: tuple[str, str], slots: int | None = None,
