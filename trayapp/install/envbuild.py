@@ -110,7 +110,8 @@ def _run(command: list[str], log: Callable[[str], None], nice: int) -> None:
 
 def output_tail(output: str) -> str:
     """The last lines of an installer's output that say something (no blank lines, no progress)."""
-    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    lines = [line.strip() for line in output.splitlines()
+             if line.strip() and not line.startswith("Using Python")]  # uv's note of where, not what failed
     tail = " ".join(lines[-TAIL_LINES:])
     return tail if len(tail) <= TAIL_CHARS else "…" + tail[-TAIL_CHARS:]
 

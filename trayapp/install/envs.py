@@ -53,8 +53,14 @@ FAILURE_TTL_S = 600.0
 def canonical_requirements(requires: list[str] | tuple[str, ...]) -> tuple[str, ...]:
     """The set's one spelling ("Brian2 >= 2.5" and "brian2>=2.5" are one set), sorted."""
     from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
 
-    return tuple(sorted({str(Requirement(text)) for text in requires}))
+    spelt = set()
+    for text in requires:
+        requirement = Requirement(text)
+        requirement.name = canonicalize_name(requirement.name)
+        spelt.add(str(requirement))
+    return tuple(sorted(spelt))
 
 
 def describe_requirements(requirements: tuple[str, ...], limit: int = 4) -> str:

@@ -18,7 +18,9 @@ from trayapp.errors import UserError
 from trayapp.job.manifest import Manifest
 
 REQUIREMENTS_FILE = "requirements.txt"
-DEFAULT_FIRST_BUILD_S = 40.0  # a Brian + matplotlib environment with pip on a lab PC; uv is faster
+# A Brian + matplotlib environment on a cold cache (bench/env_build.py: uv 4 s, pip 34 s on a fast
+# network), rounded up for a lab's slower one.
+FIRST_BUILD_S = {"uv": 15.0, "pip": 45.0}
 _FIX = 'write one package per line with an optional version, e.g. "brian2 == 2.8.0" or "matplotlib"'
 
 
@@ -58,13 +60,14 @@ def job_requirements(folder: Path, manifest: Manifest) -> tuple[str, ...]:
     return tuple(dict.fromkeys(listed))
 
 
-def requirement_notes(requires: tuple[str, ...], installed, past_build_s: list[float]) -> tuple[str, ...]:
+def requirement_notes(requires: tuple[str, ...], installed, past_build_s: list[float],
+                      installer: str = "uv") -> tuple[str, ...]:
     """One line per requirement saying what it will need: ``installed(name)`` is
     the version in this PC's task environment (or None); ``past_build_s`` the
     durations of environments built here before, for the estimate."""
     from packaging.requirements import Requirement
 
-    estimate = max(past_build_s) if past_build_s else DEFAULT_FIRST_BUILD_S
+    estimate = max(past_build_s) if past_build_s else FIRST_BUILD_S[installer]
     notes = []
     for text in requires:
         requirement = Requirement(text)

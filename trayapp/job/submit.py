@@ -56,15 +56,17 @@ def submit_job(store: Store, home: Home, config: Config, folder: str | Path, *, 
 def what_requirements_need(home: Home, config: Config, requires: tuple[str, ...]) -> tuple[str, ...]:
     """Per requirement: met by this PC's task environment, or to be installed (and
     about how long that takes, from the environments built here before)."""
+    from trayapp.install.envbuild import find_uv, installer_name
     from trayapp.install.envs import env_store_for
     from trayapp.install.taskenv import task_interpreter
     from trayapp.slave.requirements import RequirementChecker
 
+    installer = installer_name(find_uv())
     python = task_interpreter(config.task_python, home=home, create=False)
     if python is None:
-        return requirement_notes(requires, lambda _name: None, [])
+        return requirement_notes(requires, lambda _name: None, [], installer)
     past = [e.build_s for e in env_store_for(home.data_dir, python).entries()]
-    return requirement_notes(requires, RequirementChecker(python).installed, past)
+    return requirement_notes(requires, RequirementChecker(python).installed, past, installer)
 
 
 def unhonoured_requests(manifest: Manifest) -> tuple[str, ...]:
