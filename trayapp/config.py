@@ -63,6 +63,9 @@ class Config:
     check_updates: bool = True  # the tray app looks for newer Brian / SpareCycles releases at start-up
     package_index: str = ""  # PEP 503/691 simple index URL (a lab mirror); empty = the public PyPI
     wheel_folder: str = ""  # a folder of wheels to update from instead (or beside package_index)
+    # Job environments (a job's own requirements, built once per set on each PC)
+    # are evicted, least recently used first, beyond this much disk.
+    envs_max_gb: float = 5.0
 
     @property
     def effective_slots(self) -> int:
@@ -120,6 +123,9 @@ def load_config(home: Home) -> Config:
         raise UserError(f"{path}: max_foreign_cpu is a share of all cores, from 0 to 1, not {config.max_foreign_cpu}")
     if config.idle_after_s < 0 or config.suspend_grace_s < 0:
         raise UserError(f"{path}: idle_after_s and suspend_grace_s are seconds, 0 or more")
+    if config.envs_max_gb <= 0:
+        raise UserError(f"{path}: envs_max_gb is the disk (in GB) job environments may use, more than 0, "
+                        f"not {config.envs_max_gb}")
     if config.slots < 0:
         raise UserError(f"{path}: slots must be 0 (one per core) or more, not {config.slots}")
     if config.mode not in MODES:

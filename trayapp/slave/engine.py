@@ -35,7 +35,9 @@ from typing import Callable
 
 from trayapp import __version__
 from trayapp.wire.archive import ChecksumMismatchError, UnsafeArchiveError, ensure_unpacked
+from trayapp.install.envs import EnvStore
 from trayapp.slave.availability import Availability, SlaveState
+from trayapp.slave.environments import JobEnvironments
 from trayapp.slave.fairshare import FairShare
 from trayapp.slave.grants import Granting
 from trayapp.run.proctree import kill_tree, processes_with_marker, same_process
@@ -45,7 +47,7 @@ from trayapp.wire.protocol import (
     ProtocolError,
     decode,
 )
-from trayapp.slave.requirements import RequirementChecker, VersionProbe
+from trayapp.slave.requirements import RequirementChecker, SitePackagesWatch, VersionProbe
 from trayapp.run.posix import (
     Launcher,
     LaunchSettings,
@@ -83,10 +85,10 @@ class SlaveSettings:
     in_process: bool = False
 
 
-class SlaveEngine(Availability, Granting):
+class SlaveEngine(Availability, Granting, JobEnvironments):
     def __init__(self, spool: Spool, settings: SlaveSettings, *, slave_id: str,
                  fairshare: FairShare | None = None, clock: Callable[[], float] = time.time,
-                 rng: random.Random | None = None):
+                 rng: random.Random | None = None, envs: EnvStore | None = None):
         self.spool = spool.ensure()
         self.settings = settings
         self.slave_id = slave_id
@@ -96,10 +98,13 @@ class SlaveEngine(Availability, Granting):
         # In-process (the master's own cores), serve() lowers the engine thread itself.
         self.launcher = Launcher(LaunchSettings(python=settings.python,
                                                 nice=0 if settings.in_process else settings.nice))
-        # Re-read every 10 min on a helper thread: Brian updated in the task
-        # environment reaches the masters' host lists without a restart.
-        self.version_probe = VersionProbe(settings.python, on_change=self.wake)
-        self.requirements = RequirementChecker(settings.python)
+        # Re-read on a helper thread whenever the task environment's packages
+        # change: Brian updated there reaches the masters' host lists, and a
+        # package installed by hand the requirement checks, without a restart.
+        watch = SitePackagesWatch(settings.python)
+        self.version_probe = VersionProbe(settings.python, on_change=self.wake, watch=watch)
+        self.requirements = RequirementChecker(settings.python, watch=watch)
+        self._init_job_environments(envs)
         self.sessions: dict[int, Session] = {}
         self.tasks: dict[str, SpoolTask] = {}
         self.running: dict[str, TaskProcess] = {}
@@ -136,7 +141,7 @@ class SlaveEngine(Availability, Granting):
                 "master_names": names, "paused": self.paused_until is not None,
                 "paused_until": finite(self.paused_until), "donating": self.donating,
                 "donating_until": finite(self.donating_until), "available": self.available,
-                "name": self.settings.name, **self.versions,
+                "name": self.settings.name, **self.versions, "env_stamp": self.version_probe.seen_stamp,
                 # Tasks of its spool it could not take up again; their files wait for a fitting version.
                 "unreadable_tasks": {str(path): why for path, why in self.spool.unreadable.items()}}
 
@@ -175,6 +180,7 @@ class SlaveEngine(Availability, Granting):
             self.flush_all()
         finally:
             self.launcher.close()
+            self._close_environments()
 
     def flush_all(self) -> None:
         """Send what is queued for each master (blocking briefly), e.g. before exit."""
@@ -312,6 +318,8 @@ class SlaveEngine(Availability, Granting):
         if token in self.tasks:  # a re-sent start (the master reconnected): idempotent
             self._report(self.tasks[token], session)
             return
+        if token in self.preparing:
+            return  # its environment is being built; `preparing` reports follow
         unreadable = self.spool.unreadable.get(self.spool.task_dir(token) / "task.json")
         if unreadable:  # starting it again would overwrite the file it cannot read
             session.send("declined", token=token, reason=f"cannot read its task file: {unreadable}", retry=True)
@@ -320,7 +328,7 @@ class SlaveEngine(Availability, Granting):
             session.send("declined", token=token, reason=self.problem or self.paused_reason or "not available",
                          retry=True)
             return
-        if not session.grants and len(self.running) >= self.settings.slots:
+        if not session.grants and self.busy_slots() >= self.settings.slots:
             session.send("declined", token=token, reason="no free slot", retry=True)
             return
         if session.grants:
@@ -337,13 +345,11 @@ class SlaveEngine(Availability, Granting):
         requires = message.get("requires") or []
         if not isinstance(requires, list) or not all(isinstance(r, str) for r in requires):
             raise ProtocolError("start with malformed requirements")
-        unmet = self.requirements.unmet(requires)
-        if unmet:
-            session.send("declined", token=token, reason=unmet, retry=True, requirements=True)
-            return
-        self._start(session, task)
+        self._start_with_requirements(session, task, requires)
 
-    def _start(self, session: Session, task: SpoolTask) -> None:
+    def _start(self, session: Session, task: SpoolTask, *, python: str | None = None,
+               env_key: str | None = None) -> None:
+        """Start the task, in the job's own environment's ``python`` where it has one."""
         archive = self.spool.archive_path(task.archive_sha)
         if not archive.is_file():
             session.send("declined", token=task.token, reason="archive missing; send it first", retry=True)
@@ -366,12 +372,14 @@ class SlaveEngine(Availability, Granting):
         spec = TaskSpec(task.token, task.job, task.idx, task.params, task.main, task.time_limit_s, task.cores)
         try:
             prepare(spec, run_dir, template)
+            caches = self._task_caches(task, run_dir)
             task.started = self.clock()
             self.spool.save(task)
             # Its own cgroup, where possible: born inside, so nothing escapes a freeze.
             procs = self.cgroups.prepare(task.token) if self.cgroups is not None else None
-            proc = self.launcher.start(spec, run_dir, cgroup_procs=procs)
+            proc = self.launcher.start(spec, run_dir, cgroup_procs=procs, python=python, extra_env=caches)
         except OSError as exc:
+            self._release_task(task.token)
             if self.cgroups is not None:
                 self.cgroups.release(task.token)
             shutil.rmtree(run_dir, ignore_errors=True)
@@ -381,6 +389,8 @@ class SlaveEngine(Availability, Granting):
             return
         task.pid, task.created = proc.pid, proc.created
         self.spool.save(task)
+        if env_key is not None:
+            self.envs.mark_in_use(env_key, task.token, proc.pid, proc.created)
         self.tasks[task.token] = task
         self.running[task.token] = proc
         if procs is not None:
@@ -390,6 +400,8 @@ class SlaveEngine(Availability, Granting):
     def _on_cancel(self, session: Session, message: dict) -> None:
         token = message["token"]
         task = self.tasks.get(token)
+        if task is None and token in self.preparing and self.preparing[token].task.master == session.master:
+            self._cancel_preparing(token)
         if task is None or task.master != session.master:
             session.send("finished", token=token, outcome=AttemptOutcome.CANCELLED.value, exit_code=None)
             return
@@ -407,6 +419,7 @@ class SlaveEngine(Availability, Granting):
 
     def _on_sync(self, session: Session, message: dict) -> None:
         mine = [t.summary() for t in self.tasks.values() if t.master == session.master]
+        mine += self._preparing_reports(session.master)
         session.send("tasks", tasks=mine)
         session.send("state", **self.describe())
 
@@ -427,6 +440,8 @@ class SlaveEngine(Availability, Granting):
 
     def _on_bye(self, session: Session, message: dict) -> None:
         if message.get("stop_tasks"):
+            for prepared in [p for p in self.preparing.values() if p.task.master == session.master]:
+                self._cancel_preparing(prepared.task.token)
             for task in [t for t in self.tasks.values() if t.master == session.master]:
                 proc = self.running.pop(task.token, None)
                 if proc is not None:
@@ -436,6 +451,7 @@ class SlaveEngine(Availability, Granting):
         session.closing = True
 
     def _forget(self, task: SpoolTask) -> None:
+        self._release_task(task.token)
         self.tasks.pop(task.token, None)
         self.spool.remove(task.token)
 
@@ -485,10 +501,11 @@ class SlaveEngine(Availability, Granting):
                 self._flush(session)
         for proc in ended:
             self._finish(self.tasks[proc.spec.token], proc)
+        self._tick_environments()
         self._grant(now)
         self.version_probe.refresh()
         state = (self.state, self.problem, self.paused_until, self.donating_until, len(self.running),
-                 tuple(self.versions.values()))
+                 tuple(self.versions.values()), self.version_probe.seen_stamp)
         if state != self._last_state:
             self._last_state = state
             if self.on_state_change is not None:
@@ -545,6 +562,7 @@ class SlaveEngine(Availability, Granting):
             self._set_problem(self.spool.problem(self.settings.min_free_mb))
         task.state, task.outcome, task.exit_code, task.message = "finished", outcome.value, code, message
         task.ended = self.clock()
+        self._release_task(task.token)
         shutil.rmtree(self.spool.task_dir(task.token) / "work", ignore_errors=True)
         self.spool.save(task)
         self._report(task, self._session_of(task.master))
@@ -567,6 +585,7 @@ class SlaveEngine(Availability, Granting):
                     remaining = task.time_limit_s - (self.clock() - task.started)
                 deadline = time.monotonic() + remaining if remaining is not None else None
                 self.running[task.token] = TaskProcess(spec, run_dir, task.pid, task.created, deadline)
+                self._adopt_slot(task.token, run_dir)
                 log.info("adopting task %s/%s (pid %s), still running", task.job, task.idx, task.pid)
                 if self.cgroups is not None:
                     self.cgroups.adopt(task.token, task.pid)
