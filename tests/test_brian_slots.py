@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from conftest import make_job
 from trayapp.app import App
 from trayapp.config import Config
@@ -29,6 +30,8 @@ json.dump({"cache": cache, "env_cache": os.environ["CYTHON_CACHE_DIR"], "tmp": t
 """
 
 
+@pytest.mark.brian
+@pytest.mark.slow
 def test_six_cython_tasks_at_once_share_no_cache_and_all_succeed(home, tmp_path):
     app = App(home, Config(slots=6, poll_interval_s=0.05))
     folder, params = make_job(tmp_path / "cython", CYTHON_TASK, params=[{"drive": 1.5 + i / 10} for i in range(6)])

@@ -41,7 +41,7 @@ def builds_logged(root: Path) -> int:
     return sum(path.read_text().count("building ") for path in root.glob("*.log"))
 
 
-@pytest.mark.parametrize("uv", [True, False], ids=["uv", "pip"])
+@pytest.mark.parametrize("uv", [True, pytest.param(False, marks=pytest.mark.slow)], ids=["uv", "pip"])
 def test_an_environment_is_built_once_and_found_again(tmp_path, wheels, uv):
     if uv:
         assert find_uv(), "uv is a dependency: its binary must be found"

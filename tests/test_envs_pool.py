@@ -20,6 +20,8 @@ import pytest
 
 from conftest import cli, make_job, start_master, stop_process
 
+pytestmark = [pytest.mark.pool, pytest.mark.brian]
+
 # Two examples as Brian's documentation has them (examples/IF_curve_LIF.py,
 # examples/adaptive_threshold.py): they plot and call show().
 IF_CURVE_LIF = """\
