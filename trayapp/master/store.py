@@ -1,7 +1,7 @@
 """The queue: jobs, tasks, attempts and events in SQLite (WAL).
 
 Several processes use the queue at once (the CLI submitting, the dispatcher
-claiming, later the GUI reading), so every write is one short
+claiming, the GUI reading), so every write is one short
 ``BEGIN IMMEDIATE`` transaction and every row survives: a task is claimed by
 changing its status, never by deleting it, and each try of it is an
 ``attempts`` row that records why it ended. State changes go through the
@@ -151,6 +151,9 @@ class JobRecord:
     created: float
     finished: float | None
     counts: dict[str, int]
+    # What the job waits on, when it is not simply its turn ("lab-07: preparing
+    # environment (brian2==2.8.0), 40 s"): the notes on its unfinished tasks.
+    waiting_on: str | None = None
 
     @property
     def total(self) -> int:
@@ -317,10 +320,24 @@ class Store:
         rows = self._db.execute("SELECT status, count(*) FROM tasks WHERE job_seq=? GROUP BY status", (job_seq,))
         return {status: n for status, n in rows}
 
-    def _job_from_row(self, row: sqlite3.Row, counts: dict[str, int]) -> JobRecord:
+    def _job_from_row(self, row: sqlite3.Row, counts: dict[str, int], waiting_on: str | None = None) -> JobRecord:
         return JobRecord(row["seq"], row["id"], row["name"], row["folder"], row["main"], row["archive_sha"],
                          row["archive_path"], row["params_file"], row["results_dir"], row["retries"],
-                         row["time_limit_s"], JobStatus(row["status"]), row["created"], row["finished"], counts)
+                         row["time_limit_s"], JobStatus(row["status"]), row["created"], row["finished"], counts,
+                         waiting_on)
+
+    def _waiting_notes(self, job_seq: int | None = None) -> dict[int, str]:
+        """Per job, the distinct notes on tasks under way (newest first, at most two)."""
+        where, args = ("AND job_seq=?", (job_seq,)) if job_seq is not None else ("", ())
+        rows = self._db.execute(
+            f"SELECT job_seq, message FROM tasks WHERE status IN (?,?) AND message IS NOT NULL {where}"
+            " ORDER BY updated DESC", (TaskStatus.DISPATCHED.value, TaskStatus.RUNNING.value, *args))
+        notes: dict[int, list[str]] = {}
+        for seq, message in rows:
+            seen = notes.setdefault(seq, [])
+            if message not in seen and len(seen) < 2:
+                seen.append(message)
+        return {seq: "; ".join(messages) for seq, messages in notes.items()}
 
     def job(self, ref: str) -> JobRecord:
         """A job by id, unique id prefix, or name (the newest job of that name)."""
@@ -336,14 +353,15 @@ class Store:
             row = self._db.execute("SELECT * FROM jobs WHERE name=? ORDER BY seq DESC LIMIT 1", (ref,)).fetchone()
         if row is None:
             raise UserError(f"no job '{ref}'", "run 'sparecycles status' to list jobs and their ids")
-        return self._job_from_row(row, self._counts(row["seq"]))
+        return self._job_from_row(row, self._counts(row["seq"]), self._waiting_notes(row["seq"]).get(row["seq"]))
 
     def jobs(self) -> list[JobRecord]:
         counts: dict[int, dict[str, int]] = {}
         for seq, status, n in self._db.execute("SELECT job_seq, status, count(*) FROM tasks GROUP BY job_seq, status"):
             counts.setdefault(seq, {})[status] = n
         rows = self._db.execute("SELECT * FROM jobs ORDER BY seq").fetchall()
-        return [self._job_from_row(row, counts.get(row["seq"], {})) for row in rows]
+        notes = self._waiting_notes()
+        return [self._job_from_row(row, counts.get(row["seq"], {}), notes.get(row["seq"])) for row in rows]
 
     def tasks(self, job_seq: int) -> list[TaskRecord]:
         rows = self._db.execute("SELECT * FROM tasks WHERE job_seq=? ORDER BY idx", (job_seq,))
@@ -454,7 +472,8 @@ class Store:
             if task is None:
                 return False
             if task["status"] == TaskStatus.DISPATCHED.value:
-                self._set_task(task["job_seq"], task["idx"], TaskStatus.RUNNING)
+                # A note from before it ran (its environment being prepared) is done with.
+                self._set_task(task["job_seq"], task["idx"], TaskStatus.RUNNING, message=None)
                 self._refresh_job(task["job_seq"])
         return True
 
@@ -492,16 +511,36 @@ class Store:
             self._refresh_job(seq)
         return new
 
-    def note_running_task(self, attempt_id: int, message: str) -> None:
+    def note_running_task(self, attempt_id: int, message: str, *, event: bool = True) -> None:
         """A word on a task that is still under way (e.g. why its results wait);
-        shown by ``status``, replaced by the outcome when the attempt ends."""
+        shown by ``status``, replaced by the outcome when the attempt ends.
+        ``event=False`` for progress that is repeated (it would flood the history)."""
         with self._write() as db:
             task = self._current(attempt_id)
             if task is None or task["message"] == message:
                 return
             db.execute("UPDATE tasks SET message=?, updated=? WHERE job_seq=? AND idx=?",
                        (message, self._clock(), task["job_seq"], task["idx"]))
-            self._event("note", task["job_seq"], task["idx"], message)
+            if event:
+                self._event("note", task["job_seq"], task["idx"], message)
+
+    def fail_queued_tasks(self, job_seq: int, message: str) -> int:
+        """Fail a job's queued tasks that no host can run, with why (``wait`` then ends)."""
+        with self._write() as db:
+            rows = db.execute("SELECT idx FROM tasks WHERE job_seq=? AND status=?",
+                              (job_seq, TaskStatus.QUEUED.value)).fetchall()
+            for row in rows:
+                self._set_task(job_seq, row["idx"], TaskStatus.FAILED, outcome=AttemptOutcome.REJECTED.value,
+                               message=message)
+            if rows:
+                self._event("unrunnable", job_seq, detail=message)
+                self._refresh_job(job_seq)
+        return len(rows)
+
+    def queued_jobs(self) -> list[int]:
+        """The jobs with queued tasks, by seq."""
+        return [r[0] for r in self._db.execute("SELECT DISTINCT job_seq FROM tasks WHERE status=?",
+                                               (TaskStatus.QUEUED.value,))]
 
     def open_attempts(self, host: str) -> list[OpenAttempt]:
         """Attempts on ``host`` that have not been settled: what a restarted

@@ -165,12 +165,19 @@ class Launcher:
                                                initializer=lower_this_threads_priority, initargs=(settings.nice,))
             self._direct = LaunchSettings(python=settings.python, nice=0)
 
-    def start(self, spec: TaskSpec, run_dir: Path, *, cgroup_procs: Path | None = None,
-              confinement: Confinement | None = None) -> TaskProcess:
+    def start(self, spec: TaskSpec, run_dir: Path, *, cgroup_procs: Path | None = None, python: str | None = None,
+              extra_env: dict[str, str] | None = None, confinement: Confinement | None = None) -> TaskProcess:
+        """``python`` replaces the task environment's interpreter (a job's own
+        environment); ``extra_env`` is added to the task's environment;
+        ``confinement`` holds it in (sandbox and caps)."""
+        settings = self.settings if self._spawner is None else self._direct
+        if python:
+            settings = LaunchSettings(python=python, nice=settings.nice)
         if self._spawner is None:
-            return start(spec, run_dir, self.settings, cgroup_procs=cgroup_procs, confinement=confinement)
-        return self._spawner.submit(start, spec, run_dir, self._direct, cgroup_procs=cgroup_procs,
-                                    confinement=confinement).result()
+            return start(spec, run_dir, settings, cgroup_procs=cgroup_procs, extra_env=extra_env,
+                         confinement=confinement)
+        return self._spawner.submit(start, spec, run_dir, settings, cgroup_procs=cgroup_procs,
+                                    extra_env=extra_env, confinement=confinement).result()
 
     def close(self) -> None:
         if self._spawner is not None:
@@ -188,7 +195,8 @@ def _priority_prefix(nice: int) -> list[str]:
 
 
 def start(spec: TaskSpec, run_dir: Path, settings: LaunchSettings, *,
-          cgroup_procs: Path | None = None, confinement: Confinement | None = None) -> TaskProcess:
+          cgroup_procs: Path | None = None, extra_env: dict[str, str] | None = None,
+          confinement: Confinement | None = None) -> TaskProcess:
     """Start the task as the leader of a new session, at low priority, in the
     cgroup whose ``cgroup.procs`` file is given (see trayapp.run.cgroup), and
     held in by ``confinement`` (sandbox and caps, see trayapp.run.sandbox)."""
@@ -198,6 +206,7 @@ def start(spec: TaskSpec, run_dir: Path, settings: LaunchSettings, *,
         "SPARECYCLES_JOB": spec.job_id,
         MARKER_VARIABLE: spec.token,
         "PYTHONUNBUFFERED": "1",  # so stdout.txt shows progress while the task runs
+        **(extra_env or {}),
     })
     # One slot is one core: numerical libraries must not each spawn a thread
     # per core, or N tasks on N cores fight over N*N threads.

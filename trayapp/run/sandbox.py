@@ -7,8 +7,9 @@ What a task sees is built from nothing, not carved out of the whole system:
 - its task environment, read-only: the folders the task interpreter imports
   from (its prefix, its base prefix, its ``sys.path``), probed once;
 - its own folder, writable, at its own path, as its working directory and
-  ``HOME`` (``TMPDIR`` is a folder inside it);
-- its slot's compiler cache (Cython, Brian), writable, at its own path;
+  ``HOME``;
+- its slot's compiler cache (Cython, Brian) and its scratch folder
+  (``TMPDIR``), writable, at their own paths (see :mod:`trayapp.run.taskcache`);
 - a private ``/tmp`` (a small tmpfs), a fresh ``/proc`` and a minimal ``/dev``.
 
 Everything else is simply absent: the lender's home, ``/root``, ``/home``,
@@ -45,7 +46,8 @@ SYSTEM_LINKS_OR_FOLDERS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32
 
 # What a task's environment keeps from the slave's: the rest (SSH agent,
 # D-Bus and display addresses, tokens a lender's shell exported) stays out.
-KEPT_VARIABLES = ("PATH", "LANG", "LANGUAGE", "TZ", "TERM", "PYTHONPATH", "PYTHONUNBUFFERED", "PYTHONHASHSEED")
+KEPT_VARIABLES = ("PATH", "LANG", "LANGUAGE", "TZ", "TERM", "PYTHONPATH", "PYTHONUNBUFFERED", "PYTHONHASHSEED",
+                  "TMPDIR", "CYTHON_CACHE_DIR", "MAKEFLAGS", "MPLBACKEND")
 KEPT_PREFIXES = ("LC_", "SPARECYCLES_", "OMP_", "OPENBLAS_", "MKL_", "NUMEXPR_")
 
 _PROBE = """
@@ -131,9 +133,10 @@ def _is_within(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip("/") + "/")
 
 
-def sandboxed_argv(argv: list[str], task_dir: Path, *, slot_cache: Path | None, sandbox: Sandbox) -> list[str]:
+def sandboxed_argv(argv: list[str], task_dir: Path, *, writable: tuple[Path, ...] = (),
+                   sandbox: Sandbox) -> list[str]:
     """``argv`` wrapped to run inside the sandbox, in ``task_dir``, with only
-    ``task_dir`` and ``slot_cache`` writable."""
+    ``task_dir`` and the ``writable`` folders (made if missing) writable."""
     wrapped = [sandbox.bwrap, "--unshare-all", "--unshare-user", "--disable-userns",
                "--die-with-parent", "--new-session"]
     if sandbox.network:
@@ -149,52 +152,30 @@ def sandboxed_argv(argv: list[str], task_dir: Path, *, slot_cache: Path | None, 
     wrapped += ["--proc", "/proc", "--dev", "/dev", "--size", str(PRIVATE_TMP_BYTES), "--tmpfs", "/tmp"]
     for folder in sandbox.readonly_paths:
         wrapped += ["--ro-bind", folder, folder]
-    task = str(task_dir)
-    wrapped += ["--bind", task, task]
-    if slot_cache is not None:
-        wrapped += ["--bind", str(slot_cache), str(slot_cache)]
-    wrapped += ["--chdir", task, "--", *argv]
+    for folder in (task_dir, *writable):
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        wrapped += ["--bind", str(folder), str(folder)]
+    wrapped += ["--chdir", str(task_dir), "--", *argv]
     return wrapped
 
 
-def sandboxed_environment(env: dict[str, str], task_dir: Path, slot_cache: Path | None) -> dict[str, str]:
+def sandboxed_environment(env: dict[str, str], task_dir: Path) -> dict[str, str]:
     """The task's environment inside the sandbox: only harmless variables of
-    the slave's, with ``HOME`` and ``TMPDIR`` in the task's folder and the
-    compiler caches in the slot's folder."""
+    the slave's and the task's own, with ``HOME`` in the task's folder."""
     kept = {k: v for k, v in env.items() if k in KEPT_VARIABLES or k.startswith(KEPT_PREFIXES)}
-    tmp = task_dir / ".tmp"
-    kept.update({"HOME": str(task_dir), "TMPDIR": str(tmp), "TMP": str(tmp), "TEMP": str(tmp)})
+    kept["HOME"] = str(task_dir)
     kept.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
-    if slot_cache is not None:
-        kept["CYTHON_CACHE_DIR"] = str(slot_cache / "cython")
-        kept["XDG_CACHE_HOME"] = str(slot_cache / "xdg")
     return kept
-
-
-def prepare_task_folder(task_dir: Path, slot_cache: Path | None) -> None:
-    """What the sandboxed task's folder needs before it starts: its ``TMPDIR``,
-    and Brian told to compile into the slot's cache (``HOME`` is the task
-    folder, so Brian's default cache would be thrown away with every task).
-    Brian reads ``~/.brian/user_preferences`` before the job's own
-    ``brian_preferences``, so a job that sets a cache folder still wins."""
-    (task_dir / ".tmp").mkdir(exist_ok=True)
-    if slot_cache is None:
-        return
-    (slot_cache / "cython").mkdir(parents=True, exist_ok=True)
-    brian = task_dir / ".brian"
-    brian.mkdir(exist_ok=True)
-    cache = repr(str(slot_cache / "brian"))  # Brian evaluates the value as Python
-    (brian / "user_preferences").write_text(f"codegen.runtime.cython.cache_dir = {cache}\n", encoding="utf-8")
 
 
 @dataclass(frozen=True)
 class Confinement:
     """Everything that holds one attempt in: its sandbox (None: the lender
-    chose ``sandbox = "off"``), its slot's cache folder, and the caps left for
-    resource limits (those its cgroup could not hold)."""
+    chose ``sandbox = "off"``), the folders it may write besides its own, and
+    the caps left for resource limits (those its cgroup could not hold)."""
 
     sandbox: Sandbox | None
-    slot_cache: Path | None
+    writable: tuple[Path, ...]
     limits: TaskCaps
 
     def wrap(self, argv: list[str], env: dict[str, str], task_dir: Path) -> tuple[list[str], dict[str, str]]:
@@ -203,7 +184,6 @@ class Confinement:
             # Outside a user namespace the process count is the lender's whole
             # account's: only a cgroup can hold it there.
             return limits_prefix(self.limits.memory_mb, None) + argv, env
-        prepare_task_folder(task_dir, self.slot_cache)
         inner = limits_prefix(self.limits.memory_mb, self.limits.processes) + argv
-        return (sandboxed_argv(inner, task_dir, slot_cache=self.slot_cache, sandbox=self.sandbox),
-                sandboxed_environment(env, task_dir, self.slot_cache))
+        return (sandboxed_argv(inner, task_dir, writable=self.writable, sandbox=self.sandbox),
+                sandboxed_environment(env, task_dir))

@@ -35,7 +35,9 @@ from typing import Callable
 
 from trayapp import __version__
 from trayapp.wire.archive import ChecksumMismatchError, UnsafeArchiveError, ensure_unpacked
+from trayapp.install.envs import EnvStore
 from trayapp.slave.availability import Availability, SlaveState
+from trayapp.slave.environments import JobEnvironments
 from trayapp.slave.fairshare import FairShare
 from trayapp.slave.grants import Granting
 from trayapp.run.proctree import kill_tree, processes_with_marker, same_process
@@ -45,7 +47,7 @@ from trayapp.wire.protocol import (
     ProtocolError,
     decode,
 )
-from trayapp.slave.requirements import RequirementChecker, VersionProbe
+from trayapp.slave.requirements import RequirementChecker, SitePackagesWatch, VersionProbe
 from trayapp.run.posix import (
     Launcher,
     LaunchSettings,
@@ -55,7 +57,7 @@ from trayapp.run.posix import (
     lower_this_threads_priority,
     prepare,
 )
-from trayapp.slave.confinement import TaskConfiner
+from trayapp.slave.confinement import TaskConfiner, task_writable
 from trayapp.slave.session import Session
 from trayapp.slave.spool import Spool, SpoolTask
 from trayapp.status import AttemptOutcome
@@ -90,10 +92,10 @@ class SlaveSettings:
     max_task_processes: int = 512
 
 
-class SlaveEngine(Availability, Granting):
+class SlaveEngine(Availability, Granting, JobEnvironments):
     def __init__(self, spool: Spool, settings: SlaveSettings, *, slave_id: str,
                  fairshare: FairShare | None = None, clock: Callable[[], float] = time.time,
-                 rng: random.Random | None = None):
+                 rng: random.Random | None = None, envs: EnvStore | None = None):
         self.spool = spool.ensure()
         self.settings = settings
         self.slave_id = slave_id
@@ -103,10 +105,13 @@ class SlaveEngine(Availability, Granting):
         # In-process (the master's own cores), serve() lowers the engine thread itself.
         self.launcher = Launcher(LaunchSettings(python=settings.python,
                                                 nice=0 if settings.in_process else settings.nice))
-        # Re-read every 10 min on a helper thread: Brian updated in the task
-        # environment reaches the masters' host lists without a restart.
-        self.version_probe = VersionProbe(settings.python, on_change=self.wake)
-        self.requirements = RequirementChecker(settings.python)
+        # Re-read on a helper thread whenever the task environment's packages
+        # change: Brian updated there reaches the masters' host lists, and a
+        # package installed by hand the requirement checks, without a restart.
+        watch = SitePackagesWatch(settings.python)
+        self.version_probe = VersionProbe(settings.python, on_change=self.wake, watch=watch)
+        self.requirements = RequirementChecker(settings.python, watch=watch)
+        self._init_job_environments(envs)
         self.sessions: dict[int, Session] = {}
         self.tasks: dict[str, SpoolTask] = {}
         self.running: dict[str, TaskProcess] = {}
@@ -148,7 +153,7 @@ class SlaveEngine(Availability, Granting):
                 "master_names": names, "paused": self.paused_until is not None,
                 "paused_until": finite(self.paused_until), "donating": self.donating,
                 "donating_until": finite(self.donating_until), "available": self.available,
-                "name": self.settings.name, **self.confiner.describe(), **self.versions,
+                "name": self.settings.name, **self.confiner.describe(), **self.versions, "env_stamp": self.version_probe.seen_stamp,
                 # Tasks of its spool it could not take up again; their files wait for a fitting version.
                 "unreadable_tasks": {str(path): why for path, why in self.spool.unreadable.items()}}
 
@@ -187,6 +192,7 @@ class SlaveEngine(Availability, Granting):
             self.flush_all()
         finally:
             self.launcher.close()
+            self._close_environments()
 
     def flush_all(self) -> None:
         """Send what is queued for each master (blocking briefly), e.g. before exit."""
@@ -222,7 +228,7 @@ class SlaveEngine(Availability, Granting):
                 else:
                     timeout = min(timeout, 0.05)
             events = selector.select(timeout)
-            self._apply_idle_report()  # idle detection (issue 4): a returning user's tasks die first
+            self._apply_idle_report()  # a returning user's tasks die first
             for key, mask in events:
                 if key.data == "wake":
                     os.read(self._wake_r, 4096)
@@ -324,6 +330,8 @@ class SlaveEngine(Availability, Granting):
         if token in self.tasks:  # a re-sent start (the master reconnected): idempotent
             self._report(self.tasks[token], session)
             return
+        if token in self.preparing:
+            return  # its environment is being built; `preparing` reports follow
         unreadable = self.spool.unreadable.get(self.spool.task_dir(token) / "task.json")
         if unreadable:  # starting it again would overwrite the file it cannot read
             session.send("declined", token=token, reason=f"cannot read its task file: {unreadable}", retry=True)
@@ -332,7 +340,7 @@ class SlaveEngine(Availability, Granting):
             session.send("declined", token=token, reason=self.problem or self.paused_reason or "not available",
                          retry=True)
             return
-        if not session.grants and len(self.running) >= self.settings.slots:
+        if not session.grants and self.busy_slots() >= self.settings.slots:
             session.send("declined", token=token, reason="no free slot", retry=True)
             return
         if session.grants:
@@ -350,13 +358,15 @@ class SlaveEngine(Availability, Granting):
         requires = message.get("requires") or []
         if not isinstance(requires, list) or not all(isinstance(r, str) for r in requires):
             raise ProtocolError("start with malformed requirements")
-        unmet = self.requirements.unmet(requires) or self.confiner.refusal(task.memory_mb)
-        if unmet:
-            session.send("declined", token=token, reason=unmet, retry=True, requirements=True)
+        refused = self.confiner.refusal(task.memory_mb)
+        if refused:
+            session.send("declined", token=token, reason=refused, retry=True, requirements=True)
             return
-        self._start(session, task)
+        self._start_with_requirements(session, task, requires)
 
-    def _start(self, session: Session, task: SpoolTask) -> None:
+    def _start(self, session: Session, task: SpoolTask, *, python: str | None = None,
+               env_key: str | None = None) -> None:
+        """Start the task, in the job's own environment's ``python`` where it has one."""
         archive = self.spool.archive_path(task.archive_sha)
         if not archive.is_file():
             session.send("declined", token=task.token, reason="archive missing; send it first", retry=True)
@@ -380,14 +390,17 @@ class SlaveEngine(Availability, Granting):
                         task.memory_mb)
         try:
             prepare(spec, run_dir, template)
+            caches = self._task_caches(task, run_dir)
             task.started = self.clock()
-            # Its own cgroup, where possible (issue 4): born inside, so nothing escapes a freeze.
-            procs = self.cgroups.prepare(task.token) if self.cgroups is not None else None
-            confinement = self.confiner.confine(task.token, task.memory_mb, self.cgroups)
-            task.slot = self.confiner.slot_of(task.token)
             self.spool.save(task)
-            proc = self.launcher.start(spec, run_dir, cgroup_procs=procs, confinement=confinement)
+            # Its own cgroup, where possible: born inside, so nothing escapes a freeze.
+            procs = self.cgroups.prepare(task.token) if self.cgroups is not None else None
+            confinement = self.confiner.confine(task.token, task.memory_mb, self.cgroups, python or self.settings.python,
+                                                writable=task_writable(self.spool.root, self.slot_of[task.token], run_dir))
+            proc = self.launcher.start(spec, run_dir, cgroup_procs=procs, python=python, extra_env=caches,
+                                       confinement=confinement)
         except OSError as exc:
+            self._release_task(task.token)
             self.confiner.release(task.token)
             if self.cgroups is not None:
                 self.cgroups.release(task.token)
@@ -398,6 +411,8 @@ class SlaveEngine(Availability, Granting):
             return
         task.pid, task.created = proc.pid, proc.created
         self.spool.save(task)
+        if env_key is not None:
+            self.envs.mark_in_use(env_key, task.token, proc.pid, proc.created)
         self.tasks[task.token] = task
         self.running[task.token] = proc
         if procs is not None:
@@ -407,6 +422,8 @@ class SlaveEngine(Availability, Granting):
     def _on_cancel(self, session: Session, message: dict) -> None:
         token = message["token"]
         task = self.tasks.get(token)
+        if task is None and token in self.preparing and self.preparing[token].task.master == session.master:
+            self._cancel_preparing(token)
         if task is None or task.master != session.master:
             session.send("finished", token=token, outcome=AttemptOutcome.CANCELLED.value, exit_code=None)
             return
@@ -424,6 +441,7 @@ class SlaveEngine(Availability, Granting):
 
     def _on_sync(self, session: Session, message: dict) -> None:
         mine = [t.summary() for t in self.tasks.values() if t.master == session.master]
+        mine += self._preparing_reports(session.master)
         session.send("tasks", tasks=mine)
         session.send("state", **self.describe())
 
@@ -444,6 +462,8 @@ class SlaveEngine(Availability, Granting):
 
     def _on_bye(self, session: Session, message: dict) -> None:
         if message.get("stop_tasks"):
+            for prepared in [p for p in self.preparing.values() if p.task.master == session.master]:
+                self._cancel_preparing(prepared.task.token)
             for task in [t for t in self.tasks.values() if t.master == session.master]:
                 proc = self.running.pop(task.token, None)
                 if proc is not None:
@@ -453,6 +473,7 @@ class SlaveEngine(Availability, Granting):
         session.closing = True
 
     def _forget(self, task: SpoolTask) -> None:
+        self._release_task(task.token)
         self.confiner.release(task.token)
         self.tasks.pop(task.token, None)
         self.spool.remove(task.token)
@@ -481,7 +502,7 @@ class SlaveEngine(Availability, Granting):
 
     def tick(self) -> None:
         now = self.clock()
-        self._idle_tick(now)  # idle detection (issue 4)
+        self._idle_tick(now)
         self._expire_user_choices(now)
         self._charge_usage(now)
         ended = []
@@ -503,10 +524,11 @@ class SlaveEngine(Availability, Granting):
                 self._flush(session)
         for proc in ended:
             self._finish(self.tasks[proc.spec.token], proc)
+        self._tick_environments()
         self._grant(now)
         self.version_probe.refresh()
         state = (self.state, self.problem, self.paused_until, self.donating_until, len(self.running),
-                 tuple(self.versions.values()))
+                 tuple(self.versions.values()), self.version_probe.seen_stamp)
         if state != self._last_state:
             self._last_state = state
             if self.on_state_change is not None:
@@ -568,6 +590,7 @@ class SlaveEngine(Availability, Granting):
             self._set_problem(self.spool.problem(self.settings.min_free_mb))
         task.state, task.outcome, task.exit_code, task.message = "finished", outcome.value, code, message
         task.ended = self.clock()
+        self._release_task(task.token)
         shutil.rmtree(self.spool.task_dir(task.token) / "work", ignore_errors=True)
         self.spool.save(task)
         self._report(task, self._session_of(task.master))
@@ -584,8 +607,7 @@ class SlaveEngine(Availability, Granting):
             run_dir = self.spool.task_dir(task.token)
             spec = TaskSpec(task.token, task.job, task.idx, task.params, task.main, task.time_limit_s, task.cores,
                             task.memory_mb)
-            # Its caps (for the reason if it goes over) and its slot's cache stay its own.
-            self.confiner.confine(task.token, task.memory_mb, None, slot=task.slot)
+            self.confiner.remember(task.token, task.memory_mb)  # for the reason, if it goes over its cap
             alive = same_process(task.pid, task.created) if task.pid else None
             if alive is not None:
                 remaining = None
@@ -593,6 +615,7 @@ class SlaveEngine(Availability, Granting):
                     remaining = task.time_limit_s - (self.clock() - task.started)
                 deadline = time.monotonic() + remaining if remaining is not None else None
                 self.running[task.token] = TaskProcess(spec, run_dir, task.pid, task.created, deadline)
+                self._adopt_slot(task.token, run_dir)
                 log.info("adopting task %s/%s (pid %s), still running", task.job, task.idx, task.pid)
                 if self.cgroups is not None:
                     self.cgroups.adopt(task.token, task.pid)

@@ -57,7 +57,6 @@ class SpoolTask:
     time_limit_s: float | None = None
     cores: int = 1
     memory_mb: int | None = None  # what the job asked for; the task's memory cap
-    slot: int | None = None  # whose compiler cache it uses (trayapp.slave.confinement)
     state: str = "running"  # running -> finished -> (acked: removed)
     pid: int | None = None
     created: float | None = None  # the process's create time: pid + created identify it
@@ -91,15 +90,14 @@ def _from_unversioned(data: dict) -> dict:
     return data
 
 
-def _with_caps_and_slot(data: dict) -> dict:
-    """Format 1 had no memory cap and no slot: such a task asked for no memory,
-    and takes the first free slot's cache when adopted."""
-    return {**data, "memory_mb": None, "slot": None}
+def _with_a_memory_cap(data: dict) -> dict:
+    """Format 1 had no memory cap: such a task asked for no memory."""
+    return {**data, "memory_mb": None}
 
 
 # Entry N upgrades a task file of format N to N+1. Append only: released
 # spools were written in each format as it was.
-_UPGRADES = [_from_unversioned, _with_caps_and_slot]
+_UPGRADES = [_from_unversioned, _with_a_memory_cap]
 
 
 def write_json_atomically(path: Path, data: dict) -> None:
