@@ -11,6 +11,11 @@ The attempt leads a session of its own (its pgid is its pid), carries a
 marker in its environment, and is born inside its own cgroup where the
 system gives us one (:mod:`trayapp.run.cgroup`): the three nets that
 :mod:`trayapp.run.proctree` and :mod:`trayapp.run.preemption` stop it with.
+
+What holds an attempt in besides is the runner's :class:`~trayapp.run.sandbox.Confinement`:
+its cgroup takes the launch's memory and process caps where its controllers
+allow, and the confinement wraps the command in rlimits for the rest, and in
+a bubblewrap sandbox where :mod:`trayapp.run.choice` chose one.
 """
 
 from __future__ import annotations
@@ -25,11 +30,14 @@ from typing import Callable, Iterable
 
 import psutil
 
+from trayapp.run.attempt import tail_of
+from trayapp.run.caps import TaskCaps, memory_failure
 from trayapp.run.cgroup import TaskCgroups
 from trayapp.run.preemption import kill_trees, resume_trees, suspend_trees
 from trayapp.run.priority import LowPriorityStarts
 from trayapp.run.proctree import MARKER_VARIABLE, descendants_cpu_seconds, kill_tree, same_process
 from trayapp.run.runner import Launch
+from trayapp.run.sandbox import UNSANDBOXED_WARNING, Confinement
 
 # Readers look at the exit code file only once the wrapper has exited (or, after
 # a restart, once its pid is gone), so a plain write is complete when read; an
@@ -89,12 +97,16 @@ class PosixTask:
             self.on_close(self.token)
 
 
-def start_process(launch: Launch, *, cgroup_procs: Path | None = None, prefix: list[str] | None = None) -> PosixTask:
+def start_process(launch: Launch, *, cgroup_procs: Path | None = None, prefix: list[str] | None = None,
+                  confinement: Confinement | None = None, limits: TaskCaps = TaskCaps()) -> PosixTask:
     """Start the attempt as the leader of a new session, in the cgroup whose
     ``cgroup.procs`` file is given (see trayapp.run.cgroup), with ``prefix``
-    (``nice``/``ionice``) before its command."""
-    env = {**os.environ, **launch.env, MARKER_VARIABLE: launch.token}
-    command = ["/bin/sh", "-c", _WRAPPER, "sparecycles-task", str(cgroup_procs or ""), *(prefix or []), *launch.argv]
+    (``nice``/``ionice``) before its command, held in by ``confinement``
+    (sandbox, and rlimits for the ``limits`` no cgroup holds)."""
+    argv, env = list(launch.argv), {**os.environ, **launch.env, MARKER_VARIABLE: launch.token}
+    if confinement is not None:
+        argv, env = confinement.wrap(launch, env, limits)
+    command = ["/bin/sh", "-c", _WRAPPER, "sparecycles-task", str(cgroup_procs or ""), *(prefix or []), *argv]
     popen = subprocess.Popen(command, cwd=launch.work_dir, env=env, start_new_session=True,
                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -106,10 +118,19 @@ def start_process(launch: Launch, *, cgroup_procs: Path | None = None, prefix: l
 
 class PosixRunner:
     """Attempts as process sessions, each in a cgroup of its own when ``cgroups``
-    is given (:meth:`TaskCgroups.create`, None where the system refuses)."""
+    is given (:meth:`TaskCgroups.create`, None where the system refuses), held
+    in by ``confinement`` (without one: no sandbox, rlimits only).
 
-    def __init__(self, *, cgroups: TaskCgroups | None = None, lower_caller: bool = False):
+    ``problem`` (set: no task may run here, the slave lends nothing and says
+    why) and ``warning`` (it runs them, but the lender should know) are what
+    :mod:`trayapp.run.choice` found when it chose this runner."""
+
+    def __init__(self, *, cgroups: TaskCgroups | None = None, lower_caller: bool = False,
+                 confinement: Confinement | None = None, problem: str | None = None, warning: str | None = None):
         self.cgroups = cgroups
+        self.confinement = confinement or Confinement()
+        self.problem = problem
+        self.warning = warning if warning or self.confinement.sandboxed else UNSANDBOXED_WARNING
         self._starts = LowPriorityStarts(lower_caller=lower_caller)
         # Cgroups of ended attempts still populated when their handle closed
         # (an orphan was exiting): removed at a later start, or at close.
@@ -118,9 +139,12 @@ class PosixRunner:
     def start(self, launch: Launch) -> PosixTask:
         self._release_leftovers()
         procs = self.cgroups.prepare(launch.token) if self.cgroups is not None else None
+        caps = TaskCaps(launch.memory_mb, launch.max_processes)
+        # The cgroup holds what its controllers can; rlimits hold the rest.
+        limits = self.cgroups.limit(launch.token, caps) if procs is not None else caps
         try:
-            task = self._starts.run(launch.nice, lambda prefix: start_process(launch, cgroup_procs=procs,
-                                                                                prefix=prefix))
+            task = self._starts.run(launch.nice, lambda prefix: start_process(
+                launch, cgroup_procs=procs, prefix=prefix, confinement=self.confinement, limits=limits))
         except OSError:
             if self.cgroups is not None:
                 self.cgroups.release(launch.token)
@@ -154,6 +178,15 @@ class PosixRunner:
                 name = f"signal {code - 128}"
             return f"killed by {name} (exit code {code})"
         return f"exit code {code}"
+
+    def memory_failure(self, handle: PosixTask) -> str | None:
+        launch = handle.launch
+        oom = self.cgroups is not None and self.cgroups.oom_killed(launch.token)
+        return memory_failure(TaskCaps(launch.memory_mb, launch.max_processes), handle.exit_code(),
+                              tail_of(launch.task_dir / "stderr.txt"), oom_killed=oom)
+
+    def describe(self) -> dict:
+        return {"sandbox": "bwrap" if self.confinement.sandboxed else "off", "warning": self.warning}
 
     def task_cpu_seconds(self) -> float | None:
         if self.cgroups is not None:

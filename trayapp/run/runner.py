@@ -10,9 +10,11 @@ is the attempt's folder layout, which the spool packs results from::
     task_dir/stderr.txt
 
 Today's runner is :class:`trayapp.run.posix.PosixRunner` (a session per
-attempt, pidfd, cgroup or process-group kills). A sandboxed runner wraps
-``argv``; a Windows runner uses job objects. Each is a module of its own
-plus one line in :mod:`trayapp.run.choice`, where the runner is chosen.
+attempt, pidfd, cgroup or process-group kills), which wraps ``argv`` in a
+bubblewrap sandbox when :mod:`trayapp.run.choice` gives it one
+(:mod:`trayapp.run.sandbox`); a Windows runner would use job objects. Each
+is a module of its own plus a line in :mod:`trayapp.run.choice`, where the
+runner is chosen from the lender's settings.
 """
 
 from __future__ import annotations
@@ -34,8 +36,10 @@ class Launch:
     cores: int = 1
     nice: int = 10  # low CPU (and, where the runner can, idle I/O) priority; 0 = the slave's own
     time_limit_s: float | None = None  # the engine enforces it; a runner may add a cap of its own
-    memory_mb: int | None = None
+    memory_mb: int | None = None  # the attempt's caps, held by its cgroup or by rlimits
     max_processes: int | None = None
+    # Folders the attempt may write besides its own: its slot's caches and its scratch folder.
+    writable: tuple[Path, ...] = ()
 
     @property
     def work_dir(self) -> Path:
@@ -76,6 +80,12 @@ class TaskRunner(Protocol):
     not one per task.
     """
 
+    # Set: no task may run here (a sandbox was asked for and cannot be had);
+    # the slave lends nothing and says why.
+    problem: str | None
+    # Set: tasks run, but the lender should know (e.g. without a sandbox).
+    warning: str | None
+
     def start(self, launch: Launch) -> TaskHandle:
         """Start the attempt in ``launch.work_dir``; OSError if it cannot start."""
 
@@ -95,6 +105,13 @@ class TaskRunner(Protocol):
 
     def describe_exit(self, code: int) -> str:
         """An exit code as the lab user should read it (e.g. "killed by SIGKILL")."""
+
+    def memory_failure(self, handle: TaskHandle) -> str | None:
+        """Why the attempt failed, when it went over its memory cap (``launch.memory_mb``);
+        else None. Asked before the handle is closed."""
+
+    def describe(self) -> dict:
+        """What the slave's state says about how its tasks run (``sandbox``, ``warning``)."""
 
     def task_cpu_seconds(self) -> float | None:
         """CPU time every task used so far, None if unknown now (the idle policy

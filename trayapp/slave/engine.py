@@ -17,13 +17,13 @@ The engine is composed of parts it owns and calls through small interfaces:
 a task runner (:mod:`trayapp.run.runner`, chosen in :mod:`trayapp.run.choice`)
 runs the attempts; :mod:`trayapp.slave.availability` says when it may work at
 all (the PC's user away, pause, donate); :mod:`trayapp.slave.grants` says who
-gets a free slot. Messages reach their handler through one table
+gets a free slot; :mod:`trayapp.slave.environments` builds the environment a
+job's requirements need, its tasks waiting in their slots. Messages reach their handler through one table
 (:attr:`SlaveEngine.handlers`), one entry per message a master sends.
 """
 
 from __future__ import annotations
 
-import base64
 import logging
 import math
 import os
@@ -40,28 +40,30 @@ from pathlib import Path
 from typing import Callable
 
 from trayapp import __version__
-from trayapp.wire.archive import ChecksumMismatchError, UnsafeArchiveError, ensure_unpacked
+from trayapp.install.envs import EnvStore
 from trayapp.slave.availability import Availability, SlaveState
+from trayapp.slave.environments import JobEnvironments
 from trayapp.slave.fairshare import FairShare
 from trayapp.slave.grants import Granting
 from trayapp.wire.protocol import (
-    INLINE_RESULTS_MAX,
     VERSION,
     ProtocolError,
     decode,
 )
-from trayapp.slave.requirements import RequirementChecker, VersionProbe
+from trayapp.slave.requirements import RequirementChecker, SitePackagesWatch, VersionProbe
 from trayapp.run.attempt import prepare, tail_of, task_launch
+from trayapp.run.caps import caps_for, memory_refusal, slave_memory_limit_mb
+from trayapp.run.taskcache import slot_cache_dir
 from trayapp.run.runner import Launch, TaskRunner
 from trayapp.slave.running import Attempt, RunningAttempts
 from trayapp.slave.session import Session
+from trayapp.slave.transfers import SHA, ArchiveRefused, Transfers
 from trayapp.slave.spool import Spool, SpoolTask
 from trayapp.status import AttemptOutcome
 
 log = logging.getLogger(__name__)
 
 _HEX = re.compile(r"^[0-9a-f]{8,64}$")
-_SHA = re.compile(r"^[0-9a-f]{64}$")
 
 
 @dataclass
@@ -83,26 +85,36 @@ class SlaveSettings:
     # The master's own cores: the engine shares the master's process, so
     # results are handed over as a folder (no tar round trip).
     in_process: bool = False
+    # Each task's caps (its runner holds it to them): memory is what its job asks
+    # for, within this; 0 is three quarters of the PC's memory.
+    max_task_memory_mb: int = 0
+    max_task_processes: int = 512
 
 
 class SlaveEngine:
     def __init__(self, spool: Spool, settings: SlaveSettings, *, slave_id: str, runner: TaskRunner,
                  fairshare: FairShare | None = None, clock: Callable[[], float] = time.time,
-                 rng: random.Random | None = None):
+                 rng: random.Random | None = None, envs: EnvStore | None = None):
         self.spool = spool.ensure()
         self.settings = settings
         self.slave_id = slave_id
         self.runner = runner
         self.fairshare = fairshare or FairShare()
+        self.transfers = Transfers(self.spool, min_free_mb=settings.min_free_mb)
         self.clock = clock
-        # Re-read every 10 min on a helper thread: Brian updated in the task
-        # environment reaches the masters' host lists without a restart.
-        self.version_probe = VersionProbe(settings.python, on_change=self.wake)
-        self.requirements = RequirementChecker(settings.python)
+        # Re-read on a helper thread whenever the task environment's packages
+        # change: Brian updated there reaches the masters' host lists, and a
+        # package installed by hand the requirement checks, without a restart.
+        watch = SitePackagesWatch(settings.python)
+        self.version_probe = VersionProbe(settings.python, on_change=self.wake, watch=watch)
+        self.requirements = RequirementChecker(settings.python, watch=watch)
+        self.memory_limit_mb = slave_memory_limit_mb(settings.max_task_memory_mb)
         self.sessions: dict[int, Session] = {}
         self.tasks: dict[str, SpoolTask] = {}
         self.running = RunningAttempts()
-        self.problem: str | None = None
+        self.problem: str | None = runner.problem
+        self.environments = JobEnvironments(envs, self.requirements, start=self._start, session_of=self._session_of,
+                                            accepts_work=self.accepts_work, wake=self.wake)
         self.availability = Availability(runner, running=self.running.handles, stop_all_tasks=self.stop_all_tasks,
                                          wake=self.wake, clock=clock, preempt=settings.preempt,
                                          suspend_grace_s=settings.suspend_grace_s)
@@ -113,8 +125,8 @@ class SlaveEngine:
             "hello": self._on_hello,
             "demand": self.granting.on_demand,
             "release": self.granting.on_release,
-            "need_archive": self._on_need_archive,
-            "archive_uploaded": self._on_archive_uploaded,
+            "need_archive": self.transfers.on_need_archive,
+            "archive_uploaded": self.transfers.on_archive_uploaded,
             "start": self._on_start,
             "cancel": self._on_cancel,
             "ack": self._on_ack,
@@ -149,18 +161,24 @@ class SlaveEngine:
         state = self.state
         return {"state": state.value,
                 "reason": (self.problem or lending.paused_reason or lending.waiting_reason
-                           or (lending.donating_reason if state is SlaveState.DONATING else None)),
+                           or (lending.donating_reason if state is SlaveState.DONATING else None)
+                           or self.runner.warning),
                 "slots": self.settings.slots,
                 "running": len(self.running), "running_by_master": self._running_by_master(), "usage": usage,
                 "master_names": names, "paused": lending.paused_until is not None,
                 "paused_until": finite(lending.paused_until), "donating": lending.donating,
                 "donating_until": finite(lending.donating_until), "available": lending.available,
-                "name": self.settings.name, **self.versions,
+                "name": self.settings.name, **self.runner.describe(), "max_task_memory_mb": self.memory_limit_mb,
+                **self.versions, "env_stamp": self.version_probe.seen_stamp,
                 # Tasks of its spool it could not take up again; their files wait for a fitting version.
                 "unreadable_tasks": {str(path): why for path, why in self.spool.unreadable.items()}}
 
     def accepts_work(self) -> bool:
         return self.problem is None and self.availability.may_work()
+
+    def busy_slots(self) -> int:
+        """Slots held by running attempts and by tasks waiting for their environment."""
+        return len(self.running) + len(self.environments)
 
     def _running_by_master(self) -> dict[str, int]:
         """Tasks the spool records as running, by master."""
@@ -194,9 +212,12 @@ class SlaveEngine:
         self.recover()
         if listener is not None:
             listener.setblocking(False)
-        while not self._stopping:
-            self._step(listener, poll_s)
-        self.flush_all()
+        try:
+            while not self._stopping:
+                self._step(listener, poll_s)
+            self.flush_all()
+        finally:
+            self.environments.close()
 
     def close(self) -> None:
         """Release the runner once the engine is done with its tasks (after
@@ -298,33 +319,6 @@ class SlaveEngine:
         session.send("hello", slave=self.slave_id, protocol=VERSION, version=__version__,
                      spool=str(self.spool.root), **self.describe())
 
-    def _on_need_archive(self, session: Session, message: dict) -> None:
-        sha = message["sha"]
-        if not isinstance(sha, str) or not _SHA.match(sha):
-            raise ProtocolError("need_archive without a sha256")
-        if self.spool.has_archive(sha):
-            session.send("archive", sha=sha, present=True)
-        else:
-            session.send("archive", sha=sha, present=False, upload_path=str(self.spool.upload_path(sha)))
-
-    def _on_archive_uploaded(self, session: Session, message: dict) -> None:
-        sha, path = message["sha"], Path(str(message["path"]))
-        if not isinstance(sha, str) or not _SHA.match(sha):
-            raise ProtocolError("archive_uploaded without a sha256")
-        try:
-            self.spool.accept_upload(sha, path)
-        except (OSError, ChecksumMismatchError) as exc:
-            session.send("archive_bad", sha=sha, reason=str(exc))
-        else:
-            session.send("archive_ok", sha=sha)
-            try:
-                # Unpacked now, with the hash just checked: the first task's start
-                # neither hashes the archive again nor waits for the unpacking.
-                ensure_unpacked(self.spool.archive_path(sha), self.spool.unpacked, verified=True)
-            except Exception as exc:  # noqa: BLE001 - the first start tries again and tells the master
-                log.info("archive %s: not unpacked on arrival (%s); the first task's start will say why",
-                         sha[:12], exc)
-
     def _on_start(self, session: Session, message: dict) -> None:
         token = message["token"]
         if not isinstance(token, str) or not _HEX.match(token):
@@ -332,6 +326,8 @@ class SlaveEngine:
         if token in self.tasks:  # a re-sent start (the master reconnected): idempotent
             self._report(self.tasks[token], session)
             return
+        if token in self.environments:
+            return  # its environment is being built; `preparing` reports follow
         unreadable = self.spool.unreadable.get(self.spool.task_dir(token) / "task.json")
         if unreadable:  # starting it again would overwrite the file it cannot read
             session.send("declined", token=token, reason=f"cannot read its task file: {unreadable}", retry=True)
@@ -340,7 +336,7 @@ class SlaveEngine:
             reason = self.problem or self.availability.paused_reason or "not available"
             session.send("declined", token=token, reason=reason, retry=True)
             return
-        if not session.grants and len(self.running) >= self.settings.slots:
+        if not session.grants and self.busy_slots() >= self.settings.slots:
             session.send("declined", token=token, reason="no free slot", retry=True)
             return
         if session.grants:
@@ -349,46 +345,40 @@ class SlaveEngine:
             task = SpoolTask(token=token, master=session.master, job=str(message["job"]), idx=int(message["idx"]),
                              params=dict(message["params"]), main=str(message["main"]),
                              archive_sha=str(message["archive_sha"]),
-                             time_limit_s=message.get("time_limit_s"), cores=int(message.get("cores") or 1))
+                             time_limit_s=message.get("time_limit_s"), cores=int(message.get("cores") or 1),
+                             memory_mb=int(message["memory_mb"]) if message.get("memory_mb") else None)
         except (TypeError, ValueError) as exc:
             raise ProtocolError(f"malformed start: {exc}") from None
-        if "/" in task.main or "\\" in task.main or task.main.startswith(".") or not _SHA.match(task.archive_sha):
+        if "/" in task.main or "\\" in task.main or task.main.startswith(".") or not SHA.match(task.archive_sha):
             raise ProtocolError("start with an unsafe main script or archive name")
         requires = message.get("requires") or []
         if not isinstance(requires, list) or not all(isinstance(r, str) for r in requires):
             raise ProtocolError("start with malformed requirements")
-        unmet = self.requirements.unmet(requires)
-        if unmet:
-            session.send("declined", token=token, reason=unmet, retry=True, requirements=True)
+        refused = memory_refusal(task.memory_mb, self.memory_limit_mb)
+        if refused:
+            session.send("declined", token=token, reason=refused, retry=True, requirements=True)
             return
-        self._start(session, task)
+        self.environments.start(session, task, requires)
 
-    def _start(self, session: Session, task: SpoolTask) -> None:
-        archive = self.spool.archive_path(task.archive_sha)
-        if not archive.is_file():
-            session.send("declined", token=task.token, reason="archive missing; send it first", retry=True)
-            return
+    def _start(self, session: Session, task: SpoolTask, python: str | None, env_key: str | None) -> None:
+        """Start the task, with its job environment's ``python`` (``env_key``) where it has one."""
         try:
-            template = ensure_unpacked(archive, self.spool.unpacked)
-        except ChecksumMismatchError as exc:
-            archive.unlink(missing_ok=True)  # so the master's next need_archive re-sends it
-            session.send("declined", token=task.token, reason=str(exc), retry=True)
+            template = self.transfers.unpacked(task.archive_sha)
+        except ArchiveRefused as refused:
+            if refused.spool_problem:
+                self._set_problem(refused.reason)
+            session.send("declined", token=task.token, reason=refused.reason, retry=refused.retry)
             return
-        except UnsafeArchiveError as exc:
-            session.send("declined", token=task.token, reason=f"refused the job archive: {exc}", retry=False)
-            return
-        except (OSError, EOFError, Exception) as exc:  # noqa: BLE001 - tarfile raises many kinds
-            reason = self.spool.problem(self.settings.min_free_mb) or f"cannot unpack the job archive: {exc}"
-            self._set_problem(reason)
-            session.send("declined", token=task.token, reason=reason, retry=True)
-            return
-        launch = self._launch_of(task)
+        launch = self._launch_of(task, python=python)
         try:
-            prepare(launch.task_dir, template, task.params)
+            prepare(launch.task_dir, template, task.params, cache_dir=self._cache_of(launch.slot), cores=task.cores)
+            # Kept with the task, so a restarted engine adopts it in the slot (and cache) it holds.
+            (launch.task_dir / "slot").write_text(str(launch.slot))
             task.started = self.clock()
             self.spool.save(task)
             handle = self.runner.start(launch)
         except OSError as exc:
+            self.environments.release(task.token)
             shutil.rmtree(launch.task_dir, ignore_errors=True)
             reason = self.spool.problem(self.settings.min_free_mb) or f"cannot start the task: {exc}"
             self._set_problem(reason)
@@ -396,21 +386,29 @@ class SlaveEngine:
             return
         task.pid, task.created = handle.pid, handle.created
         self.spool.save(task)
+        self.environments.started(env_key, task.token, handle.pid, handle.created)
         self.tasks[task.token] = task
         self.running.add(task.token, handle, task.time_limit_s or None)
         session.send("started", token=task.token, pid=handle.pid)
 
-    def _launch_of(self, task: SpoolTask) -> Launch:
-        """What the runner is told about an attempt; it takes the lowest free slot."""
-        return task_launch(task.token, self.spool.task_dir(task.token), python=self.settings.python,
-                           main=task.main, params=task.params, job_id=task.job, idx=task.idx,
-                           slot=self.running.free_slot(), cores=task.cores, nice=self.settings.nice,
-                           time_limit_s=task.time_limit_s)
+    def _launch_of(self, task: SpoolTask, *, python: str | None = None, slot: int | None = None) -> Launch:
+        """What the runner is told about an attempt: its caps, and by default
+        the task environment's python and the lowest free slot."""
+        slot = self.running.free_slot() if slot is None else slot
+        caps = caps_for(task.memory_mb, self.memory_limit_mb, self.settings.max_task_processes)
+        return task_launch(task.token, self.spool.task_dir(task.token), python=python or self.settings.python,
+                           main=task.main, params=task.params, job_id=task.job, idx=task.idx, slot=slot,
+                           cores=task.cores, nice=self.settings.nice, time_limit_s=task.time_limit_s,
+                           memory_mb=caps.memory_mb, max_processes=caps.processes, cache_dir=self._cache_of(slot))
+
+    def _cache_of(self, slot: int) -> Path:
+        return slot_cache_dir(self.spool.root, slot)
 
     def _on_cancel(self, session: Session, message: dict) -> None:
         token = message["token"]
         task = self.tasks.get(token)
         if task is None or task.master != session.master:
+            self.environments.cancel(token, session.master)
             session.send("finished", token=token, outcome=AttemptOutcome.CANCELLED.value, exit_code=None)
             return
         self.running.kill(token)
@@ -424,6 +422,7 @@ class SlaveEngine:
 
     def _on_sync(self, session: Session, message: dict) -> None:
         mine = [t.summary() for t in self.tasks.values() if t.master == session.master]
+        mine += self.environments.reports(session.master)
         session.send("tasks", tasks=mine)
         session.send("state", **self.describe())
 
@@ -444,12 +443,14 @@ class SlaveEngine:
 
     def _on_bye(self, session: Session, message: dict) -> None:
         if message.get("stop_tasks"):
+            self.environments.cancel_all_of(session.master)
             for task in [t for t in self.tasks.values() if t.master == session.master]:
                 self.running.kill(task.token)
                 self._forget(task)
         session.closing = True
 
     def _forget(self, task: SpoolTask) -> None:
+        self.environments.release(task.token)
         self.tasks.pop(task.token, None)
         self.spool.remove(task.token)
 
@@ -457,21 +458,9 @@ class SlaveEngine:
         if session is None:
             return  # the master collects it after its next sync
         if task.state == "finished":
-            session.send("finished", **task.summary(), **self._inline_results(task))
+            session.send("finished", **task.summary(), **self.transfers.inline_results(task))
         else:
             session.send("started", token=task.token, pid=task.pid)
-
-    def _inline_results(self, task: SpoolTask) -> dict:
-        """A small results archive rides in the message itself. The spool keeps
-        it until the master acks, so a master that cannot use the copy (or
-        predates it) fetches it by SFTP as before."""
-        if not task.results_sha or task.results_size is None or task.results_size > INLINE_RESULTS_MAX:
-            return {}
-        try:
-            data = Path(task.results_path).read_bytes()
-        except OSError:
-            return {}  # the master's fetch will tell it what is wrong
-        return {"results_inline": base64.b64encode(data).decode("ascii")}
 
     # ----- the timer side ------------------------------------------------------------
 
@@ -489,10 +478,11 @@ class SlaveEngine:
                 self._flush(session)
         for attempt in ended:
             self._finish(self.tasks[attempt.token], attempt)
+        self.environments.tick()
         self._grant(now)
         self.version_probe.refresh()
         state = (self.state, self.problem, self.availability.paused_until, self.availability.donating_until,
-                 len(self.running), tuple(self.versions.values()))
+                 len(self.running), tuple(self.versions.values()), self.version_probe.seen_stamp)
         if state != self._last_state:
             self._last_state = state
             if self.on_state_change is not None:
@@ -503,8 +493,11 @@ class SlaveEngine:
 
     def _grant(self, now: float) -> None:
         self._check_disk(now)
-        self.granting.offer_free_slots(now, self.sessions.values(), running=len(self.running),
-                                       holding=self._running_by_master(), may_grant=self.accepts_work())
+        holding = self._running_by_master()
+        for master, n in self.environments.holding().items():
+            holding[master] = holding.get(master, 0) + n
+        self.granting.offer_free_slots(now, self.sessions.values(), running=self.busy_slots(), holding=holding,
+                                       may_grant=self.accepts_work())
 
     def _check_disk(self, now: float, *, force: bool = False) -> None:
         """A full or read-only spool makes the slave unavailable before it takes
@@ -512,7 +505,7 @@ class SlaveEngine:
         if not force and now - self._disk_checked < 1.0:
             return
         self._disk_checked = now
-        problem = self.spool.problem(self.settings.min_free_mb)
+        problem = self.runner.problem or self.spool.problem(self.settings.min_free_mb)
         if problem != self.problem:
             self._set_problem(problem)
 
@@ -524,7 +517,6 @@ class SlaveEngine:
         self.problem = reason
 
     def _finish(self, task: SpoolTask, attempt: Attempt) -> None:
-        attempt.handle.close()
         code = attempt.handle.exit_code()
         if attempt.timed_out:
             outcome, message = AttemptOutcome.TIMED_OUT, f"stopped after its time limit of {task.time_limit_s:g} s"
@@ -534,6 +526,11 @@ class SlaveEngine:
             outcome, message = AttemptOutcome.HOST_LOST, "the task's process vanished without an exit code"
         else:
             outcome, message = AttemptOutcome.EXITED, self.runner.describe_exit(code)
+        if outcome is not AttemptOutcome.SUCCEEDED and not attempt.timed_out:
+            over_memory = self.runner.memory_failure(attempt.handle)  # asked while its cgroup still exists
+            if over_memory:
+                outcome, message = AttemptOutcome.EXITED, over_memory
+        attempt.handle.close()
         if outcome in (AttemptOutcome.EXITED, AttemptOutcome.TIMED_OUT):
             tail = tail_of(attempt.handle.launch.task_dir / "stderr.txt")
             if tail:
@@ -554,6 +551,7 @@ class SlaveEngine:
             self._set_problem(self.spool.problem(self.settings.min_free_mb))
         task.state, task.outcome, task.exit_code, task.message = "finished", outcome.value, code, message
         task.ended = self.clock()
+        self.environments.release(task.token)
         shutil.rmtree(self.spool.task_dir(task.token) / "work", ignore_errors=True)
         self.spool.save(task)
         self._report(task, self._session_of(task.master))
@@ -567,7 +565,8 @@ class SlaveEngine:
             self.tasks[task.token] = task
             if task.state != "running":
                 continue
-            handle = self.runner.adopt(self._launch_of(task), task.pid or 0, task.created)
+            handle = self.runner.adopt(self._launch_of(task, slot=self._slot_recorded(task)), task.pid or 0,
+                                       task.created)
             if not handle.has_ended():
                 remaining = None
                 if task.time_limit_s and task.started:
@@ -581,6 +580,12 @@ class SlaveEngine:
                 handle.kill_whole_tree()  # whatever it left behind, found by its marker
                 handle.close()
                 self._settle(task, AttemptOutcome.HOST_LOST, None, "the slave stopped before the task finished")
+
+    def _slot_recorded(self, task: SpoolTask) -> int | None:
+        try:
+            return int((self.spool.task_dir(task.token) / "slot").read_text())
+        except (OSError, ValueError):
+            return None  # started by an engine that kept no slot: the lowest free one
 
     def stop_all_tasks(self, outcome: AttemptOutcome, message: str) -> int:
         """Kill every running task (the user came back, or the slave shuts down)."""
