@@ -18,7 +18,9 @@ a task runner (:mod:`trayapp.run.runner`, chosen in :mod:`trayapp.run.choice`)
 runs the attempts; :mod:`trayapp.slave.availability` says when it may work at
 all (the PC's user away, pause, donate); :mod:`trayapp.slave.grants` says who
 gets a free slot; :mod:`trayapp.slave.environments` builds the environment a
-job's requirements need, its tasks waiting in their slots. Messages reach their handler through one table
+job's requirements need, its tasks waiting in their slots;
+:mod:`trayapp.slave.transfers` takes job archives in and sends small results
+out. Messages reach their handler through one table
 (:attr:`SlaveEngine.handlers`), one entry per message a master sends.
 """
 
@@ -45,11 +47,7 @@ from trayapp.slave.availability import Availability, SlaveState
 from trayapp.slave.environments import JobEnvironments
 from trayapp.slave.fairshare import FairShare
 from trayapp.slave.grants import Granting
-from trayapp.wire.protocol import (
-    VERSION,
-    ProtocolError,
-    decode,
-)
+from trayapp.wire.protocol import VERSION, ProtocolError, decode
 from trayapp.slave.requirements import RequirementChecker, SitePackagesWatch, VersionProbe
 from trayapp.run.attempt import prepare, tail_of, task_launch
 from trayapp.run.caps import caps_for, memory_refusal, slave_memory_limit_mb
