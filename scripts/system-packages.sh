@@ -28,6 +28,12 @@ packages+=(xvfb xdotool dbus-daemon gcc python3-dev linux-libc-dev)
 # the build script times the bundled tray app's start to its icon in a tray.
 packages+=(desktop-file-utils binutils tar gzip xvfb trayer x11-utils)
 # --- end deployment ---
+# --- slurm clusters ---
+# slurm-wlm, munge: the SLURM tests start a one-node cluster of their own
+# (munged, slurmctld, slurmd with a config in a temp folder); the clients
+# (sbatch, squeue, scancel) are what a cluster's login node offers.
+packages+=(slurm-wlm munge)
+# --- end slurm clusters ---
 
 missing=()
 for pkg in "${packages[@]}"; do
