@@ -10,6 +10,7 @@ import time
 from trayapp.app import App
 from trayapp.cli.output import table
 from trayapp.errors import UserError
+from trayapp.master.kinds import slurm as slurm_kind
 from trayapp.master.store import HostRecord
 
 
@@ -20,14 +21,18 @@ def cmd_add(app: App, args) -> int:
         raise UserError(f"--port must be between 1 and 65535, not {args.port}")
     if args.name == "local":
         raise UserError("'local' is the name of this PC's own cores", "choose another name")
+    options = slurm_kind.options_from_args(args).to_dict() if args.kind == slurm_kind.KIND else None
     host = app.store.add_host(args.name, args.host, port=args.port, user=args.user or getpass.getuser(),
-                              key_path=args.key, agent_command=args.agent_command, slots=args.slots)
+                              key_path=args.key, agent_command=args.agent_command, slots=args.slots,
+                              kind=args.kind, options=options)
     if args.ask_secret:
         from trayapp.wire.ssh import store_secret
 
         store_secret(host, getpass.getpass(f"passphrase or password for {host.user}@{host.address}: "))
     print(f"added host {host.name} ({host.user}@{host.address}:{host.port})")
     print(f"next: check its key fingerprint and trust it: sparecycles hosts trust {host.name}")
+    if host.kind == slurm_kind.KIND:
+        print(f"then see what the cluster allows: sparecycles hosts test {host.name}")
     return 0
 
 
@@ -46,7 +51,12 @@ def _host_json(app: App, host: HostRecord, master_id: str) -> dict:
     info = host.info
     usage = info.get("usage") or {}
     total = sum(usage.values())
-    return {"name": host.name, "address": host.address, "port": host.port, "user": host.user,
+    if host.kind == slurm_kind.KIND:
+        return {"name": host.name, "kind": host.kind, "address": host.address, "port": host.port, "user": host.user,
+                "state": host.state, "reason": host.reason, "slots": None, "running": app.store.running_on(host.name),
+                "last_seen": host.last_seen, "python": host.options.get("python"), "brian": None, "share": None,
+                **slurm_kind.row(host)}
+    return {"name": host.name, "kind": host.kind, "address": host.address, "port": host.port, "user": host.user,
             "state": host.state, "reason": host.reason, "slots": info.get("slots"),
             "running": app.store.running_on(host.name),
             "running_all_masters": info.get("running"), "last_seen": host.last_seen,
@@ -65,11 +75,33 @@ def cmd_list(app: App, args) -> int:
         return 0
 
     rows = [[h["name"], h["state"] + (f" ({h['reason']})" if h["reason"] else ""),
-             "-" if h["slots"] is None else str(h["slots"]), str(h["running"]),
+             _cluster_load(h) if h["kind"] == slurm_kind.KIND else "-" if h["slots"] is None else str(h["slots"]),
+             str(h["running"]),
              "-" if h["share"] is None else f"{h['share']:.0%}", _ago(h["last_seen"]),
              h["python"] or "-", h["brian"] or "-"] for h in hosts]
     print(table(["HOST", "STATE", "SLOTS", "RUNNING", "SHARE", "LAST SEEN", "PYTHON", "BRIAN"], rows))
     return 0
+
+
+def _cluster_load(h: dict) -> str:
+    """A cluster has no slots: what is in flight there, pending, and for how long."""
+    if h.get("in_flight") is None:
+        return "cluster"
+    return (f"cluster: {h['in_flight']} in flight, {h['pending']} pending"
+            + (f" (oldest {h['oldest_pending_s']:.0f} s)" if h["pending"] else ""))
+
+
+def cmd_test(app: App, args) -> int:
+    from trayapp.wire.ssh import shell_connector
+
+    host = app.store.host(args.name)
+    if host.kind != slurm_kind.KIND:
+        raise UserError(f"{host.name} is a {host.kind} host; 'hosts test' checks clusters",
+                        "see 'sparecycles hosts list' for the state of other hosts")
+    findings = slurm_kind.test(host, shell_connector(app.home)(host))
+    for finding in findings:
+        print(finding.line())
+    return 0 if all(f.ok for f in findings) else 3
 
 
 def cmd_remove(app: App, args) -> int:
@@ -139,4 +171,4 @@ def cmd_trust(app: App, args) -> int:
     return 0
 
 
-HANDLERS = {"add": cmd_add, "list": cmd_list, "remove": cmd_remove, "trust": cmd_trust}
+HANDLERS = {"add": cmd_add, "list": cmd_list, "remove": cmd_remove, "trust": cmd_trust, "test": cmd_test}

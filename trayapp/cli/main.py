@@ -24,6 +24,7 @@ from trayapp.errors import UserError
 from trayapp.job.manifest import parse_duration
 from trayapp.master.progress import describe_counts, wait_for_job
 from trayapp.status import TaskStatus
+from trayapp.master.kinds import slurm as slurm_kind
 from trayapp.master.store import JobRecord, TaskRecord
 
 
@@ -97,8 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     hosts = verbs.add_parser("hosts", help="the slaves this master sends work to")
     host_verbs = hosts.add_subparsers(dest="host_verb", metavar="ACTION", required=True)
-    p = host_verbs.add_parser("add", help="add a slave PC reached over SSH")
+    p = host_verbs.add_parser("add", help="add a slave PC reached over SSH, or a SLURM cluster (--kind slurm)")
     p.add_argument("name")
+    p.add_argument("--kind", choices=("ssh", "slurm"), default="ssh",
+                   help="ssh: a PC running the slave daemon (default); slurm: a cluster's login node")
     p.add_argument("--host", required=True, help="address of the PC")
     p.add_argument("--port", type=int, default=22)
     p.add_argument("--user", help="SSH user (default: yours)")
@@ -108,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--slots", type=int, help="at most this many of our tasks there at once")
     p.add_argument("--ask-secret", action="store_true",
                    help="ask for the key passphrase or password and keep it in the OS keyring")
+    slurm_kind.add_arguments(p)
     p = host_verbs.add_parser("list", help="hosts with their state, slots and versions")
     p.add_argument("--json", action="store_true")
     p = host_verbs.add_parser("remove", help="forget a host")
@@ -117,6 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--yes", action="store_true", help="trust without asking")
     p.add_argument("--fingerprint", help="trust only if the key has this SHA256 fingerprint")
     p.add_argument("--replace", action="store_true", help="replace a key that changed")
+    p = host_verbs.add_parser("test", help="check a cluster: SSH, --setup, sbatch, its limits; say what we will do")
+    p.add_argument("name")
 
     p = verbs.add_parser("demo", help="run the bundled Brian sweep on this PC and summarise it")
     p.add_argument("--timeout", type=_duration)

@@ -26,6 +26,7 @@ from trayapp.home import Home
 from trayapp.install.taskenv import task_interpreter
 from trayapp.locks import InstanceLock
 from trayapp.master.driver import DriverSettings, HostDriver
+from trayapp.master.kinds import slurm as slurm_kind
 from trayapp.master.kinds.local import LocalSlave
 from trayapp.wire.links import Link
 from trayapp.slave.engine import SlaveEngine, SlaveSettings
@@ -126,7 +127,16 @@ class Dispatcher:
         for name in [n for n in self.drivers if n != LOCAL_HOST and n not in wanted]:
             self.drivers.pop(name).stop(retire=True)  # `hosts remove` requeued its tasks: they stop there
         for name, host in wanted.items():
-            if name not in self.drivers:
+            if name in self.drivers:
+                continue
+            if host.kind == slurm_kind.KIND:
+                from trayapp.wire.ssh import shell_connector
+
+                driver = slurm_kind.make_driver(host, self._store_factory, shell_connector(self.home)(host),
+                                                max_results_mb=self.config.max_results_mb)
+                self.drivers[name] = driver
+                driver.start()
+            else:
                 self._add_driver(name, self._connect_ssh(host), cap=host.slots, stop_tasks=False)
 
     def shutdown(self) -> None:
