@@ -89,3 +89,144 @@ def test_a_sweep_runs_as_several_arrays_and_every_result_comes_back_once(home, s
         s in ("COMPLETED",) for s in cluster.client("squeue", "-h", "-r", "--states=all", "-o", "%T").stdout.split())
     assert not any((tmp_path / "remote-cluster" / "tasks").iterdir())
     assert not any((tmp_path / "remote-cluster" / "chunks").iterdir())
+
+
+def test_cancelling_a_job_clears_slurms_queue_of_it(home, sshd, cluster, tmp_path):
+    add_cluster("cluster", sshd, cluster, tmp_path)
+    job_id, runs_log = submit_sweep(tmp_path, 8, sleep=120)
+    master = start_master("--no-local")
+    try:
+        wait_until(lambda: runs(runs_log), timeout=60, interval=0.2, what="tasks running on the cluster")
+        assert cluster.jobs_in_queue()
+        cli("cancel", job_id, check=True)
+        cancelled = time.monotonic()
+        wait_until(lambda: not cluster.jobs_in_queue(), timeout=30, interval=0.2, what="SLURM's queue to empty")
+        took = time.monotonic() - cancelled
+    finally:
+        out = stop_process(master)
+    status = json.loads(cli("status", job_id, "--json", check=True).stdout)
+    assert status["status"] == "cancelled", (status, out)
+    assert took < 30
+    print(f"cancel cleared SLURM's queue in {took:.1f} s")
+
+
+def test_hosts_list_and_test_describe_the_cluster(home, sshd, cluster, tmp_path):
+    add_cluster("cluster", sshd, cluster, tmp_path)
+    out = cli("hosts", "test", "cluster")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "sbatch --test-only accepts" in out.stdout
+    assert "sacct does not work here" in out.stdout
+    assert "MaxArraySize 5" in out.stdout and "MinJobAge 30 s" in out.stdout
+    assert "will submit arrays of up to 5 tasks" in out.stdout
+    job_id, runs_log = submit_sweep(tmp_path, 6, sleep=30)
+    master = start_master("--no-local")
+    try:
+        wait_until(lambda: runs(runs_log), timeout=60, interval=0.2, what="tasks running on the cluster")
+        def row():
+            hosts = json.loads(cli("hosts", "list", "--json", check=True).stdout)
+            return next(h for h in hosts if h["name"] == "cluster")
+        wait_until(lambda: row().get("running"), timeout=20, what="the row to show running tasks")
+        shown = row()
+        assert shown["kind"] == "slurm" and shown["state"] == "ready"
+        assert shown["in_flight"] == 6 and shown["pending"] + shown["running"] == 6, shown
+        table = cli("hosts", "list", check=True).stdout
+        assert "cluster: 6 in flight" in table, table
+        cli("cancel", job_id, check=True)
+    finally:
+        stop_process(master)
+
+
+def test_slurmd_killed_mid_task_and_restarted_loses_and_repeats_nothing(home, sshd, cluster, tmp_path):
+    add_cluster("cluster", sshd, cluster, tmp_path)
+    job_id, runs_log = submit_sweep(tmp_path, 6, sleep=4)
+    master = start_master("--no-local", "--until-idle", "2")
+    try:
+        wait_until(lambda: runs(runs_log), timeout=60, interval=0.1, what="a task running on the cluster")
+        cluster.kill_slurmd(signal.SIGKILL)
+        time.sleep(3)  # tasks running now finish while the node daemon is gone
+        cluster.start_slurmd()
+        assert master.wait(240) == 0
+    finally:
+        out = stop_process(master)
+    status = json.loads(cli("status", job_id, "--json", check=True).stdout)
+    assert status["status"] == "done", (status, out, cluster.logs())
+    assert runs(runs_log) == list(range(6)), runs(runs_log)
+    root = results_of(home, job_id)
+    assert all((root / str(i) / "out.json").exists() for i in range(6))
+
+
+def test_master_killed_mid_job_and_restarted_loses_and_repeats_nothing(home, sshd, cluster, tmp_path):
+    add_cluster("cluster", sshd, cluster, tmp_path)
+    job_id, runs_log = submit_sweep(tmp_path, 12, sleep=3)
+    master = start_master("--no-local")
+    try:
+        # Some tasks done, some running, some pending in SLURM, some not yet submitted.
+        wait_until(lambda: len(runs(runs_log)) >= 3, timeout=90, interval=0.1, what="a few tasks to start")
+        master.send_signal(signal.SIGKILL)
+        master.wait(10)
+    finally:
+        stop_process(master)
+    time.sleep(4)  # the cluster goes on without the master; some finish meanwhile
+    status, out = run_master_to_the_end(job_id, timeout=240)
+    assert status["status"] == "done", (status, out, cluster.logs())
+    assert runs(runs_log) == list(range(12)), runs(runs_log)
+    root = results_of(home, job_id)
+    assert all((root / str(i) / "out.json").exists() for i in range(12))
+    assert not cluster.jobs_in_queue()
+
+
+def host_row(name: str) -> dict:
+    return next(h for h in json.loads(cli("hosts", "list", "--json", check=True).stdout) if h["name"] == name)
+
+
+@pytest.mark.parametrize("case, extra, on_row, in_test", [
+    ("partition", ["--partition", "nosuch"], "sbatch refused the job", "sbatch --test-only refused"),
+    ("memory", ["--mem", "100000G"], "sbatch refused the job", "sbatch --test-only refused"),
+    ("setup", ["--setup", "SETUP; no-such-module-command python/3.11"], "the --setup lines failed",
+     "the --setup lines failed"),
+    ("python", ["--python", "/nonexistent/bin/python3"], "the task interpreter /nonexistent/bin/python3 is not there",
+     "--python /nonexistent/bin/python3 is not on the login node"),
+])
+def test_bad_settings_show_on_the_hosts_row_and_in_hosts_test_and_lose_no_task(
+        home, sshd, cluster, tmp_path, case, extra, on_row, in_test):
+    extra = [e.replace("SETUP", cluster.setup) for e in extra]
+    add_cluster("cluster", sshd, cluster, tmp_path, *extra)
+    tested = cli("hosts", "test", "cluster")
+    assert in_test in tested.stdout, tested.stdout + tested.stderr
+    if case != "python":  # only a job on a compute node can tell the interpreter is missing there
+        assert tested.returncode == 3 and "fix:" in tested.stdout, tested.stdout
+    job_id, runs_log = submit_sweep(tmp_path, 3)
+    master = start_master("--no-local")
+    try:
+        wait_until(lambda: host_row("cluster")["state"] == "error", timeout=60, interval=0.2,
+                   what="the host's row to show the problem")
+        row = host_row("cluster")
+        assert on_row in row["reason"] and "fix:" in row["reason"], row
+        # Back in the queue, no retry used, nothing failed.
+        def settled():
+            tasks = json.loads(cli("status", job_id, "--json", check=True).stdout)["tasks"]
+            return all(t["status"] == "queued" for t in tasks) and tasks
+        tasks = wait_until(settled, timeout=30, interval=0.2, what="the tasks to be back in the queue")
+        assert all(t["failures"] == 0 for t in tasks), tasks
+    finally:
+        stop_process(master)
+    assert runs(runs_log) == []
+    assert not cluster.jobs_in_queue()
+
+
+def test_an_unreachable_login_node_shows_on_its_row_and_keeps_the_tasks(home, sshd, cluster, tmp_path):
+    from realparts import free_port
+
+    add_cluster("cluster", sshd, cluster, tmp_path, port=free_port(), trust=False)
+    tested = cli("hosts", "test", "cluster")
+    assert tested.returncode == 3 and "SSH to the login node" in tested.stdout, tested.stdout
+    job_id, _ = submit_sweep(tmp_path, 2)
+    master = start_master("--no-local")
+    try:
+        wait_until(lambda: host_row("cluster")["state"] == "unreachable", timeout=30, interval=0.2,
+                   what="the host's row to say it is unreachable")
+        assert "cannot reach cluster" in host_row("cluster")["reason"]
+    finally:
+        stop_process(master)
+    tasks = json.loads(cli("status", job_id, "--json", check=True).stdout)["tasks"]
+    assert [t["status"] for t in tasks] == ["queued", "queued"]

@@ -7,6 +7,7 @@ Nothing runs on the cluster but SLURM's own clients, coreutils and tar.
 
 from __future__ import annotations
 
+import base64
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,12 +38,21 @@ class SlurmBusy(Exception):
     """The controller did not answer (timeouts): try again at the next poll."""
 
 
+@dataclass(frozen=True)
+class Finished:
+    """What a task's folder says once its ``done`` marker is there."""
+
+    exit_code: int | None
+    results_size: int | None  # bytes of results.tar, None if the wrapper wrote none
+    wrapper_error: str | None  # the wrapper could not run the task (no interpreter, --setup failed...)
+
+
 @dataclass
 class Snapshot:
     """One poll: SLURM's queue and the marker files of the tasks asked about."""
 
     elements: dict[tuple[str, int], Element]
-    done: set[str] = field(default_factory=set)
+    done: dict[str, Finished] = field(default_factory=dict)
     started: dict[str, float] = field(default_factory=dict)  # token -> when its wrapper began (cluster clock)
     chunks: dict[str, str] = field(default_factory=dict)  # chunk id -> SLURM array id, when asked for
 
@@ -53,6 +63,7 @@ class Cluster:
         self.options = options
         self.host_name = host_name
         self.layout: Layout | None = None
+        self._job_folders: set[str] = set()  # archives known to be unpacked there
 
     def run(self, body: str, timeout: float = 120.0) -> CommandResult:
         result = self.shell.run(with_setup(self.options.setup, body), timeout)
@@ -91,7 +102,8 @@ class Cluster:
     def ensure_job_folder(self, archive: Path, sha: str) -> None:
         """The job's archive unpacked under jobs/<sha>, uploaded only if absent."""
         job = self.layout.job(sha)
-        if self.run(f"test -d {q(job)}").code == 0:
+        if sha in self._job_folders or self.run(f"test -d {q(job)}").code == 0:
+            self._job_folders.add(sha)
             return
         upload = f"{self.layout.root}/archives/.{sha}.part"
         self.shell.put(archive, upload)
@@ -107,6 +119,7 @@ test -d {q(job)}
 """)
         if result.code != 0:
             raise OSError(f"could not place the job archive on {self.host_name}: {result.stderr.strip()}")
+        self._job_folders.add(sha)
 
     def submit(self, chunk_id: str, claims: list[Claim], time_limit_s: float | None) -> str:
         """Submit one array; SLURM's id for it. Raises :class:`ClusterProblem` when
@@ -125,13 +138,22 @@ test -d {q(job)}
         if with_chunks:
             listing = (f'for c in {q(self.layout.root)}/chunks/*/; do [ -e "$c/jobid" ] && '
                        f'echo "chunk $(basename "$c") $(cat "$c/jobid")"; done\n')
+        # Shell builtins only for tasks still under way: the loop costs next to
+        # nothing however many tasks are in flight.
         result = self.run(f"""\
 {" ".join(q(a) for a in SQUEUE_ARGS)} || exit 6
 echo "--- markers"
 cd {q(self.layout.root)}/tasks || exit 1
 for t in {" ".join(tokens)}; do
-    [ -e "$t/done" ] && echo "done $t"
-    [ -e "$t/started" ] && echo "started $t $(cut -d' ' -f3 "$t/started")"
+    if [ -e "$t/done" ]; then
+        code=-; [ -e "$t/exitcode" ] && read -r code <"$t/exitcode"
+        size=$(stat -c %s "$t/results.tar" 2>/dev/null) || size=-
+        error=-; [ -e "$t/wrapper_error" ] && error=$(base64 -w0 <"$t/wrapper_error")
+        echo "done $t ${{code:--}} $size $error"
+    elif [ -e "$t/started" ]; then
+        read -r _ _ when _ <"$t/started"
+        echo "started $t $when"
+    fi
 done
 {listing}true
 """)
@@ -142,15 +164,15 @@ done
         queue, _, markers = result.stdout.partition("--- markers\n")
         snapshot = Snapshot(parse_squeue(queue))
         for line in markers.splitlines():
-            word, _, rest = line.partition(" ")
-            if word == "done":
-                snapshot.done.add(rest)
-            elif word == "started":
-                token, _, when = rest.partition(" ")
-                snapshot.started[token] = float(when) if when.isdigit() else 0.0
-            elif word == "chunk":
-                chunk_id, _, array_id = rest.partition(" ")
-                snapshot.chunks[chunk_id] = array_id.strip()
+            word, *rest = line.split()
+            if word == "done" and len(rest) == 4:
+                token, code, size, error = rest
+                snapshot.done[token] = Finished(_int_or_none(code), _int_or_none(size),
+                                                None if error == "-" else _decoded(error))
+            elif word == "started" and rest:
+                snapshot.started[rest[0]] = float(rest[1]) if len(rest) > 1 and rest[1].isdigit() else 0.0
+            elif word == "chunk" and len(rest) == 2:
+                snapshot.chunks[rest[0]] = rest[1]
         return snapshot
 
     def chunk_tokens(self) -> dict[str, list[str]]:
@@ -170,19 +192,6 @@ done
 
     # ----- results ----------------------------------------------------------------------
 
-    def results_size(self, token: str) -> int | None:
-        return self.shell.size_of(f"{self.layout.task(token)}/results.tar")
-
-    def task_report(self, token: str) -> tuple[int | None, str | None]:
-        """(exit code, wrapper error) from a finished task's folder."""
-        folder = q(self.layout.task(token))
-        result = self.run(f"cat {folder}/exitcode 2>/dev/null; echo; echo ---; cat {folder}/wrapper_error "
-                          f"2>/dev/null; true")
-        code_text, _, error = result.stdout.partition("---\n")
-        code_text = code_text.strip()
-        code = int(code_text) if code_text.lstrip("-").isdigit() else None
-        return code, error.strip() or None
-
     def fetch_results(self, token: str, target: Path) -> None:
         self.shell.fetch(f"{self.layout.task(token)}/results.tar", target)
 
@@ -194,6 +203,17 @@ done
         paths = [self.layout.task(t) for t in tokens] + [self.layout.chunk(c) for c in chunk_ids]
         for start in range(0, len(paths), 200):
             self.run("rm -rf " + " ".join(q(p) for p in paths[start:start + 200]) + "; true")
+
+
+def _int_or_none(text: str) -> int | None:
+    return int(text) if text.lstrip("-").isdigit() else None
+
+
+def _decoded(text: str) -> str:
+    try:
+        return base64.b64decode(text).decode(errors="replace").strip() or "the batch wrapper failed"
+    except ValueError:
+        return "the batch wrapper failed"
 
 
 def sbatch_fix(message: str, host: str) -> str:

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Callable
 
 from trayapp.master.results import collect, collected_by, results_path
-from trayapp.master.slurm.cluster import Cluster, ClusterProblem, SlurmBusy, Snapshot
+from trayapp.master.slurm.cluster import Cluster, ClusterProblem, Finished, SlurmBusy, Snapshot
 from trayapp.master.slurm.options import SlurmOptions
 from trayapp.master.slurm.script import archive_sha
 from trayapp.master.slurm.squeue import ENDED_BY_SLURM, LOST, RUNNING, WAITING, config_int
@@ -82,6 +82,7 @@ class SlurmDriver(threading.Thread):
         self._retiring = False
         self.inflight: dict[str, _Element] = {}  # token -> element
         self._chunks: set[str] = set()  # chunk folders on the cluster not yet removed
+        self._settled: list[str] = []  # tokens whose task folders go at the end of this poll
         self.array_size = 1000
         self.budget = options.max_in_flight
         self._blocked_until = 0.0
@@ -135,7 +136,8 @@ class SlurmDriver(threading.Thread):
     def _start_session(self) -> None:
         self.cluster.prepare()
         config = self.cluster.config()
-        self.array_size = max(1, config_int(config, "MaxArraySize") or 1001) - 1 or 1
+        # Indexes go up to MaxArraySize - 1, so an array 0..m-1 may hold MaxArraySize tasks.
+        self.array_size = max(1, config_int(config, "MaxArraySize") or 1001)
         self.budget = min(self.options.max_in_flight, config_int(config, "MaxSubmitJobs") or 10 ** 9)
         self._unreachable_since = None
         self._reconcile()
@@ -178,8 +180,8 @@ class SlurmDriver(threading.Thread):
             else:
                 self._follow(element, snapshot)
         for element in finished:
-            self._settle_finished(element)
-        self._forget_finished_chunks()
+            self._settle_finished(element, snapshot.done[element.claim.token])
+        self._forget_settled()
         if self._clock() >= self._blocked_until:
             self._submit()
             if self._blocked_until <= self._clock():
@@ -222,10 +224,10 @@ class SlurmDriver(threading.Thread):
                               f"{self.host}: left SLURM's queue ({state or 'no longer listed'}) unfinished; "
                               "it will run again")
 
-    def _end(self, element: _Element, outcome: AttemptOutcome, message: str) -> None:
+    def _end(self, element: _Element, outcome: AttemptOutcome, message: str | None) -> None:
         self.inflight.pop(element.claim.token, None)
         self.store.finish_attempt(element.claim.attempt_id, outcome, message=message)
-        self.cluster.forget([element.claim.token])
+        self._settled.append(element.claim.token)
 
     # ----- cancelling -------------------------------------------------------------------
 
@@ -253,25 +255,40 @@ class SlurmDriver(threading.Thread):
         self.cluster.cancel(arrays)
         for e in list(self.inflight.values()):
             self._end(e, AttemptOutcome.HOST_LOST, f"host {self.host} was removed; the task will run elsewhere")
+        self._forget_settled()
 
     # ----- results ----------------------------------------------------------------------
 
-    def _settle_finished(self, element: _Element) -> None:
+    def _settle_finished(self, element: _Element, finished: Finished) -> None:
         claim = element.claim
         token = claim.token
-        code, wrapper_error = self.cluster.task_report(token)
+        code, wrapper_error = finished.exit_code, finished.wrapper_error
         if wrapper_error:
             self._end(element, AttemptOutcome.HOST_LOST, f"{self.host}: {wrapper_error}; it will run elsewhere")
             self._problem(ClusterProblem(wrapper_error, _wrapper_fix(wrapper_error, self.host)))
             return
         if collected_by(results_path(claim)) == claim.attempt_id:
-            self._end(element, AttemptOutcome.SUCCEEDED if code == 0 else AttemptOutcome.EXITED, "")
+            self._end(element, AttemptOutcome.SUCCEEDED if code == 0 else AttemptOutcome.EXITED, None)
             return
         outcome = AttemptOutcome.SUCCEEDED if code == 0 else AttemptOutcome.EXITED
         message = None if code == 0 else f"{describe_exit(code) if code is not None else 'no exit code'}\n" \
                                          f"{self.cluster.stderr_tail(token)}".strip()
+        try:
+            self._collect(claim, finished, outcome, message)
+        except OSError as exc:
+            # This master cannot write the results (disk full, read-only): they
+            # wait on the cluster and are collected at a later poll.
+            self.store.note_running_task(claim.attempt_id, f"cannot write the results to {claim.results_dir}: "
+                                         f"{exc}; they wait on {self.host} until that works")
+            return
+        self.inflight.pop(token, None)
+        self._settled.append(token)
+
+    def _collect(self, claim: Claim, finished: Finished, outcome: AttemptOutcome, message: str | None) -> None:
+        """Fetch, check and move the results into place, then record the outcome."""
+        code = finished.exit_code
         with contextlib.ExitStack() as scratch:
-            unpacked, problem = self._fetch_results(claim, scratch)
+            unpacked, problem = self._fetch_results(claim, finished.results_size, scratch)
             if problem:
                 outcome, message = AttemptOutcome.REJECTED, problem
             if outcome is AttemptOutcome.SUCCEEDED:
@@ -279,13 +296,11 @@ class SlurmDriver(threading.Thread):
             new = self.store.finish_attempt(claim.attempt_id, outcome, exit_code=code, message=message)
             if new is TaskStatus.FAILED and unpacked is not None and outcome is not AttemptOutcome.SUCCEEDED:
                 collect(claim, unpacked, exit_code=code, host=self.host)  # its logs and partial results
-        self.inflight.pop(token, None)
-        self.cluster.forget([token])
 
-    def _fetch_results(self, claim: Claim, scratch: contextlib.ExitStack) -> tuple[Path | None, str | None]:
+    def _fetch_results(self, claim: Claim, size: int | None,
+                       scratch: contextlib.ExitStack) -> tuple[Path | None, str | None]:
         """Fetch and unpack a task's results archive with the checks slaves' get
         (no links, devices, absolute or ``..`` names; a size cap)."""
-        size = self.cluster.results_size(claim.token)
         if size is None:
             return None, f"{self.host} finished the task but wrote no results archive"
         if size > self.settings.max_results_mb << 20:
@@ -303,12 +318,14 @@ class SlurmDriver(threading.Thread):
             return None, f"the results archive from {self.host} is damaged: {exc}"
         return tmp / "unpacked", None
 
-    def _forget_finished_chunks(self) -> None:
+    def _forget_settled(self) -> None:
+        """Remove the remote folders of settled tasks and of arrays with none left, in one call."""
         live = {e.chunk_id for e in self.inflight.values()}
         done = [c for c in self._chunks if c not in live]
-        if done:
-            self.cluster.forget([], done)
+        if done or self._settled:
+            self.cluster.forget(self._settled, done)
             self._chunks.difference_update(done)
+            self._settled = []
 
     # ----- submitting ---------------------------------------------------------------------
 

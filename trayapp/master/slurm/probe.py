@@ -79,7 +79,7 @@ def _limits(cluster: Cluster, options: SlurmOptions, poll_s: float) -> list[Find
     budget = min(options.max_in_flight, max_submit or 10 ** 9)
     found = [Finding(True, f"MaxArraySize {array_size}, MinJobAge {min_age if min_age is not None else '?'} s, "
                            f"MaxSubmitJobs {max_submit or 'unlimited'}"),
-             Finding(True, f"will submit arrays of up to {min(array_size - 1, budget)} tasks, at most {budget} in "
+             Finding(True, f"will submit arrays of up to {min(array_size, budget)} tasks, at most {budget} in "
                            f"flight, {options.throttle} running at once per array; polling squeue every {poll_s:g} s")]
     if min_age is not None and 0 < min_age < 2 * poll_s:
         found.append(Finding(False, f"MinJobAge ({min_age} s) is shorter than two polls ({2 * poll_s:g} s): a task "
