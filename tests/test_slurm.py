@@ -175,6 +175,12 @@ def test_master_killed_mid_job_and_restarted_loses_and_repeats_nothing(home, ssh
     assert not cluster.jobs_in_queue()
 
 
+def all_queued(job_id: str) -> list[dict] | None:
+    """The job's tasks if every one of them is queued (none lost, none failed)."""
+    tasks = json.loads(cli("status", job_id, "--json", check=True).stdout)["tasks"]
+    return tasks if all(t["status"] == "queued" for t in tasks) else None
+
+
 def host_row(name: str) -> dict:
     return next(h for h in json.loads(cli("hosts", "list", "--json", check=True).stdout) if h["name"] == name)
 
@@ -203,10 +209,8 @@ def test_bad_settings_show_on_the_hosts_row_and_in_hosts_test_and_lose_no_task(
         row = host_row("cluster")
         assert on_row in row["reason"] and "fix:" in row["reason"], row
         # Back in the queue, no retry used, nothing failed.
-        def settled():
-            tasks = json.loads(cli("status", job_id, "--json", check=True).stdout)["tasks"]
-            return all(t["status"] == "queued" for t in tasks) and tasks
-        tasks = wait_until(settled, timeout=30, interval=0.2, what="the tasks to be back in the queue")
+        tasks = wait_until(lambda: all_queued(job_id), timeout=30, interval=0.2,
+                           what="the tasks to be back in the queue")
         assert all(t["failures"] == 0 for t in tasks), tasks
     finally:
         stop_process(master)
@@ -228,5 +232,4 @@ def test_an_unreachable_login_node_shows_on_its_row_and_keeps_the_tasks(home, ss
         assert "cannot reach cluster" in host_row("cluster")["reason"]
     finally:
         stop_process(master)
-    tasks = json.loads(cli("status", job_id, "--json", check=True).stdout)["tasks"]
-    assert [t["status"] for t in tasks] == ["queued", "queued"]
+    assert all_queued(job_id)

@@ -168,11 +168,12 @@ def open_client(host: SSHTarget, known_hosts: Path) -> paramiko.SSHClient:
     return client
 
 
-class _Files:
-    """Moving files by SFTP over an open connection (``self._client``)."""
+class _Connection:
+    """An open SSH connection (``self._client``): files by SFTP, and closing it all."""
 
     _client: paramiko.SSHClient | None
     _sftp: paramiko.SFTPClient | None = None
+    _channel: paramiko.Channel | None = None
     label: str
 
     def _sftp_client(self) -> paramiko.SFTPClient:
@@ -198,15 +199,16 @@ class _Files:
         # get() prefetches reads in parallel.
         self._sftp_client().get(remote, str(local))
 
-    def size_of(self, remote: str) -> int | None:
-        """The size of a remote file, or None if there is none."""
-        try:
-            return self._sftp_client().stat(remote).st_size
-        except FileNotFoundError:
-            return None
+    def close(self) -> None:
+        for closer in (self._sftp, self._channel, self._client):
+            try:
+                if closer is not None:
+                    closer.close()
+            except Exception:  # noqa: BLE001 - closing a dead connection may fail in many ways
+                pass
 
 
-class SSHLink(_Files):
+class SSHLink(_Connection):
     """One SSH connection to a slave: an exec channel running the agent, and SFTP."""
 
     results_in_place = False  # results come as archives, fetched and checked: a slave is not trusted
@@ -247,14 +249,6 @@ class SSHLink(_Files):
             raise LinkClosed("the agent ended" + (f": {err.decode(errors='replace').strip()}" if err else ""))
         return data
 
-    def close(self) -> None:
-        for closer in (self._sftp, self._channel, self._client):
-            try:
-                if closer is not None:
-                    closer.close()
-            except Exception:  # noqa: BLE001 - closing a dead connection may fail in many ways
-                pass
-
 
 @dataclass(frozen=True)
 class CommandResult:
@@ -263,7 +257,7 @@ class CommandResult:
     stderr: str
 
 
-class SSHShell(_Files):
+class SSHShell(_Connection):
     """One SSH connection that runs shell scripts (one exec channel each) and moves
     files by SFTP: how a cluster's login node is driven, with no agent there."""
 
@@ -299,14 +293,6 @@ class SSHShell(_Files):
         except (OSError, paramiko.SSHException, EOFError) as exc:
             raise LinkClosed(f"lost the connection to {self.label}: {exc}") from None
         return CommandResult(code, out.decode(errors="replace"), err.decode(errors="replace"))
-
-    def close(self) -> None:
-        for closer in (self._sftp, self._client):
-            try:
-                if closer is not None:
-                    closer.close()
-            except Exception:  # noqa: BLE001 - closing a dead connection may fail in many ways
-                pass
 
 
 def ssh_connector(home: Home) -> Callable[[SSHTarget], Callable[[], SSHLink]]:

@@ -38,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def options_from_args(args: argparse.Namespace) -> SlurmOptions:
     from trayapp.errors import UserError
-    from trayapp.job.manifest import parse_duration
+    from trayapp.units import parse_duration
 
     if not args.remote_root:
         raise UserError("a cluster needs --remote-root", "name a folder on its shared file system, e.g. "

@@ -16,7 +16,6 @@ from trayapp.master.slurm.options import SlurmOptions
 from trayapp.master.slurm.script import SETUP_FAILED, Layout, submit_script, with_setup
 from trayapp.master.slurm.squeue import SQUEUE_ARGS, Element, parse_config, parse_squeue
 from trayapp.master.store import Claim
-from trayapp.wire.archive import sha256_of
 from trayapp.wire.ssh import CommandResult, SSHShell
 
 q = shlex.quote

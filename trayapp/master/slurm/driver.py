@@ -186,7 +186,7 @@ class SlurmDriver(threading.Thread):
             self._submit()
             if self._blocked_until <= self._clock():
                 self._blocked_for = 0.0
-        self._report(snapshot)
+        self._report()
 
     def _follow(self, element: _Element, snapshot: Snapshot) -> None:
         """An unfinished element: note that it runs, or judge it if it left SLURM."""
@@ -408,7 +408,7 @@ class SlurmDriver(threading.Thread):
 
     # ----- what the host's row shows -----------------------------------------------------
 
-    def _report(self, snapshot: Snapshot) -> None:
+    def _report(self) -> None:
         now = self._clock()
         pending = [e for e in self.inflight.values() if not e.running]
         info = {"kind": "slurm", "in_flight": len(self.inflight), "pending": len(pending),

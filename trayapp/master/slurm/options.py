@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import math
 import re
-import shlex
 from dataclasses import asdict, dataclass, fields
 
 from trayapp.errors import UserError
-from trayapp.job.manifest import parse_duration, parse_memory_mb
+from trayapp.units import parse_duration, parse_memory_mb
 
 DEFAULT_POLL_S = 30.0
 
@@ -82,17 +81,6 @@ class SlurmOptions:
         if self.mem_mb:
             args.append(f"--mem={self.mem_mb}M")
         return args
-
-    def describe(self) -> str:
-        parts = [f"root {self.remote_root}"]
-        parts += [f"{n} {getattr(self, n)}" for n in ("partition", "account", "qos") if getattr(self, n)]
-        return ", ".join(parts)
-
-    def setup_lines(self) -> str:
-        return self.setup.strip()
-
-    def python_quoted(self) -> str:
-        return shlex.quote(self.python)
 
 
 def slurm_minutes(seconds: float) -> str:

@@ -63,9 +63,3 @@ def parse_config(text: str) -> dict[str, str]:
 def config_int(config: dict[str, str], name: str) -> int | None:
     match = re.match(r"^\d+", config.get(name, ""))
     return int(match[0]) if match else None
-
-
-def max_submit_jobs(limits_text: str) -> int | None:
-    """The smallest MaxSubmitJobs in ``scontrol show config`` or sacctmgr output, if any."""
-    values = [int(v) for v in re.findall(r"MaxSubmitJobs\w*\s*=\s*(\d+)", limits_text)]
-    return min(values) if values else None
