@@ -6,6 +6,9 @@ set -euo pipefail
 # python3-venv: Debian ships venv's pip bootstrap separately.
 # openssh-server: the pool tests start their own sshd on 127.0.0.1.
 packages=(python3 python3-venv coreutils util-linux openssh-server)
+# bubblewrap, openssh-sftp-server: a master's restricted key (slave authorize)
+# gets its file transfers from sftp-server confined by bwrap to the spool.
+packages+=(bubblewrap openssh-sftp-server)
 # --- tray app (issue 5) ---
 # The tray app's tests: Xvfb (a real X display), trayer (a tray host, so the
 # icon is really embedded), xdotool/x11-utils (real clicks; find the popup

@@ -4,8 +4,29 @@
 starts here (:mod:`sparecycles.launch`). It sits above both ``trayapp`` (the
 Qt-free core) and ``ui`` (the PyQt6 tray app), so neither has to reach for the
 other: the core never imports the GUI, and this package chooses between them.
+
+From Python (a script or a notebook), the same queue as the command line and
+the tray window::
+
+    import sparecycles
+
+    job = sparecycles.submit("~/sims/brunel", params={"input_rate_hz": [40, 55, 75], "g_inh": [5, 7]})
+    job.wait()                       # progress bar; returns a summary
+    frame = job.to_frame()           # one row per task: parameters and JSON results (needs pandas)
+    rates = [t.load("summary.json")["rate_hz"] for t in job.results()]
+
+    squares = sparecycles.map(lambda x: x * x, range(10))   # a function on the pool
+
+and, inside a task, ``sparecycles.task_params()`` returns its parameter set,
+whether it travelled as JSON or pickled.
 """
 
 from trayapp import __version__
+from sparecycles.errors import JobCancelled, MissingPackage, TaskFailed, UserError, WaitTimeout
+from sparecycles.jobs import Job, Summary, job, jobs, submit
+from sparecycles.mapping import map
+from sparecycles.results import TaskResult
+from sparecycles.task import task_params
 
-__all__ = ["__version__"]
+__all__ = ["__version__", "submit", "job", "jobs", "map", "task_params", "Job", "Summary", "TaskResult",
+           "UserError", "WaitTimeout", "JobCancelled", "TaskFailed", "MissingPackage"]

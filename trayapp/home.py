@@ -48,6 +48,11 @@ class Home:
         return self.data_dir / "archives"
 
     @property
+    def spool_dir(self) -> Path:
+        """The slave's spool (``trayapp.slave.spool``): what its masters' SFTP may reach."""
+        return self.data_dir / "spool"
+
+    @property
     def default_results_dir(self) -> Path:
         return self.data_dir / "results"
 

@@ -24,6 +24,7 @@ from ui.jobsmodel import PROGRESS_COLUMN, JobsModel
 from ui.logdialog import FailedLogDialog
 from ui.poolchart import PoolChart
 from ui.progressdelegate import ProgressDelegate
+from ui.resultsplot import ResultsPlotDialog
 from ui.submitdialog import SubmitDialog
 from ui.watcher import Reading
 
@@ -104,15 +105,17 @@ class MainWindow(QMainWindow):
         self.retry_button = QPushButton("Retry failed")
         self.results_button = QPushButton("Open results folder")
         self.log_button = QPushButton("Show failed task's log")
+        self.plot_button = QPushButton("Plot results…")
         self.cancel_button.clicked.connect(self.cancel_selected)
         self.retry_button.clicked.connect(self.retry_selected)
         self.results_button.clicked.connect(self.open_results)
         self.log_button.clicked.connect(self.show_failed_log)
+        self.plot_button.clicked.connect(self.plot_results)
         self.jobs_view.selectionModel().selectionChanged.connect(self._update_job_buttons)
         self.jobs.dataChanged.connect(self._update_job_buttons)
         self._update_job_buttons()
         return self._table_tab(self.jobs_view, (self.cancel_button, self.retry_button, self.results_button,
-                                                self.log_button))
+                                                self.plot_button, self.log_button))
 
     @staticmethod
     def _table_tab(view: QTableView, buttons) -> QWidget:
@@ -157,6 +160,7 @@ class MainWindow(QMainWindow):
         self.retry_button.setEnabled(job is not None and (job.failed + job.cancelled) > 0)
         self.results_button.setEnabled(job is not None)
         self.log_button.setEnabled(job is not None and job.failed > 0)
+        self.plot_button.setEnabled(job is not None and job.done > 0)
 
     def cancel_selected(self) -> None:
         job = self.selected_job()
@@ -182,6 +186,12 @@ class MainWindow(QMainWindow):
         if job is not None:
             self._run(lambda: self.verbs.failed_tasks(job.id), lambda tasks: self._show_dialog(
                 FailedLogDialog(job.name, tasks, self)))
+
+    def plot_results(self) -> None:
+        job = self.selected_job()
+        if job is not None:
+            self._run(lambda: self.verbs.result_table(job.id), lambda rows: self._show_dialog(
+                ResultsPlotDialog(job.name, rows, self)))
 
     # ----- the hosts tab -------------------------------------------------------------
 

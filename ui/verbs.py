@@ -15,6 +15,7 @@ from pathlib import Path
 from trayapp.cli import hosts as hostcli
 from trayapp.job.submit import Submission, submit_job
 from trayapp.master.results import LOG_FILES
+from trayapp.master.resulttable import ResultRow, result_rows
 from trayapp.status import TaskStatus
 from ui.workers import PerThreadApp
 
@@ -66,6 +67,12 @@ def failed_tasks(apps: PerThreadApp, job_id: str) -> list[FailedTask]:
                     break
         found.append(FailedTask(task.idx, task.message or "", log, log_file))
     return found
+
+
+def result_table(apps: PerThreadApp, job_id: str) -> list[ResultRow]:
+    """The job's tasks with their parameters and the scalars of their JSON results (the plot's data)."""
+    store = apps.get().store
+    return result_rows(store, store.job(job_id))
 
 
 def add_host(apps: PerThreadApp, name: str, address: str, *, port: int = 22, user: str | None = None,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from dataclasses import replace
@@ -26,6 +27,7 @@ from trayapp.master.progress import describe_counts, wait_for_job
 from trayapp.status import TaskStatus
 from trayapp.master.kinds import slurm as slurm_kind
 from trayapp.master.store import JobRecord, TaskRecord
+from trayapp.taskparams import pickled_bytes
 
 
 
@@ -85,8 +87,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--slots", type=int, help="tasks at once (default: settings, else one per core)")
     p.add_argument("--idle-after", type=_duration, metavar="SECONDS",  # idle detection (issue 4)
                    help="lend the PC after this long without keyboard/mouse input (default: settings, 5 min)")
+    slave_verbs = p.add_subparsers(dest="slave_verb", metavar="ACTION")
+    p = slave_verbs.add_parser("authorize", help="let a master's SSH key reach this PC's agent, and nothing else",
+                               description="Write a restricted line for a master's public key into "
+                                           "authorized_keys: no shell, no forwarding, only the agent and "
+                                           "file transfer inside the spool.")
+    p.add_argument("pubkey", nargs="?", metavar="PUBKEY_FILE", help="the master's public key (.pub file)")
+    p.add_argument("--name", help="what to call this master (list and revoke go by it)")
+    p.add_argument("--file", help="the authorized_keys file (default: ~/.ssh/authorized_keys)")
+    p.add_argument("--replace", action="store_true", help="give an already authorized name this key")
+    p.add_argument("--list", action="store_true", help="list the masters authorized here")
+    p.add_argument("--revoke", metavar="MASTER", help="remove this master's key")
+    p.add_argument("--json", action="store_true")
 
-    verbs.add_parser("agent", help="the protocol endpoint a master starts over SSH (not for people)")
+    p = verbs.add_parser("agent", help="the protocol endpoint a master starts over SSH (not for people)")
+    p.add_argument("--forced", metavar="MASTER",
+                   help="run as the forced command of MASTER's restricted key (written by 'slave authorize')")
 
     for verb, text in (("pause", "stop lending this PC (running tasks stop at once)"),
                        ("donate", "lend this PC even while you use it")):
@@ -277,6 +293,9 @@ def _local_slave_state(app: App) -> dict | None:
 
 
 def _short_params(params: dict, width: int = 60) -> str:
+    pickled = pickled_bytes(params)
+    if pickled is not None:  # only the task unpickles it
+        return f"(pickled, {len(pickled):,} bytes)"
     text = ", ".join(f"{k}={json.dumps(v)}" for k, v in params.items()) or "-"
     return text if len(text) <= width else text[: width - 1] + "…"
 
@@ -347,6 +366,10 @@ def cmd_demo(app: App, args) -> int:
 def cmd_slave(app: App, args) -> int:
     from trayapp.slave.daemon import run_slave_daemon
 
+    if args.slave_verb == "authorize":
+        from trayapp.cli.authorize import cmd_authorize
+
+        return cmd_authorize(app, args)
     if args.slots is not None and args.slots < 1:
         raise UserError(f"--slots must be at least 1, not {args.slots}")
     return run_slave_daemon(app.home, app.config, app.identity(), slots=args.slots, idle_after=args.idle_after)
@@ -384,12 +407,18 @@ def describe_slave_state(state: dict) -> str:
     if total:
         shares = ", ".join(f"{labels[m]} {u / total:.0%}" for m, u in sorted(usage.items(), key=lambda x: -x[1]))
         text += f"\nrecent use by master: {shares}"
+    for path, why in (state.get("unreadable_tasks") or {}).items():
+        text += f"\ncannot take up the task in {path}: {why}"
     return text
 
 
 def cmd_agent(app: App, args) -> int:
     from trayapp.slave.agent import run_agent
 
+    if args.forced is not None:
+        from trayapp.slave.forced import run_forced
+
+        return run_forced(app.home, args.forced, os.environ.get("SSH_ORIGINAL_COMMAND"))
     return run_agent(app.home)
 
 

@@ -49,12 +49,13 @@ class JobFolder:
         return self.root.name
 
 
-def open_job_folder(folder: str | Path, *, main: str | None = None,
-                    params: str | Path | None = None) -> JobFolder:
+def open_job_folder(folder: str | Path, *, main: str | None = None, params: str | Path | None = None,
+                    param_sets: list[dict] | None = None) -> JobFolder:
     """Check a folder the user wants to submit and collect what travels.
 
-    ``main`` and ``params`` are the user's explicit choices; they win over the
-    manifest, which wins over what is found in the folder.
+    ``main`` and ``params`` (a parameter file) or ``param_sets`` (the sets
+    themselves, from the Python API) are the user's explicit choices; they win
+    over the manifest, which wins over what is found in the folder.
     """
     root = Path(folder).expanduser()
     if not root.exists():
@@ -69,8 +70,12 @@ def open_job_folder(folder: str | Path, *, main: str | None = None,
     if main_script not in files:
         raise UserError(f"{main_script} in {root} is excluded by an ignore pattern",
                         f"remove the pattern that matches it from {IGNORE_FILE} or sparecycles.toml")
-    params_file = _resolve_params_file(root, params, manifest)
-    param_sets = load_param_sets(params_file) if params_file else [{}]
+    params_file = None if param_sets is not None else _resolve_params_file(root, params, manifest)
+    if param_sets is None:
+        param_sets = load_param_sets(params_file) if params_file else [{}]
+    elif not param_sets:
+        raise UserError("the list of parameter sets is empty, which would make a job of zero tasks",
+                        "give at least one parameter set, or none at all to run the job once")
     return JobFolder(root, main_script, files, param_sets, params_file, manifest)
 
 

@@ -54,6 +54,7 @@ import math
 import re
 import tomllib
 from pathlib import Path
+from typing import Callable
 
 from trayapp.errors import UserError
 
@@ -219,16 +220,28 @@ def _load_toml(text: str, name: str) -> list[dict]:
     if not isinstance(fixed, dict):
         raise UserError(f"{_at(name, toml_key_line(text, 'fixed'))}: 'fixed' is reserved for the [fixed] table",
                         "put constants under a line [fixed], or rename this parameter")
+    for key, value in doc.items():
+        if key != "fixed" and isinstance(value, dict):
+            raise UserError(f"{_at(name, toml_key_line(text, key))}: '{key}' is a table, but the only table "
+                            "allowed is [fixed]",
+                            "put lists (axes) and single values at the top of the file, before any [table] line; "
+                            "put values that must not be expanded, like a weight list, under [fixed]")
+    plain = {key: _plain(value) for key, value in doc.items()}
+    return expand_grid(plain, name, lambda key: toml_key_line(text, key))
+
+
+def expand_grid(doc: dict, name: str, line_of: Callable[[str], int | None] = lambda key: None) -> list[dict]:
+    """The parameter sets of a grid: every top-level list is an axis, the sets are
+    all combinations (the first axis varies slowest); other values, and everything
+    in ``doc["fixed"]`` (lists too), are the same in every set. The TOML grid file
+    and the Python API's ``submit(params={...})`` both mean exactly this."""
+    fixed = doc.get("fixed", {})
     axes: dict[str, list] = {}
     constants: dict[str, object] = {}
     for key, value in doc.items():
         if key == "fixed":
             continue
-        where = _at(name, toml_key_line(text, key))
-        if isinstance(value, dict):
-            raise UserError(f"{where}: '{key}' is a table, but the only table allowed is [fixed]",
-                            "put lists (axes) and single values at the top of the file, before any [table] line; "
-                            "put values that must not be expanded, like a weight list, under [fixed]")
+        where = _at(name, line_of(key))
         if key in fixed:
             raise UserError(f"{where}: '{key}' is set both at the top and in [fixed]",
                             "keep only one of the two")
@@ -236,9 +249,9 @@ def _load_toml(text: str, name: str) -> list[dict]:
             if not value:
                 raise UserError(f"{where}: '{key}' is an empty list, which would make zero parameter sets",
                                 "give it at least one value, or remove it")
-            axes[key] = [_plain(v) for v in value]
+            axes[key] = value
         else:
-            constants[key] = _plain(value)
+            constants[key] = value
 
     count = math.prod(len(values) for values in axes.values())
     if count > MAX_SETS:
@@ -248,7 +261,6 @@ def _load_toml(text: str, name: str) -> list[dict]:
     if not axes and not constants and not fixed:
         return []
     order = [key for key in doc if key != "fixed"]  # file order, axes and constants interleaved
-    fixed = {key: _plain(value) for key, value in fixed.items()}
     every_value = [v for values in axes.values() for v in values] + list(fixed.values())
     nested = any(isinstance(v, (list, dict)) for v in every_value)
     sets = []

@@ -1,7 +1,7 @@
 """Submitting a job: check the folder, pack it once, queue one task per parameter set.
 
-This is the ``submit`` verb that the CLI calls now and the tray window's drop
-zone will call later.
+This is the ``submit`` verb that the CLI, the tray window's drop zone and the
+Python API (``sparecycles.submit``) call.
 """
 
 from __future__ import annotations
@@ -27,12 +27,14 @@ class Submission:
 
 
 def submit_job(store: Store, home: Home, config: Config, folder: str | Path, *, params: str | Path | None = None,
-               name: str | None = None, main: str | None = None, time_limit_s: float | None = None,
-               retries: int | None = None) -> Submission:
-    """Queue ``folder`` as a job. Raises :class:`UserError` before anything is
-    queued if the folder or its parameters are wrong, so a bad submission never
-    leaves half a job behind."""
-    job_folder = open_job_folder(folder, main=main, params=params)
+               param_sets: list[dict] | None = None, name: str | None = None, main: str | None = None,
+               time_limit_s: float | None = None, retries: int | None = None) -> Submission:
+    """Queue ``folder`` as a job, with the sets of the parameter file ``params``
+    or the given ``param_sets`` (JSON values; see :mod:`trayapp.taskparams` for
+    sets that are not). Raises :class:`UserError` before anything is queued if
+    the folder or its parameters are wrong, so a bad submission never leaves
+    half a job behind."""
+    job_folder = open_job_folder(folder, main=main, params=params, param_sets=param_sets)
     job_name = name or job_folder.name
     if not job_name or "/" in job_name or "\\" in job_name or job_name in (".", ".."):
         raise UserError(f"job name '{job_name}' cannot be used as a folder name", "choose a name without slashes")

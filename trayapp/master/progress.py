@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Callable, TextIO
+from typing import Callable, Protocol, TextIO
 
 from trayapp.status import JobStatus, TaskStatus
 from trayapp.master.store import JobRecord, Store
@@ -21,8 +21,21 @@ def describe_counts(job: JobRecord) -> str:
     return ", ".join(parts)
 
 
-class _Bar:
-    def __init__(self, job: JobRecord, stream: TextIO):
+class Display(Protocol):
+    def update(self, job: JobRecord) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class ProgressBar:
+    """A tqdm bar on a terminal; or, given ``tqdm_class`` (``tqdm.notebook.tqdm``), a Jupyter widget."""
+
+    def __init__(self, job: JobRecord, stream: TextIO, tqdm_class=None):
+        desc = f"{job.name}-{job.id}"
+        self._shown = 0
+        if tqdm_class is not None:
+            self._bar = tqdm_class(total=job.total, desc=desc, unit="task", leave=True)
+            return
         from tqdm import tqdm
 
         try:
@@ -31,9 +44,8 @@ class _Bar:
             columns = 0
         # Some terminals (serial consoles, a fresh pty) report 0 columns, which
         # would make tqdm draw nothing at all: fall back to a fixed width.
-        self._bar = tqdm(total=job.total, desc=f"{job.name}-{job.id}", unit="task", file=stream,
+        self._bar = tqdm(total=job.total, desc=desc, unit="task", file=stream,
                          dynamic_ncols=columns > 0, ncols=None if columns > 0 else 80, leave=True)
-        self._shown = 0
 
     def update(self, job: JobRecord) -> None:
         finished = job.count(TaskStatus.DONE) + job.count(TaskStatus.FAILED) + job.count(TaskStatus.CANCELLED)
@@ -45,7 +57,7 @@ class _Bar:
         self._bar.close()
 
 
-class _Lines:
+class ProgressLines:
     """One line whenever the counts change, at most every ``interval`` s."""
 
     def __init__(self, stream: TextIO, interval: float = 2.0):
@@ -67,13 +79,17 @@ class _Lines:
 
 
 def wait_for_job(store: Store, job_id: str, *, timeout: float | None = None, stream: TextIO | None = None,
-                 poll: float = 0.25, show: bool = True, clock: Callable[[], float] = time.monotonic) -> JobRecord:
-    """Block until the job ends or ``timeout`` passes; returns the job as last seen."""
+                 poll: float = 0.25, show: bool = True, clock: Callable[[], float] = time.monotonic,
+                 display_for: Callable[[JobRecord], Display] | None = None) -> JobRecord:
+    """Block until the job ends or ``timeout`` passes; returns the job as last seen.
+    The progress shown is a bar on a terminal, lines elsewhere, or ``display_for(job)``."""
     stream = stream or sys.stderr
     job = store.job(job_id)
     display = None
-    if show:
-        display = _Bar(job, stream) if stream.isatty() else _Lines(stream)
+    if display_for is not None and show:
+        display = display_for(job)
+    elif show:
+        display = ProgressBar(job, stream) if stream.isatty() else ProgressLines(stream)
     deadline = clock() + timeout if timeout is not None else None
     try:
         while True:

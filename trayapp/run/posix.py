@@ -17,7 +17,6 @@ a Python wrapper would cost tens.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -32,6 +31,7 @@ from pathlib import Path
 import psutil
 
 from trayapp.run.proctree import MARKER_VARIABLE, kill_tree, same_process
+from trayapp.taskparams import task_argument, write_task_params
 
 # Readers look at the exit code file only once the wrapper has exited (or, after
 # a restart, once its pid is gone), so a plain write is complete when read; an
@@ -117,13 +117,13 @@ def tail_of(path: Path, max_bytes: int = 2000, max_lines: int = 20) -> str:
 
 
 def prepare(spec: TaskSpec, run_dir: Path, template: Path) -> None:
-    """Make the attempt's folder: a fresh copy of the job folder plus params.json."""
+    """Make the attempt's folder: a fresh copy of the job folder plus params.json (and params.pkl)."""
     work = run_dir / "work"
     if work.exists():  # left over from a start that crashed half-way
         shutil.rmtree(work)
     run_dir.mkdir(parents=True, exist_ok=True)
     shutil.copytree(template, work)
-    (work / "params.json").write_text(json.dumps(spec.params, indent=2) + "\n", encoding="utf-8")
+    write_task_params(work, spec.params)
 
 
 @dataclass(frozen=True)
@@ -198,7 +198,7 @@ def start(spec: TaskSpec, run_dir: Path, settings: LaunchSettings, *,
     # per core, or N tasks on N cores fight over N*N threads.
     for variable in _THREAD_VARIABLES:
         env[variable] = str(spec.cores)
-    params_json = json.dumps(spec.params)
+    params_json = task_argument(spec.params)
     command = ["/bin/sh", "-c", _WRAPPER, "sparecycles-task", str(cgroup_procs or ""),
                *_priority_prefix(settings.nice), settings.python, spec.main, params_json]
     popen = subprocess.Popen(command, cwd=run_dir / "work", env=env, start_new_session=True,

@@ -36,7 +36,7 @@ def build_engine(home: Home, config: Config, identity: tuple[str, str], slots: i
                              caps=config.master_caps, grant_policy=config.grant_policy)
     slave_id, name = identity
     settings.name = name
-    return SlaveEngine(Spool(home.data_dir / "spool"), settings, slave_id=slave_id,
+    return SlaveEngine(Spool(home.spool_dir), settings, slave_id=slave_id,
                        fairshare=FairShare(half_life_s=config.fair_share_half_life_s))
 
 

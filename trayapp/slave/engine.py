@@ -136,7 +136,9 @@ class SlaveEngine(Availability, Granting):
                 "master_names": names, "paused": self.paused_until is not None,
                 "paused_until": finite(self.paused_until), "donating": self.donating,
                 "donating_until": finite(self.donating_until), "available": self.available,
-                "name": self.settings.name, **self.versions}
+                "name": self.settings.name, **self.versions,
+                # Tasks of its spool it could not take up again; their files wait for a fitting version.
+                "unreadable_tasks": {str(path): why for path, why in self.spool.unreadable.items()}}
 
     def accepts_work(self) -> bool:
         return self.problem is None and self.paused_until is None and (self.available or self.donating)
@@ -309,6 +311,10 @@ class SlaveEngine(Availability, Granting):
             raise ProtocolError("start without a valid token")
         if token in self.tasks:  # a re-sent start (the master reconnected): idempotent
             self._report(self.tasks[token], session)
+            return
+        unreadable = self.spool.unreadable.get(self.spool.task_dir(token) / "task.json")
+        if unreadable:  # starting it again would overwrite the file it cannot read
+            session.send("declined", token=token, reason=f"cannot read its task file: {unreadable}", retry=True)
             return
         if not self.accepts_work():
             session.send("declined", token=token, reason=self.problem or self.paused_reason or "not available",

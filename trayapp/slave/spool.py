@@ -3,7 +3,7 @@
 Layout under ``<data>/spool/``::
 
     archives/<sha>.tar        job archives, verified against their name on arrival
-    archives/.upload-*        uploads in progress (renamed once their hash matches)
+    incoming/.upload-*        uploads in progress (renamed into archives/ once their hash matches)
     unpacked/<sha>/           each archive unpacked once; task folders are copied from it
     tasks/<token>/task.json   one attempt: who asked, what to run, how it ended
     tasks/<token>/work/       its working folder (stdout.txt, stderr.txt, exitcode beside it)
@@ -11,21 +11,38 @@ Layout under ``<data>/spool/``::
 
 Everything a slave knows about its tasks is in these files, written atomically
 (temporary name, then rename), so a slave daemon killed at any moment and
-restarted knows what it was doing.
+restarted knows what it was doing. Each ``task.json`` names its format
+(:data:`TASK_FORMAT`): an older file is upgraded as it is read, and a file
+this version cannot read is reported, never skipped or touched, so a
+downgraded or damaged slave cannot quietly forget a task.
+
+A master's SFTP reaches only ``incoming/`` (to write) and ``results/`` (to
+read); see :mod:`trayapp.slave.forced`. Uploads land apart from the verified
+archives so that a master can never overwrite another master's job.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 import shutil
 import tarfile
 import tempfile
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path, PurePath
 
 from trayapp.wire.archive import ChecksumMismatchError, sha256_of
+from trayapp.wire.protocol import TASK_REPORT
+
+log = logging.getLogger(__name__)
+
+# The format of task.json, written into each file as "format". Any change to
+# SpoolTask's fields is a new format: bump this and append the step that
+# upgrades the previous one to _UPGRADES, so files on disk keep their meaning
+# and an older SpareCycles refuses the new files instead of misreading them.
+TASK_FORMAT = 1
 
 
 @dataclass
@@ -50,11 +67,31 @@ class SpoolTask:
     results_path: str | None = None
     results_sha: str | None = None
     results_size: int | None = None
-    extra: dict = field(default_factory=dict)
 
     def summary(self) -> dict:
-        """What the master hears about this task in ``finished`` and ``tasks`` messages."""
-        return {k: v for k, v in asdict(self).items() if k not in ("params", "extra")}
+        """What the master hears about this task in ``finished`` and ``tasks``
+        messages: the protocol's list of fields, whatever else the spool keeps."""
+        return {name: getattr(self, name) for name in TASK_REPORT}
+
+
+class UnreadableTaskFile(ValueError):
+    """A task.json this version cannot read: damaged, or from a newer SpareCycles."""
+
+
+def _from_unversioned(data: dict) -> dict:
+    """Format 0, the 0.1 releases: no "format" key, an "extra" dict that was
+    never used, and the results' absolute path (now relative to the spool, so
+    a moved or restored spool still finds them). 0.1 kept results nowhere
+    but ``results/``."""
+    data = {k: v for k, v in data.items() if k != "extra"}
+    if data.get("results_path"):
+        data["results_path"] = f"results/{PurePath(data['results_path']).name}"
+    return data
+
+
+# Entry N upgrades a task file of format N to N+1. Append only: released
+# spools were written in each format as it was.
+_UPGRADES = [_from_unversioned]
 
 
 def write_json_atomically(path: Path, data: dict) -> None:
@@ -72,12 +109,16 @@ class Spool:
     def __init__(self, root: Path):
         self.root = root
         self.archives = root / "archives"
+        self.incoming = root / "incoming"
         self.unpacked = root / "unpacked"
         self.tasks = root / "tasks"
         self.results = root / "results"
+        # Task files the last load_all() could not read, by path, with why:
+        # the slave's status shows them until someone deals with them.
+        self.unreadable: dict[Path, str] = {}
 
     def ensure(self) -> "Spool":
-        for folder in (self.archives, self.unpacked, self.tasks, self.results):
+        for folder in (self.archives, self.incoming, self.unpacked, self.tasks, self.results):
             folder.mkdir(parents=True, exist_ok=True)
         return self
 
@@ -106,11 +147,11 @@ class Spool:
         return self.archive_path(sha).is_file()
 
     def upload_path(self, sha: str) -> Path:
-        return self.archives / f".upload-{sha[:16]}-{secrets.token_hex(4)}"
+        return self.incoming / f".upload-{sha[:16]}-{secrets.token_hex(4)}"
 
     def accept_upload(self, sha: str, uploaded: Path) -> None:
         """Move an uploaded archive into place if its bytes hash to ``sha``."""
-        if uploaded.parent != self.archives or not uploaded.name.startswith(".upload-"):
+        if uploaded.parent != self.incoming or not uploaded.name.startswith(".upload-"):
             raise ChecksumMismatchError(f"{uploaded} is not an upload slot of this spool")
         actual = sha256_of(uploaded)
         if actual != sha:
@@ -124,16 +165,52 @@ class Spool:
         return self.tasks / token
 
     def save(self, task: SpoolTask) -> None:
-        write_json_atomically(self.task_dir(task.token) / "task.json", asdict(task))
+        data = asdict(task)
+        if task.results_path and Path(task.results_path).is_relative_to(self.root):
+            data["results_path"] = Path(task.results_path).relative_to(self.root).as_posix()
+        write_json_atomically(self.task_dir(task.token) / "task.json", {"format": TASK_FORMAT, **data})
 
     def load_all(self) -> list[SpoolTask]:
+        """Every task this spool holds. A file that cannot be read is logged
+        and listed in :attr:`unreadable`, and left as it is. (A task folder
+        without task.json is a start that never completed: nothing was promised.)"""
         found = []
+        self.unreadable = {}
         for path in sorted(self.tasks.glob("*/task.json")):
             try:
-                found.append(SpoolTask(**json.loads(path.read_text(encoding="utf-8"))))
-            except (OSError, ValueError, TypeError):
-                continue  # a task folder whose start never completed: nothing was promised
+                found.append(self.load(path))
+            except (OSError, UnreadableTaskFile) as exc:
+                log.error("cannot read the task file %s, left as it is: %s", path, exc)
+                self.unreadable[path] = str(exc)
         return found
+
+    def load(self, path: Path) -> SpoolTask:
+        """One task file, upgraded from an older format as it is read."""
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise UnreadableTaskFile(f"not valid JSON ({exc})") from None
+        if not isinstance(data, dict):
+            raise UnreadableTaskFile("not a JSON object")
+        version = data.pop("format", 0)
+        if not isinstance(version, int) or version < 0:
+            raise UnreadableTaskFile(f"no task format is called {version!r}")
+        if version > TASK_FORMAT:
+            raise UnreadableTaskFile(f"written in task format {version} by a newer SpareCycles (this one reads up "
+                                     f"to {TASK_FORMAT}); upgrade SpareCycles on this PC to run or collect it")
+        for upgrade in _UPGRADES[version:]:
+            data = upgrade(data)
+        known = {f.name for f in fields(SpoolTask)}
+        if data.keys() - known:
+            raise UnreadableTaskFile(f"unknown fields {', '.join(sorted(data.keys() - known))} "
+                                     f"in task format {version}")
+        try:
+            task = SpoolTask(**data)
+        except TypeError as exc:  # a required field missing
+            raise UnreadableTaskFile(f"incomplete: {exc}") from None
+        if task.results_path:
+            task.results_path = str(self.root / task.results_path)  # an absolute path stays as it is
+        return task
 
     def remove(self, token: str) -> None:
         shutil.rmtree(self.task_dir(token), ignore_errors=True)

@@ -67,6 +67,16 @@ REQUIRED: dict[str, tuple[str, ...]] = {
 }
 
 
+# What a slave says about one task: the ``finished`` message (with
+# ``results_inline`` when small) and each entry of ``tasks``. Named here, not
+# taken from the slave's spool record, so a field the spool adds for itself
+# never reaches the wire unannounced.
+TASK_REPORT: tuple[str, ...] = (
+    "token", "master", "job", "idx", "main", "archive_sha", "time_limit_s", "cores", "state", "pid", "created",
+    "started", "ended", "outcome", "exit_code", "message", "results_path", "results_sha", "results_size",
+)
+
+
 class ProtocolError(Exception):
     """A message that must not be acted on; the connection is closed."""
 

@@ -249,6 +249,17 @@ class SSHLink(_Connection):
             raise LinkClosed("the agent ended" + (f": {err.decode(errors='replace').strip()}" if err else ""))
         return data
 
+    def _sftp_client(self) -> paramiko.SFTPClient:
+        if self._sftp is None:
+            try:
+                self._sftp = self._client.open_sftp()
+            except (paramiko.SSHException, EOFError) as exc:
+                # sshd drops a subsystem's stderr, so the slave's reason cannot travel.
+                raise OSError(f"{self.host.name} refused file transfer (SFTP: {exc}); if its lender restricted "
+                              "this master's key with 'sparecycles slave authorize', that PC needs bubblewrap "
+                              "(its logs/ssh-keys.log says why)") from None
+        return self._sftp
+
 
 @dataclass(frozen=True)
 class CommandResult:

@@ -15,12 +15,12 @@ a task whose element left SLURM's queue without it did not finish.
 
 from __future__ import annotations
 
-import json
 import shlex
 from dataclasses import dataclass
 
 from trayapp.master.slurm.options import SlurmOptions
 from trayapp.master.store import Claim
+from trayapp.taskparams import PICKLE_KEY, pickled_bytes, task_argument
 
 SETUP_FAILED = 97  # exit code of a remote script whose --setup lines failed
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
@@ -79,9 +79,15 @@ class Layout:
 
 
 def tasks_table(claims: list[Claim]) -> str:
-    """tasks.tsv: element N of the array runs line N+1. JSON escapes tabs and
-    newlines, so a parameter set is always one field of one line."""
-    return "".join(f"{c.token}\t{c.idx}\t{json.dumps(c.params, ensure_ascii=True)}\n" for c in claims)
+    """tasks.tsv: element N of the array runs line N+1: token, task index, the
+    task's argv[1] (JSON escapes tabs and newlines, so it is always one field),
+    and a pickled set's base64 (or ``-``), which becomes ``params.pkl``."""
+    rows = []
+    for c in claims:
+        pickled = pickled_bytes(c.params)
+        rows.append(f"{c.token}\t{c.idx}\t{task_argument(c.params)}\t"
+                    f"{c.params[PICKLE_KEY] if pickled is not None else '-'}\n")
+    return "".join(rows)
 
 
 def wrapper(layout: Layout, options: SlurmOptions, chunk_id: str, claim: Claim) -> str:
@@ -95,7 +101,8 @@ def wrapper(layout: Layout, options: SlurmOptions, chunk_id: str, claim: Claim) 
 line=$(sed -n "$((SLURM_ARRAY_TASK_ID + 1))p" {q(layout.chunk(chunk_id))}/tasks.tsv)
 tab=$(printf '\\t')
 token=${{line%%"$tab"*}}; rest=${{line#*"$tab"}}
-idx=${{rest%%"$tab"*}}; params=${{rest#*"$tab"}}
+idx=${{rest%%"$tab"*}}; rest=${{rest#*"$tab"}}
+params=${{rest%%"$tab"*}}; pickled=${{rest#*"$tab"}}
 out={q(layout.root)}/tasks/$token
 mkdir -p "$out" || exit 70
 rm -f "$out/done" "$out/exitcode" "$out/wrapper_error"
@@ -114,6 +121,7 @@ else
 fi
 cp -R {q(layout.job(archive_sha(claim)))}/. "$work/" || fail "cannot copy the job folder to $work on $(hostname)"
 printf '%s\\n' "$params" >"$work/params.json"
+[ "$pickled" = - ] || printf '%s' "$pickled" | base64 -d >"$work/params.pkl" || fail "cannot write params.pkl in $work"
 cd "$work" || fail "cannot enter $work on $(hostname)"
 export SPARECYCLES_TASK="$idx" SPARECYCLES_JOB={q(claim.job_id)} PYTHONUNBUFFERED=1 {threads}
 {q(options.python)} {q(claim.main)} "$params" >"$out/stdout.txt" 2>"$out/stderr.txt" </dev/null

@@ -1,0 +1,163 @@
+"""The slave spool's task files name their format: old ones are upgraded as
+they are read, unknown ones are refused loudly and left untouched."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import sys
+
+import pytest
+from conftest import make_job
+from realparts import ProtocolPeer
+
+from trayapp.cli.main import describe_slave_state
+from trayapp.master.kinds.local import LocalSlave
+from trayapp.slave import engine as engine_module
+from trayapp.slave import spool as spool_module
+from trayapp.slave.engine import SlaveEngine, SlaveSettings
+from trayapp.slave.spool import TASK_FORMAT, Spool, SpoolTask
+from trayapp.wire.archive import pack
+from trayapp.wire.protocol import REQUIRED, TASK_REPORT
+
+TOKEN = "0a1b2c3d4e5f6071"
+
+
+def a_task(**changes) -> SpoolTask:
+    fields = dict(token=TOKEN, master="a1b2c3d4e5f60718", job="9abf0938", idx=2, params={"rate": 30},
+                  main="main.py", archive_sha="4" * 64, state="finished", pid=4242, created=1.5e9, started=1.5e9,
+                  ended=1.5e9 + 3, outcome="succeeded", exit_code=0)
+    return SpoolTask(**{**fields, **changes})
+
+
+def save(spool: Spool, task: SpoolTask) -> None:
+    spool.task_dir(task.token).mkdir(parents=True)  # made by the task's start, before its first save
+    spool.save(task)
+
+
+def write_task_file(spool: Spool, data: dict) -> None:
+    folder = spool.task_dir(data["token"])
+    folder.mkdir(parents=True)
+    (folder / "task.json").write_text(json.dumps(data))
+
+
+def test_a_task_file_names_its_format_and_reads_back_as_it_was_saved(tmp_path):
+    spool = Spool(tmp_path / "spool").ensure()
+    task = a_task(results_path=str(spool.results / f"{TOKEN}.tar"), results_sha="5" * 64, results_size=10240)
+    save(spool, task)
+    on_disk = json.loads((spool.task_dir(TOKEN) / "task.json").read_text())
+    assert on_disk["format"] == TASK_FORMAT
+    assert on_disk["results_path"] == f"results/{TOKEN}.tar"  # relative: the spool may move
+    assert spool.load_all() == [task] and spool.unreadable == {}
+
+
+def test_a_moved_spool_still_finds_its_results(tmp_path):
+    spool = Spool(tmp_path / "old place").ensure()
+    save(spool, a_task(results_path=str(spool.results / TOKEN)))  # the local host's results folder
+    (tmp_path / "old place").rename(tmp_path / "new place")
+    (task,) = Spool(tmp_path / "new place").load_all()
+    assert task.results_path == str(tmp_path / "new place" / "results" / TOKEN)
+
+
+def test_an_unversioned_file_of_release_0_1_is_upgraded_as_it_is_read(tmp_path):
+    spool = Spool(tmp_path / "spool").ensure()
+    old = {**dataclasses.asdict(a_task()), "results_path": f"/elsewhere/spool/results/{TOKEN}.tar", "extra": {}}
+    write_task_file(spool, old)
+    (task,) = spool.load_all()
+    assert task.results_path == str(spool.results / f"{TOKEN}.tar")
+    assert dataclasses.replace(task, results_path=None) == a_task()
+    assert "format" not in json.loads((spool.task_dir(TOKEN) / "task.json").read_text()), "reading must not write"
+
+
+@pytest.mark.parametrize("content, why", [
+    (json.dumps({**dataclasses.asdict(a_task()), "format": TASK_FORMAT + 1}), "newer SpareCycles"),
+    (json.dumps({**dataclasses.asdict(a_task()), "format": TASK_FORMAT, "priority": 3}), "unknown fields priority"),
+    (json.dumps({"format": TASK_FORMAT, "token": TOKEN}), "incomplete"),
+    ('{"token": "0a1b2c3d4e5f6071", "mas', "not valid JSON"),
+])
+def test_a_task_file_this_version_cannot_read_is_reported_and_left_untouched(tmp_path, caplog, content, why):
+    spool = Spool(tmp_path / "spool").ensure()
+    path = spool.task_dir(TOKEN) / "task.json"
+    path.parent.mkdir()
+    path.write_text(content)
+    save(spool, a_task(token="1" * 16))  # a readable neighbour is still taken up
+    engine = SlaveEngine(spool, SlaveSettings(slots=1, python=sys.executable), slave_id="5" * 16)
+    with caplog.at_level(logging.ERROR):
+        engine.recover()
+    assert list(engine.tasks) == ["1" * 16]
+    assert why in spool.unreadable[path]
+    assert str(path) in caplog.text and why in caplog.text
+    state = engine.describe()
+    assert why in state["unreadable_tasks"][str(path)]
+    assert f"cannot take up the task in {path}: " in describe_slave_state(state)
+    assert path.read_text() == content, "a file this version cannot read must stay as it was"
+    engine.launcher.close()
+
+
+def test_every_change_to_the_spool_record_is_a_new_task_format():
+    # Changing SpoolTask changes what task.json means: bump TASK_FORMAT, append
+    # the upgrade from the previous format, and update this list.
+    assert [f.name for f in dataclasses.fields(SpoolTask)] == [
+        "token", "master", "job", "idx", "params", "main", "archive_sha", "time_limit_s", "cores", "state", "pid",
+        "created", "started", "ended", "outcome", "exit_code", "message", "results_path", "results_sha",
+        "results_size"]
+    assert TASK_FORMAT == 1 and len(spool_module._UPGRADES) == TASK_FORMAT
+
+
+@dataclasses.dataclass
+class GrownSpoolTask(SpoolTask):
+    """What a later release might keep about a task for itself."""
+
+    sandbox_dir: str = "/var/lib/sparecycles/sandbox"
+
+
+def test_what_a_task_tells_its_master_is_the_protocols_list_not_the_spool_record():
+    grown = GrownSpoolTask(**dataclasses.asdict(a_task()))
+    assert grown.summary() == a_task().summary()
+    assert list(grown.summary()) == list(TASK_REPORT)
+    assert "params" not in TASK_REPORT  # the master knows them; a big sweep would bloat every report
+
+
+def test_a_field_added_to_the_spool_record_does_not_change_the_finished_message(tmp_path, monkeypatch):
+    monkeypatch.setattr(engine_module, "SpoolTask", GrownSpoolTask)
+    folder, _ = make_job(tmp_path / "job", "open('results.txt', 'w').write('ok')\n")
+    packed = pack(folder, ["main.py"], tmp_path / "packed")
+    engine = SlaveEngine(Spool(tmp_path / "spool"), SlaveSettings(slots=1, python=sys.executable, nice=0),
+                         slave_id="5" * 16)
+    local = LocalSlave(engine).start()
+    try:
+        master = ProtocolPeer(engine)
+        master.hello()
+        master.upload(packed.path, packed.sha256)
+        master.send("start", token=TOKEN, job="j1", idx=0, params={}, main="main.py", archive_sha=packed.sha256)
+        finished = master.expect("finished", token=TOKEN)
+        master.send("sync")
+        (held,) = master.expect("tasks")["tasks"]
+    finally:
+        local.stop()
+    assert isinstance(engine.tasks[TOKEN], GrownSpoolTask), "the engine must have used the grown record"
+    assert finished.keys() == {"v", "type", *TASK_REPORT, "results_inline"}
+    assert finished["outcome"] == "succeeded" and set(REQUIRED["finished"]) <= finished.keys()
+    assert held.keys() == set(TASK_REPORT)
+
+
+def test_a_start_again_of_a_task_whose_file_cannot_be_read_leaves_the_file_alone(tmp_path):
+    folder, _ = make_job(tmp_path / "job", "print('ran')\n")
+    packed = pack(folder, ["main.py"], tmp_path / "packed")
+    spool = Spool(tmp_path / "spool").ensure()
+    newer = {**dataclasses.asdict(a_task(state="running", archive_sha=packed.sha256)), "format": TASK_FORMAT + 1}
+    write_task_file(spool, newer)
+    engine = SlaveEngine(spool, SlaveSettings(slots=1, python=sys.executable, nice=0), slave_id="5" * 16)
+    local = LocalSlave(engine).start()
+    try:
+        master = ProtocolPeer(engine)
+        master.hello("a1b2c3d4e5f60718")
+        master.upload(packed.path, packed.sha256)
+        master.send("start", token=TOKEN, job="9abf0938", idx=2, params={}, main="main.py", archive_sha=packed.sha256)
+        declined = master.expect("declined", token=TOKEN)
+    finally:
+        local.stop()
+    assert "newer SpareCycles" in declined["reason"] and declined["retry"] is True
+    assert json.loads((spool.task_dir(TOKEN) / "task.json").read_text()) == newer
+    assert not (spool.task_dir(TOKEN) / "work").exists()
