@@ -233,3 +233,38 @@ def test_an_unreachable_login_node_shows_on_its_row_and_keeps_the_tasks(home, ss
     finally:
         stop_process(master)
     assert all_queued(job_id)
+
+
+# What a task sees of its parameter set, the API's way and argv's.
+API_TASK = """
+import json, os, sys
+import sparecycles
+params = sparecycles.task_params()
+os.makedirs("results", exist_ok=True)
+with open("results/seen.json", "w") as fh:
+    json.dump({"repr": repr(params), "argv": sys.argv[1], "pickled": os.path.exists("params.pkl")}, fh)
+"""
+
+
+def test_pickled_parameter_sets_reach_tasks_on_the_cluster_intact(home, sshd, cluster, tmp_path):
+    import subprocess
+    import textwrap
+
+    add_cluster("cluster", sshd, cluster, tmp_path)
+    make_job(tmp_path / "exact", API_TASK)
+    script = tmp_path / "user_script.py"
+    script.write_text(textwrap.dedent("""
+        import sparecycles
+        from fractions import Fraction
+        job = sparecycles.submit("exact", params=[Fraction(1, 3), {"rate": 5}], start=False)
+        print(job.id)
+    """))
+    job_id = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True,
+                            check=True).stdout.split()[-1]
+    status, out = run_master_to_the_end(job_id, timeout=120)
+    assert status["status"] == "done", (status, out)
+    root = results_of(home, job_id)
+    first = json.loads((root / "0" / "seen.json").read_text())
+    second = json.loads((root / "1" / "seen.json").read_text())
+    assert first == {"repr": "Fraction(1, 3)", "argv": '{"__sparecycles_pickle__": "params.pkl"}', "pickled": True}
+    assert second == {"repr": "{'rate': 5}", "argv": '{"rate": 5}', "pickled": False}
