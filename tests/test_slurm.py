@@ -185,6 +185,12 @@ def host_row(name: str) -> dict:
     return next(h for h in json.loads(cli("hosts", "list", "--json", check=True).stdout) if h["name"] == name)
 
 
+def wait_for_state(name: str, state: str, timeout: float) -> dict:
+    """The host's ``hosts list`` row once it shows ``state``."""
+    return wait_until(lambda: (row := host_row(name))["state"] == state and row, timeout=timeout, interval=0.2,
+                      what=f"{name}'s row to show {state}")
+
+
 @pytest.mark.parametrize("case, extra, on_row, in_test", [
     ("partition", ["--partition", "nosuch"], "sbatch refused the job", "sbatch --test-only refused"),
     ("memory", ["--mem", "100000G"], "sbatch refused the job", "sbatch --test-only refused"),
@@ -204,9 +210,7 @@ def test_bad_settings_show_on_the_hosts_row_and_in_hosts_test_and_lose_no_task(
     job_id, runs_log = submit_sweep(tmp_path, 3)
     master = start_master("--no-local")
     try:
-        wait_until(lambda: host_row("cluster")["state"] == "error", timeout=60, interval=0.2,
-                   what="the host's row to show the problem")
-        row = host_row("cluster")
+        row = wait_for_state("cluster", "error", timeout=60)
         assert on_row in row["reason"] and "fix:" in row["reason"], row
         # Back in the queue, no retry used, nothing failed.
         tasks = wait_until(lambda: all_queued(job_id), timeout=30, interval=0.2,
@@ -227,9 +231,7 @@ def test_an_unreachable_login_node_shows_on_its_row_and_keeps_the_tasks(home, ss
     job_id, _ = submit_sweep(tmp_path, 2)
     master = start_master("--no-local")
     try:
-        wait_until(lambda: host_row("cluster")["state"] == "unreachable", timeout=30, interval=0.2,
-                   what="the host's row to say it is unreachable")
-        assert "cannot reach cluster" in host_row("cluster")["reason"]
+        assert "cannot reach cluster" in wait_for_state("cluster", "unreachable", timeout=30)["reason"]
     finally:
         stop_process(master)
     assert all_queued(job_id)

@@ -169,12 +169,15 @@ def open_client(host: SSHTarget, known_hosts: Path) -> paramiko.SSHClient:
 
 
 class _Connection:
-    """An open SSH connection (``self._client``): files by SFTP, and closing it all."""
+    """An SSH connection to ``host`` (``self._client`` once open): files by SFTP, and closing it all."""
 
-    _client: paramiko.SSHClient | None
-    _sftp: paramiko.SFTPClient | None = None
-    _channel: paramiko.Channel | None = None
-    label: str
+    def __init__(self, host: SSHTarget, known_hosts: Path):
+        self.host = host
+        self.label = host.name
+        self._known_hosts = known_hosts
+        self._client: paramiko.SSHClient | None = None
+        self._channel: paramiko.Channel | None = None
+        self._sftp: paramiko.SFTPClient | None = None
 
     def _sftp_client(self) -> paramiko.SFTPClient:
         if self._sftp is None:
@@ -213,13 +216,6 @@ class SSHLink(_Connection):
 
     results_in_place = False  # results come as archives, fetched and checked: a slave is not trusted
 
-    def __init__(self, host: SSHTarget, known_hosts: Path):
-        self.host = host
-        self.label = host.name
-        self._known_hosts = known_hosts
-        self._client: paramiko.SSHClient | None = None
-        self._channel: paramiko.Channel | None = None
-        self._sftp: paramiko.SFTPClient | None = None
 
     def open(self) -> "SSHLink":
         client = open_client(self.host, self._known_hosts)
@@ -272,12 +268,6 @@ class SSHShell(_Connection):
     """One SSH connection that runs shell scripts (one exec channel each) and moves
     files by SFTP: how a cluster's login node is driven, with no agent there."""
 
-    def __init__(self, host: SSHTarget, known_hosts: Path):
-        self.host = host
-        self.label = host.name
-        self._known_hosts = known_hosts
-        self._client: paramiko.SSHClient | None = None
-        self._sftp: paramiko.SFTPClient | None = None
 
     def open(self) -> "SSHShell":
         try:
