@@ -44,8 +44,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from _common import PYTHON, bench_workspace, home_env  # noqa: E402
-from desktop import Xvfb  # noqa: E402
-from realparts import ProtocolPeer  # noqa: E402
+from support.peer import ProtocolPeer  # noqa: E402
+from support.xvfb import Xvfb  # noqa: E402
 
 from trayapp.wire.archive import pack  # noqa: E402
 

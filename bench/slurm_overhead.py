@@ -1,7 +1,7 @@
 """Per-task overhead of SpareCycles on a SLURM cluster, against bare ``sbatch --array``.
 
 Both run the same trivial ``main.py`` (writes ``results/out-<i>.txt``) as TASKS
-tasks on the same one-node test cluster (``tests/slurmcluster.py``: munged,
+tasks on the same one-node test cluster (``tests/support/slurm.py``: munged,
 slurmctld, slurmd on this machine, CPUS CPUs, MaxArraySize ARRAY), in the same
 run, alternating which goes first between repeats:
 
@@ -43,8 +43,8 @@ from _common import (PYTHON, TRIVIAL_MAIN, BenchError, bench_workspace,  # noqa:
                      count_results, exit_cleanly_on_sigterm, home_env, machine_info, median, print_machine_info,
                      sparecycles, write_job, write_params)
 from _pool import SSH_USER, wait_job_done, with_leftovers  # noqa: E402  (puts tests/ on sys.path)
-from realparts import Sshd  # noqa: E402
-from slurmcluster import SlurmCluster  # noqa: E402
+from support.slurm import SlurmCluster  # noqa: E402
+from support.sshd import Sshd  # noqa: E402
 
 BARE_WRAPPER = """#!/bin/bash
 out={out}/$((SLURM_ARRAY_TASK_ID + {offset}))

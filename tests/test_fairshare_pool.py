@@ -5,9 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from conftest import cli, make_job, start_master, stop_process, wait_until
 
 from trayapp.master.store import Store
+
+pytestmark = [pytest.mark.pool, pytest.mark.slow]
 
 SLEEP_TASK = """
 import json, os, sys, time

@@ -7,7 +7,11 @@ import os
 import signal
 from pathlib import Path
 
+import pytest
+
 from conftest import cli, make_job, run_master_to_the_end, start_master, stop_process, wait_until
+
+pytestmark = pytest.mark.pool
 
 # Records which slave ran it: a slave daemon's tasks inherit its SPARECYCLES_HOME.
 WHERE_TASK = """
@@ -158,6 +162,7 @@ def test_master_killed_and_restarted_mid_job_reconciles_with_its_slaves(pool, tm
     assert all(t["status"] == "done" for t in status["tasks"])
 
 
+@pytest.mark.brian
 def test_a_real_brian_task_runs_through_the_pool(pool, tmp_path):
     from trayapp.install.bundled import resource_path
 

@@ -27,7 +27,7 @@ import keyring.backend
 import pytest
 from conftest import ECHO_TASK, cli, make_job, pid_alive, run_dispatcher, wait_until
 from fakes import fake_agent
-from realparts import ProtocolPeer
+from support.peer import ProtocolPeer
 
 from trayapp.wire.archive import pack, sha256_of
 from trayapp.slave.availability import SlaveState
@@ -41,11 +41,12 @@ from trayapp.wire.ssh import (
     ClientKeyError,
     SSHLink,
     fetch_host_key,
-    known_hosts_file,
     store_secret,
     trust_host_key,
 )
 from trayapp.master.store import Store
+
+pytestmark = pytest.mark.pool
 
 FAKE_AGENT = Path(fake_agent.__file__)
 HOSTILE_KINDS = ["dotdot", "absolute", "symlink", "hardlink", "device"]
@@ -198,7 +199,7 @@ def test_changed_host_key_is_refused_and_replaced_only_with_replace(pool, home, 
     new = pool.sshd.host_key_fingerprint()
     assert new != old
     job = echo_job(tmp_path, n=1)
-    known = known_hosts_file(home)
+    known = home.known_hosts
     trusted_before = known.read_bytes()
 
     with Master(tmp_path):
@@ -229,7 +230,7 @@ def test_trust_refuses_a_wrong_fingerprint_or_no_confirmation(pool, home, args, 
     for phrase in expected:
         assert phrase in result.stderr, result.stderr
     assert pool.sshd.host_key_fingerprint() in result.stdout + result.stderr, "the real fingerprint is shown"
-    assert not known_hosts_file(home).exists()
+    assert not home.known_hosts.exists()
 
 
 # ===== 4: hosts add/remove/list input ========================================================
@@ -717,7 +718,7 @@ def test_key_passphrase_comes_from_the_keyring_and_never_touches_disk(app, sshd,
         store_secret(host, stored)
         assert memory_keyring.secrets == {("sparecycles", f"{host.user}@127.0.0.1:{sshd.port}"): stored}
 
-    link = SSHLink(host, known_hosts_file(app.home))
+    link = SSHLink(host, app.home.known_hosts)
     if stored == PASSPHRASE:
         link.open()
         try:

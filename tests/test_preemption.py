@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from conftest import make_job, pid_alive, wait_until
-from realparts import ProtocolPeer
+from support.peer import ProtocolPeer
 
 from trayapp.wire.archive import pack
 from trayapp.slave.availability import SlaveState
@@ -188,6 +188,7 @@ def test_donating_keeps_tasks_running_while_the_user_is_there(engine, archive, t
     assert master.expect("finished")["outcome"] == "preempted"
 
 
+@pytest.mark.slow
 def test_suspend_then_thaw_when_idle_again_then_kill_after_the_grace_time(engine, archive, tmp_path):
     engine.preempt_mode = "suspend"
     engine.suspend_grace_s = 3600.0

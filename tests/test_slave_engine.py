@@ -6,7 +6,7 @@ import json
 import threading
 
 import pytest
-from realparts import ProtocolPeer
+from support.peer import ProtocolPeer
 
 from trayapp.wire.protocol import encode
 from trayapp.slave.engine import SlaveEngine, SlaveSettings

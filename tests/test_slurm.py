@@ -1,4 +1,4 @@
-"""A SLURM cluster as a host: a real one-node cluster (tests/slurmcluster.py), its
+"""A SLURM cluster as a host: a real one-node cluster (tests/support/slurm.py), its
 login node the loopback sshd, the master the real ``sparecycles`` command."""
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from conftest import cli, make_job, run_master_to_the_end, start_master, stop_process, wait_until
-from slurmcluster import SlurmCluster
+from support.slurm import SlurmCluster
 
-pytestmark = pytest.mark.slurm
+pytestmark = [pytest.mark.slurm, pytest.mark.pool, pytest.mark.slow]
 
 # Writes its parameters and SLURM's view of it to results/, and a line to a
 # log outside the job so that a task run twice shows.
@@ -223,7 +223,7 @@ def test_bad_settings_show_on_the_hosts_row_and_in_hosts_test_and_lose_no_task(
 
 
 def test_an_unreachable_login_node_shows_on_its_row_and_keeps_the_tasks(home, sshd, cluster, tmp_path):
-    from realparts import free_port
+    from support.net import free_port
 
     add_cluster("cluster", sshd, cluster, tmp_path, port=free_port(), trust=False)
     tested = cli("hosts", "test", "cluster")

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 from conftest import make_job
-from realparts import ProtocolPeer
+from support.peer import ProtocolPeer
 
 from trayapp.cli.main import describe_slave_state
 from trayapp.master.kinds.local import LocalSlave

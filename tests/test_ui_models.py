@@ -107,11 +107,10 @@ def test_busy_slots_per_host_over_time():
     assert busy_slots([Span("a", 200, 300)], 0, 100, 4) == {}
 
 
-def test_pool_chart_paints_busy_slots(qapp):
+def test_pool_chart_paints_busy_slots(qapp, screenshots):
     from PyQt6.QtGui import QColor, QImage
 
     from ui.poolchart import PALETTE, PoolChart
-    from ui_desktop import SCREENSHOTS
 
     chart = PoolChart(window_s=3 * 3600)
     chart.resize(640, 220)
@@ -125,5 +124,4 @@ def test_pool_chart_paints_busy_slots(qapp):
     colours = {image.pixelColor(x, y).name() for x in range(0, 640, 4) for y in range(0, 220, 4)}
     blended = {QColor(c).name() for c in PALETTE[:2]}
     assert len(colours) > 5 and colours - blended  # something was drawn besides the background
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    assert image.save(str(SCREENSHOTS / "pool-chart.png"))
+    assert image.save(str(screenshots / "pool-chart.png"))

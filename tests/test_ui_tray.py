@@ -7,7 +7,7 @@ import ui_desktop  # noqa: F401 - sets the offscreen platform first
 
 import pytest
 
-from realparts import SlaveDaemon
+from support.daemons import SlaveDaemon
 from trayapp.slave import control as slavecontrol
 from trayapp.home import Home
 from ui.icons import ICON_NAMES, IconSet, icon_file

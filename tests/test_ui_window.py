@@ -3,6 +3,8 @@ dispatcher runs the tasks, a real sshd presents the host key."""
 
 from __future__ import annotations
 
+import pytest
+
 import ui_desktop  # noqa: F401 - sets the offscreen platform first
 
 from PyQt6.QtWidgets import QMessageBox
@@ -73,6 +75,7 @@ def test_cancel_from_the_window(qtbot, app, tmp_path):
     assert tray_app.jobs.index(0, 1).data() == "cancelled"
 
 
+@pytest.mark.pool
 def test_add_trust_and_remove_a_host(qtbot, app, sshd):
     tray_app = _window(qtbot, app)
     window = tray_app.window

@@ -19,7 +19,7 @@ from pathlib import Path
 import psutil
 import pytest
 from conftest import wait_until
-from realparts import ProtocolPeer
+from support.peer import ProtocolPeer
 
 from trayapp.master.kinds.local import LocalSlave
 from trayapp.master.store import SCHEMA_VERSION, Store
@@ -27,6 +27,8 @@ from trayapp.slave.engine import SlaveEngine, SlaveSettings
 from trayapp.slave.spool import TASK_FORMAT, Spool
 from trayapp.status import AttemptOutcome, TaskStatus
 from trayapp.wire.archive import sha256_of
+
+pytestmark = pytest.mark.slow
 
 RELEASE = Path(__file__).parent / "fixtures" / "release-0.1.0"
 EXPECTED = json.loads((RELEASE / "expected.json").read_text())

@@ -1,6 +1,6 @@
 """The one place that builds SpareCycles' objects and wires them together.
 
-The CLI (and later the tray app) asks for an :class:`App`; nothing else looks
+The CLI and the tray app ask for an :class:`App`; nothing else looks
 up a home, a config or a queue on its own, so tests build an ``App`` over a
 temporary home and get the real thing.
 """
@@ -10,7 +10,6 @@ from __future__ import annotations
 import getpass
 import platform
 import secrets
-import sys
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -46,7 +45,7 @@ class App:
 
     def identity(self) -> tuple[str, str]:
         """This PC's stable id (kept in the config folder) and a readable name."""
-        path = self.home.config_dir / "id"
+        path = self.home.identity_file
         try:
             ident = path.read_text().strip()
         except OSError:
@@ -65,4 +64,4 @@ class App:
 
     def ensure_dispatcher(self) -> int | None:
         """Start a background dispatcher if none serves this home; its pid, or None."""
-        return start_background_dispatcher(self.home, sys.executable, self.home.log_dir / "dispatcher.log")
+        return start_background_dispatcher(self.home, self.home.dispatcher_log)

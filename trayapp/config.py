@@ -1,4 +1,4 @@
-"""Settings shared by the CLI, the dispatcher and (later) the settings dialog.
+"""Settings shared by the CLI, the dispatcher and the settings dialog.
 
 Stored as TOML in ``Home.config_file``. Every key is optional; a missing file
 means all defaults. Unknown keys are an error rather than silently ignored, so
@@ -42,8 +42,7 @@ class Config:
     master_caps: dict = field(default_factory=dict)  # master name or id -> most slots at once
     grant_policy: str = "fair"  # "by_demand": the unfair baseline bench/fair_share.py compares against
     min_free_mb: int = 200  # a slave with less free disk takes no work
-    # --- idle detection (issue 4) ---
-    # "auto": lend the PC only while its user is away (a headless service with
+    # Idle detection. "auto": lend the PC only while its user is away (a headless service with
     # nobody logged in is always idle); "off": lend it all the time, as a
     # dedicated compute box would.
     idle_detection: str = "auto"
@@ -59,15 +58,11 @@ class Config:
     # (HTCondor's MaxSuspendTime is 10 min too).
     preempt: str = "kill"
     suspend_grace_s: float = 600.0
-    # --- end idle detection ---
-    # --- tray app (issue 5) ---
     mode: str = ""  # "master" or "slave"; empty: the tray app asks on its first start
-    # --- end tray app ---
-    # --- deployment (issue 7) ---
+    # Updates.
     check_updates: bool = True  # the tray app looks for newer Brian / SpareCycles releases at start-up
     package_index: str = ""  # PEP 503/691 simple index URL (a lab mirror); empty = the public PyPI
     wheel_folder: str = ""  # a folder of wheels to update from instead (or beside package_index)
-    # --- end deployment ---
 
     @property
     def effective_slots(self) -> int:
@@ -116,7 +111,6 @@ def load_config(home: Home) -> Config:
     config = replace(Config(), **values)
     if config.grant_policy not in ("fair", "by_demand"):
         raise UserError(f"{path}: grant_policy must be 'fair' or 'by_demand', not {config.grant_policy!r}")
-    # --- idle detection (issue 4) ---
     for key, allowed in (("idle_detection", ("auto", "off")), ("on_battery", ("pause", "work")),
                          ("preempt", ("kill", "suspend"))):
         if getattr(config, key) not in allowed:
@@ -126,18 +120,14 @@ def load_config(home: Home) -> Config:
         raise UserError(f"{path}: max_foreign_cpu is a share of all cores, from 0 to 1, not {config.max_foreign_cpu}")
     if config.idle_after_s < 0 or config.suspend_grace_s < 0:
         raise UserError(f"{path}: idle_after_s and suspend_grace_s are seconds, 0 or more")
-    # --- end idle detection ---
     if config.slots < 0:
         raise UserError(f"{path}: slots must be 0 (one per core) or more, not {config.slots}")
-    # --- tray app (issue 5) ---
     if config.mode not in MODES:
         raise UserError(f"{path}: mode must be \"master\" or \"slave\", not {config.mode!r}",
                         "or delete the line, and the tray app asks on its next start")
-    # --- end tray app ---
     return config
 
 
-# --- tray app (issue 5): the settings dialog and `--mode` write the config ---
 MODES = ("", "master", "slave")
 
 
@@ -166,4 +156,3 @@ def save_config(home: Home, config: Config) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return path
-# --- end tray app ---

@@ -20,10 +20,6 @@ class TaskStatus(str, Enum):
     CANCELLED = "cancelled"
 
     @property
-    def is_final(self) -> bool:
-        return self in FINAL_TASK_STATES
-
-    @property
     def is_in_flight(self) -> bool:
         return self in (TaskStatus.DISPATCHED, TaskStatus.RUNNING)
 
@@ -47,8 +43,6 @@ class AttemptOutcome(str, Enum):
     HOST_LOST = "host_lost"  # host or dispatcher vanished: not the task's fault
     REJECTED = "rejected"  # the host refused the job (bad archive, no space...)
 
-
-FINAL_TASK_STATES = frozenset({TaskStatus.DONE, TaskStatus.FAILED, TaskStatus.CANCELLED})
 
 T = TaskStatus
 TASK_TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {

@@ -120,7 +120,7 @@ class TrayApp(QObject):
         self.hosts.setParent(self.window)
         self.icons = IconSet()
         self.tray = Tray(self.icons)
-        self.child = Child(self.mode, home.log_dir / f"{self.mode}.log") if start_child else None
+        self.child = Child(self.mode, home.mode_log(self.mode)) if start_child else None
         slave = partial(slavecontrol.slave_state, home) if self.mode == "slave" else None
         self.watcher = Watcher(executor, SnapshotReader(lambda: self.apps.get().store, clock), slave, interval_ms,
                                digest=self.pool.digest)

@@ -121,7 +121,7 @@ def presented_key(app: App, name: str):
     type): what `hosts trust` and the window's trust dialog decide on."""
     import paramiko
 
-    from trayapp.wire.ssh import fetch_host_key, host_key_name, known_hosts_file
+    from trayapp.wire.ssh import fetch_host_key, host_key_name
 
     host = app.store.host(name)
     if host.name == "local":
@@ -132,18 +132,18 @@ def presented_key(app: App, name: str):
         raise UserError(f"could not reach {host.name} at {host.address}:{host.port}: {exc}",
                         "check that the PC is on and runs an SSH server") from None
     known = paramiko.HostKeys()
-    path = known_hosts_file(app.home)
+    path = app.home.known_hosts
     if path.exists():
         known.load(str(path))
     return host, key, known.lookup(host_key_name(host.address, host.port)) or {}
 
 
 def cmd_trust(app: App, args) -> int:
-    from trayapp.wire.ssh import fingerprint, known_hosts_file, trust_host_key
+    from trayapp.wire.ssh import fingerprint, trust_host_key
 
     host, key, existing = presented_key(app, args.name)
     shown = fingerprint(key)
-    path = known_hosts_file(app.home)
+    path = app.home.known_hosts
     if existing:
         if existing.get(key.get_name()) == key:
             print(f"{host.name} is already trusted ({key.get_name()} {shown})")

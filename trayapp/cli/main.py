@@ -40,15 +40,14 @@ def _duration(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sparecycles", description=(
-        "Run parameter sweeps of Python simulations on this PC's spare cores (and, later, the lab's idle PCs)."))
+        "Run parameter sweeps of Python simulations on this PC's spare cores and the lab's idle PCs."))
     parser.add_argument("--version", action="version", version=f"sparecycles {__version__}")
-    # --- tray app (issue 5) ---
+    # With no verb: the tray app.
     parser.add_argument("--mode", choices=("master", "slave"),
                         help="with no verb: start the tray app in this mode (saved in the settings)")
     parser.add_argument("--background", action="store_true",
                         help="with no verb: start the tray app in the tray, without opening its window "
                              "(how the start at login runs it)")
-    # --- end tray app ---
     verbs = parser.add_subparsers(dest="verb", metavar="VERB")
 
     p = verbs.add_parser("submit", help="queue a job folder, one task per parameter set")
@@ -85,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = verbs.add_parser("slave", help="run the slave daemon in the foreground: lend this PC to masters")
     p.add_argument("--slots", type=int, help="tasks at once (default: settings, else one per core)")
-    p.add_argument("--idle-after", type=_duration, metavar="SECONDS",  # idle detection (issue 4)
+    p.add_argument("--idle-after", type=_duration, metavar="SECONDS",
                    help="lend the PC after this long without keyboard/mouse input (default: settings, 5 min)")
     slave_verbs = p.add_subparsers(dest="slave_verb", metavar="ACTION")
     p = slave_verbs.add_parser("authorize", help="let a master's SSH key reach this PC's agent, and nothing else",
@@ -142,7 +141,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = verbs.add_parser("demo", help="run the bundled Brian sweep on this PC and summarise it")
     p.add_argument("--timeout", type=_duration)
-    # --- deployment (issue 7) ---
     p = verbs.add_parser("autostart", help="start SpareCycles when you log in (enable, disable, status)")
     p.add_argument("action", choices=("enable", "disable", "status"))
     p.add_argument("--json", action="store_true")
@@ -150,7 +148,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p = verbs.add_parser("update-brian", help="install the newest Brian into the task environment with pip")
     p.add_argument("--json", action="store_true")
-    # --- end deployment ---
     return parser
 
 
@@ -428,7 +425,6 @@ def cmd_hosts(app: App, args) -> int:
     return hostcli.HANDLERS[args.host_verb](app, args)
 
 
-# --- deployment (issue 7) ---
 def cmd_autostart(app: App, args) -> int:
     from trayapp.install.autostart import autostart_for_platform, login_command
 
@@ -477,7 +473,6 @@ def cmd_update_brian(app: App, args) -> int:
         print(f"sparecycles: updating Brian failed; {result.before or 'no Brian'} stays installed\n"
               f"  pip: {last_line_of(result.output)}", file=sys.stderr)
     return EXIT_OK if result.ok else EXIT_FAILED_TASKS
-# --- end deployment ---
 
 
 HANDLERS = {"submit": cmd_submit, "status": cmd_status, "wait": cmd_wait, "results": cmd_results,
@@ -485,4 +480,4 @@ HANDLERS = {"submit": cmd_submit, "status": cmd_status, "wait": cmd_wait, "resul
             "slave": cmd_slave, "agent": cmd_agent, "hosts": cmd_hosts, "pause": cmd_slave_verb,
             "donate": cmd_slave_verb, "resume": cmd_slave_verb,
             "autostart": cmd_autostart, "check-updates": cmd_check_updates,
-            "update-brian": cmd_update_brian}  # deployment (issue 7)
+            "update-brian": cmd_update_brian}

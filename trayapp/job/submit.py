@@ -1,7 +1,7 @@
 """Submitting a job: check the folder, pack it once, queue one task per parameter set.
 
-This is the ``submit`` verb that the CLI, the tray window's drop zone and the
-Python API (``sparecycles.submit``) call.
+The ``submit`` verb: the CLI calls it, and so do the tray window's drop zone,
+its submit dialog and the Python API (``sparecycles.submit``).
 """
 
 from __future__ import annotations

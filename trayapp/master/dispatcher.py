@@ -23,6 +23,7 @@ from typing import Callable
 
 from trayapp.config import Config
 from trayapp.home import Home
+from trayapp.install.selfcommand import sparecycles_command
 from trayapp.install.taskenv import task_interpreter
 from trayapp.locks import InstanceLock
 from trayapp.master.driver import DriverSettings, HostDriver
@@ -106,7 +107,7 @@ class Dispatcher:
 
     def _start_local(self) -> None:
         self.store.ensure_local_host(LOCAL_HOST)
-        engine = SlaveEngine(Spool(self.home.data_dir / "local-spool"),
+        engine = SlaveEngine(Spool(self.home.local_spool_dir),
                              SlaveSettings(slots=self.slots, python=self.python, nice=self.config.nice,
                                            in_process=True),
                              slave_id=self.master_id)
@@ -159,7 +160,7 @@ class Dispatcher:
         return DispatcherStats(started=sum(counts.values()), succeeded=counts.get("succeeded", 0), failed=failed)
 
 
-def start_background_dispatcher(home: Home, python: str, log_file: Path, until_idle: float = 60.0) -> int | None:
+def start_background_dispatcher(home: Home, log_file: Path, until_idle: float = 60.0) -> int | None:
     """Start a detached dispatcher for ``home`` unless one runs; returns its pid."""
     lock = InstanceLock(home.dispatcher_lock)
     if lock.holder() is not None:
@@ -168,7 +169,6 @@ def start_background_dispatcher(home: Home, python: str, log_file: Path, until_i
     with log_file.open("ab") as out:
         # The environment (SPARECYCLES_HOME among it) passes on unchanged, so the
         # child serves the same home as its caller.
-        proc = subprocess.Popen([python, "-m", "sparecycles", "master", "--until-idle", str(until_idle),
-                                 "--quiet-if-running"],
+        proc = subprocess.Popen(sparecycles_command("master", "--until-idle", str(until_idle), "--quiet-if-running"),
                                 stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
     return proc.pid

@@ -1,7 +1,7 @@
 """The queue: jobs, tasks, attempts and events in SQLite (WAL).
 
 Several processes use the queue at once (the CLI submitting, the dispatcher
-claiming, later the GUI reading), so every write is one short
+claiming, the GUI reading), so every write is one short
 ``BEGIN IMMEDIATE`` transaction and every row survives: a task is claimed by
 changing its status, never by deleting it, and each try of it is an
 ``attempts`` row that records why it ended. State changes go through the

@@ -26,7 +26,7 @@ _MAX_SOCKET_PATH = 100
 def socket_path(home: Home) -> Path:
     """Where the slave daemon listens. In the data folder when the path fits
     in a socket address, else in a private folder under the temp directory."""
-    preferred = home.data_dir / "slave.sock"
+    preferred = home.slave_socket
     if len(os.fsencode(preferred)) <= _MAX_SOCKET_PATH:
         return preferred
     digest = hashlib.sha256(os.fsencode(home.data_dir)).hexdigest()[:16]

@@ -43,7 +43,7 @@ def build_engine(home: Home, config: Config, identity: tuple[str, str], slots: i
 def run_slave_daemon(home: Home, config: Config, identity: tuple[str, str], slots: int | None = None,
                      idle_after: float | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
-    lock = InstanceLock(home.data_dir / "slave.lock")
+    lock = InstanceLock(home.slave_lock)
     if not lock.acquire(wait_s=2.0):
         raise UserError(f"a slave daemon is already running for {home.data_dir} (pid {lock.holder()})",
                         "use that one, or stop it first; SPARECYCLES_HOME selects another home")
@@ -64,23 +64,20 @@ def run_slave_daemon(home: Home, config: Config, identity: tuple[str, str], slot
              engine.versions.get("brian") or "not installed", path)
     engine.on_state_change = lambda d: log.info("state: %s%s (%d running)", d["state"],
                                                 f" ({d['reason']})" if d.get("reason") else "", d["running"])
-    # --- idle detection (issue 4): lend the PC only while its user is away ---
+    # Lend the PC only while its user is away.
     from trayapp.idle.watch import watch_idle
 
     watcher = watch_idle(engine, config, idle_after)
-    # --- end idle detection ---
     try:
         engine.serve(listener)
         stopped = engine.stop_all_tasks(AttemptOutcome.HOST_LOST, "the slave daemon was stopped")
         engine.flush_all()
         log.info("slave daemon stopping; stopped %d running task(s)", stopped)
     finally:
-        # --- idle detection (issue 4) ---
         if watcher is not None:
             watcher.stop()
         if engine.cgroups is not None:
             engine.cgroups.close()
-        # --- end idle detection ---
         listener.close()
         path.unlink(missing_ok=True)
         lock.release()

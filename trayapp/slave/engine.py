@@ -210,7 +210,7 @@ class SlaveEngine(Availability, Granting):
                 else:
                     timeout = min(timeout, 0.05)
             events = selector.select(timeout)
-            self._apply_idle_report()  # idle detection (issue 4): a returning user's tasks die first
+            self._apply_idle_report()  # a returning user's tasks die first
             for key, mask in events:
                 if key.data == "wake":
                     os.read(self._wake_r, 4096)
@@ -368,7 +368,7 @@ class SlaveEngine(Availability, Granting):
             prepare(spec, run_dir, template)
             task.started = self.clock()
             self.spool.save(task)
-            # Its own cgroup, where possible (issue 4): born inside, so nothing escapes a freeze.
+            # Its own cgroup, where possible: born inside, so nothing escapes a freeze.
             procs = self.cgroups.prepare(task.token) if self.cgroups is not None else None
             proc = self.launcher.start(spec, run_dir, cgroup_procs=procs)
         except OSError as exc:
@@ -463,7 +463,7 @@ class SlaveEngine(Availability, Granting):
 
     def tick(self) -> None:
         now = self.clock()
-        self._idle_tick(now)  # idle detection (issue 4)
+        self._idle_tick(now)
         self._expire_user_choices(now)
         self._charge_usage(now)
         ended = []

@@ -51,10 +51,6 @@ class ClientKeyError(Exception):
     """Our own private key cannot be unlocked (passphrase missing or wrong)."""
 
 
-def known_hosts_file(home: Home) -> Path:
-    return home.config_dir / "known_hosts"
-
-
 def host_key_name(address: str, port: int) -> str:
     return address if port == 22 else f"[{address}]:{port}"
 
@@ -103,7 +99,7 @@ def fetch_host_key(address: str, port: int, timeout: float = CONNECT_TIMEOUT_S) 
 
 
 def trust_host_key(home: Home, address: str, port: int, key: paramiko.PKey) -> None:
-    path = known_hosts_file(home)
+    path = home.known_hosts
     keys = paramiko.HostKeys()
     if path.exists():
         keys.load(str(path))
@@ -297,7 +293,7 @@ class SSHShell(_Connection):
 
 
 def ssh_connector(home: Home) -> Callable[[SSHTarget], Callable[[], SSHLink]]:
-    known = known_hosts_file(home)
+    known = home.known_hosts
     return lambda host: (lambda: SSHLink(host, known).open())
 
 

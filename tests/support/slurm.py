@@ -23,7 +23,7 @@ from pathlib import Path
 
 import psutil
 
-from realparts import free_port
+from support.net import free_port
 
 SLURM_BINARIES = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "sinfo", "scancel", "scontrol")
 
@@ -112,6 +112,9 @@ PartitionName=debug Nodes={self.node} Default=YES MaxTime=INFINITE State=UP Over
     # ----- the daemons ------------------------------------------------------------
 
     def start(self, timeout: float = 60.0) -> "SlurmCluster":
+        if not slurm_is_installed():
+            raise RuntimeError("SLURM or munge is not installed: run scripts/system-packages.sh "
+                               "(it installs slurm-wlm and munge)")
         try:
             self._start_munged()
             self._start("slurmctld", [_binary("slurmctld"), "-D", "-i", "-f", str(self.conf)])
