@@ -298,5 +298,5 @@ def ssh_connector(home: Home) -> Callable[[SSHTarget], Callable[[], SSHLink]]:
 
 
 def shell_connector(home: Home) -> Callable[[SSHTarget], Callable[[], SSHShell]]:
-    known = known_hosts_file(home)
+    known = home.known_hosts
     return lambda host: (lambda: SSHShell(host, known).open())
