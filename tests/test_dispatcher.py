@@ -214,7 +214,7 @@ def test_cancel_kills_the_whole_process_tree(app, tmp_path):
         trees = wait_until(pids, what="both tasks to start their process trees")
         assert all(pid_alive(p) for tree in trees for p in tree)
         app.store.cancel_job(job.id)
-        wait_until(lambda: not bg.dispatcher.local.engine.running, what="the slave engine to drop the tasks")
+        wait_until(lambda: not bg.dispatcher.drivers["local"].engine.running, what="the slave engine to drop the tasks")
         wait_until(lambda: not any(pid_alive(p) for tree in trees for p in tree), timeout=5,
                    what="every process of the cancelled tasks to die")
     job = app.store.job(job.id)

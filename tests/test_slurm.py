@@ -114,10 +114,10 @@ def test_hosts_list_and_test_describe_the_cluster(home, sshd, cluster, tmp_path)
     add_cluster("cluster", sshd, cluster, tmp_path)
     out = cli("hosts", "test", "cluster")
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "sbatch --test-only accepts" in out.stdout
-    assert "sacct does not work here" in out.stdout
+    assert "host key: ssh-ed25519" in out.stdout and "sbatch: --test-only accepts arrays" in out.stdout
+    assert "sacct: does not work here" in out.stdout
     assert "MaxArraySize 5" in out.stdout and "MinJobAge 30 s" in out.stdout
-    assert "will submit arrays of up to 5 tasks" in out.stdout
+    assert "plan: arrays of up to 5 tasks" in out.stdout
     job_id, runs_log = submit_sweep(tmp_path, 6, sleep=30)
     master = start_master("--no-local")
     try:
@@ -130,7 +130,9 @@ def test_hosts_list_and_test_describe_the_cluster(home, sshd, cluster, tmp_path)
         assert shown["kind"] == "slurm" and shown["state"] == "ready"
         assert shown["in_flight"] == 6 and shown["pending"] + shown["running"] == 6, shown
         table = cli("hosts", "list", check=True).stdout
-        assert "cluster: 6 in flight" in table, table
+        assert "IN FLIGHT" in table and "PENDING" in table, table
+        assert [line.split()[:3] for line in table.splitlines() if line.startswith("cluster")] == \
+            [["cluster", "slurm", "ready"]], table
         cli("cancel", job_id, check=True)
     finally:
         stop_process(master)
@@ -197,16 +199,16 @@ def wait_for_state(name: str, state: str, timeout: float) -> dict:
     ("setup", ["--setup", "SETUP; no-such-module-command python/3.11"], "the --setup lines failed",
      "the --setup lines failed"),
     ("python", ["--python", "/nonexistent/bin/python3"], "the task interpreter /nonexistent/bin/python3 is not there",
-     "--python /nonexistent/bin/python3 is not on the login node"),
+     "python: /nonexistent/bin/python3 is not on the login node"),
 ])
 def test_bad_settings_show_on_the_hosts_row_and_in_hosts_test_and_lose_no_task(
         home, sshd, cluster, tmp_path, case, extra, on_row, in_test):
     extra = [e.replace("SETUP", cluster.setup) for e in extra]
     add_cluster("cluster", sshd, cluster, tmp_path, *extra)
     tested = cli("hosts", "test", "cluster")
-    assert in_test in tested.stdout, tested.stdout + tested.stderr
+    assert in_test in tested.stdout + tested.stderr, tested.stdout + tested.stderr
     if case != "python":  # only a job on a compute node can tell the interpreter is missing there
-        assert tested.returncode == 3 and "fix:" in tested.stdout, tested.stdout
+        assert tested.returncode == 3 and "fix:" in tested.stderr, tested.stdout + tested.stderr
     job_id, runs_log = submit_sweep(tmp_path, 3)
     master = start_master("--no-local")
     try:
@@ -227,7 +229,7 @@ def test_an_unreachable_login_node_shows_on_its_row_and_keeps_the_tasks(home, ss
 
     add_cluster("cluster", sshd, cluster, tmp_path, port=free_port(), trust=False)
     tested = cli("hosts", "test", "cluster")
-    assert tested.returncode == 3 and "SSH to the login node" in tested.stdout, tested.stdout
+    assert tested.returncode == 3 and "could not reach cluster" in tested.stderr, tested.stdout + tested.stderr
     job_id, _ = submit_sweep(tmp_path, 2)
     master = start_master("--no-local")
     try:

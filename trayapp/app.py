@@ -11,14 +11,17 @@ import getpass
 import platform
 import secrets
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, partial
 
 from trayapp.config import Config, load_config
 from trayapp.locks import InstanceLock
 from trayapp.master.dispatcher import Dispatcher, start_background_dispatcher
-from trayapp.master.driver import DriverSettings
 from trayapp.home import Home
+from trayapp.master.driver import DriverSettings
+from trayapp.master.hosts import Hosts
+from trayapp.master.kinds import KindContext
 from trayapp.master.store import Store
+from trayapp.slave.builder import build_engine
 
 
 @dataclass
@@ -55,12 +58,21 @@ class App:
             path.write_text(ident + "\n")
         return ident, f"{getpass.getuser()}@{platform.node()}"
 
-    def dispatcher(self, *, driver_settings: DriverSettings | None = None) -> Dispatcher:
-        from trayapp.wire.ssh import ssh_connector
+    def kind_context(self, *, driver_settings: DriverSettings | None = None) -> KindContext:
+        """What host kinds build drivers and run checks with."""
+        identity = self.identity()
+        return KindContext(
+            self.home, self.config, identity, open_store=lambda: Store(self.home.queue_db),
+            driver_settings=driver_settings or DriverSettings(*identity, tick_s=self.config.poll_interval_s),
+            build_local_engine=partial(build_engine, self.config, self.home, identity,
+                                       self.home.local_spool_dir, in_process=True))
 
-        return Dispatcher(self.store, self.home, self.config, store_factory=lambda: Store(self.home.queue_db),
-                          identity=self.identity(), connect_ssh=ssh_connector(self.home),
-                          driver_settings=driver_settings)
+    def dispatcher(self, *, driver_settings: DriverSettings | None = None) -> Dispatcher:
+        return Dispatcher(self.store, self.kind_context(driver_settings=driver_settings))
+
+    def hosts(self) -> Hosts:
+        """Adding, removing, trusting, listing and testing hosts: the CLI's and the window's verbs."""
+        return Hosts(self.store, self.kind_context())
 
     def ensure_dispatcher(self) -> int | None:
         """Start a background dispatcher if none serves this home; its pid, or None."""

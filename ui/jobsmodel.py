@@ -15,7 +15,7 @@ from PyQt6.QtCore import QModelIndex, Qt
 
 from ui.rowsmodel import RowsModel
 from ui.snapshot import JobRow
-from ui.timefmt import duration
+from trayapp.humantime import duration
 
 COLUMNS = ("Job", "State", "Progress", "Done", "Failed", "Tasks", "Hosts", "Elapsed", "Left")
 PROGRESS_COLUMN = COLUMNS.index("Progress")
@@ -52,8 +52,8 @@ class JobsModel(RowsModel):
     def _display(self, job: JobRow, column: int) -> str:
         now = self._clock()
         return (job.name, job.status, f"{job.progress:.0%}", str(job.done), str(job.failed), str(job.total),
-                ", ".join(job.hosts) or "–", duration(job.elapsed_s(now)),
-                "–" if job.finished else duration(job.left_s(now)))[column]
+                ", ".join(job.hosts) or "–", duration(job.elapsed_s(now)) or "–",
+                "–" if job.finished else duration(job.left_s(now)) or "–")[column]
 
     def job_at(self, row: int) -> JobRow:
         return self._rows[row]

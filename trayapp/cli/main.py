@@ -13,19 +13,18 @@ import json
 import logging
 import os
 import sys
-import time
 from dataclasses import replace
 from typing import Callable
 
-from trayapp import __version__
+from trayapp import __version__, humantime
 from trayapp.app import App
+from trayapp.cli.hosts import HANDLERS as host_handlers, add_host_verbs
 from trayapp.cli.output import (EXIT_FAILED_TASKS, EXIT_OK, EXIT_USAGE, EXIT_USER_ERROR, exit_for,
                                 table)
 from trayapp.errors import UserError
 from trayapp.units import parse_duration
 from trayapp.master.progress import describe_counts, wait_for_job
 from trayapp.status import TaskStatus
-from trayapp.master.kinds import slurm as slurm_kind
 from trayapp.master.store import JobRecord, TaskRecord
 from trayapp.taskparams import pickled_bytes
 
@@ -113,31 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     hosts = verbs.add_parser("hosts", help="the slaves this master sends work to")
     host_verbs = hosts.add_subparsers(dest="host_verb", metavar="ACTION", required=True)
-    p = host_verbs.add_parser("add", help="add a slave PC reached over SSH, or a SLURM cluster (--kind slurm)")
-    p.add_argument("name")
-    p.add_argument("--kind", choices=("ssh", "slurm"), default="ssh",
-                   help="ssh: a PC running the slave daemon (default); slurm: a cluster's login node")
-    p.add_argument("--host", required=True, help="address of the PC")
-    p.add_argument("--port", type=int, default=22)
-    p.add_argument("--user", help="SSH user (default: yours)")
-    p.add_argument("--key", help="private key file (default: your SSH agent and ~/.ssh keys)")
-    p.add_argument("--agent-command", default="sparecycles agent",
-                   help="command that starts the agent there (default: %(default)s)")
-    p.add_argument("--slots", type=int, help="at most this many of our tasks there at once")
-    p.add_argument("--ask-secret", action="store_true",
-                   help="ask for the key passphrase or password and keep it in the OS keyring")
-    slurm_kind.add_arguments(p)
-    p = host_verbs.add_parser("list", help="hosts with their state, slots and versions")
-    p.add_argument("--json", action="store_true")
-    p = host_verbs.add_parser("remove", help="forget a host")
-    p.add_argument("name")
-    p = host_verbs.add_parser("trust", help="show a host's SSH key fingerprint and trust it")
-    p.add_argument("name")
-    p.add_argument("--yes", action="store_true", help="trust without asking")
-    p.add_argument("--fingerprint", help="trust only if the key has this SHA256 fingerprint")
-    p.add_argument("--replace", action="store_true", help="replace a key that changed")
-    p = host_verbs.add_parser("test", help="check a cluster: SSH, --setup, sbatch, its limits; say what we will do")
-    p.add_argument("name")
+    add_host_verbs(host_verbs)
 
     p = verbs.add_parser("demo", help="run the bundled Brian sweep on this PC and summarise it")
     p.add_argument("--timeout", type=_duration)
@@ -240,7 +215,7 @@ def _task_json(task: TaskRecord) -> dict:
 
 
 def _when(ts: float | None) -> str:
-    return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts)) if ts else "-"
+    return humantime.moment(ts) if ts else "-"
 
 
 def cmd_status(app: App, args) -> int:
@@ -391,9 +366,7 @@ def describe_slave_state(state: dict) -> str:
     if state.get("reason"):
         text += f" ({state['reason']})"
     if state.get("donating") and state["state"] != "donating":  # lent, though its user is away anyway
-        until = state.get("donating_until")
-        text += " (lent by its user until " + (time.strftime("%H:%M", time.localtime(until)) if until
-                                                else "resumed") + ")"
+        text += f" (lent by its user {humantime.until(state.get('donating_until') or None)})"
     text += f", {state['running']} of {state['slots']} slots busy"
     usage = state.get("usage") or {}
     total = sum(usage.values())
@@ -420,9 +393,7 @@ def cmd_agent(app: App, args) -> int:
 
 
 def cmd_hosts(app: App, args) -> int:
-    from trayapp.cli import hosts as hostcli
-
-    return hostcli.HANDLERS[args.host_verb](app, args)
+    return host_handlers[args.host_verb](app, args)
 
 
 def cmd_autostart(app: App, args) -> int:

@@ -19,25 +19,10 @@ from trayapp.config import Config
 from trayapp.home import Home
 from trayapp.locks import InstanceLock
 from trayapp.errors import UserError
-from trayapp.install.taskenv import task_interpreter
-from trayapp.slave.fairshare import FairShare
-from trayapp.slave.engine import SlaveEngine, SlaveSettings
-from trayapp.slave.spool import Spool
+from trayapp.slave.builder import build_engine
 from trayapp.status import AttemptOutcome
 
 log = logging.getLogger("sparecycles.slave")
-
-
-def build_engine(home: Home, config: Config, identity: tuple[str, str], slots: int | None = None) -> SlaveEngine:
-    settings = SlaveSettings(slots=slots or config.effective_slots,
-                             python=task_interpreter(config.task_python, home=home),
-                             nice=config.nice, max_results_mb=config.max_results_mb,
-                             min_free_mb=config.min_free_mb, weights=config.master_weights,
-                             caps=config.master_caps, grant_policy=config.grant_policy)
-    slave_id, name = identity
-    settings.name = name
-    return SlaveEngine(Spool(home.spool_dir), settings, slave_id=slave_id,
-                       fairshare=FairShare(half_life_s=config.fair_share_half_life_s))
 
 
 def run_slave_daemon(home: Home, config: Config, identity: tuple[str, str], slots: int | None = None,
@@ -47,7 +32,7 @@ def run_slave_daemon(home: Home, config: Config, identity: tuple[str, str], slot
     if not lock.acquire(wait_s=2.0):
         raise UserError(f"a slave daemon is already running for {home.data_dir} (pid {lock.holder()})",
                         "use that one, or stop it first; SPARECYCLES_HOME selects another home")
-    engine = build_engine(home, config, identity, slots)
+    engine = build_engine(config, home, identity, home.spool_dir, slots=slots)
     path = socket_path(home)
     path.unlink(missing_ok=True)  # left by a daemon that was killed; the lock says none runs now
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -47,6 +47,10 @@ class HostKeyError(Exception):
     """The host's key is unknown or changed: the user must decide."""
 
 
+class LoginRefused(Exception):
+    """The host does not accept our user, key or password."""
+
+
 class ClientKeyError(Exception):
     """Our own private key cannot be unlocked (passphrase missing or wrong)."""
 
@@ -268,6 +272,8 @@ class SSHShell(_Connection):
     def open(self) -> "SSHShell":
         try:
             self._client = open_client(self.host, self._known_hosts)
+        except paramiko.AuthenticationException as exc:
+            raise LoginRefused(f"{self.host.user}@{self.host.address} could not log in: {exc}") from None
         except (OSError, paramiko.SSHException) as exc:
             raise LinkClosed(f"cannot reach {self.host.name} at {self.host.address}:{self.host.port}: {exc}") from None
         return self

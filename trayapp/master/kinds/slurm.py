@@ -1,73 +1,100 @@
 """The ``slurm`` host kind: a cluster reached through its login node over SSH.
 
-Tasks go as job arrays (:mod:`trayapp.master.slurm`); this module is what the
-rest of the master sees of the kind: its ``hosts add`` options, its driver,
-its row in ``hosts list`` and its ``hosts test``.
+Its login node is reached as a desktop slave is (same connection code, host-key
+trust and keyring, so ``hosts trust`` works the same); tasks go there as job
+arrays (:mod:`trayapp.master.slurm`), never through a daemon of ours. Its row
+shows what a cluster can report: tasks in flight, pending and running, and how
+long the oldest has waited.
 """
 
 from __future__ import annotations
 
-import argparse
-from typing import Callable
+from typing import Iterator
 
+from trayapp.errors import UserError
+from trayapp.humantime import duration
+from trayapp.master.kinds.kind import AddOption, Column, Finding, KindContext, QueueFacts
+from trayapp.master.kinds.ssh import SSHKind, log_in
 from trayapp.master.slurm.driver import SlurmDriver, SlurmSettings
 from trayapp.master.slurm.options import DEFAULT_POLL_S, SlurmOptions
-from trayapp.master.slurm.probe import Finding, probe
-from trayapp.master.store import HostRecord, Store
-from trayapp.wire.ssh import SSHShell
+from trayapp.master.slurm.probe import probe
+from trayapp.master.store import HostRecord
 
-KIND = "slurm"
+NOT_AN_AGENT = "(none: a SLURM cluster)"  # the hosts table's agent column; no agent runs on a cluster
 
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("with --kind slurm (a cluster; --host is its login node)")
-    group.add_argument("--remote-root", help="folder on the cluster's shared file system for jobs and results")
-    group.add_argument("--partition")
-    group.add_argument("--account")
-    group.add_argument("--qos")
-    group.add_argument("--time", help="a task's time limit when its job sets none, e.g. 2h")
-    group.add_argument("--mem", help="memory per task, e.g. 2G")
-    group.add_argument("--cpus-per-task", type=int)
-    group.add_argument("--python", help="the Python tasks use on the compute nodes (default: python3)")
-    group.add_argument("--setup", help='shell lines run before every SLURM command and in every batch script, '
-                                       'e.g. "module load python/3.11"')
-    group.add_argument("--max-in-flight", type=int, help="tasks submitted and unfinished at most (default 200)")
-    group.add_argument("--throttle", type=int, help="elements of one array running at once (default 50)")
-    group.add_argument("--poll", help=f"how often to ask squeue (default {DEFAULT_POLL_S:g}s)")
+_OPTION_NAMES = ("remote_root", "partition", "account", "qos", "time", "mem", "cpus_per_task", "python", "setup",
+                 "max_in_flight", "throttle")
 
 
-def options_from_args(args: argparse.Namespace) -> SlurmOptions:
-    from trayapp.errors import UserError
-    from trayapp.units import parse_duration
+class SlurmKind(SSHKind):
+    name = "slurm"
+    summary = "a SLURM cluster, reached through its login node over SSH (tasks go as job arrays)"
+    options = (
+        AddOption("--host", "address of the cluster's login node", required=True),
+        AddOption("--port", "its SSH port", type=int, default=22),
+        AddOption("--user", "SSH user (default: yours)"),
+        AddOption("--key", "private key file (default: your SSH agent and ~/.ssh keys)"),
+        AddOption("--ask-secret", "ask for the key passphrase or password and keep it in the OS keyring",
+                  secret=True),
+        AddOption("--remote-root", "folder on the cluster's shared file system for jobs and results",
+                  required=True),
+        AddOption("--partition", "SLURM partition (default: the cluster's)"),
+        AddOption("--account", "SLURM account to charge"),
+        AddOption("--qos", "SLURM quality of service"),
+        AddOption("--time", "a task's time limit when its job sets none, e.g. 2h"),
+        AddOption("--mem", "memory per task, e.g. 2G"),
+        AddOption("--cpus-per-task", "cores per task (its thread limit too)", type=int),
+        AddOption("--python", "the Python tasks use on the compute nodes (default: python3)"),
+        AddOption("--setup", 'shell lines run before every SLURM command and in every batch script, '
+                             'e.g. "module load python/3.11"'),
+        AddOption("--max-in-flight", "tasks submitted there and unfinished, at most (default: 200)", type=int),
+        AddOption("--throttle", "elements of one array running at once (default: 50)", type=int),
+        AddOption("--poll", f"how often to ask squeue, e.g. 30s (default: {DEFAULT_POLL_S:g}s)"),
+    )
+    columns = (
+        Column("in_flight", "In flight"),
+        Column("pending", "Pending"),
+        Column("running", "Running"),
+        Column("oldest_pending_s", "Oldest pending", duration),
+    )
 
-    if not args.remote_root:
-        raise UserError("a cluster needs --remote-root", "name a folder on its shared file system, e.g. "
-                        "--remote-root '~/sparecycles'")
-    poll_s = None
-    if args.poll:
+    def record(self, values: dict) -> dict:
+        from trayapp.units import parse_duration
+
+        if not 0 < values["port"] < 65536:
+            raise UserError(f"--port must be between 1 and 65535, not {values['port']}")
         try:
-            poll_s = parse_duration(args.poll)
+            poll_s = parse_duration(values["poll"]) if values["poll"] else None
         except ValueError as exc:
             raise UserError(f"--poll: {exc}") from None
-    return SlurmOptions.from_text(remote_root=args.remote_root, time=args.time, mem=args.mem,
-                                  partition=args.partition, account=args.account, qos=args.qos,
-                                  cpus_per_task=args.cpus_per_task, python=args.python, setup=args.setup,
-                                  max_in_flight=args.max_in_flight, throttle=args.throttle, poll_s=poll_s)
+        options = SlurmOptions.from_text(poll_s=poll_s, **{k: values[k] for k in _OPTION_NAMES})
+        record = super().record({**values, "agent_command": NOT_AN_AGENT, "slots": None})
+        return {**record, "options": options.to_dict()}
 
+    def next_step(self, host: HostRecord) -> str:
+        return (f"next: check the login node's key fingerprint and trust it: sparecycles hosts trust {host.name}\n"
+                f"then see what the cluster allows and what SpareCycles will do: sparecycles hosts test {host.name}")
 
-def make_driver(host: HostRecord, store_factory: Callable[[], Store],
-                connect: Callable[[], SSHShell], *, max_results_mb: int = 2048) -> SlurmDriver:
-    return SlurmDriver(host.name, store_factory, connect, SlurmOptions.from_dict(host.options),
-                       SlurmSettings(max_results_mb=max_results_mb))
+    def build_driver(self, host: HostRecord, context: KindContext) -> SlurmDriver:
+        from trayapp.wire.ssh import shell_connector
 
+        return SlurmDriver(host.name, context.open_store, shell_connector(context.home)(host),
+                           SlurmOptions.from_dict(host.options),
+                           SlurmSettings(max_results_mb=context.config.max_results_mb))
 
-def row(host: HostRecord) -> dict:
-    """What ``hosts list`` shows of a cluster instead of slots."""
-    info = host.info
-    return {"in_flight": info.get("in_flight"), "pending": info.get("pending"), "running": info.get("running"),
-            "oldest_pending_s": info.get("oldest_pending_s")}
+    def describe(self, host: HostRecord, facts: QueueFacts) -> dict:
+        info = host.info
+        return {"in_flight": info.get("in_flight", facts.running), "pending": info.get("pending"),
+                "running": info.get("running"), "oldest_pending_s": info.get("oldest_pending_s") or None,
+                "python": host.options.get("python")}
 
+    def test(self, host: HostRecord, context: KindContext) -> Iterator[Finding]:
+        from trayapp.wire.ssh import SSHShell
 
-def test(host: HostRecord, connect: Callable[[], SSHShell]) -> list[Finding]:
-    options = SlurmOptions.from_dict(host.options)
-    return probe(connect, options, host.name, options.poll_s)
+        shell = yield from log_in(host, context, lambda: SSHShell(host, context.home.known_hosts).open())
+        try:
+            yield Finding("login", f"{host.user}@{host.address}")
+            for label, text in probe(shell, SlurmOptions.from_dict(host.options), host.name):
+                yield Finding(label, text)
+        finally:
+            shell.close()

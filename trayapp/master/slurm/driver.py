@@ -40,7 +40,7 @@ from trayapp.run.posix import describe_exit
 from trayapp.status import AttemptOutcome, TaskStatus
 from trayapp.wire.archive import UnsafeArchiveError, unpack
 from trayapp.wire.links import LinkClosed
-from trayapp.wire.ssh import ClientKeyError, HostKeyError, SSHShell
+from trayapp.wire.ssh import ClientKeyError, HostKeyError, LoginRefused, SSHShell
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +93,16 @@ class SlurmDriver(threading.Thread):
         self.connected = threading.Event()
 
     def stop(self, *, retire: bool = False) -> None:
+        """Stop driving; tasks on the cluster go on (a restart collects them).
+        ``retire``: the host was removed, so our arrays there are cancelled."""
         self._retiring = self._retiring or retire
         self._stopping.set()
+
+    def is_connected(self) -> bool:
+        return self.connected.is_set()
+
+    def refusal(self, job_seq: int) -> str | None:
+        return None  # a cluster takes any job; sbatch or the batch wrapper says so on the host's row otherwise
 
     # ----- lifecycle -------------------------------------------------------------
 
@@ -116,7 +124,7 @@ class SlurmDriver(threading.Thread):
                         self._cancel_everything()
                 except ClusterProblem as exc:
                     self._problem(exc)
-                except (HostKeyError, ClientKeyError) as exc:
+                except (HostKeyError, ClientKeyError, LoginRefused) as exc:
                     self.store.set_host_state(self.host, "error", str(exc))
                 except (LinkClosed, OSError, EOFError) as exc:
                     self._unreachable(str(exc))
