@@ -14,7 +14,7 @@ from typing import Iterator
 from trayapp.errors import UserError
 from trayapp.humantime import duration
 from trayapp.master.kinds.kind import AddOption, Column, Finding, KindContext, QueueFacts
-from trayapp.master.kinds.ssh import SSHKind, log_in
+from trayapp.master.kinds.ssh import SSHKind, log_in, login_options
 from trayapp.master.slurm.driver import SlurmDriver, SlurmSettings
 from trayapp.master.slurm.options import DEFAULT_POLL_S, SlurmOptions
 from trayapp.master.slurm.probe import probe
@@ -30,12 +30,7 @@ class SlurmKind(SSHKind):
     name = "slurm"
     summary = "a SLURM cluster, reached through its login node over SSH (tasks go as job arrays)"
     options = (
-        AddOption("--host", "address of the cluster's login node", required=True),
-        AddOption("--port", "its SSH port", type=int, default=22),
-        AddOption("--user", "SSH user (default: yours)"),
-        AddOption("--key", "private key file (default: your SSH agent and ~/.ssh keys)"),
-        AddOption("--ask-secret", "ask for the key passphrase or password and keep it in the OS keyring",
-                  secret=True),
+        *login_options("address of the cluster's login node"),
         AddOption("--remote-root", "folder on the cluster's shared file system for jobs and results",
                   required=True),
         AddOption("--partition", "SLURM partition (default: the cluster's)"),

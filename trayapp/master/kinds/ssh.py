@@ -21,18 +21,25 @@ DEFAULT_AGENT_COMMAND = "sparecycles agent"
 T = TypeVar("T")
 
 
+def login_options(address_help: str) -> tuple[AddOption, ...]:
+    """The ``hosts add`` options of any host reached over SSH."""
+    return (
+        AddOption("--host", address_help, required=True),
+        AddOption("--port", "its SSH port", type=int, default=22),
+        AddOption("--user", "SSH user (default: yours)"),
+        AddOption("--key", "private key file (default: your SSH agent and ~/.ssh keys)"),
+        AddOption("--ask-secret", "ask for the key passphrase or password and keep it in the OS keyring",
+                  secret=True),
+    )
+
+
 class SSHKind(HostKind):
     name = "ssh"
     summary = "a desktop PC running the slave daemon, reached over SSH"
     options = (
-        AddOption("--host", "address of the PC", required=True),
-        AddOption("--port", "its SSH port", type=int, default=22),
-        AddOption("--user", "SSH user (default: yours)"),
-        AddOption("--key", "private key file (default: your SSH agent and ~/.ssh keys)"),
+        *login_options("address of the PC"),
         AddOption("--agent-command", "command that starts the agent there", default=DEFAULT_AGENT_COMMAND),
         AddOption("--slots", "at most this many of our tasks there at once", type=int),
-        AddOption("--ask-secret", "ask for the key passphrase or password and keep it in the OS keyring",
-                  secret=True),
     )
     columns = SLAVE_COLUMNS
 
