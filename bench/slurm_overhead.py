@@ -42,7 +42,7 @@ sys.path.insert(0, str(_BENCH))
 from _common import (PYTHON, TRIVIAL_MAIN, BenchError, bench_workspace,  # noqa: E402
                      count_results, exit_cleanly_on_sigterm, home_env, machine_info, median, print_machine_info,
                      sparecycles, write_job, write_params)
-from _pool import SSH_USER, wait_job_done, with_leftovers  # noqa: E402  (puts tests/ on sys.path)
+from _pool import wait_job_done, with_leftovers  # noqa: E402  (puts tests/ on sys.path)
 from support.slurm import SlurmCluster  # noqa: E402
 from support.sshd import Sshd  # noqa: E402
 
@@ -113,7 +113,7 @@ def main() -> int:
             env = home_env(root / "master-home")
             job = write_job(root / "job", TRIVIAL_MAIN)
             sparecycles(["hosts", "add", "hpc", "--kind", "slurm", "--host", "127.0.0.1", "--port", str(sshd.port),
-                         "--user", SSH_USER, "--key", str(sshd.client_key), "--remote-root", str(root / "remote"),
+                         "--user", sshd.user, "--key", str(sshd.client_key), "--remote-root", str(root / "remote"),
                          "--python", PYTHON, "--setup", cluster.setup, "--poll", f"{args.poll:g}s"], env)
             sparecycles(["hosts", "trust", "hpc", "--fingerprint", sshd.host_key_fingerprint()], env)
             with (root / "master.log").open("ab") as log:

@@ -4,7 +4,6 @@ login node the loopback sshd, the master the real ``sparecycles`` command."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sys
 import time
@@ -45,7 +44,7 @@ def cluster(tmp_path):
 def add_cluster(name: str, sshd, cluster: SlurmCluster, tmp_path: Path, *extra: str, trust: bool = True,
                 port: int | None = None) -> None:
     cli("hosts", "add", name, "--kind", "slurm", "--host", "127.0.0.1", "--port", str(port or sshd.port),
-        "--user", os.environ.get("USER", "root"), "--key", str(sshd.client_key),
+        "--user", sshd.user, "--key", str(sshd.client_key),
         "--remote-root", str(tmp_path / f"remote-{name}"), "--python", sys.executable,
         "--setup", cluster.setup, "--poll", "1s", "--throttle", "4", *extra, check=True)
     if trust:
