@@ -25,6 +25,9 @@ packages+=(xvfb xdotool dbus-daemon gcc python3-dev linux-libc-dev)
 # objdump/objcopy. tar, gzip: the bundle's tarball. xvfb, trayer, x11-utils:
 # the build script times the bundled tray app's start to its icon in a tray.
 packages+=(desktop-file-utils binutils tar gzip xvfb trayer x11-utils)
+# bubblewrap: every task runs in a bwrap sandbox (user namespaces); the
+# sandbox tests try their attacks from inside one.
+packages+=(bubblewrap)
 # slurm-wlm, munge: the SLURM tests start a one-node cluster of their own
 # (munged, slurmctld, slurmd with a config in a temp folder); the clients
 # (sbatch, squeue, scancel) are what a cluster's login node offers.

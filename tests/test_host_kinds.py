@@ -51,6 +51,12 @@ class BatchDriver:
     def join(self, timeout: float | None = None) -> None:
         self._thread.join(timeout)
 
+    def is_connected(self) -> bool:
+        return self._thread.is_alive()
+
+    def refusal(self, job_seq: int) -> str | None:
+        return None  # a cluster takes every job
+
     def _run(self) -> None:
         store = self.context.open_store()
         while not self._stopping.wait(0.05):

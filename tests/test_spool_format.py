@@ -99,10 +99,10 @@ def test_every_change_to_the_spool_record_is_a_new_task_format():
     # Changing SpoolTask changes what task.json means: bump TASK_FORMAT, append
     # the upgrade from the previous format, and update this list.
     assert [f.name for f in dataclasses.fields(SpoolTask)] == [
-        "token", "master", "job", "idx", "params", "main", "archive_sha", "time_limit_s", "cores", "state", "pid",
-        "created", "started", "ended", "outcome", "exit_code", "message", "results_path", "results_sha",
-        "results_size"]
-    assert TASK_FORMAT == 1 and len(spool_module._UPGRADES) == TASK_FORMAT
+        "token", "master", "job", "idx", "params", "main", "archive_sha", "time_limit_s", "cores", "memory_mb",
+        "state", "pid", "created", "started", "ended", "outcome", "exit_code", "message", "results_path",
+        "results_sha", "results_size"]
+    assert TASK_FORMAT == 2 and len(spool_module._UPGRADES) == TASK_FORMAT
 
 
 @dataclasses.dataclass

@@ -63,6 +63,17 @@ class Config:
     check_updates: bool = True  # the tray app looks for newer Brian / SpareCycles releases at start-up
     package_index: str = ""  # PEP 503/691 simple index URL (a lab mirror); empty = the public PyPI
     wheel_folder: str = ""  # a folder of wheels to update from instead (or beside package_index)
+    # Job environments (a job's own requirements, built once per set on each PC)
+    # are evicted, least recently used first, beyond this much disk.
+    envs_max_gb: float = 5.0
+    # The lender's protection (trayapp.slave.confinement).
+    # "auto": tasks from other masters run only in a sandbox (none: lend
+    # nothing); this PC's own tasks use it where it exists. "on": always, or
+    # run nothing. "off": no sandbox, tasks can read and change your files.
+    sandbox: str = "auto"
+    sandbox_network: bool = False  # sandboxed tasks may use the network
+    max_task_memory_mb: int = 0  # most memory one task may use; 0 = three quarters of this PC's
+    max_task_processes: int = 512  # most processes (and threads) one task may have; 0 = no cap
 
     @property
     def effective_slots(self) -> int:
@@ -120,6 +131,18 @@ def load_config(home: Home) -> Config:
         raise UserError(f"{path}: max_foreign_cpu is a share of all cores, from 0 to 1, not {config.max_foreign_cpu}")
     if config.idle_after_s < 0 or config.suspend_grace_s < 0:
         raise UserError(f"{path}: idle_after_s and suspend_grace_s are seconds, 0 or more")
+    if config.envs_max_gb <= 0:
+        raise UserError(f"{path}: envs_max_gb is the disk (in GB) job environments may use, more than 0, "
+                        f"not {config.envs_max_gb}")
+    if config.sandbox not in SANDBOX_MODES:
+        raise UserError(f"{path}: sandbox must be one of {', '.join(map(repr, SANDBOX_MODES))}, "
+                        f"not {config.sandbox!r}", '"auto" (the default) protects this PC from the tasks it runs')
+    if config.max_task_memory_mb < 0:
+        raise UserError(f"{path}: max_task_memory_mb must be a number of megabytes, or 0 for three quarters "
+                        f"of this PC's memory, not {config.max_task_memory_mb}")
+    if config.max_task_processes != 0 and config.max_task_processes < MIN_TASK_PROCESSES:
+        raise UserError(f"{path}: max_task_processes = {config.max_task_processes} is too few for Python "
+                        f"and its compiler", f"use {MIN_TASK_PROCESSES} or more, or 0 for no cap")
     if config.slots < 0:
         raise UserError(f"{path}: slots must be 0 (one per core) or more, not {config.slots}")
     if config.mode not in MODES:
@@ -129,6 +152,8 @@ def load_config(home: Home) -> Config:
 
 
 MODES = ("", "master", "slave")
+SANDBOX_MODES = ("auto", "on", "off")
+MIN_TASK_PROCESSES = 16
 
 
 def save_config(home: Home, config: Config) -> Path:

@@ -46,7 +46,8 @@ class AttemptOutcome(str, Enum):
 
 T = TaskStatus
 TASK_TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
-    T.QUEUED: frozenset({T.DISPATCHED, T.CANCELLED}),
+    # queued to failed: no connected host can meet the job's requirements
+    T.QUEUED: frozenset({T.DISPATCHED, T.CANCELLED, T.FAILED}),
     # back to queued: transfer failed or host lost before the process started
     T.DISPATCHED: frozenset({T.RUNNING, T.QUEUED, T.FAILED, T.CANCELLED}),
     # back to queued: preempted, host lost, or a retry of the task's own failure

@@ -34,6 +34,7 @@ class JobRow:
     created: float
     finished: float | None
     results_dir: str
+    waiting_on: str | None = None  # e.g. "lab-07: preparing environment (brian2==2.8.0), 40 s"
 
     @property
     def finished_count(self) -> int:
@@ -107,7 +108,7 @@ class SnapshotReader:
                 spans += cached[1]
             jobs.append(JobRow(job.seq, job.id, job.name, job.status.value, job.count(TaskStatus.DONE),
                                job.count(TaskStatus.FAILED), job.count(TaskStatus.CANCELLED), in_flight, job.total,
-                               hosts, job.created, job.finished, job.results_dir))
+                               hosts, job.created, job.finished, job.results_dir, job.waiting_on))
         return Snapshot(now, jobs, host_views(store, master_id=self._master_id), [s for s in spans if s.ended is None or s.ended >= since])
 
     @staticmethod

@@ -5,7 +5,7 @@ without a tray.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from trayapp.humantime import until
 from ui.snapshot import Snapshot
@@ -26,7 +26,16 @@ def _plural(n: int, word: str) -> str:
 
 
 def slave_look(state: dict | None, problem: str | None = None) -> Look:
-    """From the slave daemon's ``state`` message (None when it cannot be reached)."""
+    """From the slave daemon's ``state`` message (None when it cannot be reached).
+    A slave that lends with a warning (no sandbox) says so in every look."""
+    look = _slave_look(state, problem)
+    warning = (state or {}).get("warning")
+    if warning and look.icon != "slave-unavailable":
+        return replace(look, tooltip=f"{look.tooltip}. Warning: {warning}")
+    return look
+
+
+def _slave_look(state: dict | None, problem: str | None) -> Look:
     if state is None:
         return Look("slave-unavailable", f"Unavailable: {problem or 'the slave daemon is not running'}")
     name = state["state"]

@@ -19,6 +19,7 @@ from typing import Callable
 from trayapp import __version__, humantime
 from trayapp.app import App
 from trayapp.cli.hosts import HANDLERS as host_handlers, add_host_verbs
+from trayapp.cli.envs import add_envs_parser, cmd_envs
 from trayapp.cli.output import (EXIT_FAILED_TASKS, EXIT_OK, EXIT_USAGE, EXIT_USER_ERROR, exit_for,
                                 table)
 from trayapp.errors import UserError
@@ -123,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p = verbs.add_parser("update-brian", help="install the newest Brian into the task environment with pip")
     p.add_argument("--json", action="store_true")
+    add_envs_parser(verbs)
     return parser
 
 
@@ -205,7 +207,8 @@ def _job_json(job: JobRecord) -> dict:
     return {"id": job.id, "name": job.name, "status": job.status.value, "total": job.total,
             "counts": {s.value: job.count(s) for s in TaskStatus}, "folder": job.folder, "main": job.main,
             "results": job.results_dir, "archive": job.archive_sha, "created": job.created,
-            "finished": job.finished, "retries": job.retries, "time_limit_s": job.time_limit_s}
+            "finished": job.finished, "retries": job.retries, "time_limit_s": job.time_limit_s,
+            "waiting_on": job.waiting_on}
 
 
 def _task_json(task: TaskRecord) -> dict:
@@ -446,7 +449,7 @@ def cmd_update_brian(app: App, args) -> int:
     return EXIT_OK if result.ok else EXIT_FAILED_TASKS
 
 
-HANDLERS = {"submit": cmd_submit, "status": cmd_status, "wait": cmd_wait, "results": cmd_results,
+HANDLERS = {"envs": cmd_envs, "submit": cmd_submit, "status": cmd_status, "wait": cmd_wait, "results": cmd_results,
             "cancel": cmd_cancel, "retry": cmd_retry, "master": cmd_master, "demo": cmd_demo,
             "slave": cmd_slave, "agent": cmd_agent, "hosts": cmd_hosts, "pause": cmd_slave_verb,
             "donate": cmd_slave_verb, "resume": cmd_slave_verb,

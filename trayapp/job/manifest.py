@@ -10,7 +10,7 @@ parameter file, one core, no limits). With it, a job folder says explicitly::
     retries = 2                 # how often a task whose own code fails is tried again
 
     [resources]
-    memory = "2 GB"             # also "512 MB", "2G", "512 MiB", or a plain integer = MB
+    memory = "2 GB"             # each task's cap; also "512 MB", "2G", "512 MiB", or a plain integer = MB
     cores = 1
     time_limit = "10m"          # "90", "90s", "10m", "2h", "1h30m", "1.5h"; plain number = seconds
 

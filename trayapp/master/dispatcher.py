@@ -90,6 +90,7 @@ class Dispatcher:
             while not self._stop.is_set():
                 if time.monotonic() >= next_refresh:
                     self._refresh_hosts()
+                    self._fail_unrunnable_jobs()
                     next_refresh = time.monotonic() + self._host_refresh_s
                 if self.store.count_unfinished():
                     idle_since = time.monotonic()
@@ -131,6 +132,20 @@ class Dispatcher:
             self._refused[name] = why
             log.warning("host %s: not driven: %s", name, why)
             self.store.set_host_state(name, "unavailable", why)
+
+    def _fail_unrunnable_jobs(self) -> None:
+        """A job that every connected host declined for its requirements (its
+        environment cannot be built anywhere) would wait forever: its queued
+        tasks fail instead, naming each host's reason, and ``wait`` ends."""
+        connected = {name: d for name, d in self.drivers.items() if d.is_connected()}
+        if not connected:
+            return  # nobody to ask yet: the job waits for a host, as any job does
+        for seq in self.store.queued_jobs():
+            reasons = [(name, d.refusal(seq)) for name, d in connected.items()]
+            if all(refused for _host, refused in reasons):
+                why = "; ".join(f"{host}: {refused}" for host, refused in reasons)
+                failed = self.store.fail_queued_tasks(seq, f"no connected host can run this job. {why}")
+                log.warning("job %s: no connected host can run it, %d tasks failed (%s)", seq, failed, why)
 
     def shutdown(self) -> None:
         """Stop every driver and wait for them; each kind decides what becomes

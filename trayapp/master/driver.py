@@ -60,6 +60,9 @@ class DriverSettings:
     # doubling up to recollect_max_s, until the user has fixed the folder.
     recollect_s: float = 2.0
     recollect_max_s: float = 60.0
+    # A job a host declined for its requirements is offered there again after
+    # this long, or as soon as the host's task environment changes.
+    declined_for_s: float = 600.0
 
 
 @dataclass
@@ -93,8 +96,11 @@ class HostDriver(threading.Thread):
         self._stopping = threading.Event()
         self._retiring = False
         self.inflight: dict[str, _InFlight] = {}  # token -> attempt
-        # Jobs whose requirements this host cannot meet: not offered to it again.
-        self.declined_jobs: frozenset[int] = frozenset()
+        # Jobs whose requirements this host cannot meet, with why and since when
+        # (time.monotonic()): not offered to it again for a while. Replaced, never
+        # changed in place, since the dispatcher reads it from its own thread.
+        self.declined_jobs: dict[int, tuple[str, float]] = {}
+        self._env_stamp = None
         # Jobs whose results this master cannot write now: no new tasks of
         # theirs until one is collected; token -> (report, when to retry, delay).
         self.blocked_jobs: frozenset[int] = frozenset()
@@ -190,6 +196,7 @@ class HostDriver(threading.Thread):
         self.inflight.clear()  # rebuilt from the queue and the host's own list by _reconcile
         self.uncollected.clear()  # the host's list reports them again
         self.store.set_host_state(self.host, hello["state"], hello.get("reason"), info=_info(hello), seen=True)
+        self._note_env_stamp(conv, hello.get("env_stamp"))
         self._send(conv, "sync")
         self.connected.set()
         log.info("host %s: connected (%s, %s slots)", self.host, hello["state"], hello.get("slots"))
@@ -223,7 +230,8 @@ class HostDriver(threading.Thread):
                 self._send(conv, "cancel", token=token)
         if not conv.synced:
             return
-        queued = self.store.count_queued(self.declined_jobs | self.blocked_jobs)
+        self._expire_declines(now)
+        queued = self.store.count_queued(self.not_offered())
         demand = queued if self.cap is None else max(0, min(queued, self.cap - len(self.inflight)))
         if demand != conv.demand_sent:
             self._send(conv, "demand", queued=demand)
@@ -254,12 +262,18 @@ class HostDriver(threading.Thread):
                     self._send(conv, "cancel", token=message["token"])
         elif kind == "declined":
             self._on_declined(conv, message)
+        elif kind == "preparing":
+            entry = self.inflight.get(message["token"])
+            if entry is not None:
+                self.store.note_running_task(entry.claim.attempt_id, f"{self.host}: {message['detail']}"[:500],
+                                             event=False)
         elif kind == "finished":
             self._on_finished(conv, message)
         elif kind == "tasks":
             self._reconcile(conv, message["tasks"])
             conv.synced = True
         elif kind == "state":
+            self._note_env_stamp(conv, message.get("env_stamp"))
             self.store.set_host_state(self.host, message["state"], message.get("reason"), info=_info(message),
                                       seen=True)
         elif kind == "error":
@@ -268,7 +282,7 @@ class HostDriver(threading.Thread):
             raise ProtocolError(f"a master does not accept '{kind}'")
 
     def _on_grant(self, conv: _Conversation, n: int) -> None:
-        claims = self.store.claim(self.host, n, self.declined_jobs | self.blocked_jobs)
+        claims = self.store.claim(self.host, n, self.not_offered())
         for claim in claims:
             self.inflight[claim.token] = _InFlight(claim)
             sha = Path(claim.archive_path).stem
@@ -327,7 +341,32 @@ class HostDriver(threading.Thread):
     def _start(self, conv: _Conversation, claim: Claim) -> None:
         self._send(conv, "start", token=claim.token, job=claim.job_id, idx=claim.idx, params=claim.params,
                    main=claim.main, archive_sha=Path(claim.archive_path).stem, time_limit_s=claim.time_limit_s,
-                   requires=list(claim.requires))
+                   requires=list(claim.requires), memory_mb=claim.memory_mb)
+
+    def is_connected(self) -> bool:
+        return self.connected.is_set()
+
+    def refusal(self, job_seq: int) -> str | None:
+        declined = self.declined_jobs.get(job_seq)
+        return declined[0] if declined else None
+
+    def not_offered(self) -> frozenset[int]:
+        """Jobs not to claim for this host: declined here, or their results cannot be written now."""
+        return frozenset(self.declined_jobs) | self.blocked_jobs
+
+    def _expire_declines(self, now: float) -> None:
+        stale = [seq for seq, (_why, when) in self.declined_jobs.items() if now - when >= self.settings.declined_for_s]
+        if stale:
+            self.declined_jobs = {s: v for s, v in self.declined_jobs.items() if s not in stale}
+
+    def _note_env_stamp(self, conv: _Conversation, stamp) -> None:
+        """The host's task environment changed (a package installed there): what it
+        declined before may suit it now."""
+        if stamp != self._env_stamp and self._env_stamp is not None and self.declined_jobs:
+            log.info("host %s: its task environment changed; offering the jobs it declined again", self.host)
+            self.declined_jobs = {}
+            conv.demand_sent = None
+        self._env_stamp = stamp
 
     def _on_declined(self, conv: _Conversation, message: dict) -> None:
         entry = self.inflight.pop(message["token"], None)
@@ -337,7 +376,7 @@ class HostDriver(threading.Thread):
         if message.get("requirements"):
             # Not this task's fault and not the host's: the job needs another
             # environment. Other hosts may take it; this one is not asked again.
-            self.declined_jobs = self.declined_jobs | {entry.claim.job_seq}
+            self.declined_jobs = {**self.declined_jobs, entry.claim.job_seq: (message["reason"], time.monotonic())}
             conv.demand_sent = None
         if "archive" in message["reason"] and message.get("retry", True):
             conv.archives_present.discard(Path(entry.claim.archive_path).stem)
@@ -486,8 +525,8 @@ class HostDriver(threading.Thread):
         for attempt in self.store.open_attempts(self.host):
             if attempt.token in on_host:
                 claim = self.store.claim_for(attempt.attempt_id)
-                self.inflight[attempt.token] = _InFlight(claim, started=True)
                 report = on_host.pop(attempt.token)
+                self.inflight[attempt.token] = _InFlight(claim, started=report.get("state") != "preparing")
                 if report.get("state") == "finished":
                     self._on_finished(conv, report)
             else:

@@ -31,6 +31,7 @@ from pathlib import Path
 import psutil
 
 from trayapp.run.proctree import MARKER_VARIABLE, kill_tree, same_process
+from trayapp.run.sandbox import Confinement
 from trayapp.taskparams import task_argument, write_task_params
 
 # Readers look at the exit code file only once the wrapper has exited (or, after
@@ -56,6 +57,7 @@ class TaskSpec:
     main: str
     time_limit_s: float | None = None
     cores: int = 1
+    memory_mb: int | None = None  # what the job asked for (its manifest's memory), if anything
 
 
 @dataclass
@@ -163,10 +165,19 @@ class Launcher:
                                                initializer=lower_this_threads_priority, initargs=(settings.nice,))
             self._direct = LaunchSettings(python=settings.python, nice=0)
 
-    def start(self, spec: TaskSpec, run_dir: Path, *, cgroup_procs: Path | None = None) -> TaskProcess:
+    def start(self, spec: TaskSpec, run_dir: Path, *, cgroup_procs: Path | None = None, python: str | None = None,
+              extra_env: dict[str, str] | None = None, confinement: Confinement | None = None) -> TaskProcess:
+        """``python`` replaces the task environment's interpreter (a job's own
+        environment); ``extra_env`` is added to the task's environment;
+        ``confinement`` holds it in (sandbox and caps)."""
+        settings = self.settings if self._spawner is None else self._direct
+        if python:
+            settings = LaunchSettings(python=python, nice=settings.nice)
         if self._spawner is None:
-            return start(spec, run_dir, self.settings, cgroup_procs=cgroup_procs)
-        return self._spawner.submit(start, spec, run_dir, self._direct, cgroup_procs=cgroup_procs).result()
+            return start(spec, run_dir, settings, cgroup_procs=cgroup_procs, extra_env=extra_env,
+                         confinement=confinement)
+        return self._spawner.submit(start, spec, run_dir, settings, cgroup_procs=cgroup_procs,
+                                    extra_env=extra_env, confinement=confinement).result()
 
     def close(self) -> None:
         if self._spawner is not None:
@@ -184,23 +195,28 @@ def _priority_prefix(nice: int) -> list[str]:
 
 
 def start(spec: TaskSpec, run_dir: Path, settings: LaunchSettings, *,
-          cgroup_procs: Path | None = None) -> TaskProcess:
-    """Start the task as the leader of a new session, at low priority, and in
-    the cgroup whose ``cgroup.procs`` file is given (see trayapp.run.cgroup)."""
+          cgroup_procs: Path | None = None, extra_env: dict[str, str] | None = None,
+          confinement: Confinement | None = None) -> TaskProcess:
+    """Start the task as the leader of a new session, at low priority, in the
+    cgroup whose ``cgroup.procs`` file is given (see trayapp.run.cgroup), and
+    held in by ``confinement`` (sandbox and caps, see trayapp.run.sandbox)."""
     env = dict(os.environ)
     env.update({
         "SPARECYCLES_TASK": str(spec.idx),
         "SPARECYCLES_JOB": spec.job_id,
         MARKER_VARIABLE: spec.token,
         "PYTHONUNBUFFERED": "1",  # so stdout.txt shows progress while the task runs
+        **(extra_env or {}),
     })
     # One slot is one core: numerical libraries must not each spawn a thread
     # per core, or N tasks on N cores fight over N*N threads.
     for variable in _THREAD_VARIABLES:
         env[variable] = str(spec.cores)
-    params_json = task_argument(spec.params)
+    task_argv = [settings.python, spec.main, task_argument(spec.params)]
+    if confinement is not None:
+        task_argv, env = confinement.wrap(task_argv, env, run_dir / "work")
     command = ["/bin/sh", "-c", _WRAPPER, "sparecycles-task", str(cgroup_procs or ""),
-               *_priority_prefix(settings.nice), settings.python, spec.main, params_json]
+               *_priority_prefix(settings.nice), *task_argv]
     popen = subprocess.Popen(command, cwd=run_dir / "work", env=env, start_new_session=True,
                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

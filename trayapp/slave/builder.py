@@ -9,6 +9,7 @@ from pathlib import Path
 
 from trayapp.config import Config
 from trayapp.home import Home
+from trayapp.install.envs import env_store_for
 from trayapp.install.taskenv import task_interpreter
 from trayapp.slave.engine import SlaveEngine, SlaveSettings
 from trayapp.slave.fairshare import FairShare
@@ -25,6 +26,11 @@ def build_engine(config: Config, home: Home, identity: tuple[str, str], spool_di
                              python=task_interpreter(config.task_python, home=home),
                              nice=config.nice, max_results_mb=config.max_results_mb,
                              min_free_mb=config.min_free_mb, name=name, weights=config.master_weights,
-                             caps=config.master_caps, grant_policy=config.grant_policy, in_process=in_process)
+                             caps=config.master_caps, grant_policy=config.grant_policy, in_process=in_process,
+                             sandbox=config.sandbox, sandbox_network=config.sandbox_network,
+                             max_task_memory_mb=config.max_task_memory_mb,
+                             max_task_processes=config.max_task_processes)
+    envs = env_store_for(home.data_dir, settings.python, package_index=config.package_index,
+                         wheel_folder=config.wheel_folder, max_gb=config.envs_max_gb)
     return SlaveEngine(Spool(spool_dir), settings, slave_id=slave_id,
-                       fairshare=FairShare(half_life_s=config.fair_share_half_life_s))
+                       fairshare=FairShare(half_life_s=config.fair_share_half_life_s), envs=envs)

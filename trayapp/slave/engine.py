@@ -35,7 +35,9 @@ from typing import Callable
 
 from trayapp import __version__
 from trayapp.wire.archive import ChecksumMismatchError, UnsafeArchiveError, ensure_unpacked
+from trayapp.install.envs import EnvStore
 from trayapp.slave.availability import Availability, SlaveState
+from trayapp.slave.environments import JobEnvironments
 from trayapp.slave.fairshare import FairShare
 from trayapp.slave.grants import Granting
 from trayapp.run.proctree import kill_tree, processes_with_marker, same_process
@@ -45,7 +47,7 @@ from trayapp.wire.protocol import (
     ProtocolError,
     decode,
 )
-from trayapp.slave.requirements import RequirementChecker, VersionProbe
+from trayapp.slave.requirements import RequirementChecker, SitePackagesWatch, VersionProbe
 from trayapp.run.posix import (
     Launcher,
     LaunchSettings,
@@ -55,6 +57,7 @@ from trayapp.run.posix import (
     lower_this_threads_priority,
     prepare,
 )
+from trayapp.slave.confinement import TaskConfiner, task_writable
 from trayapp.slave.session import Session
 from trayapp.slave.spool import Spool, SpoolTask
 from trayapp.status import AttemptOutcome
@@ -81,12 +84,18 @@ class SlaveSettings:
     # results are handed over as a folder (no tar round trip) and tasks get
     # their low priority from the engine thread instead of `nice`/`ionice`.
     in_process: bool = False
+    # The lender's protection (trayapp.slave.confinement): "auto", "on" or "off".
+    # The settings file's default is "auto"; an engine built by hand says what it wants.
+    sandbox: str = "off"
+    sandbox_network: bool = False
+    max_task_memory_mb: int = 0  # 0: three quarters of the PC's memory
+    max_task_processes: int = 512
 
 
-class SlaveEngine(Availability, Granting):
+class SlaveEngine(Availability, Granting, JobEnvironments):
     def __init__(self, spool: Spool, settings: SlaveSettings, *, slave_id: str,
                  fairshare: FairShare | None = None, clock: Callable[[], float] = time.time,
-                 rng: random.Random | None = None):
+                 rng: random.Random | None = None, envs: EnvStore | None = None):
         self.spool = spool.ensure()
         self.settings = settings
         self.slave_id = slave_id
@@ -96,14 +105,21 @@ class SlaveEngine(Availability, Granting):
         # In-process (the master's own cores), serve() lowers the engine thread itself.
         self.launcher = Launcher(LaunchSettings(python=settings.python,
                                                 nice=0 if settings.in_process else settings.nice))
-        # Re-read every 10 min on a helper thread: Brian updated in the task
-        # environment reaches the masters' host lists without a restart.
-        self.version_probe = VersionProbe(settings.python, on_change=self.wake)
-        self.requirements = RequirementChecker(settings.python)
+        # Re-read on a helper thread whenever the task environment's packages
+        # change: Brian updated there reaches the masters' host lists, and a
+        # package installed by hand the requirement checks, without a restart.
+        watch = SitePackagesWatch(settings.python)
+        self.version_probe = VersionProbe(settings.python, on_change=self.wake, watch=watch)
+        self.requirements = RequirementChecker(settings.python, watch=watch)
+        self._init_job_environments(envs)
         self.sessions: dict[int, Session] = {}
         self.tasks: dict[str, SpoolTask] = {}
         self.running: dict[str, TaskProcess] = {}
-        self.problem: str | None = None
+        self.confiner = TaskConfiner(mode=settings.sandbox, python=settings.python, spool_root=self.spool.root,
+                                     in_process=settings.in_process, network=settings.sandbox_network,
+                                     max_task_memory_mb=settings.max_task_memory_mb,
+                                     max_task_processes=settings.max_task_processes)
+        self.problem: str | None = self.confiner.problem
         self._last_state: tuple | None = None
         self._last_charge = clock()
         self._disk_checked = -math.inf
@@ -130,13 +146,14 @@ class SlaveEngine(Availability, Granting):
         names = {s.master: s.name for s in self.sessions.values() if s.master}
         return {"state": self.state.value,
                 "reason": (self.problem or self.paused_reason or self.waiting_reason
-                           or (self.donating_reason if self.state is SlaveState.DONATING else None)),
+                           or (self.donating_reason if self.state is SlaveState.DONATING else None)
+                           or self.confiner.warning),
                 "slots": self.settings.slots,
                 "running": len(self.running), "running_by_master": per_master, "usage": usage,
                 "master_names": names, "paused": self.paused_until is not None,
                 "paused_until": finite(self.paused_until), "donating": self.donating,
                 "donating_until": finite(self.donating_until), "available": self.available,
-                "name": self.settings.name, **self.versions,
+                "name": self.settings.name, **self.confiner.describe(), **self.versions, "env_stamp": self.version_probe.seen_stamp,
                 # Tasks of its spool it could not take up again; their files wait for a fitting version.
                 "unreadable_tasks": {str(path): why for path, why in self.spool.unreadable.items()}}
 
@@ -175,6 +192,7 @@ class SlaveEngine(Availability, Granting):
             self.flush_all()
         finally:
             self.launcher.close()
+            self._close_environments()
 
     def flush_all(self) -> None:
         """Send what is queued for each master (blocking briefly), e.g. before exit."""
@@ -312,6 +330,8 @@ class SlaveEngine(Availability, Granting):
         if token in self.tasks:  # a re-sent start (the master reconnected): idempotent
             self._report(self.tasks[token], session)
             return
+        if token in self.preparing:
+            return  # its environment is being built; `preparing` reports follow
         unreadable = self.spool.unreadable.get(self.spool.task_dir(token) / "task.json")
         if unreadable:  # starting it again would overwrite the file it cannot read
             session.send("declined", token=token, reason=f"cannot read its task file: {unreadable}", retry=True)
@@ -320,7 +340,7 @@ class SlaveEngine(Availability, Granting):
             session.send("declined", token=token, reason=self.problem or self.paused_reason or "not available",
                          retry=True)
             return
-        if not session.grants and len(self.running) >= self.settings.slots:
+        if not session.grants and self.busy_slots() >= self.settings.slots:
             session.send("declined", token=token, reason="no free slot", retry=True)
             return
         if session.grants:
@@ -329,7 +349,8 @@ class SlaveEngine(Availability, Granting):
             task = SpoolTask(token=token, master=session.master, job=str(message["job"]), idx=int(message["idx"]),
                              params=dict(message["params"]), main=str(message["main"]),
                              archive_sha=str(message["archive_sha"]),
-                             time_limit_s=message.get("time_limit_s"), cores=int(message.get("cores") or 1))
+                             time_limit_s=message.get("time_limit_s"), cores=int(message.get("cores") or 1),
+                             memory_mb=int(message["memory_mb"]) if message.get("memory_mb") else None)
         except (TypeError, ValueError) as exc:
             raise ProtocolError(f"malformed start: {exc}") from None
         if "/" in task.main or "\\" in task.main or task.main.startswith(".") or not _SHA.match(task.archive_sha):
@@ -337,13 +358,15 @@ class SlaveEngine(Availability, Granting):
         requires = message.get("requires") or []
         if not isinstance(requires, list) or not all(isinstance(r, str) for r in requires):
             raise ProtocolError("start with malformed requirements")
-        unmet = self.requirements.unmet(requires)
-        if unmet:
-            session.send("declined", token=token, reason=unmet, retry=True, requirements=True)
+        refused = self.confiner.refusal(task.memory_mb)
+        if refused:
+            session.send("declined", token=token, reason=refused, retry=True, requirements=True)
             return
-        self._start(session, task)
+        self._start_with_requirements(session, task, requires)
 
-    def _start(self, session: Session, task: SpoolTask) -> None:
+    def _start(self, session: Session, task: SpoolTask, *, python: str | None = None,
+               env_key: str | None = None) -> None:
+        """Start the task, in the job's own environment's ``python`` where it has one."""
         archive = self.spool.archive_path(task.archive_sha)
         if not archive.is_file():
             session.send("declined", token=task.token, reason="archive missing; send it first", retry=True)
@@ -363,15 +386,22 @@ class SlaveEngine(Availability, Granting):
             session.send("declined", token=task.token, reason=reason, retry=True)
             return
         run_dir = self.spool.task_dir(task.token)
-        spec = TaskSpec(task.token, task.job, task.idx, task.params, task.main, task.time_limit_s, task.cores)
+        spec = TaskSpec(task.token, task.job, task.idx, task.params, task.main, task.time_limit_s, task.cores,
+                        task.memory_mb)
         try:
             prepare(spec, run_dir, template)
+            caches = self._task_caches(task, run_dir)
             task.started = self.clock()
             self.spool.save(task)
             # Its own cgroup, where possible: born inside, so nothing escapes a freeze.
             procs = self.cgroups.prepare(task.token) if self.cgroups is not None else None
-            proc = self.launcher.start(spec, run_dir, cgroup_procs=procs)
+            confinement = self.confiner.confine(task.token, task.memory_mb, self.cgroups, python or self.settings.python,
+                                                writable=task_writable(self.spool.root, self.slot_of[task.token], run_dir))
+            proc = self.launcher.start(spec, run_dir, cgroup_procs=procs, python=python, extra_env=caches,
+                                       confinement=confinement)
         except OSError as exc:
+            self._release_task(task.token)
+            self.confiner.release(task.token)
             if self.cgroups is not None:
                 self.cgroups.release(task.token)
             shutil.rmtree(run_dir, ignore_errors=True)
@@ -381,6 +411,8 @@ class SlaveEngine(Availability, Granting):
             return
         task.pid, task.created = proc.pid, proc.created
         self.spool.save(task)
+        if env_key is not None:
+            self.envs.mark_in_use(env_key, task.token, proc.pid, proc.created)
         self.tasks[task.token] = task
         self.running[task.token] = proc
         if procs is not None:
@@ -390,6 +422,8 @@ class SlaveEngine(Availability, Granting):
     def _on_cancel(self, session: Session, message: dict) -> None:
         token = message["token"]
         task = self.tasks.get(token)
+        if task is None and token in self.preparing and self.preparing[token].task.master == session.master:
+            self._cancel_preparing(token)
         if task is None or task.master != session.master:
             session.send("finished", token=token, outcome=AttemptOutcome.CANCELLED.value, exit_code=None)
             return
@@ -407,6 +441,7 @@ class SlaveEngine(Availability, Granting):
 
     def _on_sync(self, session: Session, message: dict) -> None:
         mine = [t.summary() for t in self.tasks.values() if t.master == session.master]
+        mine += self._preparing_reports(session.master)
         session.send("tasks", tasks=mine)
         session.send("state", **self.describe())
 
@@ -427,6 +462,8 @@ class SlaveEngine(Availability, Granting):
 
     def _on_bye(self, session: Session, message: dict) -> None:
         if message.get("stop_tasks"):
+            for prepared in [p for p in self.preparing.values() if p.task.master == session.master]:
+                self._cancel_preparing(prepared.task.token)
             for task in [t for t in self.tasks.values() if t.master == session.master]:
                 proc = self.running.pop(task.token, None)
                 if proc is not None:
@@ -436,6 +473,8 @@ class SlaveEngine(Availability, Granting):
         session.closing = True
 
     def _forget(self, task: SpoolTask) -> None:
+        self._release_task(task.token)
+        self.confiner.release(task.token)
         self.tasks.pop(task.token, None)
         self.spool.remove(task.token)
 
@@ -485,10 +524,11 @@ class SlaveEngine(Availability, Granting):
                 self._flush(session)
         for proc in ended:
             self._finish(self.tasks[proc.spec.token], proc)
+        self._tick_environments()
         self._grant(now)
         self.version_probe.refresh()
         state = (self.state, self.problem, self.paused_until, self.donating_until, len(self.running),
-                 tuple(self.versions.values()))
+                 tuple(self.versions.values()), self.version_probe.seen_stamp)
         if state != self._last_state:
             self._last_state = state
             if self.on_state_change is not None:
@@ -503,7 +543,7 @@ class SlaveEngine(Availability, Granting):
         if not force and now - self._disk_checked < 1.0:
             return
         self._disk_checked = now
-        problem = self.spool.problem(self.settings.min_free_mb)
+        problem = self.confiner.problem or self.spool.problem(self.settings.min_free_mb)
         if problem != self.problem:
             self._set_problem(problem)
 
@@ -525,6 +565,10 @@ class SlaveEngine(Availability, Granting):
             outcome, message = AttemptOutcome.HOST_LOST, "the task's process vanished without an exit code"
         else:
             outcome, message = AttemptOutcome.EXITED, describe_exit(code)
+        if outcome is not AttemptOutcome.SUCCEEDED and not proc.timed_out:
+            over_memory = self.confiner.failure_reason(task.token, code, proc.stderr_tail(), self.cgroups)
+            if over_memory:
+                outcome, message = AttemptOutcome.EXITED, over_memory
         if outcome in (AttemptOutcome.EXITED, AttemptOutcome.TIMED_OUT):
             tail = proc.stderr_tail()
             if tail:
@@ -532,6 +576,7 @@ class SlaveEngine(Availability, Granting):
         self._settle(task, outcome, code, message)
 
     def _settle(self, task: SpoolTask, outcome: AttemptOutcome, code: int | None, message: str | None) -> None:
+        self.confiner.release(task.token)
         try:
             if self.settings.in_process:
                 task.results_path = str(self.spool.stage_results(task))
@@ -545,6 +590,7 @@ class SlaveEngine(Availability, Granting):
             self._set_problem(self.spool.problem(self.settings.min_free_mb))
         task.state, task.outcome, task.exit_code, task.message = "finished", outcome.value, code, message
         task.ended = self.clock()
+        self._release_task(task.token)
         shutil.rmtree(self.spool.task_dir(task.token) / "work", ignore_errors=True)
         self.spool.save(task)
         self._report(task, self._session_of(task.master))
@@ -559,7 +605,9 @@ class SlaveEngine(Availability, Granting):
             if task.state != "running":
                 continue
             run_dir = self.spool.task_dir(task.token)
-            spec = TaskSpec(task.token, task.job, task.idx, task.params, task.main, task.time_limit_s, task.cores)
+            spec = TaskSpec(task.token, task.job, task.idx, task.params, task.main, task.time_limit_s, task.cores,
+                            task.memory_mb)
+            self.confiner.remember(task.token, task.memory_mb)  # for the reason, if it goes over its cap
             alive = same_process(task.pid, task.created) if task.pid else None
             if alive is not None:
                 remaining = None
@@ -567,6 +615,7 @@ class SlaveEngine(Availability, Granting):
                     remaining = task.time_limit_s - (self.clock() - task.started)
                 deadline = time.monotonic() + remaining if remaining is not None else None
                 self.running[task.token] = TaskProcess(spec, run_dir, task.pid, task.created, deadline)
+                self._adopt_slot(task.token, run_dir)
                 log.info("adopting task %s/%s (pid %s), still running", task.job, task.idx, task.pid)
                 if self.cgroups is not None:
                     self.cgroups.adopt(task.token, task.pid)

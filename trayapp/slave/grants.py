@@ -9,7 +9,7 @@ tasks run.
 
 :class:`Granting` is mixed into :class:`trayapp.slave.engine.SlaveEngine`, which
 provides ``sessions``, ``tasks``, ``running``, ``settings``, ``fairshare``,
-``rng``, ``accepts_work()`` and ``_check_disk()``.
+``rng``, ``preparing``, ``busy_slots()``, ``accepts_work()`` and ``_check_disk()``.
 """
 
 from __future__ import annotations
@@ -54,12 +54,14 @@ class Granting:
             return
         while True:
             outstanding = sum(len(s.grants) for s in self.sessions.values())
-            if len(self.running) + outstanding >= self.settings.slots:
+            if self.busy_slots() + outstanding >= self.settings.slots:
                 return
             holding: dict[str, int] = {}
             for task in self.tasks.values():
                 if task.state == "running":
                     holding[task.master] = holding.get(task.master, 0) + 1
+            for prepared in self.preparing.values():
+                holding[prepared.task.master] = holding.get(prepared.task.master, 0) + 1
             wanting, by_master = {}, {}
             for s in self.sessions.values():
                 if s.master:

@@ -17,6 +17,7 @@ rides in its ``finished`` message as ``results_inline``)::
     M: need_archive {sha}              S: archive {sha, present, upload_path}
     M: archive_uploaded {sha, path}    S: archive_ok {sha} | archive_bad {sha, reason}
     M: start {task...}                 S: started {token} | declined {token, reason}
+                                       S: preparing {token, detail}   (every few s while its job's environment is built)
                                        S: finished {token, outcome, exit_code, results_path, results_sha,
                                                     results_inline (base64, when small), ...}
     M: ack {token}                     S: (frees the spool)
@@ -59,6 +60,7 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "archive_ok": ("sha",),
     "archive_bad": ("sha", "reason"),
     "started": ("token",),
+    "preparing": ("token", "detail"),  # the task waits for its job's environment ("preparing environment (...), 40 s")
     "declined": ("token", "reason"),
     "finished": ("token", "outcome"),
     "tasks": ("tasks",),

@@ -39,6 +39,13 @@ class Driver(Protocol):
 
     def join(self, timeout: float | None = None) -> None: ...
 
+    def is_connected(self) -> bool:
+        """The host answers now (a job no connected host will run fails instead of waiting)."""
+
+    def refusal(self, job_seq: int) -> str | None:
+        """Why this host will not run job ``job_seq`` (e.g. its requirements cannot
+        be built there), or None when it might."""
+
 
 @dataclass(frozen=True)
 class KindContext:
