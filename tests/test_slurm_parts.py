@@ -34,11 +34,12 @@ def test_time_limits_round_up_to_whole_minutes(seconds, text):
     assert slurm_minutes(seconds) == text
 
 
-def test_a_jobs_own_time_limit_wins_over_the_hosts():
+def test_a_jobs_own_time_limit_and_memory_win_over_the_hosts():
     options = SlurmOptions.from_text(remote_root="~/sc", time="2h", mem="2G", partition="short", cpus_per_task=2)
     assert options.sbatch_options(None) == ["--no-requeue", "--cpus-per-task=2", "--partition=short",
                                             "--time=0-02:00:00", "--mem=2048M"]
     assert "--time=0-00:10:00" in options.sbatch_options(600)
+    assert options.sbatch_options(600, 512)[-2:] == ["--time=0-00:10:00", "--mem=512M"]
 
 
 @pytest.mark.parametrize("fields, says", [

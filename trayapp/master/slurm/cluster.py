@@ -120,10 +120,10 @@ test -d {q(job)}
             raise OSError(f"could not place the job archive on {self.host_name}: {result.stderr.strip()}")
         self._job_folders.add(sha)
 
-    def submit(self, chunk_id: str, claims: list[Claim], time_limit_s: float | None) -> str:
+    def submit(self, chunk_id: str, claims: list[Claim]) -> str:
         """Submit one array; SLURM's id for it. Raises :class:`ClusterProblem` when
         sbatch refuses, :class:`SlurmBusy` when the controller keeps timing out."""
-        result = self.run(submit_script(self.layout, self.options, chunk_id, claims, time_limit_s))
+        result = self.run(submit_script(self.layout, self.options, chunk_id, claims))
         if result.code == 0 and result.stdout.strip():
             return result.stdout.strip().splitlines()[-1]
         message = result.stderr.strip()

@@ -372,7 +372,7 @@ class SlurmDriver(threading.Thread):
         first = claims[0]
         self.cluster.ensure_job_folder(Path(first.archive_path), archive_sha(first))
         chunk_id = secrets.token_hex(6)
-        array_id = self.cluster.submit(chunk_id, claims, first.time_limit_s)
+        array_id = self.cluster.submit(chunk_id, claims)
         now = self._clock()
         self._chunks.add(chunk_id)
         for index, claim in enumerate(claims):

@@ -69,8 +69,9 @@ class SlurmOptions:
         return cls(remote_root=remote_root, time_s=time_s, mem_mb=mem_mb,
                    **{k: v for k, v in rest.items() if v is not None})
 
-    def sbatch_options(self, time_limit_s: float | None) -> list[str]:
-        """sbatch's options for a job's arrays; the job's own time limit wins over ``--time``."""
+    def sbatch_options(self, time_limit_s: float | None, memory_mb: int | None = None) -> list[str]:
+        """sbatch's options for a job's arrays; the job's own time limit and
+        memory request win over the host's ``--time`` and ``--mem``."""
         args = ["--no-requeue", f"--cpus-per-task={self.cpus_per_task}"]
         for name in ("partition", "account", "qos"):
             if getattr(self, name):
@@ -78,8 +79,9 @@ class SlurmOptions:
         limit = time_limit_s or self.time_s
         if limit:
             args.append(f"--time={slurm_minutes(limit)}")
-        if self.mem_mb:
-            args.append(f"--mem={self.mem_mb}M")
+        memory = memory_mb or self.mem_mb
+        if memory:
+            args.append(f"--mem={memory}M")
         return args
 
 

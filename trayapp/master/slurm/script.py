@@ -140,7 +140,7 @@ def archive_sha(claim: Claim) -> str:
 
 
 def submit_script(layout: Layout, options: SlurmOptions, chunk_id: str, claims: list[Claim],
-                  time_limit_s: float | None, tries: int = 3) -> str:
+                  tries: int = 3) -> str:
     """Write the chunk's files and submit its array; prints SLURM's job id.
 
     sbatch may time out on a busy controller after the job was accepted, so
@@ -149,9 +149,10 @@ def submit_script(layout: Layout, options: SlurmOptions, chunk_id: str, claims: 
     q = shlex.quote
     folder = layout.chunk(chunk_id)
     name = job_name(chunk_id)
+    job = claims[0]  # every task of a chunk is of one job: same limits
     sbatch = " ".join(q(a) for a in [
         "sbatch", "--parsable", f"--array=0-{len(claims) - 1}%{options.throttle}", f"--job-name={name}",
-        f"--output={folder}/slurm-%a.out", *options.sbatch_options(time_limit_s), f"{folder}/run.sh"])
+        f"--output={folder}/slurm-%a.out", *options.sbatch_options(job.time_limit_s, job.memory_mb), f"{folder}/run.sh"])
     return f"""\
 set -u
 mkdir -p {q(folder)} {q(layout.root)}/tasks || exit 1
