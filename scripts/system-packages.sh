@@ -28,6 +28,10 @@ packages+=(desktop-file-utils binutils tar gzip xvfb trayer x11-utils)
 # bubblewrap: every task runs in a bwrap sandbox (user namespaces); the
 # sandbox tests try their attacks from inside one.
 packages+=(bubblewrap)
+# slurm-wlm, munge: the SLURM tests start a one-node cluster of their own
+# (munged, slurmctld, slurmd with a config in a temp folder); the clients
+# (sbatch, squeue, scancel) are what a cluster's login node offers.
+packages+=(slurm-wlm munge)
 
 missing=()
 for pkg in "${packages[@]}"; do

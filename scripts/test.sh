@@ -5,11 +5,11 @@
 #   scripts/test.sh --fast [PYTEST ARGS]
 #
 # is the inner loop: no set-up once .venv exists, and none of the tests that
-# need a real pool, an X desktop, the PyInstaller bundle, Brian, or seconds of
+# need a real pool, an X desktop, the PyInstaller bundle, Brian, a SLURM cluster, or seconds of
 # waiting (the markers in pyproject.toml); under a minute.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-FAST_TIERS="not (pool or desktop or bundle or brian or slow)"
+FAST_TIERS="not (pool or desktop or bundle or brian or slow or slurm)"
 if [ "${1:-}" = "--fast" ]; then
     shift
     [ -x .venv/bin/python ] || { bash scripts/system-packages.sh; bash scripts/venv.sh brian,test,bundle; }

@@ -19,7 +19,8 @@ from ui_desktop import build_tray_app, dispose_tray_apps  # noqa: F401 - autouse
 
 @pytest.fixture
 def slave_daemon(tmp_path):
-    daemon = SlaveDaemon(tmp_path / "slave home", slots=2).start()
+    # The lender's default: tasks sandboxed (bwrap is installed here), so no warning in the tray.
+    daemon = SlaveDaemon(tmp_path / "slave home", slots=2, env={"SPARECYCLES_SANDBOX": "auto"}).start()
     yield daemon
     daemon.stop()
 

@@ -6,6 +6,7 @@
 - :mod:`support.pool`: slave daemons behind the sshd, registered with a master home;
 - :mod:`support.xvfb`: a real X display (Xvfb) and input on it (xdotool);
 - :mod:`support.desktop`: that display with a tray (trayer), its window tree, clicks, screenshots;
+- :mod:`support.slurm`: a one-node SLURM cluster (munged, slurmctld, slurmd) in a temp folder;
 - :mod:`support.commands`: the real ``sparecycles`` command line; :mod:`support.waiting`.
 
 Nothing here is mocked, and nothing imports pytest: the tests import it as

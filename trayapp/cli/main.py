@@ -23,7 +23,7 @@ from trayapp.cli.envs import add_envs_parser, cmd_envs
 from trayapp.cli.output import (EXIT_FAILED_TASKS, EXIT_OK, EXIT_USAGE, EXIT_USER_ERROR, exit_for,
                                 table)
 from trayapp.errors import UserError
-from trayapp.job.manifest import parse_duration
+from trayapp.units import parse_duration
 from trayapp.master.progress import describe_counts, wait_for_job
 from trayapp.status import TaskStatus
 from trayapp.master.store import JobRecord, TaskRecord

@@ -9,6 +9,7 @@ from trayapp.master.kinds.kind import (AddOption, Column, Driver, Finding, HostK
                                        QueueFacts)
 from trayapp.master.kinds.local import LocalKind
 from trayapp.master.kinds.registry import KindRegistry
+from trayapp.master.kinds.slurm import SlurmKind
 from trayapp.master.kinds.ssh import SSHKind
 
-KINDS = KindRegistry(LocalKind(), SSHKind(), default="ssh")
+KINDS = KindRegistry(LocalKind(), SSHKind(), SlurmKind(), default="ssh")

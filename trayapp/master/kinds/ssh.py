@@ -8,7 +8,7 @@ touch no host start without it.
 from __future__ import annotations
 
 import getpass
-from typing import Iterator
+from typing import Callable, Generator, Iterator, TypeVar
 
 from trayapp.errors import UserError
 from trayapp.master.driver import HostDriver
@@ -18,20 +18,28 @@ from trayapp.master.kinds.slavehost import SLAVE_COLUMNS, describe_slave, exchan
 from trayapp.master.store import HostRecord, Store
 
 DEFAULT_AGENT_COMMAND = "sparecycles agent"
+T = TypeVar("T")
+
+
+def login_options(address_help: str) -> tuple[AddOption, ...]:
+    """The ``hosts add`` options of any host reached over SSH."""
+    return (
+        AddOption("--host", address_help, required=True),
+        AddOption("--port", "its SSH port", type=int, default=22),
+        AddOption("--user", "SSH user (default: yours)"),
+        AddOption("--key", "private key file (default: your SSH agent and ~/.ssh keys)"),
+        AddOption("--ask-secret", "ask for the key passphrase or password and keep it in the OS keyring",
+                  secret=True),
+    )
 
 
 class SSHKind(HostKind):
     name = "ssh"
     summary = "a desktop PC running the slave daemon, reached over SSH"
     options = (
-        AddOption("--host", "address of the PC", required=True),
-        AddOption("--port", "its SSH port", type=int, default=22),
-        AddOption("--user", "SSH user (default: yours)"),
-        AddOption("--key", "private key file (default: your SSH agent and ~/.ssh keys)"),
+        *login_options("address of the PC"),
         AddOption("--agent-command", "command that starts the agent there", default=DEFAULT_AGENT_COMMAND),
         AddOption("--slots", "at most this many of our tasks there at once", type=int),
-        AddOption("--ask-secret", "ask for the key passphrase or password and keep it in the OS keyring",
-                  secret=True),
     )
     columns = SLAVE_COLUMNS
 
@@ -71,30 +79,38 @@ class SSHKind(HostKind):
         return describe_slave(host, facts)
 
     def test(self, host: HostRecord, context: KindContext) -> Iterator[Finding]:
-        import paramiko
+        from trayapp.wire.ssh import SSHLink
 
-        from trayapp.wire.ssh import ClientKeyError, HostKeyError, SSHLink
-
-        key = presented_key(context.home, host.name, host.address, host.port)
-        yield Finding("reachable", f"{host.address}:{host.port} answers SSH")
-        if key.known != "trusted":
-            raise UserError(f"{host.name} presents {key.key_type} {key.fingerprint}, which is "
-                            + ("NOT the key trusted before" if key.known == "changed" else "not trusted yet"),
-                            f"compare it with the PC's own, then: sparecycles hosts trust {host.name}"
-                            + (" --replace" if key.known == "changed" else ""))
-        yield Finding("host key", f"{key.key_type} {key.fingerprint}, trusted")
-        try:
-            link = SSHLink(host, context.home.known_hosts).open()
-        except (HostKeyError, ClientKeyError) as exc:
-            raise UserError(str(exc)) from None
-        except paramiko.AuthenticationException as exc:
-            raise UserError(f"{host.user}@{host.address} could not log in: {exc}",
-                            "check --user and --key, or store the password with 'hosts add ... --ask-secret'"
-                            ) from None
-        except (OSError, paramiko.SSHException) as exc:
-            raise UserError(f"could not log in to {host.name}: {exc}") from None
+        link = yield from log_in(host, context, lambda: SSHLink(host, context.home.known_hosts).open())
         try:
             yield Finding("login", f"{host.user}@{host.address}, started '{host.agent_command}'")
             yield Finding("slave", hello_text(exchange_hello(link, context.identity)))
         finally:
             link.close()
+
+
+def log_in(host: HostRecord, context: KindContext, connect: Callable[[], T]) -> Generator[Finding, None, T]:
+    """The first steps of ``hosts test`` for any host reached over SSH: it answers,
+    its key is trusted, we can log in; returns the open connection."""
+    import paramiko
+
+    from trayapp.wire.links import LinkClosed
+    from trayapp.wire.ssh import ClientKeyError, HostKeyError, LoginRefused
+
+    key = presented_key(context.home, host.name, host.address, host.port)
+    yield Finding("reachable", f"{host.address}:{host.port} answers SSH")
+    if key.known != "trusted":
+        raise UserError(f"{host.name} presents {key.key_type} {key.fingerprint}, which is "
+                        + ("NOT the key trusted before" if key.known == "changed" else "not trusted yet"),
+                        f"compare it with the PC's own, then: sparecycles hosts trust {host.name}"
+                        + (" --replace" if key.known == "changed" else ""))
+    yield Finding("host key", f"{key.key_type} {key.fingerprint}, trusted")
+    try:
+        return connect()
+    except (HostKeyError, ClientKeyError) as exc:
+        raise UserError(str(exc)) from None
+    except (paramiko.AuthenticationException, LoginRefused) as exc:
+        raise UserError(f"{host.user}@{host.address} could not log in: {exc}",
+                        "check --user and --key, or store the password with 'hosts add ... --ask-secret'") from None
+    except (OSError, paramiko.SSHException, LinkClosed) as exc:
+        raise UserError(f"could not log in to {host.name}: {exc}") from None
