@@ -116,6 +116,18 @@ def start_process(launch: Launch, *, cgroup_procs: Path | None = None, prefix: l
     return PosixTask(launch, popen.pid, created, popen=popen)
 
 
+def describe_exit(code: int) -> str:
+    """An exit code of a task run under ``sh`` (here, or in a cluster's job script)."""
+    # sh reports a task killed by signal N as 128 + N.
+    if 128 < code < 128 + 65:
+        try:
+            name = signal.Signals(code - 128).name
+        except ValueError:
+            name = f"signal {code - 128}"
+        return f"killed by {name} (exit code {code})"
+    return f"exit code {code}"
+
+
 class PosixRunner:
     """Attempts as process sessions, each in a cgroup of its own when ``cgroups``
     is given (:meth:`TaskCgroups.create`, None where the system refuses), held
@@ -170,14 +182,7 @@ class PosixRunner:
         resume_trees(handles, self.cgroups)
 
     def describe_exit(self, code: int) -> str:
-        # sh reports a task killed by signal N as 128 + N.
-        if 128 < code < 128 + 65:
-            try:
-                name = signal.Signals(code - 128).name
-            except ValueError:
-                name = f"signal {code - 128}"
-            return f"killed by {name} (exit code {code})"
-        return f"exit code {code}"
+        return describe_exit(code)
 
     def memory_failure(self, handle: PosixTask) -> str | None:
         launch = handle.launch
