@@ -143,3 +143,18 @@ def test_simulated_newcomer_after_a_long_head_start_still_gets_half():
     alice_in_window = sum(1 for t in grants["alice"] if start <= t <= end)
     share = len(grants["bob"]) / (len(grants["bob"]) + alice_in_window)
     assert 0.4 <= share <= 0.6
+
+
+def test_among_masters_holding_equally_few_the_longest_unserved_goes_first():
+    # Alice has used far more than Bob, yet once Bob was served the next tie goes
+    # to Alice: usage alone would hand Bob every tied slot until the usages met.
+    fs = FairShare()
+    fs.charge("alice", 4 * HOUR, now=0.0)
+    rng = random.Random(1)
+    order = []
+    for step in range(6):
+        now = 10.0 + step
+        chosen = fs.pick({"alice": 5, "bob": 5}, {"alice": 0, "bob": 0}, now, rng)
+        fs.note_grant(chosen, now)
+        order.append(chosen)
+    assert order == ["bob", "alice", "bob", "alice", "bob", "alice"]

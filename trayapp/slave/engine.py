@@ -179,11 +179,13 @@ class SlaveEngine:
         return len(self.running) + len(self.environments)
 
     def _running_by_master(self) -> dict[str, int]:
-        """Tasks the spool records as running, by master."""
+        """Live attempts by master. Not the spool's "running" records: a task
+        whose process just ended keeps that state until its results are packed,
+        and counting it would make its master seem to hold the slot it freed."""
         per_master: dict[str, int] = {}
-        for task in self.tasks.values():
-            if task.state == "running":
-                per_master[task.master] = per_master.get(task.master, 0) + 1
+        for token in self.running:
+            master = self.tasks[token].master
+            per_master[master] = per_master.get(master, 0) + 1
         return per_master
 
     # ----- lifecycle -----------------------------------------------------------

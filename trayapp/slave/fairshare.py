@@ -8,6 +8,14 @@ big sweep does not count against anyone today); remaining ties are broken at
 random. Because the choice never looks at queue length, a master with 20 tasks
 gets the same share as one with 10,000.
 
+Among masters holding equally few, the one this slave granted a slot to
+longest ago goes first (a master never granted here, first of all), and only
+then usage decides. Without that step, whenever a slot frees the master that
+just lost it and a master already waiting hold equally few; usage alone then
+hands every such slot to whichever has used less, so the other one (often
+the incumbent) starves until the usages meet. Round-robin among equals keeps
+the split even from one grant to the next.
+
 Why slots held come before usage: by usage alone, a master arriving while
 another has filled the slave for an hour would take every freed slot until
 its usage caught up, starving the first for as long. Counting held slots
@@ -32,6 +40,7 @@ class FairShare:
     caps: dict[str, int] = field(default_factory=dict)  # master -> most slots at once
     _usage: dict[str, float] = field(default_factory=dict)
     _as_of: dict[str, float] = field(default_factory=dict)
+    _granted_at: dict[str, float] = field(default_factory=dict)  # master -> time of its last grant here
 
     def usage(self, master: str, now: float) -> float:
         """Decayed slot-seconds of ``master`` at time ``now``."""
@@ -44,6 +53,9 @@ class FairShare:
     def charge(self, master: str, slot_seconds: float, now: float) -> None:
         self._usage[master] = self.usage(master, now) + slot_seconds
         self._as_of[master] = now
+
+    def note_grant(self, master: str, now: float) -> None:
+        self._granted_at[master] = now
 
     def weight(self, master: str) -> float:
         return self.weights.get(master, 1.0)
@@ -62,6 +74,8 @@ class FairShare:
             return None
         fewest = min(running.get(m, 0) / self.weight(m) for m in eligible)
         eligible = [m for m in eligible if running.get(m, 0) / self.weight(m) <= fewest + 1e-12]
+        longest_ago = min(self._granted_at.get(m, -math.inf) for m in eligible)
+        eligible = [m for m in eligible if self._granted_at.get(m, -math.inf) == longest_ago]
         scored = [(self.usage(m, now) / self.weight(m), m) for m in eligible]
         best = min(score for score, _ in scored)
         # Relative tolerance: usages computed at slightly different moments

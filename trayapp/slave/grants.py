@@ -88,6 +88,7 @@ class Granting:
                 chosen = self.fairshare.pick(wanting, held, now, self.rng)
             if chosen is None:
                 return
+            self.fairshare.note_grant(chosen, now)
             session = by_master[chosen]
             session.grants.append(now)
             session.send("grant", n=1)
