@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from trayapp import __version__
+from trayapp.home import Home
 from trayapp.install.taskenv import env_python
 
 pytestmark = pytest.mark.bundle
@@ -138,7 +139,7 @@ def test_bundle_runs_the_brian_demo_with_a_named_task_python(bundle, tmp_path):
     finally:
         from conftest import _stop_background_dispatcher
 
-        _stop_background_dispatcher(Path(env["SPARECYCLES_HOME"]))
+        _stop_background_dispatcher(Home.from_environment(env))
 
 
 def test_bundle_check_updates_offline_and_autostart_point_at_the_bundle(bundle, tmp_path):
