@@ -16,7 +16,7 @@ import pathspec
 
 from trayapp.errors import UserError
 from trayapp.job.manifest import Manifest, load_manifest
-from trayapp.job.params import load_param_sets, read_text
+from trayapp.job.params import check_set_fits, load_param_sets, read_text
 
 IGNORE_FILE = ".sparecyclesignore"
 DEFAULT_EXCLUDES = (
@@ -76,6 +76,8 @@ def open_job_folder(folder: str | Path, *, main: str | None = None, params: str 
     elif not param_sets:
         raise UserError("the list of parameter sets is empty, which would make a job of zero tasks",
                         "give at least one parameter set, or none at all to run the job once")
+    for number, stored in enumerate(param_sets, 1):
+        check_set_fits(stored, number)
     return JobFolder(root, main_script, files, param_sets, params_file, manifest)
 
 

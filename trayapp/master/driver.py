@@ -27,6 +27,7 @@ from typing import Callable
 from trayapp.wire.archive import UnsafeArchiveError, sha256_of, unpack
 from trayapp.wire.links import Link, LinkClosed
 from trayapp.wire.protocol import LineBuffer, ProtocolError, decode, encode
+from trayapp.master.quarantine import Quarantine
 from trayapp.master.results import collect, collected_by, results_path
 from trayapp.status import AttemptOutcome, TaskStatus
 from trayapp.master.store import Claim, Store
@@ -60,6 +61,10 @@ class DriverSettings:
     # doubling up to recollect_max_s, until the user has fixed the folder.
     recollect_s: float = 2.0
     recollect_max_s: float = 60.0
+    # A host whose starts fail for this many different jobs in a row, or that
+    # breaks the protocol, is asked for no work for quarantine_s.
+    quarantine_after_jobs: int = 3
+    quarantine_s: float = 300.0
 
 
 @dataclass
@@ -102,6 +107,9 @@ class HostDriver(threading.Thread):
         self.store: Store | None = None
         self.connected = threading.Event()
         self._unreachable_since: float | None = None
+        self.quarantine = Quarantine(after_jobs=settings.quarantine_after_jobs, duration_s=settings.quarantine_s)
+        self._reported_state: tuple[str, str | None] = ("unknown", None)  # what the host last said of itself
+        self._showing_quarantine = False
 
     # ----- lifecycle -------------------------------------------------------------
 
@@ -189,7 +197,7 @@ class HostDriver(threading.Thread):
         self._unreachable_since = None
         self.inflight.clear()  # rebuilt from the queue and the host's own list by _reconcile
         self.uncollected.clear()  # the host's list reports them again
-        self.store.set_host_state(self.host, hello["state"], hello.get("reason"), info=_info(hello), seen=True)
+        self._show_state(hello["state"], hello.get("reason"), info=_info(hello))
         self._send(conv, "sync")
         self.connected.set()
         log.info("host %s: connected (%s, %s slots)", self.host, hello["state"], hello.get("slots"))
@@ -221,9 +229,11 @@ class HostDriver(threading.Thread):
         for token, entry in list(self.inflight.items()):
             if not self.store.attempt_is_wanted(entry.claim.attempt_id):
                 self._send(conv, "cancel", token=token)
+        if self._showing_quarantine and not self.quarantine.active:
+            self._show_state(*self._reported_state)  # the quarantine is over
         if not conv.synced:
             return
-        queued = self.store.count_queued(self.declined_jobs | self.blocked_jobs)
+        queued = 0 if self.quarantine.active else self.store.count_queued(self.declined_jobs | self.blocked_jobs)
         demand = queued if self.cap is None else max(0, min(queued, self.cap - len(self.inflight)))
         if demand != conv.demand_sent:
             self._send(conv, "demand", queued=demand)
@@ -250,6 +260,7 @@ class HostDriver(threading.Thread):
             pid = message.get("pid")
             if entry is not None and not entry.started:
                 entry.started = True
+                self.quarantine.start_worked()
                 if not self.store.mark_running(entry.claim.attempt_id, pid if isinstance(pid, int) else 0):
                     self._send(conv, "cancel", token=message["token"])
         elif kind == "declined":
@@ -260,8 +271,7 @@ class HostDriver(threading.Thread):
             self._reconcile(conv, message["tasks"])
             conv.synced = True
         elif kind == "state":
-            self.store.set_host_state(self.host, message["state"], message.get("reason"), info=_info(message),
-                                      seen=True)
+            self._show_state(message["state"], message.get("reason"), info=_info(message))
         elif kind == "error":
             log.warning("host %s says: %s", self.host, message["reason"])
         else:
@@ -325,9 +335,16 @@ class HostDriver(threading.Thread):
                                       message=f"{self.host}: the job archive arrived damaged {tries} times")
 
     def _start(self, conv: _Conversation, claim: Claim) -> None:
-        self._send(conv, "start", token=claim.token, job=claim.job_id, idx=claim.idx, params=claim.params,
-                   main=claim.main, archive_sha=Path(claim.archive_path).stem, time_limit_s=claim.time_limit_s,
-                   requires=list(claim.requires))
+        try:
+            line = encode("start", token=claim.token, job=claim.job_id, idx=claim.idx, params=claim.params,
+                          main=claim.main, archive_sha=Path(claim.archive_path).stem,
+                          time_limit_s=claim.time_limit_s, requires=list(claim.requires))
+        except ProtocolError as exc:  # a parameter set no host can take: the task's fault, not the link's
+            self.inflight.pop(claim.token, None)
+            self.store.finish_attempt(claim.attempt_id, AttemptOutcome.REJECTED,
+                                      message=f"its parameter set cannot be sent to a host: {exc}")
+            return
+        conv.link.send(line)
 
     def _on_declined(self, conv: _Conversation, message: dict) -> None:
         entry = self.inflight.pop(message["token"], None)
@@ -341,8 +358,29 @@ class HostDriver(threading.Thread):
             conv.demand_sent = None
         if "archive" in message["reason"] and message.get("retry", True):
             conv.archives_present.discard(Path(entry.claim.archive_path).stem)
-        outcome = AttemptOutcome.HOST_LOST if message.get("retry", True) else AttemptOutcome.REJECTED
+        if not message.get("retry", True):
+            outcome = AttemptOutcome.REJECTED
+        elif message.get("host_failed"):
+            outcome = AttemptOutcome.HOST_FAILED
+            self._host_failed(conv, entry.claim.job_seq, message["reason"])
+        else:
+            outcome = AttemptOutcome.HOST_LOST
         self.store.finish_attempt(entry.claim.attempt_id, outcome, message=reason)
+
+    def _host_failed(self, conv: _Conversation, job_seq: int, reason: str) -> None:
+        if self.quarantine.start_failed(job_seq, reason):
+            log.error("host %s: %s", self.host, self.quarantine.describe())
+            self._show_state(*self._reported_state)
+            conv.demand_sent = None
+
+    def _show_state(self, state: str, reason: str | None, *, info: dict | None = None) -> None:
+        """Record the host's state as it reports it, unless our quarantine overrides it."""
+        self._reported_state = (state, reason)
+        quarantined = self.quarantine.describe()
+        self._showing_quarantine = quarantined is not None
+        if quarantined:
+            state, reason = "quarantined", quarantined
+        self.store.set_host_state(self.host, state, reason, info=info, seen=True)
 
     # ----- results --------------------------------------------------------------------
 
@@ -354,6 +392,8 @@ class HostDriver(threading.Thread):
             self._send(conv, "ack", token=token)  # not ours to collect (e.g. already settled)
             return
         outcome = _outcome(report["outcome"])
+        if outcome is AttemptOutcome.HOST_FAILED:
+            self._host_failed(conv, claim.job_seq, str(report.get("message")))
         if outcome is AttemptOutcome.CANCELLED:
             self.store.finish_attempt(claim.attempt_id, outcome, message="cancelled by the user")
             return

@@ -375,9 +375,13 @@ class SlaveEngine(Availability, Granting):
             if self.cgroups is not None:
                 self.cgroups.release(task.token)
             shutil.rmtree(run_dir, ignore_errors=True)
-            reason = self.spool.problem(self.settings.min_free_mb) or f"cannot start the task: {exc}"
-            self._set_problem(reason)
-            session.send("declined", token=task.token, reason=reason, retry=True)
+            disk = self.spool.problem(self.settings.min_free_mb)
+            if disk:  # this slave's fault: no task can start until it is fixed
+                self._set_problem(disk)
+                session.send("declined", token=task.token, reason=disk, retry=True)
+            else:  # perhaps this task's ("Argument list too long"): the master decides
+                session.send("declined", token=task.token, reason=f"cannot start the task: {exc}", retry=True,
+                             host_failed=True)
             return
         task.pid, task.created = proc.pid, proc.created
         self.spool.save(task)
@@ -541,7 +545,7 @@ class SlaveEngine(Availability, Granting):
         except ValueError as exc:  # over the cap
             outcome, message = AttemptOutcome.REJECTED, str(exc)
         except OSError as exc:
-            outcome, message = AttemptOutcome.HOST_LOST, f"could not pack the results: {exc}"
+            outcome, message = AttemptOutcome.HOST_FAILED, f"could not pack the results: {exc}"
             self._set_problem(self.spool.problem(self.settings.min_free_mb))
         task.state, task.outcome, task.exit_code, task.message = "finished", outcome.value, code, message
         task.ended = self.clock()

@@ -260,8 +260,12 @@ class Spool:
             raise ValueError(f"results of {total / 1e6:.1f} MB exceed this host's cap of {max_bytes / 1e6:.0f} MB")
         target = self.results / f"{task.token}.tar"
         tmp = target.with_name(f".{target.name}.partial")
-        with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT, dereference=True) as tar:
-            for path, arcname in entries:
-                tar.add(path, arcname=arcname, recursive=False)
-        os.replace(tmp, target)
+        try:
+            with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT, dereference=True) as tar:
+                for path, arcname in entries:
+                    tar.add(path, arcname=arcname, recursive=False)
+            os.replace(tmp, target)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # a full disk must not also keep the half it managed to write
+            raise
         return target, sha256_of(target), target.stat().st_size
