@@ -25,8 +25,10 @@ from pathlib import Path
 from typing import Callable
 
 from trayapp.wire.archive import UnsafeArchiveError, sha256_of, unpack
-from trayapp.wire.links import Link, LinkClosed
+from trayapp.wire.links import Link, LinkClosed, TransferRefused
 from trayapp.wire.protocol import LineBuffer, ProtocolError, decode, encode
+from trayapp.master.bounds import (HostMisbehaved, check_finished, check_results_layout, download_cap,
+                                   grant_within_slots)
 from trayapp.master.quarantine import Quarantine
 from trayapp.master.results import collect, collected_by, results_path
 from trayapp.status import AttemptOutcome, TaskStatus
@@ -65,6 +67,9 @@ class DriverSettings:
     # breaks the protocol, is asked for no work for quarantine_s.
     quarantine_after_jobs: int = 3
     quarantine_s: float = 300.0
+    # No results download is bigger (beyond a slave's own cap, plus logs) or slower.
+    max_results_bytes: int = 2048 << 20
+    fetch_timeout_s: float = 900.0
 
 
 @dataclass
@@ -83,6 +88,8 @@ class _Conversation:
     demand_sent: int | None = None
     synced: bool = False  # no demand before reconciling, or a fresh claim could be taken for lost
     early: list[dict] = field(default_factory=list)  # arrived with the hello, handled after it
+    slots: object = None  # as the host advertises them: no grant makes us run more there
+    deferred_grant: int = 0  # granted beyond those slots: used as our tasks there end
 
 
 class HostDriver(threading.Thread):
@@ -109,6 +116,7 @@ class HostDriver(threading.Thread):
         self._unreachable_since: float | None = None
         self.quarantine = Quarantine(after_jobs=settings.quarantine_after_jobs, duration_s=settings.quarantine_s)
         self._reported_state: tuple[str, str | None] = ("unknown", None)  # what the host last said of itself
+        self._cancels_sent: set[str] = set()  # only these may come back "cancelled"
         self._showing_quarantine = False
 
     # ----- lifecycle -------------------------------------------------------------
@@ -134,6 +142,8 @@ class HostDriver(threading.Thread):
                 try:
                     self._converse(_Conversation(link))
                     backoff = 0.5
+                except HostMisbehaved as exc:
+                    self._misbehaved(str(exc))
                 except HostOffline as exc:
                     self.store.set_host_state(self.host, "offline", str(exc), seen=True)
                     self._requeue_all("the host's slave daemon is not running")
@@ -147,7 +157,7 @@ class HostDriver(threading.Thread):
                     self.connected.clear()
                     link.close()
                 if not self._stopping.is_set():
-                    self._stopping.wait(backoff)
+                    self._stopping.wait(max(backoff, self.quarantine.seconds_left))
                     backoff = min(backoff * 2, self.settings.backoff_max_s)
         finally:
             self.store.close()
@@ -159,6 +169,12 @@ class HostDriver(threading.Thread):
         self.store.set_host_state(self.host, "unreachable", reason)
         if now - self._unreachable_since >= self.settings.lost_after_s:
             self._requeue_all(f"host unreachable for {now - self._unreachable_since:.0f} s")
+
+    def _misbehaved(self, why: str) -> None:
+        log.error("host %s broke the protocol: %s", self.host, why)
+        self.quarantine.impose(f"it broke the protocol: {why}")
+        self._requeue_all(f"the host broke the protocol ({why}); the task will run elsewhere")
+        self._show_state(*self._reported_state)
 
     def _requeue_all(self, why: str) -> None:
         for attempt in self.store.open_attempts(self.host):
@@ -197,6 +213,7 @@ class HostDriver(threading.Thread):
         self._unreachable_since = None
         self.inflight.clear()  # rebuilt from the queue and the host's own list by _reconcile
         self.uncollected.clear()  # the host's list reports them again
+        conv.slots = hello.get("slots")
         self._show_state(hello["state"], hello.get("reason"), info=_info(hello))
         self._send(conv, "sync")
         self.connected.set()
@@ -212,7 +229,7 @@ class HostDriver(threading.Thread):
     def _say_goodbye(self, conv: _Conversation) -> None:
         if self._retiring:
             for token in {*self.inflight, *self.uncollected}:
-                self._send(conv, "cancel", token=token)
+                self._cancel(conv, token)
             self.uncollected.clear()
             # Including what it claimed between `hosts remove` and the dispatcher noticing.
             self._requeue_all(f"host {self.host} was removed; the task will run elsewhere")
@@ -228,7 +245,7 @@ class HostDriver(threading.Thread):
                 self._on_finished(conv, report)
         for token, entry in list(self.inflight.items()):
             if not self.store.attempt_is_wanted(entry.claim.attempt_id):
-                self._send(conv, "cancel", token=token)
+                self._cancel(conv, token)
         if self._showing_quarantine and not self.quarantine.active:
             self._show_state(*self._reported_state)  # the quarantine is over
         if not conv.synced:
@@ -245,8 +262,12 @@ class HostDriver(threading.Thread):
             n = message["n"]
             if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= 1000:
                 raise ProtocolError(f"a grant of {n!r} slots")
-            # Never claim more than we asked for, whatever the host says.
-            self._on_grant(conv, min(n, conv.demand_sent or 0))
+            # Never claim more than we asked for, nor more than the host's slots, whatever it says.
+            usable = grant_within_slots(n, conv.slots, len(self.inflight), conv.demand_sent or 0)
+            # A slot freed by a task ending is granted before that task's report arrives: kept for then.
+            conv.deferred_grant = min(conv.deferred_grant + n - usable, conv.slots if isinstance(conv.slots, int)
+                                      else 0)
+            self._on_grant(conv, usable)
         elif kind == "archive":
             self._on_archive(conv, message)
         elif kind == "archive_ok":
@@ -262,7 +283,7 @@ class HostDriver(threading.Thread):
                 entry.started = True
                 self.quarantine.start_worked()
                 if not self.store.mark_running(entry.claim.attempt_id, pid if isinstance(pid, int) else 0):
-                    self._send(conv, "cancel", token=message["token"])
+                    self._cancel(conv, message["token"])
         elif kind == "declined":
             self._on_declined(conv, message)
         elif kind == "finished":
@@ -271,11 +292,24 @@ class HostDriver(threading.Thread):
             self._reconcile(conv, message["tasks"])
             conv.synced = True
         elif kind == "state":
+            conv.slots = message.get("slots", conv.slots)
             self._show_state(message["state"], message.get("reason"), info=_info(message))
         elif kind == "error":
             log.warning("host %s says: %s", self.host, message["reason"])
         else:
             raise ProtocolError(f"a master does not accept '{kind}'")
+
+    def _cancel(self, conv: _Conversation, token: str) -> None:
+        self._cancels_sent.add(token)
+        self._send(conv, "cancel", token=token)
+
+    def _use_deferred_grant(self, conv: _Conversation) -> None:
+        if conv.deferred_grant <= 0:
+            return
+        usable = grant_within_slots(conv.deferred_grant, conv.slots, len(self.inflight), conv.demand_sent or 0)
+        conv.deferred_grant -= usable
+        if usable:
+            self._on_grant(conv, usable)
 
     def _on_grant(self, conv: _Conversation, n: int) -> None:
         claims = self.store.claim(self.host, n, self.declined_jobs | self.blocked_jobs)
@@ -350,6 +384,7 @@ class HostDriver(threading.Thread):
         entry = self.inflight.pop(message["token"], None)
         if entry is None:
             return
+        self._use_deferred_grant(conv)
         reason = f"{self.host} declined: {message['reason']}"
         if message.get("requirements"):
             # Not this task's fault and not the host's: the job needs another
@@ -385,13 +420,19 @@ class HostDriver(threading.Thread):
     # ----- results --------------------------------------------------------------------
 
     def _on_finished(self, conv: _Conversation, report: dict) -> None:
+        check_finished(report)
         token = report["token"]
         entry = self.inflight.pop(token, None)
+        if entry is not None:
+            self._use_deferred_grant(conv)
         claim = entry.claim if entry else self._claim_for_token(token)
         if claim is None:
             self._send(conv, "ack", token=token)  # not ours to collect (e.g. already settled)
             return
         outcome = _outcome(report["outcome"])
+        if outcome is AttemptOutcome.CANCELLED and token not in self._cancels_sent:
+            raise HostMisbehaved(f"it reported task {claim.job_id}#{claim.idx} cancelled, which only its master may do")
+        self._cancels_sent.discard(token)
         if outcome is AttemptOutcome.HOST_FAILED:
             self._host_failed(conv, claim.job_seq, str(report.get("message")))
         if outcome is AttemptOutcome.CANCELLED:
@@ -479,7 +520,11 @@ class HostDriver(threading.Thread):
         if archive is None:
             archive = tmp / "results.tar"
             for attempt in range(TRANSFER_TRIES):
-                conv.link.fetch(remote, archive)
+                try:
+                    conv.link.fetch(remote, archive, timeout_s=self.settings.fetch_timeout_s,
+                                    max_bytes=download_cap(self.settings.max_results_bytes, report.get("results_size")))
+                except TransferRefused as exc:
+                    raise HostMisbehaved(f"its results: {exc}") from None
                 if sha256_of(archive) == report.get("results_sha"):
                     break
                 log.warning("host %s: results of %s arrived damaged, try %d", self.host, report["token"],
@@ -494,6 +539,7 @@ class HostDriver(threading.Thread):
             return None, f"the results archive from {self.host} is damaged: {exc}"
         except OSError as exc:
             raise self._folder_error(claim, exc) from exc
+        check_results_layout(tmp / "unpacked")
         return tmp / "unpacked", None
 
     def _inline_results(self, report: dict) -> bytes | None:
@@ -522,6 +568,9 @@ class HostDriver(threading.Thread):
 
     def _reconcile(self, conv: _Conversation, held: list[dict]) -> None:
         """Bring the queue and the host into agreement after (re)connecting."""
+        if not isinstance(held, list) or not all(isinstance(t, dict) and isinstance(t.get("token"), str)
+                                                 for t in held):
+            raise HostMisbehaved("a malformed list of its tasks")
         on_host = {t["token"]: t for t in held}
         for attempt in self.store.open_attempts(self.host):
             if attempt.token in on_host:
@@ -537,7 +586,10 @@ class HostDriver(threading.Thread):
         for token, report in on_host.items():
             # The queue settled these already (cancelled, or requeued while the
             # host was away): stop them and drop their results, never collect twice.
-            self._send(conv, "cancel" if report.get("state") == "running" else "ack", token=token)
+            if report.get("state") == "running":
+                self._cancel(conv, token)
+            else:
+                self._send(conv, "ack", token=token)
 
 
 def _incoming_root(claim: Claim) -> Path:
