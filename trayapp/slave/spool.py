@@ -238,7 +238,8 @@ class Spool:
 
         Only regular files and folders go in (a symlink to a file travels as
         its content); the master checks the archive again, since it cannot
-        trust a slave. Raises ``ValueError`` when the results exceed ``max_bytes``.
+        trust a slave. Raises ``ValueError`` when the results and logs together
+        exceed ``max_bytes``.
         """
         run_dir = self.task_dir(task.token)
         produced = run_dir / "work" / "results"
@@ -256,6 +257,7 @@ class Spool:
         for name in ("stdout.txt", "stderr.txt"):
             if (run_dir / name).is_file():
                 entries.append((run_dir / name, name))
+                total += (run_dir / name).stat().st_size  # the cap is on all that travels back
         if total > max_bytes:
             raise ValueError(f"results of {total / 1e6:.1f} MB exceed this host's cap of {max_bytes / 1e6:.0f} MB")
         target = self.results / f"{task.token}.tar"
