@@ -28,13 +28,14 @@ class Submission:
 
 def submit_job(store: Store, home: Home, config: Config, folder: str | Path, *, params: str | Path | None = None,
                param_sets: list[dict] | None = None, name: str | None = None, main: str | None = None,
-               time_limit_s: float | None = None, retries: int | None = None) -> Submission:
+               time_limit_s: float | None = None, retries: int | None = None,
+               follow_links: bool = False) -> Submission:
     """Queue ``folder`` as a job, with the sets of the parameter file ``params``
     or the given ``param_sets`` (JSON values; see :mod:`trayapp.taskparams` for
     sets that are not). Raises :class:`UserError` before anything is queued if
     the folder or its parameters are wrong, so a bad submission never leaves
     half a job behind."""
-    job_folder = open_job_folder(folder, main=main, params=params, param_sets=param_sets)
+    job_folder = open_job_folder(folder, main=main, params=params, param_sets=param_sets, follow_links=follow_links)
     job_name = name or job_folder.name
     if not job_name or "/" in job_name or "\\" in job_name or job_name in (".", ".."):
         raise UserError(f"job name '{job_name}' cannot be used as a folder name", "choose a name without slashes")

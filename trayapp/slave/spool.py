@@ -119,7 +119,7 @@ class Spool:
 
     def ensure(self) -> "Spool":
         for folder in (self.archives, self.incoming, self.unpacked, self.tasks, self.results):
-            folder.mkdir(parents=True, exist_ok=True)
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         return self
 
     # ----- problems that make the slave unavailable ------------------------------
@@ -157,6 +157,7 @@ class Spool:
         if actual != sha:
             uploaded.unlink(missing_ok=True)
             raise ChecksumMismatchError(f"upload hashes to {actual[:12]}…, not {sha[:12]}… (damaged in transit)")
+        os.chmod(uploaded, 0o600)  # SFTP created it with the SSH server's umask, not ours
         os.replace(uploaded, self.archive_path(sha))
 
     # ----- tasks -----------------------------------------------------------------
