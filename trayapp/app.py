@@ -19,6 +19,7 @@ from trayapp.locks import InstanceLock
 from trayapp.master.dispatcher import Dispatcher, start_background_dispatcher
 from trayapp.master.driver import DriverSettings
 from trayapp.home import Home
+from trayapp.master.queuecheck import check_queue_file
 from trayapp.master.store import Store
 
 
@@ -38,6 +39,7 @@ class App:
 
     @cached_property
     def store(self) -> Store:
+        check_queue_file(self.home.queue_db, self.config.results_root(self.home))
         return Store(self.home.queue_db)
 
     @property

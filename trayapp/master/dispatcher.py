@@ -69,18 +69,23 @@ class Dispatcher:
         self.drivers: dict[str, HostDriver] = {}
         self.local: LocalSlave | None = None
         self._stop = threading.Event()
+        self._signalled = False
 
     @property
     def python(self) -> str:
         return task_interpreter(self.config.task_python, home=self.home)
 
     def request_stop(self, *_args) -> None:
-        """Safe to call from a signal handler."""
+        """Ask the loop to stop, from any thread (not from a signal handler:
+        ``Event.set`` takes a lock the interrupted main thread may hold)."""
         self._stop.set()
 
+    def _on_signal(self, *_args) -> None:
+        self._signalled = True  # only a flag: the loop reads it within 0.1 s
+
     def install_signal_handlers(self) -> None:
-        signal.signal(signal.SIGTERM, self.request_stop)
-        signal.signal(signal.SIGINT, self.request_stop)
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
 
     def run(self, *, until_idle: float | None = None) -> DispatcherStats:
         """Run until stopped, or until no task has been unfinished for ``until_idle`` s."""
@@ -90,7 +95,7 @@ class Dispatcher:
         idle_since = time.monotonic()
         next_refresh = 0.0
         try:
-            while not self._stop.is_set():
+            while not (self._stop.is_set() or self._signalled):
                 if time.monotonic() >= next_refresh:
                     self._refresh_hosts()
                     next_refresh = time.monotonic() + self._host_refresh_s
