@@ -25,7 +25,11 @@ def cmd_add(app: App, args) -> int:
     if args.ask_secret:
         from trayapp.wire.ssh import store_secret
 
-        store_secret(host, getpass.getpass(f"passphrase or password for {host.user}@{host.address}: "))
+        try:
+            store_secret(host, getpass.getpass(f"passphrase or password for {host.user}@{host.address}: "))
+        except BaseException:
+            app.store.remove_host(host.name)  # a host that cannot log in is not half added
+            raise
     print(f"added host {host.name} ({host.user}@{host.address}:{host.port})")
     print(f"next: check its key fingerprint and trust it: sparecycles hosts trust {host.name}")
     return 0
@@ -122,6 +126,10 @@ def cmd_trust(app: App, args) -> int:
             raise UserError(f"the host key of {host.name} has CHANGED: it now presents {key.get_name()} {shown}",
                             f"if the PC was reinstalled, compare the fingerprint on it, then run "
                             f"'sparecycles hosts trust {host.name} --replace'")
+        if args.yes and not args.fingerprint:
+            raise UserError(f"--yes does not replace the CHANGED host key of {host.name} ({shown})",
+                            "compare the fingerprint on the PC itself ('ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub'), "
+                            f"then run 'sparecycles hosts trust {host.name} --replace --fingerprint SHA256:...'")
     print(f"{host.name} ({host.address}:{host.port}) presents {key.get_name()} {shown}")
     if args.fingerprint:
         if args.fingerprint.strip() != shown:

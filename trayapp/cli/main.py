@@ -132,7 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p = host_verbs.add_parser("trust", help="show a host's SSH key fingerprint and trust it")
     p.add_argument("name")
-    p.add_argument("--yes", action="store_true", help="trust without asking")
+    p.add_argument("--yes", action="store_true",
+                   help="trust a new host's key without asking (never a changed one: that needs --fingerprint)")
     p.add_argument("--fingerprint", help="trust only if the key has this SHA256 fingerprint")
     p.add_argument("--replace", action="store_true", help="replace a key that changed")
 
@@ -160,12 +161,19 @@ def main(argv: list[str] | None = None, start_tray: Callable[[str | None, bool],
     if args.mode is not None or args.background:
         parser.error("--mode and --background go with no verb (they start the tray app)")
     try:
-        return HANDLERS[args.verb](App.from_environment(), args)
+        code = HANDLERS[args.verb](App.from_environment(), args)
+        sys.stdout.flush()  # here, where a closed pipe is caught, rather than at exit
+        return code
     except UserError as exc:
         print(f"sparecycles: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`status | head`): nothing left to say, and the
+        # interpreter must not complain while flushing at exit either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def start_tray_app(parser: argparse.ArgumentParser, start_tray: Callable[[str | None, bool], int] | None,

@@ -37,8 +37,7 @@ def submit_job(store: Store, home: Home, config: Config, folder: str | Path, *, 
     half a job behind."""
     job_folder = open_job_folder(folder, main=main, params=params, param_sets=param_sets, follow_links=follow_links)
     job_name = name or job_folder.name
-    if not job_name or "/" in job_name or "\\" in job_name or job_name in (".", ".."):
-        raise UserError(f"job name '{job_name}' cannot be used as a folder name", "choose a name without slashes")
+    check_job_name(job_name)
     manifest = job_folder.manifest
     packed = pack(job_folder.root, job_folder.files, home.archives_dir)
     job = store.add_job(
@@ -49,6 +48,22 @@ def submit_job(store: Store, home: Home, config: Config, folder: str | Path, *, 
         time_limit_s=time_limit_s if time_limit_s is not None else manifest.time_limit_s,
         requires=manifest.requires)
     return Submission(job, job_folder, packed.size, unhonoured_requests(manifest))
+
+
+# The results folder is "<name>-<job id>"; most file systems allow 255 bytes a name.
+MAX_NAME_CHARS = 100
+
+
+def check_job_name(name: str) -> None:
+    """A name that can be a folder name and a line in the ``status`` table."""
+    if not name or "/" in name or "\\" in name or name in (".", ".."):
+        raise UserError(f"job name '{name}' cannot be used as a folder name", "choose a name without slashes")
+    if len(name) > MAX_NAME_CHARS:
+        raise UserError(f"the job name is {len(name)} characters long, more than {MAX_NAME_CHARS}",
+                        "choose a shorter name with --name")
+    if any(not ch.isprintable() for ch in name):
+        raise UserError(f"the job name {name!r} holds a line break or another control character",
+                        "choose a name of printable characters with --name")
 
 
 def unhonoured_requests(manifest: Manifest) -> tuple[str, ...]:

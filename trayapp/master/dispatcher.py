@@ -157,13 +157,24 @@ class Dispatcher:
 def start_background_dispatcher(home: Home, python: str, log_file: Path, until_idle: float = 60.0) -> int | None:
     """Start a detached dispatcher for ``home`` unless one runs; returns its pid."""
     lock = InstanceLock(home.dispatcher_lock)
-    if lock.holder() is not None:
+    # Many submits at once (a script's loop) must start one dispatcher, not one
+    # each: whoever starts it holds this lock until the child holds the real one.
+    starting = InstanceLock(home.data_dir / "dispatcher.starting")
+    if not starting.acquire(wait_s=15.0):
         return None
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    with log_file.open("ab") as out:
-        # The environment (SPARECYCLES_HOME among it) passes on unchanged, so the
-        # child serves the same home as its caller.
-        proc = subprocess.Popen([python, "-m", "sparecycles", "master", "--until-idle", str(until_idle),
-                                 "--quiet-if-running"],
-                                stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
-    return proc.pid
+    try:
+        if lock.holder() is not None:
+            return None
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        with log_file.open("ab") as out:
+            # The environment (SPARECYCLES_HOME among it) passes on unchanged, so the
+            # child serves the same home as its caller.
+            proc = subprocess.Popen([python, "-m", "sparecycles", "master", "--until-idle", str(until_idle),
+                                     "--quiet-if-running"],
+                                    stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
+        deadline = time.monotonic() + 15.0
+        while lock.holder() is None and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return proc.pid
+    finally:
+        starting.release()
