@@ -9,17 +9,7 @@ import json
 
 import pytest
 from conftest import ECHO_TASK, cli, make_job, start_master, stop_process, wait_until
-from test_pool_faults import Master, add_fake_host, echo_job, job_status
-
-from trayapp.master.store import Store
-
-
-def host(home, name: str):
-    store = Store(home.queue_db)
-    try:
-        return store.host(name)
-    finally:
-        store.close()
+from test_pool_faults import Master, add_fake_host, echo_job, host_row, job_status
 
 
 def test_grants_beyond_the_hosts_slots_are_ignored_and_local_cores_do_the_rest(pool, home, tmp_path):
@@ -48,7 +38,7 @@ def test_a_host_breaking_the_protocol_is_quarantined_and_its_task_runs_elsewhere
     add_fake_host(pool, "rogue", mode, tmp_path / "rogue")
     job = echo_job(tmp_path, n=1)
     with Master(tmp_path) as master:
-        row = wait_until(lambda: (r := host(home, "rogue")).state == "quarantined" and r, timeout=30,
+        row = wait_until(lambda: (r := host_row(home, "rogue")).state == "quarantined" and r, timeout=30,
                          what="the host in quarantine")
         task = job_status(job["job"])["tasks"][0]
         assert master.proc.poll() is None, master.log()
