@@ -57,13 +57,9 @@ class Granting:
             if len(self.running) + outstanding >= self.settings.slots:
                 return
             holding: dict[str, int] = {}
-            # Processes still running, not tasks whose state says so: a task that
-            # just ended is granted away before its results are packed, and
-            # counting it would hand its master's freed slot to whoever ties on
-            # slots and has used less, again and again.
-            for token in self.running:
-                master = self.tasks[token].master
-                holding[master] = holding.get(master, 0) + 1
+            for task in self.tasks.values():
+                if task.state == "running":
+                    holding[task.master] = holding.get(task.master, 0) + 1
             wanting, by_master = {}, {}
             for s in self.sessions.values():
                 if s.master:
