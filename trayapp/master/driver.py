@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 HELLO_TIMEOUT_S = 30.0
 TRANSFER_TRIES = 3
+GRANT_KEPT_S = 5.0  # a slave keeps an unused grant open 10 s; we use a deferred one well within that
 
 
 class HostOffline(Exception):
@@ -89,7 +90,9 @@ class _Conversation:
     synced: bool = False  # no demand before reconciling, or a fresh claim could be taken for lost
     early: list[dict] = field(default_factory=list)  # arrived with the hello, handled after it
     slots: object = None  # as the host advertises them: no grant makes us run more there
-    deferred_grant: int = 0  # granted beyond those slots: used as our tasks there end
+    # Slots granted beyond those, by when they were granted: used as our tasks
+    # there end, for as long as the host keeps a grant open.
+    deferred_grants: list[float] = field(default_factory=list)
 
 
 class HostDriver(threading.Thread):
@@ -263,10 +266,11 @@ class HostDriver(threading.Thread):
             if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= 1000:
                 raise ProtocolError(f"a grant of {n!r} slots")
             # Never claim more than we asked for, nor more than the host's slots, whatever it says.
-            usable = grant_within_slots(n, conv.slots, len(self.inflight), conv.demand_sent or 0)
+            asked = min(n, conv.demand_sent or 0)
+            usable = grant_within_slots(asked, conv.slots, len(self.inflight), asked)
             # A slot freed by a task ending is granted before that task's report arrives: kept for then.
-            conv.deferred_grant = min(conv.deferred_grant + n - usable, conv.slots if isinstance(conv.slots, int)
-                                      else 0)
+            most = conv.slots if isinstance(conv.slots, int) else 0
+            conv.deferred_grants = (conv.deferred_grants + [time.monotonic()] * (asked - usable))[:most]
             self._on_grant(conv, usable)
         elif kind == "archive":
             self._on_archive(conv, message)
@@ -304,10 +308,13 @@ class HostDriver(threading.Thread):
         self._send(conv, "cancel", token=token)
 
     def _use_deferred_grant(self, conv: _Conversation) -> None:
-        if conv.deferred_grant <= 0:
+        fresh_since = time.monotonic() - GRANT_KEPT_S
+        conv.deferred_grants = [t for t in conv.deferred_grants if t >= fresh_since]
+        if not conv.deferred_grants:
             return
-        usable = grant_within_slots(conv.deferred_grant, conv.slots, len(self.inflight), conv.demand_sent or 0)
-        conv.deferred_grant -= usable
+        usable = grant_within_slots(len(conv.deferred_grants), conv.slots, len(self.inflight),
+                                    conv.demand_sent or 0)
+        del conv.deferred_grants[:usable]
         if usable:
             self._on_grant(conv, usable)
 
