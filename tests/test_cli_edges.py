@@ -31,8 +31,9 @@ def test_many_submits_at_once_start_one_dispatcher(home, tmp_path):
     folder, _ = make_job(tmp_path / "job", "print('hi')\n")
     submits = [subprocess.Popen([sys.executable, "-m", "sparecycles", "submit", str(folder)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(12)]
-    outputs = [p.communicate(timeout=120)[0] for p in submits]
-    assert all(p.returncode == 0 for p in submits)
+    finished = [p.communicate(timeout=120) for p in submits]
+    assert all(p.returncode == 0 for p in submits), [err for p, (_, err) in zip(submits, finished) if p.returncode]
+    outputs = [out for out, _ in finished]
     assert sum("started a background dispatcher" in out for out in outputs) == 1, outputs
 
 

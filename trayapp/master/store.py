@@ -245,6 +245,8 @@ class Store:
             self._backup(version)
         for number, (_why, statements) in enumerate(MIGRATIONS[version:], start=version + 1):
             with self._write() as db:
+                if db.execute("PRAGMA user_version").fetchone()[0] >= number:
+                    continue  # another process (a submit started beside us) ran it first
                 for statement in statements:
                     db.execute(statement)
                 db.execute(f"PRAGMA user_version={number}")  # no bind parameters in PRAGMA
