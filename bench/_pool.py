@@ -1,6 +1,6 @@
 """A pool for the SSH benchmarks: a loopback sshd, slave daemons, one master.
 
-Reuses the test suite's real parts (``tests/realparts.py``): ``Sshd`` runs the
+Built on the test suite's pool (``tests/support/pool.py``): ``Sshd`` runs the
 system's ``/usr/sbin/sshd`` on 127.0.0.1 with its own host key, client key and
 authorized_keys; ``SlaveDaemon`` runs ``sparecycles slave`` in its own home.
 The master home registers each slave the way a user does (``hosts add`` then
@@ -37,12 +37,13 @@ for _folder in (str(_BENCH), str(_TESTS)):
         sys.path.insert(0, _folder)
 
 from _common import PYTHON, BenchError, Processes, home_env, sparecycles, tail  # noqa: E402
-from realparts import SlaveDaemon, Sshd  # noqa: E402
+from support import pool as support_pool  # noqa: E402
+from support.commands import CommandFailed  # noqa: E402
+from support.daemons import SlaveDaemon  # noqa: E402
+from support.sshd import Sshd  # noqa: E402
 
-SSH_USER = "root" if os.geteuid() == 0 else (os.environ.get("USER") or "root")
 
-
-class Pool:
+class Pool(support_pool.Pool):
     """A loopback sshd, slave daemons behind it, and a master home that knows them.
 
     Use as a context manager: leaving it stops the master (if started here),
@@ -50,13 +51,11 @@ class Pool:
     """
 
     def __init__(self, root: Path, processes: Processes, *, task_nice: int | None = None):
-        self.root = root
+        self.master_home = root / "master-home"
+        # Tasks run with the benchmark's interpreter, as the baselines do.
+        super().__init__(root, None, home_env(self.master_home), slave_env={"SPARECYCLES_TASK_PYTHON": PYTHON})
         self.processes = processes
         self.task_nice = task_nice
-        self.sshd: Sshd | None = None
-        self.slaves: dict[str, SlaveDaemon] = {}
-        self.master_home = root / "master-home"
-        self.master_env = home_env(self.master_home)
         self.master: subprocess.Popen | None = None
         self.master_log = root / "master.log"
         self.known_hosts = root / "known_hosts"
@@ -75,18 +74,11 @@ class Pool:
         self.close()
 
     def add_slave(self, name: str, slots: int) -> SlaveDaemon:
-        home = self.root / f"slave-{name}"
-        home.mkdir(parents=True, exist_ok=True)
-        if self.task_nice is not None:
-            (home / "config.toml").write_text(f"nice = {self.task_nice}\n", encoding="utf-8")
-        # Tasks run with the benchmark's interpreter, as the baselines do.
-        slave = SlaveDaemon(home, slots, env={"SPARECYCLES_TASK_PYTHON": PYTHON})
-        self.slaves[name] = slave  # registered before start, so close() stops it even if start fails
-        slave.start()
-        sparecycles(["hosts", "add", name, "--host", "127.0.0.1", "--port", str(self.sshd.port), "--user", SSH_USER,
-                     "--key", str(self.sshd.client_key), "--agent-command", slave.agent_command], self.master_env)
-        sparecycles(["hosts", "trust", name, "--fingerprint", self.sshd.host_key_fingerprint()], self.master_env)
-        return slave
+        config = f"nice = {self.task_nice}\n" if self.task_nice is not None else ""
+        try:
+            return super().add_slave(name, slots, config=config)
+        except CommandFailed as exc:
+            raise BenchError(str(exc)) from exc
 
     def start_master(self) -> subprocess.Popen:
         """``sparecycles master --no-local``: only the slaves run tasks."""

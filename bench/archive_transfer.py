@@ -3,7 +3,7 @@
 A job folder of MB megabytes (default 200; incompressible random data in
 four files under data/, plus a trivial main.py) is submitted as a one-task
 job to a master (``master --no-local``) with one slave daemon behind a
-loopback sshd (``tests/realparts``: a real /usr/sbin/sshd on 127.0.0.1 with
+loopback sshd (``tests/support/sshd``: a real /usr/sbin/sshd on 127.0.0.1 with
 its own keys; the slave is registered with ``hosts add`` + ``hosts trust
 --fingerprint``). The master is connected before anything is timed.
 
@@ -77,7 +77,7 @@ from _common import (  # noqa: E402
     write_job,
     write_params,
 )
-from _pool import SSH_USER, Pool, job_counts, with_leftovers, wait_job_done  # noqa: E402
+from _pool import Pool, job_counts, with_leftovers, wait_job_done  # noqa: E402
 
 from trayapp.wire.archive import sha256_of  # noqa: E402
 
@@ -225,7 +225,7 @@ def upload_figures(job: dict) -> dict:
 def direct_put(pool: Pool, archive: Path, target: Path, sha: str) -> dict:
     """trayapp.wire.ssh.SSHLink.put of the archive, on a link of its own (opened and warmed up untimed)."""
     from trayapp.home import Home
-    from trayapp.wire.ssh import SSHLink, known_hosts_file
+    from trayapp.wire.ssh import SSHLink
     from trayapp.master.store import Store
 
     home = Home.from_environment({"SPARECYCLES_HOME": str(pool.master_home)})
@@ -236,7 +236,7 @@ def direct_put(pool: Pool, archive: Path, target: Path, sha: str) -> dict:
         store.close()
     tiny = target.parent / "warm-up.bin"
     tiny.write_bytes(b"x")
-    link = SSHLink(host, known_hosts_file(home)).open()
+    link = SSHLink(host, home.known_hosts).open()
     try:
         link.put(tiny, str(target.parent / "warm-up.copy"))  # opens the SFTP channel
         transport = getattr(link, "_client").get_transport()
@@ -255,7 +255,7 @@ def direct_put(pool: Pool, archive: Path, target: Path, sha: str) -> dict:
 
 def scp(pool: Pool, source: Path, target: Path, legacy: bool = False) -> float:
     command = ["scp", *(["-O"] if legacy else []), "-q", "-P", str(pool.sshd.port), *pool.ssh_options(), str(source),
-               f"{SSH_USER}@127.0.0.1:{target}"]
+               f"{pool.sshd.user}@127.0.0.1:{target}"]
     t0 = time.perf_counter()
     done = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, text=True)
     seconds = time.perf_counter() - t0

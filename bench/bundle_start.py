@@ -1,5 +1,5 @@
 """Cold and warm start of the bundled tray app to its tray icon, against a bare
-PyQt6 tray icon in the same run (issue 7's figure; target: under 2 s).
+PyQt6 tray icon in the same run (target: under 2 s).
 
 Builds the PyInstaller bundle into a temporary folder with installer/build.sh
 (about 20 s) unless ``--bundle DIR`` names a built one, then runs

@@ -38,7 +38,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from realparts import SlaveDaemon, Sshd  # noqa: E402
+from support.daemons import SlaveDaemon  # noqa: E402
+from support.pool import register_slave  # noqa: E402
+from support.sshd import Sshd  # noqa: E402
 
 from trayapp.master.store import Store  # noqa: E402
 
@@ -72,9 +74,7 @@ def run_scenario(root: Path, policy: str, queues: list[int], task_s: float, stag
         for m, n in enumerate(queues):
             home = root / f"master{m}"
             for k, slave in enumerate(slaves):
-                cli(home, "hosts", "add", f"s{k}", "--host", "127.0.0.1", "--port", str(sshd.port), "--key",
-                    str(sshd.client_key), "--agent-command", slave.agent_command)
-                cli(home, "hosts", "trust", f"s{k}", "--fingerprint", sshd.host_key_fingerprint())
+                register_slave(f"s{k}", sshd, slave, {"SPARECYCLES_HOME": str(home)})
             job = root / f"job{m}"
             job.mkdir()
             (job / "main.py").write_text(TASK)

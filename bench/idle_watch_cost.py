@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from _common import PYTHON, bench_workspace, home_env  # noqa: E402
-from desktop import Xvfb  # noqa: E402
+from support.xvfb import Xvfb  # noqa: E402
 
 WARM_UP_S = 5.0
 

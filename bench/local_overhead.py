@@ -10,10 +10,14 @@ number of processes in flight (SLOTS):
   until wait returns. Every task gets its own copy of the job folder, runs
   under the dispatcher's wrapper, and has its results collected.
 
+SpareCycles runs twice per repeat: with its tasks in the bubblewrap sandbox
+(``sandbox = "on"``, what a master's own cores do by default where bwrap
+exists) and without it (``"off"``). The sandbox's own cost per task is
+``(T_on - T_off) * SLOTS / TASKS`` (target: under 30 ms).
+
 The per-task overhead is the extra wall time each task costs a slot:
 ``(T_sparecycles - T_bare) * SLOTS / TASKS``, median over the repeats. The
-two kinds of run alternate (bare first in odd repeats, SpareCycles first in
-even ones) so drift in the machine's load hits both alike. Every run's results
+kinds of run rotate (bare first in the first repeat, then each kind in turn) so drift in the machine's load hits both alike. Every run's results
 are checked file by file, so a broken run cannot look fast.
 
     .venv/bin/python bench/local_overhead.py [--tasks 500] [--slots 2] [--repeats 3] [--json]
@@ -59,18 +63,20 @@ from _common import (  # noqa: E402
 # (trayapp.master.results.MARKER_FILE), spelled out: this script reads results as a user would.
 MARKER_FILE = ".sparecycles.json"
 TARGET_MS = 20.0
+SANDBOX_TARGET_MS = 30.0
+KINDS = ("bare", "sandbox-off", "sandbox-on")
 UNTIL_IDLE_S = 2.0
 
 
 def run_sparecycles(root: Path, job: Path, params: Path, tasks: int, slots: int, processes: Processes,
-                    repeat: int, task_nice: int | None) -> dict:
+                    repeat: int, task_nice: int | None, sandbox: str) -> dict:
     """One job of TASKS tasks through a fresh home: dispatcher, submit, wait."""
-    home = root / f"home-{repeat}"
+    home = root / f"home-{repeat}-sandbox-{sandbox}"
     env = home_env(home)
-    if task_nice is not None:
-        home.mkdir(parents=True, exist_ok=True)
-        (home / "config.toml").write_text(f"nice = {task_nice}\n", encoding="utf-8")
-    log_file = root / f"master-{repeat}.log"
+    home.mkdir(parents=True, exist_ok=True)
+    settings = f'sandbox = "{sandbox}"\n' + (f"nice = {task_nice}\n" if task_nice is not None else "")
+    (home / "config.toml").write_text(settings, encoding="utf-8")
+    log_file = root / f"master-{repeat}-sandbox-{sandbox}.log"
     # The dispatcher starts first, as a user who keeps one running would have it;
     # its start-up (imports, opening the queue) overlaps the submit call.
     master = start_master(processes, env, log_file, slots, until_idle=UNTIL_IDLE_S)
@@ -135,12 +141,14 @@ def warm_up(root: Path, slots: int) -> None:
 
 
 def print_repeat(result: dict, tasks: int) -> None:
-    bare, spare = result["bare"], result["sparecycles"]
+    bare, spare, boxed = result["bare"], result["sparecycles"], result["sandboxed"]
     print(f"repeat {result['repeat']} ({' then '.join(result['order'])}): "
           f"bare {bare['seconds']:6.2f} s ({bare['seconds'] / tasks * 1000:5.1f} ms/task wall), "
           f"sparecycles {spare['seconds']:6.2f} s ({spare['seconds'] / tasks * 1000:5.1f} ms/task wall), "
-          f"overhead {result['overhead_ms']:5.1f} ms/task  "
-          f"[results correct: bare {bare['results_ok']}/{tasks}, sparecycles {spare['results_ok']}/{tasks}]")
+          f"sandboxed {boxed['seconds']:6.2f} s ({boxed['seconds'] / tasks * 1000:5.1f} ms/task wall); "
+          f"overhead {result['overhead_ms']:5.1f} ms/task, sandbox +{result['sandbox_ms']:5.1f} ms/task  "
+          f"[results correct: bare {bare['results_ok']}/{tasks}, sparecycles {spare['results_ok']}/{tasks}, "
+          f"sandboxed {boxed['results_ok']}/{tasks}]")
     cpu = spare["dispatcher_cpu_ms_per_task"]
     print(f"    sparecycles: submit call {spare['submit_seconds'] * 1000:.0f} ms; first result written "
           f"{spare['first_result_after_s']:.2f} s after submit began; wait returned "
@@ -177,16 +185,19 @@ def main(argv: list[str] | None = None) -> int:
             params = write_params(root / "params.json", args.tasks)
             warm_up(root, args.slots)
             for repeat in range(1, args.repeats + 1):
-                order = ("bare", "sparecycles") if repeat % 2 else ("sparecycles", "bare")
+                shift = (repeat - 1) % len(KINDS)
+                order = KINDS[shift:] + KINDS[:shift]
                 result = {"repeat": repeat, "order": list(order)}
                 for kind in order:
                     if kind == "bare":
                         result["bare"] = bare_spawns(root / f"bare-{repeat}", args.tasks, args.slots)
                     else:
-                        result["sparecycles"] = run_sparecycles(root, job, params, args.tasks, args.slots,
-                                                                processes, repeat, args.task_nice)
+                        sandbox = kind.split("-")[1]
+                        result["sparecycles" if sandbox == "off" else "sandboxed"] = run_sparecycles(
+                            root, job, params, args.tasks, args.slots, processes, repeat, args.task_nice, sandbox)
                 bare_s, spare_s = result["bare"]["seconds"], result["sparecycles"]["seconds"]
                 result["overhead_ms"] = (spare_s - bare_s) * args.slots / args.tasks * 1000
+                result["sandbox_ms"] = (result["sandboxed"]["seconds"] - spare_s) * args.slots / args.tasks * 1000
                 runs.append(result)
                 print_repeat(result, args.tasks)
     except BenchError as exc:
@@ -196,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     bare_wall = median([r["bare"]["seconds"] for r in runs]) / args.tasks * 1000
     spare_wall = median([r["sparecycles"]["seconds"] for r in runs]) / args.tasks * 1000
     overhead = median([r["overhead_ms"] for r in runs])
+    sandbox_cost = median([r["sandbox_ms"] for r in runs])
     met = overhead <= TARGET_MS
     print()
     print(f"per-task wall time (median of {args.repeats}): bare {bare_wall:.1f} ms, sparecycles {spare_wall:.1f} ms "
@@ -203,6 +215,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"per-task overhead (median of {args.repeats}): {overhead:.1f} ms "
           f"= (T_sparecycles - T_bare) x {args.slots} slots / {args.tasks} tasks")
     print(f"target: <= {TARGET_MS:g} ms/task  -> {'MET' if met else 'NOT MET'}")
+    print(f"the sandbox's cost per task (median of {args.repeats}): {sandbox_cost:+.1f} ms "
+          f"= (T_sandboxed - T_sparecycles) x {args.slots} slots / {args.tasks} tasks; "
+          f"target < {SANDBOX_TARGET_MS:g} ms -> {'MET' if sandbox_cost < SANDBOX_TARGET_MS else 'NOT MET'}")
     print(f"load average at end {loadavg()} (other load inflates the figures, the niced tasks' most)")
     if args.json:
         print(json.dumps({
@@ -211,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
             "loadavg_at_end": loadavg(), "runs": runs,
             "bare_ms_per_task_wall": bare_wall, "sparecycles_ms_per_task_wall": spare_wall,
             "overhead_ms_per_task": overhead, "target_ms_per_task": TARGET_MS, "target_met": met,
+            "sandbox_ms_per_task": sandbox_cost, "sandbox_target_ms_per_task": SANDBOX_TARGET_MS,
         }))
     return 0
 

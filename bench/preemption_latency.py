@@ -18,12 +18,18 @@ The key press's moment is taken two ways and both are printed:
 - *xdotool start*: just before the ``xdotool`` process was started, an upper
   bound that includes xdotool's own start-up (a few ms).
 
+Each mode runs with tasks in the bubblewrap sandbox and without it
+(``sandbox = "on"`` / ``"off"`` in the daemon's settings), side by side. The
+watched processes are found from outside (the started wrapper and all its
+descendants, bubblewrap's included), since inside the sandbox a task sees only
+its own pid namespace's numbers.
+
 Targets: median under 50 ms, max under 150 ms. The reference is HTCondor's
 documented default: the execute node's startd evaluates its policy
 expressions (SUSPEND, PREEMPT) every ``POLLING_INTERVAL`` = 5 s, so a job is
 suspended on average 2.5 s and at worst 5 s after the user returns.
 
-Usage: ``.venv/bin/python bench/preemption_latency.py [--trials 30] [--keep]``
+Usage: ``.venv/bin/python bench/preemption_latency.py [--trials 30] [--sandbox off,on] [--keep]``
 """
 
 from __future__ import annotations
@@ -44,8 +50,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from _common import PYTHON, bench_workspace, home_env  # noqa: E402
-from desktop import Xvfb  # noqa: E402
-from realparts import ProtocolPeer  # noqa: E402
+from support.peer import ProtocolPeer  # noqa: E402
+from support.xvfb import Xvfb  # noqa: E402
+import psutil  # noqa: E402
 
 from trayapp.wire.archive import pack  # noqa: E402
 
@@ -56,6 +63,7 @@ IDLE_AFTER_S = 0.3
 TREE_TASK = """
 import json, os, sys, time
 p = json.loads(sys.argv[1])
+os.makedirs(p["pids"], exist_ok=True)
 def note(role):
     open(os.path.join(p["pids"], f"{role}-{os.getpid()}"), "w").close()
 note("main")
@@ -124,21 +132,32 @@ class Observer:
         self.event.set()
 
 
-def run_trials(root: Path, processes, xvfb: Xvfb, observer: Observer, trials: int, cgroups: bool) -> dict:
-    name = "cgroup" if cgroups else "fallback"
+def tree_pids(started_pid: int) -> list[int]:
+    """The task's wrapper and every descendant, as this machine's pids."""
+    try:
+        root = psutil.Process(started_pid)
+        return [started_pid, *(p.pid for p in root.children(recursive=True))]
+    except psutil.Error:
+        return []
+
+
+def run_trials(root: Path, processes, xvfb: Xvfb, observer: Observer, trials: int, cgroups: bool,
+               sandbox: str) -> dict:
+    name = ("cgroup" if cgroups else "fallback") + f"-sandbox-{sandbox}"
     home = root / f"desk-{name}"
     home.mkdir()
-    (home / "config.toml").write_text("max_foreign_cpu = 1.0\nnice = 0\n")
+    (home / "config.toml").write_text(f'max_foreign_cpu = 1.0\nnice = 0\nsandbox = "{sandbox}"\n')
     env = {**home_env(home), "DISPLAY": xvfb.display}
     if not cgroups:
         env["SPARECYCLES_CGROUPS"] = "off"
     log = home / "slave.log"
     daemon = processes.start([PYTHON, "-m", "sparecycles", "slave", "--slots", "2", "--idle-after", str(IDLE_AFTER_S)],
                              env, stdout=subprocess.DEVNULL, stderr=open(log, "wb"))
-    from trayapp.slave.agent import socket_path
+    from trayapp.slave.endpoint import socket_path
     from trayapp.home import Home
 
     sock = socket_path(Home.from_environment({"SPARECYCLES_HOME": str(home)}))
+    spool = Home.from_environment({"SPARECYCLES_HOME": str(home)}).data_dir / "spool"
     deadline = time.monotonic() + 60
     while not sock.exists():
         if time.monotonic() > deadline or daemon.poll() is not None:
@@ -159,24 +178,24 @@ def run_trials(root: Path, processes, xvfb: Xvfb, observer: Observer, trials: in
     from_event, from_xdotool, xdotool_run = [], [], []
     for trial in range(trials):
         master.wait_state("ready")
-        folders = []
+        folders, roots = [], []
         for i in range(2):
-            folder = root / f"pids-{name}-{trial}-{i}"
-            folder.mkdir()
-            folders.append(folder)
-            master.send("start", token=secrets.token_hex(8), job="bench", idx=trial * 2 + i,
-                        params={"pids": str(folder)}, main="main.py", archive_sha=archive.sha256)
+            token = secrets.token_hex(8)
+            # In the task's own folder: the only place a sandboxed task may write.
+            folders.append(spool / "tasks" / token / "work" / "pids")
+            master.send("start", token=token, job="bench", idx=trial * 2 + i,
+                        params={"pids": "pids"}, main="main.py", archive_sha=archive.sha256)
             started = master.expect("started", "declined")
             if started["type"] != "started":
                 raise RuntimeError(f"the slave declined: {started}")
-        pids: list[int] = []
+            roots.append(started["pid"])
         deadline = time.monotonic() + 30
-        while len(pids) < 2 * len(ROLES):
+        while sum(len(list(f.iterdir())) if f.is_dir() else 0 for f in folders) < 2 * len(ROLES):
             if time.monotonic() > deadline:
                 raise RuntimeError("the task trees did not start")
-            pids = [int(p.name.split("-")[1]) for f in folders for p in f.iterdir()]
             time.sleep(0.01)
         time.sleep(0.05)  # the trees settle (sleeping), as a long task would be
+        pids = [pid for started_pid in roots for pid in tree_pids(started_pid)]
         observer.event.clear()
         before = len(observer.seen)
         result: list[float] = []
@@ -201,7 +220,7 @@ def run_trials(root: Path, processes, xvfb: Xvfb, observer: Observer, trials: in
     master.sock.close()
     processes.stop(daemon)
     used = "cgroup.kill" if "tasks run in cgroups" in log.read_text() else "process group + descendants + sweep"
-    return {"kill": used, "from_event": from_event, "from_xdotool": from_xdotool, "xdotool_run": xdotool_run}
+    return {"kill": used, "sandbox": sandbox, "from_event": from_event, "from_xdotool": from_xdotool, "xdotool_run": xdotool_run}
 
 
 def main() -> int:
@@ -209,6 +228,7 @@ def main() -> int:
     parser.add_argument("--trials", type=int, default=30)
     parser.add_argument("--modes", default="cgroup,fallback",
                         help="cgroup (cgroup.kill where possible), fallback (SPARECYCLES_CGROUPS=off), or both")
+    parser.add_argument("--sandbox", default="off,on", help="tasks without (off) and in (on) the sandbox, or one")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = parser.parse_args()
 
@@ -217,8 +237,8 @@ def main() -> int:
         try:
             os.environ["DISPLAY"] = xvfb.display
             observer = Observer()
-            results = [run_trials(root, processes, xvfb, observer, args.trials, mode == "cgroup")
-                       for mode in args.modes.split(",")]
+            results = [run_trials(root, processes, xvfb, observer, args.trials, mode == "cgroup", sandbox)
+                       for mode in args.modes.split(",") for sandbox in args.sandbox.split(",")]
             observer.listener.stop()
             for result in results:
                 report(args.trials, **result)
@@ -229,7 +249,7 @@ def main() -> int:
     return 0
 
 
-def report(trials: int, kill: str, from_event: list[float], from_xdotool: list[float],
+def report(trials: int, kill: str, sandbox: str, from_event: list[float], from_xdotool: list[float],
            xdotool_run: list[float]) -> None:
     def line(name: str, values: list[float]) -> str:
         q = statistics.quantiles(values, n=20, method="inclusive")
@@ -237,7 +257,7 @@ def report(trials: int, kill: str, from_event: list[float], from_xdotool: list[f
                 f"max {max(values):7.1f} ms   min {min(values):6.1f} ms")
 
     print(f"Preemption latency: {trials} trials, 2 tasks x {len(ROLES)} processes each "
-          f"(task, child, grandchild, setsid escapee); kill by {kill}")
+          f"(task, child, grandchild, setsid escapee); kill by {kill}; sandbox {sandbox}")
     print(line("key event -> last process gone", from_event))
     print(line("xdotool start -> last process gone", from_xdotool))
     print(line("(xdotool's own run time)", xdotool_run))
@@ -246,7 +266,7 @@ def report(trials: int, kill: str, from_event: list[float], from_xdotool: list[f
     print(f"  reference, HTCondor default: the startd evaluates SUSPEND/PREEMPT every POLLING_INTERVAL = "
           f"{CONDOR_POLLING_INTERVAL_S:g} s: on average {CONDOR_POLLING_INTERVAL_S / 2 * 1000:.0f} ms, "
           f"at worst {CONDOR_POLLING_INTERVAL_S * 1000:.0f} ms before a job is even suspended")
-    print(json.dumps({"bench": "preemption_latency", "trials": trials, "kill": kill,
+    print(json.dumps({"bench": "preemption_latency", "trials": trials, "kill": kill, "sandbox": sandbox,
                       "median_ms": round(statistics.median(from_event), 2), "max_ms": round(max(from_event), 2),
                       "median_from_xdotool_start_ms": round(statistics.median(from_xdotool), 2),
                       "max_from_xdotool_start_ms": round(max(from_xdotool), 2),

@@ -5,7 +5,7 @@ The same trivial ``main.py`` (reads ``{"i": k}`` from argv[1], writes
 tasks in flight (CONCURRENCY = slaves x slots per slave, default 2 x 1 = 2,
 the machine's 2 cores):
 
-* SpareCycles: a loopback sshd (``tests/realparts.Sshd``) and SLAVES slave
+* SpareCycles: a loopback sshd (``tests/support/sshd.Sshd``) and SLAVES slave
   daemons (``sparecycles slave --slots S``, each in its own home) registered
   in a master home with ``hosts add`` + ``hosts trust --fingerprint``; one
   ``master --no-local`` runs for the whole benchmark and has connected to

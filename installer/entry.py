@@ -1,9 +1,8 @@
 """The PyInstaller bundle's entry point: the tray app, the CLI and the agent in one executable.
 
-The bundle has no Python of its own to run ``-m sparecycles``, yet the tray app's
-engine child and ``submit``'s background dispatcher start
-``<sys.executable> -m sparecycles VERB``. Here ``sys.executable`` is this program,
-so ``-m sparecycles`` in front of the arguments is simply dropped.
+The bundle has no Python of its own to run ``-m sparecycles``: SpareCycles
+starts itself through :func:`trayapp.install.selfcommand.sparecycles_command`,
+which gives this program its arguments directly.
 """
 
 import os
@@ -24,12 +23,9 @@ def _restore_library_path() -> None:
 
 def main() -> int:
     _restore_library_path()
-    args = sys.argv[1:]
-    if args[:2] == ["-m", "sparecycles"]:
-        args = args[2:]
     from sparecycles.launch import main as cli_main
 
-    return cli_main(args)
+    return cli_main(sys.argv[1:])
 
 
 if __name__ == "__main__":

@@ -9,28 +9,29 @@ packages=(python3 python3-venv coreutils util-linux openssh-server)
 # bubblewrap, openssh-sftp-server: a master's restricted key (slave authorize)
 # gets its file transfers from sftp-server confined by bwrap to the spool.
 packages+=(bubblewrap openssh-sftp-server)
-# --- tray app (issue 5) ---
 # The tray app's tests: Xvfb (a real X display), trayer (a tray host, so the
 # icon is really embedded), xdotool/x11-utils (real clicks; find the popup
 # menu), and the X/GL/font libraries PyQt6's xcb platform plugin loads.
 packages+=(xvfb trayer xdotool x11-utils libxkbcommon-x11-0 libxcb-icccm4 libxcb-image0 libxcb-keysyms1
            libxcb-randr0 libxcb-render-util0 libxcb-shape0 libxcb-xinerama0 libxcb-xkb1 libxcb-cursor0
            libegl1 libgl1 libfontconfig1 libdbus-1-3)
-# --- end tray app ---
-# --- idle detection (issue 4) ---
 # Xvfb and xdotool: the idle tests run a real X display and type on it;
 # dbus-daemon: a private session bus for the Wayland (D-Bus) idle source.
 # gcc, python3-dev, linux-libc-dev: pynput needs evdev on Linux, which PyPI
 # ships as source only and compiles against <linux/input.h>.
 packages+=(xvfb xdotool dbus-daemon gcc python3-dev linux-libc-dev)
-# --- end idle detection ---
-# --- deployment (issue 7) ---
 # desktop-file-utils: desktop-file-validate checks the autostart entry and the
 # bundle's menu entry. binutils: PyInstaller reads and patches ELF files with
 # objdump/objcopy. tar, gzip: the bundle's tarball. xvfb, trayer, x11-utils:
 # the build script times the bundled tray app's start to its icon in a tray.
 packages+=(desktop-file-utils binutils tar gzip xvfb trayer x11-utils)
-# --- end deployment ---
+# bubblewrap: every task runs in a bwrap sandbox (user namespaces); the
+# sandbox tests try their attacks from inside one.
+packages+=(bubblewrap)
+# slurm-wlm, munge: the SLURM tests start a one-node cluster of their own
+# (munged, slurmctld, slurmd with a config in a temp folder); the clients
+# (sbatch, squeue, scancel) are what a cluster's login node offers.
+packages+=(slurm-wlm munge)
 
 missing=()
 for pkg in "${packages[@]}"; do

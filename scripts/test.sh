@@ -1,7 +1,20 @@
 #!/usr/bin/env bash
-# Set up everything the tests need and run them. Extra arguments go to pytest.
+# Set up everything the tests need and run them all (what CI runs).
+# Extra arguments go to pytest.
+#
+#   scripts/test.sh --fast [PYTEST ARGS]
+#
+# is the inner loop: no set-up once .venv exists, and none of the tests that
+# need a real pool, an X desktop, the PyInstaller bundle, Brian, a SLURM cluster, or seconds of
+# waiting (the markers in pyproject.toml); under a minute.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+FAST_TIERS="not (pool or desktop or bundle or brian or slow or slurm)"
+if [ "${1:-}" = "--fast" ]; then
+    shift
+    [ -x .venv/bin/python ] || { bash scripts/system-packages.sh; bash scripts/venv.sh brian,test,bundle; }
+    exec .venv/bin/python -m pytest -m "$FAST_TIERS" "$@"
+fi
 bash scripts/system-packages.sh
-bash scripts/venv.sh brian,test
+bash scripts/venv.sh brian,test,bundle
 exec .venv/bin/python -m pytest "$@"

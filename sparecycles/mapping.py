@@ -113,7 +113,7 @@ def map(func: Callable[[Any], Any], iterable: Iterable[Any], timeout: float | st
     sets = [encode_param_set(item, number, always_pickle=True, what="item")
             for number, item in enumerate(items, 1)]
     app = App.from_environment()
-    folder = app.home.data_dir / "map" / f"{label}-{secrets.token_hex(4)}"
+    folder = app.home.map_dir / f"{label}-{secrets.token_hex(4)}"
     folder.mkdir(parents=True)
     (folder / "main.py").write_text(TASK_SCRIPT, encoding="utf-8")
     (folder / FUNCTION_FILE).write_bytes(function_pickle)

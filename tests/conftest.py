@@ -10,7 +10,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import textwrap
 import threading
 import time
@@ -23,21 +22,39 @@ from trayapp.app import App
 # Tray apps started by tests (in process or as children) must not ask the public
 # package index for updates: test traffic stays on this machine.
 os.environ["SPARECYCLES_NO_UPDATE_CHECK"] = "1"
-from trayapp.config import Config
-from trayapp.home import Home
+# Tasks in these tests leave markers and pids outside their own folders, which
+# the sandbox forbids; tests/test_sandbox.py runs tasks in it (and removes this).
+os.environ["SPARECYCLES_SANDBOX"] = "off"
+from support.commands import sparecycles as cli  # noqa: E402 - the tests' short name for it
+from support.pool import Pool  # noqa: E402
+from support.sshd import Sshd  # noqa: E402
+from support.waiting import wait_until  # noqa: E402,F401 - for the tests
+from support.xvfb import have_xvfb  # noqa: E402
+from trayapp.config import Config  # noqa: E402
+from trayapp.home import Home  # noqa: E402
+from trayapp.install.selfcommand import sparecycles_command  # noqa: E402
+
+needs_xvfb = pytest.mark.skipif(not have_xvfb(), reason="needs Xvfb and xdotool (scripts/system-packages.sh)")
+
+# Where tests save screenshots: a temporary folder, named at the end of the
+# run, unless this names one (scripts/screenshots.sh: docs/screenshots).
+# Tests never write into the repository on their own.
+SCREENSHOTS_ENV = "SPARECYCLES_SCREENSHOTS_DIR"
+_screenshot_folders: list[Path] = []
 
 
 @pytest.fixture
 def home(tmp_path, monkeypatch) -> Home:
     root = tmp_path / "sparecycles home"
     monkeypatch.setenv("SPARECYCLES_HOME", str(root))
-    yield Home.from_environment().ensure()
-    _stop_background_dispatcher(root)
+    home = Home.from_environment().ensure()
+    yield home
+    _stop_background_dispatcher(home)
 
 
-def _stop_background_dispatcher(root: Path) -> None:
+def _stop_background_dispatcher(home: Home) -> None:
     """End a dispatcher a CLI test started in the background, by its recorded pid."""
-    lock = root / "dispatcher.lock"
+    lock = home.dispatcher_lock
     if not lock.exists():
         return
     from trayapp.locks import InstanceLock
@@ -52,6 +69,23 @@ def _stop_background_dispatcher(root: Path) -> None:
                 return
             time.sleep(0.05)
         os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="session")
+def screenshots(tmp_path_factory) -> Path:
+    named = os.environ.get(SCREENSHOTS_ENV)
+    folder = Path(named).absolute() if named else tmp_path_factory.mktemp("screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+    _screenshot_folders.append(folder)
+    return folder
+
+
+def pytest_terminal_summary(terminalreporter):
+    for folder in _screenshot_folders:
+        shots = sorted(p.name for p in folder.glob("*.png"))
+        if shots:
+            terminalreporter.write_line(f"screenshots in {folder}: {', '.join(shots)} "
+                                        f"(scripts/screenshots.sh puts them in docs/screenshots/)")
 
 
 @pytest.fixture
@@ -120,27 +154,6 @@ class BackgroundDispatcher:
         assert not self._thread.is_alive(), "dispatcher did not stop"
 
 
-def wait_until(predicate, timeout: float = 30.0, interval: float = 0.05, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
-def cli(*args: str, env: dict | None = None, timeout: float = 120, check: bool = False,
-        input_text: str | None = None) -> subprocess.CompletedProcess:
-    """Run the real command line in a child process."""
-    result = subprocess.run([sys.executable, "-m", "sparecycles", *args], capture_output=True, text=True,
-                            timeout=timeout, env={**os.environ, **(env or {})}, input=input_text)
-    if check and result.returncode != 0:
-        raise AssertionError(f"sparecycles {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n"
-                             f"{result.stderr}")
-    return result
-
-
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -156,9 +169,6 @@ def pid_alive(pid: int) -> bool:
 
 # ----- the pool: a real sshd on loopback and slave daemons behind it ---------------
 
-from realparts import SlaveDaemon, Sshd  # noqa: E402
-
-
 @pytest.fixture
 def sshd(tmp_path):
     server = Sshd(tmp_path / "sshd").start()
@@ -166,38 +176,9 @@ def sshd(tmp_path):
     server.stop()
 
 
-class Pool:
-    """A master home (the test's SPARECYCLES_HOME) with slave daemons reached over sshd."""
-
-    def __init__(self, tmp_path: Path, sshd: Sshd):
-        self.tmp_path = tmp_path
-        self.sshd = sshd
-        self.slaves: dict[str, SlaveDaemon] = {}
-
-    def add_slave(self, name: str, slots: int = 2, config: str = "", trust: bool = True,
-                  start: bool = True) -> SlaveDaemon:
-        home = self.tmp_path / f"slave-{name}"
-        home.mkdir(parents=True, exist_ok=True)
-        if config:
-            (home / "config.toml").write_text(config)
-        slave = SlaveDaemon(home, slots)
-        if start:
-            slave.start()
-        self.slaves[name] = slave
-        cli("hosts", "add", name, "--host", "127.0.0.1", "--port", str(self.sshd.port), "--user",
-            os.environ.get("USER", "root"), "--key", str(self.sshd.client_key), "--agent-command",
-            slave.agent_command, check=True)
-        if trust:
-            cli("hosts", "trust", name, "--fingerprint", self.sshd.host_key_fingerprint(), check=True)
-        return slave
-
-    def close(self) -> None:
-        for slave in self.slaves.values():
-            slave.stop()
-
-
 @pytest.fixture
 def pool(home, tmp_path, sshd):
+    """Slave daemons registered with the test's home (its SPARECYCLES_HOME)."""
     p = Pool(tmp_path, sshd)
     yield p
     p.close()
@@ -205,7 +186,7 @@ def pool(home, tmp_path, sshd):
 
 def start_master(*extra: str, env: dict | None = None) -> subprocess.Popen:
     """``sparecycles master`` for the test's home (or ``env``'s), as a child process."""
-    return subprocess.Popen([sys.executable, "-m", "sparecycles", "master", *extra], stdout=subprocess.PIPE,
+    return subprocess.Popen(sparecycles_command("master", *extra), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})})
 
 

@@ -13,6 +13,7 @@ import hashlib
 import html
 import io
 import json
+import os
 import socket
 import threading
 import zipfile
@@ -55,12 +56,6 @@ def make_broken_wheel(folder: Path, name: str, version: str) -> Path:
     return path
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class _Handler(SimpleHTTPRequestHandler):
     json_api = False
 
@@ -89,7 +84,8 @@ class FakeIndex:
         self.simple.mkdir(parents=True, exist_ok=True)
         handler = type("Handler", (_Handler,), {"json_api": json_api})
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), partial(handler, directory=str(root)))
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        # A short poll interval: shutdown() waits for the next poll.
+        self.thread = threading.Thread(target=partial(self.server.serve_forever, poll_interval=0.05), daemon=True)
         self.projects: dict[str, list[Path]] = {}
 
     @property
@@ -148,7 +144,17 @@ class SilentIndex:
         return self
 
     def __exit__(self, *exc) -> None:
+        self._server.shutdown(socket.SHUT_RDWR)  # wakes the accept() in _hold; close() alone does not
         self._server.close()
         for conn in self._held:
             conn.close()
         self._thread.join(5)
+
+
+def pip_environment_without_user_config(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """``environ`` with no PIP_* settings and no pip config files: this machine's
+    mirrors and find-links never leak into a test's installs."""
+    env = {k: v for k, v in (os.environ if environ is None else environ).items() if not k.startswith("PIP_")}
+    env["PIP_CONFIG_FILE"] = os.devnull
+    env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
+    return env

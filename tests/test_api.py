@@ -14,7 +14,10 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 from conftest import ECHO_TASK, cli, make_job
+
+pytestmark = pytest.mark.slow
 
 # Writes what the task received: its set through task_params() (repr, so a
 # Fraction shows as one), argv and the files beside it.

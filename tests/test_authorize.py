@@ -21,9 +21,12 @@ import paramiko
 import pytest
 
 from conftest import cli, make_job, run_master_to_the_end
-from realparts import SlaveDaemon, Sshd
+from support.daemons import SlaveDaemon
+from support.sshd import Sshd
 from trayapp.slave.authorize import forced_command
 from trayapp.slave.forced import is_agent_command, is_sftp_request
+
+pytestmark = pytest.mark.pool
 
 USER = os.environ.get("USER", "root")
 

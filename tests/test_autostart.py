@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from trayapp.install.autostart import MacAutostart, WindowsAutostart, XdgAutostart, launch_command
+from trayapp.install.autostart import MacAutostart, WindowsAutostart, XdgAutostart
+from trayapp.install.selfcommand import sparecycles_command
 
 
 def validate(path: Path) -> None:
@@ -56,10 +57,9 @@ def test_cli_enable_status_disable_under_xdg_config_home(home, tmp_path):
     state = json.loads(out.stdout)
     assert state["enabled"] and state["where"] == str(entry)
     validate(entry)
-    # The absolute path of this installation: the console script beside the
-    # interpreter, or the interpreter with -m sparecycles.
+    # The absolute path of this installation's interpreter, with -m sparecycles.
     assert Path(state["command"][0]).is_absolute() and Path(state["command"][0]).exists()
-    assert state["command"] == [*launch_command(), "--background"]  # at login: into the tray, no window
+    assert state["command"] == [*sparecycles_command(), "--background"]  # at login: into the tray, no window
 
     out = run_cli("autostart", "status", env=env)
     assert out.returncode == 0 and "starts at login" in out.stdout
@@ -68,13 +68,20 @@ def test_cli_enable_status_disable_under_xdg_config_home(home, tmp_path):
     assert "does not start" in run_cli("autostart", "status", env=env).stdout
 
 
-def test_launch_command_is_the_bundle_executable_when_frozen(monkeypatch, tmp_path):
+def test_the_command_that_starts_sparecycles_is_the_bundle_executable_when_frozen(monkeypatch, tmp_path):
     exe = tmp_path / "dist" / "sparecycles" / "sparecycles"
     exe.parent.mkdir(parents=True)
     exe.write_text("")
     monkeypatch.setattr(sys, "frozen", True, raising=False)
     monkeypatch.setattr(sys, "executable", str(exe))
-    assert launch_command() == [str(exe.resolve())]
+    assert sparecycles_command("master", "--until-idle", "60") == [str(exe.resolve()), "master", "--until-idle", "60"]
+
+
+def test_the_command_that_starts_sparecycles_from_a_pip_install_runs_this_interpreter():
+    command = sparecycles_command("slave")
+    assert command[1:] == ["-m", "sparecycles", "slave"] and Path(command[0]).is_absolute()
+    done = subprocess.run(sparecycles_command("--version"), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.startswith("sparecycles "), done
 
 
 class FakeWinreg:

@@ -1,6 +1,5 @@
-"""The PyInstaller bundle, built for real by installer/build.sh and smoke-tested,
-and the task environment it needs (trayapp/taskenv.py): the bundle's
-executable is no Python, so tasks never run with it."""
+"""The PyInstaller bundle, built for real by installer/build.sh and smoke-tested
+(the task environment it needs, without a bundle: test_taskenv.py)."""
 
 from __future__ import annotations
 
@@ -16,10 +15,9 @@ from pathlib import Path
 import pytest
 
 from trayapp import __version__
-from trayapp.config import Config
-from trayapp.errors import UserError
-from trayapp.home import Home
-from trayapp.install.taskenv import env_python, managed_env_dir, task_interpreter
+from trayapp.install.taskenv import env_python
+
+pytestmark = pytest.mark.bundle
 
 ROOT = Path(__file__).resolve().parent.parent
 HELLO = '{"v":1,"type":"hello","master":"0123456789abcdef","name":"x"}\n'
@@ -127,6 +125,7 @@ def test_bundle_without_any_system_python_says_how_to_set_task_python(bundle, tm
     assert "task_python" in out.stderr and "Traceback" not in out.stderr
 
 
+@pytest.mark.brian
 def test_bundle_runs_the_brian_demo_with_a_named_task_python(bundle, tmp_path):
     # The dispatcher runs as `<bundle> -m sparecycles master`, the tasks with the
     # interpreter from the settings (this venv, which has Brian).
@@ -143,7 +142,7 @@ def test_bundle_runs_the_brian_demo_with_a_named_task_python(bundle, tmp_path):
 
 
 def test_bundle_check_updates_offline_and_autostart_point_at_the_bundle(bundle, tmp_path):
-    from fakeindex import free_port
+    from support.net import free_port
 
     env = fresh_env(tmp_path, XDG_CONFIG_HOME=str(tmp_path / "xdg"))
     Path(env["SPARECYCLES_HOME"], "config.toml").write_text(
@@ -165,7 +164,7 @@ def test_bundle_check_updates_offline_and_autostart_point_at_the_bundle(bundle, 
 
 def test_bundle_updates_brian_in_its_managed_environment_never_in_itself(bundle, tmp_path):
     from fakeindex import FakeIndex, make_wheel
-    from trayapp.install.updates import pip_environment_without_user_config
+    from fakeindex import pip_environment_without_user_config
 
     env = {**fresh_env(tmp_path), **pip_environment_without_user_config()}
     home = Path(env["SPARECYCLES_HOME"])
@@ -200,34 +199,3 @@ def test_install_desktop_adds_a_valid_menu_entry_and_icon(built, tmp_path):
     subprocess.run(["bash", str(bundle_dir / "install-desktop.sh"), "--uninstall"], check=True, timeout=60, env=env,
                    capture_output=True)
     assert not entry.exists() and not icon.exists()
-
-
-# ----- the task environment (no bundle needed) ------------------------------------------
-
-def test_a_pip_install_runs_tasks_with_its_own_interpreter(monkeypatch):
-    monkeypatch.delenv("SPARECYCLES_TASK_PYTHON", raising=False)
-    monkeypatch.delattr(sys, "frozen", raising=False)
-    assert task_interpreter(Config().task_python) == sys.executable
-    assert task_interpreter(Config(task_python="/opt/py/bin/python3").task_python) == "/opt/py/bin/python3"
-
-
-def test_frozen_never_uses_its_own_executable(monkeypatch, home):
-    monkeypatch.delenv("SPARECYCLES_TASK_PYTHON", raising=False)
-    monkeypatch.setattr(sys, "frozen", True, raising=False)
-    assert task_interpreter(Config(task_python="/opt/py/bin/python3").task_python) == "/opt/py/bin/python3"
-    python = task_interpreter(Config().task_python)  # creates the managed environment on first use
-    assert python != sys.executable
-    assert python == str(env_python(managed_env_dir(home)))
-    version = subprocess.run([python, "-c", "import sys, pip; print(sys.prefix)"], capture_output=True, text=True,
-                             check=True, timeout=60).stdout.strip()
-    assert Path(version) == managed_env_dir(home)
-    assert task_interpreter(Config().task_python) == python  # second use: the same one, not made again
-
-
-def test_frozen_without_a_python_explains_task_python(tmp_path):
-    home = Home(tmp_path, tmp_path, tmp_path / "logs")
-    environ = {"PATH": str(tmp_path / "nothing here")}
-    with pytest.raises(UserError, match="task_python"):
-        task_interpreter("", home=home, environ=environ, frozen=True)
-    assert task_interpreter("", home=home, environ=environ, frozen=True, create=False) is None
-    assert not managed_env_dir(home).exists()

@@ -20,7 +20,8 @@ from conftest import wait_until
 
 from trayapp.run.cgroup import TaskCgroups, own_cgroup
 from trayapp.run.proctree import kill_tree
-from trayapp.run.posix import LaunchSettings, TaskSpec, prepare, start
+from trayapp.run.attempt import prepare, task_launch
+from trayapp.run.posix import start_process
 
 # Forks at once (no sleep anywhere before the fork): a child, and an orphan
 # whose parent exits at once. Each notes its pid, then waits to be killed.
@@ -58,10 +59,11 @@ def start_task(tmp_path: Path, token: str, procs: Path | None):
     (template / "main.py").write_text(FORK_AT_ONCE)
     pids = tmp_path / f"pids-{token}"
     pids.mkdir()
-    spec = TaskSpec(token, "j1", 0, {"pids": str(pids)}, "main.py")
+    params = {"pids": str(pids)}
     run_dir = tmp_path / f"run-{token}"
-    prepare(spec, run_dir, template)
-    proc = start(spec, run_dir, LaunchSettings(python=sys.executable, nice=0), cgroup_procs=procs)
+    prepare(run_dir, template, params)
+    proc = start_process(task_launch(token, run_dir, python=sys.executable, main="main.py", params=params,
+                                     job_id="j1", idx=0, nice=0), cgroup_procs=procs)
     return proc, pids
 
 
@@ -125,5 +127,5 @@ def test_a_task_without_a_cgroup_file_runs_as_before(tmp_path):
     assert group_of(tree["main"]) == Path(own_cgroup()).name
     for pid in tree.values():  # the orphan left the tree: killed by pid
         os.kill(pid, signal.SIGKILL)
-    wait_until(lambda: (proc.run_dir / "exitcode").exists(), what="the wrapper to end")
-    assert (proc.run_dir / "exitcode").read_text().strip() == "137"  # sh: 128 + SIGKILL
+    wait_until(lambda: (proc.launch.task_dir / "exitcode").exists(), what="the wrapper to end")
+    assert (proc.launch.task_dir / "exitcode").read_text().strip() == "137"  # sh: 128 + SIGKILL

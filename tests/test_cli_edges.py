@@ -17,6 +17,7 @@ def test_a_job_name_that_cannot_work_is_refused(home, tmp_path, name, phrase):
     assert result.returncode == 3 and phrase in result.stderr, result.stderr
 
 
+@pytest.mark.slow
 def test_status_into_a_closed_pipe_prints_no_traceback(home, tmp_path):
     for n in range(30):
         folder, _ = make_job(tmp_path / f"job{n}", ECHO_TASK)
@@ -27,6 +28,7 @@ def test_status_into_a_closed_pipe_prints_no_traceback(home, tmp_path):
     assert "Traceback" not in pipeline.stderr and "BrokenPipe" not in pipeline.stderr, pipeline.stderr
 
 
+@pytest.mark.slow
 def test_many_submits_at_once_start_one_dispatcher(home, tmp_path):
     folder, _ = make_job(tmp_path / "job", "print('hi')\n")
     submits = [subprocess.Popen([sys.executable, "-m", "sparecycles", "submit", str(folder)],
@@ -37,17 +39,17 @@ def test_many_submits_at_once_start_one_dispatcher(home, tmp_path):
     assert sum("started a background dispatcher" in out for out in outputs) == 1, outputs
 
 
+@pytest.mark.pool
 def test_a_changed_host_key_is_not_replaced_by_yes_alone(pool, home):
     from test_pool_faults import replace_host_key
 
-    from trayapp.wire.ssh import known_hosts_file
 
     pool.add_slave("a", start=False)
     replace_host_key(pool.sshd, "ed25519")
-    before = known_hosts_file(home).read_bytes()
+    before = home.known_hosts.read_bytes()
     blind = cli("hosts", "trust", "a", "--replace", "--yes", input_text="")
     assert blind.returncode == 3 and "--fingerprint" in blind.stderr, (blind.stdout, blind.stderr)
-    assert known_hosts_file(home).read_bytes() == before
+    assert home.known_hosts.read_bytes() == before
     checked = cli("hosts", "trust", "a", "--replace", "--fingerprint", pool.sshd.host_key_fingerprint())
     assert checked.returncode == 0, checked.stderr
 

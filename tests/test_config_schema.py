@@ -23,6 +23,9 @@ from trayapp.errors import UserError
     ("fair_share_half_life_s = 0", "fair_share_half_life_s' must be more than 0"),
     ("max_foreign_cpu = 0.0", "max_foreign_cpu' must be from 0 (excluded) to 1"),
     ("slots = -2", "slots' must be 0 or more"),
+    ("envs_max_gb = 0", "envs_max_gb' must be more than 0"),
+    ("max_task_memory_mb = -1", "max_task_memory_mb' must be 0 or more"),
+    ("max_task_processes = 3", "max_task_processes' must be 16 or more, or 0 for no cap"),
 ])
 def test_a_setting_out_of_its_range_is_refused_with_the_range(home, line, phrase):
     home.config_file.write_text(line + "\n")
@@ -33,9 +36,9 @@ def test_a_setting_out_of_its_range_is_refused_with_the_range(home, line, phrase
 
 
 def test_settings_in_range_load(home):
-    home.config_file.write_text("poll_interval_s = 0.5\nnice = 19\nmax_results_mb = 0\n")
+    home.config_file.write_text("poll_interval_s = 0.5\nnice = 19\nmax_results_mb = 0\nmax_task_processes = 0\n")
     config = load_config(home)
-    assert (config.poll_interval_s, config.nice, config.max_results_mb) == (0.5, 19, 0)
+    assert (config.poll_interval_s, config.nice, config.max_results_mb, config.max_task_processes) == (0.5, 19, 0, 0)
 
 
 def test_a_binary_config_file_gets_a_message_not_a_traceback(home):

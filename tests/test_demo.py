@@ -8,9 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import cli
 
 
+@pytest.mark.brian
 def test_demo_runs_the_brian_sweep_and_summarises_rates(home):
     result = cli("demo", "--timeout", "300", timeout=400)
     assert result.returncode == 0, result.stdout + result.stderr

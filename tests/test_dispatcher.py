@@ -7,6 +7,8 @@ import os
 import time
 from pathlib import Path
 
+import pytest
+
 import psutil
 
 from conftest import ECHO_TASK, BackgroundDispatcher, cli, make_job, pid_alive, run_dispatcher, wait_until
@@ -126,6 +128,7 @@ def test_task_without_results_folder_is_done_with_empty_results(app, tmp_path):
                                                      "stdout.txt"]
 
 
+@pytest.mark.slow
 def test_task_that_never_ends_is_stopped_at_its_time_limit(app, tmp_path):
     body = """
     import subprocess, sys, time
@@ -211,7 +214,7 @@ def test_cancel_kills_the_whole_process_tree(app, tmp_path):
         trees = wait_until(pids, what="both tasks to start their process trees")
         assert all(pid_alive(p) for tree in trees for p in tree)
         app.store.cancel_job(job.id)
-        wait_until(lambda: not bg.dispatcher.local.engine.running, what="the slave engine to drop the tasks")
+        wait_until(lambda: not bg.dispatcher.drivers["local"].engine.running, what="the slave engine to drop the tasks")
         wait_until(lambda: not any(pid_alive(p) for tree in trees for p in tree), timeout=5,
                    what="every process of the cancelled tasks to die")
     job = app.store.job(job.id)
@@ -219,6 +222,7 @@ def test_cancel_kills_the_whole_process_tree(app, tmp_path):
     assert {t.status for t in app.store.tasks(job.seq)} == {TaskStatus.CANCELLED}
 
 
+@pytest.mark.slow
 def test_slots_limit_how_many_tasks_run_at_once(app, tmp_path):
     # Each task records when it ran; with 2 slots no three intervals overlap.
     body = """
@@ -238,6 +242,7 @@ def test_slots_limit_how_many_tasks_run_at_once(app, tmp_path):
     assert max(sum(1 for s, e in spans if s <= start < e) for start, _ in spans) == 2
 
 
+@pytest.mark.slow
 def test_slots_default_to_one_per_core(app, tmp_path):
     cores = len(os.sched_getaffinity(0))
     app.config = Config(poll_interval_s=0.05)  # slots = 0: the default
@@ -279,6 +284,7 @@ def test_retry_verb_reruns_failed_tasks_and_keeps_old_output(app, tmp_path):
     assert (results / "0.previous" / "state.txt").read_text() == "broken"
 
 
+@pytest.mark.slow
 def test_results_folder_that_cannot_be_written_keeps_results_waiting_and_says_why(app, tmp_path):
     app.config = Config(slots=2, poll_interval_s=0.05, results_dir=str(tmp_path / "results"))
     folder, params_file = make_job(tmp_path / "blocked", ECHO_TASK, params=[{"i": i} for i in range(6)])
@@ -334,6 +340,7 @@ print(n, fails)
 """
 
 
+@pytest.mark.slow
 def test_asking_who_runs_the_queue_never_stops_a_dispatcher_from_starting(tmp_path):
     # `wait`, `status` and the tray ask all the time; a dispatcher starting at
     # that very moment must get the lock (before, asking took it for an instant).

@@ -11,6 +11,8 @@ import pytest
 from conftest import ECHO_TASK, cli, make_job, start_master, stop_process, wait_until
 from test_pool_faults import Master, add_fake_host, echo_job, host_row, job_status
 
+pytestmark = pytest.mark.pool
+
 
 def test_grants_beyond_the_hosts_slots_are_ignored_and_local_cores_do_the_rest(pool, home, tmp_path):
     add_fake_host(pool, "flood", "flood", tmp_path / "flood")

@@ -11,11 +11,12 @@ import time
 
 import pytest
 from conftest import wait_until
-from desktop import Xvfb, needs_xvfb
+from conftest import needs_xvfb
+from support.xvfb import Xvfb
 
 from trayapp.idle.sources import open_idle_source
 
-pytestmark = needs_xvfb
+pytestmark = [pytest.mark.desktop, needs_xvfb]
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,8 @@ import threading
 import psutil
 from conftest import wait_until
 
-from trayapp.run.posix import Launcher, LaunchSettings, TaskSpec, prepare
+from trayapp.run.attempt import prepare, task_launch
+from trayapp.run.posix import PosixRunner
 
 REPORT = """
 import json, os, psutil
@@ -19,14 +20,14 @@ json.dump({"nice": os.nice(0), "ionice": int(psutil.Process().ionice().ioclass)}
 """
 
 
-def run_one(tmp_path, launcher: Launcher, token: str) -> dict:
+def run_one(tmp_path, runner: PosixRunner, token: str, nice: int) -> dict:
     template = tmp_path / "job"
     template.mkdir(exist_ok=True)
     (template / "main.py").write_text(REPORT)
-    spec = TaskSpec(token, "j1", 0, {}, "main.py")
     run_dir = tmp_path / token
-    prepare(spec, run_dir, template)
-    proc = launcher.start(spec, run_dir)
+    prepare(run_dir, template, {})
+    proc = runner.start(task_launch(token, run_dir, python=sys.executable, main="main.py", params={}, job_id="j1",
+                                    idx=0, nice=nice))
     wait_until(proc.has_ended, what="the task to end")
     assert proc.exit_code() == 0, (run_dir / "stderr.txt").read_text()
     return json.loads((run_dir / "me.json").read_text())
@@ -35,11 +36,11 @@ def run_one(tmp_path, launcher: Launcher, token: str) -> dict:
 def test_tasks_run_niced_and_in_the_idle_io_class_while_the_caller_keeps_its_priority(tmp_path):
     mine = os.nice(0)
     tid = threading.get_native_id()
-    launcher = Launcher(LaunchSettings(python=sys.executable, nice=10))
+    runner = PosixRunner()
     try:
-        seen = [run_one(tmp_path, launcher, f"t{i}") for i in range(2)]  # the spawner thread is reused
+        seen = [run_one(tmp_path, runner, f"t{i}", 10) for i in range(2)]  # the spawner thread is reused
     finally:
-        launcher.close()
+        runner.close()
     assert [one["ionice"] for one in seen] == [int(psutil.IOPRIO_CLASS_IDLE)] * 2
     assert all(one["nice"] >= 10 for one in seen), seen
     assert os.getpriority(os.PRIO_PROCESS, tid) == mine
@@ -47,5 +48,4 @@ def test_tasks_run_niced_and_in_the_idle_io_class_while_the_caller_keeps_its_pri
 
 
 def test_nice_zero_starts_tasks_at_the_callers_priority(tmp_path):
-    launcher = Launcher(LaunchSettings(python=sys.executable, nice=0))
-    assert run_one(tmp_path, launcher, "t0")["nice"] == os.nice(0)
+    assert run_one(tmp_path, PosixRunner(), "t0", 0)["nice"] == os.nice(0)

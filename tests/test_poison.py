@@ -34,6 +34,7 @@ def test_a_parameter_set_too_big_for_the_command_line_is_refused_at_submit(home,
     assert json.loads(cli("status", "--json").stdout) in ([], {"jobs": []})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("poison, reason", [(POISON_SET, "Argument list too long"),
                                             (POISON_PICKLE, "cannot be sent to a host")])
 def test_a_poison_task_fails_within_a_minute_while_other_work_completes(app, tmp_path, poison, reason):

@@ -7,7 +7,11 @@ import os
 import signal
 from pathlib import Path
 
+import pytest
+
 from conftest import cli, make_job, run_master_to_the_end, start_master, stop_process, wait_until
+
+pytestmark = pytest.mark.pool
 
 # Records which slave ran it: a slave daemon's tasks inherit its SPARECYCLES_HOME.
 WHERE_TASK = """
@@ -158,6 +162,7 @@ def test_master_killed_and_restarted_mid_job_reconciles_with_its_slaves(pool, tm
     assert all(t["status"] == "done" for t in status["tasks"])
 
 
+@pytest.mark.brian
 def test_a_real_brian_task_runs_through_the_pool(pool, tmp_path):
     from trayapp.install.bundled import resource_path
 
@@ -174,28 +179,25 @@ def test_a_real_brian_task_runs_through_the_pool(pool, tmp_path):
     assert 0 < low < high
 
 
-def test_a_slave_that_cannot_meet_a_jobs_requirements_declines_it(pool, tmp_path):
+def test_a_slave_whose_task_environment_lacks_a_requirement_builds_one_for_the_job(pool, tmp_path):
     # Slave "old" runs tasks with an interpreter without Brian; "new" has it.
+    # (tests/test_envs_pool.py follows such jobs in detail.)
     import subprocess
     import sys
 
     bare = tmp_path / "bare env"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True, timeout=120)
-    pool.add_slave("old", slots=1, config=f'task_python = "{bare / "bin" / "python"}"\n')
-    new = pool.add_slave("new", slots=1)
+    old = pool.add_slave("old", slots=1, config=f'task_python = "{bare / "bin" / "python"}"\n')
+    pool.add_slave("new", slots=1)
     folder, params = make_job(tmp_path / "needs-brian", WHERE_TASK, params=[{"i": i} for i in range(4)],
-                              extra_files={"sparecycles.toml": 'requires = ["brian2 >= 2.5"]\n'})
+                              extra_files={"sparecycles.toml": 'requires = ["brian2 >= 2.5", "numpy < 2"]\n'})
     job = submit(folder, params)
-    status, out = run_master_to_the_end(job["job"], timeout=120)
+    status, out = run_master_to_the_end(job["job"], timeout=300)
     assert status["status"] == "done", out
-    homes = {json.loads((Path(job["results"]) / str(i) / "where.json").read_text())["home"] for i in range(4)}
-    assert homes == {str(new.home)}, "only the slave with Brian may run the job"
-    assert all(t["failures"] == 0 for t in status["tasks"]), "a declined job uses up no retries"
+    assert all(t["failures"] == 0 for t in status["tasks"])
     hosts = {h["name"]: h for h in json.loads(cli("hosts", "list", "--json").stdout)}
     assert hosts["old"]["brian"] is None and hosts["new"]["brian"]
-    from trayapp.master.store import Store
-
-    store = Store(Path(os.environ["SPARECYCLES_HOME"]) / "queue.sqlite3")
-    declines = [a["message"] for a in store.attempts(store.job(job["job"]).seq) if a["host"] == "old"]
-    assert declines and all("needs brian2 >= 2.5, which is not installed here" in m for m in declines), declines
-    assert len(declines) == 1, "once declined, the job is not offered to that slave again"
+    homes = {json.loads((Path(job["results"]) / str(i) / "where.json").read_text())["home"] for i in range(4)}
+    if str(old.home) in homes:  # it ran there: in an environment built for the job, not in the bare one
+        envs = json.loads(cli("envs", "list", "--json", env={"SPARECYCLES_HOME": str(old.home)}).stdout)
+        assert [e["requirements"] for e in envs] == [["brian2>=2.5", "numpy<2"]]

@@ -27,7 +27,7 @@ import keyring.backend
 import pytest
 from conftest import ECHO_TASK, cli, make_job, pid_alive, run_dispatcher, wait_until
 from fakes import fake_agent
-from realparts import ProtocolPeer
+from support.peer import ProtocolPeer
 
 from trayapp.wire.archive import pack, sha256_of
 from trayapp.slave.availability import SlaveState
@@ -35,17 +35,19 @@ from trayapp.job.submit import submit_job
 from trayapp.master.kinds.local import LocalSlave
 from trayapp.wire.links import LocalLink
 from trayapp.wire.protocol import MAX_LINE, encode
+from trayapp.run.posix import PosixRunner
 from trayapp.slave.engine import SlaveEngine, SlaveSettings
 from trayapp.slave.spool import Spool
 from trayapp.wire.ssh import (
     ClientKeyError,
     SSHLink,
     fetch_host_key,
-    known_hosts_file,
     store_secret,
     trust_host_key,
 )
 from trayapp.master.store import Store
+
+pytestmark = pytest.mark.pool
 
 FAKE_AGENT = Path(fake_agent.__file__)
 HOSTILE_KINDS = ["dotdot", "absolute", "symlink", "hardlink", "device"]
@@ -161,7 +163,7 @@ def files_under(root: Path) -> list[Path]:
 @pytest.fixture
 def engine(tmp_path):
     eng = SlaveEngine(Spool(tmp_path / "slave" / "spool"), SlaveSettings(slots=2, python=sys.executable, nice=0),
-                      slave_id="e" * 16)
+                      slave_id="e" * 16, runner=PosixRunner())
     runner = LocalSlave(eng).start()
     yield eng
     runner.stop()
@@ -198,7 +200,7 @@ def test_changed_host_key_is_refused_and_replaced_only_with_replace(pool, home, 
     new = pool.sshd.host_key_fingerprint()
     assert new != old
     job = echo_job(tmp_path, n=1)
-    known = known_hosts_file(home)
+    known = home.known_hosts
     trusted_before = known.read_bytes()
 
     with Master(tmp_path):
@@ -229,7 +231,7 @@ def test_trust_refuses_a_wrong_fingerprint_or_no_confirmation(pool, home, args, 
     for phrase in expected:
         assert phrase in result.stderr, result.stderr
     assert pool.sshd.host_key_fingerprint() in result.stdout + result.stderr, "the real fingerprint is shown"
-    assert not known_hosts_file(home).exists()
+    assert not home.known_hosts.exists()
 
 
 # ===== 4: hosts add/remove/list input ========================================================
@@ -523,7 +525,8 @@ def test_archive_damaged_on_the_slaves_disk_is_declined_and_sent_again(app, tmp_
     spool = Spool(app.home.data_dir / "local-spool")
     # An earlier session uploaded the archive (verified and unpacked on arrival);
     # the unpacked copy was cleaned away since, then the slave's disk damaged the archive.
-    seed = SlaveEngine(spool, SlaveSettings(slots=1, python=sys.executable), slave_id="e" * 16)
+    seed = SlaveEngine(spool, SlaveSettings(slots=1, python=sys.executable), slave_id="e" * 16,
+                       runner=PosixRunner())
     runner = LocalSlave(seed).start()
     try:
         peer = ProtocolPeer(seed)
@@ -717,7 +720,7 @@ def test_key_passphrase_comes_from_the_keyring_and_never_touches_disk(app, sshd,
         store_secret(host, stored)
         assert memory_keyring.secrets == {("sparecycles", f"{host.user}@127.0.0.1:{sshd.port}"): stored}
 
-    link = SSHLink(host, known_hosts_file(app.home))
+    link = SSHLink(host, app.home.known_hosts)
     if stored == PASSPHRASE:
         link.open()
         try:

@@ -19,15 +19,16 @@ from pathlib import Path
 
 import pytest
 from conftest import make_job, pid_alive, wait_until
-from realparts import ProtocolPeer
+from support.peer import ProtocolPeer
 
 from trayapp.wire.archive import pack
 from trayapp.slave.availability import SlaveState
 from trayapp.run.cgroup import TaskCgroups
 from trayapp.master.kinds.local import LocalSlave
-from trayapp.run.preemption import kill_trees
+from trayapp.run.posix import PosixRunner
 from trayapp.slave.engine import SlaveEngine, SlaveSettings
 from trayapp.slave.spool import Spool
+from trayapp.run.sandbox import UNSANDBOXED_WARNING
 from trayapp.status import AttemptOutcome
 
 ROLES = {"main", "child", "grandchild", "setsid", "orphan"}
@@ -82,20 +83,22 @@ class Master(ProtocolPeer):
 
 @pytest.fixture(params=["cgroup", "process-group"])
 def engine(request, tmp_path):
-    eng = SlaveEngine(Spool(tmp_path / "spool"), SlaveSettings(slots=2, python=sys.executable, nice=0),
-                      slave_id="e" * 16)
+    cgroups = None
     if request.param == "cgroup":
-        eng.cgroups = TaskCgroups.create()
-        if eng.cgroups is None:
+        cgroups = TaskCgroups.create()
+        if cgroups is None:
             pytest.skip("this system does not let the slave create cgroups (the fallback is tested)")
-    runner = LocalSlave(eng).start()
+    runner = PosixRunner(cgroups=cgroups)
+    eng = SlaveEngine(Spool(tmp_path / "spool"), SlaveSettings(slots=2, python=sys.executable, nice=0),
+                      slave_id="e" * 16, runner=runner)
+    local = LocalSlave(eng).start()
     yield eng
-    runner.stop()
-    # A failed test may leave its tasks running (or suspended): end them here.
-    kill_trees(eng.running.values(), eng.cgroups)
+    local.stop()
+    # A failed test may leave its tasks running (or suspended): end them here,
+    # then let the runner remove the cgroups their end emptied.
+    runner.kill_at_once(eng.running.handles())
     eng.stop_all_tasks(AttemptOutcome.HOST_LOST, "the test is over")
-    if eng.cgroups is not None:
-        eng.cgroups.close()
+    eng.close()
 
 
 @pytest.fixture
@@ -137,7 +140,7 @@ def test_user_returns_every_process_of_every_task_dies_and_the_master_hears_pree
     assert len(pids) == 10 and all(pid_alive(p) for p in pids)
 
     returned = time.monotonic()
-    engine.report_idle(False, "the PC's user is active")
+    engine.availability.report_idle(False, "the PC's user is active")
     wait_until(lambda: not any(pid_alive(p) for p in pids), timeout=5, interval=0.001,
                what="every task process to die")
     took = time.monotonic() - returned
@@ -152,7 +155,7 @@ def test_user_returns_every_process_of_every_task_dies_and_the_master_hears_pree
 def test_no_new_work_until_the_pc_is_idle_again(engine, archive, tmp_path):
     master = Master(engine)
     upload(master, archive)
-    engine.report_idle(False, "waiting for 1 min without keyboard or mouse input")
+    engine.availability.report_idle(False, "waiting for 1 min without keyboard or mouse input")
     wait_until(lambda: engine.state is SlaveState.WAITING, what="the engine to wait")
     master.send("start", token=secrets.token_hex(8), job="j1", idx=0, params={"pids": str(tmp_path)},
                 main="main.py", archive_sha=archive.sha256)
@@ -162,35 +165,36 @@ def test_no_new_work_until_the_pc_is_idle_again(engine, archive, tmp_path):
     while state["state"] != "waiting":
         state = master.expect("state")
     assert state["reason"] == "waiting for 1 min without keyboard or mouse input"
-    engine.report_idle(True)
+    engine.availability.report_idle(True)
     wait_until(lambda: engine.state is SlaveState.READY, what="the engine to be ready again")
     folder = tmp_path / "pids-again"
     master.start_tree_task(archive, folder, 1)
     wait_for_trees([folder])
-    engine.report_idle(False, "back")
+    engine.availability.report_idle(False, "back")
     master.expect("finished")
 
 
 def test_donating_keeps_tasks_running_while_the_user_is_there(engine, archive, tmp_path):
     master = Master(engine)
     upload(master, archive)
-    engine.donate()
+    engine.availability.donate()
     folder = tmp_path / "pids"
     master.start_tree_task(archive, folder, 0)
     (tree,) = wait_for_trees([folder])
-    engine.report_idle(False, "the PC's user is active")
+    engine.availability.report_idle(False, "the PC's user is active")
     wait_until(lambda: engine.state is SlaveState.DONATING, what="the donating state")
     assert master.expect("state", state="donating")["reason"] == "lent by its user until resumed"
     time.sleep(0.2)
     assert all(pid_alive(p) for p in tree.values())
-    engine.resume()  # the donation ends while the user is at the PC: now they stop
+    engine.availability.resume()  # the donation ends while the user is at the PC: now they stop
     wait_until(lambda: not any(pid_alive(p) for p in tree.values()), timeout=5, what="the tree to die")
     assert master.expect("finished")["outcome"] == "preempted"
 
 
+@pytest.mark.slow
 def test_suspend_then_thaw_when_idle_again_then_kill_after_the_grace_time(engine, archive, tmp_path):
-    engine.preempt_mode = "suspend"
-    engine.suspend_grace_s = 3600.0
+    engine.availability.preempt_mode = "suspend"
+    engine.availability.suspend_grace_s = 3600.0
     master = Master(engine)
     upload(master, archive)
     folder = tmp_path / "pids"
@@ -198,8 +202,8 @@ def test_suspend_then_thaw_when_idle_again_then_kill_after_the_grace_time(engine
     (tree,) = wait_for_trees([folder])
     wait_until(lambda: len(beats(folder)) == 5, what="every process to beat")
 
-    engine.report_idle(False, "the PC's user is active")
-    wait_until(lambda: engine.suspended_since is not None, what="the tasks to be suspended")
+    engine.availability.report_idle(False, "the PC's user is active")
+    wait_until(lambda: engine.availability.suspended_since is not None, what="the tasks to be suspended")
     time.sleep(0.1)  # a beat already under way finishes
     before = beats(folder)
     time.sleep(0.5)
@@ -207,20 +211,22 @@ def test_suspend_then_thaw_when_idle_again_then_kill_after_the_grace_time(engine
     assert all(pid_alive(p) for p in tree.values())
     assert engine.state is SlaveState.WAITING and "1 task(s) suspended" in engine.describe()["reason"]
 
-    engine.report_idle(True)  # the user left again before the grace time ran out
+    engine.availability.report_idle(True)  # the user left again before the grace time ran out
     wait_until(lambda: all(beats(folder)[name] > size for name, size in before.items()), timeout=5,
                what="every process to run again")
     assert engine.state is SlaveState.WORKING
 
-    engine.suspend_grace_s = 0.3
-    engine.report_idle(False, "the PC's user is active")
+    engine.availability.suspend_grace_s = 0.3
+    engine.availability.report_idle(False, "the PC's user is active")
     wait_until(lambda: not any(pid_alive(p) for p in tree.values()), timeout=10, what="the tree to die")
     finished = master.expect("finished")
     assert finished["outcome"] == "preempted" and "stayed longer than 0.3 s" in finished["message"]
 
 
 def test_a_slave_without_an_idle_watcher_works_all_the_time(tmp_path):
-    eng = SlaveEngine(Spool(tmp_path / "spool"), SlaveSettings(slots=1, python=sys.executable), slave_id="e" * 16)
-    assert eng.available and eng.accepts_work() and eng.state is SlaveState.READY
+    eng = SlaveEngine(Spool(tmp_path / "spool"), SlaveSettings(slots=1, python=sys.executable), slave_id="e" * 16,
+                      runner=PosixRunner())
+    assert eng.availability.available and eng.accepts_work() and eng.state is SlaveState.READY
     eng.tick()
-    assert eng.state is SlaveState.READY and eng.describe()["reason"] is None
+    # Nothing holds it back; its reason only says that it lends without a sandbox.
+    assert eng.state is SlaveState.READY and eng.describe()["reason"] == UNSANDBOXED_WARNING

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 from conftest import cli, make_job, pid_alive, run_master_to_the_end, start_master, stop_process, wait_until
-from desktop import Xvfb, needs_xvfb
+from conftest import needs_xvfb
+from support.xvfb import Xvfb
 
-pytestmark = needs_xvfb
+pytestmark = [pytest.mark.pool, pytest.mark.desktop, needs_xvfb]
 
 # Notes "start"/"end" with the slave's home and the pids of its tree (itself
 # and a child it forked) in a ledger outside every job folder.

@@ -113,6 +113,7 @@ def not_private(root: Path, skip: tuple[str, ...] = ()) -> list[str]:
     return found
 
 
+@pytest.mark.pool
 def test_master_and_slave_files_are_private_to_their_user(pool, tmp_path, monkeypatch, other_user, request):
     # Under a folder anyone may enter, so only SpareCycles' own modes protect the files.
     open_root = Path(tempfile.mkdtemp(prefix="sparecycles-private-"))

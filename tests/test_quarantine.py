@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import threading
 
+import pytest
 from conftest import ECHO_TASK, make_job, wait_until
 
 from trayapp.app import App
@@ -51,6 +52,7 @@ def test_a_start_that_works_clears_the_record():
     assert not quarantine.start_failed(3, "c")
 
 
+@pytest.mark.slow
 def test_a_host_that_cannot_start_tasks_of_three_jobs_is_quarantined_and_says_why(app, tmp_path):
     config = Config(slots=2, poll_interval_s=0.05)
     jobs = []

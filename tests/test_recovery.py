@@ -9,10 +9,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import make_job, wait_until
 
 from trayapp.job.submit import submit_job
 from trayapp.status import JobStatus, TaskStatus
+
+pytestmark = pytest.mark.slow
 
 # Each task notes when it starts and when it completes in a ledger outside the
 # job folder (one line per event, appended atomically), then writes a result.

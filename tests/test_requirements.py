@@ -7,6 +7,7 @@ import importlib.metadata
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -59,5 +60,27 @@ def test_a_brian_installed_later_is_seen_once_the_cached_answer_expires(bare_pyt
     (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: brian2\nVersion: {BRIAN}\n")
     try:
         assert checker.unmet(["brian2 >= 2.5"]) is None
+    finally:
+        shutil.rmtree(dist)
+
+
+def test_a_package_installed_by_hand_is_seen_at_once_without_waiting_for_a_ttl(bare_python):
+    from trayapp.slave.requirements import SitePackagesWatch, VersionProbe
+
+    watch = SitePackagesWatch(bare_python)
+    assert watch.folders, "the task environment's site-packages must be found"
+    checker = RequirementChecker(bare_python, ttl_s=3600.0, watch=watch)
+    probe = VersionProbe(bare_python, ttl_s=3600.0, watch=watch)
+    assert checker.unmet(["brian2"]) is not None and probe.versions["brian"] is None
+    dist = Path(watch.folders[0]) / f"brian2-{BRIAN}.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: brian2\nVersion: {BRIAN}\n")
+    try:
+        assert checker.unmet(["brian2 >= 2.5"]) is None
+        probe.refresh()  # reads again on its helper thread, since the folder changed
+        deadline = time.monotonic() + 30
+        while probe.versions["brian"] != BRIAN and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert probe.versions["brian"] == BRIAN
     finally:
         shutil.rmtree(dist)

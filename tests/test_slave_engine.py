@@ -6,9 +6,10 @@ import json
 import threading
 
 import pytest
-from realparts import ProtocolPeer
+from support.peer import ProtocolPeer
 
 from trayapp.wire.protocol import encode
+from trayapp.run.posix import PosixRunner
 from trayapp.slave.engine import SlaveEngine, SlaveSettings
 from trayapp.slave.spool import Spool
 
@@ -26,12 +27,13 @@ def engine(tmp_path):
 
     eng = SlaveEngine(Spool(tmp_path / "spool"), SlaveSettings(slots=2, python=sys.executable,
                                                               caps={"greedy@pc": 1}, weights={"head@pc": 2.0}),
-                      slave_id="5a5a5a5a5a5a5a5a")
+                      slave_id="5a5a5a5a5a5a5a5a", runner=PosixRunner())
     thread = threading.Thread(target=eng.serve, kwargs={"poll_s": 0.05}, daemon=True)
     thread.start()
     yield eng
     eng.request_stop()
     thread.join(10)
+    eng.close()
 
 
 def test_caps_and_weights_configured_by_master_name_apply(engine):
@@ -83,7 +85,8 @@ def test_brian_updated_in_the_task_environment_reaches_the_masters_without_a_res
     venv = tmp_path / "task env"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
     python = str(venv / "bin" / "python")
-    eng = SlaveEngine(Spool(tmp_path / "spool"), SlaveSettings(slots=1, python=python), slave_id="6b6b6b6b6b6b6b6b")
+    eng = SlaveEngine(Spool(tmp_path / "spool"), SlaveSettings(slots=1, python=python), slave_id="6b6b6b6b6b6b6b6b",
+                      runner=PosixRunner())
     eng.version_probe.ttl_s = 0.2
     thread = threading.Thread(target=eng.serve, kwargs={"poll_s": 0.05}, daemon=True)
     thread.start()
@@ -100,6 +103,7 @@ def test_brian_updated_in_the_task_environment_reaches_the_masters_without_a_res
     finally:
         eng.request_stop()
         thread.join(10)
+        eng.close()
 
 
 def test_a_master_that_hung_up_is_still_heard_to_the_end():

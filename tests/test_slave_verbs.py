@@ -11,7 +11,7 @@ import time
 
 import pytest
 from conftest import wait_until
-from realparts import SlaveDaemon
+from support.daemons import SlaveDaemon
 
 
 def verb(home, *args: str) -> subprocess.CompletedProcess:
@@ -33,6 +33,7 @@ def as_json(result: subprocess.CompletedProcess) -> dict:
     return json.loads(result.stdout)
 
 
+@pytest.mark.slow
 def test_pause_for_a_while_then_it_lends_again_by_itself(slave):
     before = time.time()
     paused = as_json(verb(slave.home, "pause", "--for", "2s", "--json"))
@@ -45,6 +46,7 @@ def test_pause_for_a_while_then_it_lends_again_by_itself(slave):
     assert as_json(verb(slave.home, "resume", "--json"))["paused"] is False
 
 
+@pytest.mark.slow
 def test_donate_for_a_while_ends_by_itself_and_resume_ends_it_at_once(slave):
     donating = as_json(verb(slave.home, "donate", "--for", "30m", "--json"))
     assert donating["donating"] and donating["donating_until"] > time.time() + 1700

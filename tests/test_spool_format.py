@@ -10,10 +10,11 @@ import sys
 
 import pytest
 from conftest import make_job
-from realparts import ProtocolPeer
+from support.peer import ProtocolPeer
 
 from trayapp.cli.main import describe_slave_state
 from trayapp.master.kinds.local import LocalSlave
+from trayapp.run.posix import PosixRunner
 from trayapp.slave import engine as engine_module
 from trayapp.slave import spool as spool_module
 from trayapp.slave.engine import SlaveEngine, SlaveSettings
@@ -82,7 +83,8 @@ def test_a_task_file_this_version_cannot_read_is_reported_and_left_untouched(tmp
     path.parent.mkdir()
     path.write_text(content)
     save(spool, a_task(token="1" * 16))  # a readable neighbour is still taken up
-    engine = SlaveEngine(spool, SlaveSettings(slots=1, python=sys.executable), slave_id="5" * 16)
+    engine = SlaveEngine(spool, SlaveSettings(slots=1, python=sys.executable), slave_id="5" * 16,
+                         runner=PosixRunner())
     with caplog.at_level(logging.ERROR):
         engine.recover()
     assert list(engine.tasks) == ["1" * 16]
@@ -92,17 +94,17 @@ def test_a_task_file_this_version_cannot_read_is_reported_and_left_untouched(tmp
     assert why in state["unreadable_tasks"][str(path)]
     assert f"cannot take up the task in {path}: " in describe_slave_state(state)
     assert path.read_text() == content, "a file this version cannot read must stay as it was"
-    engine.launcher.close()
+    engine.close()
 
 
 def test_every_change_to_the_spool_record_is_a_new_task_format():
     # Changing SpoolTask changes what task.json means: bump TASK_FORMAT, append
     # the upgrade from the previous format, and update this list.
     assert [f.name for f in dataclasses.fields(SpoolTask)] == [
-        "token", "master", "job", "idx", "params", "main", "archive_sha", "time_limit_s", "cores", "state", "pid",
-        "created", "started", "ended", "outcome", "exit_code", "message", "results_path", "results_sha",
-        "results_size"]
-    assert TASK_FORMAT == 1 and len(spool_module._UPGRADES) == TASK_FORMAT
+        "token", "master", "job", "idx", "params", "main", "archive_sha", "time_limit_s", "cores", "memory_mb",
+        "state", "pid", "created", "started", "ended", "outcome", "exit_code", "message", "results_path",
+        "results_sha", "results_size"]
+    assert TASK_FORMAT == 2 and len(spool_module._UPGRADES) == TASK_FORMAT
 
 
 @dataclasses.dataclass
@@ -124,7 +126,7 @@ def test_a_field_added_to_the_spool_record_does_not_change_the_finished_message(
     folder, _ = make_job(tmp_path / "job", "open('results.txt', 'w').write('ok')\n")
     packed = pack(folder, ["main.py"], tmp_path / "packed")
     engine = SlaveEngine(Spool(tmp_path / "spool"), SlaveSettings(slots=1, python=sys.executable, nice=0),
-                         slave_id="5" * 16)
+                         slave_id="5" * 16, runner=PosixRunner())
     local = LocalSlave(engine).start()
     try:
         master = ProtocolPeer(engine)
@@ -148,7 +150,8 @@ def test_a_start_again_of_a_task_whose_file_cannot_be_read_leaves_the_file_alone
     spool = Spool(tmp_path / "spool").ensure()
     newer = {**dataclasses.asdict(a_task(state="running", archive_sha=packed.sha256)), "format": TASK_FORMAT + 1}
     write_task_file(spool, newer)
-    engine = SlaveEngine(spool, SlaveSettings(slots=1, python=sys.executable, nice=0), slave_id="5" * 16)
+    engine = SlaveEngine(spool, SlaveSettings(slots=1, python=sys.executable, nice=0), slave_id="5" * 16,
+                         runner=PosixRunner())
     local = LocalSlave(engine).start()
     try:
         master = ProtocolPeer(engine)

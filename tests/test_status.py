@@ -19,7 +19,7 @@ from trayapp.status import (
 
 # The design's task life cycle, written out independently of the table.
 EXPECTED_TASK_EDGES = {
-    ("queued", "dispatched"), ("queued", "cancelled"),
+    ("queued", "dispatched"), ("queued", "cancelled"), ("queued", "failed"),  # failed: no host can run it
     ("dispatched", "running"), ("dispatched", "queued"), ("dispatched", "failed"), ("dispatched", "cancelled"),
     ("running", "done"), ("running", "failed"), ("running", "queued"), ("running", "cancelled"),
     ("failed", "queued"), ("cancelled", "queued"),

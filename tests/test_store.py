@@ -101,6 +101,7 @@ def test_results_dir_is_named_after_job_and_id(store, tmp_path):
     assert Path(job.results_dir) == tmp_path / "results" / f"my sweep-{job.id}"
 
 
+@pytest.mark.slow
 def test_many_processes_claim_and_submit_at_once_without_losing_or_doubling(tmp_path):
     db = tmp_path / "queue.sqlite3"
     seed = Store(db)

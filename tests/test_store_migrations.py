@@ -45,3 +45,30 @@ def test_a_queue_from_a_newer_release_is_refused(tmp_path):
     with pytest.raises(UserError, match="newer SpareCycles") as caught:
         Store(path)
     assert "upgrade SpareCycles" in caught.value.fix
+
+
+def test_processes_opening_a_new_queue_at_once_each_find_it_upgraded(tmp_path):
+    # A submit beside a starting dispatcher: each sees version 0, and the one
+    # that waited for the other's migration must not take the same step again.
+    import threading
+
+    for attempt in range(5):
+        path = tmp_path / f"q{attempt}.sqlite3"
+        with sqlite3.connect(path) as db:  # already in WAL mode: the race is the migrations' alone
+            db.execute("PRAGMA journal_mode=WAL")
+        start, failures = threading.Barrier(6), []
+
+        def open_queue():
+            start.wait()
+            try:
+                Store(path).close()
+            except Exception as exc:  # noqa: BLE001 - reported below
+                failures.append(exc)
+
+        threads = [threading.Thread(target=open_queue) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert not failures, failures
+        assert _version(path) == SCHEMA_VERSION

@@ -4,9 +4,9 @@ the dispatcher back."""
 
 from __future__ import annotations
 
-import ui_desktop  # noqa: F401 - sets the offscreen platform first
+import pytest
 
-import sys
+import ui_desktop  # noqa: F401 - sets the offscreen platform first
 
 from PyQt6.QtCore import QElapsedTimer
 
@@ -14,6 +14,8 @@ from conftest import make_job, pid_alive
 from trayapp.job.submit import submit_job
 from trayapp.status import TaskStatus
 from ui.child import Child
+
+pytestmark = pytest.mark.slow
 
 LONG_TASK = """
 import json, os, sys, time
@@ -32,7 +34,7 @@ def test_master_pause_returns_at_once_and_resume_during_the_stop_starts_it_again
     pids.mkdir()
     folder, params = make_job(tmp_path / "long", LONG_TASK, params=[{"pids": str(pids)}])
     job = submit_job(app.store, app.home, app.config, folder, params=params).job
-    child = Child("master", tmp_path / "master.log", python=sys.executable)
+    child = Child("master", tmp_path / "master.log")
     try:
         child.start()
         qtbot.waitUntil(lambda: len(task_pids(pids)) == 1, timeout=30_000)

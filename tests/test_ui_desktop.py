@@ -1,6 +1,7 @@
 """The tray app on a real X desktop (Xvfb) with a real tray host (trayer):
 the icon is embedded, a right-click with xdotool opens the menu, a second
-start shows the first's window, and screenshots land in docs/screenshots/."""
+start shows the first's window; the screenshots it takes go to the ``screenshots``
+folder (conftest.py: temporary unless scripts/screenshots.sh asks for docs/screenshots/)."""
 
 from __future__ import annotations
 
@@ -17,10 +18,11 @@ from conftest import make_job, pid_alive
 from trayapp.locks import InstanceLock
 from trayapp.status import TaskStatus
 from trayapp.master.store import Store
-from ui_desktop import SCREENSHOTS, Desktop, missing_tools
+from support.desktop import Desktop, missing_tools
 
-pytestmark = pytest.mark.skipif(bool(missing_tools()), reason=f"needs {', '.join(missing_tools())} "
-                                                              "(scripts/system-packages.sh installs them)")
+pytestmark = [pytest.mark.desktop,
+              pytest.mark.skipif(bool(missing_tools()), reason=f"needs {', '.join(missing_tools())} "
+                                                               "(scripts/system-packages.sh installs them)")]
 
 # Runs under the Xvfb display: the real TrayApp, asked from Qt's side where
 # its icon is and whether the menu opened when xdotool right-clicked it.
@@ -79,9 +81,8 @@ def desktop(tmp_path):
     d.stop()
 
 
-def test_icon_is_embedded_and_right_click_opens_the_menu(desktop, home, tmp_path):
-    shot = SCREENSHOTS / "tray-menu.png"
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+def test_icon_is_embedded_and_right_click_opens_the_menu(desktop, home, tmp_path, screenshots):
+    shot = screenshots / "tray-menu.png"
     result = subprocess.run([sys.executable, "-c", PROBE, str(shot)], env=desktop.env(), capture_output=True,
                             text=True, timeout=90)
     lines = [line for line in result.stdout.splitlines() if line.startswith("REPORT ")]
@@ -152,7 +153,7 @@ def shown_windows(desktop) -> list:
     return [w for w in desktop.top_level("SpareCycles") if desktop.is_viewable(w.id)]
 
 
-def test_real_app_starts_in_the_tray_runs_a_job_and_a_second_start_shows_it(desktop, home, tmp_path):
+def test_real_app_starts_in_the_tray_runs_a_job_and_a_second_start_shows_it(desktop, home, tmp_path, screenshots):
     env = desktop.env(SPARECYCLES_HOME=str(home.data_dir))
     # As the start at login runs it: into the tray, no window.
     app = subprocess.Popen([sys.executable, "-m", "sparecycles", "--mode", "master", "--background"], env=env,
@@ -181,9 +182,9 @@ def test_real_app_starts_in_the_tray_runs_a_job_and_a_second_start_shows_it(desk
         # are slow on a loaded machine; the menu below takes seconds of them).
         time.sleep(1.5)  # the window refreshes once a second
         assert store.job(job).count(TaskStatus.RUNNING) >= 1, "take the picture while the job runs"
-        desktop.screenshot(SCREENSHOTS / "main-window.png", window.x, window.y, window.width, window.height)
+        desktop.screenshot(screenshots / "main-window.png", window.x, window.y, window.width, window.height)
         panel = desktop.find("panel")
-        desktop.screenshot(SCREENSHOTS / "tray.png", panel.x - 8, 0, desktop.size[0] - panel.x + 8, panel.height + 4)
+        desktop.screenshot(screenshots / "tray.png", panel.x - 8, 0, desktop.size[0] - panel.x + 8, panel.height + 4)
         # Right-click: the menu pops up as a new top-level window (seen by X, not by Qt).
         before = {w.id for w in desktop.windows()}
         desktop.click(*icon.center(), button=3)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import ui_desktop  # noqa: F401 - sets the offscreen platform first
 
 import sparecycles
@@ -9,6 +10,8 @@ from conftest import make_job, run_dispatcher
 from trayapp.job.submit import submit_job
 from ui.resultsplot import NO_SECOND_AXIS, colour_at
 from ui_desktop import build_tray_app, dispose_tray_apps  # noqa: F401 - autouse
+
+pytestmark = pytest.mark.slow
 
 # rate_hz = 10 x + g: the heatmap's corners and the lines' points are known.
 RATE_TASK = """
@@ -22,7 +25,7 @@ with open("results/spikes.json", "w") as fh:
 """
 
 
-def test_plot_a_finished_sweep_as_heatmap_and_lines(qtbot, app, tmp_path):
+def test_plot_a_finished_sweep_as_heatmap_and_lines(qtbot, app, tmp_path, screenshots):
     # Submitted from Python: the window shows the job like any other.
     folder, _ = make_job(tmp_path / "toy", RATE_TASK)
     job = sparecycles.submit(folder, params={"x": [1, 2, 3], "g": [5, 7], "label": "a"}, start=False)
@@ -49,7 +52,7 @@ def test_plot_a_finished_sweep_as_heatmap_and_lines(qtbot, app, tmp_path):
     assert heat.xs == (1, 2, 3) and heat.ys == (5, 7)
     assert heat.cells == {(c, r): 10 * x + g for c, x in enumerate((1, 2, 3)) for r, g in enumerate((5, 7))}
     shot = dialog.grab()
-    heat_png = tmp_path / "results-heatmap.png"
+    heat_png = screenshots / "results-heatmap.png"
     assert shot.save(str(heat_png))
     # The lowest cell (x=1, g=5: bottom left) is painted the scale's first colour, the highest its last.
     image = shot.toImage()
@@ -65,10 +68,9 @@ def test_plot_a_finished_sweep_as_heatmap_and_lines(qtbot, app, tmp_path):
     assert dialog.plot.map is None
     assert [(line.label, line.points) for line in dialog.plot.lines] == [
         ("g=5", ((1, 15), (2, 25), (3, 35))), ("g=7", ((1, 17), (2, 27), (3, 37)))]
-    lines_png = tmp_path / "results-lines.png"
+    lines_png = screenshots / "results-lines.png"
     assert dialog.grab().save(str(lines_png))
     assert "6 of 6 task(s) brought back results" in dialog.note.text()
-    print(f"\nresults plot screenshots: {heat_png} {lines_png}")
 
 
 def test_a_job_without_numbers_says_what_would_make_a_plot(qtbot, app, tmp_path):

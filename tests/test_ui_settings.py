@@ -125,7 +125,7 @@ def test_without_pyqt6_the_bare_command_says_what_is_missing(home):
                 if name.split(".")[0] in ("PyQt6", "ui"):
                     raise ImportError("No module named " + name)
         sys.meta_path.insert(0, NoQt())
-        from trayapp.cli.main import main
+        from sparecycles.launch import main
         sys.exit(main([]))
     """)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)

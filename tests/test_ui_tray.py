@@ -7,18 +7,20 @@ import ui_desktop  # noqa: F401 - sets the offscreen platform first
 
 import pytest
 
-from realparts import SlaveDaemon
+from support.daemons import SlaveDaemon
+from trayapp.master.hosts import HostView
 from trayapp.slave import control as slavecontrol
 from trayapp.home import Home
 from ui.icons import ICON_NAMES, IconSet, icon_file
-from ui.snapshot import HostRow, JobRow, Snapshot
+from ui.snapshot import JobRow, Snapshot
 from ui.traylook import attention_reasons, master_look, slave_look
 from ui_desktop import build_tray_app, dispose_tray_apps  # noqa: F401 - autouse
 
 
 @pytest.fixture
 def slave_daemon(tmp_path):
-    daemon = SlaveDaemon(tmp_path / "slave home", slots=2).start()
+    # The lender's default: tasks sandboxed (bwrap is installed here), so no warning in the tray.
+    daemon = SlaveDaemon(tmp_path / "slave home", slots=2, env={"SPARECYCLES_SANDBOX": "auto"}).start()
     yield daemon
     daemon.stop()
 
@@ -99,7 +101,7 @@ def test_master_words_and_menu_for_each_state():
     paused = master_look(busy, paused_until=None)
     assert (paused.icon, paused.resume_label) == ("master-paused", "Resume")
     failed = Snapshot(300.0, [_job(status="failed", failed=2, running=0, done=4, finished=250.0)],
-                      [HostRow("lab-08", "10.0.0.8", "unreachable", "timed out", 4, 0, None, None, None)])
+                      [HostView("lab-08", "ssh", "me@10.0.0.8:22", "unreachable", "timed out", None, {"slots": 4})])
     reasons = attention_reasons(failed, seen_until=200.0)
     assert reasons == ["job stdp ended with 2 failed tasks", "host lab-08 is unreachable"]
     assert master_look(failed, attention=reasons).icon == "master-attention"

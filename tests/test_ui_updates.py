@@ -7,12 +7,16 @@ import subprocess
 import sys
 from functools import partial
 
+import pytest
+
 import ui_desktop  # noqa: F401 - sets the offscreen platform first
-from fakeindex import FakeIndex, SilentIndex, make_wheel
+from fakeindex import FakeIndex, SilentIndex, make_wheel, pip_environment_without_user_config
 from ui_desktop import build_tray_app, dispose_tray_apps  # noqa: F401 - autouse
 
 from trayapp.config import Config
-from trayapp.install.updates import check_for_updates, pip_environment_without_user_config, update_brian
+from trayapp.install.updates import check_for_updates, update_brian
+
+pytestmark = pytest.mark.slow
 
 
 def test_newer_brian_is_announced_once_and_installed_by_the_button(qtbot, home, tmp_path, monkeypatch):

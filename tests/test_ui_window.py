@@ -3,12 +3,18 @@ dispatcher runs the tasks, a real sshd presents the host key."""
 
 from __future__ import annotations
 
+import pytest
+
 import ui_desktop  # noqa: F401 - sets the offscreen platform first
 
+import pytest
 from PyQt6.QtWidgets import QMessageBox
 
 from conftest import ECHO_TASK, make_job, run_dispatcher
+from trayapp.errors import UserError
 from trayapp.job.submit import submit_job
+from ui import verbs
+from ui.workers import PerThreadApp
 from ui_desktop import build_tray_app, dispose_tray_apps  # noqa: F401 - autouse
 
 FAILING_TASK = """
@@ -73,6 +79,7 @@ def test_cancel_from_the_window(qtbot, app, tmp_path):
     assert tray_app.jobs.index(0, 1).data() == "cancelled"
 
 
+@pytest.mark.pool
 def test_add_trust_and_remove_a_host(qtbot, app, sshd):
     tray_app = _window(qtbot, app)
     window = tray_app.window
@@ -88,6 +95,7 @@ def test_add_trust_and_remove_a_host(qtbot, app, sshd):
     tray_app.watcher.refresh()
     window.hosts_view.selectRow(0)
     assert window.selected_host().name == "lab-07"
+    assert [tray_app.hosts.index(0, c).data() for c in (0, 1)] == ["lab-07", "ssh"]
 
     window.trust_button.click()
     trust = window.dialog
@@ -102,6 +110,21 @@ def test_add_trust_and_remove_a_host(qtbot, app, sshd):
     assert [h.name for h in app.store.hosts()] == []
     tray_app.watcher.refresh()
     assert tray_app.hosts.rowCount() == 0
+
+
+def test_the_window_s_host_verbs_are_the_hosts_service_s_and_print_nothing(app, capsys):
+    apps = PerThreadApp(app.home, app.config)
+    assert verbs.add_host(apps, "lab-07", "ssh", {"host": "127.0.0.1", "port": 2222, "slots": 2}) == "lab-07"
+    host = app.store.host("lab-07")
+    assert (host.kind, host.address, host.port, host.slots, host.agent_command) == (
+        "ssh", "127.0.0.1", 2222, 2, "sparecycles agent")
+    with pytest.raises(UserError, match="unknown host kind 'cluster'"):
+        verbs.add_host(apps, "big", "cluster", {"host": "127.0.0.1"})
+    with pytest.raises(UserError, match="--port must be between 1 and 65535"):
+        verbs.add_host(apps, "lab-08", "ssh", {"host": "127.0.0.1", "port": 0})
+    assert verbs.remove_host(apps, "lab-07") == "lab-07" and app.store.hosts() == []
+    # A worker thread's print would land in a log nobody reads: the service says it all in return values.
+    assert capsys.readouterr() == ("", "")
 
 
 def test_adding_a_bad_host_says_why(qtbot, app):

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from fakeindex import FakeIndex, SilentIndex, free_port, make_broken_wheel, make_wheel
+from fakeindex import FakeIndex, SilentIndex, make_broken_wheel, make_wheel, pip_environment_without_user_config
+from support.net import free_port
 from trayapp.config import Config
-from trayapp.install.updates import check_at_start_up, check_for_updates, latest_release, pip_environment_without_user_config, update_brian
+from trayapp.install.updates import check_at_start_up, check_for_updates, latest_release, update_brian
 
 
 @pytest.fixture
@@ -87,6 +88,7 @@ def test_newest_release_from_a_wheel_folder(wheels):
     assert latest_release("fakebrian", wheel_folder=str(wheels["1.0"].parent)) == "1.1"
 
 
+@pytest.mark.slow
 def test_check_reports_current_and_latest_from_the_task_environment(index, task_env):
     config = Config(package_index=index.url)
     report = check_for_updates(config, brian_package="fakebrian", app_package="fakebrian", app_version="1.1",
@@ -129,6 +131,7 @@ def test_start_up_check_can_be_turned_off(index, monkeypatch):
 
 # ----- installing ------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_update_installs_the_newer_release_into_the_task_environment(index, task_env):
     result = update_brian(Config(package_index=index.url), package="fakebrian", python=task_env)
     assert result.ok, result.output
@@ -136,12 +139,14 @@ def test_update_installs_the_newer_release_into_the_task_environment(index, task
     assert imported_version(task_env) == "1.1"
 
 
+@pytest.mark.slow
 def test_update_from_a_wheel_folder_works_without_any_index(wheels, task_env):
     result = update_brian(Config(wheel_folder=str(wheels["1.0"].parent)), package="fakebrian", python=task_env)
     assert result.ok, result.output
     assert imported_version(task_env) == "1.1"
 
 
+@pytest.mark.slow
 def test_a_broken_newer_wheel_leaves_the_old_version_working(tmp_path, wheels, task_env):
     with FakeIndex(tmp_path / "bad index") as idx:
         idx.add("fakebrian", wheels["1.0"])
@@ -152,6 +157,7 @@ def test_a_broken_newer_wheel_leaves_the_old_version_working(tmp_path, wheels, t
     assert imported_version(task_env) == "1.0"
 
 
+@pytest.mark.slow
 def test_an_unreachable_index_leaves_the_old_version_working(task_env, clean_pip_env):
     env = {**clean_pip_env, "PIP_RETRIES": "0", "PIP_DEFAULT_TIMEOUT": "3"}
     result = update_brian(Config(package_index=closed_port_url()), package="fakebrian", python=task_env, env=env)
@@ -167,6 +173,7 @@ def run_cli(*args, env=None, timeout=180) -> subprocess.CompletedProcess:
                           timeout=timeout, env=env)
 
 
+@pytest.mark.slow
 def test_cli_check_updates_json_and_update_brian(home, tmp_path, task_env, clean_pip_env):
     # The index serves stand-ins named like the real packages, so the CLI's
     # defaults (brian2, sparecycles) are what is checked and installed.

@@ -19,14 +19,17 @@ from pathlib import Path
 import psutil
 import pytest
 from conftest import wait_until
-from realparts import ProtocolPeer
+from support.peer import ProtocolPeer
 
 from trayapp.master.kinds.local import LocalSlave
 from trayapp.master.store import SCHEMA_VERSION, Store
+from trayapp.run.posix import PosixRunner
 from trayapp.slave.engine import SlaveEngine, SlaveSettings
 from trayapp.slave.spool import TASK_FORMAT, Spool
 from trayapp.status import AttemptOutcome, TaskStatus
 from trayapp.wire.archive import sha256_of
+
+pytestmark = pytest.mark.slow
 
 RELEASE = Path(__file__).parent / "fixtures" / "release-0.1.0"
 EXPECTED = json.loads((RELEASE / "expected.json").read_text())
@@ -111,7 +114,7 @@ def test_the_upgraded_queue_reads_through_todays_store(release):
 
 def serve(spool_root: Path) -> tuple[SlaveEngine, LocalSlave, ProtocolPeer]:
     engine = SlaveEngine(Spool(spool_root), SlaveSettings(slots=2, python=sys.executable, nice=0),
-                         slave_id=EXPECTED["slave"]["id"])
+                         slave_id=EXPECTED["slave"]["id"], runner=PosixRunner())
     local = LocalSlave(engine).start()
     master = ProtocolPeer(engine)
     master.hello(EXPECTED["master"]["id"], EXPECTED["master"]["name"])

@@ -1,6 +1,6 @@
 """The one place that builds SpareCycles' objects and wires them together.
 
-The CLI (and later the tray app) asks for an :class:`App`; nothing else looks
+The CLI and the tray app ask for an :class:`App`; nothing else looks
 up a home, a config or a queue on its own, so tests build an ``App`` over a
 temporary home and get the real thing.
 """
@@ -10,17 +10,19 @@ from __future__ import annotations
 import getpass
 import platform
 import secrets
-import sys
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, partial
 
 from trayapp.config import Config, load_config
 from trayapp.locks import InstanceLock
 from trayapp.master.dispatcher import Dispatcher, start_background_dispatcher
-from trayapp.master.driver import DriverSettings
 from trayapp.home import Home
+from trayapp.master.driver import DriverSettings
+from trayapp.master.hosts import Hosts
+from trayapp.master.kinds import KindContext
 from trayapp.master.queuecheck import check_queue_file
 from trayapp.master.store import Store
+from trayapp.slave.builder import build_engine
 
 
 @dataclass
@@ -48,7 +50,7 @@ class App:
 
     def identity(self) -> tuple[str, str]:
         """This PC's stable id (kept in the config folder) and a readable name."""
-        path = self.home.config_dir / "id"
+        path = self.home.identity_file
         try:
             ident = path.read_text().strip()
         except OSError:
@@ -58,13 +60,22 @@ class App:
             path.write_text(ident + "\n")
         return ident, f"{getpass.getuser()}@{platform.node()}"
 
-    def dispatcher(self, *, driver_settings: DriverSettings | None = None) -> Dispatcher:
-        from trayapp.wire.ssh import ssh_connector
+    def kind_context(self, *, driver_settings: DriverSettings | None = None) -> KindContext:
+        """What host kinds build drivers and run checks with."""
+        identity = self.identity()
+        return KindContext(
+            self.home, self.config, identity, open_store=lambda: Store(self.home.queue_db),
+            driver_settings=driver_settings or DriverSettings(*identity, tick_s=self.config.poll_interval_s),
+            build_local_engine=partial(build_engine, self.config, self.home, identity,
+                                       self.home.local_spool_dir, in_process=True))
 
-        return Dispatcher(self.store, self.home, self.config, store_factory=lambda: Store(self.home.queue_db),
-                          identity=self.identity(), connect_ssh=ssh_connector(self.home),
-                          driver_settings=driver_settings)
+    def dispatcher(self, *, driver_settings: DriverSettings | None = None) -> Dispatcher:
+        return Dispatcher(self.store, self.kind_context(driver_settings=driver_settings))
+
+    def hosts(self) -> Hosts:
+        """Adding, removing, trusting, listing and testing hosts: the CLI's and the window's verbs."""
+        return Hosts(self.store, self.kind_context())
 
     def ensure_dispatcher(self) -> int | None:
         """Start a background dispatcher if none serves this home; its pid, or None."""
-        return start_background_dispatcher(self.home, sys.executable, self.home.log_dir / "dispatcher.log")
+        return start_background_dispatcher(self.home, self.home.dispatcher_log)

@@ -1,4 +1,4 @@
-"""Settings shared by the CLI, the dispatcher and (later) the settings dialog.
+"""Settings shared by the CLI, the dispatcher and the settings dialog.
 
 Stored as TOML in ``Home.config_file``. Every key is optional; a missing file
 means all defaults. Unknown keys are an error rather than silently ignored, so
@@ -43,8 +43,7 @@ class Config:
     master_caps: dict = field(default_factory=dict)  # master name or id -> most slots at once
     grant_policy: str = "fair"  # "by_demand": the unfair baseline bench/fair_share.py compares against
     min_free_mb: int = 200  # a slave with less free disk takes no work
-    # --- idle detection (issue 4) ---
-    # "auto": lend the PC only while its user is away (a headless service with
+    # Idle detection. "auto": lend the PC only while its user is away (a headless service with
     # nobody logged in is always idle); "off": lend it all the time, as a
     # dedicated compute box would.
     idle_detection: str = "auto"
@@ -60,15 +59,22 @@ class Config:
     # (HTCondor's MaxSuspendTime is 10 min too).
     preempt: str = "kill"
     suspend_grace_s: float = 600.0
-    # --- end idle detection ---
-    # --- tray app (issue 5) ---
     mode: str = ""  # "master" or "slave"; empty: the tray app asks on its first start
-    # --- end tray app ---
-    # --- deployment (issue 7) ---
+    # Updates.
     check_updates: bool = True  # the tray app looks for newer Brian / SpareCycles releases at start-up
     package_index: str = ""  # PEP 503/691 simple index URL (a lab mirror); empty = the public PyPI
     wheel_folder: str = ""  # a folder of wheels to update from instead (or beside package_index)
-    # --- end deployment ---
+    # Job environments (a job's own requirements, built once per set on each PC)
+    # are evicted, least recently used first, beyond this much disk.
+    envs_max_gb: float = 5.0
+    # The lender's protection (trayapp.run.choice, trayapp.run.sandbox).
+    # "auto": tasks from other masters run only in a sandbox (none: lend
+    # nothing); this PC's own tasks use it where it exists. "on": always, or
+    # run nothing. "off": no sandbox, tasks can read and change your files.
+    sandbox: str = "auto"
+    sandbox_network: bool = False  # sandboxed tasks may use the network
+    max_task_memory_mb: int = 0  # most memory one task may use; 0 = three quarters of this PC's
+    max_task_processes: int = 512  # most processes (and threads) one task may have; 0 = no cap
 
     @property
     def effective_slots(self) -> int:
@@ -124,23 +130,22 @@ def load_config(home: Home) -> Config:
     check_ranges(path, config)
     if config.grant_policy not in ("fair", "by_demand"):
         raise UserError(f"{path}: grant_policy must be 'fair' or 'by_demand', not {config.grant_policy!r}")
-    # --- idle detection (issue 4) ---
     for key, allowed in (("idle_detection", ("auto", "off")), ("on_battery", ("pause", "work")),
                          ("preempt", ("kill", "suspend"))):
         if getattr(config, key) not in allowed:
             raise UserError(f"{path}: {key} must be one of {', '.join(map(repr, allowed))}, "
                             f"not {getattr(config, key)!r}")
-    # --- end idle detection ---
-    # --- tray app (issue 5) ---
+    if config.sandbox not in SANDBOX_MODES:
+        raise UserError(f"{path}: sandbox must be one of {', '.join(map(repr, SANDBOX_MODES))}, "
+                        f"not {config.sandbox!r}", '"auto" (the default) protects this PC from the tasks it runs')
     if config.mode not in MODES:
         raise UserError(f"{path}: mode must be \"master\" or \"slave\", not {config.mode!r}",
                         "or delete the line, and the tray app asks on its next start")
-    # --- end tray app ---
     return config
 
 
-# --- tray app (issue 5): the settings dialog and `--mode` write the config ---
 MODES = ("", "master", "slave")
+SANDBOX_MODES = ("auto", "on", "off")
 
 
 def save_config(home: Home, config: Config) -> Path:
@@ -168,4 +173,3 @@ def save_config(home: Home, config: Config) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return path
-# --- end tray app ---

@@ -22,8 +22,11 @@ class Range:
     high: float = math.inf
     low_open: bool = False  # the low end itself is not allowed
     meaning: str = ""
+    zero_means: str = ""  # 0 is allowed too, below the range, and means this
 
     def holds(self, value: float) -> bool:
+        if value == 0 and self.zero_means:
+            return True
         above = value > self.low if self.low_open else value >= self.low
         return above and value <= self.high
 
@@ -31,7 +34,13 @@ class Range:
         low = f"more than {self.low:g}" if self.low_open else f"{self.low:g} or more"
         text = low if self.high == math.inf else f"from {self.low:g}{' (excluded)' if self.low_open else ''} to " \
                                                  f"{self.high:g}"
+        if self.zero_means:
+            text += f", or 0 for {self.zero_means}"
         return f"{text} ({self.meaning})" if self.meaning else text
+
+
+# Python and its compiler (Brian's code generation) need a few processes of their own.
+MIN_TASK_PROCESSES = 16
 
 
 RANGES: dict[str, Range] = {
@@ -45,6 +54,10 @@ RANGES: dict[str, Range] = {
     "idle_after_s": Range(0, meaning="seconds"),
     "max_foreign_cpu": Range(0, 1, low_open=True, meaning="a share of all cores"),
     "suspend_grace_s": Range(0, meaning="seconds"),
+    "envs_max_gb": Range(0, low_open=True, meaning="the disk in GB job environments may use"),
+    "max_task_memory_mb": Range(0, meaning="megabytes; 0 = three quarters of this PC's memory"),
+    "max_task_processes": Range(MIN_TASK_PROCESSES, zero_means="no cap",
+                                meaning="processes and threads of one task; fewer cannot run Python and its compiler"),
 }
 
 

@@ -34,9 +34,23 @@ class Home:
         dirs = platformdirs.PlatformDirs(APP_NAME, appauthor=False)
         return cls(Path(dirs.user_config_dir), Path(dirs.user_data_dir), Path(dirs.user_log_dir))
 
+    # ----- the config folder ----------------------------------------------------------
+
     @property
     def config_file(self) -> Path:
         return self.config_dir / "config.toml"
+
+    @property
+    def identity_file(self) -> Path:
+        """This PC's stable id as a master, told to slaves."""
+        return self.config_dir / "id"
+
+    @property
+    def known_hosts(self) -> Path:
+        """The slaves' SSH host keys the user trusted."""
+        return self.config_dir / "known_hosts"
+
+    # ----- the data folder: the master's --------------------------------------------------
 
     @property
     def queue_db(self) -> Path:
@@ -48,9 +62,9 @@ class Home:
         return self.data_dir / "archives"
 
     @property
-    def spool_dir(self) -> Path:
-        """The slave's spool (``trayapp.slave.spool``): what its masters' SFTP may reach."""
-        return self.data_dir / "spool"
+    def map_dir(self) -> Path:
+        """Job folders that ``sparecycles.map`` generates (a function and its runner)."""
+        return self.data_dir / "map"
 
     @property
     def default_results_dir(self) -> Path:
@@ -59,6 +73,60 @@ class Home:
     @property
     def dispatcher_lock(self) -> Path:
         return self.data_dir / "dispatcher.lock"
+
+    @property
+    def dispatcher_starting_lock(self) -> Path:
+        """Held by whoever is starting a background dispatcher, until the child holds the real one."""
+        return self.data_dir / "dispatcher.starting"
+
+    @property
+    def local_spool_dir(self) -> Path:
+        """The spool of the slave engine inside the dispatcher (the "local" host)."""
+        return self.data_dir / "local-spool"
+
+    @property
+    def tray_lock(self) -> Path:
+        """Held by the one tray app running for this home."""
+        return self.data_dir / "trayapp.lock"
+
+    # ----- the data folder: the slave daemon's ----------------------------------------------
+
+    @property
+    def spool_dir(self) -> Path:
+        """The slave daemon's tasks: their archives, run folders and records; the
+        part of the disk its masters' SFTP may reach (``trayapp.slave.spool``)."""
+        return self.data_dir / "spool"
+
+    @property
+    def slave_lock(self) -> Path:
+        return self.data_dir / "slave.lock"
+
+    @property
+    def slave_socket(self) -> Path:
+        """Where the slave daemon listens, if the path fits a socket address
+        (:func:`trayapp.slave.agent.socket_path` has the fallback)."""
+        return self.data_dir / "slave.sock"
+
+    @property
+    def task_env_dir(self) -> Path:
+        """The virtual environment the bundle creates for tasks (Brian in it)."""
+        return self.data_dir / "task-env"
+
+    # ----- the log folder ---------------------------------------------------------------------
+
+    @property
+    def ssh_keys_log(self) -> Path:
+        """What masters' restricted keys tried and were refused (``slave authorize``)."""
+        return self.log_dir / "ssh-keys.log"
+
+    @property
+    def dispatcher_log(self) -> Path:
+        """The output of a dispatcher started in the background (by ``submit``)."""
+        return self.log_dir / "dispatcher.log"
+
+    def mode_log(self, mode: str) -> Path:
+        """The output of the tray app's engine child in ``mode`` (master or slave)."""
+        return self.log_dir / f"{mode}.log"
 
     def ensure(self) -> "Home":
         """Create the folders, private to this user: the queue holds parameters,

@@ -20,10 +20,6 @@ class TaskStatus(str, Enum):
     CANCELLED = "cancelled"
 
     @property
-    def is_final(self) -> bool:
-        return self in FINAL_TASK_STATES
-
-    @property
     def is_in_flight(self) -> bool:
         return self in (TaskStatus.DISPATCHED, TaskStatus.RUNNING)
 
@@ -51,11 +47,10 @@ class AttemptOutcome(str, Enum):
     REJECTED = "rejected"  # the host refused the job (bad archive, no space...)
 
 
-FINAL_TASK_STATES = frozenset({TaskStatus.DONE, TaskStatus.FAILED, TaskStatus.CANCELLED})
-
 T = TaskStatus
 TASK_TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
-    T.QUEUED: frozenset({T.DISPATCHED, T.CANCELLED}),
+    # queued to failed: no connected host can meet the job's requirements
+    T.QUEUED: frozenset({T.DISPATCHED, T.CANCELLED, T.FAILED}),
     # back to queued: transfer failed or host lost before the process started
     T.DISPATCHED: frozenset({T.RUNNING, T.QUEUED, T.FAILED, T.CANCELLED}),
     # back to queued: preempted, host lost, or a retry of the task's own failure

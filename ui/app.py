@@ -120,10 +120,10 @@ class TrayApp(QObject):
         self.hosts.setParent(self.window)
         self.icons = IconSet()
         self.tray = Tray(self.icons)
-        self.child = Child(self.mode, home.log_dir / f"{self.mode}.log") if start_child else None
+        self.child = Child(self.mode, home.mode_log(self.mode)) if start_child else None
         slave = partial(slavecontrol.slave_state, home) if self.mode == "slave" else None
-        self.watcher = Watcher(executor, SnapshotReader(lambda: self.apps.get().store, clock), slave, interval_ms,
-                               digest=self.pool.digest)
+        reader = SnapshotReader(lambda: self.apps.get().store, clock, master_id=self.apps.get().identity()[0])
+        self.watcher = Watcher(executor, reader, slave, interval_ms, digest=self.pool.digest)
         self.seen_until = clock()  # failed jobs that end after this need the user's attention
         self.slave_state: dict | None = None
         self.slave_problem: str | None = "starting the slave daemon…"

@@ -1,5 +1,5 @@
 """The dispatcher (master mode) or the slave daemon (slave mode), run as a child
-process of the tray app: ``python -m sparecycles master|slave``.
+process of the tray app: ``sparecycles master|slave``.
 
 A child keeps the engine's event loop, signals and crashes away from the GUI,
 and it is the very program the CLI runs. It goes on while the window is
@@ -9,11 +9,12 @@ this home's lock, or it crashed) it is started again after a pause.
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
 from PyQt6.QtCore import QObject, QProcess, QTimer, pyqtSignal
+
+from trayapp.install.selfcommand import sparecycles_command
 
 STOP_TIMEOUT_MS = 15000
 
@@ -21,12 +22,10 @@ STOP_TIMEOUT_MS = 15000
 class Child(QObject):
     changed = pyqtSignal()
 
-    def __init__(self, mode: str, log_file: Path, python: str = sys.executable, restart_ms: int = 5000,
-                 parent=None):
+    def __init__(self, mode: str, log_file: Path, restart_ms: int = 5000, parent=None):
         super().__init__(parent)
         self.mode = mode
         self.log_file = log_file
-        self.python = python
         self.process: QProcess | None = None
         self.problem: str | None = None
         self.paused_until: float | None | bool = False  # False: not paused; None: until resumed
@@ -53,14 +52,13 @@ class Child(QObject):
             return
         self._stopping = False
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
-        args = ["-m", "sparecycles", self.mode]
-        if self.mode == "master":
-            args.append("--quiet-if-running")  # a dispatcher started by `submit` serves us as well
+        # In master mode a dispatcher started by `submit` serves us as well.
+        program, *args = sparecycles_command(self.mode, *(["--quiet-if-running"] if self.mode == "master" else []))
         proc = QProcess(self)
         proc.setStandardOutputFile(str(self.log_file), QProcess.OpenModeFlag.Append)
         proc.setStandardErrorFile(str(self.log_file), QProcess.OpenModeFlag.Append)
         proc.finished.connect(self._finished)
-        proc.start(self.python, args)
+        proc.start(program, args)
         self.process = proc
         self.changed.emit()
 

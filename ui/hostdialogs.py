@@ -1,4 +1,4 @@
-"""Adding a slave PC, and trusting its SSH key after seeing the fingerprint."""
+"""Adding a slave PC (a host of the ``ssh`` kind), and trusting its SSH key after seeing the fingerprint."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import getpass
 from PyQt6.QtWidgets import (QCheckBox, QDialog, QDialogButtonBox, QFormLayout, QLabel, QLineEdit, QSpinBox,
                              QVBoxLayout)
 
-from ui.verbs import HostKey
+from trayapp.master.hostkeys import PresentedKey
+from trayapp.master.kinds.ssh import DEFAULT_AGENT_COMMAND
 
 
 class AddHostDialog(QDialog):
@@ -24,7 +25,7 @@ class AddHostDialog(QDialog):
         self.user = QLineEdit(getpass.getuser())
         self.key = QLineEdit()
         self.key.setPlaceholderText("default: your SSH agent and ~/.ssh keys")
-        self.agent_command = QLineEdit("sparecycles agent")
+        self.agent_command = QLineEdit(DEFAULT_AGENT_COMMAND)
         self.slots = QSpinBox()
         self.slots.setRange(0, 1024)
         self.slots.setSpecialValueText("as many as it grants")
@@ -44,17 +45,18 @@ class AddHostDialog(QDialog):
         layout.addWidget(self.problem)
         layout.addWidget(buttons)
 
-    def values(self) -> dict:
-        return {"name": self.name.text().strip(), "address": self.address.text().strip(), "port": self.port.value(),
-                "user": self.user.text().strip() or None, "key": self.key.text().strip() or None,
-                "agent_command": self.agent_command.text().strip() or "sparecycles agent",
-                "slots": self.slots.value() or None}
+    def values(self) -> tuple[str, str, dict]:
+        """The host's name, its kind, and the kind's ``hosts add`` options (dest -> value, None: not given)."""
+        options = {"host": self.address.text().strip() or None, "port": self.port.value(),
+                   "user": self.user.text().strip() or None, "key": self.key.text().strip() or None,
+                   "agent_command": self.agent_command.text().strip() or None, "slots": self.slots.value() or None}
+        return self.name.text().strip(), "ssh", options
 
 
 class TrustDialog(QDialog):
     """Shows the fingerprint the host presents; the user compares it with the PC's own."""
 
-    def __init__(self, key: HostKey, parent=None):
+    def __init__(self, key: PresentedKey, parent=None):
         super().__init__(parent)
         self.key = key
         self.setWindowTitle(f"Trust {key.host}?")

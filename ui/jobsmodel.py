@@ -15,7 +15,7 @@ from PyQt6.QtCore import QModelIndex, Qt
 
 from ui.rowsmodel import RowsModel
 from ui.snapshot import JobRow
-from ui.timefmt import duration
+from trayapp.humantime import duration
 
 COLUMNS = ("Job", "State", "Progress", "Done", "Failed", "Tasks", "Hosts", "Elapsed", "Left")
 PROGRESS_COLUMN = COLUMNS.index("Progress")
@@ -45,15 +45,18 @@ class JobsModel(RowsModel):
             return job
         if role == Qt.ItemDataRole.ToolTipRole and column == 0:
             return f"job {job.id}\nresults: {job.results_dir}"
+        if role == Qt.ItemDataRole.ToolTipRole and column == 1 and job.waiting_on:
+            return job.waiting_on
         if role == Qt.ItemDataRole.TextAlignmentRole and column in (3, 4, 5, 7, 8):
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         return None
 
     def _display(self, job: JobRow, column: int) -> str:
         now = self._clock()
-        return (job.name, job.status, f"{job.progress:.0%}", str(job.done), str(job.failed), str(job.total),
-                ", ".join(job.hosts) or "–", duration(job.elapsed_s(now)),
-                "–" if job.finished else duration(job.left_s(now)))[column]
+        state = f"{job.status}: {job.waiting_on}" if job.waiting_on else job.status
+        return (job.name, state, f"{job.progress:.0%}", str(job.done), str(job.failed), str(job.total),
+                ", ".join(job.hosts) or "–", duration(job.elapsed_s(now)) or "–",
+                "–" if job.finished else duration(job.left_s(now)) or "–")[column]
 
     def job_at(self, row: int) -> JobRow:
         return self._rows[row]

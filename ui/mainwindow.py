@@ -222,8 +222,8 @@ class MainWindow(QMainWindow):
         self._show_dialog(dialog)
 
         def accepted() -> None:
-            v = dialog.values()
-            self._run(lambda: self.verbs.add_host(v.pop("name"), v.pop("address"), **v),
+            name, kind, options = dialog.values()
+            self._run(lambda: self.verbs.add_host(name, kind, options),
                       lambda name: self.say(f"added host {name}; next: check and trust its key"))
         dialog.accepted.connect(accepted)
 

@@ -29,7 +29,7 @@ class SingleInstance(QObject):
     def __init__(self, home: Home, parent=None):
         super().__init__(parent)
         self.name = server_name(home)
-        self._lock = InstanceLock(home.data_dir / "trayapp.lock")
+        self._lock = InstanceLock(home.tray_lock)
         self.server: QLocalServer | None = None
 
     def claim(self) -> bool:

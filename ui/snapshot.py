@@ -12,8 +12,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from trayapp.status import TaskStatus
+from trayapp.master.hosts import HostView, host_views
 from trayapp.master.store import Store
+from trayapp.status import TaskStatus
 
 POOL_WINDOW_S = 3 * 3600  # how far back the pool picture looks
 
@@ -33,6 +34,7 @@ class JobRow:
     created: float
     finished: float | None
     results_dir: str
+    waiting_on: str | None = None  # e.g. "lab-07: preparing environment (brian2==2.8.0), 40 s"
 
     @property
     def finished_count(self) -> int:
@@ -56,19 +58,6 @@ class JobRow:
 
 
 @dataclass(frozen=True)
-class HostRow:
-    name: str
-    address: str
-    state: str
-    reason: str | None
-    slots: int | None
-    running: int
-    last_seen: float | None
-    python: str | None
-    brian: str | None
-
-
-@dataclass(frozen=True)
 class Span:
     """One attempt on one host: a busy slot from ``started`` to ``ended`` (None: still running)."""
 
@@ -81,7 +70,7 @@ class Span:
 class Snapshot:
     taken: float
     jobs: list[JobRow]
-    hosts: list[HostRow]
+    hosts: list[HostView]
     spans: list[Span] = field(default_factory=list)
 
 
@@ -89,8 +78,9 @@ class SnapshotReader:
     """Reads snapshots; keeps what cannot change any more (finished jobs' attempts)."""
 
     def __init__(self, open_store: Callable[[], Store], clock: Callable[[], float] = time.time,
-                 window_s: float = POOL_WINDOW_S):
+                 window_s: float = POOL_WINDOW_S, master_id: str | None = None):
         self._open_store = open_store
+        self._master_id = master_id  # whose share of each host to show
         self._clock = clock
         self.window_s = window_s
         self._cached_spans: dict[int, tuple[tuple, list[Span]]] = {}
@@ -118,10 +108,8 @@ class SnapshotReader:
                 spans += cached[1]
             jobs.append(JobRow(job.seq, job.id, job.name, job.status.value, job.count(TaskStatus.DONE),
                                job.count(TaskStatus.FAILED), job.count(TaskStatus.CANCELLED), in_flight, job.total,
-                               hosts, job.created, job.finished, job.results_dir))
-        hosts = [HostRow(h.name, h.address, h.state, h.reason, h.info.get("slots", h.slots), store.running_on(h.name),
-                         h.last_seen, h.info.get("python"), h.info.get("brian")) for h in store.hosts()]
-        return Snapshot(now, jobs, hosts, [s for s in spans if s.ended is None or s.ended >= since])
+                               hosts, job.created, job.finished, job.results_dir, job.waiting_on))
+        return Snapshot(now, jobs, host_views(store, master_id=self._master_id), [s for s in spans if s.ended is None or s.ended >= since])
 
     @staticmethod
     def _spans(store: Store, job_seq: int) -> list[Span]:

@@ -41,7 +41,6 @@ class SubmitDialog(QDialog):
         self.folder = folder
         self._submit = submit
         self._executor = executor
-        self._count_ok = True
         self.setWindowTitle(f"Queue {folder.name}")
         self.main_box = QComboBox()
         self.main_box.addItems(main_candidates(folder) or [folder.main])

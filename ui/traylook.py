@@ -5,9 +5,9 @@ without a tray.
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from trayapp.humantime import until
 from ui.snapshot import Snapshot
 
 
@@ -21,16 +21,21 @@ class Look:
     donate_offered: bool = True  # a master does not lend its PC: no Donate menu at all
 
 
-def _until(ts: float | None) -> str:
-    return "until resumed" if ts is None else "until " + time.strftime("%H:%M", time.localtime(ts))
-
-
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 def slave_look(state: dict | None, problem: str | None = None) -> Look:
-    """From the slave daemon's ``state`` message (None when it cannot be reached)."""
+    """From the slave daemon's ``state`` message (None when it cannot be reached).
+    A slave that lends with a warning (no sandbox) says so in every look."""
+    look = _slave_look(state, problem)
+    warning = (state or {}).get("warning")
+    if warning and look.icon != "slave-unavailable":
+        return replace(look, tooltip=f"{look.tooltip}. Warning: {warning}")
+    return look
+
+
+def _slave_look(state: dict | None, problem: str | None) -> Look:
     if state is None:
         return Look("slave-unavailable", f"Unavailable: {problem or 'the slave daemon is not running'}")
     name = state["state"]
@@ -39,7 +44,7 @@ def slave_look(state: dict | None, problem: str | None = None) -> Look:
         return Look("slave-unavailable", f"Unavailable: {state.get('reason') or 'unknown problem'}",
                     can_pause=True)
     if name == "paused":
-        return Look("slave-paused", f"Paused {_until(state.get('paused_until'))}: this PC is not lent",
+        return Look("slave-paused", f"Paused {until(state.get('paused_until'))}: this PC is not lent",
                     resume_label="Resume")
     donating = bool(state.get("donating"))
     work = ""
@@ -49,7 +54,7 @@ def slave_look(state: dict | None, problem: str | None = None) -> Look:
         whom = ", ".join(names.get(m, m) for m in sorted(per_master, key=lambda m: -per_master[m])) or "a master"
         work = f"{_plural(running, 'task')} for {whom}"
     if donating:
-        text = f"Donating {_until(state.get('donating_until'))}: " + (work or f"{_plural(slots, 'core')} offered")
+        text = f"Donating {until(state.get('donating_until'))}: " + (work or f"{_plural(slots, 'core')} offered")
         return Look("slave-donating", text, can_pause=True, resume_label="Stop donating")
     if name == "working" or running:
         return Look("slave-working", f"Working: {work}", can_pause=True, can_donate=True)
@@ -64,7 +69,7 @@ def master_look(snapshot: Snapshot | None, *, paused_until: float | None | bool 
                 attention: list[str] | None = None, dispatcher_problem: str | None = None) -> Look:
     """``paused_until``: False when not paused, None when paused until resumed, else a time."""
     if paused_until is not False:
-        return Look("master-paused", f"Paused {_until(paused_until)}: no new tasks start", resume_label="Resume",
+        return Look("master-paused", f"Paused {until(paused_until)}: no new tasks start", resume_label="Resume",
                     donate_offered=False)
     problems = list(attention or []) + ([dispatcher_problem] if dispatcher_problem else [])
     jobs = snapshot.jobs if snapshot else []

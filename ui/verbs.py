@@ -2,18 +2,17 @@
 
 Each takes the :class:`~ui.workers.PerThreadApp` and runs on a worker thread
 (through the executor), so it may block on the queue, the disk or SSH. The
-host verbs call ``trayapp.cli.hosts``'s handlers themselves, so the window and
-``sparecycles hosts ...`` check and do exactly the same things.
+host verbs call the hosts service (:class:`trayapp.master.hosts.Hosts`) that
+``sparecycles hosts ...`` calls, so both check and do exactly the same things.
 """
 
 from __future__ import annotations
 
-from argparse import Namespace
 from dataclasses import dataclass
 from pathlib import Path
 
-from trayapp.cli import hosts as hostcli
 from trayapp.job.submit import Submission, submit_job
+from trayapp.master.hostkeys import PresentedKey
 from trayapp.master.results import LOG_FILES
 from trayapp.master.resulttable import ResultRow, result_rows
 from trayapp.status import TaskStatus
@@ -75,40 +74,23 @@ def result_table(apps: PerThreadApp, job_id: str) -> list[ResultRow]:
     return result_rows(store, store.job(job_id))
 
 
-def add_host(apps: PerThreadApp, name: str, address: str, *, port: int = 22, user: str | None = None,
-             key: str | None = None, agent_command: str = "sparecycles agent", slots: int | None = None) -> str:
-    hostcli.cmd_add(apps.get(), Namespace(name=name, host=address, port=port, user=user or None, key=key or None,
-                                          agent_command=agent_command, slots=slots, ask_secret=False))
+def add_host(apps: PerThreadApp, name: str, kind: str, options: dict) -> str:
+    """``sparecycles hosts add NAME --kind KIND`` with the kind's options (dest -> value)."""
+    apps.get().hosts().add(name, kind, options)
     return name
 
 
 def remove_host(apps: PerThreadApp, name: str) -> str:
-    hostcli.cmd_remove(apps.get(), Namespace(name=name))
+    apps.get().hosts().remove(name)
     return name
 
 
-@dataclass(frozen=True)
-class HostKey:
-    host: str
-    address: str
-    port: int
-    key_type: str
-    fingerprint: str
-    known: str  # "new", "trusted" or "changed"
-
-
-def host_key(apps: PerThreadApp, name: str) -> HostKey:
+def host_key(apps: PerThreadApp, name: str) -> PresentedKey:
     """Fetch the key a host presents, for the trust dialog to show."""
-    from trayapp.wire.ssh import fingerprint
-
-    host, key, existing = hostcli.presented_key(apps.get(), name)
-    state = "new"
-    if key.get_name() in existing:
-        state = "trusted" if existing[key.get_name()] == key else "changed"
-    return HostKey(host.name, host.address, host.port, key.get_name(), fingerprint(key), state)
+    return apps.get().hosts().presented_key(name)
 
 
 def trust_host(apps: PerThreadApp, name: str, fingerprint: str, *, replace: bool = False) -> str:
     """Trust the key only if it still has the fingerprint the user saw (the CLI's --fingerprint)."""
-    hostcli.cmd_trust(apps.get(), Namespace(name=name, yes=False, fingerprint=fingerprint, replace=replace))
+    apps.get().hosts().trust_by_fingerprint(name, fingerprint, replace=replace)
     return name

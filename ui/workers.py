@@ -15,7 +15,7 @@ the queue asks :class:`PerThreadApp` for its thread's own ``App``.
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, Protocol
+from typing import Any, Callable
 
 from PyQt6.QtCore import QObject, QRunnable, QThreadPool, pyqtSignal, pyqtSlot
 
@@ -25,10 +25,6 @@ from trayapp.home import Home
 
 Done = Callable[[Any], None]
 Failed = Callable[[BaseException], None]
-
-
-class Executor(Protocol):
-    def run(self, work: Callable[[], Any], done: Done | None = None, failed: Failed | None = None) -> None: ...
 
 
 def _raise(exc: BaseException) -> None:

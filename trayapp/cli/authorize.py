@@ -13,7 +13,7 @@ from pathlib import Path
 from trayapp.app import App
 from trayapp.cli.output import EXIT_OK, table
 from trayapp.errors import UserError
-from trayapp.install.autostart import launch_command
+from trayapp.install.selfcommand import sparecycles_command
 from trayapp.slave import authorize as keys
 
 
@@ -35,7 +35,7 @@ def cmd_authorize(app: App, args) -> int:
         raise UserError("say which master this key belongs to", "add --name, e.g. --name alice")
     keys.check_master_name(args.name)
     key = keys.read_public_key(Path(args.pubkey).expanduser())
-    command = keys.forced_command(launch_command(), args.name, dict(os.environ))
+    command = keys.forced_command(sparecycles_command(), args.name, dict(os.environ))
     added = keys.authorize(path, key, args.name, command, replace=args.replace)
     print(f"authorized master {added.name} ({key.kind} {key.fingerprint}) in {path}")
     print(f"its key runs only: {command}")

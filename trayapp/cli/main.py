@@ -13,16 +13,17 @@ import json
 import logging
 import os
 import sys
-import time
 from dataclasses import replace
 from typing import Callable
 
-from trayapp import __version__
+from trayapp import __version__, humantime
 from trayapp.app import App
+from trayapp.cli.hosts import HANDLERS as host_handlers, add_host_verbs
+from trayapp.cli.envs import add_envs_parser, cmd_envs
 from trayapp.cli.output import (EXIT_FAILED_TASKS, EXIT_OK, EXIT_USAGE, EXIT_USER_ERROR, exit_for,
                                 table)
 from trayapp.errors import UserError
-from trayapp.job.manifest import parse_duration
+from trayapp.units import parse_duration
 from trayapp.master.progress import describe_counts, wait_for_job
 from trayapp.status import TaskStatus
 from trayapp.master.store import JobRecord, TaskRecord
@@ -39,15 +40,14 @@ def _duration(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sparecycles", description=(
-        "Run parameter sweeps of Python simulations on this PC's spare cores (and, later, the lab's idle PCs)."))
+        "Run parameter sweeps of Python simulations on this PC's spare cores and the lab's idle PCs."))
     parser.add_argument("--version", action="version", version=f"sparecycles {__version__}")
-    # --- tray app (issue 5) ---
+    # With no verb: the tray app.
     parser.add_argument("--mode", choices=("master", "slave"),
                         help="with no verb: start the tray app in this mode (saved in the settings)")
     parser.add_argument("--background", action="store_true",
                         help="with no verb: start the tray app in the tray, without opening its window "
                              "(how the start at login runs it)")
-    # --- end tray app ---
     verbs = parser.add_subparsers(dest="verb", metavar="VERB")
 
     p = verbs.add_parser("submit", help="queue a job folder, one task per parameter set")
@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = verbs.add_parser("slave", help="run the slave daemon in the foreground: lend this PC to masters")
     p.add_argument("--slots", type=int, help="tasks at once (default: settings, else one per core)")
-    p.add_argument("--idle-after", type=_duration, metavar="SECONDS",  # idle detection (issue 4)
+    p.add_argument("--idle-after", type=_duration, metavar="SECONDS",
                    help="lend the PC after this long without keyboard/mouse input (default: settings, 5 min)")
     slave_verbs = p.add_subparsers(dest="slave_verb", metavar="ACTION")
     p = slave_verbs.add_parser("authorize", help="let a master's SSH key reach this PC's agent, and nothing else",
@@ -115,31 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     hosts = verbs.add_parser("hosts", help="the slaves this master sends work to")
     host_verbs = hosts.add_subparsers(dest="host_verb", metavar="ACTION", required=True)
-    p = host_verbs.add_parser("add", help="add a slave PC reached over SSH")
-    p.add_argument("name")
-    p.add_argument("--host", required=True, help="address of the PC")
-    p.add_argument("--port", type=int, default=22)
-    p.add_argument("--user", help="SSH user (default: yours)")
-    p.add_argument("--key", help="private key file (default: your SSH agent and ~/.ssh keys)")
-    p.add_argument("--agent-command", default="sparecycles agent",
-                   help="command that starts the agent there (default: %(default)s)")
-    p.add_argument("--slots", type=int, help="at most this many of our tasks there at once")
-    p.add_argument("--ask-secret", action="store_true",
-                   help="ask for the key passphrase or password and keep it in the OS keyring")
-    p = host_verbs.add_parser("list", help="hosts with their state, slots and versions")
-    p.add_argument("--json", action="store_true")
-    p = host_verbs.add_parser("remove", help="forget a host")
-    p.add_argument("name")
-    p = host_verbs.add_parser("trust", help="show a host's SSH key fingerprint and trust it")
-    p.add_argument("name")
-    p.add_argument("--yes", action="store_true",
-                   help="trust a new host's key without asking (never a changed one: that needs --fingerprint)")
-    p.add_argument("--fingerprint", help="trust only if the key has this SHA256 fingerprint")
-    p.add_argument("--replace", action="store_true", help="replace a key that changed")
+    add_host_verbs(host_verbs)
 
     p = verbs.add_parser("demo", help="run the bundled Brian sweep on this PC and summarise it")
     p.add_argument("--timeout", type=_duration)
-    # --- deployment (issue 7) ---
     p = verbs.add_parser("autostart", help="start SpareCycles when you log in (enable, disable, status)")
     p.add_argument("action", choices=("enable", "disable", "status"))
     p.add_argument("--json", action="store_true")
@@ -147,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p = verbs.add_parser("update-brian", help="install the newest Brian into the task environment with pip")
     p.add_argument("--json", action="store_true")
-    # --- end deployment ---
+    add_envs_parser(verbs)
     return parser
 
 
@@ -238,7 +217,8 @@ def _job_json(job: JobRecord) -> dict:
     return {"id": job.id, "name": job.name, "status": job.status.value, "total": job.total,
             "counts": {s.value: job.count(s) for s in TaskStatus}, "folder": job.folder, "main": job.main,
             "results": job.results_dir, "archive": job.archive_sha, "created": job.created,
-            "finished": job.finished, "retries": job.retries, "time_limit_s": job.time_limit_s}
+            "finished": job.finished, "retries": job.retries, "time_limit_s": job.time_limit_s,
+            "waiting_on": job.waiting_on}
 
 
 def _task_json(task: TaskRecord) -> dict:
@@ -248,7 +228,7 @@ def _task_json(task: TaskRecord) -> dict:
 
 
 def _when(ts: float | None) -> str:
-    return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts)) if ts else "-"
+    return humantime.moment(ts) if ts else "-"
 
 
 def cmd_status(app: App, args) -> int:
@@ -286,10 +266,9 @@ def cmd_status(app: App, args) -> int:
 
 def _local_slave_state(app: App) -> dict | None:
     """The slave daemon's state if one runs for this home (``status`` shows it)."""
-    from trayapp.slave.agent import socket_path
-    from trayapp.slave import control as slavecontrol
+    from trayapp.slave import control as slavecontrol, endpoint
 
-    if not socket_path(app.home).exists():
+    if not endpoint.daemon_may_run(app.home):
         return None
     try:
         return slavecontrol.slave_state(app.home)
@@ -399,9 +378,7 @@ def describe_slave_state(state: dict) -> str:
     if state.get("reason"):
         text += f" ({state['reason']})"
     if state.get("donating") and state["state"] != "donating":  # lent, though its user is away anyway
-        until = state.get("donating_until")
-        text += " (lent by its user until " + (time.strftime("%H:%M", time.localtime(until)) if until
-                                                else "resumed") + ")"
+        text += f" (lent by its user {humantime.until(state.get('donating_until') or None)})"
     text += f", {state['running']} of {state['slots']} slots busy"
     usage = state.get("usage") or {}
     total = sum(usage.values())
@@ -428,12 +405,9 @@ def cmd_agent(app: App, args) -> int:
 
 
 def cmd_hosts(app: App, args) -> int:
-    from trayapp.cli import hosts as hostcli
-
-    return hostcli.HANDLERS[args.host_verb](app, args)
+    return host_handlers[args.host_verb](app, args)
 
 
-# --- deployment (issue 7) ---
 def cmd_autostart(app: App, args) -> int:
     from trayapp.install.autostart import autostart_for_platform, login_command
 
@@ -482,12 +456,11 @@ def cmd_update_brian(app: App, args) -> int:
         print(f"sparecycles: updating Brian failed; {result.before or 'no Brian'} stays installed\n"
               f"  pip: {last_line_of(result.output)}", file=sys.stderr)
     return EXIT_OK if result.ok else EXIT_FAILED_TASKS
-# --- end deployment ---
 
 
-HANDLERS = {"submit": cmd_submit, "status": cmd_status, "wait": cmd_wait, "results": cmd_results,
+HANDLERS = {"envs": cmd_envs, "submit": cmd_submit, "status": cmd_status, "wait": cmd_wait, "results": cmd_results,
             "cancel": cmd_cancel, "retry": cmd_retry, "master": cmd_master, "demo": cmd_demo,
             "slave": cmd_slave, "agent": cmd_agent, "hosts": cmd_hosts, "pause": cmd_slave_verb,
             "donate": cmd_slave_verb, "resume": cmd_slave_verb,
             "autostart": cmd_autostart, "check-updates": cmd_check_updates,
-            "update-brian": cmd_update_brian}  # deployment (issue 7)
+            "update-brian": cmd_update_brian}

@@ -1,9 +1,9 @@
 """The idle watcher: reads the idle source, asks the policy, tells the slave.
 
 It runs on its own thread, beside the slave engine's loop, and talks to the
-engine through one thread-safe call (``report``, the engine's
-:meth:`~trayapp.slave.engine.SlaveEngine.report_idle`), made only when the verdict
-changes. Two paths lead there:
+slave through one thread-safe call (``report``, its
+:meth:`~trayapp.slave.availability.Availability.report_idle`), made only when
+the verdict changes. Two paths lead there:
 
 - the poll: every ``poll_s`` (1 s) it reads the source, measures the other
   programs' CPU load and the battery, and asks :class:`IdlePolicy`; while
@@ -43,29 +43,10 @@ def on_battery(battery: Callable[[], object] = psutil.sensors_battery) -> bool |
     return not state.power_plugged
 
 
-def own_task_cpu_seconds(me: psutil.Process | None = None) -> float:
-    """CPU time of this process's descendants, living and reaped: every task's
-    time, where tasks cannot be counted through a cgroup. A reaped child's time
-    moves into its parent's ``children_*`` fields, so the sum never drops."""
-    me = me or psutil.Process()
-    try:
-        own = me.cpu_times()
-        total = own.children_user + own.children_system
-        for child in me.children(recursive=True):
-            try:
-                t = child.cpu_times()
-                total += t.user + t.system + t.children_user + t.children_system
-            except psutil.Error:
-                pass
-        return total
-    except psutil.Error:
-        return 0.0
-
-
 class ForeignCpu:
     """Other programs' share of all cores between two samples, tasks excluded."""
 
-    def __init__(self, task_cpu_seconds: Callable[[], float | None] = own_task_cpu_seconds,
+    def __init__(self, task_cpu_seconds: Callable[[], float | None],
                  cpu_times: Callable[[], object] = psutil.cpu_times):
         self._task_cpu_seconds = task_cpu_seconds
         self._cpu_times = cpu_times
@@ -203,25 +184,22 @@ class IdleWatcher:
             self._thread.join(5)
 
 
-
-def watch_idle(engine, config, idle_after_s: float | None = None, environ=None) -> IdleWatcher | None:
-    """Wire idle detection to a slave engine as the settings say; the running
-    watcher, or None when ``idle_detection = "off"`` (the slave then works all
-    the time). ``idle_after_s`` overrides the setting (``--idle-after``)."""
-    from trayapp.run.cgroup import TaskCgroups
+def watch_idle(config, *, report: Callable[[bool, str | None], None], has_tasks: Callable[[], bool],
+               task_cpu_seconds: Callable[[], float | None], idle_after_s: float | None = None,
+               environ=None) -> IdleWatcher | None:
+    """Wire idle detection to a slave as the settings say: ``report`` gets the
+    verdicts (the slave's availability), ``task_cpu_seconds`` is the tasks' own
+    CPU time (not the user's load). The running watcher, or None when
+    ``idle_detection = "off"`` (the slave then works all the time).
+    ``idle_after_s`` overrides the setting (``--idle-after``)."""
     from trayapp.idle.sources import open_idle_source
     from trayapp.idle.policy import PolicySettings
 
-    engine.preempt_mode = config.preempt
-    engine.suspend_grace_s = config.suspend_grace_s
-    engine.cgroups = TaskCgroups.create()
     if config.idle_detection == "off":
         log.info("idle detection is off: lending this PC all the time")
         return None
     settings = PolicySettings(idle_after_s=config.idle_after_s if idle_after_s is None else idle_after_s,
                               max_foreign_cpu=config.max_foreign_cpu, on_battery=config.on_battery)
-    cgroups = engine.cgroups
-    foreign = ForeignCpu(cgroups.cpu_seconds if cgroups is not None else own_task_cpu_seconds)
-    watcher = IdleWatcher(open_idle_source(environ), IdlePolicy(settings), engine.report_idle,
-                          foreign_cpu=foreign, has_tasks=lambda: bool(engine.running))
+    watcher = IdleWatcher(open_idle_source(environ), IdlePolicy(settings), report,
+                          foreign_cpu=ForeignCpu(task_cpu_seconds), has_tasks=has_tasks)
     return watcher.start()

@@ -1,8 +1,7 @@
 """Start SpareCycles at login: ``sparecycles autostart enable|disable|status``.
 
-One entry per platform, pointing at the absolute path of the program running
-now (the bundle's executable when frozen, else the ``sparecycles`` console
-script, else ``sys.executable -m sparecycles``):
+One entry per platform, starting this very installation
+(:func:`trayapp.install.selfcommand.sparecycles_command`):
 
 - Linux and other XDG desktops: ``$XDG_CONFIG_HOME/autostart/sparecycles.desktop``
   (the XDG Autostart spec; GNOME, KDE, Xfce, … read it);
@@ -19,11 +18,12 @@ from __future__ import annotations
 import os
 import plistlib
 import re
-import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+from trayapp.install.selfcommand import sparecycles_command
 
 ENTRY_NAME = "sparecycles"
 RUN_KEY = r"Software\Microsoft\Windows\CurrentVersion\Run"
@@ -31,23 +31,10 @@ RUN_VALUE = "SpareCycles"
 LAUNCH_AGENT_LABEL = "org.sparecycles.tray"
 
 
-def launch_command() -> list[str]:
-    """The command that starts this very installation of SpareCycles (no verb: the tray app)."""
-    if getattr(sys, "frozen", False):
-        return [str(Path(sys.executable).resolve())]
-    script = Path(sys.executable).with_name("sparecycles.exe" if os.name == "nt" else "sparecycles")
-    if script.exists():
-        return [str(script.absolute())]
-    found = shutil.which("sparecycles")
-    if found:
-        return [str(Path(found).absolute())]
-    return [str(Path(sys.executable).absolute()), "-m", "sparecycles"]
-
-
 def login_command() -> list[str]:
     """What starts at login: the tray app, straight into the tray. A lab PC's
     user should not meet a window at every login; the icon is enough."""
-    return [*launch_command(), "--background"]
+    return sparecycles_command("--background")
 
 
 @dataclass(frozen=True)

@@ -26,19 +26,10 @@ from pathlib import Path
 
 from trayapp.errors import UserError
 from trayapp.home import Home
+from trayapp.install.selfcommand import is_frozen
 
-MANAGED_DIR_NAME = "task-env"
 SYSTEM_PYTHONS = ("python3", "python")
 CREATE_TIMEOUT_S = 300.0
-
-
-def is_frozen() -> bool:
-    """True inside the PyInstaller bundle (its executable is no Python interpreter)."""
-    return bool(getattr(sys, "frozen", False))
-
-
-def managed_env_dir(home: Home) -> Path:
-    return home.data_dir / MANAGED_DIR_NAME
 
 
 def env_python(env_dir: Path) -> Path:
@@ -121,7 +112,7 @@ def task_interpreter(task_python: str = "", *, home: Home | None = None, create:
         return named
     if not (is_frozen() if frozen is None else frozen):
         return sys.executable
-    env_dir = managed_env_dir(home or Home.from_environment(environ))
+    env_dir = (home or Home.from_environment(environ)).task_env_dir
     python = env_python(env_dir)
     if python.exists():
         return str(python)

@@ -270,11 +270,3 @@ def last_line_of(output: str) -> str:
     lines = [line.strip() for line in output.splitlines() if line.strip()]
     errors = [line for line in lines if re.match(r"(ERROR|error)\b", line)]
     return (errors or lines or ["no output"])[-1]
-
-
-def pip_environment_without_user_config(environ: dict[str, str] | None = None) -> dict[str, str]:
-    """``environ`` with no PIP_* settings and no pip config files (tests; a reproducible install)."""
-    env = {k: v for k, v in (os.environ if environ is None else environ).items() if not k.startswith("PIP_")}
-    env["PIP_CONFIG_FILE"] = os.devnull
-    env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
-    return env

@@ -1,7 +1,7 @@
 """Submitting a job: check the folder, pack it once, queue one task per parameter set.
 
-This is the ``submit`` verb that the CLI, the tray window's drop zone and the
-Python API (``sparecycles.submit``) call.
+The ``submit`` verb: the CLI calls it, and so do the tray window's drop zone,
+its submit dialog and the Python API (``sparecycles.submit``).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from trayapp.errors import UserError
 from trayapp.home import Home
 from trayapp.job.folder import JobFolder, open_job_folder
 from trayapp.job.manifest import Manifest
+from trayapp.job.requirements import job_requirements, requirement_notes
 from trayapp.master.store import JobRecord, Store
 
 
@@ -39,6 +40,7 @@ def submit_job(store: Store, home: Home, config: Config, folder: str | Path, *, 
     job_name = name or job_folder.name
     check_job_name(job_name)
     manifest = job_folder.manifest
+    requires = job_requirements(job_folder.root, manifest)
     packed = pack(job_folder.root, job_folder.files, home.archives_dir)
     job = store.add_job(
         name=job_name, folder=str(job_folder.root), main=job_folder.main, archive_sha=packed.sha256,
@@ -46,8 +48,25 @@ def submit_job(store: Store, home: Home, config: Config, folder: str | Path, *, 
         param_sets=job_folder.param_sets, results_root=config.results_root(home),
         retries=retries if retries is not None else (manifest.retries or config.default_retries),
         time_limit_s=time_limit_s if time_limit_s is not None else manifest.time_limit_s,
-        requires=manifest.requires)
-    return Submission(job, job_folder, packed.size, unhonoured_requests(manifest))
+        requires=requires, memory_mb=manifest.memory_mb)
+    notes = unhonoured_requests(manifest) + (what_requirements_need(home, config, requires) if requires else ())
+    return Submission(job, job_folder, packed.size, notes)
+
+
+def what_requirements_need(home: Home, config: Config, requires: tuple[str, ...]) -> tuple[str, ...]:
+    """Per requirement: met by this PC's task environment, or to be installed (and
+    about how long that takes, from the environments built here before)."""
+    from trayapp.install.envbuild import find_uv, installer_name
+    from trayapp.install.envs import env_store_for
+    from trayapp.install.taskenv import task_interpreter
+    from trayapp.slave.requirements import RequirementChecker
+
+    installer = installer_name(find_uv())
+    python = task_interpreter(config.task_python, home=home, create=False)
+    if python is None:
+        return requirement_notes(requires, lambda _name: None, [], installer)
+    past = [e.build_s for e in env_store_for(home.data_dir, python).entries()]
+    return requirement_notes(requires, RequirementChecker(python).installed, past, installer)
 
 
 # The results folder is "<name>-<job id>"; most file systems allow 255 bytes a name.
@@ -70,9 +89,6 @@ def unhonoured_requests(manifest: Manifest) -> tuple[str, ...]:
     """The manifest's resource requests this version reads but does not act on
     yet, said at submit time rather than silently dropped."""
     notes = []
-    if manifest.memory_mb is not None:
-        notes.append(f"sparecycles.toml asks for memory = {manifest.memory_mb} MB, but this version neither "
-                     "reserves nor limits memory: a task may use what its PC has")
     if manifest.cores > 1:
         notes.append(f"sparecycles.toml asks for cores = {manifest.cores}, but this version runs every task in "
                      "one slot, with OMP_NUM_THREADS, MKL_NUM_THREADS, OPENBLAS_NUM_THREADS and "

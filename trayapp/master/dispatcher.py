@@ -1,7 +1,7 @@
 """The master's dispatcher: drives every host, this PC's own cores included.
 
 One dispatcher runs per SpareCycles home (a lock file says which process it
-is). It starts a host driver thread per host (:mod:`trayapp.master.driver`); the queue
+is). It starts a driver per host, built by the host's kind (:mod:`trayapp.master.kinds`); the queue
 always says where every task is, so nothing is held only in memory.
 
 Crash recovery is ordinary code, split where the knowledge is: a restarted
@@ -19,23 +19,18 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from trayapp.config import Config
+from trayapp.errors import UserError
 from trayapp.home import Home
+from trayapp.install.selfcommand import sparecycles_command
 from trayapp.install.taskenv import task_interpreter
 from trayapp.locks import InstanceLock
-from trayapp.master.driver import DriverSettings, HostDriver
-from trayapp.master.kinds.local import LocalSlave
-from trayapp.wire.links import Link
-from trayapp.slave.engine import SlaveEngine, SlaveSettings
-from trayapp.slave.spool import Spool
+from trayapp.master.kinds import KINDS, Driver, KindContext, KindRegistry
+from trayapp.master.store import Store
 from trayapp.status import TaskStatus
-from trayapp.master.store import HostRecord, Store
 
 log = logging.getLogger(__name__)
-
-LOCAL_HOST = "local"
 
 
 @dataclass
@@ -46,34 +41,36 @@ class DispatcherStats:
 
 
 class Dispatcher:
-    """The master: one host driver per host, the local one included.
+    """The master: one driver per host, the local one included.
 
-    The master's own cores are a slave engine on a thread of this process,
-    reached over a socket pair with the same protocol as any remote slave, so
-    one code path carries every task. Remote hosts are reached over SSH.
+    Each host's kind (:mod:`trayapp.master.kinds`) builds its driver: the
+    master's own cores are a slave engine on a thread of this process, reached
+    over a socket pair with the same protocol as any remote slave, so one code
+    path carries every task; desktops are reached over SSH.
     """
 
-    def __init__(self, store: Store, home: Home, config: Config, *, store_factory: Callable[[], Store],
-                 identity: tuple[str, str], connect_ssh: Callable[[HostRecord], Callable[[], Link]] | None = None,
-                 driver_settings: DriverSettings | None = None, host_refresh_s: float = 2.0):
+    def __init__(self, store: Store, context: KindContext, *, kinds: KindRegistry = KINDS,
+                 host_refresh_s: float = 2.0):
         self.store = store
-        self.home = home
-        self.config = config
-        self.slots = config.effective_slots
-        self._store_factory = store_factory
-        self.master_id, self.master_name = identity
-        self._connect_ssh = connect_ssh
-        self.driver_settings = driver_settings or DriverSettings(self.master_id, self.master_name,
-                                                                 tick_s=config.poll_interval_s)
+        self.context = context
+        self.kinds = kinds
         self._host_refresh_s = host_refresh_s
-        self.drivers: dict[str, HostDriver] = {}
-        self.local: LocalSlave | None = None
+        self.drivers: dict[str, Driver] = {}
+        self._refused: dict[str, str] = {}  # host -> why no driver could be built (said once)
         self._stop = threading.Event()
         self._signalled = False
 
     @property
+    def config(self) -> Config:
+        return self.context.config
+
+    @property
+    def slots(self) -> int:
+        return self.config.effective_slots
+
+    @property
     def python(self) -> str:
-        return task_interpreter(self.config.task_python, home=self.home)
+        return task_interpreter(self.config.task_python, home=self.context.home)
 
     def request_stop(self, *_args) -> None:
         """Ask the loop to stop, from any thread (not from a signal handler:
@@ -90,14 +87,15 @@ class Dispatcher:
     def run(self, *, until_idle: float | None = None) -> DispatcherStats:
         """Run until stopped, or until no task has been unfinished for ``until_idle`` s."""
         began = time.time()
-        if self.config.run_locally:
-            self._start_local()
+        for kind in self.kinds:
+            kind.prepare(self.store, self.config)
         idle_since = time.monotonic()
         next_refresh = 0.0
         try:
             while not (self._stop.is_set() or self._signalled):
                 if time.monotonic() >= next_refresh:
                     self._refresh_hosts()
+                    self._fail_unrunnable_jobs()
                     next_refresh = time.monotonic() + self._host_refresh_s
                 if self.store.count_unfinished():
                     idle_since = time.monotonic()
@@ -108,42 +106,60 @@ class Dispatcher:
             self.shutdown()
         return self._stats_since(began)
 
-    def _start_local(self) -> None:
-        self.store.ensure_local_host(LOCAL_HOST)
-        engine = SlaveEngine(Spool(self.home.data_dir / "local-spool"),
-                             SlaveSettings(slots=self.slots, python=self.python, nice=self.config.nice,
-                                           in_process=True),
-                             slave_id=self.master_id)
-        self.local = LocalSlave(engine).start()
-        self._add_driver(LOCAL_HOST, self.local.link, cap=None, stop_tasks=True)
-
-    def _add_driver(self, name: str, connect: Callable[[], Link], *, cap: int | None, stop_tasks: bool) -> None:
-        driver = HostDriver(name, self._store_factory, connect, self.driver_settings, cap=cap,
-                            on_stop_stop_tasks=stop_tasks)
-        self.drivers[name] = driver
-        driver.start()
-
     def _refresh_hosts(self) -> None:
-        """Follow `hosts add/remove` made by other processes while we run."""
-        if self._connect_ssh is None:
-            return
-        wanted = {h.name: h for h in self.store.hosts() if h.name != LOCAL_HOST}
-        for name in [n for n in self.drivers if n != LOCAL_HOST and n not in wanted]:
+        """Drive every host the queue lists, following `hosts add/remove` made
+        by other processes while we run."""
+        wanted = {}
+        for host in self.store.hosts():
+            try:
+                kind = self.kinds.get(host.kind)
+            except UserError:
+                self._refuse(host.name, f"this SpareCycles does not know host kind '{host.kind}'; update it")
+                continue
+            if kind.is_driven(host, self.config):
+                wanted[host.name] = (host, kind)
+        for name in [n for n in self.drivers if n not in wanted]:
             self.drivers.pop(name).stop(retire=True)  # `hosts remove` requeued its tasks: they stop there
-        for name, host in wanted.items():
-            if name not in self.drivers:
-                self._add_driver(name, self._connect_ssh(host), cap=host.slots, stop_tasks=False)
+        for name, (host, kind) in wanted.items():
+            if name in self.drivers:
+                continue
+            try:
+                driver = kind.build_driver(host, self.context)
+            except UserError as exc:
+                self._refuse(name, str(exc))
+                continue
+            self._refused.pop(name, None)
+            self.drivers[name] = driver
+            driver.start()
+
+    def _refuse(self, name: str, why: str) -> None:
+        if self._refused.get(name) != why:
+            self._refused[name] = why
+            log.warning("host %s: not driven: %s", name, why)
+            self.store.set_host_state(name, "unavailable", why)
+
+    def _fail_unrunnable_jobs(self) -> None:
+        """A job that every connected host declined for its requirements (its
+        environment cannot be built anywhere) would wait forever: its queued
+        tasks fail instead, naming each host's reason, and ``wait`` ends."""
+        connected = {name: d for name, d in self.drivers.items() if d.is_connected()}
+        if not connected:
+            return  # nobody to ask yet: the job waits for a host, as any job does
+        for seq in self.store.queued_jobs():
+            reasons = [(name, d.refusal(seq)) for name, d in connected.items()]
+            if all(refused for _host, refused in reasons):
+                why = "; ".join(f"{host}: {refused}" for host, refused in reasons)
+                failed = self.store.fail_queued_tasks(seq, f"no connected host can run this job. {why}")
+                log.warning("job %s: no connected host can run it, %d tasks failed (%s)", seq, failed, why)
 
     def shutdown(self) -> None:
-        """Stop every driver; the local one stops its tasks and requeues them,
-        since a stopped dispatcher must not leave work running unobserved on
-        this PC. Remote tasks go on; their results wait in the slaves' spools."""
+        """Stop every driver and wait for them; each kind decides what becomes
+        of its hosts' tasks (this PC's own stop and go back to the queue; a
+        desktop's go on, their results waiting in its spool)."""
         for driver in self.drivers.values():
             driver.stop()
         for driver in self.drivers.values():
             driver.join(30)
-        if self.local is not None:
-            self.local.stop()
 
     def _stats_since(self, began: float) -> DispatcherStats:
         rows = self.store._db.execute(
@@ -154,12 +170,12 @@ class Dispatcher:
         return DispatcherStats(started=sum(counts.values()), succeeded=counts.get("succeeded", 0), failed=failed)
 
 
-def start_background_dispatcher(home: Home, python: str, log_file: Path, until_idle: float = 60.0) -> int | None:
+def start_background_dispatcher(home: Home, log_file: Path, until_idle: float = 60.0) -> int | None:
     """Start a detached dispatcher for ``home`` unless one runs; returns its pid."""
     lock = InstanceLock(home.dispatcher_lock)
     # Many submits at once (a script's loop) must start one dispatcher, not one
     # each: whoever starts it holds this lock until the child holds the real one.
-    starting = InstanceLock(home.data_dir / "dispatcher.starting")
+    starting = InstanceLock(home.dispatcher_starting_lock)
     if not starting.acquire(wait_s=15.0):
         return None
     try:
@@ -169,8 +185,8 @@ def start_background_dispatcher(home: Home, python: str, log_file: Path, until_i
         with log_file.open("ab") as out:
             # The environment (SPARECYCLES_HOME among it) passes on unchanged, so the
             # child serves the same home as its caller.
-            proc = subprocess.Popen([python, "-m", "sparecycles", "master", "--until-idle", str(until_idle),
-                                     "--quiet-if-running"],
+            proc = subprocess.Popen(sparecycles_command("master", "--until-idle", str(until_idle),
+                                                       "--quiet-if-running"),
                                     stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
         deadline = time.monotonic() + 15.0
         while lock.holder() is None and proc.poll() is None and time.monotonic() < deadline:

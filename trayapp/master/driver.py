@@ -71,6 +71,9 @@ class DriverSettings:
     # No results download is bigger (beyond a slave's own cap, plus logs) or slower.
     max_results_bytes: int = 2048 << 20
     fetch_timeout_s: float = 900.0
+    # A job a host declined for its requirements is offered there again after
+    # this long, or as soon as the host's task environment changes.
+    declined_for_s: float = 600.0
 
 
 @dataclass
@@ -108,8 +111,11 @@ class HostDriver(threading.Thread):
         self._stopping = threading.Event()
         self._retiring = False
         self.inflight: dict[str, _InFlight] = {}  # token -> attempt
-        # Jobs whose requirements this host cannot meet: not offered to it again.
-        self.declined_jobs: frozenset[int] = frozenset()
+        # Jobs whose requirements this host cannot meet, with why and since when
+        # (time.monotonic()): not offered to it again for a while. Replaced, never
+        # changed in place, since the dispatcher reads it from its own thread.
+        self.declined_jobs: dict[int, tuple[str, float]] = {}
+        self._env_stamp = None
         # Jobs whose results this master cannot write now: no new tasks of
         # theirs until one is collected; token -> (report, when to retry, delay).
         self.blocked_jobs: frozenset[int] = frozenset()
@@ -121,6 +127,22 @@ class HostDriver(threading.Thread):
         self._reported_state: tuple[str, str | None] = ("unknown", None)  # what the host last said of itself
         self._cancels_sent: set[str] = set()  # only these may come back "cancelled"
         self._showing_quarantine = False
+        # One handler per message a slave sends (trayapp.wire.protocol.SLAVE_TO_MASTER);
+        # the first hello is the handshake's, read before the conversation starts.
+        self.handlers: dict[str, Callable[[_Conversation, dict], None]] = {
+            "hello": self._on_hello_again,
+            "grant": self._on_grant,
+            "archive": self._on_archive,
+            "archive_ok": self._on_archive_ok,
+            "archive_bad": self._on_archive_bad,
+            "started": self._on_started,
+            "declined": self._on_declined,
+            "preparing": self._on_preparing,
+            "finished": self._on_finished,
+            "tasks": self._on_tasks,
+            "state": self._on_state,
+            "error": self._on_error,
+        }
 
     # ----- lifecycle -------------------------------------------------------------
 
@@ -218,6 +240,7 @@ class HostDriver(threading.Thread):
         self.uncollected.clear()  # the host's list reports them again
         conv.slots = hello.get("slots")
         self._show_state(hello["state"], hello.get("reason"), info=_info(hello))
+        self._note_env_stamp(conv, hello.get("env_stamp"))
         self._send(conv, "sync")
         self.connected.set()
         log.info("host %s: connected (%s, %s slots)", self.host, hello["state"], hello.get("slots"))
@@ -253,55 +276,65 @@ class HostDriver(threading.Thread):
             self._show_state(*self._reported_state)  # the quarantine is over
         if not conv.synced:
             return
-        queued = 0 if self.quarantine.active else self.store.count_queued(self.declined_jobs | self.blocked_jobs)
+        self._expire_declines(now)
+        queued = 0 if self.quarantine.active else self.store.count_queued(self.not_offered())
         demand = queued if self.cap is None else max(0, min(queued, self.cap - len(self.inflight)))
         if demand != conv.demand_sent:
             self._send(conv, "demand", queued=demand)
             conv.demand_sent = demand
 
     def _handle(self, conv: _Conversation, message: dict) -> None:
-        kind = message["type"]
-        if kind == "grant":
-            n = message["n"]
-            if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= 1000:
-                raise ProtocolError(f"a grant of {n!r} slots")
-            # Never claim more than we asked for, nor more than the host's slots, whatever it says.
-            asked = min(n, conv.demand_sent or 0)
-            usable = grant_within_slots(asked, conv.slots, len(self.inflight), asked)
-            # A slot freed by a task ending is granted before that task's report arrives: kept for then.
-            most = conv.slots if isinstance(conv.slots, int) else 0
-            conv.deferred_grants = (conv.deferred_grants + [time.monotonic()] * (asked - usable))[:most]
-            self._on_grant(conv, usable)
-        elif kind == "archive":
-            self._on_archive(conv, message)
-        elif kind == "archive_ok":
-            conv.archives_present.add(message["sha"])
-            for claim in conv.waiting_for_archive.pop(message["sha"], []):
-                self._start(conv, claim)
-        elif kind == "archive_bad":
-            self._on_archive_bad(conv, message)
-        elif kind == "started":
-            entry = self.inflight.get(message["token"])
-            pid = message.get("pid")
-            if entry is not None and not entry.started:
-                entry.started = True
-                self.quarantine.start_worked()
-                if not self.store.mark_running(entry.claim.attempt_id, pid if isinstance(pid, int) else 0):
-                    self._cancel(conv, message["token"])
-        elif kind == "declined":
-            self._on_declined(conv, message)
-        elif kind == "finished":
-            self._on_finished(conv, message)
-        elif kind == "tasks":
-            self._reconcile(conv, message["tasks"])
-            conv.synced = True
-        elif kind == "state":
-            conv.slots = message.get("slots", conv.slots)
-            self._show_state(message["state"], message.get("reason"), info=_info(message))
-        elif kind == "error":
-            log.warning("host %s says: %s", self.host, message["reason"])
-        else:
-            raise ProtocolError(f"a master does not accept '{kind}'")
+        handler = self.handlers.get(message["type"])
+        if handler is None:
+            raise ProtocolError(f"a master does not accept '{message['type']}'")
+        handler(conv, message)
+
+    def _on_hello_again(self, conv: _Conversation, message: dict) -> None:
+        raise ProtocolError("the host said hello again in the middle of the conversation")
+
+    def _on_grant(self, conv: _Conversation, message: dict) -> None:
+        n = message["n"]
+        if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= 1000:
+            raise ProtocolError(f"a grant of {n!r} slots")
+        # Never claim more than we asked for, nor more than the host's slots, whatever it says.
+        asked = min(n, conv.demand_sent or 0)
+        usable = grant_within_slots(asked, conv.slots, len(self.inflight), asked)
+        # A slot freed by a task ending is granted before that task's report arrives: kept for then.
+        most = conv.slots if isinstance(conv.slots, int) else 0
+        conv.deferred_grants = (conv.deferred_grants + [time.monotonic()] * (asked - usable))[:most]
+        self._claim_granted(conv, usable)
+
+    def _on_archive_ok(self, conv: _Conversation, message: dict) -> None:
+        conv.archives_present.add(message["sha"])
+        for claim in conv.waiting_for_archive.pop(message["sha"], []):
+            self._start(conv, claim)
+
+    def _on_started(self, conv: _Conversation, message: dict) -> None:
+        entry = self.inflight.get(message["token"])
+        pid = message.get("pid")
+        if entry is not None and not entry.started:
+            entry.started = True
+            self.quarantine.start_worked()
+            if not self.store.mark_running(entry.claim.attempt_id, pid if isinstance(pid, int) else 0):
+                self._cancel(conv, message["token"])
+
+    def _on_tasks(self, conv: _Conversation, message: dict) -> None:
+        self._reconcile(conv, message["tasks"])
+        conv.synced = True
+
+    def _on_preparing(self, conv: _Conversation, message: dict) -> None:
+        entry = self.inflight.get(message["token"])
+        if entry is not None:
+            self.store.note_running_task(entry.claim.attempt_id, f"{self.host}: {message['detail']}"[:500],
+                                         event=False)
+
+    def _on_state(self, conv: _Conversation, message: dict) -> None:
+        self._note_env_stamp(conv, message.get("env_stamp"))
+        conv.slots = message.get("slots", conv.slots)
+        self._show_state(message["state"], message.get("reason"), info=_info(message))
+
+    def _on_error(self, conv: _Conversation, message: dict) -> None:
+        log.warning("host %s says: %s", self.host, message["reason"])
 
     def _cancel(self, conv: _Conversation, token: str) -> None:
         self._cancels_sent.add(token)
@@ -316,10 +349,10 @@ class HostDriver(threading.Thread):
                                     conv.demand_sent or 0)
         del conv.deferred_grants[:usable]
         if usable:
-            self._on_grant(conv, usable)
+            self._claim_granted(conv, usable)
 
-    def _on_grant(self, conv: _Conversation, n: int) -> None:
-        claims = self.store.claim(self.host, n, self.declined_jobs | self.blocked_jobs)
+    def _claim_granted(self, conv: _Conversation, n: int) -> None:
+        claims = self.store.claim(self.host, n, self.not_offered())
         for claim in claims:
             self.inflight[claim.token] = _InFlight(claim)
             sha = Path(claim.archive_path).stem
@@ -379,13 +412,38 @@ class HostDriver(threading.Thread):
         try:
             line = encode("start", token=claim.token, job=claim.job_id, idx=claim.idx, params=claim.params,
                           main=claim.main, archive_sha=Path(claim.archive_path).stem,
-                          time_limit_s=claim.time_limit_s, requires=list(claim.requires))
+                          time_limit_s=claim.time_limit_s, requires=list(claim.requires), memory_mb=claim.memory_mb)
         except ProtocolError as exc:  # a parameter set no host can take: the task's fault, not the link's
             self.inflight.pop(claim.token, None)
             self.store.finish_attempt(claim.attempt_id, AttemptOutcome.REJECTED,
                                       message=f"its parameter set cannot be sent to a host: {exc}")
             return
         conv.link.send(line)
+
+    def is_connected(self) -> bool:
+        return self.connected.is_set()
+
+    def refusal(self, job_seq: int) -> str | None:
+        declined = self.declined_jobs.get(job_seq)
+        return declined[0] if declined else None
+
+    def not_offered(self) -> frozenset[int]:
+        """Jobs not to claim for this host: declined here, or their results cannot be written now."""
+        return frozenset(self.declined_jobs) | self.blocked_jobs
+
+    def _expire_declines(self, now: float) -> None:
+        stale = [seq for seq, (_why, when) in self.declined_jobs.items() if now - when >= self.settings.declined_for_s]
+        if stale:
+            self.declined_jobs = {s: v for s, v in self.declined_jobs.items() if s not in stale}
+
+    def _note_env_stamp(self, conv: _Conversation, stamp) -> None:
+        """The host's task environment changed (a package installed there): what it
+        declined before may suit it now."""
+        if stamp != self._env_stamp and self._env_stamp is not None and self.declined_jobs:
+            log.info("host %s: its task environment changed; offering the jobs it declined again", self.host)
+            self.declined_jobs = {}
+            conv.demand_sent = None
+        self._env_stamp = stamp
 
     def _on_declined(self, conv: _Conversation, message: dict) -> None:
         entry = self.inflight.pop(message["token"], None)
@@ -396,7 +454,7 @@ class HostDriver(threading.Thread):
         if message.get("requirements"):
             # Not this task's fault and not the host's: the job needs another
             # environment. Other hosts may take it; this one is not asked again.
-            self.declined_jobs = self.declined_jobs | {entry.claim.job_seq}
+            self.declined_jobs = {**self.declined_jobs, entry.claim.job_seq: (message["reason"], time.monotonic())}
             conv.demand_sent = None
         if "archive" in message["reason"] and message.get("retry", True):
             conv.archives_present.discard(Path(entry.claim.archive_path).stem)
@@ -582,8 +640,8 @@ class HostDriver(threading.Thread):
         for attempt in self.store.open_attempts(self.host):
             if attempt.token in on_host:
                 claim = self.store.claim_for(attempt.attempt_id)
-                self.inflight[attempt.token] = _InFlight(claim, started=True)
                 report = on_host.pop(attempt.token)
+                self.inflight[attempt.token] = _InFlight(claim, started=report.get("state") != "preparing")
                 if report.get("state") == "finished":
                     self._on_finished(conv, report)
             else:

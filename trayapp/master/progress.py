@@ -18,6 +18,8 @@ def describe_counts(job: JobRecord) -> str:
     for status in (TaskStatus.RUNNING, TaskStatus.QUEUED, TaskStatus.FAILED, TaskStatus.CANCELLED):
         if job.count(status):
             parts.append(f"{job.count(status)} {status.value}")
+    if job.waiting_on:  # e.g. "lab-07: preparing environment (brian2==2.8.0), 40 s"
+        parts.append(job.waiting_on)
     return ", ".join(parts)
 
 

@@ -1,7 +1,7 @@
 """The queue: jobs, tasks, attempts and events in SQLite (WAL).
 
 Several processes use the queue at once (the CLI submitting, the dispatcher
-claiming, later the GUI reading), so every write is one short
+claiming, the GUI reading), so every write is one short
 ``BEGIN IMMEDIATE`` transaction and every row survives: a task is claimed by
 changing its status, never by deleting it, and each try of it is an
 ``attempts`` row that records why it ended. State changes go through the
@@ -127,6 +127,9 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
         "ALTER TABLE attempts DROP COLUMN run_dir",
         "ALTER TABLE attempts DROP COLUMN pid_created",
     ]),
+    ("jobs carry their memory request, which slaves hold each task to", [
+        "ALTER TABLE jobs ADD COLUMN memory_mb INTEGER",
+    ]),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -148,6 +151,9 @@ class JobRecord:
     created: float
     finished: float | None
     counts: dict[str, int]
+    # What the job waits on, when it is not simply its turn ("lab-07: preparing
+    # environment (brian2==2.8.0), 40 s"): the notes on its unfinished tasks.
+    waiting_on: str | None = None
 
     @property
     def total(self) -> int:
@@ -188,6 +194,7 @@ class Claim:
     results_dir: str
     time_limit_s: float | None
     requires: tuple[str, ...] = ()  # e.g. ("brian2 >= 2.5",): a slave that cannot satisfy them declines
+    memory_mb: int | None = None  # the job's memory request: each task's cap on the slave
 
 
 @dataclass(frozen=True)
@@ -245,8 +252,10 @@ class Store:
             self._backup(version)
         for number, (_why, statements) in enumerate(MIGRATIONS[version:], start=version + 1):
             with self._write() as db:
+                # Another process opening the queue (a submit beside a starting
+                # dispatcher) may have taken this step while we waited for the lock.
                 if db.execute("PRAGMA user_version").fetchone()[0] >= number:
-                    continue  # another process (a submit started beside us) ran it first
+                    continue
                 for statement in statements:
                     db.execute(statement)
                 db.execute(f"PRAGMA user_version={number}")  # no bind parameters in PRAGMA
@@ -285,16 +294,17 @@ class Store:
 
     def add_job(self, *, name: str, folder: str, main: str, archive_sha: str, archive_path: str,
                 params_file: str | None, param_sets: list[dict], results_root: Path, retries: int = 0,
-                time_limit_s: float | None = None, requires: list[str] | tuple[str, ...] = ()) -> JobRecord:
+                time_limit_s: float | None = None, requires: list[str] | tuple[str, ...] = (),
+                memory_mb: int | None = None) -> JobRecord:
         now = self._clock()
         with self._write() as db:
             job_id = self._new_job_id(db)
             results_dir = str(Path(results_root) / f"{name}-{job_id}")
             cur = db.execute(
                 "INSERT INTO jobs(id, name, folder, main, archive_sha, archive_path, params_file, results_dir,"
-                " retries, time_limit_s, requires, status, created) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " retries, time_limit_s, requires, memory_mb, status, created) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (job_id, name, folder, main, archive_sha, archive_path, params_file, results_dir, retries,
-                 time_limit_s, json.dumps(list(requires)), JobStatus.QUEUED.value, now))
+                 time_limit_s, json.dumps(list(requires)), memory_mb, JobStatus.QUEUED.value, now))
             seq = cur.lastrowid
             db.executemany(
                 "INSERT INTO tasks(job_seq, idx, params, status, updated) VALUES (?,?,?,?,?)",
@@ -314,10 +324,24 @@ class Store:
         rows = self._db.execute("SELECT status, count(*) FROM tasks WHERE job_seq=? GROUP BY status", (job_seq,))
         return {status: n for status, n in rows}
 
-    def _job_from_row(self, row: sqlite3.Row, counts: dict[str, int]) -> JobRecord:
+    def _job_from_row(self, row: sqlite3.Row, counts: dict[str, int], waiting_on: str | None = None) -> JobRecord:
         return JobRecord(row["seq"], row["id"], row["name"], row["folder"], row["main"], row["archive_sha"],
                          row["archive_path"], row["params_file"], row["results_dir"], row["retries"],
-                         row["time_limit_s"], JobStatus(row["status"]), row["created"], row["finished"], counts)
+                         row["time_limit_s"], JobStatus(row["status"]), row["created"], row["finished"], counts,
+                         waiting_on)
+
+    def _waiting_notes(self, job_seq: int | None = None) -> dict[int, str]:
+        """Per job, the distinct notes on tasks under way (newest first, at most two)."""
+        where, args = ("AND job_seq=?", (job_seq,)) if job_seq is not None else ("", ())
+        rows = self._db.execute(
+            f"SELECT job_seq, message FROM tasks WHERE status IN (?,?) AND message IS NOT NULL {where}"
+            " ORDER BY updated DESC", (TaskStatus.DISPATCHED.value, TaskStatus.RUNNING.value, *args))
+        notes: dict[int, list[str]] = {}
+        for seq, message in rows:
+            seen = notes.setdefault(seq, [])
+            if message not in seen and len(seen) < 2:
+                seen.append(message)
+        return {seq: "; ".join(messages) for seq, messages in notes.items()}
 
     def job(self, ref: str) -> JobRecord:
         """A job by id, unique id prefix, or name (the newest job of that name)."""
@@ -333,14 +357,15 @@ class Store:
             row = self._db.execute("SELECT * FROM jobs WHERE name=? ORDER BY seq DESC LIMIT 1", (ref,)).fetchone()
         if row is None:
             raise UserError(f"no job '{ref}'", "run 'sparecycles status' to list jobs and their ids")
-        return self._job_from_row(row, self._counts(row["seq"]))
+        return self._job_from_row(row, self._counts(row["seq"]), self._waiting_notes(row["seq"]).get(row["seq"]))
 
     def jobs(self) -> list[JobRecord]:
         counts: dict[int, dict[str, int]] = {}
         for seq, status, n in self._db.execute("SELECT job_seq, status, count(*) FROM tasks GROUP BY job_seq, status"):
             counts.setdefault(seq, {})[status] = n
         rows = self._db.execute("SELECT * FROM jobs ORDER BY seq").fetchall()
-        return [self._job_from_row(row, counts.get(row["seq"], {})) for row in rows]
+        notes = self._waiting_notes()
+        return [self._job_from_row(row, counts.get(row["seq"], {}), notes.get(row["seq"])) for row in rows]
 
     def tasks(self, job_seq: int) -> list[TaskRecord]:
         rows = self._db.execute("SELECT * FROM tasks WHERE job_seq=? ORDER BY idx", (job_seq,))
@@ -414,7 +439,7 @@ class Store:
         with self._write() as db:
             rows = db.execute(
                 "SELECT t.job_seq, t.idx, t.params, j.id, j.name, j.main, j.archive_path, j.results_dir,"
-                " j.time_limit_s, j.requires FROM tasks t JOIN jobs j ON j.seq = t.job_seq"
+                " j.time_limit_s, j.requires, j.memory_mb FROM tasks t JOIN jobs j ON j.seq = t.job_seq"
                 f" WHERE t.status=?{skip} ORDER BY t.job_seq, t.idx LIMIT ?",
                 (TaskStatus.QUEUED.value, *skipped, limit)).fetchall()
             touched = set()
@@ -428,7 +453,7 @@ class Store:
                 touched.add(r["job_seq"])
                 claims.append(Claim(cur.lastrowid, token, r["id"], r["name"], r["job_seq"], r["idx"],
                                     json.loads(r["params"]), r["main"], r["archive_path"], r["results_dir"],
-                                    r["time_limit_s"], tuple(json.loads(r["requires"]))))
+                                    r["time_limit_s"], tuple(json.loads(r["requires"])), r["memory_mb"]))
             for seq in touched:
                 self._refresh_job(seq)
         return claims
@@ -451,7 +476,8 @@ class Store:
             if task is None:
                 return False
             if task["status"] == TaskStatus.DISPATCHED.value:
-                self._set_task(task["job_seq"], task["idx"], TaskStatus.RUNNING)
+                # A note from before it ran (its environment being prepared) is done with.
+                self._set_task(task["job_seq"], task["idx"], TaskStatus.RUNNING, message=None)
                 self._refresh_job(task["job_seq"])
         return True
 
@@ -502,16 +528,36 @@ class Store:
             " coalesce((SELECT max(ts) FROM events WHERE kind='retried' AND job_seq=?), 0)",
             (job_seq, idx, AttemptOutcome.HOST_FAILED.value, job_seq)).fetchone()[0]
 
-    def note_running_task(self, attempt_id: int, message: str) -> None:
+    def note_running_task(self, attempt_id: int, message: str, *, event: bool = True) -> None:
         """A word on a task that is still under way (e.g. why its results wait);
-        shown by ``status``, replaced by the outcome when the attempt ends."""
+        shown by ``status``, replaced by the outcome when the attempt ends.
+        ``event=False`` for progress that is repeated (it would flood the history)."""
         with self._write() as db:
             task = self._current(attempt_id)
             if task is None or task["message"] == message:
                 return
             db.execute("UPDATE tasks SET message=?, updated=? WHERE job_seq=? AND idx=?",
                        (message, self._clock(), task["job_seq"], task["idx"]))
-            self._event("note", task["job_seq"], task["idx"], message)
+            if event:
+                self._event("note", task["job_seq"], task["idx"], message)
+
+    def fail_queued_tasks(self, job_seq: int, message: str) -> int:
+        """Fail a job's queued tasks that no host can run, with why (``wait`` then ends)."""
+        with self._write() as db:
+            rows = db.execute("SELECT idx FROM tasks WHERE job_seq=? AND status=?",
+                              (job_seq, TaskStatus.QUEUED.value)).fetchall()
+            for row in rows:
+                self._set_task(job_seq, row["idx"], TaskStatus.FAILED, outcome=AttemptOutcome.REJECTED.value,
+                               message=message)
+            if rows:
+                self._event("unrunnable", job_seq, detail=message)
+                self._refresh_job(job_seq)
+        return len(rows)
+
+    def queued_jobs(self) -> list[int]:
+        """The jobs with queued tasks, by seq."""
+        return [r[0] for r in self._db.execute("SELECT DISTINCT job_seq FROM tasks WHERE status=?",
+                                               (TaskStatus.QUEUED.value,))]
 
     def open_attempts(self, host: str) -> list[OpenAttempt]:
         """Attempts on ``host`` that have not been settled: what a restarted
@@ -522,12 +568,12 @@ class Store:
     def claim_for(self, attempt_id: int) -> Claim:
         r = self._db.execute(
             "SELECT a.id, a.token, t.job_seq, t.idx, t.params, j.id AS job_id, j.name, j.main, j.archive_path,"
-            " j.results_dir, j.time_limit_s, j.requires FROM attempts a"
+            " j.results_dir, j.time_limit_s, j.requires, j.memory_mb FROM attempts a"
             " JOIN tasks t ON t.job_seq=a.job_seq AND t.idx=a.idx JOIN jobs j ON j.seq=a.job_seq WHERE a.id=?",
             (attempt_id,)).fetchone()
         return Claim(r["id"], r["token"], r["job_id"], r["name"], r["job_seq"], r["idx"], json.loads(r["params"]),
                      r["main"], r["archive_path"], r["results_dir"], r["time_limit_s"],
-                     tuple(json.loads(r["requires"])))
+                     tuple(json.loads(r["requires"])), r["memory_mb"])
 
     def count_queued(self, exclude_jobs: frozenset[int] = frozenset()) -> int:
         skip, skipped = self._not_in("job_seq", exclude_jobs)

@@ -10,7 +10,9 @@ attempt gets ``<slave's cgroup>/sparecycles-<pid>/task-<token>``:
 - ``cgroup.freeze`` suspends them all (the ``preempt = "suspend"`` setting)
   and thaws them again;
 - the parent's ``cpu.stat`` counts every task's CPU time, which the idle
-  policy subtracts to see the *other* programs' load.
+  policy subtracts to see the *other* programs' load;
+- ``memory.max`` and ``pids.max`` hold a task to its caps (:mod:`trayapp.run.caps`),
+  where the memory and pids controllers reach our cgroup.
 
 Where cgroups cannot be used (no cgroup2 mount, no write access, an old
 kernel), :meth:`TaskCgroups.create` returns None and the slave falls back to
@@ -27,6 +29,8 @@ import os
 from pathlib import Path
 
 import psutil
+
+from trayapp.run.caps import TaskCaps
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +89,7 @@ class TaskCgroups:
             probe = base / "probe"
             probe.mkdir(exist_ok=True)
             probe.rmdir()
+            _enable_controllers(base, ("memory", "pids"))
         except OSError as exc:
             log.info("cannot create cgroups under %s (%s): tasks are stopped by process group and "
                      "marker sweep", parent, exc.strerror or exc)
@@ -107,6 +112,31 @@ class TaskCgroups:
             return None
         self._groups[token] = group
         return group / "cgroup.procs"
+
+    def limit(self, token: str, caps: TaskCaps) -> TaskCaps:
+        """Hold the attempt's cgroup to ``caps`` as far as its controllers allow;
+        returns the caps left for resource limits to hold."""
+        group = self._groups.get(token)
+        if group is None:
+            return caps
+        left = caps
+        if caps.memory_mb and _write_if_present(group, "memory.max", str(caps.memory_mb << 20)):
+            _write_if_present(group, "memory.swap.max", "0")  # swapping is not a way around the cap
+            _write_if_present(group, "memory.oom.group", "1")  # over the cap, the whole task ends
+            left = TaskCaps(None, left.processes)
+        if caps.processes and _write_if_present(group, "pids.max", str(caps.processes)):
+            left = TaskCaps(left.memory_mb, None)
+        return left
+
+    def oom_killed(self, token: str) -> bool:
+        """Whether the kernel killed a process of the attempt for going over ``memory.max``."""
+        group = self._groups.get(token)
+        try:
+            events = (group / "memory.events").read_text() if group is not None else ""
+        except OSError:
+            return False
+        return any(line.split()[0] == "oom_kill" and int(line.split()[1]) > 0
+                   for line in events.splitlines() if len(line.split()) == 2)
 
     def adopt(self, token: str, pid: int, *, born_inside: bool = False) -> bool:
         """Move a task and whatever it already forked into its own cgroup.
@@ -207,6 +237,24 @@ class TaskCgroups:
             log.warning("cgroup %s: writing %s failed: %s", group, name, exc)
             return False
         return True
+
+
+def _enable_controllers(base: Path, names: tuple[str, ...]) -> None:
+    """Offer the task cgroups the controllers our parent lets us have (each
+    alone: one the parent lacks must not keep the others out)."""
+    for name in names:
+        try:
+            (base / "cgroup.subtree_control").write_text(f"+{name}")
+        except OSError:
+            log.info("no %s controller for task cgroups under %s: rlimits hold that cap instead", name, base)
+
+
+def _write_if_present(group: Path, name: str, value: str) -> bool:
+    try:
+        (group / name).write_text(value)
+    except OSError:
+        return False  # the controller is not enabled here
+    return True
 
 
 def _members_of_own_group(pid: int, name: str) -> list[int]:

@@ -1,37 +1,43 @@
-"""Running one attempt of a task as a process on this machine.
+"""The POSIX task runner: one attempt of a task as a process session on this machine.
 
-Each attempt gets its own folder (``spool/tasks/<token>/`` on a slave)::
+Each attempt runs under a tiny ``sh`` wrapper that records the exit code in
+``task_dir/exitcode``. That file is what lets a slave killed with SIGKILL and
+restarted adopt tasks that kept running meanwhile, or collect the ones that
+finished, instead of running them again: a process that is not our child
+cannot be ``wait()``-ed for its exit status. ``sh`` costs a few milliseconds
+per task; a Python wrapper would cost tens.
 
-    work/         a fresh copy of the job folder: the task's working directory
-    stdout.txt    the task's output, written as it runs
-    stderr.txt
-    exitcode      written by the wrapper when the task ends
+The attempt leads a session of its own (its pgid is its pid), carries a
+marker in its environment, and is born inside its own cgroup where the
+system gives us one (:mod:`trayapp.run.cgroup`): the three nets that
+:mod:`trayapp.run.proctree` and :mod:`trayapp.run.preemption` stop it with.
 
-The task runs under a tiny ``sh`` wrapper that records the exit code in a
-file. That file is what lets a dispatcher killed with SIGKILL and restarted
-adopt tasks that kept running meanwhile, or collect the ones that finished,
-instead of running them again: a process that is not our child cannot be
-``wait()``-ed for its exit status. ``sh`` costs a few milliseconds per task;
-a Python wrapper would cost tens.
+What holds an attempt in besides is the runner's :class:`~trayapp.run.sandbox.Confinement`:
+its cgroup takes the launch's memory and process caps where its controllers
+allow, and the confinement wraps the command in rlimits for the rest, and in
+a bubblewrap sandbox where :mod:`trayapp.run.choice` chose one.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
-import sys
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Iterable
 
 import psutil
 
-from trayapp.run.proctree import MARKER_VARIABLE, kill_tree, same_process
-from trayapp.taskparams import task_argument, write_task_params
+from trayapp.run.attempt import tail_of
+from trayapp.run.caps import TaskCaps, memory_failure
+from trayapp.run.cgroup import TaskCgroups
+from trayapp.run.preemption import kill_trees, resume_trees, suspend_trees
+from trayapp.run.priority import LowPriorityStarts
+from trayapp.run.proctree import MARKER_VARIABLE, descendants_cpu_seconds, kill_tree, same_process
+from trayapp.run.runner import Launch
+from trayapp.run.sandbox import UNSANDBOXED_WARNING, Confinement
 
 # Readers look at the exit code file only once the wrapper has exited (or, after
 # a restart, once its pid is gone), so a plain write is complete when read; an
@@ -42,40 +48,30 @@ from trayapp.taskparams import task_argument, write_task_params
 _WRAPPER = ('cg=$1; shift; [ -z "$cg" ] || echo $$ >"$cg"; '
             '"$@" >../stdout.txt 2>../stderr.txt </dev/null; code=$?; echo "$code" >../exitcode; exit "$code"')
 
-_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 
+@dataclass(eq=False)
+class PosixTask:
+    """One attempt's process session, whether we started it or adopted it after a restart."""
 
-@dataclass(frozen=True)
-class TaskSpec:
-    """What to run: one attempt of one task, as the slave receives it."""
-
-    token: str  # unique per attempt; marks its processes
-    job_id: str
-    idx: int
-    params: dict
-    main: str
-    time_limit_s: float | None = None
-    cores: int = 1
-
-
-@dataclass
-class TaskProcess:
-    """One attempt's process, whether we started it or adopted it after a restart."""
-
-    spec: TaskSpec
-    run_dir: Path
+    launch: Launch
     pid: int
-    created: float
-    deadline: float | None  # time.monotonic() after which the task is over its limit
+    created: float | None  # None when the spool did not record it: any process with that pid counts
     popen: subprocess.Popen | None = None
-    pidfd: int | None = field(default=None, repr=False)
-    timed_out: bool = False
+    on_close: Callable[[str], None] | None = field(default=None, repr=False)
+    _pidfd: int | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         try:
-            self.pidfd = os.pidfd_open(self.pid)
+            self._pidfd = os.pidfd_open(self.pid)
         except (AttributeError, OSError):
-            self.pidfd = None  # no pidfd (old kernel, not Linux): the dispatcher polls
+            self._pidfd = None  # no pidfd (old kernel, not Linux): the engine polls
+
+    @property
+    def token(self) -> str:
+        return self.launch.token
+
+    def wait_fd(self) -> int | None:
+        return self._pidfd
 
     def has_ended(self) -> bool:
         if self.popen is not None:
@@ -83,135 +79,45 @@ class TaskProcess:
         return same_process(self.pid, self.created) is None
 
     def exit_code(self) -> int | None:
-        """The task's exit code, or None if it never wrote one (it was killed)."""
         try:
-            return int((self.run_dir / "exitcode").read_text().strip())
+            return int((self.launch.task_dir / "exitcode").read_text().strip())
         except (OSError, ValueError):
             return None
 
-    def kill(self) -> None:
-        kill_tree(self.pid, self.created, self.spec.token)
+    def kill_whole_tree(self) -> None:
+        kill_tree(self.pid, self.created, self.token)
         if self.popen is not None:
             self.popen.poll()
 
     def close(self) -> None:
-        if self.pidfd is not None:
-            os.close(self.pidfd)
-            self.pidfd = None
-
-    def stderr_tail(self, max_bytes: int = 2000, max_lines: int = 20) -> str:
-        return tail_of(self.run_dir / "stderr.txt", max_bytes, max_lines)
-
-
-def tail_of(path: Path, max_bytes: int = 2000, max_lines: int = 20) -> str:
-    try:
-        with path.open("rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            size = fh.tell()
-            fh.seek(max(0, size - max_bytes))
-            data = fh.read()
-    except OSError:
-        return ""
-    lines = data.decode("utf-8", "replace").splitlines()[-max_lines:]
-    return "\n".join(lines)
+        if self._pidfd is not None:
+            os.close(self._pidfd)
+            self._pidfd = None
+        if self.on_close is not None:
+            self.on_close(self.token)
 
 
-def prepare(spec: TaskSpec, run_dir: Path, template: Path) -> None:
-    """Make the attempt's folder: a fresh copy of the job folder plus params.json (and params.pkl)."""
-    work = run_dir / "work"
-    if work.exists():  # left over from a start that crashed half-way
-        shutil.rmtree(work)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(template, work)
-    write_task_params(work, spec.params)
-
-
-@dataclass(frozen=True)
-class LaunchSettings:
-    python: str
-    nice: int = 10
-
-
-def lower_this_threads_priority(nice: int) -> None:
-    """Make every process this thread starts from now on inherit low CPU and I/O
-    priority. On Linux both are per thread and copied by fork, so a spawning
-    thread set up once saves an exec of `nice` and `ionice` for every task."""
-    tid = threading.get_native_id()
-    os.setpriority(os.PRIO_PROCESS, tid, max(os.getpriority(os.PRIO_PROCESS, tid), nice))
-    try:
-        # Idle I/O class: a task's disk use waits whenever the PC's user needs the disk.
-        psutil.Process(tid).ionice(psutil.IOPRIO_CLASS_IDLE)
-    except (psutil.Error, AttributeError, OSError):
-        pass
-
-
-class Launcher:
-    """Starts tasks at the settings' low priority.
-
-    On Linux a process's CPU and I/O priority belong to the thread that forks
-    it, so tasks are forked from one helper thread lowered once: that saves an
-    exec of ``nice`` and one of ``ionice`` per task (a few ms of a task's
-    start-up), and leaves the calling thread at full priority, which the slave
-    engine needs to stop tasks the instant the PC's user returns. Elsewhere,
-    ``nice``/``ionice`` prefix the command, where they exist."""
-
-    def __init__(self, settings: LaunchSettings):
-        self.settings = settings
-        self._spawner: ThreadPoolExecutor | None = None
-        if settings.nice > 0 and sys.platform.startswith("linux"):
-            self._spawner = ThreadPoolExecutor(1, thread_name_prefix="task-spawner",
-                                               initializer=lower_this_threads_priority, initargs=(settings.nice,))
-            self._direct = LaunchSettings(python=settings.python, nice=0)
-
-    def start(self, spec: TaskSpec, run_dir: Path, *, cgroup_procs: Path | None = None) -> TaskProcess:
-        if self._spawner is None:
-            return start(spec, run_dir, self.settings, cgroup_procs=cgroup_procs)
-        return self._spawner.submit(start, spec, run_dir, self._direct, cgroup_procs=cgroup_procs).result()
-
-    def close(self) -> None:
-        if self._spawner is not None:
-            self._spawner.shutdown(wait=False)
-
-
-def _priority_prefix(nice: int) -> list[str]:
-    prefix = []
-    if nice > 0 and shutil.which("nice"):
-        prefix += ["nice", "-n", str(nice)]
-    # Idle I/O class: a task's disk use waits whenever the PC's user needs the disk.
-    if nice > 0 and shutil.which("ionice"):
-        prefix += ["ionice", "-c", "3"]
-    return prefix
-
-
-def start(spec: TaskSpec, run_dir: Path, settings: LaunchSettings, *,
-          cgroup_procs: Path | None = None) -> TaskProcess:
-    """Start the task as the leader of a new session, at low priority, and in
-    the cgroup whose ``cgroup.procs`` file is given (see trayapp.run.cgroup)."""
-    env = dict(os.environ)
-    env.update({
-        "SPARECYCLES_TASK": str(spec.idx),
-        "SPARECYCLES_JOB": spec.job_id,
-        MARKER_VARIABLE: spec.token,
-        "PYTHONUNBUFFERED": "1",  # so stdout.txt shows progress while the task runs
-    })
-    # One slot is one core: numerical libraries must not each spawn a thread
-    # per core, or N tasks on N cores fight over N*N threads.
-    for variable in _THREAD_VARIABLES:
-        env[variable] = str(spec.cores)
-    params_json = task_argument(spec.params)
-    command = ["/bin/sh", "-c", _WRAPPER, "sparecycles-task", str(cgroup_procs or ""),
-               *_priority_prefix(settings.nice), settings.python, spec.main, params_json]
-    popen = subprocess.Popen(command, cwd=run_dir / "work", env=env, start_new_session=True,
+def start_process(launch: Launch, *, cgroup_procs: Path | None = None, prefix: list[str] | None = None,
+                  confinement: Confinement | None = None, limits: TaskCaps = TaskCaps()) -> PosixTask:
+    """Start the attempt as the leader of a new session, in the cgroup whose
+    ``cgroup.procs`` file is given (see trayapp.run.cgroup), with ``prefix``
+    (``nice``/``ionice``) before its command, held in by ``confinement``
+    (sandbox, and rlimits for the ``limits`` no cgroup holds)."""
+    argv, env = list(launch.argv), {**os.environ, **launch.env, MARKER_VARIABLE: launch.token}
+    if confinement is not None:
+        argv, env = confinement.wrap(launch, env, limits)
+    command = ["/bin/sh", "-c", _WRAPPER, "sparecycles-task", str(cgroup_procs or ""), *(prefix or []), *argv]
+    popen = subprocess.Popen(command, cwd=launch.work_dir, env=env, start_new_session=True,
                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         created = psutil.Process(popen.pid).create_time()
     except psutil.Error:
         created = time.time()  # already gone: same_process() will say so
-    deadline = time.monotonic() + spec.time_limit_s if spec.time_limit_s else None
-    return TaskProcess(spec, run_dir, popen.pid, created, deadline, popen=popen)
+    return PosixTask(launch, popen.pid, created, popen=popen)
 
 
 def describe_exit(code: int) -> str:
+    """An exit code of a task run under ``sh`` (here, or in a cluster's job script)."""
     # sh reports a task killed by signal N as 128 + N.
     if 128 < code < 128 + 65:
         try:
@@ -220,3 +126,92 @@ def describe_exit(code: int) -> str:
             name = f"signal {code - 128}"
         return f"killed by {name} (exit code {code})"
     return f"exit code {code}"
+
+
+class PosixRunner:
+    """Attempts as process sessions, each in a cgroup of its own when ``cgroups``
+    is given (:meth:`TaskCgroups.create`, None where the system refuses), held
+    in by ``confinement`` (without one: no sandbox, rlimits only).
+
+    ``problem`` (set: no task may run here, the slave lends nothing and says
+    why) and ``warning`` (it runs them, but the lender should know) are what
+    :mod:`trayapp.run.choice` found when it chose this runner."""
+
+    def __init__(self, *, cgroups: TaskCgroups | None = None, lower_caller: bool = False,
+                 confinement: Confinement | None = None, problem: str | None = None, warning: str | None = None):
+        self.cgroups = cgroups
+        self.confinement = confinement or Confinement()
+        self.problem = problem
+        self.warning = warning if warning or self.confinement.sandboxed else UNSANDBOXED_WARNING
+        self._starts = LowPriorityStarts(lower_caller=lower_caller)
+        # Cgroups of ended attempts still populated when their handle closed
+        # (an orphan was exiting): removed at a later start, or at close.
+        self._unreleased: set[str] = set()
+
+    def start(self, launch: Launch) -> PosixTask:
+        self._release_leftovers()
+        procs = self.cgroups.prepare(launch.token) if self.cgroups is not None else None
+        caps = TaskCaps(launch.memory_mb, launch.max_processes)
+        # The cgroup holds what its controllers can; rlimits hold the rest.
+        limits = self.cgroups.limit(launch.token, caps) if procs is not None else caps
+        try:
+            task = self._starts.run(launch.nice, lambda prefix: start_process(
+                launch, cgroup_procs=procs, prefix=prefix, confinement=self.confinement, limits=limits))
+        except OSError:
+            if self.cgroups is not None:
+                self.cgroups.release(launch.token)
+            raise
+        if procs is not None:
+            self.cgroups.adopt(launch.token, task.pid, born_inside=True)
+        task.on_close = self._release
+        return task
+
+    def adopt(self, launch: Launch, pid: int, created: float | None) -> PosixTask:
+        task = PosixTask(launch, pid, created, on_close=self._release)
+        if self.cgroups is not None and not task.has_ended():
+            self.cgroups.adopt(launch.token, pid)
+        return task
+
+    def kill_at_once(self, handles: Iterable[PosixTask]) -> None:
+        kill_trees(handles, self.cgroups)
+
+    def suspend(self, handles: Iterable[PosixTask]) -> None:
+        suspend_trees(handles, self.cgroups)
+
+    def resume(self, handles: Iterable[PosixTask]) -> None:
+        resume_trees(handles, self.cgroups)
+
+    def describe_exit(self, code: int) -> str:
+        return describe_exit(code)
+
+    def memory_failure(self, handle: PosixTask) -> str | None:
+        launch = handle.launch
+        oom = self.cgroups is not None and self.cgroups.oom_killed(launch.token)
+        return memory_failure(TaskCaps(launch.memory_mb, launch.max_processes), handle.exit_code(),
+                              tail_of(launch.task_dir / "stderr.txt"), oom_killed=oom)
+
+    def describe(self) -> dict:
+        return {"sandbox": "bwrap" if self.confinement.sandboxed else "off", "warning": self.warning}
+
+    def task_cpu_seconds(self) -> float | None:
+        if self.cgroups is not None:
+            return self.cgroups.cpu_seconds()
+        return descendants_cpu_seconds()
+
+    def close(self) -> None:
+        self._starts.close()
+        if self.cgroups is not None:
+            self.cgroups.close()
+
+    def _release(self, token: str) -> None:
+        if self.cgroups is None:
+            return
+        self.cgroups.release(token)
+        if self.cgroups.has(token):
+            self._unreleased.add(token)
+
+    def _release_leftovers(self) -> None:
+        for token in list(self._unreleased):
+            self.cgroups.release(token)
+            if not self.cgroups.has(token):
+                self._unreleased.discard(token)

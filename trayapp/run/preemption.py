@@ -1,10 +1,12 @@
 """Stopping every task's whole process tree the instant the user returns.
 
-:meth:`TaskProcess.kill` ends one tree thoroughly (group, descendants,
-marker sweep, then it *waits*) and the slave settles each task after it
-(packing results). Done task by task, the second task would run on while
-the first is settled. So preemption first *signals* every tree of every
-task, in a few milliseconds, and only then does the thorough, slow part.
+:meth:`trayapp.run.posix.PosixTask.kill_whole_tree` ends one tree
+thoroughly (group, descendants, marker sweep, then it *waits*) and the
+slave settles each task after it (packing results). Done task by task, the
+second task would run on while the first is settled. So preemption first
+*signals* every tree of every task, in a few milliseconds, and only then
+does the thorough, slow part (the runner's ``kill_at_once``, ``suspend``
+and ``resume`` are this first pass).
 The first pass:
 
 - each task's cgroup (:mod:`trayapp.run.cgroup`): ``cgroup.kill`` or
@@ -21,16 +23,23 @@ from __future__ import annotations
 
 import os
 import signal
-from typing import Iterable
+from typing import Iterable, Protocol
 
 import psutil
 
 from trayapp.run.cgroup import TaskCgroups
 from trayapp.run.proctree import MARKER_VARIABLE, same_process
-from trayapp.run.posix import TaskProcess
 
 
-def _live_roots(procs: list[TaskProcess]) -> list[psutil.Process]:
+class TaskTree(Protocol):
+    """One attempt as preemption sees it: its root process and its marker."""
+
+    pid: int
+    created: float
+    token: str
+
+
+def _live_roots(procs: list[TaskTree]) -> list[psutil.Process]:
     return [root for root in (same_process(p.pid, p.created) for p in procs) if root is not None]
 
 
@@ -58,7 +67,7 @@ def _descendants(roots: list[psutil.Process]) -> list[psutil.Process]:
     return found
 
 
-def _signal_trees(procs: list[TaskProcess], sig: int) -> None:
+def _signal_trees(procs: list[TaskTree], sig: int) -> None:
     """``sig`` to every task's group, then to its descendants outside the group.
 
     The groups are stopped first (SIGSTOP, microseconds each): a stopped
@@ -97,16 +106,16 @@ def _marked_processes(tokens: set[str]) -> list[psutil.Process]:
     return found
 
 
-def kill_trees(procs: Iterable[TaskProcess], cgroups: TaskCgroups | None) -> None:
+def kill_trees(procs: Iterable[TaskTree], cgroups: TaskCgroups | None) -> None:
     """SIGKILL every process of every task, without waiting for them to die."""
     procs = list(procs)
     for proc in procs:  # the one-write kills first, for every task
         if cgroups is not None:
-            cgroups.kill(proc.spec.token)
+            cgroups.kill(proc.token)
     _signal_trees(procs, signal.SIGKILL)
     # Orphans that left the group are out of reach of both nets above; without
     # a cgroup only their marker finds them, so sweep now, for every task at once.
-    uncontained = {p.spec.token for p in procs if cgroups is None or not cgroups.has(p.spec.token)}
+    uncontained = {p.token for p in procs if cgroups is None or not cgroups.has(p.token)}
     if uncontained:
         for straggler in _marked_processes(uncontained):
             try:
@@ -115,27 +124,27 @@ def kill_trees(procs: Iterable[TaskProcess], cgroups: TaskCgroups | None) -> Non
                 pass
 
 
-def suspend_trees(procs: Iterable[TaskProcess], cgroups: TaskCgroups | None) -> None:
+def suspend_trees(procs: Iterable[TaskTree], cgroups: TaskCgroups | None) -> None:
     """Stop (freeze) every process of every task; :func:`resume_trees` undoes it."""
     procs = list(procs)
-    loose = [p for p in procs if cgroups is None or not cgroups.freeze(p.spec.token)]
+    loose = [p for p in procs if cgroups is None or not cgroups.freeze(p.token)]
     if loose:
         _signal_trees(loose, signal.SIGSTOP)
-        for straggler in _marked_processes({p.spec.token for p in loose}):
+        for straggler in _marked_processes({p.token for p in loose}):
             try:
                 straggler.send_signal(signal.SIGSTOP)
             except psutil.Error:
                 pass
 
 
-def resume_trees(procs: Iterable[TaskProcess], cgroups: TaskCgroups | None) -> None:
+def resume_trees(procs: Iterable[TaskTree], cgroups: TaskCgroups | None) -> None:
     procs = list(procs)
     for proc in procs:
         if cgroups is not None:
-            cgroups.freeze(proc.spec.token, False)
+            cgroups.freeze(proc.token, False)
     # SIGCONT is harmless to a process that was frozen rather than stopped.
     _signal_trees(procs, signal.SIGCONT)
-    loose = {p.spec.token for p in procs if cgroups is None or not cgroups.has(p.spec.token)}
+    loose = {p.token for p in procs if cgroups is None or not cgroups.has(p.token)}
     if loose:
         for straggler in _marked_processes(loose):
             try:

@@ -11,7 +11,8 @@ to init. Three nets catch them all:
 3. a sweep for processes whose environment carries the attempt's marker
    (``SPARECYCLES_ATTEMPT``), which catches orphans whose parent is gone.
 
-The slave's preemption (the user came back) reuses this module.
+The slave's preemption (the user came back) reuses this module. The tree's
+CPU time, for the idle policy where no cgroup counts it, is here too.
 """
 
 from __future__ import annotations
@@ -112,3 +113,22 @@ def _kill(proc: psutil.Process) -> None:
         proc.kill()
     except psutil.Error:
         pass
+
+
+def descendants_cpu_seconds(me: psutil.Process | None = None) -> float:
+    """CPU time of this process's descendants, living and reaped: every task's
+    time, where tasks cannot be counted through a cgroup. A reaped child's time
+    moves into its parent's ``children_*`` fields, so the sum never drops."""
+    me = me or psutil.Process()
+    try:
+        own = me.cpu_times()
+        total = own.children_user + own.children_system
+        for child in me.children(recursive=True):
+            try:
+                t = child.cpu_times()
+                total += t.user + t.system + t.children_user + t.children_system
+            except psutil.Error:
+                pass
+        return total
+    except psutil.Error:
+        return 0.0

@@ -1,49 +1,27 @@
 """The agent: what a master runs on a slave over SSH (``sparecycles agent``).
 
 It only relays: protocol lines from its stdin (the SSH channel) to the slave
-daemon's Unix socket, and back to its stdout. It never interprets them, so
-the daemon is the one place that decides. With no daemon running it says so
-in one protocol message and exits, and the master shows the host as offline.
+daemon's endpoint (:mod:`trayapp.slave.endpoint`), and back to its stdout. It
+never interprets them, so the daemon is the one place that decides. With no
+daemon running it says so in one protocol message and exits, and the master
+shows the host as offline.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import platform
 import selectors
-import socket
-import tempfile
-from pathlib import Path
 
 from trayapp.home import Home
+from trayapp.slave import endpoint
 from trayapp.wire.protocol import encode
-
-# sun_path holds 108 bytes on Linux (104 on macOS); longer paths cannot be bound.
-_MAX_SOCKET_PATH = 100
-
-
-def socket_path(home: Home) -> Path:
-    """Where the slave daemon listens. In the data folder when the path fits
-    in a socket address, else in a private folder under the temp directory."""
-    preferred = home.data_dir / "slave.sock"
-    if len(os.fsencode(preferred)) <= _MAX_SOCKET_PATH:
-        return preferred
-    digest = hashlib.sha256(os.fsencode(home.data_dir)).hexdigest()[:16]
-    private = Path(tempfile.gettempdir()) / f"sparecycles-{os.getuid()}"
-    private.mkdir(mode=0o700, exist_ok=True)
-    if private.stat().st_uid != os.getuid() or private.stat().st_mode & 0o077:
-        raise PermissionError(f"{private} is not a private folder of this user")
-    return private / f"{digest}.sock"
 
 
 def run_agent(home: Home, stdin_fd: int = 0, stdout_fd: int = 1) -> int:
-    path = socket_path(home)
-    daemon = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        daemon.connect(str(path))
+        daemon = endpoint.connect(home)
     except OSError:
-        daemon.close()
         reason = (f"no slave daemon is running on {platform.node()} for {home.data_dir} "
                   "(start it with 'sparecycles slave', or the tray app in slave mode)")
         os.write(stdout_fd, encode("error", reason=reason, offline=True))

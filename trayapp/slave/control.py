@@ -1,31 +1,26 @@
 """The PC user's verbs for the local slave: pause, donate, resume, and its state.
 
 The tray menu and ``sparecycles pause|donate|resume`` call these same
-functions; they talk to the running slave daemon over its Unix socket with
-the protocol's ``control`` message.
+functions; they talk to the running slave daemon at its endpoint
+(:mod:`trayapp.slave.endpoint`) with the protocol's ``control`` message.
 """
 
 from __future__ import annotations
 
-import socket
 import time
 
-from trayapp.slave.agent import socket_path
 from trayapp.errors import UserError
 from trayapp.home import Home
+from trayapp.slave import endpoint
 from trayapp.wire.protocol import LineBuffer, decode, encode
 
 CONTROL_ID = "0000000000c0de00"  # a fixed "master" id for the PC's own user: never sends work
 
 
 def _ask(home: Home, action: str, until: float | None = None, timeout: float = 10.0) -> dict:
-    path = socket_path(home)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(timeout)
     try:
-        sock.connect(str(path))
+        sock = endpoint.connect(home, timeout)
     except OSError:
-        sock.close()
         raise UserError("no slave daemon is running on this PC",
                         "start it with 'sparecycles slave' (or the tray app in slave mode)") from None
     with sock:

@@ -9,79 +9,50 @@ leaves them running; the next one adopts them from the spool.
 from __future__ import annotations
 
 import logging
-import os
 import signal
-import socket
 import sys
 
-from trayapp.slave.agent import socket_path
 from trayapp.config import Config
 from trayapp.home import Home
 from trayapp.locks import InstanceLock
 from trayapp.errors import UserError
-from trayapp.install.taskenv import task_interpreter
-from trayapp.slave.fairshare import FairShare
-from trayapp.slave.engine import SlaveEngine, SlaveSettings
-from trayapp.slave.spool import Spool
+from trayapp.slave.builder import build_engine
+from trayapp.slave.endpoint import Listener
 from trayapp.status import AttemptOutcome
 
 log = logging.getLogger("sparecycles.slave")
 
 
-def build_engine(home: Home, config: Config, identity: tuple[str, str], slots: int | None = None) -> SlaveEngine:
-    settings = SlaveSettings(slots=slots or config.effective_slots,
-                             python=task_interpreter(config.task_python, home=home),
-                             nice=config.nice, max_results_mb=config.max_results_mb,
-                             min_free_mb=config.min_free_mb, weights=config.master_weights,
-                             caps=config.master_caps, grant_policy=config.grant_policy)
-    slave_id, name = identity
-    settings.name = name
-    return SlaveEngine(Spool(home.spool_dir), settings, slave_id=slave_id,
-                       fairshare=FairShare(half_life_s=config.fair_share_half_life_s))
-
-
 def run_slave_daemon(home: Home, config: Config, identity: tuple[str, str], slots: int | None = None,
                      idle_after: float | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
-    lock = InstanceLock(home.data_dir / "slave.lock")
+    lock = InstanceLock(home.slave_lock)
     if not lock.acquire(wait_s=2.0):
         raise UserError(f"a slave daemon is already running for {home.data_dir} (pid {lock.holder()})",
                         "use that one, or stop it first; SPARECYCLES_HOME selects another home")
-    engine = build_engine(home, config, identity, slots)
-    path = socket_path(home)
-    path.unlink(missing_ok=True)  # left by a daemon that was killed; the lock says none runs now
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old_umask = os.umask(0o077)  # only this user may talk to the daemon
-    try:
-        listener.bind(str(path))
-    finally:
-        os.umask(old_umask)
-    listener.listen(16)
+    engine = build_engine(config, home, identity, home.spool_dir, slots=slots)
+    listener = Listener(home)
     signal.signal(signal.SIGTERM, engine.request_stop)
     signal.signal(signal.SIGINT, engine.request_stop)
     log.info("slave daemon for %s: %d slots, tasks run with %s (Python %s, Brian %s); listening on %s",
              home.data_dir, engine.settings.slots, engine.settings.python, engine.versions.get("python"),
-             engine.versions.get("brian") or "not installed", path)
+             engine.versions.get("brian") or "not installed", listener.path)
     engine.on_state_change = lambda d: log.info("state: %s%s (%d running)", d["state"],
                                                 f" ({d['reason']})" if d.get("reason") else "", d["running"])
-    # --- idle detection (issue 4): lend the PC only while its user is away ---
+    # Lend the PC only while its user is away.
     from trayapp.idle.watch import watch_idle
 
-    watcher = watch_idle(engine, config, idle_after)
-    # --- end idle detection ---
+    watcher = watch_idle(config, report=engine.availability.report_idle, has_tasks=lambda: bool(engine.running),
+                         task_cpu_seconds=engine.runner.task_cpu_seconds, idle_after_s=idle_after)
     try:
-        engine.serve(listener)
+        engine.serve(listener.socket)
         stopped = engine.stop_all_tasks(AttemptOutcome.HOST_LOST, "the slave daemon was stopped")
         engine.flush_all()
         log.info("slave daemon stopping; stopped %d running task(s)", stopped)
     finally:
-        # --- idle detection (issue 4) ---
         if watcher is not None:
             watcher.stop()
-        if engine.cgroups is not None:
-            engine.cgroups.close()
-        # --- end idle detection ---
+        engine.close()
         listener.close()
-        path.unlink(missing_ok=True)
         lock.release()
     return 0

@@ -4,20 +4,28 @@ One engine owns one spool and a number of slots. Masters reach it through
 sessions (a Unix socket from an agent started over SSH, or a socket pair for
 the master's own "local" host); every session speaks :mod:`trayapp.wire.protocol`.
 The engine is a single-threaded event loop, like the dispatcher: it wakes on
-session input, on a task's exit (pidfd) and on timers.
+session input, on a task's exit (its runner's wait handle) and on timers.
 
 The slave, not the master, decides whom it serves: masters declare how much
 work they have (``demand``) and the engine grants freed slots by fair share.
 Tasks outlive their master's connection: if the master goes away, its tasks
 finish and their results wait in the spool until it comes back, fetches
 them and acknowledges them (``ack``). A restarted engine settles what its
-predecessor left in the spool (:meth:`SlaveEngine.recover`). When it may
-work at all (the PC's user away, pause, donate) is :mod:`trayapp.slave.availability`.
+predecessor left in the spool (:meth:`SlaveEngine.recover`).
+
+The engine is composed of parts it owns and calls through small interfaces:
+a task runner (:mod:`trayapp.run.runner`, chosen in :mod:`trayapp.run.choice`)
+runs the attempts; :mod:`trayapp.slave.availability` says when it may work at
+all (the PC's user away, pause, donate); :mod:`trayapp.slave.grants` says who
+gets a free slot; :mod:`trayapp.slave.environments` builds the environment a
+job's requirements need, its tasks waiting in their slots;
+:mod:`trayapp.slave.transfers` takes job archives in and sends small results
+out; :mod:`trayapp.slave.outcomes` judges an attempt that ended. Messages reach their handler through one table
+(:attr:`SlaveEngine.handlers`), one entry per message a master sends.
 """
 
 from __future__ import annotations
 
-import base64
 import logging
 import math
 import os
@@ -34,35 +42,27 @@ from pathlib import Path
 from typing import Callable
 
 from trayapp import __version__
-from trayapp.wire.archive import ChecksumMismatchError, UnsafeArchiveError, ensure_unpacked
+from trayapp.install.envs import EnvStore
 from trayapp.slave.availability import Availability, SlaveState
+from trayapp.slave.environments import JobEnvironments
 from trayapp.slave.fairshare import FairShare
 from trayapp.slave.grants import Granting
-from trayapp.run.proctree import kill_tree, processes_with_marker, same_process
-from trayapp.wire.protocol import (
-    INLINE_RESULTS_MAX,
-    VERSION,
-    ProtocolError,
-    decode,
-)
-from trayapp.slave.requirements import RequirementChecker, VersionProbe
-from trayapp.run.posix import (
-    Launcher,
-    LaunchSettings,
-    TaskProcess,
-    TaskSpec,
-    describe_exit,
-    lower_this_threads_priority,
-    prepare,
-)
+from trayapp.wire.protocol import VERSION, ProtocolError, decode
+from trayapp.slave.requirements import RequirementChecker, SitePackagesWatch, VersionProbe
+from trayapp.run.attempt import prepare, task_launch
+from trayapp.run.caps import caps_for, memory_refusal, slave_memory_limit_mb
+from trayapp.run.taskcache import slot_cache_dir
+from trayapp.run.runner import Launch, TaskRunner
+from trayapp.slave.outcomes import judge_attempt
+from trayapp.slave.running import Attempt, RunningAttempts
 from trayapp.slave.session import Session
+from trayapp.slave.transfers import SHA, ArchiveRefused, Transfers
 from trayapp.slave.spool import Spool, SpoolTask
 from trayapp.status import AttemptOutcome
 
 log = logging.getLogger(__name__)
 
 _HEX = re.compile(r"^[0-9a-f]{8,64}$")
-_SHA = re.compile(r"^[0-9a-f]{64}$")
 
 
 @dataclass
@@ -77,35 +77,63 @@ class SlaveSettings:
     weights: dict = field(default_factory=dict)
     caps: dict = field(default_factory=dict)
     grant_policy: str = "fair"  # "by_demand" exists only as the benchmark's baseline
+    # When the PC's user returns: "kill" every task, or "suspend" them and
+    # kill them only after suspend_grace_s (trayapp.slave.availability).
+    preempt: str = "kill"
+    suspend_grace_s: float = 600.0
     # The master's own cores: the engine shares the master's process, so
-    # results are handed over as a folder (no tar round trip) and tasks get
-    # their low priority from the engine thread instead of `nice`/`ionice`.
+    # results are handed over as a folder (no tar round trip).
     in_process: bool = False
+    # Each task's caps (its runner holds it to them): memory is what its job asks
+    # for, within this; 0 is three quarters of the PC's memory.
+    max_task_memory_mb: int = 0
+    max_task_processes: int = 512
 
 
-class SlaveEngine(Availability, Granting):
-    def __init__(self, spool: Spool, settings: SlaveSettings, *, slave_id: str,
+class SlaveEngine:
+    def __init__(self, spool: Spool, settings: SlaveSettings, *, slave_id: str, runner: TaskRunner,
                  fairshare: FairShare | None = None, clock: Callable[[], float] = time.time,
-                 rng: random.Random | None = None):
+                 rng: random.Random | None = None, envs: EnvStore | None = None):
         self.spool = spool.ensure()
         self.settings = settings
         self.slave_id = slave_id
+        self.runner = runner
         self.fairshare = fairshare or FairShare()
+        self.transfers = Transfers(self.spool, min_free_mb=settings.min_free_mb)
         self.clock = clock
-        self.rng = rng or random.Random()
-        # In-process (the master's own cores), serve() lowers the engine thread itself.
-        self.launcher = Launcher(LaunchSettings(python=settings.python,
-                                                nice=0 if settings.in_process else settings.nice))
-        # Re-read every 10 min on a helper thread: Brian updated in the task
-        # environment reaches the masters' host lists without a restart.
-        self.version_probe = VersionProbe(settings.python, on_change=self.wake)
-        self.requirements = RequirementChecker(settings.python)
+        # Re-read on a helper thread whenever the task environment's packages
+        # change: Brian updated there reaches the masters' host lists, and a
+        # package installed by hand the requirement checks, without a restart.
+        watch = SitePackagesWatch(settings.python)
+        self.version_probe = VersionProbe(settings.python, on_change=self.wake, watch=watch)
+        self.requirements = RequirementChecker(settings.python, watch=watch)
+        self.memory_limit_mb = slave_memory_limit_mb(settings.max_task_memory_mb)
         self.sessions: dict[int, Session] = {}
         self.tasks: dict[str, SpoolTask] = {}
-        self.running: dict[str, TaskProcess] = {}
-        self.problem: str | None = None
+        self.running = RunningAttempts()
+        self.problem: str | None = runner.problem
+        self.environments = JobEnvironments(envs, self.requirements, start=self._start, session_of=self._session_of,
+                                            accepts_work=self.accepts_work, wake=self.wake)
+        self.availability = Availability(runner, running=self.running.handles, stop_all_tasks=self.stop_all_tasks,
+                                         wake=self.wake, clock=clock, preempt=settings.preempt,
+                                         suspend_grace_s=settings.suspend_grace_s)
+        self.granting = Granting(self.fairshare, rng or random.Random(), slots=settings.slots, now=clock(),
+                                 policy=settings.grant_policy, weights=settings.weights, caps=settings.caps)
+        # One handler per message a master sends (trayapp.wire.protocol.MASTER_TO_SLAVE).
+        self.handlers: dict[str, Callable[[Session, dict], None]] = {
+            "hello": self._on_hello,
+            "demand": self.granting.on_demand,
+            "release": self.granting.on_release,
+            "need_archive": self.transfers.on_need_archive,
+            "archive_uploaded": self.transfers.on_archive_uploaded,
+            "start": self._on_start,
+            "cancel": self._on_cancel,
+            "ack": self._on_ack,
+            "sync": self._on_sync,
+            "bye": self._on_bye,
+            "control": self._on_control,
+        }
         self._last_state: tuple | None = None
-        self._last_charge = clock()
         self._disk_checked = -math.inf
         self._stopping = False
         self._pending: list[socket.socket] = []
@@ -120,28 +148,44 @@ class SlaveEngine(Availability, Granting):
     def versions(self) -> dict:
         return self.version_probe.versions
 
+    @property
+    def state(self) -> SlaveState:
+        return SlaveState.UNAVAILABLE if self.problem else self.availability.state
+
     def describe(self) -> dict:
         usage = self.fairshare.snapshot(self.clock())
-        per_master: dict[str, int] = {}
-        for task in self.tasks.values():
-            if task.state == "running":
-                per_master[task.master] = per_master.get(task.master, 0) + 1
         finite = lambda t: None if t is None or math.isinf(t) else t  # noqa: E731 - JSON has no infinity
         names = {s.master: s.name for s in self.sessions.values() if s.master}
-        return {"state": self.state.value,
-                "reason": (self.problem or self.paused_reason or self.waiting_reason
-                           or (self.donating_reason if self.state is SlaveState.DONATING else None)),
+        lending = self.availability
+        state = self.state
+        return {"state": state.value,
+                "reason": (self.problem or lending.paused_reason or lending.waiting_reason
+                           or (lending.donating_reason if state is SlaveState.DONATING else None)
+                           or self.runner.warning),
                 "slots": self.settings.slots,
-                "running": len(self.running), "running_by_master": per_master, "usage": usage,
-                "master_names": names, "paused": self.paused_until is not None,
-                "paused_until": finite(self.paused_until), "donating": self.donating,
-                "donating_until": finite(self.donating_until), "available": self.available,
-                "name": self.settings.name, **self.versions,
+                "running": len(self.running), "running_by_master": self._running_by_master(), "usage": usage,
+                "master_names": names, "paused": lending.paused_until is not None,
+                "paused_until": finite(lending.paused_until), "donating": lending.donating,
+                "donating_until": finite(lending.donating_until), "available": lending.available,
+                "name": self.settings.name, **self.runner.describe(), "max_task_memory_mb": self.memory_limit_mb,
+                **self.versions, "env_stamp": self.version_probe.seen_stamp,
                 # Tasks of its spool it could not take up again; their files wait for a fitting version.
                 "unreadable_tasks": {str(path): why for path, why in self.spool.unreadable.items()}}
 
     def accepts_work(self) -> bool:
-        return self.problem is None and self.paused_until is None and (self.available or self.donating)
+        return self.problem is None and self.availability.may_work()
+
+    def busy_slots(self) -> int:
+        """Slots held by running attempts and by tasks waiting for their environment."""
+        return len(self.running) + len(self.environments)
+
+    def _running_by_master(self) -> dict[str, int]:
+        """Tasks the spool records as running, by master."""
+        per_master: dict[str, int] = {}
+        for task in self.tasks.values():
+            if task.state == "running":
+                per_master[task.master] = per_master.get(task.master, 0) + 1
+        return per_master
 
     # ----- lifecycle -----------------------------------------------------------
 
@@ -164,8 +208,6 @@ class SlaveEngine(Availability, Granting):
     def serve(self, listener: socket.socket | None = None, *, poll_s: float = 0.5) -> None:
         """Run until :meth:`request_stop`; tasks keep running when it returns
         unless a master asked for them to stop (``bye``)."""
-        if self.settings.in_process and self.settings.nice > 0:
-            lower_this_threads_priority(self.settings.nice)
         self.recover()
         if listener is not None:
             listener.setblocking(False)
@@ -174,7 +216,12 @@ class SlaveEngine(Availability, Granting):
                 self._step(listener, poll_s)
             self.flush_all()
         finally:
-            self.launcher.close()
+            self.environments.close()
+
+    def close(self) -> None:
+        """Release the runner once the engine is done with its tasks (after
+        :meth:`serve`, and after :meth:`stop_all_tasks` if the tasks must go)."""
+        self.runner.close()
 
     def flush_all(self) -> None:
         """Send what is queued for each master (blocking briefly), e.g. before exit."""
@@ -192,11 +239,7 @@ class SlaveEngine(Availability, Granting):
         for sock in pending:
             sock.setblocking(False)
             self.sessions[sock.fileno()] = Session(sock)
-        timeout = poll_s
-        now_mono = time.monotonic()
-        for proc in self.running.values():
-            if proc.deadline is not None:
-                timeout = min(timeout, max(0.0, proc.deadline - now_mono))
+        timeout = self.running.wait_at_most(poll_s)
         with selectors.DefaultSelector() as selector:
             selector.register(self._wake_r, selectors.EVENT_READ, "wake")
             if listener is not None:
@@ -204,13 +247,10 @@ class SlaveEngine(Availability, Granting):
             for fd, session in self.sessions.items():
                 events = selectors.EVENT_READ | (selectors.EVENT_WRITE if session.outbox else 0)
                 selector.register(fd, events, session)
-            for proc in self.running.values():
-                if proc.pidfd is not None:
-                    selector.register(proc.pidfd, selectors.EVENT_READ, "task")
-                else:
-                    timeout = min(timeout, 0.05)
+            for fd in self.running.wait_fds():
+                selector.register(fd, selectors.EVENT_READ, "task")
             events = selector.select(timeout)
-            self._apply_idle_report()  # idle detection (issue 4): a returning user's tasks die first
+            self.availability.apply_idle_report()  # a returning user's tasks die first
             for key, mask in events:
                 if key.data == "wake":
                     os.read(self._wake_r, 4096)
@@ -264,7 +304,7 @@ class SlaveEngine(Availability, Granting):
         kind = message["type"]
         if kind != "hello" and session.master is None:
             raise ProtocolError(f"'{kind}' before 'hello'")
-        handler = getattr(self, f"_on_{kind}", None)
+        handler = self.handlers.get(kind)
         if handler is None:
             raise ProtocolError(f"a slave does not accept '{kind}'")
         handler(session, message)
@@ -278,33 +318,6 @@ class SlaveEngine(Availability, Granting):
         session.send("hello", slave=self.slave_id, protocol=VERSION, version=__version__,
                      spool=str(self.spool.root), **self.describe())
 
-    def _on_need_archive(self, session: Session, message: dict) -> None:
-        sha = message["sha"]
-        if not isinstance(sha, str) or not _SHA.match(sha):
-            raise ProtocolError("need_archive without a sha256")
-        if self.spool.has_archive(sha):
-            session.send("archive", sha=sha, present=True)
-        else:
-            session.send("archive", sha=sha, present=False, upload_path=str(self.spool.upload_path(sha)))
-
-    def _on_archive_uploaded(self, session: Session, message: dict) -> None:
-        sha, path = message["sha"], Path(str(message["path"]))
-        if not isinstance(sha, str) or not _SHA.match(sha):
-            raise ProtocolError("archive_uploaded without a sha256")
-        try:
-            self.spool.accept_upload(sha, path)
-        except (OSError, ChecksumMismatchError) as exc:
-            session.send("archive_bad", sha=sha, reason=str(exc))
-        else:
-            session.send("archive_ok", sha=sha)
-            try:
-                # Unpacked now, with the hash just checked: the first task's start
-                # neither hashes the archive again nor waits for the unpacking.
-                ensure_unpacked(self.spool.archive_path(sha), self.spool.unpacked, verified=True)
-            except Exception as exc:  # noqa: BLE001 - the first start tries again and tells the master
-                log.info("archive %s: not unpacked on arrival (%s); the first task's start will say why",
-                         sha[:12], exc)
-
     def _on_start(self, session: Session, message: dict) -> None:
         token = message["token"]
         if not isinstance(token, str) or not _HEX.match(token):
@@ -312,15 +325,17 @@ class SlaveEngine(Availability, Granting):
         if token in self.tasks:  # a re-sent start (the master reconnected): idempotent
             self._report(self.tasks[token], session)
             return
+        if token in self.environments:
+            return  # its environment is being built; `preparing` reports follow
         unreadable = self.spool.unreadable.get(self.spool.task_dir(token) / "task.json")
         if unreadable:  # starting it again would overwrite the file it cannot read
             session.send("declined", token=token, reason=f"cannot read its task file: {unreadable}", retry=True)
             return
         if not self.accepts_work():
-            session.send("declined", token=token, reason=self.problem or self.paused_reason or "not available",
-                         retry=True)
+            reason = self.problem or self.availability.paused_reason or "not available"
+            session.send("declined", token=token, reason=reason, retry=True)
             return
-        if not session.grants and len(self.running) >= self.settings.slots:
+        if not session.grants and self.busy_slots() >= self.settings.slots:
             session.send("declined", token=token, reason="no free slot", retry=True)
             return
         if session.grants:
@@ -329,52 +344,41 @@ class SlaveEngine(Availability, Granting):
             task = SpoolTask(token=token, master=session.master, job=str(message["job"]), idx=int(message["idx"]),
                              params=dict(message["params"]), main=str(message["main"]),
                              archive_sha=str(message["archive_sha"]),
-                             time_limit_s=message.get("time_limit_s"), cores=int(message.get("cores") or 1))
+                             time_limit_s=message.get("time_limit_s"), cores=int(message.get("cores") or 1),
+                             memory_mb=int(message["memory_mb"]) if message.get("memory_mb") else None)
         except (TypeError, ValueError) as exc:
             raise ProtocolError(f"malformed start: {exc}") from None
-        if "/" in task.main or "\\" in task.main or task.main.startswith(".") or not _SHA.match(task.archive_sha):
+        if "/" in task.main or "\\" in task.main or task.main.startswith(".") or not SHA.match(task.archive_sha):
             raise ProtocolError("start with an unsafe main script or archive name")
         requires = message.get("requires") or []
         if not isinstance(requires, list) or not all(isinstance(r, str) for r in requires):
             raise ProtocolError("start with malformed requirements")
-        unmet = self.requirements.unmet(requires)
-        if unmet:
-            session.send("declined", token=token, reason=unmet, retry=True, requirements=True)
+        refused = memory_refusal(task.memory_mb, self.memory_limit_mb)
+        if refused:
+            session.send("declined", token=token, reason=refused, retry=True, requirements=True)
             return
-        self._start(session, task)
+        self.environments.start(session, task, requires)
 
-    def _start(self, session: Session, task: SpoolTask) -> None:
-        archive = self.spool.archive_path(task.archive_sha)
-        if not archive.is_file():
-            session.send("declined", token=task.token, reason="archive missing; send it first", retry=True)
-            return
+    def _start(self, session: Session, task: SpoolTask, python: str | None, env_key: str | None) -> None:
+        """Start the task, with its job environment's ``python`` (``env_key``) where it has one."""
         try:
-            template = ensure_unpacked(archive, self.spool.unpacked)
-        except ChecksumMismatchError as exc:
-            archive.unlink(missing_ok=True)  # so the master's next need_archive re-sends it
-            session.send("declined", token=task.token, reason=str(exc), retry=True)
+            template = self.transfers.unpacked(task.archive_sha)
+        except ArchiveRefused as refused:
+            if refused.spool_problem:
+                self._set_problem(refused.reason)
+            session.send("declined", token=task.token, reason=refused.reason, retry=refused.retry)
             return
-        except UnsafeArchiveError as exc:
-            session.send("declined", token=task.token, reason=f"refused the job archive: {exc}", retry=False)
-            return
-        except (OSError, EOFError, Exception) as exc:  # noqa: BLE001 - tarfile raises many kinds
-            reason = self.spool.problem(self.settings.min_free_mb) or f"cannot unpack the job archive: {exc}"
-            self._set_problem(reason)
-            session.send("declined", token=task.token, reason=reason, retry=True)
-            return
-        run_dir = self.spool.task_dir(task.token)
-        spec = TaskSpec(task.token, task.job, task.idx, task.params, task.main, task.time_limit_s, task.cores)
+        launch = self._launch_of(task, python=python)
         try:
-            prepare(spec, run_dir, template)
+            prepare(launch.task_dir, template, task.params, cache_dir=self._cache_of(launch.slot), cores=task.cores)
+            # Kept with the task, so a restarted engine adopts it in the slot (and cache) it holds.
+            (launch.task_dir / "slot").write_text(str(launch.slot))
             task.started = self.clock()
             self.spool.save(task)
-            # Its own cgroup, where possible (issue 4): born inside, so nothing escapes a freeze.
-            procs = self.cgroups.prepare(task.token) if self.cgroups is not None else None
-            proc = self.launcher.start(spec, run_dir, cgroup_procs=procs)
+            handle = self.runner.start(launch)
         except OSError as exc:
-            if self.cgroups is not None:
-                self.cgroups.release(task.token)
-            shutil.rmtree(run_dir, ignore_errors=True)
+            self.environments.release(task.token)
+            shutil.rmtree(launch.task_dir, ignore_errors=True)
             disk = self.spool.problem(self.settings.min_free_mb)
             if disk:  # this slave's fault: no task can start until it is fixed
                 self._set_problem(disk)
@@ -383,24 +387,34 @@ class SlaveEngine(Availability, Granting):
                 session.send("declined", token=task.token, reason=f"cannot start the task: {exc}", retry=True,
                              host_failed=True)
             return
-        task.pid, task.created = proc.pid, proc.created
+        task.pid, task.created = handle.pid, handle.created
         self.spool.save(task)
+        self.environments.started(env_key, task.token, handle.pid, handle.created)
         self.tasks[task.token] = task
-        self.running[task.token] = proc
-        if procs is not None:
-            self.cgroups.adopt(task.token, proc.pid, born_inside=True)
-        session.send("started", token=task.token, pid=proc.pid)
+        self.running.add(task.token, handle, task.time_limit_s or None)
+        session.send("started", token=task.token, pid=handle.pid)
+
+    def _launch_of(self, task: SpoolTask, *, python: str | None = None, slot: int | None = None) -> Launch:
+        """What the runner is told about an attempt: its caps, and by default
+        the task environment's python and the lowest free slot."""
+        slot = self.running.free_slot() if slot is None else slot
+        caps = caps_for(task.memory_mb, self.memory_limit_mb, self.settings.max_task_processes)
+        return task_launch(task.token, self.spool.task_dir(task.token), python=python or self.settings.python,
+                           main=task.main, params=task.params, job_id=task.job, idx=task.idx, slot=slot,
+                           cores=task.cores, nice=self.settings.nice, time_limit_s=task.time_limit_s,
+                           memory_mb=caps.memory_mb, max_processes=caps.processes, cache_dir=self._cache_of(slot))
+
+    def _cache_of(self, slot: int) -> Path:
+        return slot_cache_dir(self.spool.root, slot)
 
     def _on_cancel(self, session: Session, message: dict) -> None:
         token = message["token"]
         task = self.tasks.get(token)
         if task is None or task.master != session.master:
+            self.environments.cancel(token, session.master)
             session.send("finished", token=token, outcome=AttemptOutcome.CANCELLED.value, exit_code=None)
             return
-        proc = self.running.pop(token, None)
-        if proc is not None:
-            proc.kill()
-            proc.close()
+        self.running.kill(token)
         self._forget(task)
         session.send("finished", token=token, outcome=AttemptOutcome.CANCELLED.value, exit_code=None)
 
@@ -411,6 +425,7 @@ class SlaveEngine(Availability, Granting):
 
     def _on_sync(self, session: Session, message: dict) -> None:
         mine = [t.summary() for t in self.tasks.values() if t.master == session.master]
+        mine += self.environments.reports(session.master)
         session.send("tasks", tasks=mine)
         session.send("state", **self.describe())
 
@@ -419,11 +434,11 @@ class SlaveEngine(Availability, Granting):
         if until is not None and not isinstance(until, (int, float)):
             raise ProtocolError("control 'until' must be a time")
         if action == "pause":
-            self.pause(until)
+            self.availability.pause(until)
         elif action == "donate":
-            self.donate(until)
+            self.availability.donate(until)
         elif action == "resume":
-            self.resume()
+            self.availability.resume()
         elif action != "status":
             raise ProtocolError(f"unknown control action {action!r}")
         # Tagged, so the asker can tell its answer from a state broadcast.
@@ -431,15 +446,14 @@ class SlaveEngine(Availability, Granting):
 
     def _on_bye(self, session: Session, message: dict) -> None:
         if message.get("stop_tasks"):
+            self.environments.cancel_all_of(session.master)
             for task in [t for t in self.tasks.values() if t.master == session.master]:
-                proc = self.running.pop(task.token, None)
-                if proc is not None:
-                    proc.kill()
-                    proc.close()
+                self.running.kill(task.token)
                 self._forget(task)
         session.closing = True
 
     def _forget(self, task: SpoolTask) -> None:
+        self.environments.release(task.token)
         self.tasks.pop(task.token, None)
         self.spool.remove(task.token)
 
@@ -447,39 +461,17 @@ class SlaveEngine(Availability, Granting):
         if session is None:
             return  # the master collects it after its next sync
         if task.state == "finished":
-            session.send("finished", **task.summary(), **self._inline_results(task))
+            session.send("finished", **task.summary(), **self.transfers.inline_results(task))
         else:
             session.send("started", token=task.token, pid=task.pid)
-
-    def _inline_results(self, task: SpoolTask) -> dict:
-        """A small results archive rides in the message itself. The spool keeps
-        it until the master acks, so a master that cannot use the copy (or
-        predates it) fetches it by SFTP as before."""
-        if not task.results_sha or task.results_size is None or task.results_size > INLINE_RESULTS_MAX:
-            return {}
-        try:
-            data = Path(task.results_path).read_bytes()
-        except OSError:
-            return {}  # the master's fetch will tell it what is wrong
-        return {"results_inline": base64.b64encode(data).decode("ascii")}
 
     # ----- the timer side ------------------------------------------------------------
 
     def tick(self) -> None:
         now = self.clock()
-        self._idle_tick(now)  # idle detection (issue 4)
-        self._expire_user_choices(now)
-        self._charge_usage(now)
-        ended = []
-        for token, proc in list(self.running.items()):
-            if proc.has_ended():
-                del self.running[token]
-                ended.append(proc)
-            elif proc.deadline is not None and time.monotonic() >= proc.deadline:
-                proc.timed_out = True
-                proc.kill()
-                del self.running[token]
-                ended.append(proc)
+        self.availability.tick(now)
+        self.granting.charge_usage(now, [self.tasks[token].master for token in self.running])
+        ended = self.running.take_ended()
         if ended:
             # The freed slots are offered first, so the masters claim and send
             # their next tasks while this engine packs the results below: the
@@ -487,12 +479,13 @@ class SlaveEngine(Availability, Granting):
             self._grant(now)
             for session in list(self.sessions.values()):
                 self._flush(session)
-        for proc in ended:
-            self._finish(self.tasks[proc.spec.token], proc)
+        for attempt in ended:
+            self._finish(self.tasks[attempt.token], attempt)
+        self.environments.tick()
         self._grant(now)
         self.version_probe.refresh()
-        state = (self.state, self.problem, self.paused_until, self.donating_until, len(self.running),
-                 tuple(self.versions.values()))
+        state = (self.state, self.problem, self.availability.paused_until, self.availability.donating_until,
+                 len(self.running), tuple(self.versions.values()), self.version_probe.seen_stamp)
         if state != self._last_state:
             self._last_state = state
             if self.on_state_change is not None:
@@ -501,13 +494,21 @@ class SlaveEngine(Availability, Granting):
                 if session.master:
                     session.send("state", **self.describe())
 
+    def _grant(self, now: float) -> None:
+        self._check_disk(now)
+        holding = self._running_by_master()
+        for master, n in self.environments.holding().items():
+            holding[master] = holding.get(master, 0) + n
+        self.granting.offer_free_slots(now, self.sessions.values(), running=self.busy_slots(), holding=holding,
+                                       may_grant=self.accepts_work())
+
     def _check_disk(self, now: float, *, force: bool = False) -> None:
         """A full or read-only spool makes the slave unavailable before it takes
         work it could not hold; checked about once a second, and cleared when fixed."""
         if not force and now - self._disk_checked < 1.0:
             return
         self._disk_checked = now
-        problem = self.spool.problem(self.settings.min_free_mb)
+        problem = self.runner.problem or self.spool.problem(self.settings.min_free_mb)
         if problem != self.problem:
             self._set_problem(problem)
 
@@ -518,21 +519,9 @@ class SlaveEngine(Availability, Granting):
             log.info("slave available again (was: %s)", self.problem)
         self.problem = reason
 
-    def _finish(self, task: SpoolTask, proc: TaskProcess) -> None:
-        proc.close()
-        code = proc.exit_code()
-        if proc.timed_out:
-            outcome, message = AttemptOutcome.TIMED_OUT, f"stopped after its time limit of {task.time_limit_s:g} s"
-        elif code == 0:
-            outcome, message = AttemptOutcome.SUCCEEDED, None
-        elif code is None:
-            outcome, message = AttemptOutcome.HOST_LOST, "the task's process vanished without an exit code"
-        else:
-            outcome, message = AttemptOutcome.EXITED, describe_exit(code)
-        if outcome in (AttemptOutcome.EXITED, AttemptOutcome.TIMED_OUT):
-            tail = proc.stderr_tail()
-            if tail:
-                message = f"{message}; stderr ends with:\n{tail}"
+    def _finish(self, task: SpoolTask, attempt: Attempt) -> None:
+        outcome, code, message = judge_attempt(attempt, self.runner, task.time_limit_s)
+        attempt.handle.close()
         self._settle(task, outcome, code, message)
 
     def _settle(self, task: SpoolTask, outcome: AttemptOutcome, code: int | None, message: str | None) -> None:
@@ -549,6 +538,7 @@ class SlaveEngine(Availability, Granting):
             self._set_problem(self.spool.problem(self.settings.min_free_mb))
         task.state, task.outcome, task.exit_code, task.message = "finished", outcome.value, code, message
         task.ended = self.clock()
+        self.environments.release(task.token)
         shutil.rmtree(self.spool.task_dir(task.token) / "work", ignore_errors=True)
         self.spool.save(task)
         self._report(task, self._session_of(task.master))
@@ -562,33 +552,33 @@ class SlaveEngine(Availability, Granting):
             self.tasks[task.token] = task
             if task.state != "running":
                 continue
-            run_dir = self.spool.task_dir(task.token)
-            spec = TaskSpec(task.token, task.job, task.idx, task.params, task.main, task.time_limit_s, task.cores)
-            alive = same_process(task.pid, task.created) if task.pid else None
-            if alive is not None:
+            handle = self.runner.adopt(self._launch_of(task, slot=self._slot_recorded(task)), task.pid or 0,
+                                       task.created)
+            if not handle.has_ended():
                 remaining = None
                 if task.time_limit_s and task.started:
                     remaining = task.time_limit_s - (self.clock() - task.started)
-                deadline = time.monotonic() + remaining if remaining is not None else None
-                self.running[task.token] = TaskProcess(spec, run_dir, task.pid, task.created, deadline)
+                self.running.add(task.token, handle, remaining)
                 log.info("adopting task %s/%s (pid %s), still running", task.job, task.idx, task.pid)
-                if self.cgroups is not None:
-                    self.cgroups.adopt(task.token, task.pid)
-            elif (run_dir / "exitcode").exists():
+            elif handle.exit_code() is not None:
                 log.info("task %s/%s finished while no slave engine ran; collecting", task.job, task.idx)
-                self._finish(task, TaskProcess(spec, run_dir, task.pid or 0, task.created or 0.0, None))
+                self._finish(task, Attempt(task.token, handle, None))
             else:
-                for straggler in processes_with_marker(task.token):
-                    kill_tree(straggler.pid, None, task.token)
+                handle.kill_whole_tree()  # whatever it left behind, found by its marker
+                handle.close()
                 self._settle(task, AttemptOutcome.HOST_LOST, None, "the slave stopped before the task finished")
+
+    def _slot_recorded(self, task: SpoolTask) -> int | None:
+        try:
+            return int((self.spool.task_dir(task.token) / "slot").read_text())
+        except (OSError, ValueError):
+            return None  # started by an engine that kept no slot: the lowest free one
 
     def stop_all_tasks(self, outcome: AttemptOutcome, message: str) -> int:
         """Kill every running task (the user came back, or the slave shuts down)."""
         stopped = 0
-        for token, proc in list(self.running.items()):
-            proc.kill()
-            del self.running[token]
-            proc.close()
+        for token in self.running:
+            self.running.kill(token)
             self._settle(self.tasks[token], outcome, None, message)
             stopped += 1
         return stopped

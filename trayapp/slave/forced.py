@@ -49,7 +49,7 @@ EXIT_REFUSED = 1
 
 
 def refusal_log(home: Home) -> Path:
-    return home.log_dir / "ssh-keys.log"
+    return home.ssh_keys_log
 
 
 def is_sftp_request(words: list[str]) -> bool:

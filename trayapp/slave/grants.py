@@ -7,12 +7,16 @@ slot is free the engine offers it (``grant``) to the master the policy in
 GRANT_TIMEOUT_S goes back to the pool. Usage is charged in slot-seconds as
 tasks run.
 
-:class:`Granting` is mixed into :class:`trayapp.slave.engine.SlaveEngine`, which
-provides ``sessions``, ``tasks``, ``running``, ``settings``, ``fairshare``,
-``rng``, ``accepts_work()`` and ``_check_disk()``.
+:class:`Granting` is owned by :class:`trayapp.slave.engine.SlaveEngine`, which
+routes ``demand`` and ``release`` to it, and tells it, as time passes, which
+masters' tasks ran (:meth:`Granting.charge_usage`) and who holds what when
+slots may be offered (:meth:`Granting.offer_free_slots`).
 """
 
 from __future__ import annotations
+
+import random
+from typing import Collection, Iterable
 
 from trayapp.slave.fairshare import FairShare
 from trayapp.wire.protocol import ProtocolError
@@ -22,9 +26,18 @@ GRANT_TIMEOUT_S = 10.0  # a grant not used by then goes back to the pool
 
 
 class Granting:
-    _last_charge: float
+    def __init__(self, fairshare: FairShare, rng: random.Random, *, slots: int, now: float,
+                 policy: str = "fair", weights: dict | None = None, caps: dict | None = None):
+        self.fairshare = fairshare
+        self.rng = rng
+        self.slots = slots
+        self.policy = policy  # "by_demand" exists only as the benchmark's baseline
+        # Configured by master name (user@pc) or master id.
+        self.weights = weights or {}
+        self.caps = caps or {}
+        self._last_charge = now
 
-    def _on_demand(self, session: Session, message: dict) -> None:
+    def on_demand(self, session: Session, message: dict) -> None:
         queued = message["queued"]
         if not isinstance(queued, int) or queued < 0:
             raise ProtocolError("demand must be a count")
@@ -32,46 +45,47 @@ class Granting:
         if queued == 0:
             session.grants.clear()
 
-    def _on_release(self, session: Session, message: dict) -> None:
+    def on_release(self, session: Session, message: dict) -> None:
         n = message["n"]
         if not isinstance(n, int) or n < 0:
             raise ProtocolError("release must be a count")
         del session.grants[:n]
 
-    def _charge_usage(self, now: float) -> None:
+    def charge_usage(self, now: float, running_masters: Iterable[str]) -> None:
+        """Charge each master a slot for the time since the last call, per task it runs."""
         elapsed = now - self._last_charge
         self._last_charge = now
         if elapsed <= 0:
             return
-        for token in self.running:
-            self.fairshare.charge(self.tasks[token].master, elapsed, now)
+        for master in running_masters:
+            self.fairshare.charge(master, elapsed, now)
 
-    def _grant(self, now: float) -> None:
-        for session in self.sessions.values():
+    def offer_free_slots(self, now: float, sessions: Collection[Session], *, running: int,
+                         holding: dict[str, int], may_grant: bool) -> None:
+        """Expire unused grants, then grant free slots one by one while masters
+        want them. ``running``: attempts that hold a slot; ``holding``: running
+        tasks by master; ``may_grant``: whether the slave takes work now."""
+        for session in sessions:
             session.grants = [t for t in session.grants if now - t < GRANT_TIMEOUT_S]
-        self._check_disk(now)
-        if not self.accepts_work():
+        if not may_grant:
             return
         while True:
-            outstanding = sum(len(s.grants) for s in self.sessions.values())
-            if len(self.running) + outstanding >= self.settings.slots:
+            outstanding = sum(len(s.grants) for s in sessions)
+            if running + outstanding >= self.slots:
                 return
-            holding: dict[str, int] = {}
-            for task in self.tasks.values():
-                if task.state == "running":
-                    holding[task.master] = holding.get(task.master, 0) + 1
+            held = dict(holding)
             wanting, by_master = {}, {}
-            for s in self.sessions.values():
+            for s in sessions:
                 if s.master:
                     wanting[s.master] = s.demand - len(s.grants)
                     by_master[s.master] = s
             for m, s in by_master.items():
-                holding[m] = holding.get(m, 0) + len(s.grants)
+                held[m] = held.get(m, 0) + len(s.grants)
             self._apply_share_settings(by_master)
-            if self.settings.grant_policy == "by_demand":
+            if self.policy == "by_demand":
                 chosen = FairShare.pick_by_demand(wanting, self.rng)
             else:
-                chosen = self.fairshare.pick(wanting, holding, now, self.rng)
+                chosen = self.fairshare.pick(wanting, held, now, self.rng)
             if chosen is None:
                 return
             session = by_master[chosen]
@@ -84,5 +98,5 @@ class Granting:
             session = by_master[master]
             return table.get(master, table.get(session.name))
 
-        self.fairshare.weights = {m: w for m in by_master if (w := lookup(self.settings.weights, m)) is not None}
-        self.fairshare.caps = {m: c for m in by_master if (c := lookup(self.settings.caps, m)) is not None}
+        self.fairshare.weights = {m: w for m in by_master if (w := lookup(self.weights, m)) is not None}
+        self.fairshare.caps = {m: c for m in by_master if (c := lookup(self.caps, m)) is not None}

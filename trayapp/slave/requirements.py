@@ -1,14 +1,46 @@
 """What a slave's task environment offers: its Python and Brian versions
 (reported to masters in the hello) and whether it meets a job's requirements
-(``requires = ["brian2 >= 2.5"]`` in the job's manifest), which the slave
-checks before it takes a task, so a job it cannot run goes elsewhere."""
+(``requires = ["brian2 >= 2.5"]`` in the job's manifest) as it is, or needs a
+job environment built for them (:mod:`trayapp.slave.environments`).
+
+What it offers is never stale: :class:`SitePackagesWatch` notices a package
+installed or removed in the task environment (an ``update-brian``, a pip
+install by hand) from the mtime of its site-packages folders, and both the
+requirement answers and the versions are read again at once, without a restart."""
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import threading
 import time
 from typing import Callable
+
+
+class SitePackagesWatch:
+    """The task environment's site-packages folders, and a stamp that changes
+    whenever a distribution is installed or removed there (an os.stat per folder)."""
+
+    def __init__(self, python: str):
+        script = ("import json, os, sys, sysconfig\n"
+                  "paths = {sysconfig.get_path('purelib'), sysconfig.get_path('platlib')}\n"
+                  "paths |= {p for p in sys.path if p.endswith(('site-packages', 'dist-packages'))}\n"
+                  "print(json.dumps(sorted(p for p in paths if os.path.isdir(p))))")
+        try:
+            out = subprocess.run([python, "-c", script], capture_output=True, text=True, timeout=60).stdout
+            self.folders = tuple(json.loads(out or "[]"))
+        except (OSError, subprocess.TimeoutExpired, ValueError):
+            self.folders = ()
+
+    def stamp(self) -> float:
+        newest = 0.0
+        for folder in self.folders:
+            try:
+                newest = max(newest, os.stat(folder).st_mtime)
+            except OSError:
+                continue
+        return newest
 
 
 def probe_versions(python: str) -> dict:
@@ -27,15 +59,20 @@ class RequirementChecker:
     """Checks a job's requirements (``brian2 >= 2.5``) against the task environment.
 
     Installed versions are read once per package from the task interpreter and
-    kept for a minute, so an update of Brian is noticed without a restart.
+    kept until the task environment changes (``watch``) or for ``ttl_s``.
     """
 
-    def __init__(self, python: str, ttl_s: float = 60.0):
+    def __init__(self, python: str, ttl_s: float = 60.0, watch: SitePackagesWatch | None = None):
         self.python = python
         self.ttl_s = ttl_s
+        self.watch = watch
+        self._stamp = watch.stamp() if watch else 0.0
         self._known: dict[str, tuple[float, str | None]] = {}
 
     def installed(self, name: str) -> str | None:
+        if self.watch is not None and (stamp := self.watch.stamp()) != self._stamp:
+            self._stamp = stamp
+            self._known = {}
         hit = self._known.get(name)
         if hit and time.monotonic() - hit[0] < self.ttl_s:
             return hit[1]
@@ -69,22 +106,30 @@ class RequirementChecker:
 
 
 class VersionProbe:
-    """The task environment's Python and Brian versions, read again every
-    ``ttl_s`` on a helper thread: the probe starts an interpreter, which must
-    never hold up the slave engine. ``on_change`` is called (from that thread)
-    after each new reading."""
+    """The task environment's Python and Brian versions, read again when the
+    environment changes (``watch``) or every ``ttl_s``, on a helper thread: the
+    probe starts an interpreter, which must never hold up the slave engine.
+    ``on_change`` is called (from that thread) after each new reading."""
 
-    def __init__(self, python: str, ttl_s: float = 600.0, on_change: Callable[[], None] | None = None):
+    def __init__(self, python: str, ttl_s: float = 600.0, on_change: Callable[[], None] | None = None,
+                 watch: SitePackagesWatch | None = None):
         self.python = python
         self.ttl_s = ttl_s
         self.on_change = on_change
+        self.watch = watch
+        self.seen_stamp = watch.stamp() if watch else 0.0
         self.versions = probe_versions(python)
         self._read_at = time.monotonic()
         self._probing = False
 
     def refresh(self) -> None:
-        """Start a new reading if the last one is older than ``ttl_s``."""
-        if self._probing or time.monotonic() - self._read_at < self.ttl_s:
+        """Start a new reading if the environment changed or the last one is older than ``ttl_s``."""
+        if self._probing:
+            return
+        changed = False
+        if self.watch is not None and (stamp := self.watch.stamp()) != self.seen_stamp:
+            self.seen_stamp, changed = stamp, True
+        if not changed and time.monotonic() - self._read_at < self.ttl_s:
             return
         self._probing = True
         threading.Thread(target=self._probe, name="version-probe", daemon=True).start()

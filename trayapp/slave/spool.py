@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 # SpoolTask's fields is a new format: bump this and append the step that
 # upgrades the previous one to _UPGRADES, so files on disk keep their meaning
 # and an older SpareCycles refuses the new files instead of misreading them.
-TASK_FORMAT = 1
+TASK_FORMAT = 2
 
 
 @dataclass
@@ -56,6 +56,7 @@ class SpoolTask:
     archive_sha: str
     time_limit_s: float | None = None
     cores: int = 1
+    memory_mb: int | None = None  # what the job asked for; the task's memory cap
     state: str = "running"  # running -> finished -> (acked: removed)
     pid: int | None = None
     created: float | None = None  # the process's create time: pid + created identify it
@@ -89,9 +90,14 @@ def _from_unversioned(data: dict) -> dict:
     return data
 
 
+def _with_a_memory_cap(data: dict) -> dict:
+    """Format 1 had no memory cap: such a task asked for no memory."""
+    return {**data, "memory_mb": None}
+
+
 # Entry N upgrades a task file of format N to N+1. Append only: released
 # spools were written in each format as it was.
-_UPGRADES = [_from_unversioned]
+_UPGRADES = [_from_unversioned, _with_a_memory_cap]
 
 
 def write_json_atomically(path: Path, data: dict) -> None:

@@ -17,6 +17,7 @@ rides in its ``finished`` message as ``results_inline``)::
     M: need_archive {sha}              S: archive {sha, present, upload_path}
     M: archive_uploaded {sha, path}    S: archive_ok {sha} | archive_bad {sha, reason}
     M: start {task...}                 S: started {token} | declined {token, reason}
+                                       S: preparing {token, detail}   (every few s while its job's environment is built)
                                        S: finished {token, outcome, exit_code, results_path, results_sha,
                                                     results_inline (base64, when small), ...}
     M: ack {token}                     S: (frees the spool)
@@ -59,12 +60,20 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "archive_ok": ("sha",),
     "archive_bad": ("sha", "reason"),
     "started": ("token",),
+    "preparing": ("token", "detail"),  # the task waits for its job's environment ("preparing environment (...), 40 s")
     "declined": ("token", "reason"),
     "finished": ("token", "outcome"),
     "tasks": ("tasks",),
     "state": ("state",),
     "error": ("reason",),
 }
+
+# Who sends what; each side keeps one table of handlers, one per type the
+# other side sends (a test holds them to these lists). The hello goes both ways.
+MASTER_TO_SLAVE = ("hello", "demand", "release", "need_archive", "archive_uploaded", "start", "cancel", "ack",
+                   "sync", "bye", "control")
+SLAVE_TO_MASTER = ("hello", "grant", "archive", "archive_ok", "archive_bad", "started", "preparing", "declined",
+                   "finished", "tasks", "state", "error")
 
 
 # What a slave says about one task: the ``finished`` message (with

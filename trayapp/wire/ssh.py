@@ -1,4 +1,4 @@
-"""Everything that touches paramiko: connecting to a slave, its host key, SFTP.
+"""Everything that touches paramiko: connecting to a slave or a login node, its host key, SFTP.
 
 Host keys are checked against SpareCycles' own ``known_hosts`` (in the config
 folder): an unknown key is refused until the user trusts it (``sparecycles
@@ -15,6 +15,7 @@ import logging
 import socket
 import stat
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Protocol
 
@@ -48,12 +49,12 @@ class HostKeyError(Exception):
     """The host's key is unknown or changed: the user must decide."""
 
 
+class LoginRefused(Exception):
+    """The host does not accept our user, key or password."""
+
+
 class ClientKeyError(Exception):
     """Our own private key cannot be unlocked (passphrase missing or wrong)."""
-
-
-def known_hosts_file(home: Home) -> Path:
-    return home.config_dir / "known_hosts"
 
 
 def host_key_name(address: str, port: int) -> str:
@@ -104,7 +105,7 @@ def fetch_host_key(address: str, port: int, timeout: float = CONNECT_TIMEOUT_S) 
 
 
 def trust_host_key(home: Home, address: str, port: int, key: paramiko.PKey) -> None:
-    path = known_hosts_file(home)
+    path = home.known_hosts
     keys = paramiko.HostKeys()
     if path.exists():
         keys.load(str(path))
@@ -127,10 +128,50 @@ def _fast_transport(sock, **kwargs) -> paramiko.Transport:
     return transport
 
 
-class SSHLink:
-    """One SSH connection to a slave: an exec channel running the agent, and SFTP."""
+def open_client(host: SSHTarget, known_hosts: Path) -> paramiko.SSHClient:
+    """An authenticated SSH connection to ``host``, its key checked against ``known_hosts``."""
+    client = paramiko.SSHClient()
+    if known_hosts.exists():
+        client.load_host_keys(str(known_hosts))
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    secret = secret_for(host)
+    key_file = str(Path(host.key_path).expanduser()) if host.key_path else None
+    try:
+        client.connect(host.address, port=host.port, username=host.user,
+                       key_filename=key_file, passphrase=secret, password=secret if not key_file else None,
+                       timeout=CONNECT_TIMEOUT_S, banner_timeout=CONNECT_TIMEOUT_S,
+                       auth_timeout=CONNECT_TIMEOUT_S, look_for_keys=key_file is None, allow_agent=True,
+                       transport_factory=_fast_transport)
+    except paramiko.BadHostKeyException as exc:
+        client.close()
+        raise HostKeyError(
+            f"the host key of {host.name} ({host.address}:{host.port}) has CHANGED to "
+            f"{fingerprint(exc.key)}; refusing to connect. If the PC was reinstalled, check the fingerprint "
+            f"on it and run: sparecycles hosts trust {host.name} --replace") from None
+    except paramiko.PasswordRequiredException:
+        client.close()
+        raise ClientKeyError(f"the key {key_file} is protected by a passphrase that is not in the OS keyring; "
+                             f"store it with: sparecycles hosts remove {host.name}, then hosts add ... "
+                             "--ask-secret") from None
+    except paramiko.SSHException as exc:
+        client.close()
+        if key_file and (str(exc).startswith("Invalid key") or "could not deserialize" in str(exc).lower()):
+            raise ClientKeyError(f"could not unlock the key {key_file}: wrong passphrase in the OS keyring, "
+                                 "or not a private key") from None
+        if "not found in known_hosts" in str(exc):
+            raise HostKeyError(f"the host key of {host.name} is not trusted yet; "
+                               f"run: sparecycles hosts trust {host.name}") from None
+        raise
+    transport = client.get_transport()
+    transport.set_keepalive(KEEPALIVE_S)
+    # Protocol lines are small and come in quick pairs (ack, then start):
+    # with Nagle's algorithm on, the second waits ~40 ms for a delayed ACK.
+    transport.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return client
 
-    results_in_place = False  # results come as archives, fetched and checked: a slave is not trusted
+
+class _Connection:
+    """An SSH connection to ``host`` (``self._client`` once open): files by SFTP, and closing it all."""
 
     def __init__(self, host: SSHTarget, known_hosts: Path):
         self.host = host
@@ -140,45 +181,64 @@ class SSHLink:
         self._channel: paramiko.Channel | None = None
         self._sftp: paramiko.SFTPClient | None = None
 
+    def _sftp_client(self) -> paramiko.SFTPClient:
+        if self._sftp is None:
+            self._sftp = self._client.open_sftp()
+        return self._sftp
+
+    def put(self, local: Path, remote: str) -> None:
+        sftp = self._sftp_client()
+        size = local.stat().st_size
+        with local.open("rb") as source, sftp.open(remote, "wb") as target:
+            # Pipelined: writes do not wait for each block's ack (a plain write
+            # loop is ~100x slower). Bigger requests than paramiko's 32 KiB halve
+            # the per-request work; OpenSSH's sftp-server takes up to 256 KiB.
+            target.set_pipelined(True)
+            target.MAX_REQUEST_SIZE = _SFTP_REQUEST
+            while chunk := source.read(_SFTP_REQUEST * 8):
+                target.write(chunk)
+        if sftp.stat(remote).st_size != size:
+            raise OSError(f"upload of {local.name} to {self.label} is short")
+
+    def fetch(self, remote: str, local: Path, *, max_bytes: int | None = None,
+              timeout_s: float | None = None) -> None:
+        """Download ``remote``: only a regular file (a device such as /dev/zero
+        never ends), of at most ``max_bytes``, within ``timeout_s``."""
+        sftp = self._sftp_client()
+        info = sftp.stat(remote)
+        if not stat.S_ISREG(info.st_mode or 0):
+            raise TransferRefused(f"{remote} on {self.label} is not a regular file")
+        if max_bytes is not None and (info.st_size or 0) > max_bytes:
+            raise TransferRefused(f"{remote} on {self.label} is {info.st_size} bytes, over the cap of {max_bytes}")
+        deadline = time.monotonic() + timeout_s if timeout_s is not None else None
+
+        def within_bounds(done: int, _total: int) -> None:
+            if max_bytes is not None and done > max_bytes:
+                raise TransferRefused(f"{remote} on {self.label} grew past the cap of {max_bytes} bytes")
+            if deadline is not None and time.monotonic() > deadline:
+                raise TransferRefused(f"{remote} on {self.label} took longer than {timeout_s:g} s to fetch")
+
+        # get() prefetches reads in parallel.
+        sftp.get(remote, str(local), callback=within_bounds)
+
+    def close(self) -> None:
+        for closer in (self._sftp, self._channel, self._client):
+            try:
+                if closer is not None:
+                    closer.close()
+            except Exception:  # noqa: BLE001 - closing a dead connection may fail in many ways
+                pass
+
+
+class SSHLink(_Connection):
+    """One SSH connection to a slave: an exec channel running the agent, and SFTP."""
+
+    results_in_place = False  # results come as archives, fetched and checked: a slave is not trusted
+
+
     def open(self) -> "SSHLink":
-        client = paramiko.SSHClient()
-        if self._known_hosts.exists():
-            client.load_host_keys(str(self._known_hosts))
-        client.set_missing_host_key_policy(paramiko.RejectPolicy())
-        secret = secret_for(self.host)
-        key_file = str(Path(self.host.key_path).expanduser()) if self.host.key_path else None
-        try:
-            client.connect(self.host.address, port=self.host.port, username=self.host.user,
-                           key_filename=key_file, passphrase=secret, password=secret if not key_file else None,
-                           timeout=CONNECT_TIMEOUT_S, banner_timeout=CONNECT_TIMEOUT_S,
-                           auth_timeout=CONNECT_TIMEOUT_S, look_for_keys=key_file is None, allow_agent=True,
-                           transport_factory=_fast_transport)
-        except paramiko.BadHostKeyException as exc:
-            client.close()
-            raise HostKeyError(
-                f"the host key of {self.host.name} ({self.host.address}:{self.host.port}) has CHANGED to "
-                f"{fingerprint(exc.key)}; refusing to connect. If the PC was reinstalled, check the fingerprint "
-                f"on it and run: sparecycles hosts trust {self.host.name} --replace") from None
-        except paramiko.PasswordRequiredException:
-            client.close()
-            raise ClientKeyError(f"the key {key_file} is protected by a passphrase that is not in the OS keyring; "
-                               f"store it with: sparecycles hosts remove {self.host.name}, then hosts add ... "
-                               "--ask-secret") from None
-        except paramiko.SSHException as exc:
-            client.close()
-            if key_file and (str(exc).startswith("Invalid key") or "could not deserialize" in str(exc).lower()):
-                raise ClientKeyError(f"could not unlock the key {key_file}: wrong passphrase in the OS keyring, "
-                                   "or not a private key") from None
-            if "not found in known_hosts" in str(exc):
-                raise HostKeyError(f"the host key of {self.host.name} is not trusted yet; "
-                                   f"run: sparecycles hosts trust {self.host.name}") from None
-            raise
-        transport = client.get_transport()
-        transport.set_keepalive(KEEPALIVE_S)
-        # Protocol lines are small and come in quick pairs (ack, then start):
-        # with Nagle's algorithm on, the second waits ~40 ms for a delayed ACK.
-        transport.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        channel = transport.open_session()
+        client = open_client(self.host, self._known_hosts)
+        channel = client.get_transport().open_session()
         channel.exec_command(self.host.agent_command)
         self._client, self._channel = client, channel
         return self
@@ -215,51 +275,53 @@ class SSHLink:
                               "(its logs/ssh-keys.log says why)") from None
         return self._sftp
 
-    def put(self, local: Path, remote: str) -> None:
-        sftp = self._sftp_client()
-        size = local.stat().st_size
-        with local.open("rb") as source, sftp.open(remote, "wb") as target:
-            # Pipelined: writes do not wait for each block's ack (a plain write
-            # loop is ~100x slower). Bigger requests than paramiko's 32 KiB halve
-            # the per-request work; OpenSSH's sftp-server takes up to 256 KiB.
-            target.set_pipelined(True)
-            target.MAX_REQUEST_SIZE = _SFTP_REQUEST
-            while chunk := source.read(_SFTP_REQUEST * 8):
-                target.write(chunk)
-        if sftp.stat(remote).st_size != size:
-            raise OSError(f"upload of {local.name} to {self.host.name} is short")
 
-    def fetch(self, remote: str, local: Path, *, max_bytes: int | None = None,
-              timeout_s: float | None = None) -> None:
-        """Download ``remote``: only a regular file (a device such as /dev/zero
-        never ends), of at most ``max_bytes``, within ``timeout_s``."""
-        sftp = self._sftp_client()
-        info = sftp.stat(remote)
-        if not stat.S_ISREG(info.st_mode or 0):
-            raise TransferRefused(f"{remote} on {self.host.name} is not a regular file")
-        if max_bytes is not None and (info.st_size or 0) > max_bytes:
-            raise TransferRefused(f"{remote} on {self.host.name} is {info.st_size} bytes, over the cap of "
-                                  f"{max_bytes}")
-        deadline = time.monotonic() + timeout_s if timeout_s is not None else None
+@dataclass(frozen=True)
+class CommandResult:
+    code: int
+    stdout: str
+    stderr: str
 
-        def within_bounds(done: int, _total: int) -> None:
-            if max_bytes is not None and done > max_bytes:
-                raise TransferRefused(f"{remote} on {self.host.name} grew past the cap of {max_bytes} bytes")
-            if deadline is not None and time.monotonic() > deadline:
-                raise TransferRefused(f"{remote} on {self.host.name} took longer than {timeout_s:g} s to fetch")
 
-        # get() prefetches reads in parallel.
-        sftp.get(remote, str(local), callback=within_bounds)
+class SSHShell(_Connection):
+    """One SSH connection that runs shell scripts (one exec channel each) and moves
+    files by SFTP: how a cluster's login node is driven, with no agent there."""
 
-    def close(self) -> None:
-        for closer in (self._sftp, self._channel, self._client):
-            try:
-                if closer is not None:
-                    closer.close()
-            except Exception:  # noqa: BLE001 - closing a dead connection may fail in many ways
-                pass
+
+    def open(self) -> "SSHShell":
+        try:
+            self._client = open_client(self.host, self._known_hosts)
+        except paramiko.AuthenticationException as exc:
+            raise LoginRefused(f"{self.host.user}@{self.host.address} could not log in: {exc}") from None
+        except (OSError, paramiko.SSHException) as exc:
+            raise LinkClosed(f"cannot reach {self.host.name} at {self.host.address}:{self.host.port}: {exc}") from None
+        return self
+
+    def run(self, script: str, timeout: float = 120.0) -> CommandResult:
+        """Run ``script`` with ``bash -s`` (fed on stdin, so no quoting meets the
+        login shell, whatever it is); its exit code and output."""
+        try:
+            channel = self._client.get_transport().open_session(timeout=CONNECT_TIMEOUT_S)
+            channel.settimeout(timeout)
+            channel.exec_command("bash -s")
+            channel.sendall(script.encode())
+            channel.shutdown_write()
+            # Outputs here are small (squeue lines, a few paths): reading one
+            # stream to its end, then the other, cannot fill paramiko's window.
+            out = channel.makefile("rb").read()
+            err = channel.makefile_stderr("rb").read()
+            code = channel.recv_exit_status()
+            channel.close()
+        except (OSError, paramiko.SSHException, EOFError) as exc:
+            raise LinkClosed(f"lost the connection to {self.label}: {exc}") from None
+        return CommandResult(code, out.decode(errors="replace"), err.decode(errors="replace"))
 
 
 def ssh_connector(home: Home) -> Callable[[SSHTarget], Callable[[], SSHLink]]:
-    known = known_hosts_file(home)
+    known = home.known_hosts
     return lambda host: (lambda: SSHLink(host, known).open())
+
+
+def shell_connector(home: Home) -> Callable[[SSHTarget], Callable[[], SSHShell]]:
+    known = home.known_hosts
+    return lambda host: (lambda: SSHShell(host, known).open())

@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import threading
+from typing import Iterator
 
+from trayapp.config import Config
+from trayapp.master.driver import HostDriver
+from trayapp.master.kinds.kind import Finding, HostKind, KindContext, QueueFacts
+from trayapp.master.kinds.slavehost import SLAVE_COLUMNS, describe_slave
+from trayapp.master.store import HostRecord, Store
 from trayapp.slave.engine import SlaveEngine
 from trayapp.wire.links import LocalLink
+
+LOCAL_HOST = "local"
 
 
 class LocalSlave:
@@ -25,3 +33,70 @@ class LocalSlave:
     def stop(self, timeout: float = 20.0) -> None:
         self.engine.request_stop()
         self._thread.join(timeout)
+        self.engine.close()
+
+
+class LocalDriver:
+    """The local host's driver: the engine thread, and a host driver talking
+    to it over a socket pair with the same protocol as any remote slave."""
+
+    def __init__(self, slave: LocalSlave, driver: HostDriver):
+        self.slave = slave
+        self.driver = driver
+
+    @property
+    def engine(self) -> SlaveEngine:
+        return self.slave.engine
+
+    def start(self) -> None:
+        self.slave.start()
+        self.driver.start()
+
+    def stop(self, *, retire: bool = False) -> None:
+        self.driver.stop(retire=retire)
+
+    def join(self, timeout: float | None = None) -> None:
+        # The engine goes last: the driver's goodbye tells it to stop our tasks.
+        self.driver.join(timeout)
+        self.slave.stop()
+
+    def is_connected(self) -> bool:
+        return self.driver.is_connected()
+
+    def refusal(self, job_seq: int) -> str | None:
+        return self.driver.refusal(job_seq)
+
+
+class LocalKind(HostKind):
+    name = "local"
+    summary = "this PC's own cores"
+    columns = SLAVE_COLUMNS
+    builtin_host = LOCAL_HOST
+
+    def where(self, host: HostRecord) -> str:
+        return "this PC"
+
+    def prepare(self, store: Store, config: Config) -> None:
+        if config.run_locally:
+            store.ensure_local_host(LOCAL_HOST)
+
+    def is_driven(self, host: HostRecord, config: Config) -> bool:
+        return config.run_locally
+
+    def build_driver(self, host: HostRecord, context: KindContext) -> LocalDriver:
+        slave = LocalSlave(context.build_local_engine())
+        # A stopped dispatcher must not leave work running unobserved on this
+        # PC: on stop, the engine stops our tasks and they go back to the queue.
+        return LocalDriver(slave, HostDriver(host.name, context.open_store, slave.link, context.driver_settings,
+                                             cap=None, on_stop_stop_tasks=True))
+
+    def describe(self, host: HostRecord, facts: QueueFacts) -> dict:
+        return describe_slave(host, facts)
+
+    def test(self, host: HostRecord, context: KindContext) -> Iterator[Finding]:
+        from trayapp.install.taskenv import task_interpreter
+
+        config = context.config
+        yield Finding("runs tasks here", "yes" if config.run_locally else "no (run_locally is off in the settings)")
+        yield Finding("slots", str(config.effective_slots))
+        yield Finding("tasks run with", task_interpreter(config.task_python, home=context.home))

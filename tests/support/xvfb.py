@@ -13,16 +13,17 @@ import os
 import shutil
 import subprocess
 import time
+from pathlib import Path
 
-import pytest
 
-HAVE_XVFB = shutil.which("Xvfb") is not None and shutil.which("xdotool") is not None
-needs_xvfb = pytest.mark.skipif(not HAVE_XVFB, reason="needs Xvfb and xdotool (scripts/system-packages.sh)")
+def have_xvfb() -> bool:
+    return shutil.which("Xvfb") is not None and shutil.which("xdotool") is not None
 
 
 class Xvfb:
-    def __init__(self, width: int = 1024, height: int = 768):
+    def __init__(self, width: int = 1024, height: int = 768, log: Path | None = None):
         self.size = (width, height)
+        self.log = log  # the server's messages; None: dropped
         self.proc: subprocess.Popen | None = None
         self.display = ""
 
@@ -31,7 +32,8 @@ class Xvfb:
         self.proc = subprocess.Popen(
             ["Xvfb", "-displayfd", str(write_fd), "-screen", "0", f"{self.size[0]}x{self.size[1]}x24",
              "-nolisten", "tcp", "-noreset"],
-            pass_fds=(write_fd,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            pass_fds=(write_fd,), stdout=subprocess.DEVNULL,
+            stderr=open(self.log, "ab") if self.log is not None else subprocess.DEVNULL)
         os.close(write_fd)
         deadline = time.monotonic() + timeout
         number = b""
@@ -39,14 +41,17 @@ class Xvfb:
             while not number.endswith(b"\n"):
                 if time.monotonic() > deadline or self.proc.poll() is not None:
                     self.stop()
-                    raise RuntimeError("Xvfb did not start")
+                    raise RuntimeError(f"Xvfb did not start{self._log_text()}")
                 chunk = reader.read(1)
                 if not chunk:
                     self.stop()
-                    raise RuntimeError("Xvfb closed its display pipe without a number")
+                    raise RuntimeError(f"Xvfb closed its display pipe without a number{self._log_text()}")
                 number += chunk
         self.display = f":{int(number)}"
         return self
+
+    def _log_text(self) -> str:
+        return f": {self.log.read_text(errors='replace')}" if self.log is not None and self.log.exists() else ""
 
     @property
     def env(self) -> dict[str, str]:

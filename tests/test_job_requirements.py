@@ -1,0 +1,35 @@
+"""A job's requirements from sparecycles.toml and requirements.txt, checked at
+submit time, with a word on what each will need."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import make_job
+from trayapp.errors import UserError
+from trayapp.job.submit import submit_job
+
+
+def test_requirements_txt_joins_the_manifest_and_submit_says_what_each_needs(app, tmp_path):
+    folder, _ = make_job(tmp_path / "job", "print(1)\n", extra_files={
+        "sparecycles.toml": 'requires = ["brian2 >= 2.5"]\n',
+        "requirements.txt": "# plots\nmatplotlib  # for figures\nbrian2 >= 2.5\n\nscipy >= 1.0 ; python_version >= '3'\n"})
+    sub = submit_job(app.store, app.home, app.config, folder)
+    row = app.store._db.execute("SELECT requires FROM jobs WHERE id=?", (sub.job.id,)).fetchone()[0]
+    assert row == '["brian2 >= 2.5", "matplotlib", "scipy >= 1.0 ; python_version >= \'3\'"]'
+    notes = "\n".join(sub.notes)
+    assert "brian2 >= 2.5: this PC's task environment has brian2" in notes
+    assert "matplotlib: will be installed on each host that lacks it, about 15 s the first time" in notes
+
+
+@pytest.mark.parametrize("line, problem", [
+    ("brian2 >>> 2", "line 2: 'brian2 >>> 2' is not a valid requirement"),
+    ("-e ./mypackage", "line 2: pip option '-e' is not supported"),
+    ("--index-url https://example.org/simple", "line 2: pip option '--index-url' is not supported"),
+])
+def test_a_malformed_requirements_line_is_refused_with_a_fix(app, tmp_path, line, problem):
+    folder, _ = make_job(tmp_path / "job", "print(1)\n", extra_files={"requirements.txt": f"numpy\n{line}\n"})
+    with pytest.raises(UserError, match=problem) as caught:
+        submit_job(app.store, app.home, app.config, folder)
+    assert caught.value.fix
+    assert app.store.jobs() == [], "nothing is queued when the input is wrong"

@@ -1,0 +1,81 @@
+"""A job's requirements: ``requires`` in ``sparecycles.toml`` and/or a
+``requirements.txt`` in the job folder (PEP 508 lines, as pip reads them,
+without pip's options), and what each will cost, said at submit time.
+
+Every host runs the job in an environment that meets them: its task
+environment where that already does, else one it builds once for the set
+(:mod:`trayapp.install.envs`). Where packages come from is the lab's setting
+(``package_index``, ``wheel_folder``), not the job's, so options such as
+``--index-url`` or ``-e .`` are refused with a fix rather than ignored.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from trayapp.errors import UserError
+from trayapp.job.manifest import Manifest
+
+REQUIREMENTS_FILE = "requirements.txt"
+# A Brian + matplotlib environment on a cold cache (bench/env_build.py: uv 4 s, pip 34 s on a fast
+# network), rounded up for a lab's slower one.
+FIRST_BUILD_S = {"uv": 15.0, "pip": 45.0}
+_FIX = 'write one package per line with an optional version, e.g. "brian2 == 2.8.0" or "matplotlib"'
+
+
+def read_requirements_file(path: Path) -> tuple[str, ...]:
+    """The requirements of a ``requirements.txt``; a line that is not one is a :class:`UserError`."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read {path}: {exc}", "make it a readable UTF-8 text file, or remove it") from exc
+    found = []
+    logical = re.sub(r"\\\n", "", text)  # pip joins lines ending in a backslash
+    for number, raw in enumerate(logical.splitlines(), 1):
+        line = re.sub(r"(^|\s)#.*$", "", raw).strip()
+        if not line:
+            continue
+        if line.startswith("-"):
+            raise UserError(f"{path} line {number}: pip option {line.split()[0]!r} is not supported in a job",
+                            "list packages only; where they come from is the lab's package_index or wheel_folder "
+                            "setting, and a package of your own can live in the job folder as a module")
+        try:
+            Requirement(line)
+        except InvalidRequirement as exc:
+            raise UserError(f"{path} line {number}: {line!r} is not a valid requirement "
+                            f"({str(exc).splitlines()[0]})", _FIX) from None
+        found.append(line)
+    return tuple(found)
+
+
+def job_requirements(folder: Path, manifest: Manifest) -> tuple[str, ...]:
+    """The manifest's requirements and the folder's ``requirements.txt``, in that order, without repeats."""
+    listed = list(manifest.requires)
+    path = Path(folder) / REQUIREMENTS_FILE
+    if path.is_file():
+        listed += read_requirements_file(path)
+    return tuple(dict.fromkeys(listed))
+
+
+def requirement_notes(requires: tuple[str, ...], installed, past_build_s: list[float],
+                      installer: str = "uv") -> tuple[str, ...]:
+    """One line per requirement saying what it will need: ``installed(name)`` is
+    the version in this PC's task environment (or None); ``past_build_s`` the
+    durations of environments built here before, for the estimate."""
+    from packaging.requirements import Requirement
+
+    estimate = max(past_build_s) if past_build_s else FIRST_BUILD_S[installer]
+    notes = []
+    for text in requires:
+        requirement = Requirement(text)
+        have = installed(requirement.name)
+        if have is not None and requirement.specifier.contains(have, prereleases=True):
+            notes.append(f"{text}: this PC's task environment has {requirement.name} {have}; hosts that lack it "
+                         "install it")
+        else:
+            notes.append(f"{text}: will be installed on each host that lacks it, about {estimate:.0f} s the first "
+                         "time (then reused)")
+    return tuple(notes)

@@ -1,0 +1,121 @@
+"""The hosts a master sends work to: adding, removing, trusting, listing and
+testing them. The CLI (``sparecycles hosts ...``) and the window call these
+same functions; they check the input, raise :class:`UserError` naming the
+problem and the fix, and print nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+from trayapp.errors import UserError
+from trayapp.master.hostkeys import PresentedKey, presented_key, refuse_a_changed_key, trust_key
+from trayapp.master.kinds import KINDS, Column, Finding, HostKind, KindContext, KindRegistry, QueueFacts
+from trayapp.master.store import HostRecord, Store
+from trayapp.status import AttemptOutcome
+
+
+@dataclass(frozen=True)
+class HostView:
+    """A host as ``hosts list`` and the window's hosts table show it."""
+
+    name: str
+    kind: str
+    where: str  # in a few words, from its kind
+    state: str
+    reason: str | None
+    last_seen: float | None
+    fields: dict  # the kind's own (``HostKind.describe``), and the row's address, port and user
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "kind": self.kind, "state": self.state, "reason": self.reason,
+                "last_seen": self.last_seen, **self.fields}
+
+    def cells(self, columns: tuple[Column, ...]) -> tuple[str | None, ...]:
+        """The text of each of ``columns`` (None where this host has no value)."""
+        return tuple(column.text(self.fields) for column in columns)
+
+
+def host_views(store: Store, kinds: KindRegistry = KINDS, master_id: str | None = None) -> list[HostView]:
+    """Every host as its kind describes it; ``master_id``: whose share to show."""
+    views = []
+    for host in store.hosts():
+        facts = QueueFacts(running=store.running_on(host.name), master_id=master_id)
+        try:
+            kind = kinds.get(host.kind)
+            fields, where = kind.describe(host, facts), kind.where(host)
+        except UserError:  # added by a newer SpareCycles: listed, not described
+            fields, where = {"running": facts.running}, host.address
+        views.append(HostView(host.name, host.kind, where, host.state, host.reason, host.last_seen,
+                              {"address": host.address, "port": host.port, "user": host.user, **fields}))
+    return views
+
+
+class Hosts:
+    def __init__(self, store: Store, context: KindContext, kinds: KindRegistry = KINDS):
+        self.store = store
+        self.context = context
+        self.kinds = kinds
+
+    def add(self, name: str, kind: str, values: dict) -> HostRecord:
+        """Add a host of ``kind`` from its ``hosts add`` options (dest -> value,
+        None meaning not given)."""
+        found = self.kinds.get(kind)
+        owner = self.kinds.owner_of_name(name)
+        if owner is not None:
+            raise UserError(f"'{name}' is the name of {owner.summary}", "choose another name")
+        if found.builtin_host is not None:
+            raise UserError(f"hosts of kind '{kind}' are not added by hand",
+                            "use one of: " + ", ".join(k.name for k in self.kinds.addable()))
+        return found.add(self.store, name, values)
+
+    def kind_of(self, host: HostRecord) -> HostKind:
+        return self.kinds.get(host.kind)
+
+    def remove(self, name: str) -> int:
+        """Forget the host; its unfinished tasks go back to the queue. Returns how many."""
+        host = self.store.host(name)
+        owner = self.kinds.owner_of_name(name)
+        if owner is not None and owner.name == host.kind:
+            raise UserError(f"'{name}' is {owner.summary}; it cannot be removed",
+                            "to run no tasks on it, set run_locally = false in the settings")
+        running = self.store.running_on(name)
+        self.store.remove_host(name)
+        for attempt in self.store.open_attempts(name):
+            self.store.finish_attempt(attempt.attempt_id, AttemptOutcome.HOST_LOST,
+                                      message=f"host {name} was removed; the task will run elsewhere")
+        return running
+
+    def presented_key(self, name: str) -> PresentedKey:
+        """The SSH key the host presents now, compared with the one we trust."""
+        host = self.store.host(name)
+        endpoint = self.kind_of(host).key_endpoint(host)
+        if endpoint is None:
+            raise UserError(f"{name} is a host of kind '{host.kind}'; it has no SSH key to trust")
+        return presented_key(self.context.home, host.name, *endpoint)
+
+    @staticmethod
+    def refuse_a_changed_key(key: PresentedKey, *, replace: bool, unseen: bool = False) -> None:
+        """Raise unless the key may be trusted as it is (a changed key needs
+        ``replace``, and is never replaced ``unseen``: without the user comparing
+        its fingerprint)."""
+        refuse_a_changed_key(key, replace=replace, unseen=unseen)
+
+    def trust(self, key: PresentedKey, *, fingerprint: str | None = None, replace: bool = False) -> None:
+        """Trust the key the user saw; ``fingerprint``: only if it still has it."""
+        trust_key(self.context.home, key, fingerprint=fingerprint, replace=replace)
+
+    def trust_by_fingerprint(self, name: str, fingerprint: str, *, replace: bool = False) -> PresentedKey:
+        """Fetch the host's key again and trust it if it has ``fingerprint``."""
+        key = self.presented_key(name)
+        self.trust(key, fingerprint=fingerprint, replace=replace)
+        return key
+
+    def rows(self) -> list[HostView]:
+        return host_views(self.store, self.kinds, self.context.identity[0])
+
+    def test(self, name: str) -> Iterator[Finding]:
+        """Check the host step by step, as its kind does (see ``HostKind.test``)."""
+        host = self.store.host(name)
+        return self.kind_of(host).test(host, self.context)

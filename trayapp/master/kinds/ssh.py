@@ -1,0 +1,120 @@
+"""The ``ssh`` host kind: a desktop PC running the slave daemon, reached over
+SSH (``sparecycles agent`` on an exec channel, files by SFTP).
+
+paramiko is imported only when a host is driven or checked, so commands that
+touch no host start without it.
+"""
+
+from __future__ import annotations
+
+import getpass
+from typing import Callable, Generator, Iterator, TypeVar
+
+from trayapp.errors import UserError
+from trayapp.master.driver import HostDriver
+from trayapp.master.hostkeys import presented_key
+from trayapp.master.kinds.kind import AddOption, Finding, HostKind, KindContext, QueueFacts
+from trayapp.master.kinds.slavehost import SLAVE_COLUMNS, describe_slave, exchange_hello, hello_text
+from trayapp.master.store import HostRecord, Store
+
+DEFAULT_AGENT_COMMAND = "sparecycles agent"
+T = TypeVar("T")
+
+
+def login_options(address_help: str) -> tuple[AddOption, ...]:
+    """The ``hosts add`` options of any host reached over SSH."""
+    return (
+        AddOption("--host", address_help, required=True),
+        AddOption("--port", "its SSH port", type=int, default=22),
+        AddOption("--user", "SSH user (default: yours)"),
+        AddOption("--key", "private key file (default: your SSH agent and ~/.ssh keys)"),
+        AddOption("--ask-secret", "ask for the key passphrase or password and keep it in the OS keyring",
+                  secret=True),
+    )
+
+
+class SSHKind(HostKind):
+    name = "ssh"
+    summary = "a desktop PC running the slave daemon, reached over SSH"
+    options = (
+        *login_options("address of the PC"),
+        AddOption("--agent-command", "command that starts the agent there", default=DEFAULT_AGENT_COMMAND),
+        AddOption("--slots", "at most this many of our tasks there at once", type=int),
+    )
+    columns = SLAVE_COLUMNS
+
+    def record(self, values: dict) -> dict:
+        if values["slots"] is not None and values["slots"] < 1:
+            raise UserError(f"--slots must be at least 1, not {values['slots']}")
+        if not 0 < values["port"] < 65536:
+            raise UserError(f"--port must be between 1 and 65535, not {values['port']}")
+        return {"address": values["host"], "port": values["port"], "user": values["user"] or getpass.getuser(),
+                "key_path": values["key"], "agent_command": values["agent_command"], "slots": values["slots"]}
+
+    def add(self, store: Store, name: str, values: dict) -> HostRecord:
+        host = super().add(store, name, values)
+        if values.get("ask_secret"):
+            from trayapp.wire.ssh import store_secret
+
+            try:
+                store_secret(host, values["ask_secret"])
+            except BaseException:
+                store.remove_host(host.name)  # a host that cannot log in is not half added
+                raise
+        return host
+
+    def where(self, host: HostRecord) -> str:
+        return f"{host.user}@{host.address}:{host.port}"
+
+    def next_step(self, host: HostRecord) -> str:
+        return f"next: check its key fingerprint and trust it: sparecycles hosts trust {host.name}"
+
+    def key_endpoint(self, host: HostRecord) -> tuple[str, int]:
+        return host.address, host.port
+
+    def build_driver(self, host: HostRecord, context: KindContext) -> HostDriver:
+        from trayapp.wire.ssh import ssh_connector
+
+        # Remote tasks go on when the dispatcher stops; their results wait in the slave's spool.
+        return HostDriver(host.name, context.open_store, ssh_connector(context.home)(host), context.driver_settings,
+                          cap=host.slots, on_stop_stop_tasks=False)
+
+    def describe(self, host: HostRecord, facts: QueueFacts) -> dict:
+        return describe_slave(host, facts)
+
+    def test(self, host: HostRecord, context: KindContext) -> Iterator[Finding]:
+        from trayapp.wire.ssh import SSHLink
+
+        link = yield from log_in(host, context, lambda: SSHLink(host, context.home.known_hosts).open())
+        try:
+            yield Finding("login", f"{host.user}@{host.address}, started '{host.agent_command}'")
+            yield Finding("slave", hello_text(exchange_hello(link, context.identity)))
+        finally:
+            link.close()
+
+
+def log_in(host: HostRecord, context: KindContext, connect: Callable[[], T]) -> Generator[Finding, None, T]:
+    """The first steps of ``hosts test`` for any host reached over SSH: it answers,
+    its key is trusted, we can log in; returns the open connection."""
+    import paramiko
+
+    from trayapp.wire.links import LinkClosed
+    from trayapp.wire.ssh import ClientKeyError, HostKeyError, LoginRefused
+
+    key = presented_key(context.home, host.name, host.address, host.port)
+    yield Finding("reachable", f"{host.address}:{host.port} answers SSH")
+    if key.known != "trusted":
+        raise UserError(f"{host.name} presents {key.key_type} {key.fingerprint}, which is "
+                        + ("NOT the key trusted before" if key.known == "changed" else "not trusted yet"),
+                        f"compare it with the PC's own, then: sparecycles hosts trust {host.name}"
+                        + (" --replace" if key.known == "changed" else ""))
+    yield Finding("host key", f"{key.key_type} {key.fingerprint}, trusted")
+    try:
+        return connect()
+    except (HostKeyError, ClientKeyError) as exc:
+        raise UserError(str(exc)) from None
+    except (paramiko.AuthenticationException, LoginRefused) as exc:
+        raise UserError(f"{host.user}@{host.address} could not log in: {exc}",
+                        "check --user and --key, or store the password with 'hosts add ... --ask-secret'") from None
+    except (OSError, paramiko.SSHException, LinkClosed) as exc:
+        raise UserError(f"could not log in to {host.name}: {exc}") from None

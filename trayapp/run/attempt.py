@@ -1,0 +1,74 @@
+"""One attempt's folder and command: what a task gets, whichever runner runs it.
+
+The job folder contract (see the design page) says a task runs in a fresh
+copy of its job folder, gets its parameter set as JSON in ``sys.argv[1]``
+and in ``params.json`` (a pickled set as ``params.pkl``, see
+:mod:`trayapp.taskparams`), and ``SPARECYCLES_TASK``/``SPARECYCLES_JOB`` in
+its environment. Each attempt also gets its slot's compiler cache and a
+scratch folder (:mod:`trayapp.run.taskcache`). This module turns that into a
+:class:`~trayapp.run.runner.Launch`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from trayapp.run.runner import Launch
+from trayapp.run.taskcache import prepare_task_caches, task_cache_environment, task_writable
+from trayapp.taskparams import task_argument, write_task_params
+
+_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
+
+
+def prepare(task_dir: Path, template: Path, params: object, *, cache_dir: Path | None = None,
+            cores: int = 1) -> None:
+    """Make the attempt's folder: a fresh copy of the job folder plus params.json
+    (and params.pkl), and, given its slot's ``cache_dir``, its caches and scratch folder."""
+    work = task_dir / "work"
+    if work.exists():  # left over from a start that crashed half-way
+        shutil.rmtree(work)
+    task_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(template, work)
+    write_task_params(work, params)
+    if cache_dir is not None:
+        prepare_task_caches(work, task_dir, cache_dir, cores)
+
+
+def task_launch(token: str, task_dir: Path, *, python: str, main: str, params: object, job_id: str, idx: int,
+                slot: int = 0, cores: int = 1, nice: int = 10, time_limit_s: float | None = None,
+                memory_mb: int | None = None, max_processes: int | None = None,
+                cache_dir: Path | None = None) -> Launch:
+    """The attempt's launch; ``python`` is the task environment's interpreter or
+    its job environment's, ``cache_dir`` its slot's compiler cache."""
+    env = {
+        "SPARECYCLES_TASK": str(idx),
+        "SPARECYCLES_JOB": job_id,
+        "PYTHONUNBUFFERED": "1",  # so stdout.txt shows progress while the task runs
+    }
+    # One slot is one core: numerical libraries must not each spawn a thread
+    # per core, or N tasks on N cores fight over N*N threads.
+    for variable in _THREAD_VARIABLES:
+        env[variable] = str(cores)
+    writable: tuple[Path, ...] = ()
+    if cache_dir is not None:
+        env.update(task_cache_environment(task_dir, cache_dir, cores))
+        writable = task_writable(task_dir, cache_dir)
+    return Launch(token=token, task_dir=task_dir, argv=(python, main, task_argument(params)), env=env, slot=slot,
+                  cores=cores, nice=nice, time_limit_s=time_limit_s, memory_mb=memory_mb,
+                  max_processes=max_processes, writable=writable)
+
+
+def tail_of(path: Path, max_bytes: int = 2000, max_lines: int = 20) -> str:
+    """The last lines of a task's output file (what a failed task's message shows)."""
+    try:
+        with path.open("rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - max_bytes))
+            data = fh.read()
+    except OSError:
+        return ""
+    lines = data.decode("utf-8", "replace").splitlines()[-max_lines:]
+    return "\n".join(lines)

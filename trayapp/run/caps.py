@@ -1,0 +1,98 @@
+"""A task's memory and process caps, and how a task over its memory is told apart.
+
+Two ways to hold a task to its caps, the better one where the system allows:
+
+- its cgroup (:mod:`trayapp.run.cgroup`) with the memory and pids controllers:
+  ``memory.max`` counts what the task really uses, and the kernel's OOM
+  killer ends the whole task when it goes over; ``pids.max`` stops a fork
+  bomb at the cap;
+- otherwise resource limits set by the shell that starts the task:
+  ``RLIMIT_AS`` (address space: an allocation over the cap fails, which
+  Python reports as ``MemoryError``) and ``RLIMIT_NPROC``. The process count
+  is per user, so it is set only inside the sandbox, whose user namespace
+  (Linux 5.14+) counts the task's processes alone; outside one it would count
+  every program of the lender's. The kernel does not apply ``RLIMIT_NPROC``
+  to root, so a slave run as root caps processes only through a cgroup.
+
+The memory cap of a task is what its job asks for (``memory`` in the job's
+``sparecycles.toml``), within the slave's ``max_task_memory_mb``; a job that
+asks for more than a slave lends is declined there.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+
+# Stops well before the PC itself runs out, whatever the task asked for.
+AUTOMATIC_SHARE_OF_RAM = 0.75
+
+_ALLOCATION_FAILED = re.compile(r"MemoryError|Cannot allocate memory|std::bad_alloc|[Oo]ut of memory")
+
+
+@dataclass(frozen=True)
+class TaskCaps:
+    memory_mb: int | None = None
+    processes: int | None = None
+
+
+def physical_memory_mb() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") >> 20
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def slave_memory_limit_mb(max_task_memory_mb: int) -> int | None:
+    """The most one task may use here: the setting, or (0) three quarters of the PC's memory."""
+    if max_task_memory_mb > 0:
+        return max_task_memory_mb
+    total = physical_memory_mb()
+    return int(total * AUTOMATIC_SHARE_OF_RAM) if total else None
+
+
+def memory_refusal(requested_mb: int | None, limit_mb: int | None) -> str | None:
+    """Why this slave cannot take a task that asks for ``requested_mb``, or None."""
+    if requested_mb is not None and limit_mb is not None and requested_mb > limit_mb:
+        return (f"the job asks for {requested_mb} MB of memory per task; this PC lends at most "
+                f"{limit_mb} MB (max_task_memory_mb)")
+    return None
+
+
+def caps_for(requested_mb: int | None, limit_mb: int | None, processes: int) -> TaskCaps:
+    return TaskCaps(memory_mb=requested_mb or limit_mb, processes=processes or None)
+
+
+def limits_prefix(memory_mb: int | None, processes: int | None) -> list[str]:
+    """A command prefix that sets the given rlimits (hard and soft) and then
+    runs the rest; empty when there is nothing to set. ``ulimit`` is built into
+    ``sh``: no extra program, one exec of the shell."""
+    settings = []
+    if memory_mb:
+        settings.append(f"ulimit -v {memory_mb * 1024}")  # in KiB
+    if processes:
+        settings.append(f"ulimit -p {processes}" if _shell_is_dash() else f"ulimit -u {processes}")
+    if not settings:
+        return []
+    return ["/bin/sh", "-c", " && ".join(settings) + ' && exec "$@"', "sparecycles-limits"]
+
+
+def _shell_is_dash() -> bool:
+    """dash names the process limit ``-p``, bash and busybox ``-u``."""
+    try:
+        return os.path.basename(os.path.realpath("/bin/sh")) == "dash"
+    except OSError:
+        return False
+
+
+def memory_failure(caps: TaskCaps, exit_code: int | None, stderr_tail: str, *, oom_killed: bool) -> str | None:
+    """The reason a task ended, when it ended over its memory cap; else None."""
+    if not caps.memory_mb:
+        return None
+    if oom_killed:
+        return f"killed: over its memory cap of {caps.memory_mb} MB"
+    if exit_code not in (None, 0) and _ALLOCATION_FAILED.search(stderr_tail or ""):
+        return (f"failed: over its memory cap of {caps.memory_mb} MB (an allocation was refused, "
+                f"exit code {exit_code})")
+    return None

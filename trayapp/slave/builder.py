@@ -1,0 +1,40 @@
+"""The one recipe for a slave engine from the settings: the daemon that lends
+this PC to masters and the master's own cores (an engine on a thread of the
+master) are built alike, so a setting such as ``min_free_mb`` or a master's
+cap means the same on both."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from trayapp.config import Config
+from trayapp.home import Home
+from trayapp.install.envs import env_store_for
+from trayapp.install.taskenv import task_interpreter
+from trayapp.run.choice import task_runner
+from trayapp.slave.engine import SlaveEngine, SlaveSettings
+from trayapp.slave.fairshare import FairShare
+from trayapp.slave.spool import Spool
+
+
+def build_engine(config: Config, home: Home, identity: tuple[str, str], spool_dir: Path, *,
+                 in_process: bool = False, slots: int | None = None) -> SlaveEngine:
+    """A slave engine keeping its tasks in ``spool_dir``; ``in_process``: it runs
+    on a thread of the master (results handed over as folders, its runner lowers
+    the engine thread's priority, no cgroups); ``slots`` overrides the configured number."""
+    slave_id, name = identity
+    settings = SlaveSettings(slots=slots or config.effective_slots,
+                             python=task_interpreter(config.task_python, home=home),
+                             nice=config.nice, max_results_mb=config.max_results_mb,
+                             min_free_mb=config.min_free_mb, name=name, weights=config.master_weights,
+                             caps=config.master_caps, grant_policy=config.grant_policy,
+                             preempt=config.preempt, suspend_grace_s=config.suspend_grace_s, in_process=in_process,
+                             max_task_memory_mb=config.max_task_memory_mb,
+                             max_task_processes=config.max_task_processes)
+    # A sandbox never shows a task the lender's home or this PC's SpareCycles data (other tasks, the daemon's socket).
+    runner = task_runner(in_process=in_process, sandbox=config.sandbox, network=config.sandbox_network,
+                         python=settings.python, hidden=(str(Path.home()), str(Path(spool_dir).parent)))
+    envs = env_store_for(home.data_dir, settings.python, package_index=config.package_index,
+                         wheel_folder=config.wheel_folder, max_gb=config.envs_max_gb)
+    return SlaveEngine(Spool(spool_dir), settings, slave_id=slave_id, runner=runner,
+                       fairshare=FairShare(half_life_s=config.fair_share_half_life_s), envs=envs)

@@ -1,0 +1,95 @@
+"""The files a slave exchanges with its masters: job archives in, small results out.
+
+A master asks whether the slave has a job's archive (``need_archive``),
+uploads it by SFTP where the slave says, and tells it (``archive_uploaded``);
+the slave checks its hash and unpacks it once, so each task's start copies
+the unpacked folder. A finished task's results archive rides in its
+``finished`` message when it is small; a larger one is fetched by SFTP.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import re
+from pathlib import Path
+
+from trayapp.slave.session import Session
+from trayapp.slave.spool import Spool, SpoolTask
+from trayapp.wire.archive import ChecksumMismatchError, UnsafeArchiveError, ensure_unpacked
+from trayapp.wire.protocol import INLINE_RESULTS_MAX, ProtocolError
+
+log = logging.getLogger(__name__)
+
+SHA = re.compile(r"^[0-9a-f]{64}$")
+
+
+class ArchiveRefused(Exception):
+    """A task cannot start from its archive; ``reason`` is what its master is told."""
+
+    def __init__(self, reason: str, *, retry: bool = True, spool_problem: bool = False):
+        super().__init__(reason)
+        self.reason = reason
+        self.retry = retry
+        self.spool_problem = spool_problem  # the spool itself is at fault: the slave takes no work
+
+
+class Transfers:
+    def __init__(self, spool: Spool, *, min_free_mb: int):
+        self.spool = spool
+        self.min_free_mb = min_free_mb
+
+    def on_need_archive(self, session: Session, message: dict) -> None:
+        sha = message["sha"]
+        if not isinstance(sha, str) or not SHA.match(sha):
+            raise ProtocolError("need_archive without a sha256")
+        if self.spool.has_archive(sha):
+            session.send("archive", sha=sha, present=True)
+        else:
+            session.send("archive", sha=sha, present=False, upload_path=str(self.spool.upload_path(sha)))
+
+    def on_archive_uploaded(self, session: Session, message: dict) -> None:
+        sha, path = message["sha"], Path(str(message["path"]))
+        if not isinstance(sha, str) or not SHA.match(sha):
+            raise ProtocolError("archive_uploaded without a sha256")
+        try:
+            self.spool.accept_upload(sha, path)
+        except (OSError, ChecksumMismatchError) as exc:
+            session.send("archive_bad", sha=sha, reason=str(exc))
+        else:
+            session.send("archive_ok", sha=sha)
+            try:
+                # Unpacked now, with the hash just checked: the first task's start
+                # neither hashes the archive again nor waits for the unpacking.
+                ensure_unpacked(self.spool.archive_path(sha), self.spool.unpacked, verified=True)
+            except Exception as exc:  # noqa: BLE001 - the first start tries again and tells the master
+                log.info("archive %s: not unpacked on arrival (%s); the first task's start will say why",
+                         sha[:12], exc)
+
+    def unpacked(self, sha: str) -> Path:
+        """The unpacked job folder of archive ``sha``, to copy for a task; ArchiveRefused if none."""
+        archive = self.spool.archive_path(sha)
+        if not archive.is_file():
+            raise ArchiveRefused("archive missing; send it first")
+        try:
+            return ensure_unpacked(archive, self.spool.unpacked)
+        except ChecksumMismatchError as exc:
+            archive.unlink(missing_ok=True)  # so the master's next need_archive re-sends it
+            raise ArchiveRefused(str(exc)) from None
+        except UnsafeArchiveError as exc:
+            raise ArchiveRefused(f"refused the job archive: {exc}", retry=False) from None
+        except (OSError, EOFError, Exception) as exc:  # noqa: BLE001 - tarfile raises many kinds
+            reason = self.spool.problem(self.min_free_mb) or f"cannot unpack the job archive: {exc}"
+            raise ArchiveRefused(reason, spool_problem=True) from None
+
+    def inline_results(self, task: SpoolTask) -> dict:
+        """A small results archive rides in the message itself. The spool keeps
+        it until the master acks, so a master that cannot use the copy (or
+        predates it) fetches it by SFTP as before."""
+        if not task.results_sha or task.results_size is None or task.results_size > INLINE_RESULTS_MAX:
+            return {}
+        try:
+            data = Path(task.results_path).read_bytes()
+        except OSError:
+            return {}  # the master's fetch will tell it what is wrong
+        return {"results_inline": base64.b64encode(data).decode("ascii")}
