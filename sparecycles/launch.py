@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 
 from trayapp.cli.main import main as cli_main
+from trayapp.home import keep_files_private
 
 
 def start_tray(mode: str | None, background: bool) -> int:
@@ -20,6 +21,7 @@ def start_tray(mode: str | None, background: bool) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    keep_files_private()
     return cli_main(argv, start_tray=start_tray)
 
 

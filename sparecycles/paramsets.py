@@ -15,7 +15,6 @@ pickled here with cloudpickle and reaches the task as ``params.pkl``; see
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import pickle
@@ -24,13 +23,8 @@ from typing import Any, Iterable, Mapping, Union
 import cloudpickle
 
 from trayapp.errors import UserError
-from trayapp.job.params import expand_grid
-from trayapp.taskparams import PICKLE_KEY, pickled_bytes, wrap_pickle
-from trayapp.wire.protocol import MAX_LINE
-
-# A set rides in the `start` message to a slave, whose lines are capped at
-# MAX_LINE; a quarter of that leaves room for base64 and the rest of the message.
-MAX_SET_BYTES = MAX_LINE // 4
+from trayapp.job.params import check_set_fits, expand_grid
+from trayapp.taskparams import pickled_bytes, wrap_pickle
 
 ParamsArgument = Union[str, "os.PathLike[str]", list, tuple, Mapping[str, Any], None]
 
@@ -71,7 +65,6 @@ def encode_param_set(value: object, number: int, *, always_pickle: bool = False,
     ``what`` names it in messages (``map`` sends items)."""
     if not always_pickle and is_plain_json_set(value):
         stored = _json_copy(value)
-        form = "as JSON"
     else:
         try:
             data = cloudpickle.dumps(value)
@@ -82,13 +75,7 @@ def encode_param_set(value: object, number: int, *, always_pickle: bool = False,
                             "open files, locks, sockets and generators cannot travel: create them inside "
                             "the task") from None
         stored = wrap_pickle(data)
-        form = "pickled"
-    size = len(json.dumps(stored)) if form == "as JSON" else len(stored[PICKLE_KEY])
-    if size > MAX_SET_BYTES:
-        raise UserError(f"{what} #{number} is {size / 1000:.0f} kB {form}, more than the "
-                        f"{MAX_SET_BYTES / 1000:.0f} kB one may be",
-                        "put large data (arrays, connectivity) in a file in the job folder, which travels "
-                        "once per host, and pass its name in the parameter set")
+    check_set_fits(stored, number, what)
     return stored
 
 

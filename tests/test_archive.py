@@ -95,8 +95,9 @@ def test_members_have_normalised_owner_time_and_mode(tmp_path):
         assert member.isfile()
         assert (member.uid, member.gid, member.uname, member.gname) == (0, 0, "", "")
         assert member.mtime == FIXED_MTIME
-    assert members["run.sh"].mode == 0o755
-    assert members["plain.txt"].mode == 0o644
+    # Private to the user who runs the task, executable bit kept.
+    assert members["run.sh"].mode == 0o700
+    assert members["plain.txt"].mode == 0o600
 
 
 def test_executable_bit_survives_pack_and_unpack(tmp_path):
@@ -106,8 +107,8 @@ def test_executable_bit_survives_pack_and_unpack(tmp_path):
     packed = pack(folder, names, tmp_path / "a")
     out = tmp_path / "out"
     unpack(packed.path, out)
-    assert stat.S_IMODE((out / "tool").stat().st_mode) == 0o755
-    assert stat.S_IMODE((out / "data.txt").stat().st_mode) == 0o644
+    assert stat.S_IMODE((out / "tool").stat().st_mode) == 0o700
+    assert stat.S_IMODE((out / "data.txt").stat().st_mode) == 0o600
     assert (out / "tool").stat().st_mtime == FIXED_MTIME
 
 

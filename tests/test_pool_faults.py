@@ -487,8 +487,8 @@ class DamagingLink:
     def recv(self) -> bytes:
         return self._inner.recv()
 
-    def fetch(self, remote: str, local: Path) -> None:
-        self._inner.fetch(remote, local)
+    def fetch(self, remote: str, local: Path, **bounds) -> None:
+        self._inner.fetch(remote, local, **bounds)
 
     def close(self) -> None:
         self._inner.close()

@@ -304,8 +304,8 @@ def test_the_sandbox_settings_are_checked(home):
     from trayapp.errors import UserError
 
     for text, words in (('sandbox = "maybe"', "sandbox must be one of 'auto', 'on', 'off'"),
-                        ("max_task_memory_mb = -1", "max_task_memory_mb must be a number of megabytes"),
-                        ("max_task_processes = 3", "max_task_processes = 3 is too few")):
+                        ("max_task_memory_mb = -1", "max_task_memory_mb' must be 0 or more (megabytes"),
+                        ("max_task_processes = 3", "max_task_processes' must be 16 or more, or 0 for no cap")):
         home.config_file.write_text(text + "\n")
         with pytest.raises(UserError) as error:
             load_config(home)

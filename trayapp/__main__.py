@@ -5,5 +5,7 @@ which sits above both the core and the GUI.
 """
 
 from trayapp.cli.main import main
+from trayapp.home import keep_files_private
 
+keep_files_private()
 raise SystemExit(main())

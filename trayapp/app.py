@@ -20,6 +20,7 @@ from trayapp.home import Home
 from trayapp.master.driver import DriverSettings
 from trayapp.master.hosts import Hosts
 from trayapp.master.kinds import KindContext
+from trayapp.master.queuecheck import check_queue_file
 from trayapp.master.store import Store
 from trayapp.slave.builder import build_engine
 
@@ -40,6 +41,7 @@ class App:
 
     @cached_property
     def store(self) -> Store:
+        check_queue_file(self.home.queue_db, self.config.results_root(self.home))
         return Store(self.home.queue_db)
 
     @property

@@ -13,6 +13,7 @@ import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
+from trayapp.config_schema import check_ranges
 from trayapp.errors import UserError
 from trayapp.home import Home
 
@@ -103,6 +104,12 @@ def load_config(home: Home) -> Config:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"{path}: {exc}", "fix the TOML syntax or delete the file to use defaults") from exc
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not a text file (not UTF-8)",
+                        "write the settings as TOML text, or delete the file to use defaults") from None
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror}",
+                        "make it readable, or delete it to use defaults") from None
     known = {f.name: f for f in fields(Config)}
     values = {}
     for key, value in raw.items():
@@ -120,6 +127,7 @@ def load_config(home: Home) -> Config:
             raise UserError(f"{path}: setting '{key}' must be {expected.__name__}, not {value!r}")
         values[key] = value
     config = replace(Config(), **values)
+    check_ranges(path, config)
     if config.grant_policy not in ("fair", "by_demand"):
         raise UserError(f"{path}: grant_policy must be 'fair' or 'by_demand', not {config.grant_policy!r}")
     for key, allowed in (("idle_detection", ("auto", "off")), ("on_battery", ("pause", "work")),
@@ -127,24 +135,9 @@ def load_config(home: Home) -> Config:
         if getattr(config, key) not in allowed:
             raise UserError(f"{path}: {key} must be one of {', '.join(map(repr, allowed))}, "
                             f"not {getattr(config, key)!r}")
-    if not 0.0 < config.max_foreign_cpu <= 1.0:
-        raise UserError(f"{path}: max_foreign_cpu is a share of all cores, from 0 to 1, not {config.max_foreign_cpu}")
-    if config.idle_after_s < 0 or config.suspend_grace_s < 0:
-        raise UserError(f"{path}: idle_after_s and suspend_grace_s are seconds, 0 or more")
-    if config.envs_max_gb <= 0:
-        raise UserError(f"{path}: envs_max_gb is the disk (in GB) job environments may use, more than 0, "
-                        f"not {config.envs_max_gb}")
     if config.sandbox not in SANDBOX_MODES:
         raise UserError(f"{path}: sandbox must be one of {', '.join(map(repr, SANDBOX_MODES))}, "
                         f"not {config.sandbox!r}", '"auto" (the default) protects this PC from the tasks it runs')
-    if config.max_task_memory_mb < 0:
-        raise UserError(f"{path}: max_task_memory_mb must be a number of megabytes, or 0 for three quarters "
-                        f"of this PC's memory, not {config.max_task_memory_mb}")
-    if config.max_task_processes != 0 and config.max_task_processes < MIN_TASK_PROCESSES:
-        raise UserError(f"{path}: max_task_processes = {config.max_task_processes} is too few for Python "
-                        f"and its compiler", f"use {MIN_TASK_PROCESSES} or more, or 0 for no cap")
-    if config.slots < 0:
-        raise UserError(f"{path}: slots must be 0 (one per core) or more, not {config.slots}")
     if config.mode not in MODES:
         raise UserError(f"{path}: mode must be \"master\" or \"slave\", not {config.mode!r}",
                         "or delete the line, and the tray app asks on its next start")
@@ -153,7 +146,6 @@ def load_config(home: Home) -> Config:
 
 MODES = ("", "master", "slave")
 SANDBOX_MODES = ("auto", "on", "off")
-MIN_TASK_PROCESSES = 16
 
 
 def save_config(home: Home, config: Config) -> Path:

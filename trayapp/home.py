@@ -75,6 +75,11 @@ class Home:
         return self.data_dir / "dispatcher.lock"
 
     @property
+    def dispatcher_starting_lock(self) -> Path:
+        """Held by whoever is starting a background dispatcher, until the child holds the real one."""
+        return self.data_dir / "dispatcher.starting"
+
+    @property
     def local_spool_dir(self) -> Path:
         """The spool of the slave engine inside the dispatcher (the "local" host)."""
         return self.data_dir / "local-spool"
@@ -124,6 +129,17 @@ class Home:
         return self.log_dir / f"{mode}.log"
 
     def ensure(self) -> "Home":
+        """Create the folders, private to this user: the queue holds parameters,
+        the spool other people's jobs, the config folder known_hosts."""
         for folder in (self.config_dir, self.data_dir, self.log_dir, self.archives_dir):
-            folder.mkdir(parents=True, exist_ok=True)
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if folder.stat().st_mode & 0o077:
+                folder.chmod(0o700)  # made by an older version, or by hand
         return self
+
+
+def keep_files_private() -> None:
+    """Everything this process creates from now on is readable by its user only
+    (files 0600, folders 0700): results, logs, spool and queue alike, also those
+    outside the SpareCycles folders (a results root the user chose)."""
+    os.umask(0o077)

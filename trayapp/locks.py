@@ -25,7 +25,7 @@ class InstanceLock:
         kernel's lock table, it probes by taking the lock for an instant, and a
         dispatcher that gave up at that instant would leave the queue without one."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         deadline = time.monotonic() + wait_s
         while True:
             try:

@@ -41,6 +41,9 @@ class AttemptOutcome(str, Enum):
     CANCELLED = "cancelled"
     PREEMPTED = "preempted"  # the slave's user came back: not the task's fault
     HOST_LOST = "host_lost"  # host or dispatcher vanished: not the task's fault
+    # The host could not start the task or pack its results ("Argument list too
+    # long", disk full): maybe the host, maybe the task; a second time fails it.
+    HOST_FAILED = "host_failed"
     REJECTED = "rejected"  # the host refused the job (bad archive, no space...)
 
 

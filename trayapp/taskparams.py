@@ -28,6 +28,9 @@ PICKLE_KEY = "__sparecycles_pickle__"
 PICKLE_FILE = "params.pkl"
 JSON_FILE = "params.json"
 PICKLE_MARKER = {PICKLE_KEY: PICKLE_FILE}
+# Linux refuses to start a program with one argument longer than MAX_ARG_STRLEN
+# (32 pages: 128 KiB with its closing NUL), so a set over this cannot be argv[1].
+ARGUMENT_MAX_BYTES = 128 * 1024 - 1
 
 
 def wrap_pickle(data: bytes) -> dict:
@@ -50,6 +53,11 @@ def pickled_bytes(params: object) -> bytes | None:
 def task_argument(params: object) -> str:
     """What the task finds in ``sys.argv[1]``: the set as JSON, or the marker."""
     return json.dumps(PICKLE_MARKER if pickled_bytes(params) is not None else params)
+
+
+def argument_bytes(params: object) -> int:
+    """How long ``sys.argv[1]`` would be for this set, in bytes."""
+    return len(task_argument(params).encode("utf-8"))
 
 
 def write_task_params(work: Path, params: object) -> None:

@@ -18,6 +18,12 @@ Modes:
 - ``notjson``, ``v99``, ``grant_nan``: answers the master's hello with garbage
   (a line that is not JSON, or a message of protocol version 99), or answers
   the master's demand with a grant whose count is not a number.
+- ``flood``: advertises one slot but grants 50 on every demand, and holds
+  every task it starts "running" forever.
+- ``devzero``: reports success with ``/dev/zero`` as its results archive.
+- ``resultsfile``: its results archive holds ``results`` as a file, not a folder.
+- ``badexit``: reports a clean results archive with an ``exit_code`` that is a JSON object.
+- ``selfcancel``: reports the task it started as cancelled, unasked.
 """
 
 from __future__ import annotations
@@ -60,12 +66,15 @@ def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 def craft_archive(mode: str, path: Path, workdir: Path, *, dotdot: str = DOTDOT_MEMBER,
                   normal: dict[str, bytes] | None = None) -> None:
     """A tar of normal files (``normal``) followed by one member of the kind ``mode`` names."""
-    normal = normal or {"results/ok.txt": b"a normal result\n", "stdout.txt": b"ran\n"}
+    normal = normal or ({"stdout.txt": b"ran\n"} if mode == "resultsfile"
+                        else {"results/ok.txt": b"a normal result\n", "stdout.txt": b"ran\n"})
     with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tar:
         for name, data in normal.items():
             _add_bytes(tar, name, data)
-        if mode == "clean":
+        if mode in ("clean", "badexit"):
             pass
+        elif mode == "resultsfile":
+            _add_bytes(tar, "results", b"a file where a folder belongs\n")
         elif mode == "dotdot":
             _add_bytes(tar, dotdot, b"escaped\n")
         elif mode == "absolute":
@@ -105,6 +114,8 @@ def main() -> int:
                 send("hello", slave="f" * 16, state="ready", slots=1, python="3.0.0", brian=None, protocol=1)
         elif kind == "sync":
             send("tasks", tasks=[])
+        elif kind == "demand" and message["queued"] > 0 and mode == "flood":
+            send("grant", n=50)
         elif kind == "demand" and message["queued"] > 0 and not granted:
             granted = True
             send("grant", n="lots" if mode == "grant_nan" else 1)
@@ -113,9 +124,17 @@ def main() -> int:
         elif kind == "start":
             token = message["token"]
             send("started", token=token, pid=4242)
+            if mode == "flood":
+                continue
             report = {"token": token, "outcome": "succeeded", "exit_code": 0, "state": "finished",
                       "job": message["job"], "idx": message["idx"]}
-            if mode != "nopath":
+            if mode == "badexit":
+                report["exit_code"] = {"surprise": 1}
+            if mode == "selfcancel":
+                report.update(outcome="cancelled", exit_code=None)
+            elif mode == "devzero":
+                report.update(results_path="/dev/zero", results_sha="0" * 64)
+            elif mode != "nopath":
                 archive = workdir / f"{token}.tar"
                 craft_archive(mode, archive, workdir)
                 data = archive.read_bytes()

@@ -42,7 +42,8 @@ def add_host_verbs(verbs: argparse._SubParsersAction, kinds: KindRegistry = KIND
     p.add_argument("name")
     p = verbs.add_parser("trust", help="show a host's SSH key fingerprint and trust it")
     p.add_argument("name")
-    p.add_argument("--yes", action="store_true", help="trust without asking")
+    p.add_argument("--yes", action="store_true",
+                   help="trust a new host's key without asking (never a changed one: that needs --fingerprint)")
     p.add_argument("--fingerprint", help="trust only if the key has this SHA256 fingerprint")
     p.add_argument("--replace", action="store_true", help="replace a key that changed")
     p = verbs.add_parser("test", help="check a host step by step: reachable, key trusted, login, slave")
@@ -94,7 +95,7 @@ def cmd_trust(app: App, args) -> int:
     if key.known == "trusted":
         print(f"{key.host} is already trusted ({key.key_type} {key.fingerprint})")
         return 0
-    hosts.refuse_a_changed_key(key, replace=args.replace)
+    hosts.refuse_a_changed_key(key, replace=args.replace, unseen=args.yes and not args.fingerprint)
     print(f"{key.host} ({key.address}:{key.port}) presents {key.key_type} {key.fingerprint}")
     if not args.fingerprint and not args.yes:
         if not sys.stdin.isatty():

@@ -58,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--time-limit", type=_duration, help="stop a task after this long, e.g. 90s, 10m, 2h")
     p.add_argument("--retries", type=int, help="run a task whose own code fails up to this many more times")
     p.add_argument("--no-start", action="store_true", help="only queue; do not start a background dispatcher")
+    p.add_argument("--follow-links", action="store_true",
+                   help="send what symbolic links pointing outside the folder point to (refused otherwise)")
     p.add_argument("--json", action="store_true")
 
     p = verbs.add_parser("status", help="list jobs, or one job's tasks")
@@ -138,12 +140,19 @@ def main(argv: list[str] | None = None, start_tray: Callable[[str | None, bool],
     if args.mode is not None or args.background:
         parser.error("--mode and --background go with no verb (they start the tray app)")
     try:
-        return HANDLERS[args.verb](App.from_environment(), args)
+        code = HANDLERS[args.verb](App.from_environment(), args)
+        sys.stdout.flush()  # here, where a closed pipe is caught, rather than at exit
+        return code
     except UserError as exc:
         print(f"sparecycles: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`status | head`): nothing left to say, and the
+        # interpreter must not complain while flushing at exit either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def start_tray_app(parser: argparse.ArgumentParser, start_tray: Callable[[str | None, bool], int] | None,
@@ -173,7 +182,8 @@ def cmd_submit(app: App, args) -> int:
     from trayapp.job.submit import submit_job
 
     sub = submit_job(app.store, app.home, app.config, args.folder, params=args.params, name=args.name,
-                     main=args.main, time_limit_s=args.time_limit, retries=args.retries)
+                     main=args.main, time_limit_s=args.time_limit, retries=args.retries,
+                     follow_links=args.follow_links)
     job = sub.job
     dispatcher_pid = None if args.no_start else app.ensure_dispatcher()
     for note in sub.notes:

@@ -57,10 +57,15 @@ from pathlib import Path
 from typing import Callable
 
 from trayapp.errors import UserError
+from trayapp.taskparams import ARGUMENT_MAX_BYTES, PICKLE_KEY, argument_bytes
+from trayapp.wire.protocol import MAX_LINE
 
 SUPPORTED_SUFFIXES = (".json", ".csv", ".toml")
 # A grid this large is a typo (an extra axis), and expanding it would eat all memory.
 MAX_SETS = 1_000_000
+# A set rides in the `start` message to a slave, whose lines are capped at
+# MAX_LINE; a quarter of that leaves room for base64 and the rest of the message.
+MAX_SET_BYTES = MAX_LINE // 4
 
 _INT = re.compile(r"[+-]?(?:0|[1-9][0-9]*)")
 # Needs a '.' or an exponent, so "007" is not silently read as 7.0.
@@ -95,6 +100,24 @@ def describe_param_sets(sets: list[dict]) -> str:
     if not keys:
         return f"{len(sets)} {noun} (no parameters)"
     return f"{len(sets)} {noun} over {', '.join(keys)}"
+
+
+def check_set_fits(stored: object, number: int, what: str = "parameter set") -> None:
+    """Refuse a set no host could ever start, before it is queued: one over the
+    command line's limit on an argument (a JSON set is ``sys.argv[1]``), or
+    one whose ``start`` message would be over the protocol's line limit."""
+    pickled = isinstance(stored, dict) and PICKLE_KEY in stored
+    as_message = len(json.dumps(stored))
+    if as_message > MAX_SET_BYTES:
+        size, limit, carrier = as_message, MAX_SET_BYTES, "a message to a slave"
+    elif argument_bytes(stored) > ARGUMENT_MAX_BYTES:
+        size, limit, carrier = argument_bytes(stored), ARGUMENT_MAX_BYTES, "a task's command line"
+    else:
+        return
+    raise UserError(f"{what} #{number} is {size / 1000:.0f} kB {'pickled' if pickled else 'as JSON'}, more than "
+                    f"the {limit / 1000:.0f} kB {carrier} can carry",
+                    "put large data (arrays, connectivity) in a file in the job folder, which travels "
+                    "once per host, and pass its name in the parameter set")
 
 
 def _no_sets(name: str, why: str) -> UserError:

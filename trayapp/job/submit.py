@@ -29,16 +29,16 @@ class Submission:
 
 def submit_job(store: Store, home: Home, config: Config, folder: str | Path, *, params: str | Path | None = None,
                param_sets: list[dict] | None = None, name: str | None = None, main: str | None = None,
-               time_limit_s: float | None = None, retries: int | None = None) -> Submission:
+               time_limit_s: float | None = None, retries: int | None = None,
+               follow_links: bool = False) -> Submission:
     """Queue ``folder`` as a job, with the sets of the parameter file ``params``
     or the given ``param_sets`` (JSON values; see :mod:`trayapp.taskparams` for
     sets that are not). Raises :class:`UserError` before anything is queued if
     the folder or its parameters are wrong, so a bad submission never leaves
     half a job behind."""
-    job_folder = open_job_folder(folder, main=main, params=params, param_sets=param_sets)
+    job_folder = open_job_folder(folder, main=main, params=params, param_sets=param_sets, follow_links=follow_links)
     job_name = name or job_folder.name
-    if not job_name or "/" in job_name or "\\" in job_name or job_name in (".", ".."):
-        raise UserError(f"job name '{job_name}' cannot be used as a folder name", "choose a name without slashes")
+    check_job_name(job_name)
     manifest = job_folder.manifest
     requires = job_requirements(job_folder.root, manifest)
     packed = pack(job_folder.root, job_folder.files, home.archives_dir)
@@ -67,6 +67,22 @@ def what_requirements_need(home: Home, config: Config, requires: tuple[str, ...]
         return requirement_notes(requires, lambda _name: None, [], installer)
     past = [e.build_s for e in env_store_for(home.data_dir, python).entries()]
     return requirement_notes(requires, RequirementChecker(python).installed, past, installer)
+
+
+# The results folder is "<name>-<job id>"; most file systems allow 255 bytes a name.
+MAX_NAME_CHARS = 100
+
+
+def check_job_name(name: str) -> None:
+    """A name that can be a folder name and a line in the ``status`` table."""
+    if not name or "/" in name or "\\" in name or name in (".", ".."):
+        raise UserError(f"job name '{name}' cannot be used as a folder name", "choose a name without slashes")
+    if len(name) > MAX_NAME_CHARS:
+        raise UserError(f"the job name is {len(name)} characters long, more than {MAX_NAME_CHARS}",
+                        "choose a shorter name with --name")
+    if any(not ch.isprintable() for ch in name):
+        raise UserError(f"the job name {name!r} holds a line break or another control character",
+                        "choose a name of printable characters with --name")
 
 
 def unhonoured_requests(manifest: Manifest) -> tuple[str, ...]:

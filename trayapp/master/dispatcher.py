@@ -58,6 +58,7 @@ class Dispatcher:
         self.drivers: dict[str, Driver] = {}
         self._refused: dict[str, str] = {}  # host -> why no driver could be built (said once)
         self._stop = threading.Event()
+        self._signalled = False
 
     @property
     def config(self) -> Config:
@@ -72,12 +73,16 @@ class Dispatcher:
         return task_interpreter(self.config.task_python, home=self.context.home)
 
     def request_stop(self, *_args) -> None:
-        """Safe to call from a signal handler."""
+        """Ask the loop to stop, from any thread (not from a signal handler:
+        ``Event.set`` takes a lock the interrupted main thread may hold)."""
         self._stop.set()
 
+    def _on_signal(self, *_args) -> None:
+        self._signalled = True  # only a flag: the loop reads it within 0.1 s
+
     def install_signal_handlers(self) -> None:
-        signal.signal(signal.SIGTERM, self.request_stop)
-        signal.signal(signal.SIGINT, self.request_stop)
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
 
     def run(self, *, until_idle: float | None = None) -> DispatcherStats:
         """Run until stopped, or until no task has been unfinished for ``until_idle`` s."""
@@ -87,7 +92,7 @@ class Dispatcher:
         idle_since = time.monotonic()
         next_refresh = 0.0
         try:
-            while not self._stop.is_set():
+            while not (self._stop.is_set() or self._signalled):
                 if time.monotonic() >= next_refresh:
                     self._refresh_hosts()
                     self._fail_unrunnable_jobs()
@@ -168,12 +173,24 @@ class Dispatcher:
 def start_background_dispatcher(home: Home, log_file: Path, until_idle: float = 60.0) -> int | None:
     """Start a detached dispatcher for ``home`` unless one runs; returns its pid."""
     lock = InstanceLock(home.dispatcher_lock)
-    if lock.holder() is not None:
+    # Many submits at once (a script's loop) must start one dispatcher, not one
+    # each: whoever starts it holds this lock until the child holds the real one.
+    starting = InstanceLock(home.dispatcher_starting_lock)
+    if not starting.acquire(wait_s=15.0):
         return None
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    with log_file.open("ab") as out:
-        # The environment (SPARECYCLES_HOME among it) passes on unchanged, so the
-        # child serves the same home as its caller.
-        proc = subprocess.Popen(sparecycles_command("master", "--until-idle", str(until_idle), "--quiet-if-running"),
-                                stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
-    return proc.pid
+    try:
+        if lock.holder() is not None:
+            return None
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        with log_file.open("ab") as out:
+            # The environment (SPARECYCLES_HOME among it) passes on unchanged, so the
+            # child serves the same home as its caller.
+            proc = subprocess.Popen(sparecycles_command("master", "--until-idle", str(until_idle),
+                                                       "--quiet-if-running"),
+                                    stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
+        deadline = time.monotonic() + 15.0
+        while lock.holder() is None and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return proc.pid
+    finally:
+        starting.release()

@@ -25,8 +25,11 @@ from pathlib import Path
 from typing import Callable
 
 from trayapp.wire.archive import UnsafeArchiveError, sha256_of, unpack
-from trayapp.wire.links import Link, LinkClosed
+from trayapp.wire.links import Link, LinkClosed, TransferRefused
 from trayapp.wire.protocol import LineBuffer, ProtocolError, decode, encode
+from trayapp.master.bounds import (HostMisbehaved, check_finished, check_results_layout, download_cap,
+                                   grant_within_slots)
+from trayapp.master.quarantine import Quarantine
 from trayapp.master.results import collect, collected_by, results_path
 from trayapp.status import AttemptOutcome, TaskStatus
 from trayapp.master.store import Claim, Store
@@ -35,6 +38,7 @@ log = logging.getLogger(__name__)
 
 HELLO_TIMEOUT_S = 30.0
 TRANSFER_TRIES = 3
+GRANT_KEPT_S = 5.0  # a slave keeps an unused grant open 10 s; we use a deferred one well within that
 
 
 class HostOffline(Exception):
@@ -60,6 +64,13 @@ class DriverSettings:
     # doubling up to recollect_max_s, until the user has fixed the folder.
     recollect_s: float = 2.0
     recollect_max_s: float = 60.0
+    # A host whose starts fail for this many different jobs in a row, or that
+    # breaks the protocol, is asked for no work for quarantine_s.
+    quarantine_after_jobs: int = 3
+    quarantine_s: float = 300.0
+    # No results download is bigger (beyond a slave's own cap, plus logs) or slower.
+    max_results_bytes: int = 2048 << 20
+    fetch_timeout_s: float = 900.0
     # A job a host declined for its requirements is offered there again after
     # this long, or as soon as the host's task environment changes.
     declined_for_s: float = 600.0
@@ -81,6 +92,10 @@ class _Conversation:
     demand_sent: int | None = None
     synced: bool = False  # no demand before reconciling, or a fresh claim could be taken for lost
     early: list[dict] = field(default_factory=list)  # arrived with the hello, handled after it
+    slots: object = None  # as the host advertises them: no grant makes us run more there
+    # Slots granted beyond those, by when they were granted: used as our tasks
+    # there end, for as long as the host keeps a grant open.
+    deferred_grants: list[float] = field(default_factory=list)
 
 
 class HostDriver(threading.Thread):
@@ -108,6 +123,10 @@ class HostDriver(threading.Thread):
         self.store: Store | None = None
         self.connected = threading.Event()
         self._unreachable_since: float | None = None
+        self.quarantine = Quarantine(after_jobs=settings.quarantine_after_jobs, duration_s=settings.quarantine_s)
+        self._reported_state: tuple[str, str | None] = ("unknown", None)  # what the host last said of itself
+        self._cancels_sent: set[str] = set()  # only these may come back "cancelled"
+        self._showing_quarantine = False
         # One handler per message a slave sends (trayapp.wire.protocol.SLAVE_TO_MASTER);
         # the first hello is the handshake's, read before the conversation starts.
         self.handlers: dict[str, Callable[[_Conversation, dict], None]] = {
@@ -148,6 +167,8 @@ class HostDriver(threading.Thread):
                 try:
                     self._converse(_Conversation(link))
                     backoff = 0.5
+                except HostMisbehaved as exc:
+                    self._misbehaved(str(exc))
                 except HostOffline as exc:
                     self.store.set_host_state(self.host, "offline", str(exc), seen=True)
                     self._requeue_all("the host's slave daemon is not running")
@@ -161,7 +182,7 @@ class HostDriver(threading.Thread):
                     self.connected.clear()
                     link.close()
                 if not self._stopping.is_set():
-                    self._stopping.wait(backoff)
+                    self._stopping.wait(max(backoff, self.quarantine.seconds_left))
                     backoff = min(backoff * 2, self.settings.backoff_max_s)
         finally:
             self.store.close()
@@ -173,6 +194,12 @@ class HostDriver(threading.Thread):
         self.store.set_host_state(self.host, "unreachable", reason)
         if now - self._unreachable_since >= self.settings.lost_after_s:
             self._requeue_all(f"host unreachable for {now - self._unreachable_since:.0f} s")
+
+    def _misbehaved(self, why: str) -> None:
+        log.error("host %s broke the protocol: %s", self.host, why)
+        self.quarantine.impose(f"it broke the protocol: {why}")
+        self._requeue_all(f"the host broke the protocol ({why}); the task will run elsewhere")
+        self._show_state(*self._reported_state)
 
     def _requeue_all(self, why: str) -> None:
         for attempt in self.store.open_attempts(self.host):
@@ -211,7 +238,8 @@ class HostDriver(threading.Thread):
         self._unreachable_since = None
         self.inflight.clear()  # rebuilt from the queue and the host's own list by _reconcile
         self.uncollected.clear()  # the host's list reports them again
-        self.store.set_host_state(self.host, hello["state"], hello.get("reason"), info=_info(hello), seen=True)
+        conv.slots = hello.get("slots")
+        self._show_state(hello["state"], hello.get("reason"), info=_info(hello))
         self._note_env_stamp(conv, hello.get("env_stamp"))
         self._send(conv, "sync")
         self.connected.set()
@@ -227,7 +255,7 @@ class HostDriver(threading.Thread):
     def _say_goodbye(self, conv: _Conversation) -> None:
         if self._retiring:
             for token in {*self.inflight, *self.uncollected}:
-                self._send(conv, "cancel", token=token)
+                self._cancel(conv, token)
             self.uncollected.clear()
             # Including what it claimed between `hosts remove` and the dispatcher noticing.
             self._requeue_all(f"host {self.host} was removed; the task will run elsewhere")
@@ -243,11 +271,13 @@ class HostDriver(threading.Thread):
                 self._on_finished(conv, report)
         for token, entry in list(self.inflight.items()):
             if not self.store.attempt_is_wanted(entry.claim.attempt_id):
-                self._send(conv, "cancel", token=token)
+                self._cancel(conv, token)
+        if self._showing_quarantine and not self.quarantine.active:
+            self._show_state(*self._reported_state)  # the quarantine is over
         if not conv.synced:
             return
         self._expire_declines(now)
-        queued = self.store.count_queued(self.not_offered())
+        queued = 0 if self.quarantine.active else self.store.count_queued(self.not_offered())
         demand = queued if self.cap is None else max(0, min(queued, self.cap - len(self.inflight)))
         if demand != conv.demand_sent:
             self._send(conv, "demand", queued=demand)
@@ -266,8 +296,13 @@ class HostDriver(threading.Thread):
         n = message["n"]
         if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= 1000:
             raise ProtocolError(f"a grant of {n!r} slots")
-        # Never claim more than we asked for, whatever the host says.
-        self._claim_granted(conv, min(n, conv.demand_sent or 0))
+        # Never claim more than we asked for, nor more than the host's slots, whatever it says.
+        asked = min(n, conv.demand_sent or 0)
+        usable = grant_within_slots(asked, conv.slots, len(self.inflight), asked)
+        # A slot freed by a task ending is granted before that task's report arrives: kept for then.
+        most = conv.slots if isinstance(conv.slots, int) else 0
+        conv.deferred_grants = (conv.deferred_grants + [time.monotonic()] * (asked - usable))[:most]
+        self._claim_granted(conv, usable)
 
     def _on_archive_ok(self, conv: _Conversation, message: dict) -> None:
         conv.archives_present.add(message["sha"])
@@ -279,8 +314,9 @@ class HostDriver(threading.Thread):
         pid = message.get("pid")
         if entry is not None and not entry.started:
             entry.started = True
+            self.quarantine.start_worked()
             if not self.store.mark_running(entry.claim.attempt_id, pid if isinstance(pid, int) else 0):
-                self._send(conv, "cancel", token=message["token"])
+                self._cancel(conv, message["token"])
 
     def _on_tasks(self, conv: _Conversation, message: dict) -> None:
         self._reconcile(conv, message["tasks"])
@@ -294,11 +330,26 @@ class HostDriver(threading.Thread):
 
     def _on_state(self, conv: _Conversation, message: dict) -> None:
         self._note_env_stamp(conv, message.get("env_stamp"))
-        self.store.set_host_state(self.host, message["state"], message.get("reason"), info=_info(message),
-                                  seen=True)
+        conv.slots = message.get("slots", conv.slots)
+        self._show_state(message["state"], message.get("reason"), info=_info(message))
 
     def _on_error(self, conv: _Conversation, message: dict) -> None:
         log.warning("host %s says: %s", self.host, message["reason"])
+
+    def _cancel(self, conv: _Conversation, token: str) -> None:
+        self._cancels_sent.add(token)
+        self._send(conv, "cancel", token=token)
+
+    def _use_deferred_grant(self, conv: _Conversation) -> None:
+        fresh_since = time.monotonic() - GRANT_KEPT_S
+        conv.deferred_grants = [t for t in conv.deferred_grants if t >= fresh_since]
+        if not conv.deferred_grants:
+            return
+        usable = grant_within_slots(len(conv.deferred_grants), conv.slots, len(self.inflight),
+                                    conv.demand_sent or 0)
+        del conv.deferred_grants[:usable]
+        if usable:
+            self._claim_granted(conv, usable)
 
     def _claim_granted(self, conv: _Conversation, n: int) -> None:
         claims = self.store.claim(self.host, n, self.not_offered())
@@ -358,9 +409,16 @@ class HostDriver(threading.Thread):
                                       message=f"{self.host}: the job archive arrived damaged {tries} times")
 
     def _start(self, conv: _Conversation, claim: Claim) -> None:
-        self._send(conv, "start", token=claim.token, job=claim.job_id, idx=claim.idx, params=claim.params,
-                   main=claim.main, archive_sha=Path(claim.archive_path).stem, time_limit_s=claim.time_limit_s,
-                   requires=list(claim.requires), memory_mb=claim.memory_mb)
+        try:
+            line = encode("start", token=claim.token, job=claim.job_id, idx=claim.idx, params=claim.params,
+                          main=claim.main, archive_sha=Path(claim.archive_path).stem,
+                          time_limit_s=claim.time_limit_s, requires=list(claim.requires), memory_mb=claim.memory_mb)
+        except ProtocolError as exc:  # a parameter set no host can take: the task's fault, not the link's
+            self.inflight.pop(claim.token, None)
+            self.store.finish_attempt(claim.attempt_id, AttemptOutcome.REJECTED,
+                                      message=f"its parameter set cannot be sent to a host: {exc}")
+            return
+        conv.link.send(line)
 
     def is_connected(self) -> bool:
         return self.connected.is_set()
@@ -391,6 +449,7 @@ class HostDriver(threading.Thread):
         entry = self.inflight.pop(message["token"], None)
         if entry is None:
             return
+        self._use_deferred_grant(conv)
         reason = f"{self.host} declined: {message['reason']}"
         if message.get("requirements"):
             # Not this task's fault and not the host's: the job needs another
@@ -399,19 +458,48 @@ class HostDriver(threading.Thread):
             conv.demand_sent = None
         if "archive" in message["reason"] and message.get("retry", True):
             conv.archives_present.discard(Path(entry.claim.archive_path).stem)
-        outcome = AttemptOutcome.HOST_LOST if message.get("retry", True) else AttemptOutcome.REJECTED
+        if not message.get("retry", True):
+            outcome = AttemptOutcome.REJECTED
+        elif message.get("host_failed"):
+            outcome = AttemptOutcome.HOST_FAILED
+            self._host_failed(conv, entry.claim.job_seq, message["reason"])
+        else:
+            outcome = AttemptOutcome.HOST_LOST
         self.store.finish_attempt(entry.claim.attempt_id, outcome, message=reason)
+
+    def _host_failed(self, conv: _Conversation, job_seq: int, reason: str) -> None:
+        if self.quarantine.start_failed(job_seq, reason):
+            log.error("host %s: %s", self.host, self.quarantine.describe())
+            self._show_state(*self._reported_state)
+            conv.demand_sent = None
+
+    def _show_state(self, state: str, reason: str | None, *, info: dict | None = None) -> None:
+        """Record the host's state as it reports it, unless our quarantine overrides it."""
+        self._reported_state = (state, reason)
+        quarantined = self.quarantine.describe()
+        self._showing_quarantine = quarantined is not None
+        if quarantined:
+            state, reason = "quarantined", quarantined
+        self.store.set_host_state(self.host, state, reason, info=info, seen=True)
 
     # ----- results --------------------------------------------------------------------
 
     def _on_finished(self, conv: _Conversation, report: dict) -> None:
+        check_finished(report)
         token = report["token"]
         entry = self.inflight.pop(token, None)
+        if entry is not None:
+            self._use_deferred_grant(conv)
         claim = entry.claim if entry else self._claim_for_token(token)
         if claim is None:
             self._send(conv, "ack", token=token)  # not ours to collect (e.g. already settled)
             return
         outcome = _outcome(report["outcome"])
+        if outcome is AttemptOutcome.CANCELLED and token not in self._cancels_sent:
+            raise HostMisbehaved(f"it reported task {claim.job_id}#{claim.idx} cancelled, which only its master may do")
+        self._cancels_sent.discard(token)
+        if outcome is AttemptOutcome.HOST_FAILED:
+            self._host_failed(conv, claim.job_seq, str(report.get("message")))
         if outcome is AttemptOutcome.CANCELLED:
             self.store.finish_attempt(claim.attempt_id, outcome, message="cancelled by the user")
             return
@@ -497,7 +585,11 @@ class HostDriver(threading.Thread):
         if archive is None:
             archive = tmp / "results.tar"
             for attempt in range(TRANSFER_TRIES):
-                conv.link.fetch(remote, archive)
+                try:
+                    conv.link.fetch(remote, archive, timeout_s=self.settings.fetch_timeout_s,
+                                    max_bytes=download_cap(self.settings.max_results_bytes, report.get("results_size")))
+                except TransferRefused as exc:
+                    raise HostMisbehaved(f"its results: {exc}") from None
                 if sha256_of(archive) == report.get("results_sha"):
                     break
                 log.warning("host %s: results of %s arrived damaged, try %d", self.host, report["token"],
@@ -512,6 +604,7 @@ class HostDriver(threading.Thread):
             return None, f"the results archive from {self.host} is damaged: {exc}"
         except OSError as exc:
             raise self._folder_error(claim, exc) from exc
+        check_results_layout(tmp / "unpacked")
         return tmp / "unpacked", None
 
     def _inline_results(self, report: dict) -> bytes | None:
@@ -540,6 +633,9 @@ class HostDriver(threading.Thread):
 
     def _reconcile(self, conv: _Conversation, held: list[dict]) -> None:
         """Bring the queue and the host into agreement after (re)connecting."""
+        if not isinstance(held, list) or not all(isinstance(t, dict) and isinstance(t.get("token"), str)
+                                                 for t in held):
+            raise HostMisbehaved("a malformed list of its tasks")
         on_host = {t["token"]: t for t in held}
         for attempt in self.store.open_attempts(self.host):
             if attempt.token in on_host:
@@ -555,7 +651,10 @@ class HostDriver(threading.Thread):
         for token, report in on_host.items():
             # The queue settled these already (cancelled, or requeued while the
             # host was away): stop them and drop their results, never collect twice.
-            self._send(conv, "cancel" if report.get("state") == "running" else "ack", token=token)
+            if report.get("state") == "running":
+                self._cancel(conv, token)
+            else:
+                self._send(conv, "ack", token=token)
 
 
 def _incoming_root(claim: Claim) -> Path:

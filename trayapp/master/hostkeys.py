@@ -46,11 +46,19 @@ def presented_key(home: Home, host: str, address: str, port: int) -> PresentedKe
     return PresentedKey(host, address, port, key.get_name(), fingerprint(key), state, key)
 
 
-def refuse_a_changed_key(key: PresentedKey, *, replace: bool) -> None:
-    if key.known == "changed" and not replace:
+def refuse_a_changed_key(key: PresentedKey, *, replace: bool, unseen: bool = False) -> None:
+    """Raise unless ``key`` may be trusted: a changed key only with ``replace``,
+    and never ``unseen`` (``--yes``: nobody compared its fingerprint)."""
+    if key.known != "changed":
+        return
+    if not replace:
         raise UserError(f"the host key of {key.host} has CHANGED: it now presents {key.key_type} {key.fingerprint}",
                         f"if the PC was reinstalled, compare the fingerprint on it, then run "
                         f"'sparecycles hosts trust {key.host} --replace'")
+    if unseen:
+        raise UserError(f"--yes does not replace the CHANGED host key of {key.host} ({key.fingerprint})",
+                        "compare the fingerprint on the PC itself ('ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub'), "
+                        f"then run 'sparecycles hosts trust {key.host} --replace --fingerprint SHA256:...'")
 
 
 def trust_key(home: Home, key: PresentedKey, *, fingerprint: str | None = None, replace: bool = False) -> None:

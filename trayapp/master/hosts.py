@@ -96,9 +96,11 @@ class Hosts:
         return presented_key(self.context.home, host.name, *endpoint)
 
     @staticmethod
-    def refuse_a_changed_key(key: PresentedKey, *, replace: bool) -> None:
-        """Raise unless the key may be trusted as it is (a changed key needs ``replace``)."""
-        refuse_a_changed_key(key, replace=replace)
+    def refuse_a_changed_key(key: PresentedKey, *, replace: bool, unseen: bool = False) -> None:
+        """Raise unless the key may be trusted as it is (a changed key needs
+        ``replace``, and is never replaced ``unseen``: without the user comparing
+        its fingerprint)."""
+        refuse_a_changed_key(key, replace=replace, unseen=unseen)
 
     def trust(self, key: PresentedKey, *, fingerprint: str | None = None, replace: bool = False) -> None:
         """Trust the key the user saw; ``fingerprint``: only if it still has it."""

@@ -5,6 +5,13 @@ A finished attempt's ``results/`` folder becomes
 ``stdout.txt``, ``stderr.txt`` and ``params.json`` beside what it wrote, and a
 hidden ``.sparecycles.json`` recording which attempt produced it.
 
+The task's own files are data, never paths to follow: the master's files
+are created with ``O_EXCL | O_NOFOLLOW`` after whatever the task left under
+their names is moved aside, and only regular files are ever opened, so a
+symlink, hard link or FIFO the task named ``params.json`` or
+``.sparecycles.json`` can neither make the master write outside the folder
+nor block it.
+
 The move is one ``rename`` of a fully prepared folder, so the results folder
 is either absent or complete, and collecting is idempotent: a dispatcher that
 crashed between moving the results and recording it in the queue sees its own
@@ -17,6 +24,7 @@ import errno
 import json
 import os
 import shutil
+import stat
 import tempfile
 import time
 from pathlib import Path
@@ -34,9 +42,32 @@ def results_path(claim: Claim) -> Path:
 def collected_by(folder: Path) -> int | None:
     """The attempt id that produced a results folder, if it is one of ours."""
     try:
-        return int(json.loads((folder / MARKER_FILE).read_text(encoding="utf-8"))["attempt"])
+        return int(json.loads(_read_regular_file(folder / MARKER_FILE, limit=1 << 16))["attempt"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def _read_regular_file(path: Path, *, limit: int) -> bytes:
+    """The start of a file, if it is a regular one: never follows a link, and
+    never waits on a FIFO or device a task left in its place."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path} is not a regular file")
+        return os.read(fd, limit)
+    finally:
+        os.close(fd)
+
+
+def _write_new_file(folder: Path, name: str, text: str) -> None:
+    """Create ``folder/name`` afresh; whatever the task left there under that
+    name (even a link or FIFO) is kept under another name, never written through."""
+    path = folder / name
+    if os.path.lexists(path):
+        os.rename(path, folder / _free_name(folder, name))
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    with os.fdopen(os.open(path, flags, 0o600), "w", encoding="utf-8") as fh:
+        fh.write(text)
 
 
 def collect(claim: Claim, unpacked: Path, *, exit_code: int | None, host: str) -> Path:
@@ -56,11 +87,11 @@ def collect(claim: Claim, unpacked: Path, *, exit_code: int | None, host: str) -
         source = unpacked / name
         if source.exists():
             os.replace(source, staging / _free_name(staging, name))
-    if not (staging / "params.json").exists():
-        (staging / "params.json").write_text(json.dumps(claim.params, indent=2) + "\n", encoding="utf-8")
+    if not _is_regular_file(staging / "params.json"):  # the task's own copy, if it kept one
+        _write_new_file(staging, "params.json", json.dumps(claim.params, indent=2) + "\n")
     marker = {"job": claim.job_id, "task": claim.idx, "attempt": claim.attempt_id, "host": host,
               "exit_code": exit_code, "collected": time.time()}
-    (staging / MARKER_FILE).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
+    _write_new_file(staging, MARKER_FILE, json.dumps(marker, indent=2) + "\n")
     if destination.exists():
         # An earlier attempt's output (the task failed, then the user retried it):
         # keep it under another name rather than overwrite anything.
@@ -69,13 +100,21 @@ def collect(claim: Claim, unpacked: Path, *, exit_code: int | None, host: str) -
     return destination
 
 
+def _is_regular_file(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(path.lstat().st_mode)
+    except OSError:
+        return False
+
+
 def _free_name(folder: Path, name: str) -> str:
     """``name``, or ``name`` with a suffix if the task already used it."""
-    if not (folder / name).exists():
+    if not os.path.lexists(folder / name):
         return name
-    stem, dot, suffix = name.partition(".")
+    stem, dot, suffix = name.lstrip(".").partition(".")
+    stem = name[: len(name) - len(name.lstrip("."))] + stem
     n = 1
-    while (folder / f"{stem}.sparecycles{n}{dot}{suffix}").exists():
+    while os.path.lexists(folder / f"{stem}.sparecycles{n}{dot}{suffix}"):
         n += 1
     return f"{stem}.sparecycles{n}{dot}{suffix}"
 

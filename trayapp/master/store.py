@@ -497,6 +497,11 @@ class Store:
                 new = TaskStatus.DONE
             elif outcome in (AttemptOutcome.PREEMPTED, AttemptOutcome.HOST_LOST):
                 new = TaskStatus.QUEUED  # not the task's fault: retries are not used up
+            elif outcome is AttemptOutcome.HOST_FAILED:
+                earlier = self._host_failures(seq, idx) - 1
+                new = TaskStatus.FAILED if earlier >= 1 else TaskStatus.QUEUED
+                if earlier >= 1:
+                    message = f"could not be run by a host twice, so it will not be tried again: {message}"
             elif outcome is AttemptOutcome.CANCELLED:
                 new = TaskStatus.CANCELLED
             elif outcome is AttemptOutcome.REJECTED:
@@ -514,6 +519,14 @@ class Store:
             self._event(outcome.value, seq, idx, message)
             self._refresh_job(seq)
         return new
+
+    def _host_failures(self, job_seq: int, idx: int) -> int:
+        """How many attempts of the task ended with a host unable to run it,
+        counted since the user last queued it (``retry`` starts afresh)."""
+        return self._db.execute(
+            "SELECT count(*) FROM attempts WHERE job_seq=? AND idx=? AND outcome=? AND started >="
+            " coalesce((SELECT max(ts) FROM events WHERE kind='retried' AND job_seq=?), 0)",
+            (job_seq, idx, AttemptOutcome.HOST_FAILED.value, job_seq)).fetchone()[0]
 
     def note_running_task(self, attempt_id: int, message: str, *, event: bool = True) -> None:
         """A word on a task that is still under way (e.g. why its results wait);

@@ -20,7 +20,7 @@ all (the PC's user away, pause, donate); :mod:`trayapp.slave.grants` says who
 gets a free slot; :mod:`trayapp.slave.environments` builds the environment a
 job's requirements need, its tasks waiting in their slots;
 :mod:`trayapp.slave.transfers` takes job archives in and sends small results
-out. Messages reach their handler through one table
+out; :mod:`trayapp.slave.outcomes` judges an attempt that ended. Messages reach their handler through one table
 (:attr:`SlaveEngine.handlers`), one entry per message a master sends.
 """
 
@@ -49,10 +49,11 @@ from trayapp.slave.fairshare import FairShare
 from trayapp.slave.grants import Granting
 from trayapp.wire.protocol import VERSION, ProtocolError, decode
 from trayapp.slave.requirements import RequirementChecker, SitePackagesWatch, VersionProbe
-from trayapp.run.attempt import prepare, tail_of, task_launch
+from trayapp.run.attempt import prepare, task_launch
 from trayapp.run.caps import caps_for, memory_refusal, slave_memory_limit_mb
 from trayapp.run.taskcache import slot_cache_dir
 from trayapp.run.runner import Launch, TaskRunner
+from trayapp.slave.outcomes import judge_attempt
 from trayapp.slave.running import Attempt, RunningAttempts
 from trayapp.slave.session import Session
 from trayapp.slave.transfers import SHA, ArchiveRefused, Transfers
@@ -380,9 +381,13 @@ class SlaveEngine:
         except OSError as exc:
             self.environments.release(task.token)
             shutil.rmtree(launch.task_dir, ignore_errors=True)
-            reason = self.spool.problem(self.settings.min_free_mb) or f"cannot start the task: {exc}"
-            self._set_problem(reason)
-            session.send("declined", token=task.token, reason=reason, retry=True)
+            disk = self.spool.problem(self.settings.min_free_mb)
+            if disk:  # this slave's fault: no task can start until it is fixed
+                self._set_problem(disk)
+                session.send("declined", token=task.token, reason=disk, retry=True)
+            else:  # perhaps this task's ("Argument list too long"): the master decides
+                session.send("declined", token=task.token, reason=f"cannot start the task: {exc}", retry=True,
+                             host_failed=True)
             return
         task.pid, task.created = handle.pid, handle.created
         self.spool.save(task)
@@ -517,24 +522,8 @@ class SlaveEngine:
         self.problem = reason
 
     def _finish(self, task: SpoolTask, attempt: Attempt) -> None:
-        code = attempt.handle.exit_code()
-        if attempt.timed_out:
-            outcome, message = AttemptOutcome.TIMED_OUT, f"stopped after its time limit of {task.time_limit_s:g} s"
-        elif code == 0:
-            outcome, message = AttemptOutcome.SUCCEEDED, None
-        elif code is None:
-            outcome, message = AttemptOutcome.HOST_LOST, "the task's process vanished without an exit code"
-        else:
-            outcome, message = AttemptOutcome.EXITED, self.runner.describe_exit(code)
-        if outcome is not AttemptOutcome.SUCCEEDED and not attempt.timed_out:
-            over_memory = self.runner.memory_failure(attempt.handle)  # asked while its cgroup still exists
-            if over_memory:
-                outcome, message = AttemptOutcome.EXITED, over_memory
+        outcome, code, message = judge_attempt(attempt, self.runner, task.time_limit_s)
         attempt.handle.close()
-        if outcome in (AttemptOutcome.EXITED, AttemptOutcome.TIMED_OUT):
-            tail = tail_of(attempt.handle.launch.task_dir / "stderr.txt")
-            if tail:
-                message = f"{message}; stderr ends with:\n{tail}"
         self._settle(task, outcome, code, message)
 
     def _settle(self, task: SpoolTask, outcome: AttemptOutcome, code: int | None, message: str | None) -> None:
@@ -547,7 +536,7 @@ class SlaveEngine:
         except ValueError as exc:  # over the cap
             outcome, message = AttemptOutcome.REJECTED, str(exc)
         except OSError as exc:
-            outcome, message = AttemptOutcome.HOST_LOST, f"could not pack the results: {exc}"
+            outcome, message = AttemptOutcome.HOST_FAILED, f"could not pack the results: {exc}"
             self._set_problem(self.spool.problem(self.settings.min_free_mb))
         task.state, task.outcome, task.exit_code, task.message = "finished", outcome.value, code, message
         task.ended = self.clock()

@@ -125,7 +125,7 @@ class Spool:
 
     def ensure(self) -> "Spool":
         for folder in (self.archives, self.incoming, self.unpacked, self.tasks, self.results):
-            folder.mkdir(parents=True, exist_ok=True)
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         return self
 
     # ----- problems that make the slave unavailable ------------------------------
@@ -163,6 +163,7 @@ class Spool:
         if actual != sha:
             uploaded.unlink(missing_ok=True)
             raise ChecksumMismatchError(f"upload hashes to {actual[:12]}…, not {sha[:12]}… (damaged in transit)")
+        os.chmod(uploaded, 0o600)  # SFTP created it with the SSH server's umask, not ours
         os.replace(uploaded, self.archive_path(sha))
 
     # ----- tasks -----------------------------------------------------------------
@@ -244,7 +245,8 @@ class Spool:
 
         Only regular files and folders go in (a symlink to a file travels as
         its content); the master checks the archive again, since it cannot
-        trust a slave. Raises ``ValueError`` when the results exceed ``max_bytes``.
+        trust a slave. Raises ``ValueError`` when the results and logs together
+        exceed ``max_bytes``.
         """
         run_dir = self.task_dir(task.token)
         produced = run_dir / "work" / "results"
@@ -262,12 +264,17 @@ class Spool:
         for name in ("stdout.txt", "stderr.txt"):
             if (run_dir / name).is_file():
                 entries.append((run_dir / name, name))
+                total += (run_dir / name).stat().st_size  # the cap is on all that travels back
         if total > max_bytes:
             raise ValueError(f"results of {total / 1e6:.1f} MB exceed this host's cap of {max_bytes / 1e6:.0f} MB")
         target = self.results / f"{task.token}.tar"
         tmp = target.with_name(f".{target.name}.partial")
-        with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT, dereference=True) as tar:
-            for path, arcname in entries:
-                tar.add(path, arcname=arcname, recursive=False)
-        os.replace(tmp, target)
+        try:
+            with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT, dereference=True) as tar:
+                for path, arcname in entries:
+                    tar.add(path, arcname=arcname, recursive=False)
+            os.replace(tmp, target)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # a full disk must not also keep the half it managed to write
+            raise
         return target, sha256_of(target), target.stat().st_size

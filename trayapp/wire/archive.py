@@ -91,7 +91,8 @@ def _add_file(tar: tarfile.TarFile, source: Path, name: str) -> None:
     info = tarfile.TarInfo(name)
     info.size = st.st_size
     info.mtime = FIXED_MTIME
-    info.mode = 0o755 if st.st_mode & stat.S_IXUSR else 0o644
+    # Private once unpacked on a slave: another user there has no business reading the job.
+    info.mode = 0o700 if st.st_mode & stat.S_IXUSR else 0o600
     info.uid = info.gid = 0
     info.uname = info.gname = ""
     with source.open("rb") as fh:

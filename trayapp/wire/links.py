@@ -25,6 +25,11 @@ class LinkClosed(Exception):
     """The other end went away; the driver reconnects."""
 
 
+class TransferRefused(Exception):
+    """A file the host offered that we will not take: not a regular file, over
+    the size cap, or too slow to arrive."""
+
+
 class Link(Protocol):
     label: str
     results_in_place: bool  # results arrive as folders on this disk (no fetch, no checks needed)
@@ -33,7 +38,8 @@ class Link(Protocol):
     def send(self, data: bytes) -> None: ...
     def recv(self) -> bytes: ...  # b"" never: raises LinkClosed instead
     def put(self, local: Path, remote: str) -> None: ...
-    def fetch(self, remote: str, local: Path) -> None: ...
+    def fetch(self, remote: str, local: Path, *, max_bytes: int | None = None,
+              timeout_s: float | None = None) -> None: ...
     def close(self) -> None: ...
 
 
@@ -81,7 +87,9 @@ class LocalLink:
         except OSError:
             shutil.copyfile(local, remote)
 
-    def fetch(self, remote: str, local: Path) -> None:
+    def fetch(self, remote: str, local: Path, *, max_bytes: int | None = None,
+              timeout_s: float | None = None) -> None:
+        # Our own engine wrote it, on our own disk: no cap to enforce.
         shutil.copyfile(remote, local)
 
     def close(self) -> None:

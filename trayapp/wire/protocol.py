@@ -93,7 +93,10 @@ class ProtocolError(Exception):
 def encode(kind: str, **fields: Any) -> bytes:
     if kind not in REQUIRED:
         raise ValueError(f"unknown message type {kind!r}")
-    return (json.dumps({"v": VERSION, "type": kind, **fields}, separators=(",", ":")) + "\n").encode()
+    line = (json.dumps({"v": VERSION, "type": kind, **fields}, separators=(",", ":")) + "\n").encode()
+    if len(line) > MAX_LINE:  # the peer would close the connection on it: refuse to send it instead
+        raise ProtocolError(f"a '{kind}' message of {len(line)} bytes is over the {MAX_LINE}-byte limit")
+    return line
 
 
 def decode(line: bytes | str) -> dict:

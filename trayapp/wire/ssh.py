@@ -13,15 +13,17 @@ import base64
 import hashlib
 import logging
 import socket
-from pathlib import Path
+import stat
+import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Protocol
 
 import paramiko
 
 from trayapp.errors import UserError
 from trayapp.home import Home
-from trayapp.wire.links import LinkClosed
+from trayapp.wire.links import LinkClosed, TransferRefused
 
 log = logging.getLogger(__name__)
 
@@ -198,9 +200,26 @@ class _Connection:
         if sftp.stat(remote).st_size != size:
             raise OSError(f"upload of {local.name} to {self.label} is short")
 
-    def fetch(self, remote: str, local: Path) -> None:
+    def fetch(self, remote: str, local: Path, *, max_bytes: int | None = None,
+              timeout_s: float | None = None) -> None:
+        """Download ``remote``: only a regular file (a device such as /dev/zero
+        never ends), of at most ``max_bytes``, within ``timeout_s``."""
+        sftp = self._sftp_client()
+        info = sftp.stat(remote)
+        if not stat.S_ISREG(info.st_mode or 0):
+            raise TransferRefused(f"{remote} on {self.label} is not a regular file")
+        if max_bytes is not None and (info.st_size or 0) > max_bytes:
+            raise TransferRefused(f"{remote} on {self.label} is {info.st_size} bytes, over the cap of {max_bytes}")
+        deadline = time.monotonic() + timeout_s if timeout_s is not None else None
+
+        def within_bounds(done: int, _total: int) -> None:
+            if max_bytes is not None and done > max_bytes:
+                raise TransferRefused(f"{remote} on {self.label} grew past the cap of {max_bytes} bytes")
+            if deadline is not None and time.monotonic() > deadline:
+                raise TransferRefused(f"{remote} on {self.label} took longer than {timeout_s:g} s to fetch")
+
         # get() prefetches reads in parallel.
-        self._sftp_client().get(remote, str(local))
+        sftp.get(remote, str(local), callback=within_bounds)
 
     def close(self) -> None:
         for closer in (self._sftp, self._channel, self._client):

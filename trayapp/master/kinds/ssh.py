@@ -56,7 +56,11 @@ class SSHKind(HostKind):
         if values.get("ask_secret"):
             from trayapp.wire.ssh import store_secret
 
-            store_secret(host, values["ask_secret"])
+            try:
+                store_secret(host, values["ask_secret"])
+            except BaseException:
+                store.remove_host(host.name)  # a host that cannot log in is not half added
+                raise
         return host
 
     def where(self, host: HostRecord) -> str:
