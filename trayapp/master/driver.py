@@ -12,23 +12,18 @@ crash at any point is settled by the next reconciliation.
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import hashlib
 import logging
-import tarfile
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from trayapp.wire.archive import UnsafeArchiveError, sha256_of, unpack
-from trayapp.wire.links import Link, LinkClosed, TransferRefused
+from trayapp.wire.links import Link, LinkClosed
 from trayapp.wire.protocol import LineBuffer, ProtocolError, decode, encode
-from trayapp.master.bounds import (HostMisbehaved, check_finished, check_results_layout, download_cap,
-                                   grant_within_slots)
+from trayapp.master.bounds import HostMisbehaved, check_finished, grant_within_slots
+from trayapp.master.fetch import TRANSFER_TRIES, ResultsFolderError, fetch_results, results_folder_error
 from trayapp.master.quarantine import Quarantine
 from trayapp.master.results import collect, collected_by, results_path
 from trayapp.status import AttemptOutcome, TaskStatus
@@ -37,17 +32,11 @@ from trayapp.master.store import Claim, Store
 log = logging.getLogger(__name__)
 
 HELLO_TIMEOUT_S = 30.0
-TRANSFER_TRIES = 3
 GRANT_KEPT_S = 5.0  # a slave keeps an unused grant open 10 s; we use a deferred one well within that
 
 
 class HostOffline(Exception):
     """The host answered, but no slave daemon runs there."""
-
-
-class ResultsFolderError(Exception):
-    """This master cannot write a job's results (disk full, read-only, a file
-    where a folder should be). Not the host's fault: its results wait there."""
 
 
 @dataclass
@@ -522,7 +511,9 @@ class HostDriver(threading.Thread):
     def _collect(self, conv: _Conversation, report: dict, claim: Claim, outcome: AttemptOutcome) -> None:
         """Fetch, check and move an attempt's results into place, then record its outcome."""
         with contextlib.ExitStack() as scratch:
-            unpacked, problem = self._fetch_results(conv, report, claim, scratch)
+            unpacked, problem = fetch_results(conv.link, report, claim, scratch, host=self.host,
+                                                     max_bytes=self.settings.max_results_bytes,
+                                                     timeout_s=self.settings.fetch_timeout_s)
             if problem:
                 outcome, message = AttemptOutcome.REJECTED, problem
             else:
@@ -544,14 +535,7 @@ class HostDriver(threading.Thread):
         try:
             collect(claim, unpacked, exit_code=code, host=self.host)
         except OSError as exc:
-            raise self._folder_error(claim, exc) from exc
-
-    def _folder_error(self, claim: Claim, exc: OSError) -> ResultsFolderError:
-        return ResultsFolderError(
-            f"cannot write the results of job {claim.job_id} to {results_path(claim).parent}: "
-            f"{exc.strerror or exc}{f' ({exc.filename})' if exc.filename else ''}. Free disk space, or make "
-            f"sure that folder can be created and written; the results wait on {self.host} and are collected "
-            "as soon as it works")
+            raise results_folder_error(claim, exc, self.host) from exc
 
     def _results_blocked(self, claim: Claim, report: dict, why: str) -> None:
         """Keep the results on the host (no ack), say why on the task, stop taking
@@ -564,64 +548,6 @@ class HostDriver(threading.Thread):
             log.error("host %s: %s", self.host, why)
             self.blocked_jobs = self.blocked_jobs | {claim.job_seq}
         self.store.note_running_task(claim.attempt_id, why)
-
-    def _fetch_results(self, conv: _Conversation, report: dict, claim: Claim,
-                       scratch: contextlib.ExitStack) -> tuple[Path | None, str | None]:
-        """Fetch, check and unpack a results archive; (folder, None) or (None, why it was refused)."""
-        remote = report.get("results_path")
-        if not remote:
-            return None, None
-        if conv.link.results_in_place:
-            return Path(remote), None
-        if not report.get("results_sha"):
-            return None, f"{self.host} sent results without a checksum"
-        # Unpacked beside the job's results, so moving them into place is a rename.
-        try:
-            tmp = Path(scratch.enter_context(tempfile.TemporaryDirectory(prefix=".incoming-",
-                                                                         dir=_incoming_root(claim))))
-        except OSError as exc:
-            raise self._folder_error(claim, exc) from exc
-        archive: Path | bytes | None = self._inline_results(report)
-        if archive is None:
-            archive = tmp / "results.tar"
-            for attempt in range(TRANSFER_TRIES):
-                try:
-                    conv.link.fetch(remote, archive, timeout_s=self.settings.fetch_timeout_s,
-                                    max_bytes=download_cap(self.settings.max_results_bytes, report.get("results_size")))
-                except TransferRefused as exc:
-                    raise HostMisbehaved(f"its results: {exc}") from None
-                if sha256_of(archive) == report.get("results_sha"):
-                    break
-                log.warning("host %s: results of %s arrived damaged, try %d", self.host, report["token"],
-                            attempt + 1)
-            else:
-                return None, f"the results from {self.host} arrived damaged {TRANSFER_TRIES} times"
-        try:
-            unpack(archive, tmp / "unpacked")  # checks every member first
-        except UnsafeArchiveError as exc:
-            return None, f"refused the results archive from {self.host}: {exc}"
-        except (tarfile.TarError, EOFError) as exc:
-            return None, f"the results archive from {self.host} is damaged: {exc}"
-        except OSError as exc:
-            raise self._folder_error(claim, exc) from exc
-        check_results_layout(tmp / "unpacked")
-        return tmp / "unpacked", None
-
-    def _inline_results(self, report: dict) -> bytes | None:
-        """The results archive carried in the message, if any and intact; else
-        None, and the driver fetches the spooled copy by SFTP."""
-        inline = report.get("results_inline")
-        if not isinstance(inline, str):
-            return None
-        try:
-            data = base64.b64decode(inline, validate=True)
-        except ValueError:
-            data = b""
-        if hashlib.sha256(data).hexdigest() != report.get("results_sha"):
-            log.warning("host %s: the results of %s in its message are damaged; fetching them", self.host,
-                        report["token"])
-            return None
-        return data
 
     def _claim_for_token(self, token: str) -> Claim | None:
         row = self.store.attempt_by_token(token)
@@ -655,12 +581,6 @@ class HostDriver(threading.Thread):
                 self._cancel(conv, token)
             else:
                 self._send(conv, "ack", token=token)
-
-
-def _incoming_root(claim: Claim) -> Path:
-    root = Path(claim.results_dir)
-    root.mkdir(parents=True, exist_ok=True)
-    return root
 
 
 def _outcome(value: str) -> AttemptOutcome:
