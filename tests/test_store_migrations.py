@@ -7,7 +7,8 @@ import sqlite3
 import pytest
 
 from trayapp.errors import UserError
-from trayapp.master.store import MIGRATIONS, SCHEMA_V1, SCHEMA_VERSION, Store
+from trayapp.master.schema import MIGRATIONS, SCHEMA_V1, SCHEMA_VERSION
+from trayapp.master.store import Store
 
 
 def _version(path) -> int:

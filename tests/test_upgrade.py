@@ -22,7 +22,8 @@ from conftest import wait_until
 from support.peer import ProtocolPeer
 
 from trayapp.master.kinds.local import LocalSlave
-from trayapp.master.store import SCHEMA_VERSION, Store
+from trayapp.master.schema import SCHEMA_VERSION
+from trayapp.master.store import Store
 from trayapp.run.posix import PosixRunner
 from trayapp.slave.engine import SlaveEngine, SlaveSettings
 from trayapp.slave.spool import TASK_FORMAT, Spool
