@@ -8,21 +8,28 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import ECHO_TASK, cli, make_job, start_master, stop_process, wait_until
+from conftest import cli, make_job, start_master, stop_process, wait_until
 from test_pool_faults import Master, add_fake_host, echo_job, host_row, job_status
 
 pytestmark = pytest.mark.pool
 
+SECOND_TASK = """
+import time
+time.sleep(1)
+"""
+
 
 def test_grants_beyond_the_hosts_slots_are_ignored_and_local_cores_do_the_rest(pool, home, tmp_path):
     add_fake_host(pool, "flood", "flood", tmp_path / "flood")
-    folder, params = make_job(tmp_path / "sweep", ECHO_TASK, params=[{"n": i} for i in range(8)])
+    # Tasks of a second each: this PC's two slots must not finish the sweep
+    # before the flooding host has connected over SSH (slow on a loaded machine).
+    folder, params = make_job(tmp_path / "sweep", SECOND_TASK, params=[{"n": i} for i in range(16)])
     job = json.loads(cli("submit", str(folder), "--params", str(params), "--no-start", "--json",
                          check=True).stdout)
     master = start_master()  # with its own cores, as by default
     try:
-        wait_until(lambda: sum(t["status"] == "done" for t in job_status(job["job"])["tasks"]) == 7,
-                   timeout=60, what="the seven tasks the flooding host could not hold")
+        wait_until(lambda: sum(t["status"] == "done" for t in job_status(job["job"])["tasks"]) == 15,
+                   timeout=90, what="the fifteen tasks the flooding host could not hold")
         held = [t for t in job_status(job["job"])["tasks"] if t["status"] != "done"]
     finally:
         stop_process(master)
