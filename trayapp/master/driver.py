@@ -191,8 +191,7 @@ class HostDriver(threading.Thread):
         self._show_state(*self._reported_state)
 
     def _requeue_all(self, why: str) -> None:
-        for attempt in self.store.open_attempts(self.host):
-            self.store.finish_attempt(attempt.attempt_id, AttemptOutcome.HOST_LOST, message=f"{self.host}: {why}")
+        self.store.lose_open_attempts(self.host, f"{self.host}: {why}")
         self.inflight.clear()
 
     # ----- the conversation ---------------------------------------------------------

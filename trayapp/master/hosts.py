@@ -13,7 +13,6 @@ from trayapp.errors import UserError
 from trayapp.master.hostkeys import PresentedKey, presented_key, refuse_a_changed_key, trust_key
 from trayapp.master.kinds import KINDS, Column, Finding, HostKind, KindContext, KindRegistry, QueueFacts
 from trayapp.master.store import HostRecord, Store
-from trayapp.status import AttemptOutcome
 
 
 @dataclass(frozen=True)
@@ -82,9 +81,7 @@ class Hosts:
                             "to run no tasks on it, set run_locally = false in the settings")
         running = self.store.running_on(name)
         self.store.remove_host(name)
-        for attempt in self.store.open_attempts(name):
-            self.store.finish_attempt(attempt.attempt_id, AttemptOutcome.HOST_LOST,
-                                      message=f"host {name} was removed; the task will run elsewhere")
+        self.store.lose_open_attempts(name, f"host {name} was removed; the task will run elsewhere")
         return running
 
     def presented_key(self, name: str) -> PresentedKey:

@@ -461,6 +461,14 @@ class Store:
         rows = self._db.execute("SELECT * FROM attempts WHERE host=? AND ended IS NULL ORDER BY id", (host,))
         return [OpenAttempt(r["id"], r["token"], r["job_seq"], r["idx"], r["pid"], r["started"]) for r in rows]
 
+    def lose_open_attempts(self, host: str, message: str) -> int:
+        """Every unsettled attempt on ``host`` ends as host lost (its tasks go back
+        to the queue without using a retry); how many there were."""
+        attempts = self.open_attempts(host)
+        for attempt in attempts:
+            self.finish_attempt(attempt.attempt_id, AttemptOutcome.HOST_LOST, message=message)
+        return len(attempts)
+
     def claim_for(self, attempt_id: int) -> Claim:
         r = self._db.execute(
             "SELECT a.id, a.token, t.job_seq, t.idx, t.params, j.id AS job_id, j.name, j.main, j.archive_path,"

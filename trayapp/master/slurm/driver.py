@@ -159,9 +159,8 @@ class SlurmDriver(threading.Thread):
             self._unreachable_since = now
         self.store.set_host_state(self.host, "unreachable", reason)
         if now - self._unreachable_since >= self.settings.lost_after_s:
-            for attempt in self.store.open_attempts(self.host):
-                self.store.finish_attempt(attempt.attempt_id, AttemptOutcome.HOST_LOST,
-                                          message=f"{self.host}: unreachable for {now - self._unreachable_since:.0f} s")
+            self.store.lose_open_attempts(self.host,
+                                          f"{self.host}: unreachable for {now - self._unreachable_since:.0f} s")
             self.inflight.clear()
 
     def _problem(self, exc: ClusterProblem) -> None:
