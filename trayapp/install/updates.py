@@ -154,6 +154,11 @@ def latest_release(package: str, *, index_url: str = "", wheel_folder: str = "",
 
     Raises OSError (URLError is one) when the index cannot be read.
     """
+    return newest(_release_files(package, index_url=index_url, wheel_folder=wheel_folder, timeout=timeout),
+                  package)
+
+
+def _release_files(package: str, *, index_url: str, wheel_folder: str, timeout: float) -> list[str]:
     names: list[str] = []
     if wheel_folder:
         names += files_in_folder(wheel_folder)
@@ -165,7 +170,21 @@ def latest_release(package: str, *, index_url: str = "", wheel_folder: str = "",
                 raise
         except (ValueError, http.client.HTTPException) as exc:  # a malformed URL or body, a cut connection
             raise OSError(str(exc) or type(exc).__name__) from exc
-    return newest(names, package)
+    return names
+
+
+def versions_available(package: str, *, index_url: str = "", wheel_folder: str = "",
+                       timeout: float = INDEX_TIMEOUT_S) -> list[Version]:
+    """Every version of ``package`` (pre-releases too) in the wheel folder and/or
+    on the index, oldest first; none if the index does not carry it (404).
+    Raises OSError when the index cannot be read."""
+    names = _release_files(package, index_url=index_url, wheel_folder=wheel_folder, timeout=timeout)
+    return sorted({v for v in (version_of_file(f, package) for f in names) if v})
+
+
+def describe_versions(versions: list[Version], most: int = 5) -> str:
+    shown = ", ".join(str(v) for v in versions[-most:])
+    return f"versions {'…, ' if len(versions) > most else ''}{shown}"
 
 
 def installed_version(python: str | None, package: str, timeout: float = PROBE_TIMEOUT_S) -> str | None:
