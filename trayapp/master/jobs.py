@@ -1,0 +1,153 @@
+"""The user's verbs on a job, shared by the CLI, the window and the Python API:
+cancel, retry (with the folder as it was at submit, or packed again), remove.
+
+Like :mod:`trayapp.master.hosts`, these check the input, raise
+:class:`UserError` naming the problem and the fix, print nothing, and start a
+dispatcher when work was queued and none runs (whoever calls them: a retry from
+the window used to queue tasks that nothing would run).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from trayapp.config import Config
+from trayapp.errors import UserError
+from trayapp.home import Home
+from trayapp.master.store import JobRecord, Store
+from trayapp.master.waits import forget_declines
+
+
+@dataclass(frozen=True)
+class RetryResult:
+    job: JobRecord
+    requeued: int
+    # What differs between the job's folder now and what was packed at submit
+    # ("main.py changed"), None when nothing does; with ``repacked`` the tasks run it.
+    folder_change: str | None
+    repacked: bool = False
+    dispatcher_pid: int | None = None
+
+    def describe(self) -> str:
+        """What ``retry`` prints."""
+        text = f"queued {self.requeued} failed or cancelled task{'s' if self.requeued != 1 else ''} " \
+               f"of job {self.job.id} again"
+        if self.repacked:
+            text += f", with the folder as it is now ({self.folder_change or 'unchanged'})"
+        return text
+
+    def warning(self) -> str | None:
+        """Said (on stderr) when the tasks rerun the old code though the folder changed."""
+        if self.repacked or not self.folder_change:
+            return None
+        return (f"the job's folder {self.job.folder} changed since it was submitted ({self.folder_change}); "
+                f"this retry runs the files packed at submit\n"
+                f"  fix: sparecycles retry {self.job.id} --repack  (packs the folder as it is now)")
+
+
+@dataclass(frozen=True)
+class Removed:
+    job: JobRecord
+    results_removed: bool
+
+
+class Jobs:
+    def __init__(self, store: Store, home: Home, config: Config, ensure_dispatcher: Callable[[], int | None]):
+        self.store = store
+        self.home = home
+        self.config = config
+        self._ensure_dispatcher = ensure_dispatcher
+
+    def cancel(self, ref: str) -> int:
+        """Cancel every unfinished task (the dispatcher kills running ones); how many."""
+        return self.store.cancel_job(ref)
+
+    def retry(self, ref: str, *, repack: bool = False) -> RetryResult:
+        """Queue the job's failed and cancelled tasks again, with fresh retries;
+        ``repack``: with the job folder packed as it is now (same job id; done
+        tasks and their results stay)."""
+        job = self.store.job(ref)
+        change = self.folder_change(job)
+        if repack:
+            self._repack(job)
+        forget_declines(self.store, job_seq=job.seq)  # what hosts refused may suit them now
+        n = self.store.retry_job(job.id)
+        pid = self._ensure_dispatcher() if n else None
+        return RetryResult(self.store.job(job.id), n, change, repack, pid)
+
+    def folder_change(self, job: JobRecord) -> str | None:
+        """What changed in the job's folder since it was packed, in a few words, or None."""
+        from trayapp.job.folder import list_job_files
+        from trayapp.job.manifest import load_manifest
+
+        root = Path(job.folder)
+        if not root.is_dir():
+            return f"the folder {root} is gone"
+        try:
+            files = list_job_files(root, load_manifest(root).exclude)
+            now = {rel: _file_digest(root / rel) for rel in files}
+        except (UserError, OSError) as exc:
+            return f"the folder cannot be read now: {exc}"
+        try:
+            then = _archive_digests(Path(job.archive_path))
+        except (OSError, tarfile.TarError):
+            return None  # nothing to compare with: say nothing rather than guess
+        changed = sorted(n for n in now.keys() & then.keys() if now[n] != then[n])
+        added, removed = sorted(now.keys() - then.keys()), sorted(then.keys() - now.keys())
+        parts = [f"{_some(names)} {what}" for names, what in ((changed, "changed"), (added, "added"),
+                                                               (removed, "removed")) if names]
+        return ", ".join(parts) or None
+
+    def _repack(self, job: JobRecord) -> None:
+        from trayapp.job.folder import open_job_folder
+        from trayapp.job.requirements import job_requirements
+        from trayapp.job.submit import check_before_queueing
+        from trayapp.wire.archive import pack
+
+        folder = open_job_folder(job.folder, main=job.main, param_sets=[{}])
+        requires = job_requirements(folder.root, folder.manifest)
+        check_before_queueing(self.home, self.config, folder.root, folder.main, requires)
+        packed = pack(folder.root, folder.files, self.home.archives_dir)
+        self.store.replace_archive(job.seq, packed.sha256, str(packed.path), requires)
+
+    def remove(self, ref: str, *, results: bool = False) -> Removed:
+        """Forget a finished job; its results folder stays unless ``results``."""
+        job = self.store.remove_job(ref)
+        if not self.store.archive_in_use(job.archive_path):
+            Path(job.archive_path).unlink(missing_ok=True)
+        removed = False
+        if results and Path(job.results_dir).is_dir():
+            shutil.rmtree(job.results_dir)
+            removed = True
+        return Removed(job, removed)
+
+
+def _some(names: list[str], most: int = 3) -> str:
+    return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:  # follows a link, as pack() does
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _archive_digests(archive: Path) -> dict[str, str]:
+    """Per file in one of our own archives (made by pack(), never a host's), its sha256."""
+    found = {}
+    with tarfile.open(archive, "r:") as tar:
+        for member in tar:
+            if member.isfile():
+                digest = hashlib.sha256()
+                source = tar.extractfile(member)
+                for chunk in iter(lambda: source.read(1 << 20), b""):
+                    digest.update(chunk)
+                found[member.name] = digest.hexdigest()
+    return found
