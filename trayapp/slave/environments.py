@@ -27,7 +27,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
 
-from trayapp.install.envbuild import EnvBuildError
+from trayapp.install.envbuild import EnvBuildError, unresolvable_package
 from trayapp.install.envs import EnvStore, canonical_requirements, describe_requirements
 from trayapp.slave.requirements import RequirementChecker
 from trayapp.slave.session import Session
@@ -108,8 +108,7 @@ class JobEnvironments:
             return
         failure = self.envs.recent_failure(key)
         if failure:
-            session.send("declined", token=task.token, retry=True, requirements=True,
-                         reason=f"cannot prepare environment ({describe_requirements(requirements)}): {failure}")
+            _decline_build(session, task.token, requirements, failure)
             return
         python = self.envs.python_of(key)
         if python:
@@ -151,9 +150,7 @@ class JobEnvironments:
                 if session is None:
                     continue  # its master reconciles on return and queues the task again
                 if error:
-                    session.send("declined", token=token, retry=True, requirements=True,
-                                 reason=f"cannot prepare environment ({describe_requirements(prep.requirements)}):"
-                                        f" {error}")
+                    _decline_build(session, token, prep.requirements, error)
                 elif not self._accepts_work():
                     session.send("declined", token=token, reason="not available any more", retry=True)
                 else:
@@ -193,3 +190,13 @@ class JobEnvironments:
     def close(self) -> None:
         if self._build_pool is not None:
             self._build_pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _decline_build(session, token: str, requirements, error: str) -> None:
+    """Decline a task whose environment could not be built, with a code its master
+    decides on: ``unresolvable`` (the index has no such package or version:
+    nothing a host can change, so the master fails the job) or ``environment``."""
+    package = unresolvable_package(error)
+    session.send("declined", token=token, retry=True, requirements=True,
+                 code="unresolvable" if package else "environment", package=package,
+                 reason=f"cannot prepare environment ({describe_requirements(requirements)}): {error}")

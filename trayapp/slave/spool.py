@@ -23,11 +23,13 @@ archives so that a master can never overwrite another master's job.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import logging
 import os
 import secrets
 import shutil
+import stat
 import tarfile
 import tempfile
 from dataclasses import asdict, dataclass, fields
@@ -238,6 +240,8 @@ class Spool:
         for name in ("stdout.txt", "stderr.txt"):
             if (run_dir / name).is_file():
                 os.replace(run_dir / name, target / name)
+        for path in debug_files(run_dir / "tmp"):
+            os.replace(path, target / path.name)
         return target
 
     def pack_results(self, task: SpoolTask, max_bytes: int) -> tuple[Path, str, int]:
@@ -265,6 +269,9 @@ class Spool:
             if (run_dir / name).is_file():
                 entries.append((run_dir / name, name))
                 total += (run_dir / name).stat().st_size  # the cap is on all that travels back
+        for path in debug_files(run_dir / "tmp"):
+            entries.append((path, path.name))
+            total += path.stat().st_size
         if total > max_bytes:
             raise ValueError(f"results of {total / 1e6:.1f} MB exceed this host's cap of {max_bytes / 1e6:.0f} MB")
         target = self.results / f"{task.token}.tar"
@@ -278,3 +285,28 @@ class Spool:
             tmp.unlink(missing_ok=True)  # a full disk must not also keep the half it managed to write
             raise
         return target, sha256_of(target), target.stat().st_size
+
+
+# What Brian writes to the temporary folder when a run fails, and asks users to
+# send with a bug report: it travels back with the task's logs, since the
+# task's folder (its TMPDIR among it) is deleted once the results are packed.
+DEBUG_FILE_PATTERNS = ("brian_debug_*.log", "brian_script_*.py")
+
+
+def debug_files(folder: Path, most: int = 20) -> list[Path]:
+    """The debug files in the task's temporary folder: regular files only (by
+    lstat: a task-made link is never followed), at most ``most``."""
+    found = []
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError:
+        return []
+    for name in names:
+        path = folder / name
+        if any(fnmatch.fnmatchcase(name, pattern) for pattern in DEBUG_FILE_PATTERNS):
+            try:
+                if stat.S_ISREG(os.lstat(path).st_mode):
+                    found.append(path)
+            except OSError:
+                continue
+    return found[:most]
