@@ -450,9 +450,9 @@ class HostDriver(threading.Thread):
             # The index has no such package or version: no host will do better,
             # so the job fails now, paused and busy hosts notwithstanding.
             package = message.get("package") or "a requirement"
-            self.store.finish_attempt(entry.claim.attempt_id, AttemptOutcome.REJECTED, message=reason)
-            self.store.fail_queued_tasks(entry.claim.job_seq, f"{package} cannot be installed: no version of it "
-                                                              f"on the package index matches. {reason}")
+            why = f"{package} cannot be installed: no version of it on the package index matches. {reason}"
+            self.store.finish_attempt(entry.claim.attempt_id, AttemptOutcome.REJECTED, message=why)
+            self.store.fail_queued_tasks(entry.claim.job_seq, why)
             return
         if "archive" in message["reason"] and message.get("retry", True):
             conv.archives_present.discard(Path(entry.claim.archive_path).stem)
