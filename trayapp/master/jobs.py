@@ -9,18 +9,22 @@ the window used to queue tasks that nothing would run).
 
 from __future__ import annotations
 
-import hashlib
 import shutil
-import tarfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol
 
-from trayapp.config import Config
-from trayapp.errors import UserError
-from trayapp.home import Home
 from trayapp.master.store import JobRecord, Store
 from trayapp.master.waits import forget_declines
+from trayapp.wire.archive import PackedArchive
+
+
+class JobFolders(Protocol):
+    """The user's side of a job's folder (trayapp.job.refolder, wired in trayapp.app)."""
+
+    def change(self, job: JobRecord) -> str | None: ...
+
+    def repack(self, job: JobRecord) -> tuple[PackedArchive, tuple[str, ...]]: ...
 
 
 @dataclass(frozen=True)
@@ -57,10 +61,9 @@ class Removed:
 
 
 class Jobs:
-    def __init__(self, store: Store, home: Home, config: Config, ensure_dispatcher: Callable[[], int | None]):
+    def __init__(self, store: Store, folders: JobFolders, ensure_dispatcher: Callable[[], int | None]):
         self.store = store
-        self.home = home
-        self.config = config
+        self._folders = folders
         self._ensure_dispatcher = ensure_dispatcher
 
     def cancel(self, ref: str) -> int:
@@ -82,38 +85,11 @@ class Jobs:
 
     def folder_change(self, job: JobRecord) -> str | None:
         """What changed in the job's folder since it was packed, in a few words, or None."""
-        from trayapp.job.folder import list_job_files
-        from trayapp.job.manifest import load_manifest
-
-        root = Path(job.folder)
-        if not root.is_dir():
-            return f"the folder {root} is gone"
-        try:
-            files = list_job_files(root, load_manifest(root).exclude)
-            now = {rel: _file_digest(root / rel) for rel in files}
-        except (UserError, OSError) as exc:
-            return f"the folder cannot be read now: {exc}"
-        try:
-            then = _archive_digests(Path(job.archive_path))
-        except (OSError, tarfile.TarError):
-            return None  # nothing to compare with: say nothing rather than guess
-        changed = sorted(n for n in now.keys() & then.keys() if now[n] != then[n])
-        added, removed = sorted(now.keys() - then.keys()), sorted(then.keys() - now.keys())
-        parts = [f"{_some(names)} {what}" for names, what in ((changed, "changed"), (added, "added"),
-                                                               (removed, "removed")) if names]
-        return ", ".join(parts) or None
+        return self._folders.change(job)
 
     def _repack(self, job: JobRecord) -> None:
-        from trayapp.job.folder import open_job_folder
-        from trayapp.job.requirements import job_requirements
-        from trayapp.job.submit import check_before_queueing
-        from trayapp.wire.archive import pack
-
-        folder = open_job_folder(job.folder, main=job.main, param_sets=[{}])
-        requires = job_requirements(folder.root, folder.manifest)
-        check_before_queueing(self.home, self.config, folder.root, folder.main, requires)
-        packed = pack(folder.root, folder.files, self.home.archives_dir)
-        self.store.replace_archive(job.seq, packed.sha256, str(packed.path), requires)
+        archive, requires = self._folders.repack(job)
+        self.store.replace_archive(job.seq, archive.sha256, str(archive.path), requires)
 
     def remove(self, ref: str, *, results: bool = False) -> Removed:
         """Forget a finished job; its results folder stays unless ``results``."""
@@ -125,29 +101,3 @@ class Jobs:
             shutil.rmtree(job.results_dir)
             removed = True
         return Removed(job, removed)
-
-
-def _some(names: list[str], most: int = 3) -> str:
-    return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
-
-
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:  # follows a link, as pack() does
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _archive_digests(archive: Path) -> dict[str, str]:
-    """Per file in one of our own archives (made by pack(), never a host's), its sha256."""
-    found = {}
-    with tarfile.open(archive, "r:") as tar:
-        for member in tar:
-            if member.isfile():
-                digest = hashlib.sha256()
-                source = tar.extractfile(member)
-                for chunk in iter(lambda: source.read(1 << 20), b""):
-                    digest.update(chunk)
-                found[member.name] = digest.hexdigest()
-    return found
