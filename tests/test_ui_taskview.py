@@ -4,6 +4,7 @@ and a 10,000-task job. Offscreen, over a real queue run by a real dispatcher."""
 
 from __future__ import annotations
 
+import pytest
 import ui_desktop  # noqa: F401 - sets the offscreen platform first
 
 from PyQt6.QtCore import Qt
@@ -36,6 +37,7 @@ def _open_tasks(qtbot, tray_app, seq):
     return view
 
 
+@pytest.mark.slow  # a real dispatcher runs eight tasks
 def test_double_click_opens_the_tasks_filters_groups_shows_logs_and_retries(qtbot, app, tmp_path):
     tray_app = build_tray_app(qtbot, app.home)
     tray_app.window.show()
