@@ -70,16 +70,16 @@ class Jobs:
         """Cancel every unfinished task (the dispatcher kills running ones); how many."""
         return self.store.cancel_job(ref)
 
-    def retry(self, ref: str, *, repack: bool = False) -> RetryResult:
-        """Queue the job's failed and cancelled tasks again, with fresh retries;
-        ``repack``: with the job folder packed as it is now (same job id; done
-        tasks and their results stay)."""
+    def retry(self, ref: str, *, repack: bool = False, indexes: list[int] | None = None) -> RetryResult:
+        """Queue the job's failed and cancelled tasks (or those of them in
+        ``indexes``) again, with fresh retries; ``repack``: with the job folder
+        packed as it is now (same job id; done tasks and their results stay)."""
         job = self.store.job(ref)
         change = self.folder_change(job)
         if repack:
             self._repack(job)
         forget_declines(self.store, job_seq=job.seq)  # what hosts refused may suit them now
-        n = self.store.retry_job(job.id)
+        n = self.store.retry_job(job.id, indexes)
         pid = self._ensure_dispatcher() if n else None
         return RetryResult(self.store.job(job.id), n, change, repack, pid)
 
