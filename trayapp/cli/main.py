@@ -251,10 +251,16 @@ def cmd_status(app: App, args) -> int:
             rows = [[j.id, j.name, j.status.value, str(j.count(TaskStatus.DONE)), str(j.count(TaskStatus.FAILED)),
                      str(j.total), _when(j.created)] for j in jobs]
             print(table(["JOB", "NAME", "STATE", "DONE", "FAILED", "TASKS", "SUBMITTED"], rows))
+<<<<<<< HEAD
             for j in jobs:
                 if why := describe_waits(why_waiting(app.store, j)):
                     print(f"{j.id} waits: {why}")
         if slave is not None and not args.json:
+=======
+        if isinstance(slave, UserError) and not args.json:
+            print(f"slave: not answering ({slave.problem})")
+        elif slave is not None and not args.json:
+>>>>>>> main
             print(describe_slave_state(slave))
         return EXIT_OK
     job = app.store.job(args.job)
@@ -307,16 +313,17 @@ def describe_indices(indices: list[int], most: int = 8) -> str:
     return ", ".join(parts[:most]) + (", …" if len(parts) > most else "")
 
 
-def _local_slave_state(app: App) -> dict | None:
-    """The slave daemon's state if one runs for this home (``status`` shows it)."""
+def _local_slave_state(app: App) -> dict | UserError | None:
+    """The slave daemon's state if one runs for this home (``status`` shows it),
+    or why it did not say (busy, stuck, just stopped)."""
     from trayapp.slave import control as slavecontrol, endpoint
 
     if not endpoint.daemon_may_run(app.home):
         return None
     try:
         return slavecontrol.slave_state(app.home)
-    except UserError:
-        return None
+    except UserError as exc:
+        return exc
 
 
 def _short_params(params: dict, width: int = 60) -> str:
