@@ -7,6 +7,7 @@ dispatcher running tasks on this PC's own cores, in the bubblewrap sandbox.
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -184,3 +185,27 @@ def test_remove_refuses_an_unfinished_job_and_deletes_results_only_when_asked(ho
     removed = cli("remove", sub["job"], "--results", check=True)
     assert "deleted its results folder" in removed.stdout
     assert not Path(sub["results"]).exists() and job_ids() == []
+
+
+def test_brians_debug_files_are_packed_on_a_slave_without_following_links(tmp_path):
+    """The slave's side (a remote host packs; the master's own cores move): regular
+    debug files travel, a link a task named like one is left alone."""
+    import tarfile
+
+    from trayapp.slave.spool import Spool, SpoolTask
+
+    spool = Spool(tmp_path / "spool").ensure()
+    task = SpoolTask(token="ab" * 8, master="m", job="j", idx=0, params={}, main="main.py", archive_sha="0" * 64)
+    scratch = spool.task_dir(task.token) / "tmp"
+    scratch.mkdir(parents=True)
+    (scratch / "brian_debug_x1.log").write_text("debug")
+    (scratch / "brian_script_x2.py").write_text("script")
+    (scratch / "other.txt").write_text("not asked for")
+    secret = tmp_path / "lenders-secret.txt"
+    secret.write_text("private")
+    os.symlink(secret, scratch / "brian_debug_link.log")
+    path, _sha, _size = spool.pack_results(task, 1 << 20)
+    with tarfile.open(path) as tar:
+        names = sorted(tar.getnames())
+        assert names == ["brian_debug_x1.log", "brian_script_x2.py"]
+        assert tar.extractfile("brian_debug_x1.log").read() == b"debug"

@@ -251,16 +251,12 @@ def cmd_status(app: App, args) -> int:
             rows = [[j.id, j.name, j.status.value, str(j.count(TaskStatus.DONE)), str(j.count(TaskStatus.FAILED)),
                      str(j.total), _when(j.created)] for j in jobs]
             print(table(["JOB", "NAME", "STATE", "DONE", "FAILED", "TASKS", "SUBMITTED"], rows))
-<<<<<<< HEAD
             for j in jobs:
                 if why := describe_waits(why_waiting(app.store, j)):
                     print(f"{j.id} waits: {why}")
-        if slave is not None and not args.json:
-=======
         if isinstance(slave, UserError) and not args.json:
             print(f"slave: not answering ({slave.problem})")
         elif slave is not None and not args.json:
->>>>>>> main
             print(describe_slave_state(slave))
         return EXIT_OK
     job = app.store.job(args.job)
