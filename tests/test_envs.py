@@ -220,6 +220,7 @@ def test_a_pin_of_an_older_release_is_resolved_as_of_when_it_was_current(tmp_pat
     assert notes == ["sc-delta == 1.0: resolved as of 2024-06-01"], "said on the job's tasks while it builds"
     key = store.key_for(requirements)
     assert store.entry_note(key) == "sc-delta == 1.0: resolved as of 2024-06-01", "and kept with the environment"
+    assert [e.note for e in store.entries()] == [store.entry_note(key)], "envs list shows it"
     assert "--exclude-newer 2024-06-01" in (store.root / f"{key}.log").read_text()
     log_before = (store.root / f"{key}.log").read_text()
     assert store.build(requirements) == python, "kept"

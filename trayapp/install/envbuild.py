@@ -200,7 +200,9 @@ def _install_with_uv(steps: _Steps, uv: str, python: str, work: Path, plan: Buil
     steps.log("installing what the task environment lacks: " + ", ".join(f"{n} {v}" for n, v in missing))
     todo = work / "install.txt"
     todo.write_text("".join(f"{name}=={version}\n" for name, version in missing), encoding="utf-8")
-    steps.run([uv, "pip", "install", "--python", python, "--no-deps", "-r", str(todo), *source.arguments()],
+    # Compiled now: tasks see the environment read-only, and sympy or Brian from source takes seconds.
+    steps.run([uv, "pip", "install", "--python", python, "--no-deps", "--compile-bytecode", "-r", str(todo),
+               *source.arguments()],
               network=True)
 
 
