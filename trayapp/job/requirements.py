@@ -83,3 +83,16 @@ def requirement_notes(requires: tuple[str, ...], installed, past_build_s: list[f
             notes.append(f"{text}: will be installed on each host that lacks it, about {estimate:.0f} s the first "
                          "time (then reused)")
     return tuple(notes)
+
+
+def installed_versions(python: str, names: list[str] | tuple[str, ...]) -> dict[str, str | None]:
+    """The installed version of each distribution in ``names`` (None where it is
+    not installed) in ``python``'s environment, read by one interpreter in one
+    pass over its distributions (not one interpreter per name: 1000 names took
+    over three minutes)."""
+    from packaging.utils import canonicalize_name
+
+    from trayapp.install.taskenv import installed_distributions
+
+    versions = installed_distributions(python)
+    return {name: versions.get(canonicalize_name(name)) for name in names}
