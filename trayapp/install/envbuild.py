@@ -127,6 +127,10 @@ class _Steps:
                  "PIP_CONFIG_FILE": os.devnull, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1",
                  "PYTHONNOUSERSITE": "1"}
         writable: tuple[Path, ...] = ()
+        # The sandbox's /tmp is a small tmpfs: downloads and builds get room on disk, inside the environment.
+        scratch = self.target / WORK / "tmp"
+        scratch.mkdir(parents=True, exist_ok=True)
+        extra["TMPDIR"] = str(scratch)
         if self.cache_dir is not None:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
             extra["UV_CACHE_DIR"] = str(self.cache_dir)
@@ -154,6 +158,7 @@ def build_environment(target: Path, base_python: str, plan: BuildPlan | tuple[st
     if not isinstance(plan, BuildPlan):
         plan = BuildPlan(tuple(plan))
     target.mkdir(parents=True, exist_ok=True)
+    work = target / WORK
     steps = _Steps(target, log, nice, sandbox, cache_dir, network=bool(source.index_url or not source.wheel_folder))
     python = str(env_python(target))
     if uv:
@@ -161,8 +166,6 @@ def build_environment(target: Path, base_python: str, plan: BuildPlan | tuple[st
     else:
         steps.run([base_python, "-m", "venv", str(target)])
     layer(target, plan.task_site)
-    work = target / WORK
-    work.mkdir(exist_ok=True)
     (work / "requirements.in").write_text("".join(f"{r}\n" for r in plan.requirements), encoding="utf-8")
     try:
         if uv:
