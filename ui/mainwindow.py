@@ -152,10 +152,10 @@ class MainWindow(QMainWindow):
         self.jobs_view.sortByColumn(SUBMITTED_COLUMN, Qt.SortOrder.DescendingOrder)
         self.jobs_view.setItemDelegateForColumn(PROGRESS_COLUMN, ProgressDelegate(self.jobs_view))
         header = self.jobs_view.horizontalHeader()
-        fit_header(self.jobs_view, {NAME_COLUMN: "a-long-job-name", ID_COLUMN: "0000000000",
+        fit_header(self.jobs_view, {NAME_COLUMN: "brunel-sweep", ID_COLUMN: "0a921a1e",
                                     PROGRESS_COLUMN: "100 % (10000/10000)", SUBMITTED_COLUMN: "2026-12-06 08:16",
-                                    HOSTS_COLUMN: "local, lab-07", ELAPSED_COLUMN: "12 min 05 s",
-                                    LEFT_COLUMN: "12 min 05 s"})
+                                    HOSTS_COLUMN: "local, lab-07", ELAPSED_COLUMN: "2 h 07 min",
+                                    LEFT_COLUMN: "2 h 07 min"})
         header.setStretchLastSection(True)
         self.submit_button = QPushButton("Submit job…")
         self.tasks_button = QPushButton("Tasks…")
