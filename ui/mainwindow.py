@@ -24,8 +24,8 @@ from trayapp.job.folder import open_job_folder
 from ui.dropzone import DropZone
 from ui.hostdialogs import AddHostDialog, HostTestDialog, TrustDialog
 from ui.hostsmodel import HostsModel, problem_lines, state_colour
-from ui.jobsmodel import (HOSTS_COLUMN, ID_COLUMN, LEFT_COLUMN, ELAPSED_COLUMN, NAME_COLUMN, PROGRESS_COLUMN,
-                          SUBMITTED_COLUMN, JobsModel, sorted_jobs)
+from ui.jobsmodel import (ELAPSED_COLUMN, HOSTS_COLUMN, ID_COLUMN, LEFT_COLUMN, NAME_COLUMN, PROGRESS_COLUMN,
+                          STATE_COLUMN, SUBMITTED_COLUMN, JobsModel, sorted_jobs)
 from ui.logdialog import FailedLogDialog
 from ui.poolchart import PoolChart, PoolTab
 from ui.progressdelegate import ProgressDelegate
@@ -152,10 +152,10 @@ class MainWindow(QMainWindow):
         self.jobs_view.sortByColumn(SUBMITTED_COLUMN, Qt.SortOrder.DescendingOrder)
         self.jobs_view.setItemDelegateForColumn(PROGRESS_COLUMN, ProgressDelegate(self.jobs_view))
         header = self.jobs_view.horizontalHeader()
-        fit_header(self.jobs_view, {NAME_COLUMN: "brunel-sweep", ID_COLUMN: "0a921a1e",
-                                    PROGRESS_COLUMN: "100 % (10000/10000)", SUBMITTED_COLUMN: "2026-12-06 08:16",
-                                    HOSTS_COLUMN: "local, lab-07", ELAPSED_COLUMN: "2 h 07 min",
-                                    LEFT_COLUMN: "2 h 07 min"})
+        fit_header(self.jobs_view, {NAME_COLUMN: "brunel-sweep", ID_COLUMN: "0a921a1e", STATE_COLUMN: "cancelled",
+                                    PROGRESS_COLUMN: "100 % (10000/10000)", SUBMITTED_COLUMN: "12-06 08:16",
+                                    HOSTS_COLUMN: "local, lab-07", ELAPSED_COLUMN: "1 h 07 min",
+                                    LEFT_COLUMN: "1 h 07 min"})
         header.setStretchLastSection(True)
         self.submit_button = QPushButton("Submit job…")
         self.tasks_button = QPushButton("Tasks…")
