@@ -20,7 +20,7 @@ from ui_desktop import build_tray_app, dispose_tray_apps  # noqa: F401 - autouse
 @pytest.fixture
 def slave_daemon(tmp_path):
     # The lender's default: tasks sandboxed (bwrap is installed here), so no warning in the tray.
-    daemon = SlaveDaemon(tmp_path / "slave home", slots=2, env={"SPARECYCLES_SANDBOX": "auto"}).start()
+    daemon = SlaveDaemon(tmp_path / "slave home", slots=2).start()
     yield daemon
     daemon.stop()
 
