@@ -14,7 +14,7 @@ from conftest import make_job
 from support.tasks import all_ended, running_scripts
 from trayapp.job.submit import submit_job
 from trayapp.status import TaskStatus
-from ui.child import Child
+from sparecycles_ui.child import Child
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +32,7 @@ def test_master_pause_returns_at_once_and_resume_during_the_stop_starts_it_again
     child = Child("master", tmp_path / "master.log")
     try:
         child.start()
-        qtbot.waitUntil(lambda: task_run(job.id), timeout=30_000)
+        qtbot.waitUntil(lambda: bool(task_run(job.id)), timeout=30_000)
         first_task = task_run(job.id)
         first = child.pid
 
@@ -51,7 +51,7 @@ def test_master_pause_returns_at_once_and_resume_during_the_stop_starts_it_again
 
         # Pause again, and Resume while that dispatcher is still stopping.
         child.resume()
-        qtbot.waitUntil(lambda: task_run(job.id), timeout=30_000)
+        qtbot.waitUntil(lambda: bool(task_run(job.id)), timeout=30_000)
         second_task = task_run(job.id)
         assert not second_task & first_task, "a new run of the task"
         second = child.pid
@@ -59,7 +59,7 @@ def test_master_pause_returns_at_once_and_resume_during_the_stop_starts_it_again
         child.resume()
         assert child.paused_until is False
         qtbot.waitUntil(lambda: child.running and child.pid not in (first, second), timeout=30_000)
-        qtbot.waitUntil(lambda: (run := task_run(job.id)) and not run & second_task, timeout=30_000)
+        qtbot.waitUntil(lambda: bool((run := task_run(job.id)) and not run & second_task), timeout=30_000)
         assert app.store.tasks(job.seq)[0].status is TaskStatus.RUNNING
     finally:
         child.stop()
