@@ -316,7 +316,7 @@ def test_the_sandbox_settings_are_checked(home):
 
 
 def test_the_tray_shows_a_slave_lending_without_a_sandbox_as_a_warning():
-    from ui.traylook import slave_look
+    from sparecycles_ui.traylook import slave_look
 
     look = slave_look({"state": "ready", "slots": 2, "running": 0, "warning": "tasks run without a sandbox"})
     assert "Warning: tasks run without a sandbox" in look.tooltip

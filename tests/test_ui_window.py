@@ -13,8 +13,8 @@ from PyQt6.QtWidgets import QMessageBox
 from conftest import ECHO_TASK, make_job, run_dispatcher
 from trayapp.errors import UserError
 from trayapp.job.submit import submit_job
-from ui import verbs
-from ui.workers import PerThreadApp
+from sparecycles_ui import verbs
+from sparecycles_ui.workers import PerThreadApp
 from ui_desktop import build_tray_app, dispose_tray_apps  # noqa: F401 - autouse
 
 FAILING_TASK = """

@@ -13,7 +13,7 @@ from PyQt6.QtCore import QModelIndex, Qt
 from trayapp.humantime import ago
 from trayapp.master.hosts import HostView
 from trayapp.master.kinds import KINDS, KindRegistry
-from ui.rowsmodel import RowsModel
+from sparecycles_ui.rowsmodel import RowsModel
 
 HostRole = Qt.ItemDataRole.UserRole + 1
 

@@ -1,7 +1,7 @@
 """The SpareCycles window: drop zone, jobs, hosts and the pool over time.
 
 It holds no state of its own beyond the models; every action goes through
-``verbs`` (bound to the CLI's functions by :mod:`ui.app`) on the executor,
+``verbs`` (bound to the CLI's functions by :mod:`sparecycles_ui.app`) on the executor,
 and the outcome is said in the status bar. Closing the window only hides it:
 the app lives on in the tray.
 """
@@ -17,16 +17,16 @@ from PyQt6.QtWidgets import (QAbstractItemView, QHBoxLayout, QHeaderView, QLabel
                              QPushButton, QTableView, QTabWidget, QVBoxLayout, QWidget)
 
 from trayapp.errors import UserError
-from ui.dropzone import DropZone
-from ui.hostdialogs import AddHostDialog, TrustDialog
-from ui.hostsmodel import HostsModel
-from ui.jobsmodel import PROGRESS_COLUMN, JobsModel
-from ui.logdialog import FailedLogDialog
-from ui.poolchart import PoolChart
-from ui.progressdelegate import ProgressDelegate
-from ui.resultsplot import ResultsPlotDialog
-from ui.submitdialog import SubmitDialog
-from ui.watcher import Reading
+from sparecycles_ui.dropzone import DropZone
+from sparecycles_ui.hostdialogs import AddHostDialog, TrustDialog
+from sparecycles_ui.hostsmodel import HostsModel
+from sparecycles_ui.jobsmodel import PROGRESS_COLUMN, JobsModel
+from sparecycles_ui.logdialog import FailedLogDialog
+from sparecycles_ui.poolchart import PoolChart
+from sparecycles_ui.progressdelegate import ProgressDelegate
+from sparecycles_ui.resultsplot import ResultsPlotDialog
+from sparecycles_ui.submitdialog import SubmitDialog
+from sparecycles_ui.watcher import Reading
 
 
 def _open_folder(path: str) -> bool:

@@ -11,7 +11,7 @@ from PyQt6.QtCore import QPointF, QRectF, Qt
 from PyQt6.QtGui import QColor, QPainter, QPainterPath, QPen
 from PyQt6.QtWidgets import QSizePolicy, QWidget
 
-from ui.snapshot import Snapshot, Span
+from sparecycles_ui.snapshot import Snapshot, Span
 
 PALETTE = ("#2e7dd7", "#2e9d48", "#d99a06", "#7b4bc4", "#c62f2f", "#1aa3a3", "#8a6d3b", "#d0489a")
 

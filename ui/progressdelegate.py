@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from PyQt6.QtWidgets import QApplication, QStyle, QStyledItemDelegate, QStyleOptionProgressBar
 
-from ui.jobsmodel import ProgressRole
+from sparecycles_ui.jobsmodel import ProgressRole
 
 
 class ProgressDelegate(QStyledItemDelegate):

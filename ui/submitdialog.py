@@ -1,7 +1,7 @@
 """The small dialog after a drop: confirm the main script, pick the parameter
 file, see how many tasks that makes, and queue the job.
 
-Queueing calls ``submit(folder, params=, main=)``, which :mod:`ui.app` binds
+Queueing calls ``submit(folder, params=, main=)``, which :mod:`sparecycles_ui.app` binds
 to :func:`trayapp.job.submit.submit_job` (the CLI's ``submit`` verb); it and reading
 the parameter file run on the executor.
 """
