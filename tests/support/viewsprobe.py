@@ -23,13 +23,13 @@ from PyQt6.QtWidgets import QApplication, QFileDialog, QLineEdit
 
 from trayapp.config import load_config
 from trayapp.home import Home
-from ui.app import TrayApp
-from ui.hostdialogs import AddHostDialog, HostTestDialog
-from ui.jobsmodel import NAME_COLUMN, PROGRESS_COLUMN
-from ui.settingsdialog import SettingsDialog
-from ui.submitdialog import SubmitDialog
-from ui.taskview import TaskView
-from ui.workers import ThreadExecutor
+from sparecycles_ui.app import TrayApp
+from sparecycles_ui.hostdialogs import AddHostDialog, HostTestDialog
+from sparecycles_ui.jobsmodel import NAME_COLUMN, PROGRESS_COLUMN
+from sparecycles_ui.settingsdialog import SettingsDialog
+from sparecycles_ui.submitdialog import SubmitDialog
+from sparecycles_ui.taskview import TaskView
+from sparecycles_ui.workers import ThreadExecutor
 
 STEP_TIMEOUT_S = 60
 
