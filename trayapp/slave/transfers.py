@@ -118,8 +118,8 @@ class Transfers:
 
 
 def clean_incoming(incoming: Path, now: float, *, quota_bytes: int, abandoned_after_s: float) -> list[str]:
-    """Remove from each master's incoming folder what was abandoned, then, while
-    the folder is over its quota, its largest entries. Never follows a link;
+    """Remove from each master's incoming folder what is not an upload and the
+    uploads abandoned, then, while the folder is over its quota, its largest uploads. Never follows a link;
     a file an SFTP session still holds open is emptied first, so its space is
     freed at once. Returns what went (for the log and tests)."""
     gone = []
@@ -134,15 +134,17 @@ def clean_incoming(incoming: Path, now: float, *, quota_bytes: int, abandoned_af
             continue
         kept = []
         for entry, st in entries:
-            if now - st.st_mtime > abandoned_after_s:
+            if not (stat.S_ISREG(st.st_mode) and entry.name.startswith(".upload-")):
+                gone.append(_remove(entry, st, "not an upload"))  # a master only ever writes those
+            elif now - st.st_mtime > abandoned_after_s:
                 gone.append(_remove(entry, st, "abandoned"))
             else:
                 kept.append((entry, st))
-        total = sum(st.st_size for _, st in kept if stat.S_ISREG(st.st_mode))
+        total = sum(st.st_size for _, st in kept)
         for entry, st in sorted(kept, key=lambda pair: -pair[1].st_size):
             if total <= quota_bytes:
                 break
-            total -= st.st_size if stat.S_ISREG(st.st_mode) else 0
+            total -= st.st_size
             gone.append(_remove(entry, st, "over the incoming quota"))
     return gone
 
