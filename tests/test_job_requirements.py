@@ -33,3 +33,32 @@ def test_a_malformed_requirements_line_is_refused_with_a_fix(app, tmp_path, line
         submit_job(app.store, app.home, app.config, folder)
     assert caught.value.fix
     assert app.store.jobs() == [], "nothing is queued when the input is wrong"
+
+
+def test_many_requirement_names_are_checked_in_one_pass(app, tmp_path, monkeypatch):
+    import subprocess
+
+    import trayapp.job.requirements as requirements
+
+    started = []
+    real_run = subprocess.run
+    monkeypatch.setattr(requirements.subprocess, "run", lambda *a, **k: started.append(a) or real_run(*a, **k))
+    names = [f"no-such-package-{i}" for i in range(300)]
+    folder, _ = make_job(tmp_path / "job", "print(1)\n",
+                         extra_files={"requirements.txt": "Packaging\n" + "\n".join(names) + "\n"})
+    notes = submit_job(app.store, app.home, app.config, folder).notes
+    assert len(started) == 1, f"{len(started)} interpreters started for 301 names"
+    assert any(n.startswith("Packaging: this PC's task environment has Packaging") for n in notes), notes[:3]
+    assert sum("will be installed" in n for n in notes) == 300
+
+
+def test_installed_versions_match_names_as_pip_does():
+    import sys
+
+    from packaging.version import Version
+
+    from trayapp.job.requirements import installed_versions
+
+    found = installed_versions(sys.executable, ["packaging", "Packaging", "no_such.package"])
+    assert Version(found["packaging"]) and found["Packaging"] == found["packaging"]
+    assert found["no_such.package"] is None

@@ -53,15 +53,21 @@ def cmd_envs(app: App, args) -> int:
     if args.json:
         print(json.dumps([{"key": e.key, "requirements": list(e.requirements), "python": e.python,
                            "size_bytes": e.size_bytes, "built": e.built, "build_s": e.build_s,
-                           "installer": e.installer, "last_used": e.last_used, "in_use": e.users}
+                           "installer": e.installer, "last_used": e.last_used, "in_use": e.users,
+                           "damaged": e.damaged}
                           for e in entries], indent=2))
     elif not entries:
         print(f"no job environments on this PC yet ({store.root})")
     else:
-        rows = [[e.key, describe_requirements(e.requirements), e.python, _size(e.size_bytes),
+        rows = [[e.key, "(damaged record)" if e.damaged else describe_requirements(e.requirements), e.python,
+                 _size(e.size_bytes),
                  f"{e.build_s:.0f} s ({e.installer})", time.strftime("%Y-%m-%d %H:%M", time.localtime(e.last_used)),
                  str(e.users)] for e in entries]
         print(table(["ENV", "REQUIREMENTS", "PYTHON", "SIZE", "BUILT IN", "LAST USED", "TASKS"], rows))
         total = sum(e.size_bytes for e in entries)
         print(f"{_size(total)} of {_size(store.max_bytes)} (envs_max_gb) in {store.root}")
+        for e in entries:
+            if e.damaged:
+                print(f"environment {e.key}: {e.damaged}; fix: 'sparecycles envs prune' removes it "
+                      "(it is built again when a job needs it)")
     return EXIT_OK

@@ -95,6 +95,7 @@ class EnvInfo:
     installer: str
     last_used: float
     users: int  # tasks running in it now
+    damaged: str | None = None  # why its record cannot be read: listed, and removed by prune
 
 
 class EnvStore:
@@ -229,14 +230,18 @@ class EnvStore:
             if not folder.is_dir() or not meta_file.is_file():
                 continue
             try:
-                meta = json.loads(meta_file.read_text())
                 last_used = meta_file.stat().st_mtime
-            except (OSError, ValueError):
+                meta = json.loads(meta_file.read_text())
+                found.append(EnvInfo(folder.name, tuple(str(r) for r in meta.get("requirements", ())),
+                                     str(meta.get("python", "?")), int(meta.get("size_bytes", 0)),
+                                     float(meta.get("built", 0)), float(meta.get("build_s", 0)),
+                                     str(meta.get("installer", "?")), last_used, self.users(folder.name)))
+            except OSError:
                 continue
-            found.append(EnvInfo(folder.name, tuple(meta.get("requirements", ())), str(meta.get("python", "?")),
-                                 int(meta.get("size_bytes", 0)), float(meta.get("built", 0)),
-                                 float(meta.get("build_s", 0)), str(meta.get("installer", "?")), last_used,
-                                 self.users(folder.name)))
+            except (ValueError, TypeError, AttributeError) as exc:  # not JSON, or fields of the wrong kind
+                found.append(EnvInfo(folder.name, (), "?", 0, 0.0, 0.0, "?", last_used, self.users(folder.name),
+                                     damaged=f"its record {meta_file} cannot be read ({type(exc).__name__}: "
+                                             f"{str(exc)[:120]})"))
         return found
 
     def evict(self, keep: set[str] = frozenset(), *, everything: bool = False) -> list[EnvInfo]:

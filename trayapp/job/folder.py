@@ -8,13 +8,15 @@ by ``pathspec`` so the rules are git's, not ours).
 A symbolic link that points outside the folder is refused unless the user
 asks for it (``--follow-links``): a link to ``~/.ssh`` would otherwise send
 the user's keys to every slave without a word. Links within the folder are
-fine. Unreadable files and folders, and names that are not UTF-8, are refused
-with the list of them, before anything is packed.
+fine. Unreadable files and folders, names that are not UTF-8, and special
+files (FIFOs, sockets, devices: packing would block on a FIFO or fail on a
+socket) are refused with the list of them, before anything is packed.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -173,6 +175,8 @@ def list_job_files(root: Path, extra_excludes: tuple[str, ...] = (), *, follow_l
                                 f"fix or remove it, or add it to {IGNORE_FILE}")
             if not follow_links and problems.leads_outside(path, rel):
                 continue
+            if problems.is_special(path, rel):
+                continue
             if not os.access(path, os.R_OK):
                 problems.unreadable.append(rel)
             files.append(rel)
@@ -206,6 +210,18 @@ class _Problems:
         self.outside: list[str] = []
         self.unreadable: list[str] = []
         self.badly_named: list[str] = []
+        self.special: list[str] = []
+
+    def is_special(self, path: Path, rel: str) -> bool:
+        """A FIFO, socket or device (reached through a link too, as packing would):
+        it has no content to send, and opening a FIFO waits for a writer forever."""
+        mode = path.stat().st_mode
+        if stat.S_ISREG(mode):
+            return False
+        kind = ("FIFO" if stat.S_ISFIFO(mode) else "socket" if stat.S_ISSOCK(mode)
+                else "device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "special file")
+        self.special.append(f"{rel} ({kind})")
+        return True
 
     def unreadable_folder(self, error: OSError) -> None:
         self.unreadable.append(os.path.relpath(error.filename, self.root) + "/")
@@ -223,6 +239,10 @@ class _Problems:
         if self.badly_named:
             raise UserError(f"names in {self.root} that are not valid UTF-8: {_listed(self.badly_named)}",
                             f"rename them with plain characters, or add them to {IGNORE_FILE}")
+        if self.special:
+            raise UserError(f"special files in {self.root} cannot travel (only regular files and folders can): "
+                            f"{_listed(self.special)}",
+                            f"remove them from the job folder, or add them to {IGNORE_FILE}")
         if self.unreadable:
             raise UserError(f"cannot read {_listed(self.unreadable)} in {self.root}",
                             f"make them readable (chmod u+r), or add them to {IGNORE_FILE}")

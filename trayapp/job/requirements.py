@@ -11,7 +11,9 @@ environment where that already does, else one it builds once for the set
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
 from pathlib import Path
 
 from trayapp.errors import UserError
@@ -79,3 +81,38 @@ def requirement_notes(requires: tuple[str, ...], installed, past_build_s: list[f
             notes.append(f"{text}: will be installed on each host that lacks it, about {estimate:.0f} s the first "
                          "time (then reused)")
     return tuple(notes)
+
+
+# Reads every distribution's name and version once; answers for all names at once.
+_VERSIONS_SCRIPT = """\
+import importlib.metadata as m, json, re, sys
+found = {}
+for dist in m.distributions():
+    name = dist.metadata["Name"]
+    if name:
+        found.setdefault(re.sub(r"[-_.]+", "-", name).lower(), dist.version)
+print(json.dumps({name: found.get(name) for name in json.load(sys.stdin)}))
+"""
+
+
+def installed_versions(python: str, names: list[str] | tuple[str, ...]) -> dict[str, str | None]:
+    """The installed version of each distribution in ``names`` (None where it is
+    not installed) in ``python``'s environment, read by one interpreter in one
+    pass over its distributions (not one interpreter per name: 1000 names took
+    over three minutes)."""
+    from packaging.utils import canonicalize_name
+
+    wanted = sorted({canonicalize_name(n) for n in names})
+    try:
+        out = subprocess.run([python, "-c", _VERSIONS_SCRIPT], input=json.dumps(wanted), capture_output=True,
+                             text=True, timeout=120).stdout
+        versions = json.loads(out or "{}")
+    except (OSError, subprocess.TimeoutExpired, ValueError):
+        versions = {}
+    if not isinstance(versions, dict):
+        versions = {}
+    answers = {}
+    for name in names:
+        version = versions.get(canonicalize_name(name))
+        answers[name] = version if isinstance(version, str) else None
+    return answers

@@ -15,7 +15,7 @@ from trayapp.errors import UserError
 from trayapp.home import Home
 from trayapp.job.folder import JobFolder, open_job_folder
 from trayapp.job.manifest import Manifest
-from trayapp.job.requirements import job_requirements, requirement_notes
+from trayapp.job.requirements import installed_versions, job_requirements, requirement_notes
 from trayapp.master.store import JobRecord, Store
 
 
@@ -56,17 +56,19 @@ def submit_job(store: Store, home: Home, config: Config, folder: str | Path, *, 
 def what_requirements_need(home: Home, config: Config, requires: tuple[str, ...]) -> tuple[str, ...]:
     """Per requirement: met by this PC's task environment, or to be installed (and
     about how long that takes, from the environments built here before)."""
+    from packaging.requirements import Requirement
+
     from trayapp.install.envbuild import find_uv, installer_name
     from trayapp.install.envs import env_store_for
     from trayapp.install.taskenv import task_interpreter
-    from trayapp.slave.requirements import RequirementChecker
 
     installer = installer_name(find_uv())
     python = task_interpreter(config.task_python, home=home, create=False)
     if python is None:
         return requirement_notes(requires, lambda _name: None, [], installer)
     past = [e.build_s for e in env_store_for(home.data_dir, python).entries()]
-    return requirement_notes(requires, RequirementChecker(python).installed, past, installer)
+    versions = installed_versions(python, [Requirement(text).name for text in requires])
+    return requirement_notes(requires, versions.get, past, installer)
 
 
 # The results folder is "<name>-<job id>"; most file systems allow 255 bytes a name.

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterator
 
-from trayapp.errors import UserError
+from trayapp.errors import UserError, refuse_control_characters
 from trayapp.master.hostkeys import PresentedKey, presented_key, refuse_a_changed_key, trust_key
 from trayapp.master.kinds import KINDS, Column, Finding, HostKind, KindContext, KindRegistry, QueueFacts
 from trayapp.master.store import HostRecord, Store
@@ -61,6 +61,9 @@ class Hosts:
         """Add a host of ``kind`` from its ``hosts add`` options (dest -> value,
         None meaning not given)."""
         found = self.kinds.get(kind)
+        refuse_control_characters("the host's name", name)
+        if not name.strip():
+            raise UserError("the host's name is empty", "name it as you will call it, e.g. lab-07")
         owner = self.kinds.owner_of_name(name)
         if owner is not None:
             raise UserError(f"'{name}' is the name of {owner.summary}", "choose another name")

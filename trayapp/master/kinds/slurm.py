@@ -14,7 +14,7 @@ from typing import Iterator
 from trayapp.errors import UserError
 from trayapp.humantime import duration
 from trayapp.master.kinds.kind import AddOption, Column, Finding, KindContext, QueueFacts
-from trayapp.master.kinds.ssh import SSHKind, log_in, login_options
+from trayapp.master.kinds.ssh import SSHKind, check_login, log_in, login_options
 from trayapp.master.slurm.driver import SlurmDriver, SlurmSettings
 from trayapp.master.slurm.options import DEFAULT_POLL_S, SlurmOptions
 from trayapp.master.slurm.probe import probe
@@ -56,8 +56,7 @@ class SlurmKind(SSHKind):
     def record(self, values: dict) -> dict:
         from trayapp.units import parse_duration
 
-        if not 0 < values["port"] < 65536:
-            raise UserError(f"--port must be between 1 and 65535, not {values['port']}")
+        check_login(values)
         try:
             poll_s = parse_duration(values["poll"]) if values["poll"] else None
         except ValueError as exc:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import getpass
 from typing import Callable, Generator, Iterator, TypeVar
 
-from trayapp.errors import UserError
+from trayapp.errors import UserError, refuse_control_characters
 from trayapp.master.driver import HostDriver
 from trayapp.master.hostkeys import presented_key
 from trayapp.master.kinds.kind import AddOption, Finding, HostKind, KindContext, QueueFacts
@@ -33,6 +33,25 @@ def login_options(address_help: str) -> tuple[AddOption, ...]:
     )
 
 
+def check_login(values: dict) -> None:
+    """Refuse login values that cannot be a host, user, key or command line:
+    they reach a hosts table, a known_hosts file and a remote shell."""
+    if not 0 < values["port"] < 65536:
+        raise UserError(f"--port must be between 1 and 65535, not {values['port']}")
+    for flag, dest in (("--host", "host"), ("--user", "user")):
+        value = values.get(dest)
+        if value is None:
+            continue
+        refuse_control_characters(flag, value)
+        if not value.strip() or any(c.isspace() for c in value):
+            example = "--host lab-07.example.org or --host 192.0.2.7" if dest == "host" else "--user alice"
+            raise UserError(f"{flag} {value!r} is {'empty' if not value.strip() else 'not one word'}",
+                            f"give it without spaces, e.g. {example}")
+    for flag, dest in (("--key", "key"), ("--agent-command", "agent_command")):
+        if values.get(dest) is not None:
+            refuse_control_characters(flag, values[dest])
+
+
 class SSHKind(HostKind):
     name = "ssh"
     summary = "a desktop PC running the slave daemon, reached over SSH"
@@ -46,8 +65,7 @@ class SSHKind(HostKind):
     def record(self, values: dict) -> dict:
         if values["slots"] is not None and values["slots"] < 1:
             raise UserError(f"--slots must be at least 1, not {values['slots']}")
-        if not 0 < values["port"] < 65536:
-            raise UserError(f"--port must be between 1 and 65535, not {values['port']}")
+        check_login(values)
         return {"address": values["host"], "port": values["port"], "user": values["user"] or getpass.getuser(),
                 "key_path": values["key"], "agent_command": values["agent_command"], "slots": values["slots"]}
 

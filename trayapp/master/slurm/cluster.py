@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from trayapp.master.slurm.options import SlurmOptions
-from trayapp.master.slurm.script import SETUP_FAILED, Layout, submit_script, with_setup
+from trayapp.master.slurm.script import SETUP_FAILED, Layout, shell_word, submit_script, with_setup
 from trayapp.master.slurm.squeue import SQUEUE_ARGS, Element, parse_config, parse_squeue
 from trayapp.master.store import Claim
 from trayapp.wire.ssh import CommandResult, SSHShell
@@ -74,10 +74,7 @@ class Cluster:
 
     def prepare(self) -> Layout:
         """Expand and create the remote root; check the SLURM clients are there."""
-        root = self.options.remote_root
-        if root == "~" or root.startswith("~/"):
-            root = "$HOME" + root[1:]
-        result = self.run(f'root="{root}"\nmkdir -p "$root/archives" "$root/jobs" "$root/chunks" "$root/tasks" '
+        result = self.run(f'root={shell_word(self.options.remote_root)}\nmkdir -p "$root/archives" "$root/jobs" "$root/chunks" "$root/tasks" '
                           f'|| exit 3\ncd "$root" && pwd -P\ncommand -v sbatch >/dev/null || exit 4\n')
         if result.code == 3 or result.code == 1 and not result.stdout.strip():
             raise ClusterProblem(f"cannot create --remote-root {self.options.remote_root} on {self.host_name}: "

@@ -10,10 +10,23 @@ import math
 import re
 from dataclasses import asdict, dataclass, fields
 
-from trayapp.errors import UserError
+from trayapp.errors import UserError, refuse_control_characters
 from trayapp.units import parse_duration, parse_memory_mb
 
 DEFAULT_POLL_S = 30.0
+# The one kind of expansion a path option gets on the cluster: ``$NAME`` or
+# ``${NAME}`` (``/scratch/$USER/sc``), and a leading ``~``. Everything else is
+# quoted (:func:`trayapp.master.slurm.script.shell_word`).
+VARIABLE = re.compile(r"\$(?:[A-Za-z_][A-Za-z0-9_]*|\{[A-Za-z_][A-Za-z0-9_]*\})")
+
+
+def _check_path(flag: str, value: str) -> None:
+    refuse_control_characters(flag, value)
+    rest = VARIABLE.sub("", value)
+    if "$" in rest or "`" in rest:
+        raise UserError(f"{flag} {value!r} asks the shell for more than a variable",
+                        f"{flag} may use ~ and $NAME variables (e.g. /scratch/$USER/sparecycles), "
+                        "not $(...), `...` or other expansions")
 
 
 @dataclass(frozen=True)
@@ -35,6 +48,11 @@ class SlurmOptions:
         if not self.remote_root.strip():
             raise UserError("--remote-root is empty", "name a folder on the cluster's shared file system, "
                             "e.g. --remote-root ~/sparecycles or /scratch/$USER/sparecycles")
+        _check_path("--remote-root", self.remote_root)
+        if not self.python.strip():
+            raise UserError("--python is empty", "name the interpreter on the compute nodes, e.g. --python python3")
+        _check_path("--python", self.python)
+        refuse_control_characters("--setup", self.setup, lines=True)
         for name in ("cpus_per_task", "max_in_flight", "throttle"):
             if getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be at least 1, not {getattr(self, name)}")

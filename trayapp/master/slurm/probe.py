@@ -9,6 +9,7 @@ from typing import Iterator
 from trayapp.errors import UserError
 from trayapp.master.slurm.cluster import Cluster, ClusterProblem, SlurmBusy, sbatch_fix
 from trayapp.master.slurm.options import SlurmOptions
+from trayapp.master.slurm.script import shell_word
 from trayapp.master.slurm.squeue import config_int
 from trayapp.wire.ssh import SSHShell
 
@@ -52,7 +53,7 @@ def probe(shell: SSHShell, options: SlurmOptions, host_name: str) -> Iterator[tu
     if min_age is not None and 0 < min_age < 2 * options.poll_s:
         yield "warning", (f"MinJobAge ({min_age} s) is shorter than two polls ({2 * options.poll_s:g} s): a task "
                           "SLURM ends (time limit, node failure) may vanish before it is seen; poll more often")
-    python = cluster.run(f"command -v {shlex.quote(options.python)}")
+    python = cluster.run(f"command -v {shell_word(options.python)}")
     yield "python", (f"{options.python} is {python.stdout.strip()} on the login node" if python.code == 0 else
                      f"{options.python} is not on the login node's PATH; if the compute nodes lack it too, the "
                      "first task says so on the host's row")

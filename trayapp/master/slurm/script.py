@@ -15,16 +15,38 @@ a task whose element left SLURM's queue without it did not finish.
 
 from __future__ import annotations
 
+import secrets
 import shlex
 from dataclasses import dataclass
 
-from trayapp.master.slurm.options import SlurmOptions
+from trayapp.master.slurm.options import VARIABLE, SlurmOptions
 from trayapp.master.store import Claim
 from trayapp.taskparams import PICKLE_KEY, pickled_bytes, task_argument
 
 SETUP_FAILED = 97  # exit code of a remote script whose --setup lines failed
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
-_EOF = "SPARECYCLES_END_OF_FILE"
+
+
+def shell_word(text: str) -> str:
+    """``text`` as one shell word in which only a leading ``~`` and ``$NAME``
+    variables expand (``--remote-root /scratch/$USER/sc``, ``--python
+    ~/venv/bin/python``); everything else is quoted, so ``$(...)`` stays text."""
+    if text == "~" or text.startswith("~/"):
+        return '"$HOME"' + shell_word(text[1:]) if len(text) > 1 else '"$HOME"'
+    parts, at = [], 0
+    for variable in VARIABLE.finditer(text):
+        if variable.start() > at:
+            parts.append(shlex.quote(text[at:variable.start()]))
+        parts.append('"${' + variable.group().strip("${}") + '}"')
+        at = variable.end()
+    if at < len(text) or not parts:
+        parts.append(shlex.quote(text[at:]))
+    return "".join(parts)
+
+
+def _end_marker() -> str:
+    """A here-document's end line no setup line or parameter can hold by chance."""
+    return f"SPARECYCLES_END_OF_FILE_{secrets.token_hex(8)}"
 
 
 def setup_guard(setup: str, log: str, on_failure: str) -> str:
@@ -96,6 +118,7 @@ def wrapper(layout: Layout, options: SlurmOptions, chunk_id: str, claim: Claim) 
     q = shlex.quote
     threads = " ".join(f"{v}={options.cpus_per_task}" for v in _THREAD_VARIABLES)
     setup_block = setup_guard(options.setup, '"$out/setup.err"', 'fail "$why"')
+    python = shell_word(options.python)
     return f"""#!/bin/bash
 # SpareCycles: one task of job {claim.job_id} per element of this array (see tasks.tsv).
 line=$(sed -n "$((SLURM_ARRAY_TASK_ID + 1))p" {q(layout.chunk(chunk_id))}/tasks.tsv)
@@ -112,7 +135,7 @@ fail() {{
     touch "$out/done"
     exit 0
 }}
-{setup_block}command -v {q(options.python)} >/dev/null 2>&1 || fail "the task interpreter {options.python} is not there on $(hostname) (PATH=$PATH)"
+{setup_block}command -v {python} >/dev/null 2>&1 || fail "the task interpreter "{python}" is not there on $(hostname) (PATH=$PATH)"
 # Node-local scratch where the cluster offers it; the task's own folder otherwise.
 if [ -n "${{TMPDIR:-}}" ] && [ -d "$TMPDIR" ] && [ -w "$TMPDIR" ]; then
     work=$(mktemp -d "$TMPDIR/sparecycles-XXXXXX") || fail "cannot make a folder in $TMPDIR on $(hostname)"
@@ -124,7 +147,7 @@ printf '%s\\n' "$params" >"$work/params.json"
 [ "$pickled" = - ] || printf '%s' "$pickled" | base64 -d >"$work/params.pkl" || fail "cannot write params.pkl in $work"
 cd "$work" || fail "cannot enter $work on $(hostname)"
 export SPARECYCLES_TASK="$idx" SPARECYCLES_JOB={q(claim.job_id)} PYTHONUNBUFFERED=1 {threads}
-{q(options.python)} {q(claim.main)} "$params" >"$out/stdout.txt" 2>"$out/stderr.txt" </dev/null
+{python} {q(claim.main)} "$params" >"$out/stdout.txt" 2>"$out/stderr.txt" </dev/null
 code=$?
 mkdir -p "$work/results"
 tar -cf "$out/results.tar.part" -C "$work" results -C "$out" stdout.txt stderr.txt \\
@@ -150,16 +173,17 @@ def submit_script(layout: Layout, options: SlurmOptions, chunk_id: str, claims: 
     folder = layout.chunk(chunk_id)
     name = job_name(chunk_id)
     job = claims[0]  # every task of a chunk is of one job: same limits
+    end = _end_marker()
     sbatch = " ".join(q(a) for a in [
         "sbatch", "--parsable", f"--array=0-{len(claims) - 1}%{options.throttle}", f"--job-name={name}",
         f"--output={folder}/slurm-%a.out", *options.sbatch_options(job.time_limit_s, job.memory_mb), f"{folder}/run.sh"])
     return f"""\
 set -u
 mkdir -p {q(folder)} {q(layout.root)}/tasks || exit 1
-cat >{q(folder)}/tasks.tsv <<'{_EOF}'
-{tasks_table(claims)}{_EOF}
-cat >{q(folder)}/run.sh <<'{_EOF}'
-{wrapper(layout, options, chunk_id, claims[0])}{_EOF}
+cat >{q(folder)}/tasks.tsv <<'{end}'
+{tasks_table(claims)}{end}
+cat >{q(folder)}/run.sh <<'{end}'
+{wrapper(layout, options, chunk_id, claims[0])}{end}
 chmod +x {q(folder)}/run.sh
 for try in $(seq {tries}); do
     if out=$({sbatch} 2>&1); then
