@@ -10,6 +10,7 @@ shown working with the protection off, then failing with it on.
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 import threading
@@ -24,6 +25,7 @@ from support.sshd import Sshd
 from support.waiting import wait_until
 from trayapp.config import Config
 from trayapp.home import Home
+from trayapp.install.selfcommand import sparecycles_command
 from trayapp.slave import identity
 from trayapp.slave.builder import build_engine
 from trayapp.slave.endpoint import Listener
@@ -65,7 +67,7 @@ class Lender:
     """A lender's PC: sshd with alice's and bob's keys authorized by ``slave
     authorize``, and a slave engine listening on the home's socket."""
 
-    def __init__(self, tmp_path: Path, old_sftp_for_alice: bool = False):
+    def __init__(self, tmp_path: Path, old_sftp_for_alice: bool = False, unrestricted: bool = False):
         self.home_dir = tmp_path / "lender" / "sparecycles"
         self.home_dir.mkdir(parents=True)
         self.sshd = Sshd(tmp_path / "sshd")
@@ -76,6 +78,12 @@ class Lender:
             self.keys[name] = new_key(tmp_path / name, "id_ed25519")
             cli("slave", "authorize", f"{self.keys[name]}.pub", "--name", name, "--file", str(keys_file),
                 env={"SPARECYCLES_HOME": str(self.home_dir)}, check=True)
+        if unrestricted:  # the older setup: plain lines, and sshd saying which key logged in
+            keys_file.write_text("".join(f"{self.keys[name].with_suffix('.pub').read_text().strip()}\n"
+                                         for name in ("alice", "bob")))
+            self.sshd.config.write_text(self.sshd.config.read_text() + "ExposeAuthInfo yes\n")
+        self.agent_command = (f"env SPARECYCLES_HOME={shlex.quote(str(self.home_dir))} "
+                              f"{shlex.join(sparecycles_command('agent'))}")
         if old_sftp_for_alice:
             wrapper = tmp_path / "old_forced.py"
             wrapper.write_text(OLD_FORCED)
@@ -102,7 +110,7 @@ class Lender:
                        look_for_keys=False, allow_agent=False)
         self.clients.append(client)
         channel = client.get_transport().open_session()
-        channel.exec_command("sparecycles agent")
+        channel.exec_command(self.agent_command)  # a restricted key runs its forced command whatever this says
         return ProtocolPeer(sock=channel, timeout=60), client.open_sftp()
 
     def close(self) -> None:
@@ -291,5 +299,27 @@ def test_a_key_cannot_write_into_another_masters_upload(tmp_path, sandboxed, mon
         bob.send("archive_uploaded", sha=archive.stem, path=upload)
         verdict = bob.expect("archive_ok", "archive_bad")
         assert verdict["type"] == ("archive_ok" if protected else "archive_bad")
+    finally:
+        lender.close()
+
+
+@pytest.mark.parametrize("protected", [False, True], ids=["protection off", "protection on"])
+def test_unrestricted_keys_are_told_apart_by_the_fingerprint_sshd_exposes(tmp_path, sandboxed, monkeypatch,
+                                                                        protected):
+    if not protected:
+        protection_off(monkeypatch)
+    lender = Lender(tmp_path, unrestricted=True)
+    try:
+        bob, bob_sftp = lender.connect("bob")
+        bob.hello(BOB_ID, "bob@lab-03")
+        assert run_task(bob, bob_sftp, job_archive(tmp_path, QUICK), T1)["outcome"] == "succeeded"
+        alice, _ = lender.connect("alice")
+        alice.hello(BOB_ID, "alice@lab-01")
+        alice.send("sync")
+        handed_over = {t["token"] for t in alice.expect("tasks")["tasks"]}
+        assert handed_over == (set() if protected else {T1})
+        if protected:
+            owners = {task.master.split("#")[0] for task in lender.engine.tasks.values()}
+            assert len(owners) == 1 and owners.pop().startswith("fingerprint:SHA256:")
     finally:
         lender.close()

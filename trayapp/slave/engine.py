@@ -75,7 +75,8 @@ class SlaveSettings:
     max_results_mb: int = 2048
     min_free_mb: int = 200
     name: str = field(default_factory=platform.node)
-    # Fair share, keyed by master name (user@pc) or master id.
+    # Fair share, by the name a master's key was authorized with (an unrestricted
+    # key: the name or id it gives; trayapp.slave.identity).
     weights: dict = field(default_factory=dict)
     caps: dict = field(default_factory=dict)
     grant_policy: str = "fair"  # "by_demand" exists only as the benchmark's baseline
@@ -295,6 +296,10 @@ class SlaveEngine:
         except ProtocolError as exc:
             log.warning("closing connection from %s: %s", session.name, exc)
             why = f"protocol error: {exc}"
+            # Said before closing, so the master shows why (a master of another release
+            # reads the version in this line and says which side to update).
+            session.send("error", reason=f"the slave closed the connection: {exc}")
+            session.flush()
         if why:
             self._drop(session, why)
 

@@ -164,7 +164,7 @@ def shown_to_master(state: dict, account: str) -> dict:
     shown = {k: v for k, v in state.items() if k not in _ABOUT_OTHER_MASTERS}
     shown["running_mine"] = (state.get("running_by_master") or {}).get(account, 0)
     shown["share"] = usage.get(account, 0.0) / total if total else None
-    shown["other_masters"] = len(set(usage) | set(state.get("master_names") or {}) - {account})
+    shown["other_masters"] = len((set(usage) | set(state.get("master_names") or {})) - {account})
     return shown
 
 
