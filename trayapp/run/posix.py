@@ -30,14 +30,16 @@ from typing import Callable, Iterable
 
 import psutil
 
-from trayapp.run.attempt import tail_of
-from trayapp.run.caps import TaskCaps, memory_failure
+from trayapp.run.taskfiles import read_regular, tail_of
+from trayapp.run.caps import TaskCaps, disk_failure, memory_failure
 from trayapp.run.cgroup import TaskCgroups
 from trayapp.run.preemption import kill_trees, resume_trees, suspend_trees
 from trayapp.run.priority import LowPriorityStarts
 from trayapp.run.proctree import MARKER_VARIABLE, descendants_cpu_seconds, kill_tree, same_process
 from trayapp.run.runner import Launch
 from trayapp.run.sandbox import UNSANDBOXED_WARNING, Confinement
+
+HOLD_LAUNCH_VARIABLE = "SPARECYCLES_TEST_HOLD_LAUNCH_S"
 
 # Readers look at the exit code file only once the wrapper has exited (or, after
 # a restart, once its pid is gone), so a plain write is complete when read; an
@@ -80,7 +82,8 @@ class PosixTask:
 
     def exit_code(self) -> int | None:
         try:
-            return int((self.launch.task_dir / "exitcode").read_text().strip())
+            # Written by the wrapper outside the sandbox; read as a task-made file all the same.
+            return int(read_regular(self.launch.task_dir / "exitcode", 64).strip())
         except (OSError, ValueError):
             return None
 
@@ -108,12 +111,24 @@ def start_process(launch: Launch, *, cgroup_procs: Path | None = None, prefix: l
         argv, env = confinement.wrap(launch, env, limits)
     command = ["/bin/sh", "-c", _WRAPPER, "sparecycles-task", str(cgroup_procs or ""), *(prefix or []), *argv]
     popen = subprocess.Popen(command, cwd=launch.work_dir, env=env, start_new_session=True,
-                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             preexec_fn=_held_launch())
     try:
         created = psutil.Process(popen.pid).create_time()
     except psutil.Error:
         created = time.time()  # already gone: same_process() will say so
     return PosixTask(launch, popen.pid, created, popen=popen)
+
+
+def _held_launch() -> Callable[[], None] | None:
+    """The test hook that widens the race between a launch and a stop: with
+    ``SPARECYCLES_TEST_HOLD_LAUNCH_S`` set, each launch waits that long between
+    fork and exec (in the child, which already exists)."""
+    hold = os.environ.get(HOLD_LAUNCH_VARIABLE)
+    if not hold:
+        return None
+    seconds = float(hold)
+    return lambda: time.sleep(seconds)
 
 
 def describe_exit(code: int) -> str:
@@ -151,7 +166,7 @@ class PosixRunner:
     def start(self, launch: Launch) -> PosixTask:
         self._release_leftovers()
         procs = self.cgroups.prepare(launch.token) if self.cgroups is not None else None
-        caps = TaskCaps(launch.memory_mb, launch.max_processes)
+        caps = TaskCaps(launch.memory_mb, launch.max_processes, launch.disk_mb)
         # The cgroup holds what its controllers can; rlimits hold the rest.
         limits = self.cgroups.limit(launch.token, caps) if procs is not None else caps
         try:
@@ -187,8 +202,9 @@ class PosixRunner:
     def memory_failure(self, handle: PosixTask) -> str | None:
         launch = handle.launch
         oom = self.cgroups is not None and self.cgroups.oom_killed(launch.token)
-        return memory_failure(TaskCaps(launch.memory_mb, launch.max_processes), handle.exit_code(),
-                              tail_of(launch.task_dir / "stderr.txt"), oom_killed=oom)
+        caps, code, tail = TaskCaps(launch.memory_mb, launch.max_processes, launch.disk_mb), handle.exit_code(), \
+            tail_of(launch.task_dir / "stderr.txt")
+        return memory_failure(caps, code, tail, oom_killed=oom) or disk_failure(caps, code, tail)
 
     def describe(self) -> dict:
         return {"sandbox": "bwrap" if self.confinement.sandboxed else "off", "warning": self.warning}

@@ -22,6 +22,16 @@ job's requirements need, its tasks waiting in their slots;
 :mod:`trayapp.slave.transfers` takes job archives in and sends small results
 out; :mod:`trayapp.slave.outcomes` judges an attempt that ended. Messages reach their handler through one table
 (:attr:`SlaveEngine.handlers`), one entry per message a master sends.
+
+Stopping is one ordered sequence, on the engine's own thread: once
+:meth:`SlaveEngine.request_stop` is called (from a signal handler or another
+thread) no grant is given and every ``start`` is declined; a launch already
+under way completes (every launch runs on this thread, or on a helper it
+waits for) and is then part of the running tasks; when the loop ends,
+:meth:`SlaveEngine.serve` kills every running task if its owner asks it to
+(``stop_tasks``), and only then returns. A process that dies without stopping
+(SIGKILL, power loss) leaves its tasks to the next engine's
+:meth:`SlaveEngine.recover`, which adopts or kills each one and logs which.
 """
 
 from __future__ import annotations
@@ -49,16 +59,18 @@ from trayapp.slave.fairshare import FairShare
 from trayapp.slave.grants import Granting
 from trayapp.slave import identity
 from trayapp.slave.identity import LOCAL_PRINCIPAL, Principal
-from trayapp.wire.protocol import VERSION, ProtocolError, decode
+from trayapp.wire.fields import refusal
+from trayapp.wire.protocol import TO_SLAVE_FIELDS, TOKEN, VERSION, ProtocolError, decode
 from trayapp.slave.requirements import RequirementChecker, SitePackagesWatch, VersionProbe
 from trayapp.run.attempt import prepare, task_launch
-from trayapp.run.caps import caps_for, memory_refusal, slave_memory_limit_mb
+from trayapp.run.caps import caps_for, memory_refusal, slave_memory_limit_mb, task_disk_cap_mb
 from trayapp.run.taskcache import slot_cache_dir
+from trayapp.run.taskfiles import read_regular
 from trayapp.run.runner import Launch, TaskRunner
 from trayapp.slave.outcomes import judge_attempt
 from trayapp.slave.running import Attempt, RunningAttempts
 from trayapp.slave.session import Session
-from trayapp.slave.transfers import SHA, ArchiveRefused, Transfers
+from trayapp.slave.transfers import ArchiveRefused, Transfers
 from trayapp.slave.spool import Spool, SpoolTask
 from trayapp.status import AttemptOutcome
 
@@ -91,6 +103,7 @@ class SlaveSettings:
     # for, within this; 0 is three quarters of the PC's memory.
     max_task_memory_mb: int = 0
     max_task_processes: int = 512
+    max_task_disk_mb: int = 0  # what one task's folder may fill; 0: its slot's share of half the free disk
 
 
 class SlaveEngine:
@@ -113,7 +126,7 @@ class SlaveEngine:
         self.memory_limit_mb = slave_memory_limit_mb(settings.max_task_memory_mb)
         self.sessions: dict[int, Session] = {}
         self.tasks: dict[str, SpoolTask] = {}
-        self.running = RunningAttempts()
+        self.running = RunningAttempts(wake=self.wake)
         self.problem: str | None = runner.problem
         self.environments = JobEnvironments(envs, self.requirements, start=self._start, session_of=self._session_of,
                                             accepts_work=self.accepts_work, wake=self.wake)
@@ -183,7 +196,7 @@ class SlaveEngine:
         return identity.shown_to_master(state, session.account)
 
     def accepts_work(self) -> bool:
-        return self.problem is None and self.availability.may_work()
+        return not self._stopping and self.problem is None and self.availability.may_work()
 
     def busy_slots(self) -> int:
         """Slots held by running attempts and by tasks waiting for their environment."""
@@ -215,25 +228,40 @@ class SlaveEngine:
             pass
 
     def request_stop(self, *_args) -> None:
+        """Stop serving; safe from a signal handler and from any thread. No
+        task starts from now on (:meth:`accepts_work` says no)."""
         self._stopping = True
         self.wake()
 
-    def serve(self, listener: socket.socket | None = None, *, poll_s: float = 0.5) -> None:
-        """Run until :meth:`request_stop`; tasks keep running when it returns
-        unless a master asked for them to stop (``bye``)."""
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    def serve(self, listener: socket.socket | None = None, *, poll_s: float = 0.5, stop_tasks: bool = False,
+              why_stopped: str = "the slave engine was stopped") -> int:
+        """Run until :meth:`request_stop`. With ``stop_tasks`` every task still
+        running is then killed and reported lost (``why_stopped``) before this
+        returns, launches that raced the stop included; without, tasks keep
+        running unless a master asked for them to stop (``bye``), and a later
+        engine adopts them. Returns how many tasks it stopped."""
+        stopped = 0
         self.recover()
         if listener is not None:
             listener.setblocking(False)
         try:
             while not self._stopping:
                 self._step(listener, poll_s)
+            if stop_tasks:
+                stopped = self._stop_everything(why_stopped)
             self.flush_all()
         finally:
             self.environments.close()
+        return stopped
 
     def close(self) -> None:
         """Release the runner once the engine is done with its tasks (after
         :meth:`serve`, and after :meth:`stop_all_tasks` if the tasks must go)."""
+        self.running.close()
         self.runner.close()
 
     def flush_all(self) -> None:
@@ -300,6 +328,10 @@ class SlaveEngine:
             # reads the version in this line and says which side to update).
             session.send("error", reason=f"the slave closed the connection: {exc}")
             session.flush()
+        except Exception as exc:  # noqa: BLE001 - a handler's bug costs one master its connection, not
+            # every master its slave: a daemon that died here would die again on the same message.
+            log.exception("closing connection from %s after an internal error", session.name)
+            why = f"internal error on the slave: {exc}"
         if why:
             self._drop(session, why)
 
@@ -330,7 +362,22 @@ class SlaveEngine:
         handler = self.handlers.get(kind)
         if handler is None:
             raise ProtocolError(f"a slave does not accept '{kind}'")
+        problem = refusal(message, TO_SLAVE_FIELDS[kind])
+        if problem:
+            self._refuse(session, message, f"refused a '{kind}' message: {problem}")
+            return
         handler(session, message)
+
+    def _refuse(self, session: Session, message: dict, reason: str) -> None:
+        """Answer a message that will not be acted on: a start is declined for good
+        (it would fail the same way anywhere), anything else gets an error; the
+        session goes on."""
+        log.warning("%s: %s", session.name, reason)
+        token = message.get("token")
+        if message["type"] == "start" and TOKEN.test(token):
+            session.send("declined", token=token, reason=reason, retry=False)
+        else:
+            session.send("error", reason=reason, refused=message["type"])
 
     def _on_hello(self, session: Session, message: dict) -> None:
         self._check_disk(self.clock(), force=True)  # a master deciding whether to use us deserves a fresh answer
@@ -348,8 +395,6 @@ class SlaveEngine:
 
     def _on_start(self, session: Session, message: dict) -> None:
         token = message["token"]
-        if not isinstance(token, str) or not _HEX.match(token):
-            raise ProtocolError("start without a valid token")
         held = self.tasks.get(token) or self.environments.task_of(token)
         if held is not None and held.master != session.master:
             raise ProtocolError("start with a token of another master's task")
@@ -363,7 +408,8 @@ class SlaveEngine:
             session.send("declined", token=token, reason=f"cannot read its task file: {unreadable}", retry=True)
             return
         if not self.accepts_work():
-            reason = self.problem or self.availability.paused_reason or "not available"
+            reason = ("this slave is stopping" if self._stopping else
+                      self.problem or self.availability.paused_reason or "not available")
             session.send("declined", token=token, reason=reason, retry=True)
             return
         if not session.grants and self.busy_slots() >= self.settings.slots:
@@ -371,19 +417,12 @@ class SlaveEngine:
             return
         if session.grants:
             session.grants.pop(0)
-        try:
-            task = SpoolTask(token=token, master=session.master, job=str(message["job"]), idx=int(message["idx"]),
-                             params=dict(message["params"]), main=str(message["main"]),
-                             archive_sha=str(message["archive_sha"]),
-                             time_limit_s=message.get("time_limit_s"), cores=int(message.get("cores") or 1),
-                             memory_mb=int(message["memory_mb"]) if message.get("memory_mb") else None)
-        except (TypeError, ValueError) as exc:
-            raise ProtocolError(f"malformed start: {exc}") from None
-        if "/" in task.main or "\\" in task.main or task.main.startswith(".") or not SHA.match(task.archive_sha):
-            raise ProtocolError("start with an unsafe main script or archive name")
+        # Every field was checked against TO_SLAVE_FIELDS["start"] before this handler ran.
+        task = SpoolTask(token=token, master=session.master, job=message["job"], idx=message["idx"],
+                         params=message["params"], main=message["main"], archive_sha=message["archive_sha"],
+                         time_limit_s=message.get("time_limit_s") or None, cores=message.get("cores") or 1,
+                         memory_mb=message.get("memory_mb") or None)
         requires = message.get("requires") or []
-        if not isinstance(requires, list) or not all(isinstance(r, str) for r in requires):
-            raise ProtocolError("start with malformed requirements")
         refused = memory_refusal(task.memory_mb, self.memory_limit_mb)
         if refused:
             session.send("declined", token=token, reason=refused, retry=True, requirements=True)
@@ -430,11 +469,13 @@ class SlaveEngine:
         """What the runner is told about an attempt: its caps, and by default
         the task environment's python and the lowest free slot."""
         slot = self.running.free_slot() if slot is None else slot
-        caps = caps_for(task.memory_mb, self.memory_limit_mb, self.settings.max_task_processes)
+        free_mb = shutil.disk_usage(self.spool.root).free >> 20
+        caps = caps_for(task.memory_mb, self.memory_limit_mb, self.settings.max_task_processes,
+                        task_disk_cap_mb(self.settings.max_task_disk_mb, free_mb, self.settings.slots))
         return task_launch(task.token, self.spool.task_dir(task.token), python=python or self.settings.python,
                            main=task.main, params=task.params, job_id=task.job, idx=task.idx, slot=slot,
                            cores=task.cores, nice=self.settings.nice, time_limit_s=task.time_limit_s,
-                           memory_mb=caps.memory_mb, max_processes=caps.processes,
+                           memory_mb=caps.memory_mb, max_processes=caps.processes, disk_mb=caps.disk_mb,
                            cache_dir=self._cache_of(task, slot))
 
     def _cache_of(self, task: SpoolTask, slot: int) -> Path:
@@ -525,8 +566,11 @@ class SlaveEngine:
         self.transfers.tick(now)
         self._grant(now)
         self.version_probe.refresh()
+        # The watcher's reason too: "waiting" for the user and "waiting" for other
+        # programs' load are different news (the log showed neither change).
         state = (self.state, self.problem, self.availability.paused_until, self.availability.donating_until,
-                 len(self.running), tuple(self.versions.values()), self.version_probe.seen_stamp)
+                 self.availability.idle_reason, len(self.running), tuple(self.versions.values()),
+                 self.version_probe.seen_stamp)
         if state != self._last_state:
             self._last_state = state
             if self.on_state_change is not None:
@@ -573,8 +617,10 @@ class SlaveEngine:
             else:
                 path, sha, size = self.spool.pack_results(task, self.settings.max_results_mb << 20)
                 task.results_path, task.results_sha, task.results_size = str(path), sha, size
-        except ValueError as exc:  # over the cap
-            outcome, message = AttemptOutcome.REJECTED, str(exc)
+        except ValueError as exc:  # over the cap, or a link or special file among them: the task's doing
+            # Why an attempt that failed anyway failed stays first (e.g. over its disk cap).
+            failed_first = message if outcome is not AttemptOutcome.SUCCEEDED and message else None
+            outcome, message = AttemptOutcome.REJECTED, f"{failed_first}; {exc}" if failed_first else str(exc)
         except OSError as exc:
             outcome, message = AttemptOutcome.HOST_FAILED, f"could not pack the results: {exc}"
             self._set_problem(self.spool.problem(self.settings.min_free_mb))
@@ -608,11 +654,23 @@ class SlaveEngine:
             else:
                 handle.kill_whole_tree()  # whatever it left behind, found by its marker
                 handle.close()
+                log.warning("task %s/%s (pid %s) ended without an exit code while no slave engine ran; killed what "
+                            "was left of it and reported it lost", task.job, task.idx, task.pid)
                 self._settle(task, AttemptOutcome.HOST_LOST, None, "the slave stopped before the task finished")
+
+    def _stop_everything(self, why: str) -> int:
+        """The end of the stop sequence: tasks waiting for their environment are
+        declined, every running tree is hit at once, then each is settled."""
+        for prepared in self.environments.cancel_all():
+            session = self._session_of(prepared.task.master)
+            if session is not None:
+                session.send("declined", token=prepared.task.token, reason="this slave is stopping", retry=True)
+        self.runner.kill_at_once(self.running.handles())
+        return self.stop_all_tasks(AttemptOutcome.HOST_LOST, why)
 
     def _slot_recorded(self, task: SpoolTask) -> int | None:
         try:
-            return int((self.spool.task_dir(task.token) / "slot").read_text())
+            return int(read_regular(self.spool.task_dir(task.token) / "slot", 32))
         except (OSError, ValueError):
             return None  # started by an engine that kept no slot: the lowest free one
 

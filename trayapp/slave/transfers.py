@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import logging
 import os
-import re
 import shutil
 import stat
 from pathlib import Path
@@ -20,11 +19,10 @@ from pathlib import Path
 from trayapp.slave.session import Session
 from trayapp.slave.spool import Spool, SpoolTask
 from trayapp.wire.archive import ChecksumMismatchError, UnsafeArchiveError, ensure_unpacked
-from trayapp.wire.protocol import INLINE_RESULTS_MAX, ProtocolError
+from trayapp.wire.protocol import INLINE_RESULTS_MAX
 
 log = logging.getLogger(__name__)
 
-SHA = re.compile(r"^[0-9a-f]{64}$")
 
 # A master's incoming folder: an upload untouched this long was abandoned; beyond
 # this many bytes (all its uploads together) they go at once, largest first.
@@ -62,8 +60,6 @@ class Transfers:
 
     def on_need_archive(self, session: Session, message: dict) -> None:
         sha = message["sha"]
-        if not isinstance(sha, str) or not SHA.match(sha):
-            raise ProtocolError("need_archive without a sha256")
         if self.spool.has_archive(sha):
             session.send("archive", sha=sha, present=True)
         else:
@@ -71,9 +67,7 @@ class Transfers:
             session.send("archive", sha=sha, present=False, upload_path=str(upload))
 
     def on_archive_uploaded(self, session: Session, message: dict) -> None:
-        sha, path = message["sha"], Path(str(message["path"]))
-        if not isinstance(sha, str) or not SHA.match(sha):
-            raise ProtocolError("archive_uploaded without a sha256")
+        sha, path = message["sha"], Path(message["path"])
         try:
             self.spool.accept_upload(sha, path, session.principal.folder)
         except (OSError, ChecksumMismatchError) as exc:
