@@ -52,7 +52,7 @@ def old_pack_results(self, task, max_bytes):
             path = Path(dirpath) / name
             if path.is_file():
                 entries.append((path, "results/" + path.relative_to(produced).as_posix()))
-    target = self.results / f"{task.token}.tar"
+    target = self.results_of(task) / f"{task.token}.tar"  # today's place for them: only the packing is old
     with tarfile.open(target, "w", format=tarfile.PAX_FORMAT, dereference=True) as tar:
         for path, arcname in entries:
             tar.add(path, arcname=arcname, recursive=False)
