@@ -22,11 +22,11 @@ whether it travelled as JSON or pickled.
 """
 
 from trayapp import __version__
-from sparecycles.errors import JobCancelled, MissingPackage, TaskFailed, UserError, WaitTimeout
+from sparecycles.errors import JobCancelled, MissingPackage, TaskFailed, UntrustedValue, UserError, WaitTimeout
 from sparecycles.jobs import Job, Summary, job, jobs, submit
 from sparecycles.mapping import map
 from sparecycles.results import TaskResult
 from sparecycles.task import task_params
 
 __all__ = ["__version__", "submit", "job", "jobs", "map", "task_params", "Job", "Summary", "TaskResult",
-           "UserError", "WaitTimeout", "JobCancelled", "TaskFailed", "MissingPackage"]
+           "UserError", "WaitTimeout", "JobCancelled", "TaskFailed", "MissingPackage", "UntrustedValue"]

@@ -535,6 +535,17 @@ class Store:
                           r["agent_command"], r["slots"], r["state"], r["reason"], r["last_seen"],
                           json.loads(r["info"]), json.loads(r["options"]))
 
+    def set_host_option(self, name: str, key: str, value) -> HostRecord:
+        """Set one of the host's own settings (kept with its kind's options)."""
+        with self._write() as db:
+            row = db.execute("SELECT options FROM hosts WHERE name=?", (name,)).fetchone()
+            if row is None:
+                raise UserError(f"no host '{name}'", "run 'sparecycles hosts list' to see the hosts")
+            options = {**json.loads(row["options"]), key: value}
+            db.execute("UPDATE hosts SET options=? WHERE name=?", (json.dumps(options), name))
+            self._event("host_changed", detail=f"{name}: {key} = {value!r}")
+        return self.host(name)
+
     def set_host_state(self, name: str, state: str, reason: str | None = None, info: dict | None = None,
                        seen: bool = False) -> None:
         with self._write() as db:
