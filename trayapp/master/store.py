@@ -117,7 +117,8 @@ class OpenAttempt:
     job_seq: int
     idx: int
     pid: int | None
-    started: float
+    started: float  # when it was claimed, by the queue's clock
+    time_limit_s: float | None = None  # its job's
 
 
 class Store:
@@ -458,8 +459,10 @@ class Store:
     def open_attempts(self, host: str) -> list[OpenAttempt]:
         """Attempts on ``host`` that have not been settled: what a restarted
         dispatcher must reconcile."""
-        rows = self._db.execute("SELECT * FROM attempts WHERE host=? AND ended IS NULL ORDER BY id", (host,))
-        return [OpenAttempt(r["id"], r["token"], r["job_seq"], r["idx"], r["pid"], r["started"]) for r in rows]
+        rows = self._db.execute("SELECT a.*, j.time_limit_s FROM attempts a JOIN jobs j ON j.seq=a.job_seq"
+                                " WHERE a.host=? AND a.ended IS NULL ORDER BY a.id", (host,))
+        return [OpenAttempt(r["id"], r["token"], r["job_seq"], r["idx"], r["pid"], r["started"], r["time_limit_s"])
+                for r in rows]
 
     def lose_open_attempts(self, host: str, message: str) -> int:
         """Every unsettled attempt on ``host`` ends as host lost (its tasks go back
