@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import json
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -108,6 +109,7 @@ def results_frame(results: list[TaskResult]):
     same value is left out; one that differs becomes ``result.<name>``."""
     pandas = _need("pandas", "Job.to_frame()")
     rows = []
+    renamed: set[str] = set()
     for task in results:
         row: dict[str, Any] = {"task": task.index, "state": task.state}
         params = task.params if isinstance(task.params, dict) else {"params": task.params}
@@ -116,9 +118,15 @@ def results_frame(results: list[TaskResult]):
             if name in params:
                 if _same(params[name], value):
                     continue
+                renamed.add(name)
                 name = f"result.{name}"
             row[name] = value
         rows.append(row)
+    if renamed:
+        # Said, not done silently: code that reads frame["rate_hz"] gets the parameter.
+        names = ", ".join(sorted(renamed))
+        warnings.warn(f"results and parameters share the name(s) {names}; the parameter keeps the name and the "
+                      f"result is the column result.<name> (e.g. result.{sorted(renamed)[0]})", stacklevel=3)
     return pandas.DataFrame(rows).set_index("task")
 
 

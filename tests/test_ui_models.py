@@ -11,7 +11,8 @@ from conftest import ECHO_TASK, make_job
 from trayapp.job.submit import submit_job
 from trayapp.status import AttemptOutcome
 from ui.hostsmodel import HostsModel
-from ui.jobsmodel import COLUMNS, JobsModel, ProgressRole
+from ui.jobsmodel import (COLUMNS, HOSTS_COLUMN, LEFT_COLUMN, PROGRESS_COLUMN, STATE_COLUMN, TASKS_COLUMN, JobsModel,
+                          ProgressRole)
 from ui.poolchart import busy_slots
 from ui.snapshot import Span, SnapshotReader
 from ui_desktop import model_tester
@@ -38,7 +39,8 @@ def test_jobs_model_follows_the_queue_incrementally(qapp, app, tmp_path):
     first = _submit(app, tmp_path, "first", 3)
     model.apply(reader.read().jobs)
     assert spy.inserted == [(0, 0)] and model.rowCount() == 1 and model.columnCount() == len(COLUMNS)
-    assert [model.index(0, c).data() for c in (0, 1, 3, 4, 5)] == ["first", "queued", "0", "0", "3"]
+    assert [model.index(0, c).data() for c in (0, 1, 2, 3, 4, 5, 6)] == [
+        "first", first.id, "queued", "0 % (0/3)", "0", "0", "3"]
 
     model.apply(reader.read().jobs)  # nothing changed: nothing signalled
     assert spy.changed == [] and spy.inserted == [(0, 0)]
@@ -53,14 +55,15 @@ def test_jobs_model_follows_the_queue_incrementally(qapp, app, tmp_path):
     assert spy.changed == [(0, 0)]  # only the first job's row changed
     row = model.job_at(0)
     assert (row.status, row.done, row.running, row.hosts) == ("running", 1, 1, ("lab-07",))
-    assert model.index(0, 2).data(ProgressRole) == 1 / 3
-    assert model.index(0, 6).data() == "lab-07"
+    assert model.index(0, PROGRESS_COLUMN).data(ProgressRole) == 1 / 3
+    assert model.index(0, PROGRESS_COLUMN).data() == "33 % (1/3)"
+    assert model.index(0, HOSTS_COLUMN).data() == "lab-07"
 
     app.store.cancel_job(second.id)
     app.store.cancel_job(first.id)
     model.apply(reader.read().jobs)
-    assert model.index(0, 1).data() == "cancelled" and model.index(1, 1).data() == "cancelled"
-    assert model.index(0, 8).data() == "–"  # nothing left to wait for
+    assert model.index(0, STATE_COLUMN).data() == "cancelled" and model.index(1, STATE_COLUMN).data() == "cancelled"
+    assert model.index(0, LEFT_COLUMN).data() == "–"  # nothing left to wait for
     model.tick()  # clock-driven repaint is allowed on any model state
     assert model.data(model.index(5, 0)) is None
 
@@ -72,7 +75,7 @@ def test_jobs_model_with_ten_thousand_tasks(qapp, app, tmp_path):
     app.store.claim("local", 2)
     snapshot = SnapshotReader(lambda: app.store).read()
     model.apply(snapshot.jobs)
-    assert model.index(0, 5).data() == "10000"
+    assert model.index(0, TASKS_COLUMN).data() == "10000"
     assert model.job_at(0).running == 2 and model.job_at(0).id == job.id
     assert len(snapshot.spans) == 2
 
@@ -86,18 +89,27 @@ def test_hosts_model_follows_the_hosts_table(qapp, app):
     assert model.rowCount() == 0
     app.store.add_host("lab-07", "10.0.0.7")
     app.store.add_host("lab-08", "10.0.0.8")
+    resets = []
+    model.modelReset.connect(lambda: resets.append(model.columns))
     model.apply(reader.read().hosts)
-    assert spy.inserted == [(0, 0), (1, 1)]
+    assert len(resets) == 1 and model.rowCount() == 2  # the first ssh host brings the ssh columns
+    app.store.add_host("lab-09", "10.0.0.9")
+    model.apply(reader.read().hosts)
+    assert spy.inserted == [(2, 2)] and len(resets) == 1  # then hosts are inserted
+    app.store.remove_host("lab-09")
+    model.apply(reader.read().hosts)
     app.store.set_host_state("lab-08", "ready", info={"slots": 4, "python": "3.11.2", "brian": "2.7.1"}, seen=True)
     model.apply(reader.read().hosts)
     assert spy.changed == [(1, 1)]
     assert [model.index(1, c).data() for c in range(8)] == ["lab-08", "ssh", "ready", "4", "0", "–", "3.11.2", "2.7.1"]
-    last_seen = model.columnCount() - 1  # after every kind's own columns (a cluster's among them)
+    # Only the kinds present have columns: no cluster here, so no cluster columns.
+    assert "Pending" not in model.columns and "Slots" in model.columns
+    last_seen = model.columnCount() - 1
     assert model.index(1, last_seen).data().endswith("s ago")
     assert model.index(0, last_seen).data() == "never"
     app.store.remove_host("lab-07")
     model.apply(reader.read().hosts)
-    assert spy.removed == [(0, 0)] and model.index(0, 0).data() == "lab-08"
+    assert spy.removed == [(2, 2), (0, 0)] and model.index(0, 0).data() == "lab-08"
     assert model.headerData(0, Qt.Orientation.Horizontal) == "Host"
 
 

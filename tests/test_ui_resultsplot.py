@@ -8,6 +8,7 @@ import ui_desktop  # noqa: F401 - sets the offscreen platform first
 import sparecycles
 from conftest import make_job, run_dispatcher
 from trayapp.job.submit import submit_job
+from ui.jobsmodel import STATE_COLUMN
 from ui.resultsplot import NO_SECOND_AXIS, colour_at
 from ui_desktop import build_tray_app, dispose_tray_apps  # noqa: F401 - autouse
 
@@ -35,7 +36,7 @@ def test_plot_a_finished_sweep_as_heatmap_and_lines(qtbot, app, tmp_path, screen
     tray_app = build_tray_app(qtbot, app.home, poll_interval_s=0.05, slots=2)
     window = tray_app.window
     window.show()
-    assert tray_app.jobs.job_at(0).id == job.id and tray_app.jobs.index(0, 1).data() == "done"
+    assert tray_app.jobs.job_at(0).id == job.id and tray_app.jobs.index(0, STATE_COLUMN).data() == "done"
     window.select_job(tray_app.jobs.job_at(0).seq)
     assert window.plot_button.isEnabled()
     window.plot_button.click()

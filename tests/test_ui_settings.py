@@ -79,9 +79,28 @@ def test_every_settings_row_edits_a_real_setting(qtbot, home):
     from dataclasses import fields
 
     assert {row.key for row in ROWS} <= {f.name for f in fields(Config)}
-    app = build_tray_app(qtbot, home)
+    app = build_tray_app(qtbot, home, mode="", preempt="suspend")
     app.open_settings()
+    # No mode chosen yet, tasks suspended first: every row matters.
     assert all(app.settings_dialog.editors[row.key].isEnabled() for row in ROWS)
+
+
+def test_only_the_settings_that_matter_are_enabled(qtbot, home):
+    app = build_tray_app(qtbot, home, mode="slave", preempt="kill")
+    app.open_settings()
+    dialog = app.settings_dialog
+    dialog.show()
+    enabled = {row.key: dialog.editors[row.key].isEnabled() for row in ROWS}
+    assert not enabled["suspend_grace_s"] and "stopped at once" in dialog.editors["suspend_grace_s"].toolTip()
+    assert not enabled["run_locally"] and enabled["idle_after_s"] and enabled["preempt"]
+    dialog.set_value("preempt", "suspend")
+    assert dialog.editors["suspend_grace_s"].isEnabled()
+    dialog.set_value("idle_detection", "off")
+    assert not dialog.editors["idle_after_s"].isEnabled() and not dialog.editors["max_foreign_cpu"].isEnabled()
+    dialog.set_value("mode", "master")  # a master's settings: its own cores, no lending
+    assert not dialog.editors["preempt"].isEnabled() and dialog.editors["run_locally"].isEnabled()
+    assert [g.title() for g in dialog.groups.values()] == ["This PC", "Master: this PC's own cores",
+                                                            "Slave: lending this PC"]
 
 
 def test_no_mode_yet_is_not_mistaken_for_a_choice(qtbot, home):

@@ -8,12 +8,13 @@ import pytest
 import ui_desktop  # noqa: F401 - sets the offscreen platform first
 
 import pytest
-from PyQt6.QtWidgets import QMessageBox
+from PyQt6.QtWidgets import QLabel, QMessageBox
 
 from conftest import ECHO_TASK, make_job, run_dispatcher
 from trayapp.errors import UserError
 from trayapp.job.submit import submit_job
 from ui import verbs
+from ui.jobsmodel import STATE_COLUMN
 from ui.workers import PerThreadApp
 from ui_desktop import build_tray_app, dispose_tray_apps  # noqa: F401 - autouse
 
@@ -59,6 +60,9 @@ def test_failed_task_log_retry_and_notifications(qtbot, app, tmp_path):
     assert opened == [job.results_dir]
 
     window.retry_button.click()
+    retry = window.dialog
+    assert "Queue the 1 failed or cancelled task(s) of model" in retry.findChild(QLabel).text()
+    retry.retry_button.click()
     assert [t.status.value for t in app.store.tasks(job.seq)] == ["done", "queued", "done"]
     assert "queued 1 task(s) of model again" in window.statusBar().currentMessage()
     tray_app.window.show()  # the user looked: the failed job is no longer news
@@ -76,7 +80,7 @@ def test_cancel_from_the_window(qtbot, app, tmp_path):
     tray_app.window.cancel_button.click()
     assert app.store.job(job.id).status.value == "cancelled"
     tray_app.watcher.refresh()
-    assert tray_app.jobs.index(0, 1).data() == "cancelled"
+    assert tray_app.jobs.index(0, STATE_COLUMN).data() == "cancelled"
 
 
 @pytest.mark.pool

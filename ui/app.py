@@ -18,7 +18,7 @@ from functools import partial
 from types import SimpleNamespace
 from typing import Callable
 
-from PyQt6.QtCore import QObject, QTimer
+from PyQt6.QtCore import QObject, QSettings, QTimer
 from PyQt6.QtWidgets import QApplication
 
 from trayapp.slave import control as slavecontrol
@@ -27,6 +27,7 @@ from trayapp.config import Config, load_config, save_config
 from trayapp.errors import UserError
 from trayapp.home import Home
 from ui import verbs as verb_functions
+from ui import windowverbs
 from ui.child import Child
 from ui.hostsmodel import HostsModel
 from ui.icons import IconSet
@@ -34,7 +35,7 @@ from ui.jobsmodel import JobsModel
 from ui.mainwindow import MainWindow
 from ui.poolchart import PoolChart
 from ui.settingsdialog import SettingsDialog
-from ui.snapshot import POOL_WINDOW_S, Snapshot, SnapshotReader
+from ui.snapshot import Snapshot, SnapshotReader
 from ui.tray import Tray
 from ui.traylook import Look, attention_reasons, master_look, slave_look
 from ui.watcher import Reading, Watcher
@@ -112,8 +113,13 @@ class TrayApp(QObject):
             self.verbs.submit = partial(verb_functions.submit, self.apps, start_dispatcher=True)
         self.jobs = JobsModel(clock)
         self.hosts = HostsModel(clock)
-        self.pool = PoolChart(POOL_WINDOW_S)
-        self.window = MainWindow(self.verbs, executor, self.jobs, self.hosts, self.pool)
+        self.pool = PoolChart(6 * 3600)  # the reader reads POOL_WINDOW_S, the longest span it can show
+        self.window_verbs = SimpleNamespace(**{name: partial(getattr(windowverbs, name), self.apps) for name in (
+            "job_tasks", "log_of", "retry_tasks", "test_host")})
+        # The window's place and last tab: beside config.toml, so SPARECYCLES_HOME keeps tests apart.
+        self.window_settings = QSettings(str(home.config_dir / "window.ini"), QSettings.Format.IniFormat)
+        self.window = MainWindow(self.verbs, executor, self.jobs, self.hosts, self.pool,
+                                 window_verbs=self.window_verbs, settings=self.window_settings)
         # The window owns its models, so Qt deletes them after the views that
         # paint them, never before (Python's collector would pick any order).
         self.jobs.setParent(self.window)

@@ -1,39 +1,83 @@
-"""Adding a slave PC (a host of the ``ssh`` kind), and trusting its SSH key after seeing the fingerprint."""
+"""Adding a host of any registered kind (a slave PC, a SLURM cluster, ...),
+and trusting its SSH key after seeing the fingerprint.
+
+The add dialog is built from what each kind declares (its ``hosts add``
+options, :class:`~trayapp.master.kinds.AddOption`): a number is a spin box, a
+secret a hidden field, anything else a line; the option's help is the hint.
+A new kind gets its form without a line here.
+"""
 
 from __future__ import annotations
 
 import getpass
 
-from PyQt6.QtWidgets import (QCheckBox, QDialog, QDialogButtonBox, QFormLayout, QLabel, QLineEdit, QSpinBox,
-                             QVBoxLayout)
+from PyQt6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QFormLayout, QLabel, QLineEdit,
+                             QPlainTextEdit,
+                             QSpinBox, QStackedWidget, QVBoxLayout, QWidget)
 
 from trayapp.master.hostkeys import PresentedKey
-from trayapp.master.kinds.ssh import DEFAULT_AGENT_COMMAND
+from trayapp.master.kinds import KINDS, AddOption, KindRegistry
+
+PREFILLED = {"user": getpass.getuser}  # what the CLI would assume anyway, shown
+
+
+def _option_editor(option: AddOption) -> QWidget:
+    if option.type is int:
+        box = QSpinBox()
+        box.setRange(0, 1_000_000)
+        if option.default is None:
+            box.setSpecialValueText("default")  # 0: not given
+        else:
+            box.setValue(option.default)
+        box.setToolTip(option.help)
+        return box
+    line = QLineEdit()
+    if option.secret:
+        line.setEchoMode(QLineEdit.EchoMode.Password)
+        line.setPlaceholderText("optional: kept in the OS keyring")
+    else:
+        line.setPlaceholderText(option.help)
+        if option.default is not None:
+            line.setText(str(option.default))
+        elif option.dest in PREFILLED:
+            line.setText(PREFILLED[option.dest]())
+    line.setToolTip(option.help)
+    return line
+
+
+def _option_value(option: AddOption, editor: QWidget):
+    if isinstance(editor, QSpinBox):
+        return editor.value() or (None if option.default is None else editor.value())
+    text = editor.text().strip()
+    return text or None
 
 
 class AddHostDialog(QDialog):
-    def __init__(self, parent=None):
+    def __init__(self, parent=None, kinds: KindRegistry = KINDS):
         super().__init__(parent)
-        self.setWindowTitle("Add a slave PC")
+        self.setWindowTitle("Add a host")
+        self.kinds = kinds
         self.name = QLineEdit()
         self.name.setPlaceholderText("e.g. lab-07")
-        self.address = QLineEdit()
-        self.address.setPlaceholderText("host name or IP address")
-        self.port = QSpinBox()
-        self.port.setRange(1, 65535)
-        self.port.setValue(22)
-        self.user = QLineEdit(getpass.getuser())
-        self.key = QLineEdit()
-        self.key.setPlaceholderText("default: your SSH agent and ~/.ssh keys")
-        self.agent_command = QLineEdit(DEFAULT_AGENT_COMMAND)
-        self.slots = QSpinBox()
-        self.slots.setRange(0, 1024)
-        self.slots.setSpecialValueText("as many as it grants")
-        form = QFormLayout()
-        for label, widget in (("Name", self.name), ("Address", self.address), ("SSH port", self.port),
-                              ("User", self.user), ("Key file", self.key), ("Agent command", self.agent_command),
-                              ("Most slots", self.slots)):
-            form.addRow(label, widget)
+        self.kind_box = QComboBox()
+        self.pages = QStackedWidget()
+        self.editors: dict[str, dict[str, QWidget]] = {}
+        for kind in kinds.addable():
+            self.kind_box.addItem(f"{kind.name}: {kind.summary}", kind.name)
+            page = QWidget()
+            form = QFormLayout(page)
+            form.setContentsMargins(0, 0, 0, 0)
+            editors = self.editors[kind.name] = {}
+            for option in kind.options:
+                editors[option.dest] = editor = _option_editor(option)
+                label = option.flag.lstrip("-").replace("-", " ").capitalize() + (" *" if option.required else "")
+                form.addRow(label, editor)
+            self.pages.addWidget(page)
+        self.kind_box.currentIndexChanged.connect(self.pages.setCurrentIndex)
+        self.kind_box.setCurrentIndex(max(0, self.kind_box.findData(kinds.default)))
+        top = QFormLayout()
+        top.addRow("Name", self.name)
+        top.addRow("Kind", self.kind_box)
         self.problem = QLabel("")
         self.problem.setStyleSheet("color: #b00020;")
         self.problem.setWordWrap(True)
@@ -41,16 +85,34 @@ class AddHostDialog(QDialog):
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
         layout = QVBoxLayout(self)
-        layout.addLayout(form)
+        layout.addLayout(top)
+        layout.addWidget(QLabel("* required"))
+        layout.addWidget(self.pages)
         layout.addWidget(self.problem)
         layout.addWidget(buttons)
 
+    @property
+    def kind(self) -> str:
+        return self.kind_box.currentData()
+
+    def set_kind(self, kind: str) -> None:
+        self.kind_box.setCurrentIndex(self.kind_box.findData(kind))
+
+    def editor(self, dest: str) -> QWidget:
+        """The current kind's field for the option ``dest`` ("host", "remote_root", ...)."""
+        return self.editors[self.kind][dest]
+
+    # The fields every SSH-reached kind has, by the names the tests and users know.
+    address = property(lambda self: self.editor("host"))
+    port = property(lambda self: self.editor("port"))
+    user = property(lambda self: self.editor("user"))
+    key = property(lambda self: self.editor("key"))
+
     def values(self) -> tuple[str, str, dict]:
         """The host's name, its kind, and the kind's ``hosts add`` options (dest -> value, None: not given)."""
-        options = {"host": self.address.text().strip() or None, "port": self.port.value(),
-                   "user": self.user.text().strip() or None, "key": self.key.text().strip() or None,
-                   "agent_command": self.agent_command.text().strip() or None, "slots": self.slots.value() or None}
-        return self.name.text().strip(), "ssh", options
+        kind = self.kinds.get(self.kind)
+        options = {o.dest: _option_value(o, self.editors[kind.name][o.dest]) for o in kind.options}
+        return self.name.text().strip(), kind.name, options
 
 
 class TrustDialog(QDialog):
@@ -80,3 +142,33 @@ class TrustDialog(QDialog):
         layout = QVBoxLayout(self)
         for widget in (QLabel(text), self.fingerprint, self.replace, hint, buttons):
             layout.addWidget(widget)
+
+
+class HostTestDialog(QDialog):
+    """``sparecycles hosts test``'s lines, as they come, and the step it stopped at."""
+
+    def __init__(self, name: str, parent=None):
+        super().__init__(parent)
+        self.setWindowTitle(f"Testing {name}")
+        self.resize(620, 320)
+        self.name = name
+        self.lines = QPlainTextEdit()
+        self.lines.setReadOnly(True)
+        self.lines.setPlainText(f"testing {name}…")
+        self.verdict = QLabel("")
+        self.verdict.setWordWrap(True)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
+        buttons.rejected.connect(self.reject)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.lines, 1)
+        layout.addWidget(self.verdict)
+        layout.addWidget(buttons)
+
+    def show_result(self, result) -> None:
+        self.lines.setPlainText("\n".join(result.lines) or "(nothing checked)")
+        if result.problem:
+            self.verdict.setStyleSheet("color: #b00020;")
+            self.verdict.setText(result.problem)
+        else:
+            self.verdict.setStyleSheet("color: #1b7f2a;")
+            self.verdict.setText(f"{self.name}: ok")

@@ -2,8 +2,10 @@
 
 :meth:`JobsModel.apply` takes a fresh list of rows (read off the GUI thread)
 and tells the views only what changed: ``beginInsertRows`` for new jobs,
-``dataChanged`` for the rows whose values changed. Jobs are never deleted from
-the queue, but a row that disappears is removed properly all the same.
+``dataChanged`` for the rows whose values changed. A removed job's row is
+removed properly. The model keeps submission order; the window shows it
+through :func:`sorted_jobs` (newest first, any column sortable by
+:data:`SortRole`, which gives numbers where the text would sort wrongly).
 """
 
 from __future__ import annotations
@@ -11,16 +13,20 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from PyQt6.QtCore import QModelIndex, Qt
+from PyQt6.QtCore import QModelIndex, QSortFilterProxyModel, Qt
 
 from ui.rowsmodel import RowsModel
 from ui.snapshot import JobRow
-from trayapp.humantime import duration
+from trayapp.humantime import duration, moment
 
-COLUMNS = ("Job", "State", "Progress", "Done", "Failed", "Tasks", "Hosts", "Elapsed", "Left")
-PROGRESS_COLUMN = COLUMNS.index("Progress")
+COLUMNS = ("Job", "Id", "State", "Progress", "Done", "Failed", "Tasks", "Hosts", "Submitted", "Elapsed", "Left",
+           "Waiting on")
+(NAME_COLUMN, ID_COLUMN, STATE_COLUMN, PROGRESS_COLUMN, DONE_COLUMN, FAILED_COLUMN, TASKS_COLUMN, HOSTS_COLUMN,
+ SUBMITTED_COLUMN, ELAPSED_COLUMN, LEFT_COLUMN, WAITING_COLUMN) = range(len(COLUMNS))
+NUMBER_COLUMNS = (DONE_COLUMN, FAILED_COLUMN, TASKS_COLUMN, ELAPSED_COLUMN, LEFT_COLUMN)
 ProgressRole = Qt.ItemDataRole.UserRole + 1  # 0..1, for the progress delegate
 JobRole = Qt.ItemDataRole.UserRole + 2  # the JobRow itself
+SortRole = Qt.ItemDataRole.UserRole + 3  # a value that sorts as people expect (numbers, times)
 
 
 class JobsModel(RowsModel):
@@ -43,20 +49,30 @@ class JobsModel(RowsModel):
             return job.progress
         if role == JobRole:
             return job
-        if role == Qt.ItemDataRole.ToolTipRole and column == 0:
+        if role == SortRole:
+            return self._sort_key(job, column)
+        if role == Qt.ItemDataRole.ToolTipRole and column in (NAME_COLUMN, ID_COLUMN):
             return f"job {job.id}\nresults: {job.results_dir}"
-        if role == Qt.ItemDataRole.ToolTipRole and column == 1 and job.waiting_on:
+        if role == Qt.ItemDataRole.ToolTipRole and column in (STATE_COLUMN, WAITING_COLUMN) and job.waiting_on:
             return job.waiting_on
-        if role == Qt.ItemDataRole.TextAlignmentRole and column in (3, 4, 5, 7, 8):
+        if role == Qt.ItemDataRole.TextAlignmentRole and column in NUMBER_COLUMNS:
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         return None
 
     def _display(self, job: JobRow, column: int) -> str:
         now = self._clock()
-        state = f"{job.status}: {job.waiting_on}" if job.waiting_on else job.status
-        return (job.name, state, f"{job.progress:.0%}", str(job.done), str(job.failed), str(job.total),
-                ", ".join(job.hosts) or "–", duration(job.elapsed_s(now)) or "–",
-                "–" if job.finished else duration(job.left_s(now)) or "–")[column]
+        return (job.name, job.id, job.status, progress_text(job), str(job.done), str(job.failed), str(job.total),
+                ", ".join(job.hosts) or "–", moment(job.created), duration(job.elapsed_s(now)) or "–",
+                "–" if job.finished else duration(job.left_s(now)) or "–", job.waiting_on or "")[column]
+
+    def _sort_key(self, job: JobRow, column: int):
+        now = self._clock()
+        numbers = {PROGRESS_COLUMN: job.progress, DONE_COLUMN: job.done, FAILED_COLUMN: job.failed,
+                   TASKS_COLUMN: job.total, SUBMITTED_COLUMN: job.created, ELAPSED_COLUMN: job.elapsed_s(now),
+                   LEFT_COLUMN: job.left_s(now) if job.left_s(now) is not None else float("inf")}
+        if column in numbers:
+            return float(numbers[column])
+        return self._display(job, column).lower()
 
     def job_at(self, row: int) -> JobRow:
         return self._rows[row]
@@ -85,7 +101,7 @@ class JobsModel(RowsModel):
                 changed.append(row)
         # One signal per run of neighbouring changed rows: a view does its work
         # per signal, and a busy queue changes many rows at once.
-        for first, last in _runs(sorted(changed)):
+        for first, last in changed_runs(sorted(changed)):
             self.dataChanged.emit(self.index(first, 0), self.index(last, len(COLUMNS) - 1))
         if new:
             first = len(self._rows)
@@ -99,11 +115,26 @@ class JobsModel(RowsModel):
         """Elapsed and left change with the clock alone: repaint those columns of running jobs."""
         running = [i for i, r in enumerate(self._rows) if r.finished is None]
         if running:
-            self.dataChanged.emit(self.index(min(running), 7), self.index(max(running), 8),
+            self.dataChanged.emit(self.index(min(running), ELAPSED_COLUMN), self.index(max(running), LEFT_COLUMN),
                                   [Qt.ItemDataRole.DisplayRole])
 
 
-def _runs(rows: list[int]) -> list[tuple[int, int]]:
+def progress_text(job: JobRow) -> str:
+    """``38 % (3/8)``: the share finished, and the counts it comes from."""
+    return f"{job.progress * 100:.0f} % ({job.finished_count}/{job.total})"
+
+
+def sorted_jobs(model: JobsModel, parent=None) -> QSortFilterProxyModel:
+    """The jobs as the window lists them: newest first until the user sorts by another column."""
+    proxy = QSortFilterProxyModel(parent)
+    proxy.setSourceModel(model)
+    proxy.setSortRole(SortRole)
+    proxy.setDynamicSortFilter(True)
+    proxy.sort(SUBMITTED_COLUMN, Qt.SortOrder.DescendingOrder)
+    return proxy
+
+
+def changed_runs(rows: list[int]) -> list[tuple[int, int]]:
     """[1, 2, 3, 7, 8] -> [(1, 3), (7, 8)]"""
     runs: list[tuple[int, int]] = []
     for row in rows:

@@ -3,30 +3,39 @@
 It holds no state of its own beyond the models; every action goes through
 ``verbs`` (bound to the CLI's functions by :mod:`ui.app`) on the executor,
 and the outcome is said in the status bar. Closing the window only hides it:
-the app lives on in the tray.
+the app lives on in the tray. Its size, place and last tab are kept in
+``settings`` (a QSettings file under the config folder) for the next start.
 """
 
 from __future__ import annotations
 
+from functools import partial
+from html import escape
 from pathlib import Path
 from typing import Callable
 
-from PyQt6.QtCore import QUrl, pyqtSignal
-from PyQt6.QtGui import QDesktopServices
-from PyQt6.QtWidgets import (QAbstractItemView, QHBoxLayout, QHeaderView, QLabel, QMainWindow, QMessageBox,
-                             QPushButton, QTableView, QTabWidget, QVBoxLayout, QWidget)
+from PyQt6.QtCore import QSettings, Qt, QUrl, pyqtSignal
+from PyQt6.QtGui import QAction, QDesktopServices, QKeySequence
+from PyQt6.QtWidgets import (QAbstractItemView, QFileDialog, QHBoxLayout, QHeaderView, QLabel, QMainWindow, QMenu,
+                             QMessageBox, QPushButton, QTableView, QTabWidget, QVBoxLayout, QWidget)
 
 from trayapp.errors import UserError
+from trayapp.job.folder import open_job_folder
 from ui.dropzone import DropZone
-from ui.hostdialogs import AddHostDialog, TrustDialog
-from ui.hostsmodel import HostsModel
-from ui.jobsmodel import PROGRESS_COLUMN, JobsModel
+from ui.hostdialogs import AddHostDialog, HostTestDialog, TrustDialog
+from ui.hostsmodel import HostsModel, problem_lines, state_colour
+from ui.jobsmodel import (HOSTS_COLUMN, ID_COLUMN, LEFT_COLUMN, ELAPSED_COLUMN, NAME_COLUMN, PROGRESS_COLUMN,
+                          SUBMITTED_COLUMN, JobsModel, sorted_jobs)
 from ui.logdialog import FailedLogDialog
-from ui.poolchart import PoolChart
+from ui.poolchart import PoolChart, PoolTab
 from ui.progressdelegate import ProgressDelegate
 from ui.resultsplot import ResultsPlotDialog
+from ui.retrydialog import RetryDialog, accepts_keyword, retried
 from ui.submitdialog import SubmitDialog
+from ui.tablefit import fit_header
+from ui.taskview import TaskView
 from ui.watcher import Reading
+from ui.windowverbs import HostTest
 
 
 def _open_folder(path: str) -> bool:
@@ -43,9 +52,12 @@ class MainWindow(QMainWindow):
     updateBrianRequested = pyqtSignal()
 
     def __init__(self, verbs, executor, jobs: JobsModel, hosts: HostsModel, pool: PoolChart, *,
+                 window_verbs=None, settings: QSettings | None = None,
                  open_folder: Callable[[str], bool] = _open_folder, parent=None):
         super().__init__(parent)
         self.verbs = verbs
+        self.window_verbs = window_verbs
+        self.settings = settings
         self.executor = executor
         self.jobs = jobs
         self.hosts = hosts
@@ -54,7 +66,7 @@ class MainWindow(QMainWindow):
         self.submit_dialog: SubmitDialog | None = None
         self.dialog = None  # the latest other dialog, for tests and to keep it alive
         self.setWindowTitle("SpareCycles")
-        self.resize(900, 560)
+        self.resize(1000, 600)
 
         self.state_label = QLabel("")
         self.state_label.setObjectName("stateLabel")
@@ -69,7 +81,9 @@ class MainWindow(QMainWindow):
         self.tabs = QTabWidget()
         self.tabs.addTab(self._jobs_tab(), "Jobs")
         self.tabs.addTab(self._hosts_tab(), "Hosts")
-        self.tabs.addTab(pool, "Pool over time")
+        self.pool_tab = PoolTab(pool)
+        self.tabs.addTab(self.pool_tab, "Pool over time")
+        self._menus()
 
         # One line, shown only when the start-up check found something newer.
         self.update_label = QLabel("")
@@ -91,42 +105,115 @@ class MainWindow(QMainWindow):
         layout.addWidget(self.tabs, 1)
         self.setCentralWidget(central)
         self.setAcceptDrops(True)  # a folder dropped anywhere on the window counts
+        self._restore_place()
+
+    def _menus(self) -> None:
+        jobs = self.menuBar().addMenu("&Jobs")
+        self.submit_action = QAction("&Submit job…", self)
+        self.submit_action.setShortcut(QKeySequence.StandardKey.Open)
+        self.submit_action.triggered.connect(self.choose_folder_to_submit)
+        jobs.addAction(self.submit_action)
+        jobs.addSeparator()
+        for text, slot in (("&Tasks…", self.show_tasks), ("Open &results", self.open_results),
+                           ("&Plot…", self.plot_results), ("Re&try…", self.retry_selected),
+                           ("&Cancel", self.cancel_selected)):
+            jobs.addAction(text, slot)
+        hosts = self.menuBar().addMenu("&Hosts")
+        hosts.addAction("&Add host…", self.add_host)
+        hosts.addAction("&Test selected host", self.test_selected_host)
+        tools = self.menuBar().addMenu("&Settings")
+        tools.addAction("&Settings…", self.settingsRequested.emit)
+
+    # ----- where the window was -----------------------------------------------------
+
+    def _restore_place(self) -> None:
+        if self.settings is None:
+            return
+        geometry = self.settings.value("window/geometry")
+        if geometry is not None:
+            self.restoreGeometry(geometry)
+        tab = self.settings.value("window/tab", 0, type=int)
+        self.tabs.setCurrentIndex(tab if 0 <= tab < self.tabs.count() else 0)
+        self.tabs.currentChanged.connect(self._save_place)
+
+    def _save_place(self, *_args) -> None:
+        if self.settings is None:
+            return
+        self.settings.setValue("window/geometry", self.saveGeometry())
+        self.settings.setValue("window/tab", self.tabs.currentIndex())
+        self.settings.sync()
 
     # ----- the jobs tab -----------------------------------------------------------
 
     def _jobs_tab(self) -> QWidget:
-        self.jobs_view = self._table(self.jobs)
+        self.jobs_sorted = sorted_jobs(self.jobs, self)
+        self.jobs_view = self._table(self.jobs_sorted)
+        self.jobs_view.setSortingEnabled(True)
+        self.jobs_view.sortByColumn(SUBMITTED_COLUMN, Qt.SortOrder.DescendingOrder)
         self.jobs_view.setItemDelegateForColumn(PROGRESS_COLUMN, ProgressDelegate(self.jobs_view))
         header = self.jobs_view.horizontalHeader()
-        header.resizeSection(0, 160)
-        header.setSectionResizeMode(PROGRESS_COLUMN, QHeaderView.ResizeMode.Stretch)
-        header.setStretchLastSection(False)
-        self.cancel_button = QPushButton("Cancel job")
-        self.retry_button = QPushButton("Retry failed")
-        self.results_button = QPushButton("Open results folder")
-        self.log_button = QPushButton("Show failed task's log")
-        self.plot_button = QPushButton("Plot results…")
-        self.cancel_button.clicked.connect(self.cancel_selected)
-        self.retry_button.clicked.connect(self.retry_selected)
+        fit_header(self.jobs_view, {NAME_COLUMN: "a-long-job-name", ID_COLUMN: "0000000000",
+                                    PROGRESS_COLUMN: "100 % (10000/10000)", SUBMITTED_COLUMN: "2026-12-06 08:16",
+                                    HOSTS_COLUMN: "local, lab-07", ELAPSED_COLUMN: "12 min 05 s",
+                                    LEFT_COLUMN: "12 min 05 s"})
+        header.setStretchLastSection(True)
+        self.submit_button = QPushButton("Submit job…")
+        self.tasks_button = QPushButton("Tasks…")
+        self.results_button = QPushButton("Open results")
+        self.plot_button = QPushButton("Plot…")
+        self.retry_button = QPushButton("Retry…")
+        self.cancel_button = QPushButton("Cancel")
+        self.remove_button = QPushButton("Remove")
+        self.log_button = QPushButton("Failed log")  # kept for the keyboard; the task view shows more
+        self.log_button.hide()
+        self.submit_button.clicked.connect(self.choose_folder_to_submit)
+        self.tasks_button.clicked.connect(self.show_tasks)
         self.results_button.clicked.connect(self.open_results)
-        self.log_button.clicked.connect(self.show_failed_log)
         self.plot_button.clicked.connect(self.plot_results)
+        self.retry_button.clicked.connect(self.retry_selected)
+        self.cancel_button.clicked.connect(self.cancel_selected)
+        self.remove_button.clicked.connect(self.remove_selected_job)
+        self.log_button.clicked.connect(self.show_failed_log)
+        self.remove_button.setVisible(getattr(self.verbs, "remove", None) is not None)
+        self.jobs_view.doubleClicked.connect(lambda _index: self.show_tasks())
+        self.jobs_view.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.jobs_view.customContextMenuRequested.connect(self._job_menu)
         self.jobs_view.selectionModel().selectionChanged.connect(self._update_job_buttons)
         self.jobs.dataChanged.connect(self._update_job_buttons)
         self._update_job_buttons()
-        return self._table_tab(self.jobs_view, (self.cancel_button, self.retry_button, self.results_button,
-                                                self.plot_button, self.log_button))
+        return self._table_tab(self.jobs_view, (self.submit_button, self.tasks_button, self.results_button,
+                                                self.plot_button, self.retry_button, self.cancel_button,
+                                                self.remove_button, self.log_button))
+
+    def _job_buttons(self) -> list[QPushButton]:
+        return [self.tasks_button, self.results_button, self.plot_button, self.retry_button, self.cancel_button,
+                *([self.remove_button] if self.remove_button.isVisibleTo(self) else [])]
+
+    def _job_menu(self, position) -> None:
+        """Right-click on a job: the same actions as the buttons, enabled alike."""
+        index = self.jobs_view.indexAt(position)
+        if index.isValid():
+            self.jobs_view.selectRow(index.row())
+        menu = QMenu(self)
+        for button in self._job_buttons():
+            action = menu.addAction(button.text())
+            action.setEnabled(button.isEnabled())
+            action.triggered.connect(button.click)
+        self.job_menu = menu
+        menu.popup(self.jobs_view.viewport().mapToGlobal(position))
 
     @staticmethod
-    def _table_tab(view: QTableView, buttons) -> QWidget:
-        """A tab: the table, with its row of buttons under it."""
+    def _table_tab(view: QTableView, buttons, under: QWidget | None = None) -> QWidget:
+        """A tab: the table, optionally a details pane, and its row of buttons."""
         row = QHBoxLayout()
         for button in buttons:
             row.addWidget(button)
         row.addStretch(1)
         tab = QWidget()
         layout = QVBoxLayout(tab)
-        layout.addWidget(view)
+        layout.addWidget(view, 1)
+        if under is not None:
+            layout.addWidget(under)
         layout.addLayout(row)
         return tab
 
@@ -142,16 +229,17 @@ class MainWindow(QMainWindow):
         view.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         view.horizontalHeader().setStretchLastSection(True)
         view.horizontalHeader().setDefaultSectionSize(80)
+        view.verticalHeader().setDefaultSectionSize(view.fontMetrics().height() + 10)
         return view
 
     def selected_job(self):
         rows = self.jobs_view.selectionModel().selectedRows()
-        return self.jobs.job_at(rows[0].row()) if rows else None
+        return self.jobs.job_at(self.jobs_sorted.mapToSource(rows[0]).row()) if rows else None
 
     def select_job(self, seq: int) -> None:
         row = self.jobs.row_of(seq)
         if row is not None:
-            self.jobs_view.selectRow(row)
+            self.jobs_view.selectRow(self.jobs_sorted.mapFromSource(self.jobs.index(row, 0)).row())
 
     def _update_job_buttons(self, *_args) -> None:
         job = self.selected_job()
@@ -159,8 +247,10 @@ class MainWindow(QMainWindow):
         self.cancel_button.setEnabled(unfinished)
         self.retry_button.setEnabled(job is not None and (job.failed + job.cancelled) > 0)
         self.results_button.setEnabled(job is not None)
+        self.tasks_button.setEnabled(job is not None)
         self.log_button.setEnabled(job is not None and job.failed > 0)
         self.plot_button.setEnabled(job is not None and job.done > 0)
+        self.remove_button.setEnabled(job is not None and not unfinished)
 
     def cancel_selected(self) -> None:
         job = self.selected_job()
@@ -168,9 +258,28 @@ class MainWindow(QMainWindow):
             self._run(lambda: self.verbs.cancel(job.id), lambda n: self.say(f"cancelled {n} unfinished task(s) of {job.name}"))
 
     def retry_selected(self) -> None:
+        """Ask how: as packed, or packed again from the folder (the user fixed the code)."""
         job = self.selected_job()
-        if job is not None:
-            self._run(lambda: self.verbs.retry(job.id), lambda n: self.say(f"queued {n} task(s) of {job.name} again"))
+        if job is None:
+            return
+        dialog = RetryDialog(job, can_repack=accepts_keyword(self.verbs.retry, "repack"), parent=self)
+        self._show_dialog(dialog)
+
+        def accepted() -> None:
+            repack = dialog.repack.isChecked()
+            retry = (lambda: self.verbs.retry(job.id, repack=True)) if repack else (lambda: self.verbs.retry(job.id))
+            self._run(retry, lambda n: self.say(f"queued {retried(n)} task(s) of {job.name} again"
+                                                + (" from the folder as it is now" if repack else "")))
+        dialog.accepted.connect(accepted)
+
+    def remove_selected_job(self) -> None:
+        job = self.selected_job()
+        remove = getattr(self.verbs, "remove", None)
+        if job is None or remove is None:
+            return
+        self._confirm("Remove job", f"Remove {job.name} ({job.id}) from the list? "
+                                    f"Its results stay in {job.results_dir}.",
+                      lambda: remove(job.id), lambda _n: self.say(f"removed {job.name} from the list"))
 
     def open_results(self) -> None:
         job = self.selected_job()
@@ -180,6 +289,16 @@ class MainWindow(QMainWindow):
             self.say(f"no results yet for {job.name}: {job.results_dir} appears when the first task ends")
         elif not self.open_folder(job.results_dir):
             self.say(f"could not open a file manager; the results are in {job.results_dir}")
+
+    def show_tasks(self) -> None:
+        job = self.selected_job()
+        if job is None:
+            return
+        verbs = self.window_verbs
+        self.task_view = TaskView(job.name, partial(verbs.job_tasks, job.id), verbs.log_of,
+                                  partial(verbs.retry_tasks, job.id), self.executor, open_folder=self.open_folder,
+                                  parent=self)
+        self._show_dialog(self.task_view)
 
     def show_failed_log(self) -> None:
         job = self.selected_job()
@@ -197,15 +316,47 @@ class MainWindow(QMainWindow):
 
     def _hosts_tab(self) -> QWidget:
         self.hosts_view = self._table(self.hosts)
+        self.hosts_details = QLabel("")
+        self.hosts_details.setObjectName("hostDetails")
+        self.hosts_details.setWordWrap(True)
+        self.hosts_details.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.add_host_button = QPushButton("Add host…")
+        self.test_host_button = QPushButton("Test")
         self.trust_button = QPushButton("Check and trust key…")
         self.remove_host_button = QPushButton("Remove host")
         self.add_host_button.clicked.connect(self.add_host)
+        self.test_host_button.clicked.connect(self.test_selected_host)
         self.trust_button.clicked.connect(self.trust_selected)
         self.remove_host_button.clicked.connect(self.remove_selected)
         self.hosts_view.selectionModel().selectionChanged.connect(self._update_host_buttons)
+        self.hosts.modelReset.connect(lambda: fit_header(self.hosts_view, {0: "lab-07.example", 2: "unreachable"}))
+        for signal in (self.hosts.modelReset, self.hosts.dataChanged, self.hosts.rowsInserted, self.hosts.rowsRemoved):
+            signal.connect(self._show_host_details)
+        fit_header(self.hosts_view, {0: "lab-07.example", 2: "unreachable"})
         self._update_host_buttons()
-        return self._table_tab(self.hosts_view, (self.add_host_button, self.trust_button, self.remove_host_button))
+        return self._table_tab(self.hosts_view, (self.add_host_button, self.test_host_button, self.trust_button,
+                                                 self.remove_host_button), under=self.hosts_details)
+
+    def _show_host_details(self, *_args) -> None:
+        """Under the table: the selected host in full, then every host's reason for its state."""
+        rows = [self.hosts.host_at(r) for r in range(self.hosts.rowCount())]
+        host = self.selected_host()
+        lines = []
+        if host is not None:
+            lines.append(f"<b>{escape(host.name)}</b> ({escape(host.kind)}, {escape(host.where)}): "
+                         f"<span style='color:{state_colour(host.state).name()}'>{escape(host.state)}</span>"
+                         + (f" — {escape(host.reason)}" if host.reason else ""))
+        lines += [escape(line) for line in problem_lines([h for h in rows if h is not host])]
+        self.hosts_details.setText("<br>".join(lines) if lines else "Select a host to see its details.")
+
+    def test_selected_host(self) -> None:
+        host = self.selected_host()
+        if host is None:
+            return
+        dialog = HostTestDialog(host.name, self)
+        self._show_dialog(dialog)
+        self.executor.run(lambda: self.window_verbs.test_host(host.name), dialog.show_result,
+                          lambda exc: dialog.show_result(HostTest([], _error_text(exc))))
 
     def selected_host(self):
         rows = self.hosts_view.selectionModel().selectedRows()
@@ -213,9 +364,11 @@ class MainWindow(QMainWindow):
 
     def _update_host_buttons(self, *_args) -> None:
         host = self.selected_host()
-        remote = host is not None and host.name != "local"
+        remote = host is not None and host.kind != "local"
         self.trust_button.setEnabled(remote)
         self.remove_host_button.setEnabled(remote)
+        self.test_host_button.setEnabled(host is not None)
+        self._show_host_details()
 
     def add_host(self) -> None:
         dialog = AddHostDialog(self)
@@ -249,13 +402,8 @@ class MainWindow(QMainWindow):
         host = self.selected_host()
         if host is None:
             return
-        box = QMessageBox(QMessageBox.Icon.Question, "Remove host",
-                          f"Forget {host.name}? Its unfinished tasks will run elsewhere.",
-                          QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, self)
-        yes = box.button(QMessageBox.StandardButton.Yes)
-        box.buttonClicked.connect(lambda button: button is yes and self._run(
-            lambda: self.verbs.remove_host(host.name), lambda name: self.say(f"removed host {name}")))
-        self._show_dialog(box)
+        self._confirm("Remove host", f"Forget {host.name}? Its unfinished tasks will run elsewhere.",
+                      lambda: self.verbs.remove_host(host.name), lambda name: self.say(f"removed host {name}"))
 
     # ----- dropping and submitting ------------------------------------------------------
 
@@ -264,6 +412,24 @@ class MainWindow(QMainWindow):
 
     def dropEvent(self, event) -> None:
         self.drop_zone.dropEvent(event)
+
+    def choose_folder_to_submit(self) -> None:
+        """*Submit job…*: a folder chooser, then the same dialog as a drop."""
+        start = self.settings.value("submit/last_parent", str(Path.home())) if self.settings else str(Path.home())
+        dialog = QFileDialog(self, "Choose a job folder (the folder with main.py)", start)
+        dialog.setFileMode(QFileDialog.FileMode.Directory)
+        dialog.setOption(QFileDialog.Option.ShowDirsOnly, True)
+        dialog.fileSelected.connect(self.submit_folder)
+        self.folder_dialog = dialog
+        dialog.open()
+
+    def submit_folder(self, path: str) -> None:
+        if not path:
+            return
+        if self.settings is not None:
+            self.settings.setValue("submit/last_parent", str(Path(path).parent))
+        self.say(f"checking {path}…")
+        self._run(lambda: open_job_folder(path), self.ask_to_submit)
 
     def ask_to_submit(self, folder) -> None:
         self.submit_dialog = SubmitDialog(folder, self.verbs.submit, self.executor, self)
@@ -297,6 +463,14 @@ class MainWindow(QMainWindow):
     def _run(self, work, done) -> None:
         self.executor.run(work, done, lambda exc: self.say(_error_text(exc)))
 
+    def _confirm(self, title: str, question: str, work, done) -> None:
+        """Ask Yes/No; on Yes run ``work`` on the executor."""
+        box = QMessageBox(QMessageBox.Icon.Question, title, question,
+                          QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, self)
+        yes = box.button(QMessageBox.StandardButton.Yes)
+        box.buttonClicked.connect(lambda button: button is yes and self._run(work, done))
+        self._show_dialog(box)
+
     def _show_dialog(self, dialog) -> None:
         self.dialog = dialog
         dialog.open()
@@ -307,4 +481,9 @@ class MainWindow(QMainWindow):
 
     def closeEvent(self, event) -> None:
         event.ignore()  # the tray keeps the app; Quit is in the tray menu
+        self._save_place()
         self.hide()
+
+    def hideEvent(self, event) -> None:
+        self._save_place()
+        super().hideEvent(event)

@@ -9,6 +9,9 @@ whose parameter or value is not a number (or that wrote none) are left out.
 
 from __future__ import annotations
 
+import csv
+import io
+import math
 from dataclasses import dataclass
 
 from trayapp.master.resulttable import ResultRow, is_number
@@ -79,3 +82,42 @@ def number_text(value: float) -> str:
     if 0.01 <= abs(value) < 100_000:
         return f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
     return f"{value:.2g}"
+
+
+def nice_ticks(low: float, high: float, most: int = 6) -> list[float]:
+    """Round tick values (steps of 1, 2 or 5 times a power of ten) covering [low, high]:
+    0, 20, 40, 60 rather than 3.1, 33.4, 63.7."""
+    if high <= low:
+        return [low]
+    raw = (high - low) / max(1, most - 1)
+    power = 10 ** math.floor(math.log10(raw))
+    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+    first = math.ceil(low / step - 1e-9) * step
+    ticks = []
+    value = first
+    while value <= high + step * 1e-9:
+        ticks.append(round(round(value / step) * step, 12))
+        value += step
+    return ticks
+
+
+def labelled(names: list[str], others: list[str], what: str) -> list[tuple[str, str]]:
+    """(shown text, name) for each name; a name that is also among ``others`` says
+    what it is ("rate_hz (result)"), so a plot never reads "rate_hz against rate_hz"."""
+    clash = set(others)
+    return [(f"{name} ({what})" if name in clash else name, name) for name in names]
+
+
+def table_csv(rows: list[ResultRow]) -> str:
+    """The job's result table as CSV: task, state, parameters, then results; a result
+    that shares a parameter's name is the column "<name> (result)"."""
+    params = list(dict.fromkeys(k for row in rows for k in row.plain_params))
+    results = list(dict.fromkeys(k for row in rows for k in row.scalars))
+    header = ["task", "state", *params, *(f"{name} (result)" if name in params else name for name in results)]
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(header)
+    for row in rows:
+        writer.writerow([row.index, row.state.value, *(row.plain_params.get(k, "") for k in params),
+                         *("" if row.scalars.get(k) is None else row.scalars[k] for k in results)])
+    return out.getvalue()

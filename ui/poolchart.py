@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from PyQt6.QtCore import QPointF, QRectF, Qt
 from PyQt6.QtGui import QColor, QPainter, QPainterPath, QPen
-from PyQt6.QtWidgets import QSizePolicy, QWidget
+from PyQt6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QSizePolicy, QVBoxLayout, QWidget
 
 from ui.snapshot import Snapshot, Span
 
+RANGES = (("1 h", 3600), ("6 h", 6 * 3600), ("24 h", 24 * 3600), ("7 d", 7 * 24 * 3600))
 PALETTE = ("#2e7dd7", "#2e9d48", "#d99a06", "#7b4bc4", "#c62f2f", "#1aa3a3", "#8a6d3b", "#d0489a")
 
 
@@ -47,6 +48,12 @@ class PoolChart(QWidget):
         chart's fixed window and bucket count, never Qt state."""
         return busy_slots(snapshot.spans, snapshot.taken - self.window_s, snapshot.taken, self.buckets)
 
+    def set_window(self, window_s: float) -> None:
+        """Show another span of time; the next reading's digest fills it (within a second)."""
+        self.window_s = window_s
+        self.series = {}
+        self.update()
+
     def set_series(self, series: dict[str, list[float]]) -> None:
         self.series = series
         self.update()
@@ -66,7 +73,9 @@ class PoolChart(QWidget):
         p.drawText(QRectF(0, plot.top() - 6, 36, 14), Qt.AlignmentFlag.AlignRight, f"{top:.0f}")
         p.drawText(QRectF(0, plot.bottom() - 8, 36, 14), Qt.AlignmentFlag.AlignRight, "0")
         p.drawText(QRectF(plot.left(), plot.bottom() + 2, 200, 14), Qt.AlignmentFlag.AlignLeft,
-                   f"{self.window_s / 3600:.0f} h ago")
+                   f"{span_text(self.window_s)} ago")
+        p.drawText(QRectF(plot.center().x() - 100, plot.bottom() + 2, 200, 14), Qt.AlignmentFlag.AlignHCenter,
+                   f"{span_text(self.window_s / 2)} ago")
         p.drawText(QRectF(plot.right() - 100, plot.bottom() + 2, 100, 14), Qt.AlignmentFlag.AlignRight, "now")
         p.drawRect(plot)
         p.drawText(QRectF(plot.left() + 6, plot.top() + 2, 300, 16), Qt.AlignmentFlag.AlignLeft,
@@ -95,3 +104,34 @@ class PoolChart(QWidget):
             p.fillRect(QRectF(x_legend, self.height() - legend_h + 4, 10, 10), colour)
             p.drawText(QRectF(x_legend + 14, self.height() - legend_h, 150, 16), Qt.AlignmentFlag.AlignLeft, host)
             x_legend += 24 + p.fontMetrics().horizontalAdvance(host)
+
+
+def span_text(seconds: float) -> str:
+    """1 h, 90 min, 3.5 d: a span as the chart's axis says it."""
+    if seconds >= 2 * 86400:
+        return f"{seconds / 86400:g} d"
+    if seconds >= 3600:
+        return f"{seconds / 3600:g} h"
+    return f"{seconds / 60:g} min"
+
+
+class PoolTab(QWidget):
+    """The chart with its choice of span: the last hour, 6 hours, a day or a week."""
+
+    def __init__(self, chart: PoolChart, parent=None):
+        super().__init__(parent)
+        self.chart = chart
+        self.range_box = QComboBox()
+        for text, seconds in RANGES:
+            self.range_box.addItem(f"last {text}", seconds)
+        index = self.range_box.findData(chart.window_s)
+        self.range_box.setCurrentIndex(index if index >= 0 else 1)
+        chart.set_window(self.range_box.currentData())
+        self.range_box.currentIndexChanged.connect(lambda _i: chart.set_window(self.range_box.currentData()))
+        row = QHBoxLayout()
+        row.addWidget(QLabel("Show:"))
+        row.addWidget(self.range_box)
+        row.addStretch(1)
+        layout = QVBoxLayout(self)
+        layout.addLayout(row)
+        layout.addWidget(chart, 1)

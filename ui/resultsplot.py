@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from PyQt6.QtCore import QPointF, QRectF, Qt
 from PyQt6.QtGui import QColor, QPainter, QPainterPath, QPen
-from PyQt6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QHBoxLayout, QLabel, QSizePolicy,
-                             QVBoxLayout, QWidget)
+from PyQt6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QFileDialog, QHBoxLayout, QLabel, QPushButton,
+                             QSizePolicy, QVBoxLayout, QWidget)
 
 from trayapp.master.resulttable import ResultRow, numeric_columns
-from ui.plotdata import Heatmap, Line, heatmap, lines, number_text
+from ui.plotdata import Heatmap, Line, heatmap, labelled, lines, nice_ticks, number_text, table_csv
 from ui.poolchart import PALETTE
 
 NO_SECOND_AXIS = "— (one line per other setting)"
@@ -103,13 +103,19 @@ class ResultsPlot(QWidget):
                            plot.bottom() - (y - y_lo) / (y_hi - y_lo) * plot.height())
 
         p.drawRect(plot)
-        for x in sorted(set(xs))[:12]:  # the sweep's own values are the ticks
+        swept = sorted(set(xs))
+        # A short sweep's own values are the ticks; a long one gets round numbers.
+        for x in swept if len(swept) <= 8 else nice_ticks(min(xs), max(xs), 8):
             point = at(x, y_lo)
             p.drawLine(point, QPointF(point.x(), point.y() + 4))
             p.drawText(QRectF(point.x() - 40, plot.bottom() + 5, 80, 14), Qt.AlignmentFlag.AlignHCenter,
                        number_text(x))
-        for y in sorted({min(ys), (min(ys) + max(ys)) / 2, max(ys)}):  # data values, not the padded range
+        grid = QPen(QColor("#d8d8d8"))
+        for y in nice_ticks(y_lo, y_hi, 6):  # round values (0, 20, 40), not 3.1 / 33.4 / 63.7
             point = at(x_lo, y)
+            p.setPen(grid)
+            p.drawLine(point, QPointF(plot.right(), point.y()))
+            p.setPen(QPen(self.palette().text().color()))
             p.drawText(QRectF(0, point.y() - 7, self.MARGIN_LEFT - 6, 14), Qt.AlignmentFlag.AlignRight,
                        number_text(y))
         self._axis_titles(p, plot)
@@ -180,13 +186,18 @@ class ResultsPlotDialog(QDialog):
         super().__init__(parent)
         self.setWindowTitle(f"Results of {job_name}")
         self.rows = rows
+        self.job_name = job_name
         params, values = numeric_columns(rows)
         self.value = QComboBox()
-        self.value.addItems(values)
         self.x_axis = QComboBox()
-        self.x_axis.addItems(params)
         self.y_axis = QComboBox()
-        self.y_axis.addItems([NO_SECOND_AXIS, *params])
+        self.y_axis.addItem(NO_SECOND_AXIS, "")
+        # A result and a parameter may share a name: the lists say which is which.
+        for text, name in labelled(values, params, "result"):
+            self.value.addItem(text, name)
+        for text, name in labelled(params, values, "parameter"):
+            self.x_axis.addItem(text, name)
+            self.y_axis.addItem(text, name)
         self.plot = ResultsPlot()
         self.note = QLabel("")
         self.note.setWordWrap(True)
@@ -196,6 +207,10 @@ class ResultsPlotDialog(QDialog):
             choices.addWidget(combo, 1)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
         buttons.rejected.connect(self.reject)
+        self.png_button = buttons.addButton("Export PNG…", QDialogButtonBox.ButtonRole.ActionRole)
+        self.csv_button = buttons.addButton("Export CSV…", QDialogButtonBox.ButtonRole.ActionRole)
+        self.png_button.clicked.connect(lambda: self._ask_path("PNG image (*.png)", ".png", self.export_png))
+        self.csv_button.clicked.connect(lambda: self._ask_path("CSV table (*.csv)", ".csv", self.export_csv))
         layout = QVBoxLayout(self)
         layout.addLayout(choices)
         layout.addWidget(self.plot, 1)
@@ -208,18 +223,42 @@ class ResultsPlotDialog(QDialog):
             combo.currentIndexChanged.connect(self.redraw)
         self.redraw()
 
+    def _ask_path(self, kind: str, suffix: str, export) -> None:
+        dialog = QFileDialog(self, "Export", f"{self.job_name}-results{suffix}", kind)
+        dialog.setAcceptMode(QFileDialog.AcceptMode.AcceptSave)
+        dialog.setDefaultSuffix(suffix.lstrip("."))
+        dialog.fileSelected.connect(export)
+        self.file_dialog = dialog
+        dialog.open()
+
+    def export_png(self, path: str) -> bool:
+        ok = self.plot.grab().save(path, "PNG")
+        self.note.setText(f"saved the plot to {path}" if ok else f"could not write {path}")
+        return ok
+
+    def export_csv(self, path: str) -> bool:
+        try:
+            with open(path, "w", encoding="utf-8", newline="") as fh:
+                fh.write(table_csv(self.rows))
+        except OSError as exc:
+            self.note.setText(f"could not write {path}: {exc.strerror}")
+            return False
+        self.note.setText(f"saved the table ({len(self.rows)} task(s)) to {path}")
+        return True
+
     def redraw(self, *_args) -> None:
         done = sum(1 for row in self.rows if row.scalars)
-        value, x, y = self.value.currentText(), self.x_axis.currentText(), self.y_axis.currentText()
+        value, x, y = self.value.currentData(), self.x_axis.currentData(), self.y_axis.currentData()
+        value_text, x_text, y_text = self.value.currentText(), self.x_axis.currentText(), self.y_axis.currentText()
         if not value or not x:
             missing = "numbers in the tasks' JSON results" if not value else "numeric parameters"
             self.plot.show_nothing(f"nothing to plot: this job has no {missing}.\nA task's results/*.json "
                                    "with numbers (e.g. {\"rate_hz\": 6.2}) and numeric parameters make a plot.")
             self.note.setText("")
             return
-        if y == NO_SECOND_AXIS or y == x:
-            self.plot.show_lines(lines(self.rows, x, value), x, value)
+        if not y or y == x:
+            self.plot.show_lines(lines(self.rows, x, value), x_text, value_text)
         else:
-            self.plot.show_heatmap(heatmap(self.rows, x, y, value), x, y, value)
+            self.plot.show_heatmap(heatmap(self.rows, x, y, value), x_text, y_text, value_text)
         self.note.setText(f"{done} of {len(self.rows)} task(s) brought back results; values are read from "
                           "the JSON files in each task's results folder.")

@@ -4,6 +4,12 @@ Each row names the :class:`~trayapp.config.Config` field it edits. A row
 whose field the core does not have is shown disabled with a tooltip instead
 of being silently dropped (so the dialog and the core can evolve apart). The dialog reports only what the user changed, so saving over
 a file the CLI edited meanwhile keeps the CLI's changes.
+
+Rows are grouped by the mode they concern (this PC's own cores as a master;
+lending it as a slave), and a row that cannot matter with the other choices
+is disabled, saying why: the lending rows in master mode, the idle rows when
+the PC lends all the time, "Stop suspended tasks after" when returning users
+stop tasks at once.
 """
 
 from __future__ import annotations
@@ -13,8 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from PyQt6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFileDialog,
-                             QFormLayout, QHBoxLayout, QLabel, QLineEdit, QPushButton, QSpinBox, QVBoxLayout,
-                             QWidget)
+                             QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QPushButton, QSpinBox,
+                             QVBoxLayout, QWidget)
 
 from trayapp.config import Config
 
@@ -30,20 +36,25 @@ AUTOSTART_LATER = "not available in this window (it was opened without the login
 class Row:
     key: str  # Config field
     label: str
-    kind: str  # "choice", "minutes", "share" (0..1 shown as %), "cores", "folder"
+    kind: str  # "choice", "minutes", "share" (0..1 shown as %), "cores", "folder", "switch"
     choices: tuple = ()
+    group: str = "This PC"
 
 
+OWN_CORES = "Master: this PC's own cores"
+LENDING_GROUP = "Slave: lending this PC"
 ROWS = (
     Row("mode", "Mode", "choice", MODES),
-    Row("idle_detection", "Lend this PC", "choice", LENDING),
-    Row("idle_after_s", "I am away after (no keyboard or mouse)", "minutes"),
-    Row("max_foreign_cpu", "Busy when my programs use more than", "share"),
-    Row("slots", "Cores to use or lend", "cores"),
-    Row("preempt", "When I come back, running tasks", "choice", POLICIES),
-    Row("suspend_grace_s", "Stop suspended tasks after", "minutes"),
     Row("results_dir", "Results folder", "folder"),
+    Row("slots", "Cores to use or lend", "cores"),
+    Row("run_locally", "Run my jobs on this PC too", "switch", group=OWN_CORES),
+    Row("idle_detection", "Lend this PC", "choice", LENDING, group=LENDING_GROUP),
+    Row("idle_after_s", "I am away after (no keyboard or mouse)", "minutes", group=LENDING_GROUP),
+    Row("max_foreign_cpu", "Busy when my programs use more than", "share", group=LENDING_GROUP),
+    Row("preempt", "When I come back, running tasks", "choice", POLICIES, group=LENDING_GROUP),
+    Row("suspend_grace_s", "Stop suspended tasks after", "minutes", group=LENDING_GROUP),
 )
+GROUPS = ("This PC", OWN_CORES, LENDING_GROUP)
 
 
 class SettingsDialog(QDialog):
@@ -55,12 +66,17 @@ class SettingsDialog(QDialog):
         self.setWindowTitle("SpareCycles settings")
         self.original = config
         self.editors: dict[str, QWidget] = {}
-        form = QFormLayout()
+        self.groups: dict[str, QGroupBox] = {}
+        forms: dict[str, QFormLayout] = {}
+        for title in GROUPS:
+            self.groups[title] = QGroupBox(title)
+            forms[title] = QFormLayout(self.groups[title])
         for row in ROWS:
             editor = self._editor(row, default_results_dir)
             self.editors[row.key] = editor
             self._set(row, getattr(config, row.key))
-            form.addRow(row.label, editor)
+            forms[row.group].addRow(row.label, editor)
+        form = forms["This PC"]
         self.start_at_login = QCheckBox("Start SpareCycles when I log in")
         self._started_at_login = None
         if autostart is None:
@@ -76,11 +92,35 @@ class SettingsDialog(QDialog):
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
         layout = QVBoxLayout(self)
-        layout.addLayout(form)
+        for group in self.groups.values():
+            layout.addWidget(group)
         layout.addWidget(self.note)
         layout.addWidget(buttons)
+        for key in ("mode", "idle_detection", "preempt"):
+            self.editors[key].currentIndexChanged.connect(self._enable_relevant)
+        self._enable_relevant()
+
+    def _enable_relevant(self, *_args) -> None:
+        """Enable only the rows that matter with the current choices; a disabled row says why."""
+        mode = self._get(ROWS[0])
+        lending = mode != "master"  # "" (not chosen yet) leaves everything open
+        always = self.editors["idle_detection"].currentData() == "off"
+        kill = self.editors["preempt"].currentData() == "kill"
+        self.groups[LENDING_GROUP].setEnabled(lending)
+        self.groups[LENDING_GROUP].setToolTip("" if lending else "these apply when this PC lends itself (slave mode)")
+        self.groups[OWN_CORES].setEnabled(mode != "slave")
+        self.groups[OWN_CORES].setToolTip("" if mode != "slave" else "this applies when this PC runs your jobs "
+                                                                     "(master mode)")
+        for key in ("idle_after_s", "max_foreign_cpu"):
+            self.editors[key].setEnabled(not always)
+            self.editors[key].setToolTip("the PC lends all the time, so whether you are away does not matter"
+                                         if always else "")
+        self.editors["suspend_grace_s"].setEnabled(not kill)
+        self.editors["suspend_grace_s"].setToolTip("tasks are stopped at once, never suspended" if kill else "")
 
     def _editor(self, row: Row, default_results_dir: str) -> QWidget:
+        if row.kind == "switch":
+            return QCheckBox()
         if row.kind == "choice":
             box = QComboBox()
             for value, text in row.choices:
@@ -122,7 +162,9 @@ class SettingsDialog(QDialog):
 
     def _set(self, row: Row, value: Any) -> None:
         editor = self.editors[row.key]
-        if row.kind == "choice":
+        if row.kind == "switch":
+            editor.setChecked(bool(value))
+        elif row.kind == "choice":
             index = editor.findData(value)
             if index < 0:  # e.g. no mode chosen yet: show that, do not pretend one was
                 editor.insertItem(0, "(not chosen yet)" if value == "" else str(value), value)
@@ -139,6 +181,8 @@ class SettingsDialog(QDialog):
 
     def _get(self, row: Row) -> Any:
         editor = self.editors[row.key]
+        if row.kind == "switch":
+            return editor.isChecked()
         if row.kind == "choice":
             return editor.currentData()
         if row.kind == "minutes":
@@ -165,7 +209,9 @@ class SettingsDialog(QDialog):
         for row in ROWS:
             value = self._get(row)
             old = getattr(self.original, row.key)
-            if isinstance(old, float):
+            if isinstance(old, bool):
+                value = bool(value)
+            elif isinstance(old, float):
                 value = float(value)
             elif isinstance(old, int) and not isinstance(old, bool):
                 value = int(round(value))

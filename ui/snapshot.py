@@ -16,7 +16,7 @@ from trayapp.master.hosts import HostView, host_views
 from trayapp.master.store import Store
 from trayapp.status import TaskStatus
 
-POOL_WINDOW_S = 3 * 3600  # how far back the pool picture looks
+POOL_WINDOW_S = 7 * 24 * 3600  # how far back the pool picture can look (its longest span)
 
 
 @dataclass(frozen=True)

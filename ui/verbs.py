@@ -22,11 +22,12 @@ LOG_TAIL_CHARS = 20_000
 
 
 def submit(apps: PerThreadApp, folder: str, *, params: str | None = None, main: str | None = None,
-           start_dispatcher: bool = False) -> Submission:
+           start_dispatcher: bool = False, **options) -> Submission:
     """``sparecycles submit``. In master mode the app's own dispatcher runs the
-    job; otherwise (``start_dispatcher``) a background one is started, as the CLI does."""
+    job; otherwise (``start_dispatcher``) a background one is started, as the CLI does.
+    ``options``: the submit dialog's name, time_limit_s and retries."""
     app = apps.get()
-    submission = submit_job(app.store, app.home, app.config, folder, params=params, main=main)
+    submission = submit_job(app.store, app.home, app.config, folder, params=params, main=main, **options)
     if start_dispatcher:
         app.ensure_dispatcher()
     return submission

@@ -1,0 +1,41 @@
+"""Retrying a job's failed and cancelled tasks: as they were packed, or from the folder as it is now."""
+
+from __future__ import annotations
+
+import inspect
+
+from PyQt6.QtWidgets import QCheckBox, QDialog, QDialogButtonBox, QLabel, QVBoxLayout
+
+from ui.snapshot import JobRow
+
+
+def accepts_keyword(function, name: str) -> bool:
+    try:
+        return name in inspect.signature(function).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def retried(result) -> int:
+    """How many tasks a retry queued, whatever the verb returns (a count, or a report with one)."""
+    return result if isinstance(result, int) else getattr(result, "retried", getattr(result, "count", 0))
+
+
+class RetryDialog(QDialog):
+    def __init__(self, job: JobRow, *, can_repack: bool, parent=None):
+        super().__init__(parent)
+        self.setWindowTitle(f"Retry {job.name}")
+        n = job.failed + job.cancelled
+        text = QLabel(f"Queue the {n} failed or cancelled task(s) of {job.name} ({job.id}) again?")
+        text.setWordWrap(True)
+        self.repack = QCheckBox("Pack the job folder again first (I changed its code or data)")
+        self.repack.setEnabled(can_repack)
+        if not can_repack:
+            self.repack.setToolTip("this version retries with the job as it was packed")
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Cancel)
+        self.retry_button = buttons.addButton("Retry", QDialogButtonBox.ButtonRole.AcceptRole)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        layout = QVBoxLayout(self)
+        for widget in (text, self.repack, buttons):
+            layout.addWidget(widget)
