@@ -167,6 +167,17 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
+@pytest.fixture
+def xvfb():
+    """A real X display (Xvfb) with xdotool input; modules may define their own."""
+    from support.xvfb import Xvfb
+
+    server = Xvfb().start()
+    yield server
+    server.key("shift")  # ends listener threads still waiting for an event (trayapp.idle.userinput)
+    server.stop()
+
+
 # ----- the pool: a real sshd on loopback and slave daemons behind it ---------------
 
 @pytest.fixture

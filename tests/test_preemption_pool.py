@@ -50,14 +50,6 @@ def ledger(path: Path) -> list[tuple[str, int, int, int, str]]:
     return rows
 
 
-@pytest.fixture
-def xvfb():
-    server = Xvfb().start()
-    yield server
-    server.key("shift")  # ends listener threads still waiting for an event (trayapp.idle.userinput)
-    server.stop()
-
-
 class KeepTyping:
     """The desk's user stays at the PC: a key press every half second."""
 

@@ -168,6 +168,13 @@ class JobEnvironments:
         del self.preparing[token]
         return True
 
+    def cancel_all(self) -> list[Preparing]:
+        """Stop waiting for every environment (the engine stops): no build's end
+        starts a task. Returns the tasks that waited, for their masters to hear."""
+        waiting = list(self.preparing.values())
+        self.preparing.clear()
+        return waiting
+
     def cancel_all_of(self, master: str) -> None:
         for token in [t for t, p in self.preparing.items() if p.task.master == master]:
             del self.preparing[token]
