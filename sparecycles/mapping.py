@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterable
 import cloudpickle
 
 from sparecycles.errors import JobCancelled, TaskFailed, UntrustedValue, WaitTimeout
-from sparecycles.jobs import Job, as_seconds
+from sparecycles.jobhandle import Job, as_seconds
 from sparecycles.paramsets import encode_param_set
 from sparecycles.plainpickle import NotPlainData, load_plain
 from sparecycles.results import TaskResult
