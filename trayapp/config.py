@@ -75,6 +75,7 @@ class Config:
     sandbox_network: bool = False  # sandboxed tasks may use the network
     max_task_memory_mb: int = 0  # most memory one task may use; 0 = three quarters of this PC's
     max_task_processes: int = 512  # most processes (and threads) one task may have; 0 = no cap
+    max_task_disk_mb: int = 0  # most disk one task's folder may fill; 0 = its slot's share of half the free disk
 
     @property
     def effective_slots(self) -> int:

@@ -56,6 +56,8 @@ RANGES: dict[str, Range] = {
     "suspend_grace_s": Range(0, meaning="seconds"),
     "envs_max_gb": Range(0, low_open=True, meaning="the disk in GB job environments may use"),
     "max_task_memory_mb": Range(0, meaning="megabytes; 0 = three quarters of this PC's memory"),
+    "max_task_disk_mb": Range(0, meaning="megabytes one task's folder may fill; 0 = its slot's share of half "
+                                         "the free disk"),
     "max_task_processes": Range(MIN_TASK_PROCESSES, zero_means="no cap",
                                 meaning="processes and threads of one task; fewer cannot run Python and its compiler"),
 }

@@ -6,6 +6,7 @@ import os
 import shlex
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -23,9 +24,15 @@ class SlaveDaemon:
         self.env = {**os.environ, "SPARECYCLES_HOME": str(home), **(env or {})}
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> "SlaveDaemon":
+    def start(self, *, prelude: str | None = None) -> "SlaveDaemon":
+        """Start it; ``prelude``: Python run in the daemon before SpareCycles starts
+        (a test patching back an old code path, to show an attack once worked)."""
         self.home.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen(sparecycles_command("slave", "--slots", str(self.slots)),
+        command = sparecycles_command("slave", "--slots", str(self.slots))
+        if prelude is not None:
+            boot = f"{prelude}\nimport sys\nfrom sparecycles.launch import main\nsys.exit(main(sys.argv[1:]))\n"
+            command = [sys.executable, "-c", boot, *command[command.index("slave"):]]
+        self.proc = subprocess.Popen(command,
                                      env=self.env, stdout=subprocess.DEVNULL,
                                      stderr=open(self.home / "slave-daemon.log", "ab"))
         sock = socket_path(Home.from_environment({"SPARECYCLES_HOME": str(self.home)}))

@@ -243,7 +243,9 @@ def cmd_status(app: App, args) -> int:
             rows = [[j.id, j.name, j.status.value, str(j.count(TaskStatus.DONE)), str(j.count(TaskStatus.FAILED)),
                      str(j.total), _when(j.created)] for j in jobs]
             print(table(["JOB", "NAME", "STATE", "DONE", "FAILED", "TASKS", "SUBMITTED"], rows))
-        if slave is not None and not args.json:
+        if isinstance(slave, UserError) and not args.json:
+            print(f"slave: not answering ({slave.problem})")
+        elif slave is not None and not args.json:
             print(describe_slave_state(slave))
         return EXIT_OK
     job = app.store.job(args.job)
@@ -264,16 +266,17 @@ def cmd_status(app: App, args) -> int:
     return EXIT_OK
 
 
-def _local_slave_state(app: App) -> dict | None:
-    """The slave daemon's state if one runs for this home (``status`` shows it)."""
+def _local_slave_state(app: App) -> dict | UserError | None:
+    """The slave daemon's state if one runs for this home (``status`` shows it),
+    or why it did not say (busy, stuck, just stopped)."""
     from trayapp.slave import control as slavecontrol, endpoint
 
     if not endpoint.daemon_may_run(app.home):
         return None
     try:
         return slavecontrol.slave_state(app.home)
-    except UserError:
-        return None
+    except UserError as exc:
+        return exc
 
 
 def _short_params(params: dict, width: int = 60) -> str:

@@ -11,7 +11,6 @@ scratch folder (:mod:`trayapp.run.taskcache`). This module turns that into a
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -38,7 +37,7 @@ def prepare(task_dir: Path, template: Path, params: object, *, cache_dir: Path |
 
 def task_launch(token: str, task_dir: Path, *, python: str, main: str, params: object, job_id: str, idx: int,
                 slot: int = 0, cores: int = 1, nice: int = 10, time_limit_s: float | None = None,
-                memory_mb: int | None = None, max_processes: int | None = None,
+                memory_mb: int | None = None, max_processes: int | None = None, disk_mb: int | None = None,
                 cache_dir: Path | None = None) -> Launch:
     """The attempt's launch; ``python`` is the task environment's interpreter or
     its job environment's, ``cache_dir`` its slot's compiler cache."""
@@ -57,18 +56,5 @@ def task_launch(token: str, task_dir: Path, *, python: str, main: str, params: o
         writable = task_writable(task_dir, cache_dir)
     return Launch(token=token, task_dir=task_dir, argv=(python, main, task_argument(params)), env=env, slot=slot,
                   cores=cores, nice=nice, time_limit_s=time_limit_s, memory_mb=memory_mb,
-                  max_processes=max_processes, writable=writable)
+                  max_processes=max_processes, disk_mb=disk_mb, writable=writable)
 
-
-def tail_of(path: Path, max_bytes: int = 2000, max_lines: int = 20) -> str:
-    """The last lines of a task's output file (what a failed task's message shows)."""
-    try:
-        with path.open("rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            size = fh.tell()
-            fh.seek(max(0, size - max_bytes))
-            data = fh.read()
-    except OSError:
-        return ""
-    lines = data.decode("utf-8", "replace").splitlines()[-max_lines:]
-    return "\n".join(lines)

@@ -17,6 +17,24 @@ Two ways to hold a task to its caps, the better one where the system allows:
 The memory cap of a task is what its job asks for (``memory`` in the job's
 ``sparecycles.toml``), within the slave's ``max_task_memory_mb``; a job that
 asks for more than a slave lends is declined there.
+
+The disk cap (``max_task_disk_mb``; by default half the spool's free space,
+shared among the slots) holds what a task writes into its folder and its
+writable caches. No unprivileged mechanism caps a folder's size (quotas and
+size-limited loop or tmpfs mounts need root, and a tmpfs would count the
+task's files against the PC's memory), so two nets hold it:
+
+- ``RLIMIT_FSIZE`` at the cap, set by the same shell as the other rlimits:
+  no single file grows past it, at once (Python ignores SIGXFSZ, so the
+  write fails with "File too large" and the task ends with that);
+- the slave measures each running task's folder every few seconds
+  (:mod:`trayapp.slave.diskwatch`, on a thread of its own: the event loop
+  and a returning user's preemption never wait for it) and kills a task
+  over its cap, which fails with "over its disk cap of N MB".
+
+Between two measurements a task may overshoot by what it writes in that
+time; the slave's own free-space floor (``min_free_mb``) still stops new
+work before the disk is full.
 """
 
 from __future__ import annotations
@@ -27,14 +45,19 @@ from dataclasses import dataclass
 
 # Stops well before the PC itself runs out, whatever the task asked for.
 AUTOMATIC_SHARE_OF_RAM = 0.75
+# Half the free disk, shared among the slots: every slot's task together
+# leaves the other half to the lender.
+AUTOMATIC_SHARE_OF_FREE_DISK = 0.5
 
 _ALLOCATION_FAILED = re.compile(r"MemoryError|Cannot allocate memory|std::bad_alloc|[Oo]ut of memory")
+_FILE_TOO_LARGE = re.compile(r"File too large|EFBIG")
 
 
 @dataclass(frozen=True)
 class TaskCaps:
     memory_mb: int | None = None
     processes: int | None = None
+    disk_mb: int | None = None
 
 
 def physical_memory_mb() -> int | None:
@@ -60,11 +83,19 @@ def memory_refusal(requested_mb: int | None, limit_mb: int | None) -> str | None
     return None
 
 
-def caps_for(requested_mb: int | None, limit_mb: int | None, processes: int) -> TaskCaps:
-    return TaskCaps(memory_mb=requested_mb or limit_mb, processes=processes or None)
+def caps_for(requested_mb: int | None, limit_mb: int | None, processes: int, disk_mb: int | None = None) -> TaskCaps:
+    return TaskCaps(memory_mb=requested_mb or limit_mb, processes=processes or None, disk_mb=disk_mb)
 
 
-def limits_prefix(memory_mb: int | None, processes: int | None) -> list[str]:
+def task_disk_cap_mb(max_task_disk_mb: int, free_mb: int, slots: int) -> int:
+    """The most disk one task may fill here: the setting, or (0) its slot's share
+    of half the spool's free space now."""
+    if max_task_disk_mb > 0:
+        return max_task_disk_mb
+    return max(1, int(free_mb * AUTOMATIC_SHARE_OF_FREE_DISK / max(1, slots)))
+
+
+def limits_prefix(memory_mb: int | None, processes: int | None, disk_mb: int | None = None) -> list[str]:
     """A command prefix that sets the given rlimits (hard and soft) and then
     runs the rest; empty when there is nothing to set. ``ulimit`` is built into
     ``sh``: no extra program, one exec of the shell."""
@@ -73,6 +104,8 @@ def limits_prefix(memory_mb: int | None, processes: int | None) -> list[str]:
         settings.append(f"ulimit -v {memory_mb * 1024}")  # in KiB
     if processes:
         settings.append(f"ulimit -p {processes}" if _shell_is_dash() else f"ulimit -u {processes}")
+    if disk_mb:
+        settings.append(f"ulimit -f {disk_mb * 2048}")  # in 512-byte blocks (POSIX sh, dash, bash as sh)
     if not settings:
         return []
     return ["/bin/sh", "-c", " && ".join(settings) + ' && exec "$@"', "sparecycles-limits"]
@@ -94,5 +127,13 @@ def memory_failure(caps: TaskCaps, exit_code: int | None, stderr_tail: str, *, o
         return f"killed: over its memory cap of {caps.memory_mb} MB"
     if exit_code not in (None, 0) and _ALLOCATION_FAILED.search(stderr_tail or ""):
         return (f"failed: over its memory cap of {caps.memory_mb} MB (an allocation was refused, "
+                f"exit code {exit_code})")
+    return None
+
+
+def disk_failure(caps: TaskCaps, exit_code: int | None, stderr_tail: str) -> str | None:
+    """The reason a task ended, when a file of it grew past its disk cap (RLIMIT_FSIZE); else None."""
+    if caps.disk_mb and exit_code not in (None, 0) and _FILE_TOO_LARGE.search(stderr_tail or ""):
+        return (f"failed: over its disk cap of {caps.disk_mb} MB (a file grew past it, "
                 f"exit code {exit_code})")
     return None

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import psutil
@@ -123,9 +124,9 @@ class TaskCgroups:
         if caps.memory_mb and _write_if_present(group, "memory.max", str(caps.memory_mb << 20)):
             _write_if_present(group, "memory.swap.max", "0")  # swapping is not a way around the cap
             _write_if_present(group, "memory.oom.group", "1")  # over the cap, the whole task ends
-            left = TaskCaps(None, left.processes)
+            left = replace(left, memory_mb=None)
         if caps.processes and _write_if_present(group, "pids.max", str(caps.processes)):
-            left = TaskCaps(left.memory_mb, None)
+            left = replace(left, processes=None)
         return left
 
     def oom_killed(self, token: str) -> bool:

@@ -30,8 +30,8 @@ from typing import Callable, Iterable
 
 import psutil
 
-from trayapp.run.attempt import tail_of
-from trayapp.run.caps import TaskCaps, memory_failure
+from trayapp.run.taskfiles import read_regular, tail_of
+from trayapp.run.caps import TaskCaps, disk_failure, memory_failure
 from trayapp.run.cgroup import TaskCgroups
 from trayapp.run.preemption import kill_trees, resume_trees, suspend_trees
 from trayapp.run.priority import LowPriorityStarts
@@ -82,7 +82,8 @@ class PosixTask:
 
     def exit_code(self) -> int | None:
         try:
-            return int((self.launch.task_dir / "exitcode").read_text().strip())
+            # Written by the wrapper outside the sandbox; read as a task-made file all the same.
+            return int(read_regular(self.launch.task_dir / "exitcode", 64).strip())
         except (OSError, ValueError):
             return None
 
@@ -165,7 +166,7 @@ class PosixRunner:
     def start(self, launch: Launch) -> PosixTask:
         self._release_leftovers()
         procs = self.cgroups.prepare(launch.token) if self.cgroups is not None else None
-        caps = TaskCaps(launch.memory_mb, launch.max_processes)
+        caps = TaskCaps(launch.memory_mb, launch.max_processes, launch.disk_mb)
         # The cgroup holds what its controllers can; rlimits hold the rest.
         limits = self.cgroups.limit(launch.token, caps) if procs is not None else caps
         try:
@@ -201,8 +202,9 @@ class PosixRunner:
     def memory_failure(self, handle: PosixTask) -> str | None:
         launch = handle.launch
         oom = self.cgroups is not None and self.cgroups.oom_killed(launch.token)
-        return memory_failure(TaskCaps(launch.memory_mb, launch.max_processes), handle.exit_code(),
-                              tail_of(launch.task_dir / "stderr.txt"), oom_killed=oom)
+        caps, code, tail = TaskCaps(launch.memory_mb, launch.max_processes, launch.disk_mb), handle.exit_code(), \
+            tail_of(launch.task_dir / "stderr.txt")
+        return memory_failure(caps, code, tail, oom_killed=oom) or disk_failure(caps, code, tail)
 
     def describe(self) -> dict:
         return {"sandbox": "bwrap" if self.confinement.sandboxed else "off", "warning": self.warning}

@@ -38,6 +38,7 @@ class Launch:
     time_limit_s: float | None = None  # the engine enforces it; a runner may add a cap of its own
     memory_mb: int | None = None  # the attempt's caps, held by its cgroup or by rlimits
     max_processes: int | None = None
+    disk_mb: int | None = None  # what its folder and writable caches may fill (trayapp.run.caps)
     # Folders the attempt may write besides its own: its slot's caches and its scratch folder.
     writable: tuple[Path, ...] = ()
 
@@ -107,8 +108,9 @@ class TaskRunner(Protocol):
         """An exit code as the lab user should read it (e.g. "killed by SIGKILL")."""
 
     def memory_failure(self, handle: TaskHandle) -> str | None:
-        """Why the attempt failed, when it went over its memory cap (``launch.memory_mb``);
-        else None. Asked before the handle is closed."""
+        """Why the attempt failed, when it went over its memory cap (``launch.memory_mb``),
+        or a file of it past its disk cap (``launch.disk_mb``); else None. Asked
+        before the handle is closed."""
 
     def describe(self) -> dict:
         """What the slave's state says about how its tasks run (``sandbox``, ``warning``)."""

@@ -10,7 +10,8 @@ What a task sees is built from nothing, not carved out of the whole system:
   ``HOME``;
 - its slot's compiler cache (Cython, Brian) and its scratch folder
   (``TMPDIR``), writable, at their own paths (see :mod:`trayapp.run.taskcache`);
-- a private ``/tmp`` (a small tmpfs), a fresh ``/proc`` and a minimal ``/dev``.
+- a private ``/tmp`` and ``/dev/shm`` (small tmpfs each), a fresh ``/proc`` and
+  a minimal, read-only ``/dev``; the rest of the sandbox's root is read-only too.
 
 Everything else is simply absent: the lender's home, ``/root``, ``/home``,
 ``/run/user``, the host's ``/tmp``, the slave's data folder with its spool
@@ -40,9 +41,12 @@ from trayapp.run.runner import Launch
 
 UNSANDBOXED_WARNING = 'tasks run without a sandbox (sandbox = "off"): they can read and change your files'
 
-# The private /tmp lives in memory, which the task's memory cap does not
-# count: kept small, since TMPDIR points into the task's folder anyway.
+# The private /tmp and /dev/shm live in memory, which a task's cgroup counts
+# in its memory cap but an rlimit does not: kept small, since TMPDIR points
+# into the task's folder anyway, and /dev/shm only holds the semaphores and
+# the odd shared array of multiprocessing.
 PRIVATE_TMP_BYTES = 64 << 20
+PRIVATE_SHM_BYTES = 64 << 20
 
 SYSTEM_FOLDERS = ("/usr", "/etc", "/opt")
 SYSTEM_LINKS_OR_FOLDERS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
@@ -152,13 +156,17 @@ def sandboxed_argv(argv: list[str], task_dir: Path, *, writable: tuple[Path, ...
             wrapped += ["--symlink", os.readlink(name), name]
         elif os.path.isdir(name):
             wrapped += ["--ro-bind", name, name]
-    wrapped += ["--proc", "/proc", "--dev", "/dev", "--size", str(PRIVATE_TMP_BYTES), "--tmpfs", "/tmp"]
+    # bwrap's /dev and its root are tmpfs of half the RAM, writable by the task,
+    # and a tmpfs is memory an rlimit does not count: /dev/shm gets a small
+    # tmpfs of its own, then /dev and the root are made read-only (last, below).
+    wrapped += ["--proc", "/proc", "--dev", "/dev", "--size", str(PRIVATE_SHM_BYTES), "--tmpfs", "/dev/shm",
+                "--remount-ro", "/dev", "--size", str(PRIVATE_TMP_BYTES), "--tmpfs", "/tmp"]
     for folder in sandbox.readonly_paths:
         wrapped += ["--ro-bind", folder, folder]
     for folder in (task_dir, *writable):
         Path(folder).mkdir(parents=True, exist_ok=True)
         wrapped += ["--bind", str(folder), str(folder)]
-    wrapped += ["--chdir", str(task_dir), "--", *argv]
+    wrapped += ["--remount-ro", "/", "--chdir", str(task_dir), "--", *argv]
     return wrapped
 
 
@@ -196,8 +204,8 @@ class Confinement:
         if not self.sandboxed:
             # Outside a user namespace the process count is the lender's whole
             # account's: only a cgroup can hold it there.
-            return limits_prefix(limits.memory_mb, None) + argv, env
-        inner = limits_prefix(limits.memory_mb, limits.processes) + argv
+            return limits_prefix(limits.memory_mb, None, limits.disk_mb) + argv, env
+        inner = limits_prefix(limits.memory_mb, limits.processes, limits.disk_mb) + argv
         sandbox = Sandbox(self.readonly_for(argv[0]), network=self.network, bwrap=self.bwrap)
         return (sandboxed_argv(inner, launch.work_dir, writable=launch.writable, sandbox=sandbox),
                 sandboxed_environment(env, launch.work_dir))

@@ -57,16 +57,18 @@ from trayapp.slave.availability import Availability, SlaveState
 from trayapp.slave.environments import JobEnvironments
 from trayapp.slave.fairshare import FairShare
 from trayapp.slave.grants import Granting
-from trayapp.wire.protocol import VERSION, ProtocolError, decode
+from trayapp.wire.fields import refusal
+from trayapp.wire.protocol import TO_SLAVE_FIELDS, TOKEN, VERSION, ProtocolError, decode
 from trayapp.slave.requirements import RequirementChecker, SitePackagesWatch, VersionProbe
 from trayapp.run.attempt import prepare, task_launch
-from trayapp.run.caps import caps_for, memory_refusal, slave_memory_limit_mb
+from trayapp.run.caps import caps_for, memory_refusal, slave_memory_limit_mb, task_disk_cap_mb
 from trayapp.run.taskcache import slot_cache_dir
+from trayapp.run.taskfiles import read_regular
 from trayapp.run.runner import Launch, TaskRunner
 from trayapp.slave.outcomes import judge_attempt
 from trayapp.slave.running import Attempt, RunningAttempts
 from trayapp.slave.session import Session
-from trayapp.slave.transfers import SHA, ArchiveRefused, Transfers
+from trayapp.slave.transfers import ArchiveRefused, Transfers
 from trayapp.slave.spool import Spool, SpoolTask
 from trayapp.status import AttemptOutcome
 
@@ -98,6 +100,7 @@ class SlaveSettings:
     # for, within this; 0 is three quarters of the PC's memory.
     max_task_memory_mb: int = 0
     max_task_processes: int = 512
+    max_task_disk_mb: int = 0  # what one task's folder may fill; 0: its slot's share of half the free disk
 
 
 class SlaveEngine:
@@ -120,7 +123,7 @@ class SlaveEngine:
         self.memory_limit_mb = slave_memory_limit_mb(settings.max_task_memory_mb)
         self.sessions: dict[int, Session] = {}
         self.tasks: dict[str, SpoolTask] = {}
-        self.running = RunningAttempts()
+        self.running = RunningAttempts(wake=self.wake)
         self.problem: str | None = runner.problem
         self.environments = JobEnvironments(envs, self.requirements, start=self._start, session_of=self._session_of,
                                             accepts_work=self.accepts_work, wake=self.wake)
@@ -247,6 +250,7 @@ class SlaveEngine:
     def close(self) -> None:
         """Release the runner once the engine is done with its tasks (after
         :meth:`serve`, and after :meth:`stop_all_tasks` if the tasks must go)."""
+        self.running.close()
         self.runner.close()
 
     def flush_all(self) -> None:
@@ -304,6 +308,10 @@ class SlaveEngine:
         except ProtocolError as exc:
             log.warning("closing connection from %s: %s", session.name, exc)
             why = f"protocol error: {exc}"
+        except Exception as exc:  # noqa: BLE001 - a handler's bug costs one master its connection, not
+            # every master its slave: a daemon that died here would die again on the same message.
+            log.exception("closing connection from %s after an internal error", session.name)
+            why = f"internal error on the slave: {exc}"
         if why:
             self._drop(session, why)
 
@@ -333,7 +341,22 @@ class SlaveEngine:
         handler = self.handlers.get(kind)
         if handler is None:
             raise ProtocolError(f"a slave does not accept '{kind}'")
+        problem = refusal(message, TO_SLAVE_FIELDS[kind])
+        if problem:
+            self._refuse(session, message, f"refused a '{kind}' message: {problem}")
+            return
         handler(session, message)
+
+    def _refuse(self, session: Session, message: dict, reason: str) -> None:
+        """Answer a message that will not be acted on: a start is declined for good
+        (it would fail the same way anywhere), anything else gets an error; the
+        session goes on."""
+        log.warning("%s: %s", session.name, reason)
+        token = message.get("token")
+        if message["type"] == "start" and TOKEN.test(token):
+            session.send("declined", token=token, reason=reason, retry=False)
+        else:
+            session.send("error", reason=reason, refused=message["type"])
 
     def _on_hello(self, session: Session, message: dict) -> None:
         self._check_disk(self.clock(), force=True)  # a master deciding whether to use us deserves a fresh answer
@@ -346,8 +369,6 @@ class SlaveEngine:
 
     def _on_start(self, session: Session, message: dict) -> None:
         token = message["token"]
-        if not isinstance(token, str) or not _HEX.match(token):
-            raise ProtocolError("start without a valid token")
         if token in self.tasks:  # a re-sent start (the master reconnected): idempotent
             self._report(self.tasks[token], session)
             return
@@ -367,19 +388,12 @@ class SlaveEngine:
             return
         if session.grants:
             session.grants.pop(0)
-        try:
-            task = SpoolTask(token=token, master=session.master, job=str(message["job"]), idx=int(message["idx"]),
-                             params=dict(message["params"]), main=str(message["main"]),
-                             archive_sha=str(message["archive_sha"]),
-                             time_limit_s=message.get("time_limit_s"), cores=int(message.get("cores") or 1),
-                             memory_mb=int(message["memory_mb"]) if message.get("memory_mb") else None)
-        except (TypeError, ValueError) as exc:
-            raise ProtocolError(f"malformed start: {exc}") from None
-        if "/" in task.main or "\\" in task.main or task.main.startswith(".") or not SHA.match(task.archive_sha):
-            raise ProtocolError("start with an unsafe main script or archive name")
+        # Every field was checked against TO_SLAVE_FIELDS["start"] before this handler ran.
+        task = SpoolTask(token=token, master=session.master, job=message["job"], idx=message["idx"],
+                         params=message["params"], main=message["main"], archive_sha=message["archive_sha"],
+                         time_limit_s=message.get("time_limit_s") or None, cores=message.get("cores") or 1,
+                         memory_mb=message.get("memory_mb") or None)
         requires = message.get("requires") or []
-        if not isinstance(requires, list) or not all(isinstance(r, str) for r in requires):
-            raise ProtocolError("start with malformed requirements")
         refused = memory_refusal(task.memory_mb, self.memory_limit_mb)
         if refused:
             session.send("declined", token=token, reason=refused, retry=True, requirements=True)
@@ -425,11 +439,14 @@ class SlaveEngine:
         """What the runner is told about an attempt: its caps, and by default
         the task environment's python and the lowest free slot."""
         slot = self.running.free_slot() if slot is None else slot
-        caps = caps_for(task.memory_mb, self.memory_limit_mb, self.settings.max_task_processes)
+        free_mb = shutil.disk_usage(self.spool.root).free >> 20
+        caps = caps_for(task.memory_mb, self.memory_limit_mb, self.settings.max_task_processes,
+                        task_disk_cap_mb(self.settings.max_task_disk_mb, free_mb, self.settings.slots))
         return task_launch(task.token, self.spool.task_dir(task.token), python=python or self.settings.python,
                            main=task.main, params=task.params, job_id=task.job, idx=task.idx, slot=slot,
                            cores=task.cores, nice=self.settings.nice, time_limit_s=task.time_limit_s,
-                           memory_mb=caps.memory_mb, max_processes=caps.processes, cache_dir=self._cache_of(slot))
+                           memory_mb=caps.memory_mb, max_processes=caps.processes, disk_mb=caps.disk_mb,
+                           cache_dir=self._cache_of(slot))
 
     def _cache_of(self, slot: int) -> Path:
         return slot_cache_dir(self.spool.root, slot)
@@ -561,8 +578,10 @@ class SlaveEngine:
             else:
                 path, sha, size = self.spool.pack_results(task, self.settings.max_results_mb << 20)
                 task.results_path, task.results_sha, task.results_size = str(path), sha, size
-        except ValueError as exc:  # over the cap
-            outcome, message = AttemptOutcome.REJECTED, str(exc)
+        except ValueError as exc:  # over the cap, or a link or special file among them: the task's doing
+            # Why an attempt that failed anyway failed stays first (e.g. over its disk cap).
+            failed_first = message if outcome is not AttemptOutcome.SUCCEEDED and message else None
+            outcome, message = AttemptOutcome.REJECTED, f"{failed_first}; {exc}" if failed_first else str(exc)
         except OSError as exc:
             outcome, message = AttemptOutcome.HOST_FAILED, f"could not pack the results: {exc}"
             self._set_problem(self.spool.problem(self.settings.min_free_mb))
@@ -612,7 +631,7 @@ class SlaveEngine:
 
     def _slot_recorded(self, task: SpoolTask) -> int | None:
         try:
-            return int((self.spool.task_dir(task.token) / "slot").read_text())
+            return int(read_regular(self.spool.task_dir(task.token) / "slot", 32))
         except (OSError, ValueError):
             return None  # started by an engine that kept no slot: the lowest free one
 

@@ -3,7 +3,7 @@ the master shows (why it failed, and the end of what it printed to stderr)."""
 
 from __future__ import annotations
 
-from trayapp.run.attempt import tail_of
+from trayapp.run.taskfiles import tail_of
 from trayapp.run.runner import TaskRunner
 from trayapp.slave.running import Attempt
 from trayapp.status import AttemptOutcome
@@ -16,13 +16,15 @@ def judge_attempt(attempt: Attempt, runner: TaskRunner,
     code = attempt.handle.exit_code()
     if attempt.timed_out:
         outcome, message = AttemptOutcome.TIMED_OUT, f"stopped after its time limit of {time_limit_s:g} s"
+    elif attempt.over_disk:
+        outcome, message = AttemptOutcome.EXITED, attempt.over_disk
     elif code == 0:
         outcome, message = AttemptOutcome.SUCCEEDED, None
     elif code is None:
         outcome, message = AttemptOutcome.HOST_LOST, "the task's process vanished without an exit code"
     else:
         outcome, message = AttemptOutcome.EXITED, runner.describe_exit(code)
-    if outcome is not AttemptOutcome.SUCCEEDED and not attempt.timed_out:
+    if outcome is not AttemptOutcome.SUCCEEDED and not attempt.timed_out and not attempt.over_disk:
         over_memory = runner.memory_failure(attempt.handle)  # asked while its cgroup still exists
         if over_memory:
             outcome, message = AttemptOutcome.EXITED, over_memory

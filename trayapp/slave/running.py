@@ -3,16 +3,18 @@
 The slave engine keeps them here and reaches them only through the task
 runner's protocol (:mod:`trayapp.run.runner`): which slot a new attempt
 takes, what the event loop waits on, which attempts ended or ran over their
-time limit, and killing one.
+time limit or their disk cap (measured by :mod:`trayapp.slave.diskwatch`),
+and killing one.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 from trayapp.run.runner import TaskHandle
+from trayapp.slave.diskwatch import DiskWatch
 
 POLL_WITHOUT_WAIT_FD_S = 0.05  # how often an attempt without a wait fd is asked whether it ended
 
@@ -25,11 +27,15 @@ class Attempt:
     handle: TaskHandle
     deadline: float | None  # time.monotonic() after which the task is over its limit
     timed_out: bool = False
+    over_disk: str | None = None  # why it was killed over its disk cap
 
 
 class RunningAttempts:
-    def __init__(self) -> None:
+    """``wake``: how the disk watch's thread wakes the engine's loop."""
+
+    def __init__(self, wake: Callable[[], None] = lambda: None) -> None:
         self._attempts: dict[str, Attempt] = {}
+        self._disk = DiskWatch(wake)
 
     def __len__(self) -> int:
         return len(self._attempts)
@@ -51,6 +57,7 @@ class RunningAttempts:
     def add(self, token: str, handle: TaskHandle, time_left_s: float | None) -> None:
         deadline = time.monotonic() + time_left_s if time_left_s is not None else None
         self._attempts[token] = Attempt(token, handle, deadline)
+        self._disk.watch(token, handle.launch)
 
     def wait_fds(self) -> list[int]:
         return [fd for attempt in self._attempts.values() if (fd := attempt.handle.wait_fd()) is not None]
@@ -68,22 +75,34 @@ class RunningAttempts:
 
     def take_ended(self) -> list[Attempt]:
         """Remove and return the attempts that ended, and those over their time
-        limit, which are killed first (``timed_out``)."""
+        limit (``timed_out``) or disk cap (``over_disk``), which are killed first."""
         ended = []
+        over_disk = self._disk.take_over()
         for token, attempt in list(self._attempts.items()):
             if attempt.handle.has_ended():
-                ended.append(self._attempts.pop(token))
+                ended.append(self._pop(token))
             elif attempt.deadline is not None and time.monotonic() >= attempt.deadline:
                 attempt.timed_out = True
                 attempt.handle.kill_whole_tree()
-                ended.append(self._attempts.pop(token))
+                ended.append(self._pop(token))
+            elif token in over_disk:
+                attempt.over_disk = over_disk[token]
+                attempt.handle.kill_whole_tree()
+                ended.append(self._pop(token))
         return ended
 
     def kill(self, token: str) -> bool:
         """Kill the attempt's whole tree and free its slot; False if none ran."""
-        attempt = self._attempts.pop(token, None)
+        attempt = self._pop(token)
         if attempt is None:
             return False
         attempt.handle.kill_whole_tree()
         attempt.handle.close()
         return True
+
+    def _pop(self, token: str) -> Attempt | None:
+        self._disk.forget(token)
+        return self._attempts.pop(token, None)
+
+    def close(self) -> None:
+        self._disk.close()

@@ -28,13 +28,18 @@ import logging
 import os
 import secrets
 import shutil
+import stat
 import tarfile
 import tempfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path, PurePath
+from typing import Iterator
+
+from trayapp.run.taskfiles import NotPlainFile, open_folder, open_regular, plain_files, read_regular
 
 from trayapp.wire.archive import ChecksumMismatchError, sha256_of
-from trayapp.wire.protocol import TASK_REPORT
+from trayapp.wire.fields import Field, number, one_of, refusal, text, whole
+from trayapp.wire.protocol import MAX_LINE, TASK_REPORT, TO_SLAVE_FIELDS
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +78,30 @@ class SpoolTask:
         """What the master hears about this task in ``finished`` and ``tasks``
         messages: the protocol's list of fields, whatever else the spool keeps."""
         return {name: getattr(self, name) for name in TASK_REPORT}
+
+
+# What each field of a task file must hold (trayapp.wire.fields): the start
+# message's fields as the master sent them, then the spool's own. A file that
+# does not fit is unreadable, reported and left alone: never a daemon that
+# dies on it at every restart.
+_START = TO_SLAVE_FIELDS["start"]
+_MOMENT = number(0, float(1 << 40), what="a time (seconds since 1970)").maybe()
+TASK_FIELDS: dict[str, Field] = {
+    **{name: _START[name] for name in ("token", "job", "idx", "params", "main", "archive_sha", "time_limit_s",
+                                       "cores", "memory_mb")},
+    "master": text(200, what="a master's name or id"),
+    "state": one_of("running", "finished"),
+    "pid": whole(0, 1 << 31, "a process id").maybe(),
+    "created": _MOMENT, "started": _MOMENT, "ended": _MOMENT,
+    "outcome": text(40, what="an outcome").maybe(),
+    "exit_code": whole(-(1 << 31), 1 << 31, "an exit code").maybe(),
+    "message": text(1 << 20).maybe(),
+    "results_path": text(4096).maybe(),
+    "results_sha": TO_SLAVE_FIELDS["need_archive"]["sha"].maybe(),
+    "results_size": whole(0, 1 << 62, "a size in bytes").maybe(),
+}
+# A task file holds its parameter set (a message is at most MAX_LINE bytes) and little else.
+_TASK_FILE_MAX = 4 * MAX_LINE
 
 
 class UnreadableTaskFile(ValueError):
@@ -194,7 +223,9 @@ class Spool:
     def load(self, path: Path) -> SpoolTask:
         """One task file, upgraded from an older format as it is read."""
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(read_regular(path, _TASK_FILE_MAX))  # slave-written, but never followed
+        except NotPlainFile as exc:
+            raise UnreadableTaskFile(str(exc)) from None
         except ValueError as exc:
             raise UnreadableTaskFile(f"not valid JSON ({exc})") from None
         if not isinstance(data, dict):
@@ -211,10 +242,10 @@ class Spool:
         if data.keys() - known:
             raise UnreadableTaskFile(f"unknown fields {', '.join(sorted(data.keys() - known))} "
                                      f"in task format {version}")
-        try:
-            task = SpoolTask(**data)
-        except TypeError as exc:  # a required field missing
-            raise UnreadableTaskFile(f"incomplete: {exc}") from None
+        problem = refusal(data, TASK_FIELDS)
+        if problem:
+            raise UnreadableTaskFile(f"incomplete or malformed: {problem}")
+        task = SpoolTask(**data)
         if task.results_path:
             task.results_path = str(self.root / task.results_path)  # an absolute path stays as it is
         return task
@@ -243,38 +274,61 @@ class Spool:
     def pack_results(self, task: SpoolTask, max_bytes: int) -> tuple[Path, str, int]:
         """Pack the task's ``results/`` and logs into ``results/<token>.tar``.
 
-        Only regular files and folders go in (a symlink to a file travels as
-        its content); the master checks the archive again, since it cannot
-        trust a slave. Raises ``ValueError`` when the results and logs together
-        exceed ``max_bytes``.
+        What the task made is hostile (:mod:`trayapp.run.taskfiles`): only
+        regular files and folders go in, none reached through a link; a link,
+        FIFO, socket or device anywhere in ``results/`` refuses the whole
+        results (:class:`NotPlainFile`, a ValueError to the engine's eyes:
+        the task's fault), as the master refuses them in an archive. Raises
+        ``ValueError`` when the results and logs together exceed ``max_bytes``.
         """
-        run_dir = self.task_dir(task.token)
-        produced = run_dir / "work" / "results"
-        entries: list[tuple[Path, str]] = []
-        total = 0
-        if produced.is_dir() and not produced.is_symlink():
-            for dirpath, dirnames, filenames in os.walk(produced):
-                dirnames.sort()
-                for name in sorted(filenames):
-                    path = Path(dirpath) / name
-                    if path.is_file():
-                        rel = path.relative_to(produced).as_posix()
-                        entries.append((path, "results/" + rel))
-                        total += path.stat().st_size
-        for name in ("stdout.txt", "stderr.txt"):
-            if (run_dir / name).is_file():
-                entries.append((run_dir / name, name))
-                total += (run_dir / name).stat().st_size  # the cap is on all that travels back
-        if total > max_bytes:
-            raise ValueError(f"results of {total / 1e6:.1f} MB exceed this host's cap of {max_bytes / 1e6:.0f} MB")
-        target = self.results / f"{task.token}.tar"
-        tmp = target.with_name(f".{target.name}.partial")
-        try:
-            with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT, dereference=True) as tar:
-                for path, arcname in entries:
-                    tar.add(path, arcname=arcname, recursive=False)
-            os.replace(tmp, target)
-        except BaseException:
-            tmp.unlink(missing_ok=True)  # a full disk must not also keep the half it managed to write
-            raise
+        with open_folder(self.task_dir(task.token)) as run_fd:
+            total = sum(size for size in self._walk_results(run_fd, lambda _n, fd: os.fstat(fd).st_size))
+            if total > max_bytes:
+                raise ValueError(f"results of {total / 1e6:.1f} MB exceed this host's cap of "
+                                 f"{max_bytes / 1e6:.0f} MB")
+            target = self.results / f"{task.token}.tar"
+            tmp = target.with_name(f".{target.name}.partial")
+            try:
+                with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
+                    packed = sum(self._walk_results(run_fd, lambda name, fd: _add_open_file(tar, name, fd)))
+                    if packed > max_bytes:  # grown since it was measured: a task still writing
+                        raise ValueError(f"results grew past this host's cap of {max_bytes / 1e6:.0f} MB "
+                                         "while they were packed")
+                os.replace(tmp, target)
+            except BaseException:
+                tmp.unlink(missing_ok=True)  # a full disk must not also keep the half it managed to write
+                raise
         return target, sha256_of(target), target.stat().st_size
+
+    @staticmethod
+    def _walk_results(run_fd: int, each) -> Iterator[int]:
+        """``each(name, fd)`` for the task's logs and every file of its ``results/``
+        (the cap is on all that travels back), opened without following links."""
+        for name in ("stdout.txt", "stderr.txt"):
+            try:
+                fd = open_regular(name, dir_fd=run_fd)
+            except FileNotFoundError:
+                continue
+            try:
+                yield each(name, fd)
+            finally:
+                os.close(fd)
+        try:
+            with open_folder("work", dir_fd=run_fd, shown="the task's folder") as work_fd, \
+                    open_folder("results", dir_fd=work_fd, shown="results") as results_fd:
+                for name, fd in plain_files(results_fd, "results"):
+                    yield each(name, fd)
+        except FileNotFoundError:
+            return  # no results: only the logs travel
+        except NotADirectoryError:
+            return  # a file called "results" is not results (as before)
+
+
+def _add_open_file(tar: tarfile.TarFile, name: str, fd: int) -> int:
+    """Add the regular file open at ``fd`` as ``name``; its size."""
+    st = os.fstat(fd)
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode = st.st_size, int(st.st_mtime), stat.S_IMODE(st.st_mode) & 0o755
+    with os.fdopen(os.dup(fd), "rb") as fh:
+        tar.addfile(info, fh)
+    return st.st_size

@@ -35,6 +35,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from trayapp.wire.fields import FLAG, OBJECT, Field, hex_text, list_of, number, one_of, text, whole
+
 VERSION = 1
 MAX_LINE = 1 << 20  # no legitimate message comes near 1 MiB; a bigger line is an attack or a bug
 # Results archives up to this size also travel base64-encoded inside their
@@ -74,6 +76,42 @@ MASTER_TO_SLAVE = ("hello", "demand", "release", "need_archive", "archive_upload
                    "sync", "bye", "control")
 SLAVE_TO_MASTER = ("hello", "grant", "archive", "archive_ok", "archive_bad", "started", "preparing", "declined",
                    "finished", "tasks", "state", "error")
+
+
+# Every field of every message a slave receives, and what it must hold
+# (trayapp.wire.fields): the slave checks a message against its line before
+# any handler acts on it, and refuses the message with the reason if a field
+# does not fit. Required fields are REQUIRED's; the others may be absent or null.
+TOKEN = hex_text(16, 64, "a task token (16 to 64 hex digits)")
+SHA256 = hex_text(64, 64, "a sha256 (64 hex digits)")
+COUNT = whole(0, 1 << 31, "a count")
+SECONDS = number(0, 10 * 365 * 86400, what="a number of seconds (0: no limit)")
+TO_SLAVE_FIELDS: dict[str, dict[str, Field]] = {
+    "hello": {"master": hex_text(8, 64, "a master id (8 to 64 hex digits)").maybe(), "name": text(1000).maybe()},
+    "demand": {"queued": COUNT},
+    "release": {"n": COUNT},
+    "need_archive": {"sha": SHA256},
+    "archive_uploaded": {"sha": SHA256, "path": text(4096)},
+    "start": {
+        "token": TOKEN,
+        "job": text(64, r"[0-9A-Za-z][0-9A-Za-z._-]*", "a job id (letters, digits, . _ -)"),
+        "idx": whole(0, 1 << 31, "a task index"),
+        "params": OBJECT,
+        # A file at the top of the job's folder: no path, nothing hidden.
+        "main": text(255, r"[^./\\][^/\\]*", "a script name at the top of the job's folder"),
+        "archive_sha": SHA256,
+        "time_limit_s": SECONDS.maybe(),
+        "cores": whole(1, 4096, "a number of cores").maybe(),
+        "memory_mb": whole(0, 1 << 40, "megabytes (0: none asked for)").maybe(),
+        "requires": list_of(text(1000, what="a requirement line"), 100_000).maybe(),
+    },
+    "cancel": {"token": TOKEN},
+    "ack": {"token": TOKEN},
+    "sync": {},
+    "bye": {"stop_tasks": FLAG.maybe()},
+    "control": {"action": one_of("pause", "donate", "resume", "status"),
+                "until": number(0, float(1 << 40), what="a time (seconds since 1970)").maybe()},
+}
 
 
 # What a slave says about one task: the ``finished`` message (with
