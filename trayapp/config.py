@@ -35,6 +35,9 @@ class Config:
     nice: int = 10  # tasks yield the CPU to whatever the PC's user runs
     default_retries: int = 0
     poll_interval_s: float = 0.2  # how often the dispatcher looks for new work
+    # A master gives up a task on another PC this long past its job's time limit
+    # if that PC has not reported it ended (the slave stops it at the limit).
+    time_limit_grace_s: float = 300.0
     max_results_mb: int = 2048  # a slave refuses to send back more than this per task
     # Fair share on a slave: recent use decays with this half-life, so
     # yesterday's sweep does not count against anyone today.
