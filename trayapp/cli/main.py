@@ -499,7 +499,10 @@ def cmd_check_updates(app: App, args) -> int:
         print(f"sparecycles: no update check: {report.error}", file=sys.stderr)
     for label, pkg in (("Brian (task environment)", report.brian), ("SpareCycles", report.app)):
         state = ("update available" if pkg.available else "up to date" if pkg.latest else "newest unknown")
-        print(f"{label}: installed {pkg.current or 'none'}, newest {pkg.latest or '?'}: {state}")
+        for_python = f" for Python {pkg.python}" if pkg.python else ""
+        print(f"{label}: installed {pkg.current or 'none'}, newest{for_python} {pkg.latest or '?'}: {state}")
+        if held_back := pkg.blocked():
+            print(f"  note: {held_back}")
     return EXIT_OK
 
 
@@ -509,13 +512,15 @@ def cmd_update_brian(app: App, args) -> int:
     result = update_brian(app.config)
     if args.json:
         print(json.dumps({"ok": result.ok, "before": result.before, "after": result.after,
-                          "python": result.python, "output": result.output}))
+                          "python": result.python, "output": result.output, "held_back": result.held_back}))
     elif result.ok:
         print(f"Brian {result.after} in {result.python}" +
               (f" (was {result.before or 'not installed'})" if result.changed else " (already the newest)"))
     else:
         print(f"sparecycles: updating Brian failed; {result.before or 'no Brian'} stays installed\n"
               f"  pip: {last_line_of(result.output)}", file=sys.stderr)
+    if result.held_back and not args.json:
+        print(f"sparecycles: note: {result.held_back}", file=sys.stderr)
     return EXIT_OK if result.ok else EXIT_FAILED_TASKS
 
 
