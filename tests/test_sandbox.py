@@ -107,7 +107,7 @@ class Slave:
         return self.master.expect("finished", token=token)
 
     def output(self, token: str, name: str = "stdout.txt") -> str:
-        with tarfile.open(self.engine.spool.results / f"{token}.tar") as tar:
+        with tarfile.open(self.engine.spool.results / "unbound" / f"{token}.tar") as tar:
             return tar.extractfile(name).read().decode()
 
     def stop(self) -> None:
@@ -210,7 +210,7 @@ def test_a_real_brian_simulation_compiles_and_runs_inside_the_sandbox(slave_fact
     assert finished["outcome"] == "succeeded", finished
     spikes, cache = slave.output(token).split()
     assert int(spikes) > 0
-    slot_cache = slot_cache_dir(slave.engine.spool.root, 0)
+    slot_cache = slot_cache_dir(slave.engine.spool.root, 0, "unbound")
     assert cache == str(slot_cache)
     assert list(slot_cache.glob("**/*.so")), "Cython's compiled code stays in the slot's cache"
 
@@ -267,8 +267,8 @@ def test_a_fork_bomb_stays_in_its_slot_and_dies_with_its_task(slave_factory, tmp
     forked = (slave.engine.spool.task_dir(bomb) / "stdout.txt").read_text().split()[0]
 
     began = time.monotonic()
-    slave.master.send("control", action="status")
-    slave.master.expect("state", control="status")
+    slave.master.send("sync")
+    slave.master.expect("tasks")
     assert time.monotonic() - began < 2.0, "the engine answers while the bomb's processes sit in its slot"
     other = slave.start(tmp_path, "print(sum(range(1000)))\n")
     assert slave.finished(other)["outcome"] == "succeeded" and slave.output(other).strip() == "499500"

@@ -42,8 +42,9 @@ class Config:
     # Fair share on a slave: recent use decays with this half-life, so
     # yesterday's sweep does not count against anyone today.
     fair_share_half_life_s: float = 3600.0
-    master_weights: dict = field(default_factory=dict)  # master name (user@pc) or id -> weight, default 1
-    master_caps: dict = field(default_factory=dict)  # master name or id -> most slots at once
+    # By the name a master's key was authorized with (an unrestricted key: the name or id it gives).
+    master_weights: dict = field(default_factory=dict)  # master -> weight, default 1
+    master_caps: dict = field(default_factory=dict)  # master -> most slots at once
     grant_policy: str = "fair"  # "by_demand": the unfair baseline bench/fair_share.py compares against
     min_free_mb: int = 200  # a slave with less free disk takes no work
     # Idle detection. "auto": lend the PC only while its user is away (a headless service with

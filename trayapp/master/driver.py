@@ -578,5 +578,7 @@ def _outcome(value: str) -> AttemptOutcome:
 
 
 def _info(message: dict) -> dict:
-    keys = ("slots", "running", "running_by_master", "usage", "python", "brian", "name", "version")
+    # "share" from a slave of this release; "usage" (every master's) from an older one.
+    keys = ("slots", "running", "running_mine", "share", "other_masters", "running_by_master", "usage", "python",
+            "brian", "name", "version")
     return {k: message.get(k) for k in keys if k in message}
