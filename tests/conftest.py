@@ -22,9 +22,6 @@ from trayapp.app import App
 # Tray apps started by tests (in process or as children) must not ask the public
 # package index for updates: test traffic stays on this machine.
 os.environ["SPARECYCLES_NO_UPDATE_CHECK"] = "1"
-# Tasks in these tests leave markers and pids outside their own folders, which
-# the sandbox forbids; tests/test_sandbox.py runs tasks in it (and removes this).
-os.environ["SPARECYCLES_SANDBOX"] = "off"
 from support.commands import sparecycles as cli  # noqa: E402 - the tests' short name for it
 from support.pool import Pool  # noqa: E402
 from support.sshd import Sshd  # noqa: E402

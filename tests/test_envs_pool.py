@@ -122,9 +122,8 @@ EXAMPLES_NEED = ["brian2 >= 2.5", "matplotlib"]
 
 @pytest.fixture
 def sandboxed(monkeypatch):
-    """Slaves as lenders get them: the sandbox on, for tasks and for builds. One
-    wheel cache for all slaves of the session, so PyPI is asked once."""
-    monkeypatch.delenv("SPARECYCLES_SANDBOX", raising=False)
+    """Slaves as lenders get them: the sandbox on (the suite's default), for tasks
+    and for builds. One wheel cache for all slaves of the session, so PyPI is asked once."""
     monkeypatch.setenv("UV_CACHE_DIR", os.environ.get("UV_CACHE_DIR") or str(Path.home() / ".cache" / "uv"))
 
 

@@ -107,7 +107,7 @@ class Slave:
         return self.master.expect("finished", token=token)
 
     def output(self, token: str, name: str = "stdout.txt") -> str:
-        with tarfile.open(self.engine.spool.results / f"{token}.tar") as tar:
+        with tarfile.open(self.engine.spool.results / "unbound" / f"{token}.tar") as tar:
             return tar.extractfile(name).read().decode()
 
     def stop(self) -> None:
@@ -118,8 +118,7 @@ class Slave:
 
 
 @pytest.fixture
-def slave_factory(tmp_path, monkeypatch):
-    monkeypatch.delenv("SPARECYCLES_SANDBOX", raising=False)  # conftest turns it off for other tests
+def slave_factory(tmp_path):
     made = []
 
     def make(name: str, **settings) -> Slave:
@@ -211,7 +210,7 @@ def test_a_real_brian_simulation_compiles_and_runs_inside_the_sandbox(slave_fact
     assert finished["outcome"] == "succeeded", finished
     spikes, cache = slave.output(token).split()
     assert int(spikes) > 0
-    slot_cache = slot_cache_dir(slave.engine.spool.root, 0)
+    slot_cache = slot_cache_dir(slave.engine.spool.root, 0, "unbound")
     assert cache == str(slot_cache)
     assert list(slot_cache.glob("**/*.so")), "Cython's compiled code stays in the slot's cache"
 
@@ -268,8 +267,8 @@ def test_a_fork_bomb_stays_in_its_slot_and_dies_with_its_task(slave_factory, tmp
     forked = (slave.engine.spool.task_dir(bomb) / "stdout.txt").read_text().split()[0]
 
     began = time.monotonic()
-    slave.master.send("control", action="status")
-    slave.master.expect("state", control="status")
+    slave.master.send("sync")
+    slave.master.expect("tasks")
     assert time.monotonic() - began < 2.0, "the engine answers while the bomb's processes sit in its slot"
     other = slave.start(tmp_path, "print(sum(range(1000)))\n")
     assert slave.finished(other)["outcome"] == "succeeded" and slave.output(other).strip() == "499500"
@@ -281,6 +280,7 @@ def test_a_fork_bomb_stays_in_its_slot_and_dies_with_its_task(slave_factory, tmp
 
 
 def test_without_bubblewrap_a_slave_lends_nothing_unless_its_lender_opts_out(tmp_path, monkeypatch):
+    # Unsandboxed path: the lender's own setting must decide, whatever the caller's environment says.
     monkeypatch.delenv("SPARECYCLES_SANDBOX", raising=False)
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no bwrap to be found
     strict = SlaveEngine(Spool(tmp_path / "strict"), SlaveSettings(slots=1, python=sys.executable),
@@ -316,7 +316,7 @@ def test_the_sandbox_settings_are_checked(home):
 
 
 def test_the_tray_shows_a_slave_lending_without_a_sandbox_as_a_warning():
-    from ui.traylook import slave_look
+    from sparecycles_ui.traylook import slave_look
 
     look = slave_look({"state": "ready", "slots": 2, "running": 0, "warning": "tasks run without a sandbox"})
     assert "Warning: tasks run without a sandbox" in look.tooltip
@@ -368,7 +368,6 @@ def test_the_masters_own_cores_sandbox_its_tasks_and_status_says_which_went_over
                                                                                            monkeypatch):
     from conftest import cli
 
-    monkeypatch.delenv("SPARECYCLES_SANDBOX", raising=False)  # the default settings: sandbox = "auto"
     body = """
     import os, sys
     print("sandboxed" if os.environ["HOME"] == os.getcwd() and os.getpid() < 10 else "bare", flush=True)

@@ -65,9 +65,8 @@ os.kill(child, 9)
 
 
 def sandboxed_env(home: Path, **extra: str) -> dict:
-    """The environment of a master or slave in ``home``, with the sandbox users get."""
+    """The environment of a master or slave in ``home`` (the sandbox on, as users get it)."""
     env = {**os.environ, "SPARECYCLES_HOME": str(home), **extra}
-    env.pop("SPARECYCLES_SANDBOX", None)  # the suite turns it off; users have it on
     env.pop("DISPLAY", None)  # nobody at these PCs: they lend at once
     return env
 

@@ -10,11 +10,11 @@ from PyQt6.QtCore import Qt
 from conftest import ECHO_TASK, make_job
 from trayapp.job.submit import submit_job
 from trayapp.status import AttemptOutcome
-from ui.hostsmodel import HostsModel
-from ui.jobsmodel import (COLUMNS, HOSTS_COLUMN, LEFT_COLUMN, PROGRESS_COLUMN, STATE_COLUMN, TASKS_COLUMN, JobsModel,
+from sparecycles_ui.hostsmodel import HostsModel
+from sparecycles_ui.jobsmodel import (COLUMNS, HOSTS_COLUMN, LEFT_COLUMN, PROGRESS_COLUMN, STATE_COLUMN, TASKS_COLUMN, JobsModel,
                           ProgressRole)
-from ui.poolchart import busy_slots
-from ui.snapshot import Span, SnapshotReader
+from sparecycles_ui.poolchart import busy_slots
+from sparecycles_ui.snapshot import Span, SnapshotReader
 from ui_desktop import model_tester
 
 
@@ -39,8 +39,8 @@ def test_jobs_model_follows_the_queue_incrementally(qapp, app, tmp_path):
     first = _submit(app, tmp_path, "first", 3)
     model.apply(reader.read().jobs)
     assert spy.inserted == [(0, 0)] and model.rowCount() == 1 and model.columnCount() == len(COLUMNS)
-    assert [model.index(0, c).data() for c in (0, 1, 2, 3, 4, 5, 6)] == [
-        "first", first.id, "queued", "0 % (0/3)", "0", "0", "3"]
+    assert [model.index(0, c).data() for c in (0, 1, 2, 3, 4, 5)] == [
+        "first", first.id, "queued", "0 % (0/3)", "0", "3"]
 
     model.apply(reader.read().jobs)  # nothing changed: nothing signalled
     assert spy.changed == [] and spy.inserted == [(0, 0)]
@@ -123,7 +123,7 @@ def test_busy_slots_per_host_over_time():
 def test_pool_chart_paints_busy_slots(qapp, screenshots):
     from PyQt6.QtGui import QColor, QImage
 
-    from ui.poolchart import PALETTE, PoolChart
+    from sparecycles_ui.poolchart import PALETTE, PoolChart
 
     chart = PoolChart(window_s=3 * 3600)
     chart.resize(640, 220)

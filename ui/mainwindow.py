@@ -21,21 +21,21 @@ from PyQt6.QtWidgets import (QAbstractItemView, QFileDialog, QHBoxLayout, QHeade
 
 from trayapp.errors import UserError
 from trayapp.job.folder import open_job_folder
-from ui.dropzone import DropZone
-from ui.hostdialogs import AddHostDialog, HostTestDialog, TrustDialog
-from ui.hostsmodel import HostsModel, problem_lines, state_colour
-from ui.jobsmodel import (HOSTS_COLUMN, ID_COLUMN, LEFT_COLUMN, ELAPSED_COLUMN, NAME_COLUMN, PROGRESS_COLUMN,
-                          SUBMITTED_COLUMN, JobsModel, sorted_jobs)
-from ui.logdialog import FailedLogDialog
-from ui.poolchart import PoolChart, PoolTab
-from ui.progressdelegate import ProgressDelegate
-from ui.resultsplot import ResultsPlotDialog
-from ui.retrydialog import RetryDialog, accepts_keyword, retried
-from ui.submitdialog import SubmitDialog
-from ui.tablefit import fit_header
-from ui.taskview import TaskView
-from ui.watcher import Reading
-from ui.windowverbs import HostTest
+from sparecycles_ui.dropzone import DropZone
+from sparecycles_ui.hostdialogs import AddHostDialog, HostTestDialog, TrustDialog
+from sparecycles_ui.hostsmodel import HostsModel, problem_lines, state_colour
+from sparecycles_ui.jobsmodel import (ELAPSED_COLUMN, HOSTS_COLUMN, ID_COLUMN, LEFT_COLUMN, NAME_COLUMN, PROGRESS_COLUMN,
+                          STATE_COLUMN, SUBMITTED_COLUMN, JobsModel, sorted_jobs)
+from sparecycles_ui.logdialog import FailedLogDialog
+from sparecycles_ui.poolchart import PoolChart, PoolTab
+from sparecycles_ui.progressdelegate import ProgressDelegate
+from sparecycles_ui.resultsplot import ResultsPlotDialog
+from sparecycles_ui.retrydialog import RetryDialog, accepts_keyword, retried
+from sparecycles_ui.submitdialog import SubmitDialog
+from sparecycles_ui.tablefit import fit_header
+from sparecycles_ui.taskview import TaskView
+from sparecycles_ui.watcher import Reading
+from sparecycles_ui.windowverbs import HostTest
 
 
 def _open_folder(path: str) -> bool:
@@ -152,10 +152,10 @@ class MainWindow(QMainWindow):
         self.jobs_view.sortByColumn(SUBMITTED_COLUMN, Qt.SortOrder.DescendingOrder)
         self.jobs_view.setItemDelegateForColumn(PROGRESS_COLUMN, ProgressDelegate(self.jobs_view))
         header = self.jobs_view.horizontalHeader()
-        fit_header(self.jobs_view, {NAME_COLUMN: "a-long-job-name", ID_COLUMN: "0000000000",
-                                    PROGRESS_COLUMN: "100 % (10000/10000)", SUBMITTED_COLUMN: "2026-12-06 08:16",
-                                    HOSTS_COLUMN: "local, lab-07", ELAPSED_COLUMN: "12 min 05 s",
-                                    LEFT_COLUMN: "12 min 05 s"})
+        fit_header(self.jobs_view, {NAME_COLUMN: "brunel-sweep", ID_COLUMN: "0a921a1e", STATE_COLUMN: "cancelled",
+                                    PROGRESS_COLUMN: "100 % (10000/10000)", SUBMITTED_COLUMN: "12-06 08:16",
+                                    HOSTS_COLUMN: "local, lab-07", ELAPSED_COLUMN: "1 h 07 min",
+                                    LEFT_COLUMN: "1 h 07 min"})
         header.setStretchLastSection(True)
         self.submit_button = QPushButton("Submit job…")
         self.tasks_button = QPushButton("Tasks…")

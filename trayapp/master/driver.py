@@ -17,6 +17,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -26,6 +27,7 @@ from trayapp.master.bounds import HostMisbehaved, check_finished, grant_within_s
 from trayapp.master.fetch import TRANSFER_TRIES, ResultsFolderError, fetch_results, results_folder_error
 from trayapp.master.quarantine import Quarantine
 from trayapp.master.results import collect, collected_by, results_path
+from trayapp.master.timelimit import TimeLimits
 from trayapp.status import AttemptOutcome, TaskStatus
 from trayapp.master.store import Claim, Store
 
@@ -63,6 +65,11 @@ class DriverSettings:
     # A job a host declined for its requirements is offered there again after
     # this long, or as soon as the host's task environment changes.
     declined_for_s: float = 600.0
+    # A host that does not report a task ended this long after its time limit
+    # (and, if it never said the task started, prepare_s more) loses it
+    # (trayapp.master.timelimit): a slave that never reports holds no task forever.
+    time_limit_grace_s: float = 300.0
+    time_limit_prepare_s: float = 2400.0
 
 
 @dataclass
@@ -115,6 +122,7 @@ class HostDriver(threading.Thread):
         self.quarantine = Quarantine(after_jobs=settings.quarantine_after_jobs, duration_s=settings.quarantine_s)
         self._reported_state: tuple[str, str | None] = ("unknown", None)  # what the host last said of itself
         self._cancels_sent: set[str] = set()  # only these may come back "cancelled"
+        self.time_limits = TimeLimits(settings.time_limit_grace_s, settings.time_limit_prepare_s)
         self._showing_quarantine = False
         # One handler per message a slave sends (trayapp.wire.protocol.SLAVE_TO_MASTER);
         # the first hello is the handshake's, read before the conversation starts.
@@ -185,6 +193,7 @@ class HostDriver(threading.Thread):
         if self._unreachable_since is None:
             self._unreachable_since = now
         self.store.set_host_state(self.host, "unreachable", reason)
+        self.time_limits.give_up_overdue(self.store, self.host, None, spare=set(self.uncollected))
         if now - self._unreachable_since >= self.settings.lost_after_s:
             self._requeue_all(f"host unreachable for {now - self._unreachable_since:.0f} s")
 
@@ -264,6 +273,9 @@ class HostDriver(threading.Thread):
         for token, entry in list(self.inflight.items()):
             if not self.store.attempt_is_wanted(entry.claim.attempt_id):
                 self._cancel(conv, token)
+        for token in self.time_limits.give_up_overdue(self.store, self.host, partial(self._cancel, conv),
+                                                      spare=set(self.uncollected)):
+            self.inflight.pop(token, None)
         if self._showing_quarantine and not self.quarantine.active:
             self._show_state(*self._reported_state)  # the quarantine is over
         if not conv.synced:
@@ -306,6 +318,7 @@ class HostDriver(threading.Thread):
         pid = message.get("pid")
         if entry is not None and not entry.started:
             entry.started = True
+            self.time_limits.started(message["token"])
             self.quarantine.start_worked()
             if not self.store.mark_running(entry.claim.attempt_id, pid if isinstance(pid, int) else 0):
                 self._cancel(conv, message["token"])
@@ -484,7 +497,8 @@ class HostDriver(threading.Thread):
             self._use_deferred_grant(conv)
         claim = entry.claim if entry else self._claim_for_token(token)
         if claim is None:
-            self._send(conv, "ack", token=token)  # not ours to collect (e.g. already settled)
+            self._cancels_sent.discard(token)
+            self._send(conv, "ack", token=token)  # not ours to collect (e.g. already settled, or given up)
             return
         outcome = _outcome(report["outcome"])
         if outcome is AttemptOutcome.CANCELLED and token not in self._cancels_sent:
@@ -594,5 +608,7 @@ def _outcome(value: str) -> AttemptOutcome:
 
 
 def _info(message: dict) -> dict:
-    keys = ("slots", "running", "running_by_master", "usage", "python", "brian", "name", "version")
+    # "share" from a slave of this release; "usage" (every master's) from an older one.
+    keys = ("slots", "running", "running_mine", "share", "other_masters", "running_by_master", "usage", "python",
+            "brian", "name", "version")
     return {k: message.get(k) for k in keys if k in message}
