@@ -173,20 +173,24 @@ def test_every_attack_works_without_the_sandbox_and_fails_inside_it(slave_factor
     assert sorted(p.name for p in lender_home.iterdir()) == ["secret.txt"]
 
 
-def test_a_sandboxed_task_sees_its_folder_as_home_and_a_private_tmp(slave_factory, tmp_path):
+def test_a_sandboxed_task_sees_its_folder_as_home_and_a_private_tmp(slave_factory, tmp_path, monkeypatch):
+    # The slave's data folder is the lender's business: its path must not reach the task.
+    monkeypatch.setenv("SPARECYCLES_HOME", str(tmp_path / "lender data"))
     slave = slave_factory("sandboxed", sandbox="on")
+    scratch = f"/tmp/scratch-{secrets.token_hex(4)}"
     stray = Path("/tmp") / f"sparecycles-host-tmp-{secrets.token_hex(4)}"
     stray.write_text("host")
     try:
         token = slave.start(tmp_path, f"""
 import os, tempfile
 print(os.environ["HOME"] == os.getcwd(), tempfile.gettempdir().startswith(os.path.dirname(os.getcwd())),
-      os.path.exists({str(stray)!r}), os.getpid() < 10, sorted(os.environ).count("SSH_AUTH_SOCK"))
-open("/tmp/scratch", "w").write("mine")
+      os.path.exists({str(stray)!r}), os.getpid() < 10, sorted(os.environ).count("SSH_AUTH_SOCK"),
+      "SPARECYCLES_HOME" in os.environ)
+open({scratch!r}, "w").write("mine")
 """)
         assert slave.finished(token)["outcome"] == "succeeded"
-        assert slave.output(token).split() == ["True", "True", "False", "True", "0"]
-        assert not Path("/tmp/scratch").exists() or Path("/tmp/scratch").read_text() != "mine"
+        assert slave.output(token).split() == ["True", "True", "False", "True", "0", "False"]
+        assert not Path(scratch).exists()
     finally:
         stray.unlink()
 

@@ -17,7 +17,7 @@ from trayapp.config import Config, load_config
 from trayapp.locks import InstanceLock
 from trayapp.master.dispatcher import Dispatcher, start_background_dispatcher
 from trayapp.home import Home
-from trayapp.master.driver import DriverSettings
+from trayapp.master.driversettings import DriverSettings
 from trayapp.master.hosts import Hosts
 from trayapp.job.refolder import JobFolders
 from trayapp.master.jobs import Jobs
