@@ -264,6 +264,9 @@ class MainWindow(QMainWindow):
             return
         dialog = RetryDialog(job, can_repack=accepts_keyword(self.verbs.retry, "repack"), parent=self)
         self._show_dialog(dialog)
+        folder_change = getattr(self.verbs, "folder_change", None)
+        if folder_change is not None:
+            self.executor.run(lambda: folder_change(job.id), dialog.show_folder_change, lambda _exc: None)
 
         def accepted() -> None:
             repack = dialog.repack.isChecked()

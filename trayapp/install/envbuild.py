@@ -133,7 +133,7 @@ class _Steps:
         extra["TMPDIR"] = str(scratch)
         if self.cache_dir is not None:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
-            extra["UV_CACHE_DIR"] = str(self.cache_dir)
+            extra["UV_CACHE_DIR"] = extra["PIP_CACHE_DIR"] = str(self.cache_dir)
         if self.sandbox is not None:
             extra["UV_LINK_MODE"] = "copy"  # the cache is another mount in the sandbox: no hard links across
             writable = (self.cache_dir,)
