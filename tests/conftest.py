@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import textwrap
 import threading
 import time
@@ -22,6 +24,11 @@ from trayapp.app import App
 # Tray apps started by tests (in process or as children) must not ask the public
 # package index for updates: test traffic stays on this machine.
 os.environ["SPARECYCLES_NO_UPDATE_CHECK"] = "1"
+# A test that loses the home it was given (a monkeypatch undone, a child started
+# without it) must not open the real ~/.local/share/sparecycles of whoever runs
+# the suite: it lands in this throwaway folder instead, and fails (_no_stray_home).
+STRAY_HOME = Path(tempfile.mkdtemp(prefix="sparecycles-tests-")) / "stray home"
+os.environ["SPARECYCLES_HOME"] = str(STRAY_HOME)
 from support.commands import sparecycles as cli  # noqa: E402 - the tests' short name for it
 from support.pool import Pool  # noqa: E402
 from support.sshd import Sshd  # noqa: E402
@@ -38,6 +45,15 @@ needs_xvfb = pytest.mark.skipif(not have_xvfb(), reason="needs Xvfb and xdotool 
 # Tests never write into the repository on their own.
 SCREENSHOTS_ENV = "SPARECYCLES_SCREENSHOTS_DIR"
 _screenshot_folders: list[Path] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_stray_home():
+    yield
+    if STRAY_HOME.exists():
+        shutil.rmtree(STRAY_HOME, ignore_errors=True)
+        pytest.fail("this test (or a process it started) used a SpareCycles home it was not given: "
+                    "keep SPARECYCLES_HOME set to the test's own home (the `home` fixture) for every call")
 
 
 @pytest.fixture

@@ -30,7 +30,7 @@ from sparecycles_ui.logdialog import FailedLogDialog
 from sparecycles_ui.poolchart import PoolChart, PoolTab
 from sparecycles_ui.progressdelegate import ProgressDelegate
 from sparecycles_ui.resultsplot import ResultsPlotDialog
-from sparecycles_ui.retrydialog import RetryDialog, accepts_keyword, retried
+from sparecycles_ui.retrydialog import RetryDialog
 from sparecycles_ui.submitdialog import SubmitDialog
 from sparecycles_ui.tablefit import fit_header
 from sparecycles_ui.taskview import TaskView
@@ -174,7 +174,6 @@ class MainWindow(QMainWindow):
         self.cancel_button.clicked.connect(self.cancel_selected)
         self.remove_button.clicked.connect(self.remove_selected_job)
         self.log_button.clicked.connect(self.show_failed_log)
-        self.remove_button.setVisible(getattr(self.verbs, "remove", None) is not None)
         self.jobs_view.doubleClicked.connect(lambda _index: self.show_tasks())
         self.jobs_view.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.jobs_view.customContextMenuRequested.connect(self._job_menu)
@@ -187,7 +186,7 @@ class MainWindow(QMainWindow):
 
     def _job_buttons(self) -> list[QPushButton]:
         return [self.tasks_button, self.results_button, self.plot_button, self.retry_button, self.cancel_button,
-                *([self.remove_button] if self.remove_button.isVisibleTo(self) else [])]
+                self.remove_button]
 
     def _job_menu(self, position) -> None:
         """Right-click on a job: the same actions as the buttons, enabled alike."""
@@ -262,27 +261,24 @@ class MainWindow(QMainWindow):
         job = self.selected_job()
         if job is None:
             return
-        dialog = RetryDialog(job, can_repack=accepts_keyword(self.verbs.retry, "repack"), parent=self)
+        dialog = RetryDialog(job, parent=self)
         self._show_dialog(dialog)
-        folder_change = getattr(self.verbs, "folder_change", None)
-        if folder_change is not None:
-            self.executor.run(lambda: folder_change(job.id), dialog.show_folder_change, lambda _exc: None)
+        self.executor.run(lambda: self.verbs.folder_change(job.id), dialog.show_folder_change, lambda _exc: None)
 
         def accepted() -> None:
             repack = dialog.repack.isChecked()
-            retry = (lambda: self.verbs.retry(job.id, repack=True)) if repack else (lambda: self.verbs.retry(job.id))
-            self._run(retry, lambda n: self.say(f"queued {retried(n)} task(s) of {job.name} again"
-                                                + (" from the folder as it is now" if repack else "")))
+            self._run(lambda: self.verbs.retry(job.id, repack=repack),
+                      lambda n: self.say(f"queued {n} task(s) of {job.name} again"
+                                         + (" from the folder as it is now" if repack else "")))
         dialog.accepted.connect(accepted)
 
     def remove_selected_job(self) -> None:
         job = self.selected_job()
-        remove = getattr(self.verbs, "remove", None)
-        if job is None or remove is None:
+        if job is None:
             return
         self._confirm("Remove job", f"Remove {job.name} ({job.id}) from the list? "
                                     f"Its results stay in {job.results_dir}.",
-                      lambda: remove(job.id), lambda _n: self.say(f"removed {job.name} from the list"))
+                      lambda: self.verbs.remove(job.id), lambda _n: self.say(f"removed {job.name} from the list"))
 
     def open_results(self) -> None:
         job = self.selected_job()

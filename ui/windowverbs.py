@@ -33,8 +33,9 @@ def log_of(apps: PerThreadApp, job: JobRecord, row: TaskRow) -> TaskLog:
 
 
 def retry_tasks(apps: PerThreadApp, job_id: str, indexes: list[int]) -> int:
-    """Queue these failed or cancelled tasks again (the others are left as they are)."""
-    return apps.get().store.retry_job(job_id, indexes)
+    """Queue these failed or cancelled tasks again (the others are left as they are);
+    through the jobs service, so a dispatcher starts if none runs."""
+    return apps.get().jobs().retry(job_id, indexes=indexes).requeued
 
 
 @dataclass(frozen=True)
