@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import stat
 from contextlib import contextmanager
 from pathlib import Path
@@ -200,3 +201,29 @@ def disk_usage(folder: Path) -> int:
 def _names(fd: int) -> list[str]:
     with os.scandir(fd) as listing:
         return [entry.name for entry in listing]
+
+
+def remove_tree(folder: Path) -> None:
+    """Remove a folder a task wrote into, as completely as this user can.
+
+    ``shutil.rmtree`` works through descriptors on Linux and unlinks a link
+    without following it. What it cannot do is enter a folder the task made
+    unreadable (mode 000: as its owner, the lender may open it up again), so
+    such a folder is made ``rwx`` for its owner, once it is seen to be a folder
+    and not a link, and removed in turn. Whatever still resists is left (and
+    logged by nobody: the next clean-up of the spool tries again)."""
+    opened: set[str] = set()
+
+    def open_up(_function, failed: str, _info) -> None:
+        if failed in opened:
+            return  # opened up once already: what resists now stays
+        opened.add(failed)
+        try:
+            if not stat.S_ISDIR(os.lstat(failed).st_mode):
+                return
+            os.chmod(failed, 0o700)  # a folder, not a link: the task is gone, so it stays one
+        except OSError:
+            return
+        shutil.rmtree(failed, onerror=open_up)
+
+    shutil.rmtree(folder, onerror=open_up)

@@ -53,7 +53,7 @@ from trayapp.slave.requirements import RequirementChecker, SitePackagesWatch, Ve
 from trayapp.run.attempt import prepare, task_launch
 from trayapp.run.caps import caps_for, memory_refusal, slave_memory_limit_mb, task_disk_cap_mb
 from trayapp.run.taskcache import slot_cache_dir
-from trayapp.run.taskfiles import read_regular
+from trayapp.run.taskfiles import read_regular, remove_tree
 from trayapp.run.runner import Launch, TaskRunner
 from trayapp.slave.outcomes import judge_attempt
 from trayapp.slave.running import Attempt, RunningAttempts
@@ -394,7 +394,7 @@ class SlaveEngine:
             handle = self.runner.start(launch)
         except OSError as exc:
             self.environments.release(task.token)
-            shutil.rmtree(launch.task_dir, ignore_errors=True)
+            remove_tree(launch.task_dir)
             disk = self.spool.problem(self.settings.min_free_mb)
             if disk:  # this slave's fault: no task can start until it is fixed
                 self._set_problem(disk)
@@ -560,7 +560,7 @@ class SlaveEngine:
         task.state, task.outcome, task.exit_code, task.message = "finished", outcome.value, code, message
         task.ended = self.clock()
         self.environments.release(task.token)
-        shutil.rmtree(self.spool.task_dir(task.token) / "work", ignore_errors=True)
+        remove_tree(self.spool.task_dir(task.token) / "work")
         self.spool.save(task)
         self._report(task, self._session_of(task.master))
 

@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path, PurePath
 from typing import Iterator
 
-from trayapp.run.taskfiles import NotPlainFile, open_folder, open_regular, plain_files, read_regular
+from trayapp.run.taskfiles import NotPlainFile, open_folder, open_regular, plain_files, read_regular, remove_tree
 
 from trayapp.wire.archive import ChecksumMismatchError, sha256_of
 from trayapp.wire.fields import Field, number, one_of, refusal, text, whole
@@ -251,9 +251,9 @@ class Spool:
         return task
 
     def remove(self, token: str) -> None:
-        shutil.rmtree(self.task_dir(token), ignore_errors=True)
+        remove_tree(self.task_dir(token))
         (self.results / f"{token}.tar").unlink(missing_ok=True)
-        shutil.rmtree(self.results / token, ignore_errors=True)
+        remove_tree(self.results / token)
 
     def stage_results(self, task: SpoolTask) -> Path:
         """For the master's own cores: the results as a folder, moved (not
