@@ -94,10 +94,15 @@ def open_regular(path: str | Path, *, dir_fd: int | None = None, shown: str | No
     return _open(path, dir_fd=dir_fd, folder=False, shown=shown or str(path))
 
 
+def open_folder_fd(path: str | Path, *, dir_fd: int | None = None, shown: str | None = None) -> int:
+    """A descriptor of the folder ``path``, never reached through a link (the caller closes it)."""
+    return _open(path, dir_fd=dir_fd, folder=True, shown=shown or str(path))
+
+
 @contextmanager
 def open_folder(path: str | Path, *, dir_fd: int | None = None, shown: str | None = None) -> Iterator[int]:
     """A descriptor of the folder ``path``, never reached through a link."""
-    fd = _open(path, dir_fd=dir_fd, folder=True, shown=shown or str(path))
+    fd = open_folder_fd(path, dir_fd=dir_fd, shown=shown)
     try:
         yield fd
     finally:

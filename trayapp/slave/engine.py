@@ -33,7 +33,6 @@ import platform
 import random
 import re
 import selectors
-import shutil
 import socket
 import threading
 import time
@@ -414,9 +413,8 @@ class SlaveEngine:
         """What the runner is told about an attempt: its caps, and by default
         the task environment's python and the lowest free slot."""
         slot = self.running.free_slot() if slot is None else slot
-        free_mb = shutil.disk_usage(self.spool.root).free >> 20
         caps = caps_for(task.memory_mb, self.memory_limit_mb, self.settings.max_task_processes,
-                        task_disk_cap_mb(self.settings.max_task_disk_mb, free_mb, self.settings.slots))
+                        task_disk_cap_mb(self.settings.max_task_disk_mb, self.spool.root, self.settings.slots))
         return task_launch(task.token, self.spool.task_dir(task.token), python=python or self.settings.python,
                            main=task.main, params=task.params, job_id=task.job, idx=task.idx, slot=slot,
                            cores=task.cores, nice=self.settings.nice, time_limit_s=task.time_limit_s,

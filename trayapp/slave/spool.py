@@ -35,7 +35,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path, PurePath
 from typing import Iterator
 
-from trayapp.run.taskfiles import NotPlainFile, open_folder, open_regular, plain_files, read_regular, remove_tree
+from trayapp.run.taskfiles import (NotPlainFile, open_folder, open_folder_fd, open_regular, plain_files,
+                                   read_regular, remove_tree)
 
 from trayapp.wire.archive import ChecksumMismatchError, sha256_of
 from trayapp.wire.fields import Field, number, one_of, refusal, text, whole
@@ -314,14 +315,15 @@ class Spool:
             finally:
                 os.close(fd)
         try:
-            with open_folder("work", dir_fd=run_fd, shown="the task's folder") as work_fd, \
-                    open_folder("results", dir_fd=work_fd, shown="results") as results_fd:
-                for name, fd in plain_files(results_fd, "results"):
-                    yield each(name, fd)
-        except FileNotFoundError:
-            return  # no results: only the logs travel
-        except NotADirectoryError:
-            return  # a file called "results" is not results (as before)
+            with open_folder("work", dir_fd=run_fd, shown="the task's folder") as work_fd:
+                results_fd = open_folder_fd("results", dir_fd=work_fd, shown="results")
+        except (FileNotFoundError, NotADirectoryError):
+            return  # no results (a file called "results" is none either): only the logs travel
+        try:
+            for name, fd in plain_files(results_fd, "results"):
+                yield each(name, fd)
+        finally:
+            os.close(results_fd)
 
 
 def _add_open_file(tar: tarfile.TarFile, name: str, fd: int) -> int:
