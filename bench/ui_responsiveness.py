@@ -3,16 +3,16 @@
 For each queue (an empty one as the baseline, then 10,000 tasks as one job,
 and as 1,000 jobs of 10), in a throwaway SPARECYCLES_HOME:
 
-* read: one :class:`ui.snapshot.SnapshotReader` read of the queue (this runs
+* read: one :class:`sparecycles_ui.snapshot.SnapshotReader` read of the queue (this runs
   on a worker thread in the app), median of REPEATS;
-* apply: :meth:`ui.jobsmodel.JobsModel.apply` of a changed snapshot, plus the
+* apply: :meth:`sparecycles_ui.jobsmodel.JobsModel.apply` of a changed snapshot, plus the
   repaint of the shown table (this is the part on the GUI thread), median;
 * GUI latency: a 10 ms timer on the GUI thread records how late it fires
   while the window refreshes continuously (every 100 ms, ten times the app's
   pace) for DURATION s; p50 / p99 / max lateness. Measured twice: with the
   reads on a worker thread (as the app does) and, for comparison, with them
   on the GUI thread (what the app avoids);
-* the whole app: the same timer while the real :class:`ui.app.TrayApp` (its
+* the whole app: the same timer while the real :class:`sparecycles_ui.app.TrayApp` (its
   watcher, its ``on_reading``: jobs and hosts tables, tray look, notifications
   and the pool chart) refreshes every 100 ms, window shown. Its max lateness
   is the figure held against the target: no GUI-thread stall over 50 ms.
@@ -43,13 +43,13 @@ from PyQt6.QtWidgets import QApplication  # noqa: E402
 
 from trayapp.status import AttemptOutcome  # noqa: E402
 from trayapp.master.store import Store  # noqa: E402
-from ui.jobsmodel import JobsModel  # noqa: E402
-from ui.mainwindow import MainWindow  # noqa: E402
-from ui.hostsmodel import HostsModel  # noqa: E402
-from ui.poolchart import PoolChart  # noqa: E402
-from ui.snapshot import SnapshotReader  # noqa: E402
-from ui.watcher import Watcher  # noqa: E402
-from ui.workers import InlineExecutor, ThreadExecutor  # noqa: E402
+from sparecycles_ui.jobsmodel import JobsModel  # noqa: E402
+from sparecycles_ui.mainwindow import MainWindow  # noqa: E402
+from sparecycles_ui.hostsmodel import HostsModel  # noqa: E402
+from sparecycles_ui.poolchart import PoolChart  # noqa: E402
+from sparecycles_ui.snapshot import SnapshotReader  # noqa: E402
+from sparecycles_ui.watcher import Watcher  # noqa: E402
+from sparecycles_ui.workers import InlineExecutor, ThreadExecutor  # noqa: E402
 
 
 def fill(db: Path, jobs: int, tasks_per_job: int) -> None:
@@ -153,7 +153,7 @@ def timer_lateness(duration_s: float) -> dict:
 def whole_app_lateness(root: Path, duration_s: float) -> dict:
     from trayapp.config import Config
     from trayapp.home import Home
-    from ui.app import TrayApp
+    from sparecycles_ui.app import TrayApp
 
     executor = ThreadExecutor(max_threads=1)
     app = TrayApp(Home(root, root, root / "logs"), Config(mode="master"), executor, start_child=False,

@@ -42,7 +42,7 @@ else python="$(command -v python3 || true)"; fi
     || fail "$python is older than Python 3.11" "set PYTHON to a Python 3.11 or newer"
 "$python" -c 'import PyInstaller, sys; sys.exit(int(PyInstaller.__version__.split(".")[0]) < 6)' 2>/dev/null \
     || fail "PyInstaller >= 6 is not installed for $python" "$python -m pip install -e '$root[build]'"
-"$python" -c 'import PyQt6.QtWidgets, trayapp, ui' 2>/dev/null \
+"$python" -c 'import PyQt6.QtWidgets, trayapp, sparecycles_ui' 2>/dev/null \
     || fail "SpareCycles or PyQt6 does not import in $python" "$python -m pip install -e '$root[build]'"
 for tool in tar gzip; do
     command -v "$tool" >/dev/null || fail "$tool is missing" "apt install $tool"

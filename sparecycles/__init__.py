@@ -21,12 +21,34 @@ and, inside a task, ``sparecycles.task_params()`` returns its parameter set,
 whether it travelled as JSON or pickled.
 """
 
+from __future__ import annotations
+
+import importlib
+
 from trayapp import __version__
 from sparecycles.errors import JobCancelled, MissingPackage, TaskFailed, UserError, WaitTimeout
-from sparecycles.jobs import Job, Summary, job, jobs, submit
-from sparecycles.mapping import map
-from sparecycles.results import TaskResult
 from sparecycles.task import task_params
+
+# The rest loads on first use (PEP 562): a task calling task_params() must not
+# pay for the queue, the dispatcher and paramiko, which only the submitting side needs.
+# No module here is named like one of these names: importing a submodule sets
+# the package's attribute of its name, which would hide the function.
+_LAZY = {"submit": "sparecycles.jobhandle", "job": "sparecycles.jobhandle", "jobs": "sparecycles.jobhandle",
+         "Job": "sparecycles.jobhandle", "Summary": "sparecycles.jobhandle", "map": "sparecycles.mapping",
+         "TaskResult": "sparecycles.results"}
 
 __all__ = ["__version__", "submit", "job", "jobs", "map", "task_params", "Job", "Summary", "TaskResult",
            "UserError", "WaitTimeout", "JobCancelled", "TaskFailed", "MissingPackage"]
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sparecycles' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # once loaded, an ordinary attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -15,7 +15,7 @@ from trayapp.home import keep_files_private
 
 def start_tray(mode: str | None, background: bool) -> int:
     # Imported here, not at the top: verbs must not pay for loading Qt.
-    from ui.app import main as tray_main
+    from sparecycles_ui.app import main as tray_main
 
     return tray_main(mode=mode, background=background)
 

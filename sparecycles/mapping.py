@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterable
 import cloudpickle
 
 from sparecycles.errors import JobCancelled, TaskFailed, WaitTimeout
-from sparecycles.jobs import Job, as_seconds
+from sparecycles.jobhandle import Job, as_seconds
 from sparecycles.paramsets import encode_param_set
 from sparecycles.results import TaskResult
 from trayapp.app import App

@@ -22,9 +22,6 @@ from trayapp.app import App
 # Tray apps started by tests (in process or as children) must not ask the public
 # package index for updates: test traffic stays on this machine.
 os.environ["SPARECYCLES_NO_UPDATE_CHECK"] = "1"
-# Tasks in these tests leave markers and pids outside their own folders, which
-# the sandbox forbids; tests/test_sandbox.py runs tasks in it (and removes this).
-os.environ["SPARECYCLES_SANDBOX"] = "off"
 from support.commands import sparecycles as cli  # noqa: E402 - the tests' short name for it
 from support.pool import Pool  # noqa: E402
 from support.sshd import Sshd  # noqa: E402
@@ -165,6 +162,17 @@ def pid_alive(pid: int) -> bool:
             return fh.read().split(")")[-1].split()[0] != "Z"
     except OSError:
         return False
+
+
+@pytest.fixture
+def xvfb():
+    """A real X display (Xvfb) with xdotool input; modules may define their own."""
+    from support.xvfb import Xvfb
+
+    server = Xvfb().start()
+    yield server
+    server.key("shift")  # ends listener threads still waiting for an event (trayapp.idle.userinput)
+    server.stop()
 
 
 # ----- the pool: a real sshd on loopback and slave daemons behind it ---------------

@@ -28,13 +28,18 @@ def _record_hash(data: bytes) -> str:
     return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
 
 
-def make_wheel(folder: Path, name: str, version: str) -> Path:
-    """A wheel of package ``name`` whose module says its version in ``VERSION``."""
+def make_wheel(folder: Path, name: str, version: str, *, requires: tuple[str, ...] = (), init: str = "",
+               extra_files: dict[str, str] | None = None) -> Path:
+    """A wheel of package ``name`` whose module says its version in ``VERSION``;
+    ``requires``: its Requires-Dist lines, ``init``: more code for its ``__init__``,
+    ``extra_files``: more files at the wheel's root (a ``.pth``)."""
     module = name.replace("-", "_")
     dist_info = f"{module}-{version}.dist-info"
+    depends = "".join(f"Requires-Dist: {r}\n" for r in requires)
     files = {
-        f"{module}/__init__.py": f'VERSION = "{version}"\n'.encode(),
-        f"{dist_info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode(),
+        f"{module}/__init__.py": f'VERSION = "{version}"\n{init}'.encode(),
+        **{path: text.encode() for path, text in (extra_files or {}).items()},
+        f"{dist_info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n{depends}".encode(),
         f"{dist_info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: fakeindex\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
     }
     record = "".join(f"{path},{_record_hash(data)},{len(data)}\n" for path, data in files.items())
@@ -87,26 +92,32 @@ class FakeIndex:
         # A short poll interval: shutdown() waits for the next poll.
         self.thread = threading.Thread(target=partial(self.server.serve_forever, poll_interval=0.05), daemon=True)
         self.projects: dict[str, list[Path]] = {}
+        self.upload_times: dict[str, str] = {}
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}/simple/"
 
-    def add(self, project: str, wheel: Path) -> None:
+    def add(self, project: str, wheel: Path, upload_time: str | None = None) -> None:
+        """Serve ``wheel`` under ``project``; ``upload_time`` (RFC 3339) goes into the
+        JSON API's ``upload-time`` (PEP 700), as PyPI gives it."""
         name = canonicalize_name(project)
         page = self.simple / name
         page.mkdir(parents=True, exist_ok=True)
         target = page / wheel.name
         target.write_bytes(wheel.read_bytes())
         self.projects.setdefault(name, []).append(target)
+        if upload_time:
+            self.upload_times[target.name] = upload_time
         files = self.projects[name]
         links = "\n".join(
             f'<a href="{html.escape(f.name)}#sha256={hashlib.sha256(f.read_bytes()).hexdigest()}">'
             f"{html.escape(f.name)}</a><br/>" for f in files)
         (page / "index.html").write_text(f"<!DOCTYPE html>\n<html><body>\n{links}\n</body></html>\n")
         (page / "index.json").write_text(json.dumps({
-            "meta": {"api-version": "1.0"}, "name": name,
-            "files": [{"filename": f.name, "url": f.name, "hashes": {"sha256": hashlib.sha256(f.read_bytes()).hexdigest()}}
+            "meta": {"api-version": "1.1"}, "name": name,
+            "files": [{"filename": f.name, "url": f.name, "hashes": {"sha256": hashlib.sha256(f.read_bytes()).hexdigest()},
+                       **({"upload-time": self.upload_times[f.name]} if f.name in self.upload_times else {})}
                       for f in files]}))
 
     def __enter__(self) -> "FakeIndex":

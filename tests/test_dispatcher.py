@@ -11,7 +11,8 @@ import pytest
 
 import psutil
 
-from conftest import ECHO_TASK, BackgroundDispatcher, cli, make_job, pid_alive, run_dispatcher, wait_until
+from conftest import ECHO_TASK, BackgroundDispatcher, cli, make_job, run_dispatcher, wait_until
+from support.tasks import all_ended, task_processes
 
 from trayapp.config import Config
 from trayapp.job.submit import submit_job
@@ -97,14 +98,19 @@ def test_task_that_crashes_is_failed_with_exit_code_and_stderr_tail(app, tmp_pat
 
 
 def test_failing_task_is_retried_up_to_the_limit(app, tmp_path):
-    # Fails on its first two runs, succeeds on the third: counts runs in a file
-    # outside the job folder (each attempt gets a fresh copy of the folder).
-    counter = tmp_path / "runs.txt"
-    body = f"""
+    # Fails on its first two runs, succeeds on the third. Each attempt gets a
+    # fresh copy of the job folder, so it counts its runs in its slot's cache,
+    # the one folder of its own that outlives an attempt (one slot: always the same).
+    app.config = Config(slots=1, poll_interval_s=0.05)
+    body = """
     import os, sys
-    with open({str(counter)!r}, "a") as fh:
+    counter = os.path.join(os.environ["CYTHON_CACHE_DIR"], "runs.txt")
+    with open(counter, "a") as fh:
         fh.write("run\\n")
-    if open({str(counter)!r}).read().count("run") < 3:
+    runs = open(counter).read().count("run")
+    os.makedirs("results", exist_ok=True)
+    open("results/runs.txt", "w").write(str(runs))
+    if runs < 3:
         sys.exit(7)
     """
     folder, _ = make_job(tmp_path / "flaky", body)
@@ -113,8 +119,8 @@ def test_failing_task_is_retried_up_to_the_limit(app, tmp_path):
     task = app.store.tasks(app.store.job(job.id).seq)[0]
     assert task.status is TaskStatus.DONE
     assert task.failures == 2
-    assert counter.read_text().count("run") == 3
     assert [a["outcome"] for a in app.store.attempts(job.seq)] == ["exited", "exited", "succeeded"]
+    assert (Path(app.store.job(job.id).results_dir) / "0" / "runs.txt").read_text() == "3"
 
 
 def test_task_without_results_folder_is_done_with_empty_results(app, tmp_path):
@@ -133,10 +139,9 @@ def test_task_that_never_ends_is_stopped_at_its_time_limit(app, tmp_path):
     body = """
     import subprocess, sys, time
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
-    open("child.pid", "w").write(str(child.pid))
-    import shutil, os
+    import os
     os.makedirs("results", exist_ok=True)
-    shutil.copy("child.pid", "results/child.pid")
+    open("results/child-started", "w").close()
     time.sleep(600)
     """
     folder, params_file = make_job(tmp_path / "forever", body, params=[{}, {}])
@@ -148,9 +153,9 @@ def test_task_that_never_ends_is_stopped_at_its_time_limit(app, tmp_path):
     tasks = app.store.tasks(job.seq)
     assert [t.status for t in tasks] == [TaskStatus.FAILED, TaskStatus.FAILED]
     assert all(t.outcome == "timed_out" and "time limit of 1.5 s" in t.message for t in tasks)
-    for i in range(2):
-        child_pid = int((Path(job.results_dir) / str(i) / "child.pid").read_text())
-        assert not pid_alive(child_pid)
+    assert all((Path(job.results_dir) / str(i) / "child-started").exists() for i in range(2))
+    # The children carry the job's marker in their environment: none is left.
+    assert task_processes(job.id) == {}
 
 
 def test_task_runs_at_low_priority_in_its_own_session(app, tmp_path):
@@ -187,36 +192,31 @@ def test_unicode_and_spaces_in_paths(app, tmp_path):
 
 def test_cancel_kills_the_whole_process_tree(app, tmp_path):
     # The task starts a child, a grandchild, and a process that calls setsid()
-    # to leave the task's process group; cancelling must end all of them.
+    # to leave the task's process group; cancelling must end all of them. The
+    # test finds them from outside (their pids inside a sandbox mean nothing here).
     body = """
     import os, subprocess, sys, time
-    sleeper = "import time; time.sleep(600)"
     child = subprocess.Popen([sys.executable, "-c",
         "import subprocess, sys, time; g = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)']);"
-        "open('grandchild.pid', 'w').write(str(g.pid)); time.sleep(600)"])
+        "time.sleep(600)"])
     escapee = subprocess.Popen([sys.executable, "-c", "import os, time; os.setsid(); time.sleep(600)"])
-    open("pids", "w").write(f"{os.getpid()} {child.pid} {escapee.pid}")
     time.sleep(600)
     """
     folder, params_file = make_job(tmp_path / "tree", body, params=[{}, {}])
     job = submit(app, folder, params_file)
     with BackgroundDispatcher(app.home, app.config) as bg:
-        def pids():
-            found = []
-            for run in (app.home.data_dir / "local-spool" / "tasks").glob("*/work"):
-                # Files are read only once their content is there (a write may be half done).
-                if (run / "pids").exists() and (run / "grandchild.pid").exists() \
-                        and len((run / "pids").read_text().split()) == 3 and (run / "grandchild.pid").read_text():
-                    found.append([int(x) for x in (run / "pids").read_text().split()]
-                                 + [int((run / "grandchild.pid").read_text())])
-            return found if len(found) == 2 else None
+        def trees():
+            sleepers = {idx: [p for p in procs if "import time; time.sleep(600)" in " ".join(p.cmdline())
+                              or "os.setsid()" in " ".join(p.cmdline())]
+                        for idx, procs in task_processes(job.id).items()}
+            # each task: its child's inline script, the grandchild, the escapee
+            return sleepers if len(sleepers) == 2 and all(len(s) >= 3 for s in sleepers.values()) else None
 
-        trees = wait_until(pids, what="both tasks to start their process trees")
-        assert all(pid_alive(p) for tree in trees for p in tree)
+        wait_until(trees, what="both tasks to start their process trees")
+        everything = [p for procs in task_processes(job.id).values() for p in procs]
         app.store.cancel_job(job.id)
         wait_until(lambda: not bg.dispatcher.drivers["local"].engine.running, what="the slave engine to drop the tasks")
-        wait_until(lambda: not any(pid_alive(p) for tree in trees for p in tree), timeout=5,
-                   what="every process of the cancelled tasks to die")
+        wait_until(lambda: all_ended(everything), timeout=5, what="every process of the cancelled tasks to die")
     job = app.store.job(job.id)
     assert job.status is JobStatus.CANCELLED
     assert {t.status for t in app.store.tasks(job.seq)} == {TaskStatus.CANCELLED}
@@ -262,19 +262,21 @@ def test_slots_default_to_one_per_core(app, tmp_path):
     assert max(sum(1 for s, e in spans if s <= start < e) for start, _ in spans) == cores
 
 
-def test_retry_verb_reruns_failed_tasks_and_keeps_old_output(app, tmp_path):
-    flag = tmp_path / "fixed"
-    body = f"""
+def test_retry_verb_reruns_failed_tasks_and_keeps_old_output(app, tmp_path, monkeypatch):
+    # The fix reaches the task through its environment (SPARECYCLES_* variables
+    # pass the sandbox), as a fixed input file would on the user's side.
+    body = """
     import os, sys
+    fixed = os.environ.get("SPARECYCLES_TEST_FIXED") == "yes"
     os.makedirs("results", exist_ok=True)
-    open("results/state.txt", "w").write("ok" if os.path.exists({str(flag)!r}) else "broken")
-    sys.exit(0 if os.path.exists({str(flag)!r}) else 3)
+    open("results/state.txt", "w").write("ok" if fixed else "broken")
+    sys.exit(0 if fixed else 3)
     """
     folder, _ = make_job(tmp_path / "fixme", body)
     job = submit(app, folder)
     run_dispatcher(app)
     assert app.store.job(job.id).status is JobStatus.FAILED
-    flag.write_text("yes")
+    monkeypatch.setenv("SPARECYCLES_TEST_FIXED", "yes")
     assert app.store.retry_job(job.id) == 1
     run_dispatcher(app)
     job = app.store.job(job.id)

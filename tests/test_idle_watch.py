@@ -128,3 +128,72 @@ def test_the_thread_stops_at_once():
     w.stop()
     assert time.monotonic() - started < 1.0 and source.closed
     assert not any(t.name == "idle-watcher" for t in threading.enumerate())
+
+
+class HangingSource(FakeSource):
+    """A source whose read hangs once (a display that never answers), until released."""
+
+    def __init__(self, idle_s: float):
+        super().__init__(idle_s=idle_s)
+        self.hang_on_read = 2  # the first read is start()'s; the poll thread's first read hangs
+        self.reads = 0
+        self.release = threading.Event()
+
+    def read(self) -> IdleReading:
+        self.reads += 1
+        if self.reads == self.hang_on_read:
+            self.release.wait(30)
+        return super().read()
+
+
+def test_a_watcher_stuck_in_a_poll_says_where_and_polls_again(caplog):
+    source = HangingSource(idle_s=0.0)  # the user is at the PC
+    reports = []
+    w = IdleWatcher(source, IdlePolicy(PolicySettings(idle_after_s=60)), lambda *r: reports.append(r),
+                    battery=lambda: None, poll_s=0.1).start()
+    try:
+        assert reports == [(False, "waiting for 1 min without keyboard or mouse input")]
+        deadline = time.monotonic() + 10
+        while w.restarts == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert w.restarts >= 1, "the watchdog must notice a poll that never ends"
+        assert "has not re-evaluated" in caplog.text and "in read" in caplog.text, caplog.text
+        source.idle_s = 100.0  # the user left: the new poll thread must see it
+        deadline = time.monotonic() + 10
+        while reports[-1] != (True, None) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert reports[-1] == (True, None)
+        assert w.restarts == 1, "one stuck poll, one restart"
+    finally:
+        source.release.set()
+        w.stop()
+
+
+def test_a_listener_stuck_while_it_reports_does_not_stop_the_polls(caplog):
+    source = FakeSource(idle_s=100.0)
+    reports, stuck = [], threading.Event()
+
+    def report(available, reason):
+        reports.append((available, reason))
+        if threading.current_thread().name == "listener":
+            stuck.wait(30)  # the slave's report never returns to the listener's thread
+
+    w = IdleWatcher(source, IdlePolicy(PolicySettings(idle_after_s=1)), report, battery=lambda: None,
+                    poll_s=0.1).start()
+    try:
+        assert reports == [(True, None)]
+        listener = threading.Thread(target=source.callback, name="listener", daemon=True)
+        listener.start()
+        deadline = time.monotonic() + 5
+        while len(reports) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert reports[-1][0] is False, "a key press reports at once"
+        # The listener holds the watcher's lock for good; the user has left since.
+        deadline = time.monotonic() + 10
+        while reports[-1] != (True, None) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert reports[-1] == (True, None), "the polls must go on and lend again"
+        assert "lock was held" in caplog.text
+    finally:
+        stuck.set()
+        w.stop()

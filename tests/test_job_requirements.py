@@ -26,8 +26,15 @@ def test_requirements_txt_joins_the_manifest_and_submit_says_what_each_needs(app
     ("brian2 >>> 2", "line 2: 'brian2 >>> 2' is not a valid requirement"),
     ("-e ./mypackage", "line 2: pip option '-e' is not supported"),
     ("--index-url https://example.org/simple", "line 2: pip option '--index-url' is not supported"),
+    # Locations instead of packages: the installer would build whatever they point at.
+    ("evilpkg @ file:///home/me/evilpkg", "line 2: 'evilpkg @ file:///home/me/evilpkg' names a URL"),
+    ("mypkg @ https://example.org/mypkg-1.0.tar.gz", "line 2: 'mypkg @ https://example.org/mypkg-1.0.tar.gz' names"),
+    ("git+https://example.org/mypkg.git", "line 2: 'git\\+https://example.org/mypkg.git' is a location"),
+    ("./mypkg", "line 2: './mypkg' is a location, not a package"),
+    ("/home/me/mypkg", "line 2: '/home/me/mypkg' is a location, not a package"),
 ])
 def test_a_malformed_requirements_line_is_refused_with_a_fix(app, tmp_path, line, problem):
+    """Also in sparecycles.toml (below)."""
     folder, _ = make_job(tmp_path / "job", "print(1)\n", extra_files={"requirements.txt": f"numpy\n{line}\n"})
     with pytest.raises(UserError, match=problem) as caught:
         submit_job(app.store, app.home, app.config, folder)
@@ -35,14 +42,22 @@ def test_a_malformed_requirements_line_is_refused_with_a_fix(app, tmp_path, line
     assert app.store.jobs() == [], "nothing is queued when the input is wrong"
 
 
+def test_a_location_in_the_manifest_is_refused_with_the_fix(app, tmp_path):
+    folder, _ = make_job(tmp_path / "job", "print(1)\n", extra_files={
+        "sparecycles.toml": 'requires = ["brian2", "evilpkg @ file:///home/me/evilpkg"]\n'})
+    with pytest.raises(UserError, match="sparecycles.toml requires: 'evilpkg @ file:///home/me/evilpkg' names a URL"
+                       ) as caught:
+        submit_job(app.store, app.home, app.config, folder)
+    assert "package_index or wheel_folder" in caught.value.fix and "job folder" in caught.value.fix
+    assert app.store.jobs() == []
+
+
 def test_many_requirement_names_are_checked_in_one_pass(app, tmp_path, monkeypatch):
     import subprocess
 
-    import trayapp.job.requirements as requirements
-
     started = []
     real_run = subprocess.run
-    monkeypatch.setattr(requirements.subprocess, "run", lambda *a, **k: started.append(a) or real_run(*a, **k))
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: started.append(a) or real_run(*a, **k))
     names = [f"no-such-package-{i}" for i in range(300)]
     folder, _ = make_job(tmp_path / "job", "print(1)\n",
                          extra_files={"requirements.txt": "Packaging\n" + "\n".join(names) + "\n"})

@@ -17,12 +17,15 @@ from pathlib import Path
 import trayapp
 
 ROOT = Path(trayapp.__file__).resolve().parents[1]
-PACKAGES = ("trayapp", "ui", "sparecycles")
+PACKAGES = ("trayapp", "ui", "sparecycles")  # folders of the tree
+# Folders that install under a name of their own (setup.py): modules are named as installed.
+INSTALLED_AS = {"ui": "sparecycles_ui"}
 QT = ("PyQt6", "PyQt5", "PySide6", "PySide2")
 
 
 def module_name(path: Path) -> str:
     parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    parts[0] = INSTALLED_AS.get(parts[0], parts[0])
     if parts[-1] == "__init__":
         parts.pop()
     return ".".join(parts)
@@ -130,8 +133,8 @@ def test_cycle_finder_sees_a_circle():
 
 def test_importlib_imports_are_seen(tmp_path):
     source = tmp_path / "probe.py"
-    source.write_text("import importlib\ndef f():\n    return importlib.import_module('ui.app')\n")
-    assert "ui.app" in imported_names(source, "trayapp.probe")
+    source.write_text("import importlib\ndef f():\n    return importlib.import_module('sparecycles_ui.app')\n")
+    assert "sparecycles_ui.app" in imported_names(source, "trayapp.probe")
 
 
 def test_no_core_module_imports_qt_or_ui():
@@ -140,9 +143,19 @@ def test_no_core_module_imports_qt_or_ui():
                          for p in (ROOT / pkg).rglob("*.py")):
         for imported in imported_names(path):
             top = imported.split(".")[0]
-            if top in QT or (top == "ui" and not module.startswith("sparecycles.launch")):
+            if top in QT or (top == "sparecycles_ui" and not module.startswith("sparecycles.launch")):
                 offenders.append(f"{module} imports {imported}")
     assert not offenders, offenders
+
+
+def test_nothing_imports_the_gui_by_its_folder_name():
+    # ui/ installs as sparecycles_ui: an import of "ui" works from the source tree
+    # (its folder is on the path) and fails from the wheel.
+    offenders = [f"{name} imports {imported}" for name, path in
+                 ((module_name(p), p) for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py"))
+                 for imported in imported_names(path) if imported.split(".")[0] == "ui"]
+    assert not offenders, offenders
+    assert module_name(ROOT / "ui" / "app.py") == "sparecycles_ui.app"
 
 
 def test_trayapp_imports_without_pyqt6():
@@ -154,14 +167,14 @@ def test_trayapp_imports_without_pyqt6():
         import importlib, sys
         class NoQt:
             def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] in ("PyQt6", "PyQt5", "PySide6", "ui"):
+                if name.split(".")[0] in ("PyQt6", "PyQt5", "PySide6", "sparecycles_ui"):
                     raise ImportError("blocked: " + name)
         sys.meta_path.insert(0, NoQt())
         for name in {modules!r}:
             if name != "trayapp.__main__":
                 importlib.import_module(name)
         import sparecycles, sparecycles.launch
-        leaked = [m for m in sys.modules if m.split(".")[0] in ("PyQt6", "ui")]
+        leaked = [m for m in sys.modules if m.split(".")[0] in ("PyQt6", "sparecycles_ui")]
         assert not leaked, leaked
         print("ok", len({modules!r}))
     """)

@@ -25,7 +25,7 @@ def bare_python(tmp_path_factory):
 
 
 @pytest.mark.parametrize("requires", [[], ["brian2"], ["brian2 >= 2.5"], ["brian2 >= 2.5, < 99"],
-                                      [f"brian2 == {BRIAN}"], ["brian2 >= 2.5", "numpy < 2"]])
+                                      [f"brian2 == {BRIAN}"], ["brian2 >= 2.5", "numpy"]])
 def test_requirements_met(requires):
     assert RequirementChecker(sys.executable).unmet(requires) is None
 
@@ -35,7 +35,7 @@ def test_requirements_met(requires):
     (["brian2 < 2"], f"needs brian2 < 2, has brian2 {BRIAN}"),
     (["brian2 >= 2.5, < 2.6"], f"needs brian2 >= 2.5, < 2.6, has brian2 {BRIAN}"),
     (["no-such-package-here"], "needs no-such-package-here, which is not installed here"),
-    (["brian2 >>> 2"], "cannot read the requirement 'brian2 >>> 2'"),
+    (["brian2 >>> 2"], "'brian2 >>> 2' is not a valid requirement"),
     (["brian2 >= 99", "numpy >= 99"], f"needs brian2 >= 99, has brian2 {BRIAN}; needs numpy >= 99, has numpy"),
 ])
 def test_requirements_unmet_say_which_and_what_is_there(requires, reason):

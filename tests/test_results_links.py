@@ -33,10 +33,13 @@ else:
 
 @pytest.mark.parametrize("kind, name", [("symlink", "params.json"), ("symlink", MARKER_FILE),
                                         ("hardlink", MARKER_FILE), ("fifo", MARKER_FILE)])
-def test_the_master_writes_its_files_without_following_what_the_task_left(app, tmp_path, kind, name):
+def test_the_master_writes_its_files_without_following_what_the_task_left(app, tmp_path, kind, name,
+                                                                          monkeypatch):
     victim = tmp_path / "victim.txt"
     if kind == "hardlink":
         victim.write_text("precious")
+        # Unsandboxed path: a sandboxed task cannot see the victim to link to it.
+        monkeypatch.setenv("SPARECYCLES_SANDBOX", "off")
     folder, _ = make_job(tmp_path / "planter", PLANTING_TASK)
     job = submit_job(app.store, app.home, Config(slots=2, poll_interval_s=0.05), folder,
                      param_sets=[{"kind": kind, "name": name, "victim": str(victim)}]).job

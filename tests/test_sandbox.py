@@ -118,8 +118,7 @@ class Slave:
 
 
 @pytest.fixture
-def slave_factory(tmp_path, monkeypatch):
-    monkeypatch.delenv("SPARECYCLES_SANDBOX", raising=False)  # conftest turns it off for other tests
+def slave_factory(tmp_path):
     made = []
 
     def make(name: str, **settings) -> Slave:
@@ -281,6 +280,7 @@ def test_a_fork_bomb_stays_in_its_slot_and_dies_with_its_task(slave_factory, tmp
 
 
 def test_without_bubblewrap_a_slave_lends_nothing_unless_its_lender_opts_out(tmp_path, monkeypatch):
+    # Unsandboxed path: the lender's own setting must decide, whatever the caller's environment says.
     monkeypatch.delenv("SPARECYCLES_SANDBOX", raising=False)
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no bwrap to be found
     strict = SlaveEngine(Spool(tmp_path / "strict"), SlaveSettings(slots=1, python=sys.executable),
@@ -316,7 +316,7 @@ def test_the_sandbox_settings_are_checked(home):
 
 
 def test_the_tray_shows_a_slave_lending_without_a_sandbox_as_a_warning():
-    from ui.traylook import slave_look
+    from sparecycles_ui.traylook import slave_look
 
     look = slave_look({"state": "ready", "slots": 2, "running": 0, "warning": "tasks run without a sandbox"})
     assert "Warning: tasks run without a sandbox" in look.tooltip
@@ -368,7 +368,6 @@ def test_the_masters_own_cores_sandbox_its_tasks_and_status_says_which_went_over
                                                                                            monkeypatch):
     from conftest import cli
 
-    monkeypatch.delenv("SPARECYCLES_SANDBOX", raising=False)  # the default settings: sandbox = "auto"
     body = """
     import os, sys
     print("sandboxed" if os.environ["HOME"] == os.getcwd() and os.getpid() < 10 else "bare", flush=True)

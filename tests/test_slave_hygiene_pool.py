@@ -62,11 +62,6 @@ os.symlink(p["key"], "results/k.txt")
 """
 
 
-@pytest.fixture
-def sandboxed(monkeypatch):
-    monkeypatch.delenv("SPARECYCLES_SANDBOX", raising=False)  # conftest turns it off for other tests
-
-
 def run_job(folder: Path, params: Path) -> dict:
     job = json.loads(cli("submit", str(folder), "--params", str(params), "--no-start", "--json", check=True).stdout)
     master = start_master("--no-local", "--until-idle", "1")
@@ -76,7 +71,7 @@ def run_job(folder: Path, params: Path) -> dict:
 
 
 def test_a_link_in_results_to_the_lenders_private_key_reached_the_master_and_is_refused_now(
-        home, tmp_path, sshd, sandboxed):
+        home, tmp_path, sshd):
     lender_key = tmp_path / "lender" / ".ssh" / "id_ed25519"
     lender_key.parent.mkdir(parents=True)
     lender_key.write_text("-----BEGIN OPENSSH PRIVATE KEY----- the lender's\n")
@@ -154,7 +149,7 @@ def start(master: HostileMaster, token: str, sha: str, params: dict | None = Non
                 **fields)
 
 
-def test_a_malformed_start_crash_looped_the_daemon_and_is_refused_now(tmp_path, sshd, sandboxed):
+def test_a_malformed_start_crash_looped_the_daemon_and_is_refused_now(tmp_path, sshd):
     home = tmp_path / "lender"
     home.mkdir()
     (home / "config.toml").write_text('sandbox = "on"\n')

@@ -24,6 +24,7 @@ def test_a_fifo_hung_submit_before_and_is_refused_by_name_now(home, tmp_path, mo
     app = App(home)
 
     # The old behaviour, with the check switched off: packing opens the FIFO and waits.
+    checked = folder_module._Problems.is_special
     monkeypatch.setattr(folder_module._Problems, "is_special", lambda self, path, rel: False)
     ended = threading.Event()
 
@@ -37,7 +38,8 @@ def test_a_fifo_hung_submit_before_and_is_refused_by_name_now(home, tmp_path, mo
     with open(job / "pipe", "wb"):  # a writer: the blocked open returns, and packing reads an empty file
         pass
     worker.join(30)
-    monkeypatch.undo()
+    # Only the check comes back: undo() would also drop the test's SPARECYCLES_HOME (the user's real queue).
+    monkeypatch.setattr(folder_module._Problems, "is_special", checked)
 
     result = cli("submit", str(job), "--no-start", timeout=30)
     assert result.returncode == 3, result.stdout + result.stderr

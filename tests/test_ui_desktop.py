@@ -32,8 +32,8 @@ PROBE = textwrap.dedent("""
     from PyQt6.QtWidgets import QApplication, QSystemTrayIcon
     from trayapp.config import Config
     from trayapp.home import Home
-    from ui.app import TrayApp
-    from ui.workers import InlineExecutor
+    from sparecycles_ui.app import TrayApp
+    from sparecycles_ui.workers import InlineExecutor
 
     qt = QApplication(sys.argv[:1])
     app = TrayApp(Home.from_environment().ensure(), Config(mode="master"), InlineExecutor(), start_child=False)

@@ -11,8 +11,8 @@ from PyQt6.QtGui import QColor
 from conftest import ECHO_TASK, make_job
 from trayapp.job.submit import submit_job
 from trayapp.status import AttemptOutcome
-from ui.jobsmodel import ID_COLUMN, NAME_COLUMN, PROGRESS_COLUMN, SUBMITTED_COLUMN, TASKS_COLUMN, WAITING_COLUMN
-from ui.progressdelegate import STATE_COLOURS, TRACK_COLOUR
+from sparecycles_ui.jobsmodel import ID_COLUMN, NAME_COLUMN, PROGRESS_COLUMN, SUBMITTED_COLUMN, TASKS_COLUMN, WAITING_COLUMN
+from sparecycles_ui.progressdelegate import STATE_COLOURS, TRACK_COLOUR
 from ui_desktop import build_tray_app, dispose_tray_apps  # noqa: F401 - autouse
 
 

@@ -10,11 +10,11 @@ from PyQt6.QtCore import Qt
 from conftest import ECHO_TASK, make_job
 from trayapp.job.submit import submit_job
 from trayapp.status import AttemptOutcome
-from ui.hostsmodel import HostsModel
-from ui.jobsmodel import (COLUMNS, HOSTS_COLUMN, LEFT_COLUMN, PROGRESS_COLUMN, STATE_COLUMN, TASKS_COLUMN, JobsModel,
+from sparecycles_ui.hostsmodel import HostsModel
+from sparecycles_ui.jobsmodel import (COLUMNS, HOSTS_COLUMN, LEFT_COLUMN, PROGRESS_COLUMN, STATE_COLUMN, TASKS_COLUMN, JobsModel,
                           ProgressRole)
-from ui.poolchart import busy_slots
-from ui.snapshot import Span, SnapshotReader
+from sparecycles_ui.poolchart import busy_slots
+from sparecycles_ui.snapshot import Span, SnapshotReader
 from ui_desktop import model_tester
 
 
@@ -123,7 +123,7 @@ def test_busy_slots_per_host_over_time():
 def test_pool_chart_paints_busy_slots(qapp, screenshots):
     from PyQt6.QtGui import QColor, QImage
 
-    from ui.poolchart import PALETTE, PoolChart
+    from sparecycles_ui.poolchart import PALETTE, PoolChart
 
     chart = PoolChart(window_s=3 * 3600)
     chart.resize(640, 220)

@@ -14,8 +14,8 @@ from PyQt6.QtGui import QImage
 from sparecycles.results import TaskResult, results_frame
 from trayapp.master.resulttable import ResultRow
 from trayapp.status import TaskStatus
-from ui.plotdata import nice_ticks
-from ui.resultsplot import ResultsPlotDialog
+from sparecycles_ui.plotdata import nice_ticks
+from sparecycles_ui.resultsplot import ResultsPlotDialog
 
 
 def _rows() -> list[ResultRow]:

@@ -8,8 +8,8 @@ import ui_desktop  # noqa: F401 - sets the offscreen platform first
 import sparecycles
 from conftest import make_job, run_dispatcher
 from trayapp.job.submit import submit_job
-from ui.jobsmodel import STATE_COLUMN
-from ui.resultsplot import NO_SECOND_AXIS, colour_at
+from sparecycles_ui.jobsmodel import STATE_COLUMN
+from sparecycles_ui.resultsplot import NO_SECOND_AXIS, colour_at
 from ui_desktop import build_tray_app, dispose_tray_apps  # noqa: F401 - autouse
 
 pytestmark = pytest.mark.slow

@@ -10,8 +10,8 @@ import pytest
 from conftest import cli
 from trayapp.config import Config, load_config, save_config
 from trayapp.errors import UserError
-from ui.app import apply_changes
-from ui.settingsdialog import AUTOSTART_LATER, ROWS
+from sparecycles_ui.app import apply_changes
+from sparecycles_ui.settingsdialog import AUTOSTART_LATER, ROWS
 from ui_desktop import build_tray_app, dispose_tray_apps  # noqa: F401 - autouse
 
 
@@ -111,8 +111,8 @@ def test_no_mode_yet_is_not_mistaken_for_a_choice(qtbot, home):
 
 
 def test_first_run_dialog_asks_master_or_slave(qtbot, home):
-    from ui.app import save_changes
-    from ui.firstrun import FirstRunDialog
+    from sparecycles_ui.app import save_changes
+    from sparecycles_ui.firstrun import FirstRunDialog
 
     dialog = FirstRunDialog()
     qtbot.addWidget(dialog)
@@ -141,7 +141,7 @@ def test_without_pyqt6_the_bare_command_says_what_is_missing(home):
         import sys
         class NoQt:
             def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] in ("PyQt6", "ui"):
+                if name.split(".")[0] in ("PyQt6", "sparecycles_ui"):
                     raise ImportError("No module named " + name)
         sys.meta_path.insert(0, NoQt())
         from sparecycles.launch import main
@@ -154,7 +154,7 @@ def test_without_pyqt6_the_bare_command_says_what_is_missing(home):
 
 def test_start_at_login_uses_the_autostart_verb(qtbot, home, tmp_path):
     from trayapp.install import autostart
-    from ui.app import Autostart
+    from sparecycles_ui.app import Autostart
 
     backend = autostart.XdgAutostart(tmp_path / "autostart")  # never the real ~/.config
     app = build_tray_app(qtbot, home)

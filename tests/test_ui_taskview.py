@@ -12,8 +12,8 @@ from PyQt6.QtCore import Qt
 from conftest import make_job, run_dispatcher
 from trayapp.job.submit import submit_job
 from trayapp.master.tasktable import task_rows
-from ui.jobsmodel import NAME_COLUMN
-from ui.tasksmodel import TasksModel
+from sparecycles_ui.jobsmodel import NAME_COLUMN
+from sparecycles_ui.tasksmodel import TasksModel
 from ui_desktop import build_tray_app, dispose_tray_apps, model_tester  # noqa: F401 - autouse
 
 FAILING_TASK = """

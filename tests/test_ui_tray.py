@@ -11,16 +11,16 @@ from support.daemons import SlaveDaemon
 from trayapp.master.hosts import HostView
 from trayapp.slave import control as slavecontrol
 from trayapp.home import Home
-from ui.icons import ICON_NAMES, IconSet, icon_file
-from ui.snapshot import JobRow, Snapshot
-from ui.traylook import attention_reasons, master_look, slave_look
+from sparecycles_ui.icons import ICON_NAMES, IconSet, icon_file
+from sparecycles_ui.snapshot import JobRow, Snapshot
+from sparecycles_ui.traylook import attention_reasons, master_look, slave_look
 from ui_desktop import build_tray_app, dispose_tray_apps  # noqa: F401 - autouse
 
 
 @pytest.fixture
 def slave_daemon(tmp_path):
     # The lender's default: tasks sandboxed (bwrap is installed here), so no warning in the tray.
-    daemon = SlaveDaemon(tmp_path / "slave home", slots=2, env={"SPARECYCLES_SANDBOX": "auto"}).start()
+    daemon = SlaveDaemon(tmp_path / "slave home", slots=2).start()
     yield daemon
     daemon.stop()
 

@@ -65,8 +65,8 @@ def test_a_hanging_index_never_delays_the_start_or_the_window(qtbot, home):
     from PyQt6.QtCore import QElapsedTimer, QTimer
 
     from trayapp.config import Config as AppConfig
-    from ui.app import TrayApp
-    from ui.workers import ThreadExecutor
+    from sparecycles_ui.app import TrayApp
+    from sparecycles_ui.workers import ThreadExecutor
 
     executor = ThreadExecutor()
     with SilentIndex() as silent:

@@ -13,9 +13,9 @@ from PyQt6.QtWidgets import QLabel, QMessageBox
 from conftest import ECHO_TASK, make_job, run_dispatcher
 from trayapp.errors import UserError
 from trayapp.job.submit import submit_job
-from ui import verbs
-from ui.jobsmodel import STATE_COLUMN
-from ui.workers import PerThreadApp
+from sparecycles_ui import verbs
+from sparecycles_ui.jobsmodel import STATE_COLUMN
+from sparecycles_ui.workers import PerThreadApp
 from ui_desktop import build_tray_app, dispose_tray_apps  # noqa: F401 - autouse
 
 FAILING_TASK = """

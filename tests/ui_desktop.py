@@ -22,8 +22,8 @@ from PyQt6.QtWidgets import QApplication  # noqa: E402
 
 from trayapp.config import Config  # noqa: E402
 from trayapp.home import Home  # noqa: E402
-from ui.app import TrayApp  # noqa: E402
-from ui.workers import InlineExecutor  # noqa: E402
+from sparecycles_ui.app import TrayApp  # noqa: E402
+from sparecycles_ui.workers import InlineExecutor  # noqa: E402
 
 
 _BUILT: list[TrayApp] = []

@@ -3,8 +3,8 @@
 ``sparecycles`` with no verb lands in :func:`main`: one instance per home
 (a second start shows the first's window), a first-run question for the mode,
 then the tray, the window and the engine for the mode, run as a child process
-(:mod:`ui.child`). Tests build a :class:`TrayApp` directly with an
-:class:`~ui.workers.InlineExecutor` and no child.
+(:mod:`sparecycles_ui.child`). Tests build a :class:`TrayApp` directly with an
+:class:`~sparecycles_ui.workers.InlineExecutor` and no child.
 """
 
 from __future__ import annotations
@@ -26,20 +26,20 @@ from trayapp.install import updates
 from trayapp.config import Config, load_config, save_config
 from trayapp.errors import UserError
 from trayapp.home import Home
-from ui import verbs as verb_functions
-from ui import windowverbs
-from ui.child import Child
-from ui.hostsmodel import HostsModel
-from ui.icons import IconSet
-from ui.jobsmodel import JobsModel
-from ui.mainwindow import MainWindow
-from ui.poolchart import PoolChart
-from ui.settingsdialog import SettingsDialog
-from ui.snapshot import Snapshot, SnapshotReader
-from ui.tray import Tray
-from ui.traylook import Look, attention_reasons, master_look, slave_look
-from ui.watcher import Reading, Watcher
-from ui.workers import PerThreadApp, ThreadExecutor
+from sparecycles_ui import verbs as verb_functions
+from sparecycles_ui import windowverbs
+from sparecycles_ui.child import Child
+from sparecycles_ui.hostsmodel import HostsModel
+from sparecycles_ui.icons import IconSet
+from sparecycles_ui.jobsmodel import JobsModel
+from sparecycles_ui.mainwindow import MainWindow
+from sparecycles_ui.poolchart import PoolChart
+from sparecycles_ui.settingsdialog import SettingsDialog
+from sparecycles_ui.snapshot import Snapshot, SnapshotReader
+from sparecycles_ui.tray import Tray
+from sparecycles_ui.traylook import Look, attention_reasons, master_look, slave_look
+from sparecycles_ui.watcher import Reading, Watcher
+from sparecycles_ui.workers import PerThreadApp, ThreadExecutor
 
 log = logging.getLogger("sparecycles.ui")
 
@@ -329,7 +329,7 @@ def _quit_on_signals(app: TrayApp) -> QTimer:
 
 
 def choose_mode_first(home: Home, config: Config) -> Config | None:
-    from ui.firstrun import FirstRunDialog
+    from sparecycles_ui.firstrun import FirstRunDialog
 
     dialog = FirstRunDialog()
     if dialog.exec() != FirstRunDialog.DialogCode.Accepted:
@@ -348,7 +348,7 @@ def main(mode: str | None = None, argv: list[str] | None = None, background: boo
     qt = QApplication.instance() or QApplication(argv or sys.argv[:1])
     qt.setApplicationName("SpareCycles")
     qt.setQuitOnLastWindowClosed(False)
-    from ui.single import SingleInstance
+    from sparecycles_ui.single import SingleInstance
 
     instance = SingleInstance(home)
     if not instance.claim():

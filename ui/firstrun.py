@@ -10,7 +10,7 @@ from PyQt6.QtWidgets import (QButtonGroup, QDialog, QDialogButtonBox, QDoubleSpi
                              QRadioButton, QSpinBox, QVBoxLayout)
 
 from trayapp.config import Config
-from ui.settingsdialog import MODES
+from sparecycles_ui.settingsdialog import MODES
 
 
 class FirstRunDialog(QDialog):

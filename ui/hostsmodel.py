@@ -19,7 +19,7 @@ from PyQt6.QtGui import QColor
 from trayapp.humantime import ago
 from trayapp.master.hosts import HostView
 from trayapp.master.kinds import KINDS, Column, KindRegistry
-from ui.rowsmodel import RowsModel
+from sparecycles_ui.rowsmodel import RowsModel
 
 HostRole = Qt.ItemDataRole.UserRole + 1
 STATE_COLOURS = {"ready": "#1b7f2a", "busy": "#1d5fa8", "unknown": "#6b6b6b", "offline": "#6b6b6b",

@@ -1,4 +1,4 @@
-"""The jobs table: a thin Qt adapter over :class:`ui.snapshot.JobRow` rows.
+"""The jobs table: a thin Qt adapter over :class:`sparecycles_ui.snapshot.JobRow` rows.
 
 :meth:`JobsModel.apply` takes a fresh list of rows (read off the GUI thread)
 and tells the views only what changed: ``beginInsertRows`` for new jobs,
@@ -15,8 +15,8 @@ from typing import Callable
 
 from PyQt6.QtCore import QModelIndex, QSortFilterProxyModel, Qt
 
-from ui.rowsmodel import RowsModel
-from ui.snapshot import JobRow
+from sparecycles_ui.rowsmodel import RowsModel
+from sparecycles_ui.snapshot import JobRow
 from trayapp.humantime import duration, moment
 
 COLUMNS = ("Job", "Id", "State", "Progress", "Done", "Failed", "Tasks", "Hosts", "Submitted", "Elapsed", "Left",

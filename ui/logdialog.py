@@ -5,7 +5,7 @@ from __future__ import annotations
 from PyQt6.QtGui import QFontDatabase
 from PyQt6.QtWidgets import QDialog, QLabel, QListWidget, QPlainTextEdit, QSplitter, QVBoxLayout
 
-from ui.verbs import FailedTask
+from sparecycles_ui.verbs import FailedTask
 
 
 class FailedLogDialog(QDialog):

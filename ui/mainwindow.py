@@ -1,7 +1,7 @@
 """The SpareCycles window: drop zone, jobs, hosts and the pool over time.
 
 It holds no state of its own beyond the models; every action goes through
-``verbs`` (bound to the CLI's functions by :mod:`ui.app`) on the executor,
+``verbs`` (bound to the CLI's functions by :mod:`sparecycles_ui.app`) on the executor,
 and the outcome is said in the status bar. Closing the window only hides it:
 the app lives on in the tray. Its size, place and last tab are kept in
 ``settings`` (a QSettings file under the config folder) for the next start.
@@ -21,21 +21,21 @@ from PyQt6.QtWidgets import (QAbstractItemView, QFileDialog, QHBoxLayout, QHeade
 
 from trayapp.errors import UserError
 from trayapp.job.folder import open_job_folder
-from ui.dropzone import DropZone
-from ui.hostdialogs import AddHostDialog, HostTestDialog, TrustDialog
-from ui.hostsmodel import HostsModel, problem_lines, state_colour
-from ui.jobsmodel import (HOSTS_COLUMN, ID_COLUMN, LEFT_COLUMN, ELAPSED_COLUMN, NAME_COLUMN, PROGRESS_COLUMN,
+from sparecycles_ui.dropzone import DropZone
+from sparecycles_ui.hostdialogs import AddHostDialog, HostTestDialog, TrustDialog
+from sparecycles_ui.hostsmodel import HostsModel, problem_lines, state_colour
+from sparecycles_ui.jobsmodel import (HOSTS_COLUMN, ID_COLUMN, LEFT_COLUMN, ELAPSED_COLUMN, NAME_COLUMN, PROGRESS_COLUMN,
                           SUBMITTED_COLUMN, JobsModel, sorted_jobs)
-from ui.logdialog import FailedLogDialog
-from ui.poolchart import PoolChart, PoolTab
-from ui.progressdelegate import ProgressDelegate
-from ui.resultsplot import ResultsPlotDialog
-from ui.retrydialog import RetryDialog, accepts_keyword, retried
-from ui.submitdialog import SubmitDialog
-from ui.tablefit import fit_header
-from ui.taskview import TaskView
-from ui.watcher import Reading
-from ui.windowverbs import HostTest
+from sparecycles_ui.logdialog import FailedLogDialog
+from sparecycles_ui.poolchart import PoolChart, PoolTab
+from sparecycles_ui.progressdelegate import ProgressDelegate
+from sparecycles_ui.resultsplot import ResultsPlotDialog
+from sparecycles_ui.retrydialog import RetryDialog, accepts_keyword, retried
+from sparecycles_ui.submitdialog import SubmitDialog
+from sparecycles_ui.tablefit import fit_header
+from sparecycles_ui.taskview import TaskView
+from sparecycles_ui.watcher import Reading
+from sparecycles_ui.windowverbs import HostTest
 
 
 def _open_folder(path: str) -> bool:

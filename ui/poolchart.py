@@ -11,7 +11,7 @@ from PyQt6.QtCore import QPointF, QRectF, Qt
 from PyQt6.QtGui import QColor, QPainter, QPainterPath, QPen
 from PyQt6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QSizePolicy, QVBoxLayout, QWidget
 
-from ui.snapshot import Snapshot, Span
+from sparecycles_ui.snapshot import Snapshot, Span
 
 RANGES = (("1 h", 3600), ("6 h", 6 * 3600), ("24 h", 24 * 3600), ("7 d", 7 * 24 * 3600))
 PALETTE = ("#2e7dd7", "#2e9d48", "#d99a06", "#7b4bc4", "#c62f2f", "#1aa3a3", "#8a6d3b", "#d0489a")

@@ -12,7 +12,7 @@ from PyQt6.QtCore import QRect, Qt
 from PyQt6.QtGui import QColor, QPen
 from PyQt6.QtWidgets import QStyle, QStyledItemDelegate
 
-from ui.jobsmodel import JobRole, ProgressRole, progress_text
+from sparecycles_ui.jobsmodel import JobRole, ProgressRole, progress_text
 
 # Readable with black text on the filled part and on the track alike.
 STATE_COLOURS = {

@@ -14,8 +14,8 @@ from PyQt6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QFileDialog, 
                              QSizePolicy, QVBoxLayout, QWidget)
 
 from trayapp.master.resulttable import ResultRow, numeric_columns
-from ui.plotdata import Heatmap, Line, heatmap, labelled, lines, nice_ticks, number_text, table_csv
-from ui.poolchart import PALETTE
+from sparecycles_ui.plotdata import Heatmap, Line, heatmap, labelled, lines, nice_ticks, number_text, table_csv
+from sparecycles_ui.poolchart import PALETTE
 
 NO_SECOND_AXIS = "— (one line per other setting)"
 # Viridis at five stops: ordered in lightness, readable by the colour-blind and in grey.

@@ -6,7 +6,7 @@ import inspect
 
 from PyQt6.QtWidgets import QCheckBox, QDialog, QDialogButtonBox, QLabel, QVBoxLayout
 
-from ui.snapshot import JobRow
+from sparecycles_ui.snapshot import JobRow
 
 
 def accepts_keyword(function, name: str) -> bool:

@@ -5,7 +5,7 @@ tasks that makes, and queue it.
 The parameter file is found as the CLI finds it: the manifest's ``params``,
 else the one ``.toml``/``.json``/``.csv`` beside the main script (several: the
 user picks). Queueing calls ``submit(folder, params=, main=, name=,
-time_limit_s=, retries=)``, which :mod:`ui.app` binds to
+time_limit_s=, retries=)``, which :mod:`sparecycles_ui.app` binds to
 :func:`trayapp.job.submit.submit_job` (the CLI's ``submit`` verb); it and
 reading the parameter file run on the executor, and a problem is shown in the
 dialog with its fix, as the CLI prints it.

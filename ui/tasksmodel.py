@@ -17,8 +17,8 @@ from PyQt6.QtGui import QColor
 
 from trayapp.humantime import duration
 from trayapp.master.tasktable import TaskRow, param_names
-from ui.jobsmodel import SortRole, changed_runs
-from ui.rowsmodel import RowsModel
+from sparecycles_ui.jobsmodel import SortRole, changed_runs
+from sparecycles_ui.rowsmodel import RowsModel
 
 FIXED_BEFORE = ("Task",)
 FIXED_AFTER = ("State", "Host", "Attempts", "Elapsed", "Exit code")

@@ -18,7 +18,7 @@ from PyQt6.QtWidgets import (QAbstractItemView, QComboBox, QDialog, QHBoxLayout,
 
 from trayapp.master.tasktable import TaskLog, TaskRow, failure_groups
 from trayapp.status import TaskStatus
-from ui.tasksmodel import TaskFilter, TasksModel
+from sparecycles_ui.tasksmodel import TaskFilter, TasksModel
 
 ALL_STATES = "All states"
 

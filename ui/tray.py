@@ -1,6 +1,6 @@
 """The tray icon and its menu.
 
-The menu offers what makes sense in the current :class:`~ui.traylook.Look`
+The menu offers what makes sense in the current :class:`~sparecycles_ui.traylook.Look`
 (Pause flips to Resume while paused; Donate to Stop donating while donating)
 and calls the controls it is given, the same verbs as the CLI. If the desktop
 has no tray yet (a session still starting up), :meth:`Tray.show_when_possible`
@@ -13,8 +13,8 @@ from PyQt6.QtCore import QObject, QTimer, pyqtSignal
 from PyQt6.QtGui import QAction
 from PyQt6.QtWidgets import QMenu, QSystemTrayIcon
 
-from ui.icons import IconSet
-from ui.traylook import Look
+from sparecycles_ui.icons import IconSet
+from sparecycles_ui.traylook import Look
 
 HOUR = 3600.0
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from trayapp.humantime import until
-from ui.snapshot import Snapshot
+from sparecycles_ui.snapshot import Snapshot
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """The user's verbs as the window calls them: the same functions the CLI runs.
 
-Each takes the :class:`~ui.workers.PerThreadApp` and runs on a worker thread
+Each takes the :class:`~sparecycles_ui.workers.PerThreadApp` and runs on a worker thread
 (through the executor), so it may block on the queue, the disk or SSH. The
 host verbs call the hosts service (:class:`trayapp.master.hosts.Hosts`) that
 ``sparecycles hosts ...`` calls, so both check and do exactly the same things.
@@ -16,7 +16,7 @@ from trayapp.master.hostkeys import PresentedKey
 from trayapp.master.results import LOG_FILES
 from trayapp.master.resulttable import ResultRow, result_rows
 from trayapp.status import TaskStatus
-from ui.workers import PerThreadApp
+from sparecycles_ui.workers import PerThreadApp
 
 LOG_TAIL_CHARS = 20_000
 

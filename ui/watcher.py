@@ -16,7 +16,7 @@ from typing import Any, Callable
 from PyQt6.QtCore import QObject, QTimer, pyqtSignal
 
 from trayapp.errors import UserError
-from ui.snapshot import Snapshot, SnapshotReader
+from sparecycles_ui.snapshot import Snapshot, SnapshotReader
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
-"""The window's verbs beyond :mod:`ui.verbs`: a job's tasks, one task's
+"""The window's verbs beyond :mod:`sparecycles_ui.verbs`: a job's tasks, one task's
 output, retrying some tasks, testing a host.
 
-Like :mod:`ui.verbs` they take the :class:`~ui.workers.PerThreadApp` and run
+Like :mod:`sparecycles_ui.verbs` they take the :class:`~sparecycles_ui.workers.PerThreadApp` and run
 on a worker thread; the work is :mod:`trayapp.master.tasktable`'s, the
 store's and the hosts service's, the same the CLI calls.
 """
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from trayapp.errors import UserError
 from trayapp.master.store import JobRecord
 from trayapp.master.tasktable import TaskLog, TaskRow, task_log, task_rows
-from ui.workers import PerThreadApp
+from sparecycles_ui.workers import PerThreadApp
 
 
 @dataclass(frozen=True)

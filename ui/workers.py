@@ -1,7 +1,7 @@
 """Work off the GUI thread, results back on it through signals.
 
 Everything slow (reading the queue, packing a job folder, SSH, talking to the
-slave daemon) goes through an executor that :mod:`ui.app` passes in. Two kinds:
+slave daemon) goes through an executor that :mod:`sparecycles_ui.app` passes in. Two kinds:
 
 - :class:`ThreadExecutor`: a ``QThreadPool``; the result crosses back to the
   GUI thread as a queued signal, so callbacks always run on the GUI thread.

@@ -18,21 +18,25 @@ from trayapp.slave.endpoint import socket_path
 class SlaveDaemon:
     """``sparecycles slave`` in its own home, as a real child process."""
 
-    def __init__(self, home: Path, slots: int = 2, env: dict | None = None):
+    def __init__(self, home: Path, slots: int = 2, env: dict | None = None, program: list[str] | None = None):
+        """``program``: the ``sparecycles`` command of another installation (a
+        venv's console script), else this one's; it runs in ``home``, so no
+        source tree in the working folder can stand in for the installed code."""
         self.home = home
         self.slots = slots
         self.env = {**os.environ, "SPARECYCLES_HOME": str(home), **(env or {})}
+        self.program = program or sparecycles_command()
         self.proc: subprocess.Popen | None = None
 
     def start(self, *, prelude: str | None = None) -> "SlaveDaemon":
         """Start it; ``prelude``: Python run in the daemon before SpareCycles starts
         (a test patching back an old code path, to show an attack once worked)."""
         self.home.mkdir(parents=True, exist_ok=True)
-        command = sparecycles_command("slave", "--slots", str(self.slots))
+        command = [*self.program, "slave", "--slots", str(self.slots)]
         if prelude is not None:
             boot = f"{prelude}\nimport sys\nfrom sparecycles.launch import main\nsys.exit(main(sys.argv[1:]))\n"
             command = [sys.executable, "-c", boot, *command[command.index("slave"):]]
-        self.proc = subprocess.Popen(command,
+        self.proc = subprocess.Popen(command, cwd=self.home,
                                      env=self.env, stdout=subprocess.DEVNULL,
                                      stderr=open(self.home / "slave-daemon.log", "ab"))
         sock = socket_path(Home.from_environment({"SPARECYCLES_HOME": str(self.home)}))
@@ -45,7 +49,7 @@ class SlaveDaemon:
 
     @property
     def agent_command(self) -> str:
-        return f"env SPARECYCLES_HOME={shlex.quote(str(self.home))} {shlex.join(sparecycles_command('agent'))}"
+        return f"env SPARECYCLES_HOME={shlex.quote(str(self.home))} {shlex.join([*self.program, 'agent'])}"
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if self.proc is not None and self.proc.poll() is None:

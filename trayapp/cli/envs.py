@@ -54,13 +54,13 @@ def cmd_envs(app: App, args) -> int:
         print(json.dumps([{"key": e.key, "requirements": list(e.requirements), "python": e.python,
                            "size_bytes": e.size_bytes, "built": e.built, "build_s": e.build_s,
                            "installer": e.installer, "last_used": e.last_used, "in_use": e.users,
-                           "damaged": e.damaged}
+                           "damaged": e.damaged, "note": e.note}
                           for e in entries], indent=2))
     elif not entries:
         print(f"no job environments on this PC yet ({store.root})")
     else:
-        rows = [[e.key, "(damaged record)" if e.damaged else describe_requirements(e.requirements), e.python,
-                 _size(e.size_bytes),
+        rows = [[e.key, "(damaged record)" if e.damaged else describe_requirements(e.requirements)
+                 + (f" ({e.note.partition(': ')[2]})" if e.note else ""), e.python, _size(e.size_bytes),
                  f"{e.build_s:.0f} s ({e.installer})", time.strftime("%Y-%m-%d %H:%M", time.localtime(e.last_used)),
                  str(e.users)] for e in entries]
         print(table(["ENV", "REQUIREMENTS", "PYTHON", "SIZE", "BUILT IN", "LAST USED", "TASKS"], rows))

@@ -90,7 +90,8 @@ class IdlePolicy:
             return Verdict(False, f"waiting for {describe_seconds(self.settings.idle_after_s)} "
                                   "without keyboard or mouse input")
         if self.cpu.busy:
-            return Verdict(False, f"other programs use {self.cpu.average:.0%} of the CPU "
+            # In steps of 5 %: each new reason is news to the log and the masters.
+            return Verdict(False, f"other programs use {5 * round(self.cpu.average * 20)}% of the CPU "
                                   f"(lending below {self.settings.max_foreign_cpu:.0%})")
         return Verdict(True)
 

@@ -14,14 +14,23 @@ the verdict changes. Two paths lead there:
   only notes the time (it runs per mouse-move event, so it must stay cheap).
   Sources without listeners (Wayland) are polled every ``fast_poll_s``
   (0.1 s) while tasks run, and at the slow pace otherwise.
+
+A watcher that stops re-evaluating would keep a slave "waiting" for good
+after its user left: a second thread, the watchdog, notices when no poll
+has ended for :data:`STALL_POLLS` poll intervals, logs where the poll is
+stuck (its thread's stack), and starts a fresh poll thread; the stuck one
+exits if it ever wakes. Neither path waits for the other for long: a poll
+that cannot get the lock within a poll interval takes a new one.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import sys
 import threading
 import time
+import traceback
 from typing import Callable
 
 import psutil
@@ -30,6 +39,8 @@ from trayapp.idle.reading import IdleReading, IdleSource
 from trayapp.idle.policy import IdlePolicy, Verdict, describe_seconds
 
 log = logging.getLogger(__name__)
+
+STALL_POLLS = 3  # poll intervals without a finished poll after which the watchdog steps in
 
 
 def on_battery(battery: Callable[[], object] = psutil.sensors_battery) -> bool | None:
@@ -91,6 +102,11 @@ class IdleWatcher:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._watchdog: threading.Thread | None = None
+        # Real time, whatever clock the policy is given: the watchdog judges threads.
+        self._polled_at = time.monotonic()
+        self._generation = 0  # the poll thread of an older generation exits when it wakes
+        self.restarts = 0
 
     @property
     def active_reason(self) -> str:
@@ -101,7 +117,7 @@ class IdleWatcher:
         reading = self._read()
         foreign = self._foreign_cpu.sample() if self._foreign_cpu is not None and reading.session else None
         battery = self._battery()
-        with self._lock:
+        with self._locked():
             now = self._clock()
             # Input seen by a listener after the source was read must win, or a
             # reading taken just before a key press would undo its report.
@@ -113,13 +129,23 @@ class IdleWatcher:
             self._publish(verdict)
         return verdict
 
+    def _locked(self) -> threading.Lock:
+        """The watcher's lock, acquired: within a poll interval, or a new one. Whoever
+        holds the old one that long is stuck, and must not stop the watcher with it."""
+        lock = self._lock
+        if not lock.acquire(timeout=max(self.poll_s, 0.1)):
+            log.warning("the idle watcher's lock was held for over %.1f s; going on with a new one", self.poll_s)
+            lock = self._lock = threading.Lock()
+            lock.acquire()
+        return _Held(lock)
+
     def user_input(self) -> None:
         """A key or the mouse moved (called on a listener's thread, per event)."""
         self._last_input = self._clock()
         verdict = self.verdict
         if verdict is not None and not verdict.available:
             return  # already reported; per-event cost stays a few attribute reads
-        with self._lock:
+        with self._locked():
             self._last_input = self._clock()
             if self._reading is not None and not self._reading.session:
                 return  # no user session: input on a display we do not own means nothing
@@ -165,23 +191,66 @@ class IdleWatcher:
             log.info("idle detection: %s%s; lending after %s without input", self.source.name,
                      ", instant notice of input" if self.instant else "",
                      describe_seconds(self.policy.settings.idle_after_s))
-        self._thread = threading.Thread(target=self._run, name="idle-watcher", daemon=True)
-        self._thread.start()
+        self._start_polling()
+        self._watchdog = threading.Thread(target=self._watch_the_polls, name="idle-watchdog", daemon=True)
+        self._watchdog.start()
         return self
 
-    def _run(self) -> None:
-        while not self._stop.wait(self.next_poll_s()):
+    def _start_polling(self) -> None:
+        self._generation += 1
+        self._polled_at = time.monotonic()
+        self._thread = threading.Thread(target=self._run, args=(self._generation,), name="idle-watcher",
+                                        daemon=True)
+        self._thread.start()
+
+    def _run(self, generation: int) -> None:
+        while not self._stop.wait(self.next_poll_s()) and generation == self._generation:
             try:
                 self.check()
             except Exception:  # noqa: BLE001 - the watcher must outlive one bad reading
                 log.exception("idle check failed")
+            if generation == self._generation:
+                self._polled_at = time.monotonic()
+
+    def stalled_for(self) -> float:
+        """Seconds since the last poll ended, beyond the poll interval (0: on time)."""
+        return max(0.0, time.monotonic() - self._polled_at - self.poll_s)
+
+    def _watch_the_polls(self) -> None:
+        while not self._stop.wait(self.poll_s):
+            if self.stalled_for() > (STALL_POLLS - 1) * self.poll_s:
+                self.recover()
+
+    def recover(self) -> None:
+        """Log where the poll thread is stuck and start a new one (the watchdog's remedy)."""
+        stuck = self._thread
+        frame = sys._current_frames().get(stuck.ident) if stuck is not None and stuck.ident else None
+        where = "".join(traceback.format_stack(frame)[-6:]) if frame is not None else "(thread gone)\n"
+        log.warning("the idle watcher has not re-evaluated for %.1f s (more than %d polls); starting it again. "
+                    "It was stuck at:\n%s", time.monotonic() - self._polled_at, STALL_POLLS, where.rstrip())
+        self.restarts += 1
+        self._start_polling()
 
     def stop(self) -> None:
         """Stop watching; returns at once (see trayapp.idle.userinput on listeners)."""
         self._stop.set()
         self.source.close()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(5)
+        for thread in (self._thread, self._watchdog):
+            if thread is not None and thread is not threading.current_thread():
+                thread.join(5)
+
+
+class _Held:
+    """An acquired lock as a context manager, released on exit."""
+
+    def __init__(self, lock: threading.Lock):
+        self._lock = lock
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc) -> None:
+        self._lock.release()
 
 
 def watch_idle(config, *, report: Callable[[bool, str | None], None], has_tasks: Callable[[], bool],

@@ -1,18 +1,39 @@
 """Building one virtual environment for a job's requirements, with uv or pip.
 
+An environment *extends* the task environment rather than replacing it: a
+``.pth`` file in its site-packages puts the task environment's site folders
+after its own on ``sys.path``, and only what the task environment lacks, or
+has at a version the requirements exclude, is installed into it. So a job
+with ``brian2 >= 2.5`` and ``matplotlib`` on a PC whose task environment has
+Brian 2.9.0 with numpy 1.26 gets matplotlib (a release that works with that
+numpy) and nothing else: the Brian the lender tested stays.
+
+Why layering by ``.pth`` and not ``--system-site-packages``: the task
+environment is usually itself a virtual environment (the app's, or the
+bundle's managed one), and a venv made from a venv sees the *base*
+interpreter's site-packages, not the task environment's.
+
+With uv, the set is resolved first (``uv pip compile``) with the task
+environment's versions as preferences (the output file given to uv already
+lists them, as pip-tools does), then exactly the resolved packages the task
+environment lacks are installed with ``--no-deps``. pip sees the layered
+packages as installed and, by its only-if-needed rule, keeps the ones that
+satisfy, so it needs no extra step. ``exclude_newer`` resolves as of a date
+(uv's ``--exclude-newer``; pip has no equivalent, the date is ignored there).
+
 uv (the ``uv`` package ships its binary in its wheel) is used where it is
 found: it resolves and installs a Brian + matplotlib environment in seconds
-from its shared wheel cache, where pip takes about a minute. Without uv, the
-base interpreter's ``venv`` module and the new environment's pip do the same.
+from its shared wheel cache, where pip takes about a minute. Packages come
+from the lab's ``package_index`` (a mirror) and/or ``wheel_folder`` when set;
+with only a wheel folder nothing is fetched from the network at all (an
+offline lab). Otherwise from the public index.
 
-Packages come from the lab's ``package_index`` (a mirror) and/or
-``wheel_folder`` when set; with only a wheel folder nothing is fetched from
-the network at all (an offline lab). Otherwise from the public index.
-
-The environment is made at the path given (the caller builds into a
-temporary name and renames it when this returns); the installer's whole
-output goes to ``log``, and a failure raises :class:`EnvBuildError` carrying
-the output's tail, which is what the job's status shows.
+Every step runs in the build sandbox (:mod:`trayapp.install.buildsandbox`)
+when one is given. The environment is made at the path given (the caller
+builds into a temporary name and renames it when this returns); the
+installer's whole output goes to ``log``, and a failure raises
+:class:`EnvBuildError` carrying the output's tail, which is what the job's
+status shows.
 """
 
 from __future__ import annotations
@@ -20,10 +41,11 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from trayapp.install.buildsandbox import BuildSandbox, build_environment_variables
 from trayapp.install.taskenv import env_python, subprocess_environment
 
 BUILD_TIMEOUT_S = 1800.0
@@ -68,44 +90,155 @@ def installer_name(uv: str | None) -> str:
     return "uv" if uv else "pip"
 
 
-def build_environment(target: Path, base_python: str, requirements: tuple[str, ...], source: PackageSource, *,
-                      log: Callable[[str], None], uv: str | None = None, nice: int = 10) -> None:
-    """Make a virtual environment at ``target`` from ``base_python`` with ``requirements`` installed."""
-    requirements_file = target.with_name(target.name + ".requirements.txt")
-    requirements_file.write_text("".join(f"{r}\n" for r in requirements), encoding="utf-8")
-    try:
-        python = str(env_python(target))
-        if uv:
-            steps = [[uv, "venv", "--quiet", "--python", base_python, str(target)],
-                     [uv, "pip", "install", "--python", python, "-r", str(requirements_file), *source.arguments()]]
+@dataclass(frozen=True)
+class BuildPlan:
+    """What to build: the requirements, and the task environment it extends."""
+
+    requirements: tuple[str, ...]
+    task_site: tuple[str, ...] = ()  # the task environment's site folders, layered under the new one
+    installed: dict[str, str] = field(default_factory=dict)  # their distributions: {canonical name: version}
+    exclude_newer: str | None = None  # resolve as of this date (RFC 3339), or with the newest releases
+
+
+LAYER_PTH = "_sparecycles_task_env.pth"
+WORK = ".sparecycles-build"  # inside the environment: the only folder a sandboxed build may write
+
+
+def site_packages(env_dir: Path) -> Path:
+    """The environment's own site-packages folder (exists once the venv is made)."""
+    if os.name == "nt":
+        return env_dir / "Lib" / "site-packages"
+    found = sorted((env_dir / "lib").glob("python*/site-packages"))
+    if not found:
+        raise EnvBuildError(f"the new environment at {env_dir} has no site-packages folder")
+    return found[0]
+
+
+class _Steps:
+    """Runs the build's commands, in the sandbox when there is one."""
+
+    def __init__(self, target: Path, log: Callable[[str], None], nice: int, sandbox: BuildSandbox | None,
+                 cache_dir: Path | None, network: bool):
+        self.target, self.log, self.nice, self.sandbox = target, log, nice, sandbox
+        self.cache_dir, self.network = cache_dir, network
+
+    def run(self, command: list[str], *, network: bool = False) -> str:
+        extra = {"UV_NO_CONFIG": "1", "UV_NO_PROGRESS": "1", "UV_PYTHON_DOWNLOADS": "never",
+                 "PIP_CONFIG_FILE": os.devnull, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1",
+                 "PYTHONNOUSERSITE": "1"}
+        writable: tuple[Path, ...] = ()
+        # The sandbox's /tmp is a small tmpfs: downloads and builds get room on disk, inside the environment.
+        scratch = self.target / WORK / "tmp"
+        scratch.mkdir(parents=True, exist_ok=True)
+        extra["TMPDIR"] = str(scratch)
+        if self.cache_dir is not None:
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            extra["UV_CACHE_DIR"] = str(self.cache_dir)
+        if self.sandbox is not None:
+            extra["UV_LINK_MODE"] = "copy"  # the cache is another mount in the sandbox: no hard links across
+            writable = (self.cache_dir,)
+        if self.sandbox is None:
+            env = subprocess_environment()
+            for name in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME"):
+                env.pop(name, None)  # the new environment must see only its own packages
+            env.update(extra)
+            argv = command
         else:
-            steps = [[base_python, "-m", "venv", str(target)],
-                     [python, "-m", "pip", "install", "--disable-pip-version-check", "--no-input",
-                      "-r", str(requirements_file), *source.arguments()]]
-        for command in steps:
-            _run(command, log, nice)
+            home = "/tmp"
+            env = build_environment_variables(subprocess_environment(), home=home, extra=extra)
+            argv = self.sandbox.wrap(command, self.target, writable=writable, network=network and self.network)
+        return _run(argv, self.log, self.nice, env, shown=command)
+
+
+def build_environment(target: Path, base_python: str, plan: BuildPlan | tuple[str, ...], source: PackageSource,
+                      *, log: Callable[[str], None], uv: str | None = None, nice: int = 10,
+                      sandbox: BuildSandbox | None = None, cache_dir: Path | None = None) -> None:
+    """Make a virtual environment at ``target`` from ``base_python`` that extends
+    the task environment with ``plan``'s requirements."""
+    if not isinstance(plan, BuildPlan):
+        plan = BuildPlan(tuple(plan))
+    target.mkdir(parents=True, exist_ok=True)
+    work = target / WORK
+    steps = _Steps(target, log, nice, sandbox, cache_dir, network=bool(source.index_url or not source.wheel_folder))
+    python = str(env_python(target))
+    if uv:
+        steps.run([uv, "venv", "--quiet", "--allow-existing", "--python", base_python, str(target)])
+    else:
+        steps.run([base_python, "-m", "venv", str(target)])
+    layer(target, plan.task_site)
+    (work / "requirements.in").write_text("".join(f"{r}\n" for r in plan.requirements), encoding="utf-8")
+    try:
+        if uv:
+            _install_with_uv(steps, uv, python, work, plan, source)
+        else:
+            if plan.exclude_newer:
+                log(f"pip cannot resolve as of {plan.exclude_newer}: resolving with the newest releases")
+            steps.run([python, "-m", "pip", "install", "--no-input", "-r", str(work / "requirements.in"),
+                       *source.arguments()], network=True)
     finally:
-        requirements_file.unlink(missing_ok=True)
+        shutil.rmtree(work, ignore_errors=True)
 
 
-def _run(command: list[str], log: Callable[[str], None], nice: int) -> None:
+def layer(target: Path, task_site: tuple[str, ...]) -> None:
+    """Put the task environment's site folders after the environment's own on its ``sys.path``."""
+    if task_site:
+        (site_packages(target) / LAYER_PTH).write_text("".join(f"{folder}\n" for folder in task_site),
+                                                       encoding="utf-8")
+
+
+def _install_with_uv(steps: _Steps, uv: str, python: str, work: Path, plan: BuildPlan,
+                     source: PackageSource) -> None:
+    pins = work / "resolved.txt"
+    # uv prefers the versions an existing output file lists: the task environment's.
+    pins.write_text("".join(f"{name}=={version}\n" for name, version in sorted(plan.installed.items())),
+                    encoding="utf-8")
+    as_of = ["--exclude-newer", plan.exclude_newer] if plan.exclude_newer else []
+    steps.run([uv, "pip", "compile", str(work / "requirements.in"), "-o", str(pins), "--python", python,
+               "--no-header", "--no-annotate", "--quiet", *as_of, *source.arguments()], network=True)
+    missing = [line for line in resolved_pins(pins.read_text(encoding="utf-8"))
+               if plan.installed.get(line[0]) != line[1]]
+    if not missing:
+        steps.log("the task environment has every package the requirements need")
+        return
+    steps.log("installing what the task environment lacks: " + ", ".join(f"{n} {v}" for n, v in missing))
+    todo = work / "install.txt"
+    todo.write_text("".join(f"{name}=={version}\n" for name, version in missing), encoding="utf-8")
+    # Compiled now: tasks see the environment read-only, and sympy or Brian from source takes seconds.
+    steps.run([uv, "pip", "install", "--python", python, "--no-deps", "--compile-bytecode", "-r", str(todo),
+               *source.arguments()],
+              network=True)
+
+
+def resolved_pins(text: str) -> list[tuple[str, str]]:
+    """``(canonical name, version)`` of each ``name==version`` line of a compiled requirements file."""
+    from packaging.utils import canonicalize_name
+
+    found = []
+    for raw in text.splitlines():
+        line = raw.split("#", 1)[0].split(";", 1)[0].strip()
+        if "==" in line:
+            name, version = line.split("==", 1)
+            found.append((canonicalize_name(name.split("[", 1)[0].strip()), version.strip()))
+    return found
+
+
+def _run(command: list[str], log: Callable[[str], None], nice: int, env: dict[str, str],
+         shown: list[str]) -> str:
     prefix = ["nice", "-n", str(nice)] if nice > 0 and shutil.which("nice") else []
-    log("$ " + " ".join(command))
-    env = subprocess_environment()
-    env.pop("PYTHONPATH", None)  # the new environment must see only its own packages
-    env.pop("VIRTUAL_ENV", None)
+    log("$ " + " ".join(shown))
     try:
         result = subprocess.run(prefix + command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, errors="replace", timeout=BUILD_TIMEOUT_S,
                                 env=env)
     except subprocess.TimeoutExpired as exc:
-        raise EnvBuildError(f"{Path(command[0]).name} did not finish within {BUILD_TIMEOUT_S:.0f} s") from exc
+        raise EnvBuildError(f"{Path(shown[0]).name} did not finish within {BUILD_TIMEOUT_S:.0f} s") from exc
     except OSError as exc:
         raise EnvBuildError(f"cannot run {command[0]}: {exc}") from exc
     for line in result.stdout.splitlines():
         log(line)
     if result.returncode != 0:
-        raise EnvBuildError(output_tail(result.stdout) or f"{Path(command[0]).name} exited {result.returncode}")
+        raise EnvBuildError(output_tail(result.stdout) or f"{Path(shown[0]).name} exited {result.returncode}")
+    return result.stdout
 
 
 def output_tail(output: str) -> str:

@@ -13,6 +13,15 @@ later job with the same set. Layout under ``<data>/envs/``::
     <key>.lock             held while building, so two slots or two daemons never build one set twice
     <key>.log              the installer's output of the last build
     <key>.failed           why the last build failed; a new build is tried only after failure_ttl_s
+    uv-cache/              the installer's wheel cache (``UV_CACHE_DIR`` overrides it)
+
+An environment extends the task environment (:mod:`trayapp.install.envbuild`),
+so its key also depends on what the task environment holds: after an
+``update-brian`` the next job builds afresh. A build is done only when the
+environment imports every requirement (:mod:`trayapp.install.envcheck`); when
+it does not and the requirements pin a release, it is built again as of the
+day that release was current (:mod:`trayapp.install.releases`), and the job
+is told (``brian2 == 2.8.0: resolved as of 2025-01-22``).
 
 Housekeeping keeps the environments under a disk cap (``envs_max_gb``) by
 evicting the least recently used, never one a task runs in;
@@ -33,7 +42,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from trayapp.install.buildsandbox import BuildSandbox, build_environment_variables
 from trayapp.install.envbuild import (
+    BuildPlan,
     EnvBuildError,
     PackageSource,
     build_environment,
@@ -41,7 +52,10 @@ from trayapp.install.envbuild import (
     find_uv,
     installer_name,
 )
-from trayapp.install.taskenv import env_python
+from trayapp.install.envcheck import CHECK_SCRIPT, CHECK_TIMEOUT_S, first_failure, parse_report
+from trayapp.install.releases import resolve_as_of
+from trayapp.install.taskenv import env_python, installed_distributions, site_folders, subprocess_environment
+from trayapp.run.sandbox import readonly_folders
 from trayapp.run.proctree import same_process
 
 log = logging.getLogger(__name__)
@@ -52,12 +66,13 @@ FAILURE_TTL_S = 600.0
 
 def canonical_requirements(requires: list[str] | tuple[str, ...]) -> tuple[str, ...]:
     """The set's one spelling ("Brian2 >= 2.5" and "brian2>=2.5" are one set), sorted."""
-    from packaging.requirements import Requirement
     from packaging.utils import canonicalize_name
+
+    from trayapp.install.requirement import read_requirement
 
     spelt = set()
     for text in requires:
-        requirement = Requirement(text)
+        requirement = read_requirement(text)
         requirement.name = canonicalize_name(requirement.name)
         spelt.add(str(requirement))
     return tuple(sorted(spelt))
@@ -96,6 +111,7 @@ class EnvInfo:
     last_used: float
     users: int  # tasks running in it now
     damaged: str | None = None  # why its record cannot be read: listed, and removed by prune
+    note: str = ""  # e.g. "brian2 == 2.8.0: resolved as of 2025-01-22"
 
 
 class EnvStore:
@@ -103,26 +119,41 @@ class EnvStore:
 
     def __init__(self, root: Path, base_python: str, *, source: PackageSource = PackageSource(),
                  max_bytes: int = 5 << 30, failure_ttl_s: float = FAILURE_TTL_S,
-                 clock: Callable[[], float] = time.time, uv: str | None | bool = True):
+                 clock: Callable[[], float] = time.time, uv: str | None | bool = True,
+                 sandbox: BuildSandbox | None = None, cache_dir: Path | None = None):
         self.root = Path(root)
+        self.sandbox = sandbox
+        self.cache_dir = cache_dir or Path(os.environ.get("UV_CACHE_DIR") or self.root / "uv-cache")
+        # What each build under way is doing beyond installing (shown on its tasks), by key.
+        self.notes: dict[str, str] = {}
         self.base_python = base_python
         self.source = source
         self.max_bytes = max_bytes
         self.failure_ttl_s = failure_ttl_s
         self.clock = clock
         self.uv = find_uv() if uv is True else (uv or None)
-        self._identity: tuple[float, dict] | None = None
+        self._identity: tuple[tuple, dict] | None = None
+        self._task_env: tuple[tuple[str, ...], dict[str, str]] = ((), {})
+        self._site_folders: tuple[str, ...] | None = None
 
     # ----- which environment ------------------------------------------------------
 
     def identity(self) -> dict:
-        """Read again when the base interpreter changes (an upgraded Python makes new keys)."""
-        try:
-            stamp = os.stat(self.base_python).st_mtime
-        except OSError:
-            stamp = 0.0
-        if self._identity is None or self._identity[0] != stamp:
-            self._identity = (stamp, base_identity(self.base_python))
+        """Read again when the base interpreter or its packages change (an upgraded
+        Python or Brian makes new keys). Starts interpreters: not on an event loop."""
+        if self._site_folders is None:
+            self._site_folders = site_folders(self.base_python)
+        stamp = []
+        for path in (self.base_python, *self._site_folders):
+            try:
+                stamp.append(os.stat(path).st_mtime)
+            except OSError:
+                stamp.append(0.0)
+        if self._identity is None or self._identity[0] != tuple(stamp):
+            installed = installed_distributions(self.base_python)
+            self._task_env = (self._site_folders, installed)
+            packages = hashlib.sha256(json.dumps(sorted(installed.items())).encode()).hexdigest()[:16]
+            self._identity = (tuple(stamp), {**base_identity(self.base_python), "task_env": packages})
         return self._identity[1]
 
     def key_for(self, requirements: tuple[str, ...]) -> str:
@@ -167,29 +198,116 @@ class EnvStore:
 
     def _build_locked(self, key: str, requirements: tuple[str, ...]) -> str:
         partial, final = self.root / f"{key}.partial", self.root / key
-        shutil.rmtree(partial, ignore_errors=True)
         shutil.rmtree(final, ignore_errors=True)  # a folder without its record is a build that died
         began = time.monotonic()
+        self.identity()
+        task_site, installed = self._task_env
+        plan = BuildPlan(requirements, task_site, installed)
         with (self.root / f"{key}.log").open("w", encoding="utf-8") as build_log:
             def note(line: str) -> None:
                 build_log.write(line + "\n")
                 log.info("env %s: %s", key, line)
 
-            note(f"building {', '.join(requirements)} with {installer_name(self.uv)} from {self.base_python}")
             try:
-                build_environment(partial, self.base_python, requirements, self.source, log=note, uv=self.uv)
+                failure = self._build_and_check(partial, plan, note)
+                as_of = None
+                if failure is not None:
+                    as_of = self._as_of(requirements, note)
+                    if as_of is None:
+                        raise EnvBuildError(failure)
+                    when, pin = as_of
+                    self.notes[key] = f"{pin}: resolved as of {when:%Y-%m-%d}"
+                    note(f"{failure}; building again as of {when.isoformat()} ({pin} was current then)")
+                    plan = BuildPlan(requirements, task_site, installed, exclude_newer=when.isoformat())
+                    try:
+                        again = self._build_and_check(partial, plan, note)
+                    except EnvBuildError as exc:
+                        again = str(exc)
+                    if again is not None:
+                        raise EnvBuildError(f"{failure} (resolved as of {when:%Y-%m-%d}, when {pin} was current, "
+                                            f"it does not import either: {again})")
             except EnvBuildError as exc:
                 shutil.rmtree(partial, ignore_errors=True)
                 (self.root / f"{key}.failed").write_text(json.dumps({"when": self.clock(), "error": str(exc)}))
                 note(f"failed: {exc}")
                 raise
+            finally:
+                self.notes.pop(key, None)
         meta = {"requirements": list(requirements), **self.identity(), "built": self.clock(),
                 "build_s": round(time.monotonic() - began, 1), "installer": installer_name(self.uv),
-                "size_bytes": directory_size(partial)}
+                "size_bytes": directory_size(partial), "task_python": self.base_python,
+                "note": f"{as_of[1]}: resolved as of {as_of[0]:%Y-%m-%d}" if as_of else ""}
         (partial / META_NAME).write_text(json.dumps(meta, indent=1))
         os.replace(partial, final)
         (self.root / f"{key}.failed").unlink(missing_ok=True)
         return str(env_python(final))
+
+    def _build_and_check(self, partial: Path, plan: BuildPlan, note: Callable[[str], None]) -> str | None:
+        """Build into ``partial`` (afresh); None if it imports every requirement, else why not."""
+        shutil.rmtree(partial, ignore_errors=True)
+        note(f"building {', '.join(plan.requirements)} with {installer_name(self.uv)} over {self.base_python}"
+             + (f", as of {plan.exclude_newer}" if plan.exclude_newer else ""))
+        build_environment(partial, self.base_python, plan, self.source, log=note, uv=self.uv,
+                          sandbox=self.sandbox, cache_dir=self.cache_dir if self.uv else None)
+        return self.import_problem(partial, plan.requirements, note)
+
+    def import_problem(self, env_dir: Path, requirements: tuple[str, ...],
+                       note: Callable[[str], None] = lambda _line: None) -> str | None:
+        """Import each requirement's top-level modules in the environment at
+        ``env_dir`` (in the build sandbox): None if all import, else what failed and the fix."""
+        from packaging.requirements import Requirement
+
+        scratch = Path(str(env_dir) + ".check")
+        shutil.rmtree(scratch, ignore_errors=True)
+        scratch.mkdir(parents=True)
+        names = [Requirement(r).name for r in requirements]
+        command = [str(env_python(env_dir)), "-c", CHECK_SCRIPT, *names]
+        extra = {"MPLBACKEND": "Agg", "MPLCONFIGDIR": str(scratch), "PYTHONDONTWRITEBYTECODE": "1"}
+        env = build_environment_variables(subprocess_environment(), home=str(scratch), extra=extra)
+        if self.sandbox is not None:
+            checker = BuildSandbox(readonly_folders([*self.sandbox.readonly, str(env_dir)]), self.sandbox.bwrap)
+            command = checker.wrap(command, scratch)
+        note(f"$ import check of {', '.join(names)}")
+        try:
+            result = subprocess.run(command, cwd=scratch, env=env, capture_output=True, text=True, errors="replace",
+                                    timeout=CHECK_TIMEOUT_S, stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired:
+            return f"importing {', '.join(names)} did not finish within {CHECK_TIMEOUT_S:.0f} s"
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        report = parse_report(result.stdout)
+        if report is None:
+            tail = (result.stderr.strip().splitlines() or ["no output"])[-1][:300]
+            return f"the new environment's Python does not start ({tail})"
+        failure = first_failure(report, requirements)
+        note("import check: " + (failure.message if failure else "every requirement imports"))
+        return failure.message if failure else None
+
+    def _as_of(self, requirements: tuple[str, ...], note: Callable[[str], None]):
+        if not self.uv:
+            return None
+        try:
+            return resolve_as_of(requirements, self.source.index_url)
+        except Exception as exc:  # noqa: BLE001 - no date means no second try, never a crash
+            note(f"cannot read release dates from the index: {exc}")
+            return None
+
+    def entry_note(self, key: str) -> str:
+        """What the build of ``key`` had to do beyond the plain resolution ("" if nothing)."""
+        try:
+            return str(json.loads((self.root / key / META_NAME).read_text()).get("note") or "")
+        except (OSError, ValueError, AttributeError):
+            return ""
+
+    def readonly_paths_of(self, python: str) -> tuple[str, ...] | None:
+        """What a task run by ``python`` needs read-only if ``python`` is one of these
+        environments' (its folder and the build sandbox's folders), found without
+        starting it: its ``.pth`` files are a master's code. None for another interpreter."""
+        path = Path(python)
+        folder = path.parent.parent
+        if self.sandbox is None or folder.parent != self.root or not (folder / META_NAME).is_file():
+            return None
+        return readonly_folders([*self.sandbox.readonly, str(folder)])
 
     # ----- in use -------------------------------------------------------------------
 
@@ -235,7 +353,8 @@ class EnvStore:
                 found.append(EnvInfo(folder.name, tuple(str(r) for r in meta.get("requirements", ())),
                                      str(meta.get("python", "?")), int(meta.get("size_bytes", 0)),
                                      float(meta.get("built", 0)), float(meta.get("build_s", 0)),
-                                     str(meta.get("installer", "?")), last_used, self.users(folder.name)))
+                                     str(meta.get("installer", "?")), last_used, self.users(folder.name),
+                                     note=str(meta.get("note") or "")))
             except OSError:
                 continue
             except (ValueError, TypeError, AttributeError) as exc:  # not JSON, or fields of the wrong kind
@@ -279,7 +398,12 @@ class EnvStore:
 
 
 def env_store_for(data_dir: Path, base_python: str, *, package_index: str = "", wheel_folder: str = "",
-                  max_gb: float = 5.0) -> EnvStore:
-    """The environments of the PC whose data folder is ``data_dir``, as its settings say."""
+                  max_gb: float = 5.0, sandboxed: bool = False, hidden: tuple[str, ...] = ()) -> EnvStore:
+    """The environments of the PC whose data folder is ``data_dir``, as its settings say;
+    ``sandboxed``: builds and probes run in bubblewrap, never seeing ``hidden``."""
+    from trayapp.install.buildsandbox import build_sandbox_for
+
+    uv = find_uv()
+    sandbox = build_sandbox_for(base_python, hidden=hidden, uv=uv, wheel_folder=wheel_folder) if sandboxed else None
     return EnvStore(Path(data_dir) / "envs", base_python, source=PackageSource(package_index, wheel_folder),
-                    max_bytes=int(max_gb * (1 << 30)))
+                    max_bytes=int(max_gb * (1 << 30)), uv=uv or None, sandbox=sandbox)

@@ -18,6 +18,7 @@ the app.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -119,3 +120,50 @@ def task_interpreter(task_python: str = "", *, home: Home | None = None, create:
     if not create:
         return None
     return create_managed_env(env_dir, find_system_python(environ))
+
+
+# Every distribution an interpreter sees, first on sys.path winning (as imports do).
+_INVENTORY = """
+import json, importlib.metadata as m
+found = {}
+for dist in m.distributions():
+    name = dist.metadata["Name"]
+    if name:
+        found.setdefault(name, dist.version)
+print(json.dumps(found))
+"""
+
+_SITE_FOLDERS = """
+import json, os, sys, sysconfig
+paths = [sysconfig.get_path('purelib'), sysconfig.get_path('platlib')]
+paths += [p for p in sys.path if p.endswith(('site-packages', 'dist-packages'))]
+print(json.dumps([p for p in dict.fromkeys(paths) if os.path.isdir(p)]))
+"""
+
+
+def installed_distributions(python: str) -> dict[str, str]:
+    """``{canonical name: version}`` of every distribution ``python`` sees, in one
+    subprocess however many names are asked about. Empty if it cannot say.
+    Only for the task environment (the lender's): a job environment is probed in the sandbox."""
+    from packaging.utils import canonicalize_name
+
+    try:
+        out = subprocess.run([python, "-c", _INVENTORY], capture_output=True, text=True, timeout=60,
+                             env=subprocess_environment()).stdout
+        found = json.loads(out or "{}")
+    except (OSError, subprocess.TimeoutExpired, ValueError):
+        return {}
+    if not isinstance(found, dict):
+        return {}
+    return {canonicalize_name(str(name)): str(version) for name, version in found.items()}
+
+
+def site_folders(python: str) -> tuple[str, ...]:
+    """The task environment's site-packages folders, in import order: what a job
+    environment layers itself over (:mod:`trayapp.install.envbuild`)."""
+    try:
+        out = subprocess.run([python, "-c", _SITE_FOLDERS], capture_output=True, text=True, timeout=60,
+                             env=subprocess_environment()).stdout
+        return tuple(str(p) for p in json.loads(out or "[]"))
+    except (OSError, subprocess.TimeoutExpired, ValueError, TypeError):
+        return ()

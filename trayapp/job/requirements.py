@@ -6,30 +6,28 @@ Every host runs the job in an environment that meets them: its task
 environment where that already does, else one it builds once for the set
 (:mod:`trayapp.install.envs`). Where packages come from is the lab's setting
 (``package_index``, ``wheel_folder``), not the job's, so options such as
-``--index-url`` or ``-e .`` are refused with a fix rather than ignored.
+``--index-url`` or ``-e .`` are refused with a fix rather than ignored, and
+so are lines that point at a location (URL, VCS, path) instead of naming a
+package (:mod:`trayapp.install.requirement`).
 """
 
 from __future__ import annotations
 
-import json
 import re
-import subprocess
 from pathlib import Path
 
 from trayapp.errors import UserError
+from trayapp.install.requirement import RequirementRefused, read_requirement
 from trayapp.job.manifest import Manifest
 
 REQUIREMENTS_FILE = "requirements.txt"
 # A Brian + matplotlib environment on a cold cache (bench/env_build.py: uv 4 s, pip 34 s on a fast
 # network), rounded up for a lab's slower one.
 FIRST_BUILD_S = {"uv": 15.0, "pip": 45.0}
-_FIX = 'write one package per line with an optional version, e.g. "brian2 == 2.8.0" or "matplotlib"'
 
 
 def read_requirements_file(path: Path) -> tuple[str, ...]:
     """The requirements of a ``requirements.txt``; a line that is not one is a :class:`UserError`."""
-    from packaging.requirements import InvalidRequirement, Requirement
-
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -45,10 +43,9 @@ def read_requirements_file(path: Path) -> tuple[str, ...]:
                             "list packages only; where they come from is the lab's package_index or wheel_folder "
                             "setting, and a package of your own can live in the job folder as a module")
         try:
-            Requirement(line)
-        except InvalidRequirement as exc:
-            raise UserError(f"{path} line {number}: {line!r} is not a valid requirement "
-                            f"({str(exc).splitlines()[0]})", _FIX) from None
+            read_requirement(line)
+        except RequirementRefused as refused:
+            raise UserError(f"{path} line {number}: {refused.problem}", refused.fix) from None
         found.append(line)
     return tuple(found)
 
@@ -56,6 +53,11 @@ def read_requirements_file(path: Path) -> tuple[str, ...]:
 def job_requirements(folder: Path, manifest: Manifest) -> tuple[str, ...]:
     """The manifest's requirements and the folder's ``requirements.txt``, in that order, without repeats."""
     listed = list(manifest.requires)
+    for line in listed:
+        try:
+            read_requirement(line)
+        except RequirementRefused as refused:
+            raise UserError(f"sparecycles.toml requires: {refused.problem}", refused.fix) from None
     path = Path(folder) / REQUIREMENTS_FILE
     if path.is_file():
         listed += read_requirements_file(path)
@@ -83,18 +85,6 @@ def requirement_notes(requires: tuple[str, ...], installed, past_build_s: list[f
     return tuple(notes)
 
 
-# Reads every distribution's name and version once; answers for all names at once.
-_VERSIONS_SCRIPT = """\
-import importlib.metadata as m, json, re, sys
-found = {}
-for dist in m.distributions():
-    name = dist.metadata["Name"]
-    if name:
-        found.setdefault(re.sub(r"[-_.]+", "-", name).lower(), dist.version)
-print(json.dumps({name: found.get(name) for name in json.load(sys.stdin)}))
-"""
-
-
 def installed_versions(python: str, names: list[str] | tuple[str, ...]) -> dict[str, str | None]:
     """The installed version of each distribution in ``names`` (None where it is
     not installed) in ``python``'s environment, read by one interpreter in one
@@ -102,17 +92,7 @@ def installed_versions(python: str, names: list[str] | tuple[str, ...]) -> dict[
     over three minutes)."""
     from packaging.utils import canonicalize_name
 
-    wanted = sorted({canonicalize_name(n) for n in names})
-    try:
-        out = subprocess.run([python, "-c", _VERSIONS_SCRIPT], input=json.dumps(wanted), capture_output=True,
-                             text=True, timeout=120).stdout
-        versions = json.loads(out or "{}")
-    except (OSError, subprocess.TimeoutExpired, ValueError):
-        versions = {}
-    if not isinstance(versions, dict):
-        versions = {}
-    answers = {}
-    for name in names:
-        version = versions.get(canonicalize_name(name))
-        answers[name] = version if isinstance(version, str) else None
-    return answers
+    from trayapp.install.taskenv import installed_distributions
+
+    versions = installed_distributions(python)
+    return {name: versions.get(canonicalize_name(name)) for name in names}

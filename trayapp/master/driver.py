@@ -168,6 +168,10 @@ class HostDriver(threading.Thread):
                     log.exception("host %s: unexpected error", self.host)
                     self._unreachable("internal error; see the log")
                 finally:
+                    if self.connected.is_set():
+                        # It answered this time: a slave daemon restarted after
+                        # serving us is tried again soon, not after the longest wait.
+                        backoff = 0.5
                     self.connected.clear()
                     link.close()
                 if not self._stopping.is_set():

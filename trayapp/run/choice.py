@@ -14,9 +14,9 @@ The lender's settings choose the sandbox:
   other people's code; the master's own cores (``in_process``) run the
   user's own jobs, so there a missing sandbox is a warning, not a refusal.
 
-``SPARECYCLES_SANDBOX`` in the slave's environment overrides the setting:
-test suites whose tasks deliberately write outside their folder set it to
-``off``, as ``SPARECYCLES_CGROUPS=off`` turns cgroups off.
+``SPARECYCLES_SANDBOX`` in the slave's environment overrides the setting
+(tests of the unsandboxed path set it to ``off``), as ``SPARECYCLES_CGROUPS=off``
+turns cgroups off.
 """
 
 from __future__ import annotations

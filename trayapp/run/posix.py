@@ -39,6 +39,8 @@ from trayapp.run.proctree import MARKER_VARIABLE, descendants_cpu_seconds, kill_
 from trayapp.run.runner import Launch
 from trayapp.run.sandbox import UNSANDBOXED_WARNING, Confinement
 
+HOLD_LAUNCH_VARIABLE = "SPARECYCLES_TEST_HOLD_LAUNCH_S"
+
 # Readers look at the exit code file only once the wrapper has exited (or, after
 # a restart, once its pid is gone), so a plain write is complete when read; an
 # external `mv` would cost a process per task for nothing.
@@ -109,12 +111,24 @@ def start_process(launch: Launch, *, cgroup_procs: Path | None = None, prefix: l
         argv, env = confinement.wrap(launch, env, limits)
     command = ["/bin/sh", "-c", _WRAPPER, "sparecycles-task", str(cgroup_procs or ""), *(prefix or []), *argv]
     popen = subprocess.Popen(command, cwd=launch.work_dir, env=env, start_new_session=True,
-                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             preexec_fn=_held_launch())
     try:
         created = psutil.Process(popen.pid).create_time()
     except psutil.Error:
         created = time.time()  # already gone: same_process() will say so
     return PosixTask(launch, popen.pid, created, popen=popen)
+
+
+def _held_launch() -> Callable[[], None] | None:
+    """The test hook that widens the race between a launch and a stop: with
+    ``SPARECYCLES_TEST_HOLD_LAUNCH_S`` set, each launch waits that long between
+    fork and exec (in the child, which already exists)."""
+    hold = os.environ.get(HOLD_LAUNCH_VARIABLE)
+    if not hold:
+        return None
+    seconds = float(hold)
+    return lambda: time.sleep(seconds)
 
 
 def describe_exit(code: int) -> str:

@@ -35,6 +35,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from trayapp.run.caps import TaskCaps, limits_prefix
 from trayapp.run.runner import Launch
@@ -191,6 +192,10 @@ class Confinement:
 
     def __init__(self, *, sandboxed: bool = False, network: bool = False, hidden: tuple[str, ...] = (),
                  bwrap: str = "bwrap"):
+        # Job environments' interpreters are never started outside a sandbox (a
+        # wheel's .pth is a master's code): their folders come from here instead
+        # (trayapp.install.envs.EnvStore.readonly_paths_of; None = not one of them).
+        self.readonly_of: Callable[[str], tuple[str, ...] | None] = lambda _python: None
         self.sandboxed = sandboxed
         self.network = network
         self.hidden = hidden
@@ -213,5 +218,6 @@ class Confinement:
     def readonly_for(self, python: str) -> tuple[str, ...]:
         """What the sandbox binds read-only for tasks run by ``python``, probed once per interpreter."""
         if python not in self._readonly:
-            self._readonly[python] = interpreter_paths(python, hidden=self.hidden)
+            known = self.readonly_of(python)
+            self._readonly[python] = known if known is not None else interpreter_paths(python, hidden=self.hidden)
         return self._readonly[python]

@@ -29,18 +29,21 @@ def run_agent(home: Home, stdin_fd: int = 0, stdout_fd: int = 1) -> int:
     with daemon, selectors.DefaultSelector() as selector:
         selector.register(stdin_fd, selectors.EVENT_READ, "master")
         selector.register(daemon, selectors.EVENT_READ, "daemon")
-        while True:
-            for key, _ in selector.select():
-                if key.data == "master":
-                    data = os.read(stdin_fd, 65536)
-                    if not data:
-                        return 0
-                    daemon.sendall(data)
-                else:
-                    data = daemon.recv(65536)
-                    if not data:
-                        return 0
-                    _write_all(stdout_fd, data)
+        try:
+            while True:
+                for key, _ in selector.select():
+                    if key.data == "master":
+                        data = os.read(stdin_fd, 65536)
+                        if not data:
+                            return 0
+                        daemon.sendall(data)
+                    else:
+                        data = daemon.recv(65536)
+                        if not data:
+                            return 0
+                        _write_all(stdout_fd, data)
+        except (ConnectionResetError, BrokenPipeError):
+            return 0  # the slave daemon stopped: the master sees the agent end, as with a closed socket
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -33,9 +33,16 @@ def build_engine(config: Config, home: Home, identity: tuple[str, str], spool_di
                              max_task_processes=config.max_task_processes,
                              max_task_disk_mb=config.max_task_disk_mb)
     # A sandbox never shows a task the lender's home or this PC's SpareCycles data (other tasks, the daemon's socket).
+    hidden = (str(Path.home()), str(Path(spool_dir).parent))
     runner = task_runner(in_process=in_process, sandbox=config.sandbox, network=config.sandbox_network,
-                         python=settings.python, hidden=(str(Path.home()), str(Path(spool_dir).parent)))
+                         python=settings.python, hidden=hidden)
+    # Environments are built and probed in the sandbox the tasks get (none where the lender chose none).
+    confinement = getattr(runner, "confinement", None)
+    sandboxed = bool(confinement is not None and confinement.sandboxed)
     envs = env_store_for(home.data_dir, settings.python, package_index=config.package_index,
-                         wheel_folder=config.wheel_folder, max_gb=config.envs_max_gb)
+                         wheel_folder=config.wheel_folder, max_gb=config.envs_max_gb, sandboxed=sandboxed,
+                         hidden=(*hidden, str(home.data_dir)))
+    if sandboxed:
+        confinement.readonly_of = envs.readonly_paths_of
     return SlaveEngine(Spool(spool_dir), settings, slave_id=slave_id, runner=runner,
                        fairshare=FairShare(half_life_s=config.fair_share_half_life_s), envs=envs)

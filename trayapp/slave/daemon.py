@@ -18,7 +18,6 @@ from trayapp.locks import InstanceLock
 from trayapp.errors import UserError
 from trayapp.slave.builder import build_engine
 from trayapp.slave.endpoint import Listener
-from trayapp.status import AttemptOutcome
 
 log = logging.getLogger("sparecycles.slave")
 
@@ -45,9 +44,7 @@ def run_slave_daemon(home: Home, config: Config, identity: tuple[str, str], slot
     watcher = watch_idle(config, report=engine.availability.report_idle, has_tasks=lambda: bool(engine.running),
                          task_cpu_seconds=engine.runner.task_cpu_seconds, idle_after_s=idle_after)
     try:
-        engine.serve(listener.socket)
-        stopped = engine.stop_all_tasks(AttemptOutcome.HOST_LOST, "the slave daemon was stopped")
-        engine.flush_all()
+        stopped = engine.serve(listener.socket, stop_tasks=True, why_stopped="the slave daemon was stopped")
         log.info("slave daemon stopping; stopped %d running task(s)", stopped)
     finally:
         if watcher is not None:

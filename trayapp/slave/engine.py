@@ -22,6 +22,16 @@ job's requirements need, its tasks waiting in their slots;
 :mod:`trayapp.slave.transfers` takes job archives in and sends small results
 out; :mod:`trayapp.slave.outcomes` judges an attempt that ended. Messages reach their handler through one table
 (:attr:`SlaveEngine.handlers`), one entry per message a master sends.
+
+Stopping is one ordered sequence, on the engine's own thread: once
+:meth:`SlaveEngine.request_stop` is called (from a signal handler or another
+thread) no grant is given and every ``start`` is declined; a launch already
+under way completes (every launch runs on this thread, or on a helper it
+waits for) and is then part of the running tasks; when the loop ends,
+:meth:`SlaveEngine.serve` kills every running task if its owner asks it to
+(``stop_tasks``), and only then returns. A process that dies without stopping
+(SIGKILL, power loss) leaves its tasks to the next engine's
+:meth:`SlaveEngine.recover`, which adopts or kills each one and logs which.
 """
 
 from __future__ import annotations
@@ -175,7 +185,7 @@ class SlaveEngine:
                 "unreadable_tasks": {str(path): why for path, why in self.spool.unreadable.items()}}
 
     def accepts_work(self) -> bool:
-        return self.problem is None and self.availability.may_work()
+        return not self._stopping and self.problem is None and self.availability.may_work()
 
     def busy_slots(self) -> int:
         """Slots held by running attempts and by tasks waiting for their environment."""
@@ -206,21 +216,35 @@ class SlaveEngine:
             pass
 
     def request_stop(self, *_args) -> None:
+        """Stop serving; safe from a signal handler and from any thread. No
+        task starts from now on (:meth:`accepts_work` says no)."""
         self._stopping = True
         self.wake()
 
-    def serve(self, listener: socket.socket | None = None, *, poll_s: float = 0.5) -> None:
-        """Run until :meth:`request_stop`; tasks keep running when it returns
-        unless a master asked for them to stop (``bye``)."""
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    def serve(self, listener: socket.socket | None = None, *, poll_s: float = 0.5, stop_tasks: bool = False,
+              why_stopped: str = "the slave engine was stopped") -> int:
+        """Run until :meth:`request_stop`. With ``stop_tasks`` every task still
+        running is then killed and reported lost (``why_stopped``) before this
+        returns, launches that raced the stop included; without, tasks keep
+        running unless a master asked for them to stop (``bye``), and a later
+        engine adopts them. Returns how many tasks it stopped."""
+        stopped = 0
         self.recover()
         if listener is not None:
             listener.setblocking(False)
         try:
             while not self._stopping:
                 self._step(listener, poll_s)
+            if stop_tasks:
+                stopped = self._stop_everything(why_stopped)
             self.flush_all()
         finally:
             self.environments.close()
+        return stopped
 
     def close(self) -> None:
         """Release the runner once the engine is done with its tasks (after
@@ -354,7 +378,8 @@ class SlaveEngine:
             session.send("declined", token=token, reason=f"cannot read its task file: {unreadable}", retry=True)
             return
         if not self.accepts_work():
-            reason = self.problem or self.availability.paused_reason or "not available"
+            reason = ("this slave is stopping" if self._stopping else
+                      self.problem or self.availability.paused_reason or "not available")
             session.send("declined", token=token, reason=reason, retry=True)
             return
         if not session.grants and self.busy_slots() >= self.settings.slots:
@@ -501,8 +526,11 @@ class SlaveEngine:
         self.environments.tick()
         self._grant(now)
         self.version_probe.refresh()
+        # The watcher's reason too: "waiting" for the user and "waiting" for other
+        # programs' load are different news (the log showed neither change).
         state = (self.state, self.problem, self.availability.paused_until, self.availability.donating_until,
-                 len(self.running), tuple(self.versions.values()), self.version_probe.seen_stamp)
+                 self.availability.idle_reason, len(self.running), tuple(self.versions.values()),
+                 self.version_probe.seen_stamp)
         if state != self._last_state:
             self._last_state = state
             if self.on_state_change is not None:
@@ -585,7 +613,19 @@ class SlaveEngine:
             else:
                 handle.kill_whole_tree()  # whatever it left behind, found by its marker
                 handle.close()
+                log.warning("task %s/%s (pid %s) ended without an exit code while no slave engine ran; killed what "
+                            "was left of it and reported it lost", task.job, task.idx, task.pid)
                 self._settle(task, AttemptOutcome.HOST_LOST, None, "the slave stopped before the task finished")
+
+    def _stop_everything(self, why: str) -> int:
+        """The end of the stop sequence: tasks waiting for their environment are
+        declined, every running tree is hit at once, then each is settled."""
+        for prepared in self.environments.cancel_all():
+            session = self._session_of(prepared.task.master)
+            if session is not None:
+                session.send("declined", token=prepared.task.token, reason="this slave is stopping", retry=True)
+        self.runner.kill_at_once(self.running.handles())
+        return self.stop_all_tasks(AttemptOutcome.HOST_LOST, why)
 
     def _slot_recorded(self, task: SpoolTask) -> int | None:
         try:

@@ -1,7 +1,12 @@
 """What a task runs in, on the slave: its job's own environment and its slot's caches.
 
 A job whose requirements the task environment meets as it is runs there, as
-before. Otherwise the engine builds an environment for the requirement set
+before. Whether it does is decided off the engine's loop: reading what is
+installed starts the task interpreter (one start for all of a job's names,
+kept until the task environment changes), so a ``start`` with 300 made-up
+names holds its slot for a moment and never the lender's ``status``. A line
+that names a location (URL, path) is declined at once, with the fix.
+Otherwise the engine builds an environment for the requirement set
 (:mod:`trayapp.install.envs`) on a worker thread, never in its own loop, and
 the task waits in its slot meanwhile: the master hears ``preparing`` every few
 seconds ("preparing environment (brian2==2.8.0, matplotlib), 40 s") and shows
@@ -29,7 +34,7 @@ from typing import Callable
 
 from trayapp.install.envbuild import EnvBuildError
 from trayapp.install.envs import EnvStore, canonical_requirements, describe_requirements
-from trayapp.slave.requirements import RequirementChecker
+from trayapp.slave.requirements import RequirementChecker, refused_requirements
 from trayapp.slave.session import Session
 from trayapp.slave.spool import SpoolTask
 
@@ -40,16 +45,33 @@ PROGRESS_EVERY_S = 5.0
 
 @dataclass
 class Preparing:
-    """A started task waiting in its slot for its environment."""
+    """A started task waiting in its slot for its environment (or, with no key
+    yet, for the check of its requirements)."""
 
     task: SpoolTask
-    key: str
+    key: str | None
     requirements: tuple[str, ...]
     since: float  # time.monotonic()
     reported: float = -math.inf
 
-    def detail(self, now: float) -> str:
-        return f"preparing environment ({describe_requirements(self.requirements)}), {now - self.since:.0f} s"
+    def detail(self, now: float, note: str | None = None) -> str:
+        if self.key is None:
+            return f"checking its requirements, {now - self.since:.0f} s"
+        return (f"preparing environment ({describe_requirements(self.requirements)}), {now - self.since:.0f} s"
+                + (f"; {note}" if note else ""))
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Where a task with requirements runs, as the check off the loop found:
+    ``run`` (task environment), ``ready`` (built environment ``python``),
+    ``build`` (environment ``key`` to build) or ``decline`` (``reason``)."""
+
+    action: str
+    reason: str = ""
+    key: str | None = None
+    python: str | None = None
+    requirements: tuple[str, ...] = ()
 
 
 # The engine's start of a task: with the python of the job's environment and
@@ -71,7 +93,9 @@ class JobEnvironments:
         self._wake = wake
         self.preparing: dict[str, Preparing] = {}
         self._builds: dict[str, Future] = {}
+        self._checks: dict[str, Future] = {}  # by token
         self._build_pool = ThreadPoolExecutor(2, thread_name_prefix="env-build") if envs is not None else None
+        self._check_pool = ThreadPoolExecutor(1, thread_name_prefix="requirement-check")
 
     def __len__(self) -> int:
         """Tasks that hold a slot while their environment is built."""
@@ -92,47 +116,89 @@ class JobEnvironments:
     def start(self, session: Session, task: SpoolTask, requires: list[str]) -> None:
         """Start the task where its requirements are met, in an environment of
         its own if needed (built first, the task waiting), or decline it."""
-        unmet = self.requirements.unmet(requires) if requires else None
-        if unmet is None:
+        if not requires:
             self._start(session, task, None, None)
             return
-        if self.envs is None:
-            session.send("declined", token=task.token, reason=unmet, retry=True, requirements=True)
+        refused = refused_requirements(requires)
+        if refused:
+            session.send("declined", token=task.token, reason=refused, retry=True, requirements=True)
             return
+        installed = self.requirements.cached()
+        if installed is not None and self.requirements.unmet(requires, installed) is None:
+            self._start(session, task, None, None)  # known at once: no hop to the checker
+            return
+        now = time.monotonic()
+        # Quiet for a check that takes a moment: a "preparing" word only if it lasts.
+        self.preparing[task.token] = Preparing(task, None, (), now, reported=now)
+        future = self._check_pool.submit(self._decide, list(requires))
+        future.add_done_callback(lambda _done: self._wake())
+        self._checks[task.token] = future
+
+    def _decide(self, requires: list[str]) -> Decision:
+        """Off the loop: where a task with ``requires`` can run (starts interpreters)."""
         try:
+            unmet = self.requirements.unmet(requires)
+            if unmet is None:
+                return Decision("run")
+            if self.envs is None:
+                return Decision("decline", unmet)
             requirements = canonical_requirements(requires)
             key = self.envs.key_for(requirements)
         except Exception as exc:  # noqa: BLE001 - an unreadable requirement or a broken base interpreter
-            session.send("declined", token=task.token, reason=f"cannot prepare its environment: {exc}", retry=True,
-                         requirements=True)
-            return
+            return Decision("decline", f"cannot prepare its environment: {exc}")
         failure = self.envs.recent_failure(key)
         if failure:
-            session.send("declined", token=task.token, retry=True, requirements=True,
-                         reason=f"cannot prepare environment ({describe_requirements(requirements)}): {failure}")
-            return
+            return Decision("decline", f"cannot prepare environment ({describe_requirements(requirements)}): "
+                                       f"{failure}")
         python = self.envs.python_of(key)
         if python:
-            self._start(session, task, python, key)
+            return Decision("ready", key=key, python=python)
+        return Decision("build", key=key, requirements=requirements)
+
+    def _checked(self, token: str, decision: Decision) -> None:
+        prep = self.preparing.get(token)
+        if prep is None:
+            return  # cancelled while it was checked
+        session = self._session_of(prep.task.master)
+        if decision.action != "build":
+            del self.preparing[token]
+            if session is None:
+                return  # its master reconciles on return and queues the task again
+            if decision.action == "decline":
+                session.send("declined", token=token, reason=decision.reason, retry=True, requirements=True)
+            elif not self._accepts_work():
+                session.send("declined", token=token, reason="not available any more", retry=True)
+            else:
+                self._start(session, prep.task, decision.python, decision.key)
             return
-        self.preparing[task.token] = Preparing(task, key, requirements, time.monotonic())
-        if key not in self._builds:
-            log.info("preparing environment %s (%s) for job %s", key, ", ".join(requirements), task.job)
-            future = self._build_pool.submit(self.envs.build, requirements, key)
+        prep.key, prep.requirements, prep.reported = decision.key, decision.requirements, -math.inf
+        if decision.key not in self._builds:
+            log.info("preparing environment %s (%s) for job %s", decision.key, ", ".join(decision.requirements),
+                     prep.task.job)
+            future = self._build_pool.submit(self.envs.build, decision.requirements, decision.key)
             future.add_done_callback(lambda _done: self._wake())
-            self._builds[key] = future
-        self._report_preparing()
+            self._builds[decision.key] = future
 
     def _report_preparing(self) -> None:
         now = time.monotonic()
         for prep in self.preparing.values():
             session = self._session_of(prep.task.master)
             if session is not None and now - prep.reported >= PROGRESS_EVERY_S:
-                session.send("preparing", token=prep.task.token, detail=prep.detail(now))
+                note = self.envs.notes.get(prep.key) if self.envs is not None and prep.key else None
+                session.send("preparing", token=prep.task.token, detail=prep.detail(now, note))
                 prep.reported = now
 
     def tick(self) -> None:
-        """Start (or decline) the tasks whose environment build ended; report on the others."""
+        """Start (or decline) the tasks whose check or environment build ended; report on the others."""
+        for token, checking in list(self._checks.items()):
+            if checking.done():
+                del self._checks[token]
+                try:
+                    decision = checking.result()
+                except Exception as exc:  # noqa: BLE001 - a bug in a check must not stop the engine
+                    log.exception("checking the requirements of %s failed", token)
+                    decision = Decision("decline", f"internal error: {exc}")
+                self._checked(token, decision)
         for key, future in list(self._builds.items()):
             if not future.done():
                 continue
@@ -157,6 +223,10 @@ class JobEnvironments:
                 elif not self._accepts_work():
                     session.send("declined", token=token, reason="not available any more", retry=True)
                 else:
+                    note = self.envs.entry_note(key) if self.envs is not None else ""
+                    if note:  # said on the task until it starts, and kept in the slave's log
+                        session.send("preparing", token=token, detail=note)
+                        log.info("environment %s for job %s: %s", key, prep.task.job, note)
                     self._start(session, prep.task, python, key)
         self._report_preparing()
 
@@ -167,6 +237,13 @@ class JobEnvironments:
             return False
         del self.preparing[token]
         return True
+
+    def cancel_all(self) -> list[Preparing]:
+        """Stop waiting for every environment (the engine stops): no build's end
+        starts a task. Returns the tasks that waited, for their masters to hear."""
+        waiting = list(self.preparing.values())
+        self.preparing.clear()
+        return waiting
 
     def cancel_all_of(self, master: str) -> None:
         for token in [t for t, p in self.preparing.items() if p.task.master == master]:
@@ -191,5 +268,6 @@ class JobEnvironments:
             self.envs.release(token)
 
     def close(self) -> None:
+        self._check_pool.shutdown(wait=False, cancel_futures=True)
         if self._build_pool is not None:
             self._build_pool.shutdown(wait=False, cancel_futures=True)

@@ -17,6 +17,8 @@ import threading
 import time
 from typing import Callable
 
+from trayapp.install.taskenv import installed_distributions
+
 
 class SitePackagesWatch:
     """The task environment's site-packages folders, and a stamp that changes
@@ -55,11 +57,27 @@ def probe_versions(python: str) -> dict:
         return {"python": None, "brian": None}
 
 
+def refused_requirements(requires: list[str]) -> str | None:
+    """Why a job's requirement lines cannot be built here at all (a URL, a path,
+    a line that is no requirement), with the fix; None if every line names a package."""
+    from trayapp.install.requirement import RequirementRefused, read_requirement
+
+    for text in requires:
+        try:
+            read_requirement(text)
+        except RequirementRefused as refused:
+            return f"{refused.problem}; fix: {refused.fix}"
+    return None
+
+
 class RequirementChecker:
     """Checks a job's requirements (``brian2 >= 2.5``) against the task environment.
 
-    Installed versions are read once per package from the task interpreter and
-    kept until the task environment changes (``watch``) or for ``ttl_s``.
+    What is installed is read in one go (every distribution, one interpreter
+    start) and kept until the task environment changes (``watch``) or for
+    ``ttl_s``. :meth:`cached` answers without starting anything, so the slave's
+    loop never waits for an interpreter; :meth:`unmet` may start one: call it
+    from a worker thread.
     """
 
     def __init__(self, python: str, ttl_s: float = 60.0, watch: SitePackagesWatch | None = None):
@@ -67,37 +85,49 @@ class RequirementChecker:
         self.ttl_s = ttl_s
         self.watch = watch
         self._stamp = watch.stamp() if watch else 0.0
-        self._known: dict[str, tuple[float, str | None]] = {}
+        self._inventory: tuple[float, float, dict[str, str]] | None = None  # (read at, stamp, versions)
+        self._lock = threading.Lock()
+
+    def cached(self) -> dict[str, str] | None:
+        """The installed versions if the last reading is still good, else None (never blocks)."""
+        known = self._inventory
+        if known is None or time.monotonic() - known[0] >= self.ttl_s:
+            return None
+        if self.watch is not None and self.watch.stamp() != known[1]:
+            return None
+        return known[2]
+
+    def inventory(self) -> dict[str, str]:
+        """The installed versions, read again if stale (starts the task interpreter: blocks)."""
+        with self._lock:
+            known = self.cached()
+            if known is not None:
+                return known
+            stamp = self.watch.stamp() if self.watch is not None else 0.0
+            versions = installed_distributions(self.python)
+            self._inventory = (time.monotonic(), stamp, versions)
+            return versions
 
     def installed(self, name: str) -> str | None:
-        if self.watch is not None and (stamp := self.watch.stamp()) != self._stamp:
-            self._stamp = stamp
-            self._known = {}
-        hit = self._known.get(name)
-        if hit and time.monotonic() - hit[0] < self.ttl_s:
-            return hit[1]
-        script = ("import sys, importlib.metadata as m\n"
-                  "try: print(m.version(sys.argv[1]))\nexcept m.PackageNotFoundError: print('')")
-        try:
-            out = subprocess.run([self.python, "-c", script, name], capture_output=True, text=True,
-                                 timeout=60).stdout.strip()
-        except (OSError, subprocess.TimeoutExpired):
-            out = ""
-        self._known[name] = (time.monotonic(), out or None)
-        return out or None
+        from packaging.utils import canonicalize_name
 
-    def unmet(self, requires: list[str]) -> str | None:
+        return self.inventory().get(canonicalize_name(name))
+
+    def unmet(self, requires: list[str], installed: dict[str, str] | None = None) -> str | None:
         """Why this environment cannot run the job, or None if it can."""
-        from packaging.requirements import InvalidRequirement, Requirement
+        from packaging.utils import canonicalize_name
 
+        from trayapp.install.requirement import RequirementRefused, read_requirement
+
+        installed = self.inventory() if installed is None else installed
         problems = []
         for text in requires:
             try:
-                requirement = Requirement(text)
-            except InvalidRequirement:
-                problems.append(f"cannot read the requirement {text!r}")
+                requirement = read_requirement(text)
+            except RequirementRefused as refused:
+                problems.append(f"{refused.problem}; fix: {refused.fix}")
                 continue
-            have = self.installed(requirement.name)
+            have = installed.get(canonicalize_name(requirement.name))
             if have is None:
                 problems.append(f"needs {text}, which is not installed here")
             elif not requirement.specifier.contains(have, prereleases=True):

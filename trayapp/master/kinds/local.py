@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Iterator
 
@@ -15,13 +16,22 @@ from trayapp.wire.links import LocalLink
 
 LOCAL_HOST = "local"
 
+log = logging.getLogger(__name__)
+
 
 class LocalSlave:
-    """The master's own cores: a slave engine on a thread of the master's process."""
+    """The master's own cores: a slave engine on a thread of the master's process.
+
+    A stopped master must not leave work running unobserved on this PC, whether
+    or not its driver said goodbye: the engine's stop sequence kills every task
+    it runs, a launch that raced the stop included, before its thread ends."""
 
     def __init__(self, engine: SlaveEngine):
         self.engine = engine
-        self._thread = threading.Thread(target=engine.serve, name="local-slave", daemon=True)
+        self._thread = threading.Thread(target=self._serve, name="local-slave", daemon=True)
+
+    def _serve(self) -> None:
+        self.engine.serve(stop_tasks=True, why_stopped="the dispatcher was stopped; the task will run again")
 
     def start(self) -> "LocalSlave":
         self._thread.start()
@@ -33,6 +43,14 @@ class LocalSlave:
     def stop(self, timeout: float = 20.0) -> None:
         self.engine.request_stop()
         self._thread.join(timeout)
+        if self._thread.is_alive():
+            # A stuck engine thread must not let the master exit with tasks running:
+            # kill them from here (the thread may still touch its list meanwhile).
+            log.error("the local slave engine did not stop within %.0f s; killing its tasks from outside", timeout)
+            try:
+                self.engine.runner.kill_at_once(self.engine.running.handles())
+            except Exception:  # noqa: BLE001 - last resort; the list may change under us
+                log.exception("could not kill the local tasks")
         self.engine.close()
 
 

@@ -9,16 +9,19 @@ long the oldest has waited.
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from trayapp.errors import UserError
 from trayapp.humantime import duration
 from trayapp.master.kinds.kind import AddOption, Column, Finding, KindContext, QueueFacts
 from trayapp.master.kinds.ssh import SSHKind, check_login, log_in, login_options
-from trayapp.master.slurm.driver import SlurmDriver, SlurmSettings
 from trayapp.master.slurm.options import DEFAULT_POLL_S, SlurmOptions
-from trayapp.master.slurm.probe import probe
 from trayapp.master.store import HostRecord
+
+if TYPE_CHECKING:
+    # The driver and the probe speak SSH (paramiko): loaded when a driver is
+    # built or a host tested, not by every command that looks up the kinds.
+    from trayapp.master.slurm.driver import SlurmDriver
 
 NOT_AN_AGENT = "(none: a SLURM cluster)"  # the hosts table's agent column; no agent runs on a cluster
 
@@ -70,6 +73,7 @@ class SlurmKind(SSHKind):
                 f"then see what the cluster allows and what SpareCycles will do: sparecycles hosts test {host.name}")
 
     def build_driver(self, host: HostRecord, context: KindContext) -> SlurmDriver:
+        from trayapp.master.slurm.driver import SlurmDriver, SlurmSettings
         from trayapp.wire.ssh import shell_connector
 
         return SlurmDriver(host.name, context.open_store, shell_connector(context.home)(host),
@@ -83,6 +87,7 @@ class SlurmKind(SSHKind):
                 "python": host.options.get("python")}
 
     def test(self, host: HostRecord, context: KindContext) -> Iterator[Finding]:
+        from trayapp.master.slurm.probe import probe
         from trayapp.wire.ssh import SSHShell
 
         shell = yield from log_in(host, context, lambda: SSHShell(host, context.home.known_hosts).open())

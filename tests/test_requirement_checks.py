@@ -1,0 +1,97 @@
+"""A slave's checks of a job's requirement lines: a line that names a location
+(a URL, a path) is declined with the fix before anything is installed, and
+checking what the task environment has never holds up the engine's loop,
+however many names a ``start`` lists (300 made-up ones here)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from support.peer import ProtocolPeer
+
+from trayapp.install.taskenv import installed_distributions
+from trayapp.run.posix import PosixRunner
+from trayapp.slave.engine import SlaveEngine, SlaveSettings
+from trayapp.slave.requirements import RequirementChecker
+from trayapp.slave.spool import Spool
+
+SHA = "ab" * 32
+
+
+@pytest.fixture
+def gated_python(tmp_path) -> tuple[str, Path]:
+    """A task interpreter that starts only while ``gate`` exists: a task environment
+    on a slow disk, as long as the test likes, and no longer."""
+    gate = tmp_path / "gate"
+    gate.touch()
+    script = tmp_path / "python"
+    script.write_text(f"#!/bin/sh\nwhile [ ! -e '{gate}' ]; do sleep 0.02; done\nexec '{sys.executable}' \"$@\"\n")
+    script.chmod(0o755)
+    return str(script), gate
+
+
+def engine_with(python: str, spool: Path) -> tuple[SlaveEngine, threading.Thread]:
+    eng = SlaveEngine(Spool(spool), SlaveSettings(slots=2, python=python), slave_id="5a5a5a5a5a5a5a5a",
+                      runner=PosixRunner())
+    thread = threading.Thread(target=eng.serve, kwargs={"poll_s": 0.05}, daemon=True)
+    thread.start()
+    return eng, thread
+
+
+def start_message(token: str, requires: list[str]) -> dict:
+    return dict(token=token, job="j1", idx=0, params={}, main="main.py", archive_sha=SHA, requires=requires)
+
+
+@pytest.mark.parametrize("protected", [False, True], ids=["checked-on-the-loop", "checked-off-the-loop"])
+def test_300_made_up_requirement_names_never_hold_up_the_engine(tmp_path, gated_python, monkeypatch, protected):
+    python, gate = gated_python
+    if not protected:  # the old behaviour: the installed versions read on the engine's loop
+        monkeypatch.setattr(RequirementChecker, "cached", lambda self: installed_distributions(self.python))
+    engine, thread = engine_with(python, tmp_path / "spool")
+    try:
+        flooder, other = ProtocolPeer(engine), ProtocolPeer(engine)
+        flooder.hello("1111111111111111", "flooder@pc")
+        other.hello("2222222222222222", "other@pc")
+        gate.unlink()  # from now on the task interpreter takes as long as the test wants
+        flooder.send("start", **start_message("a1" * 16, [f"made-up-{i} >= 1.0" for i in range(300)]))
+        other.send("demand", queued=1)
+        other.sock.settimeout(3.0)
+        if protected:
+            assert other.expect("grant")["n"] == 1, "the other master is answered while the check runs"
+        else:
+            with pytest.raises(TimeoutError):
+                other.expect("grant")  # the loop is stuck in the check: nobody is answered
+            other.sock.settimeout(10.0)
+        gate.touch()
+        declined = flooder.expect("declined")
+        assert declined["requirements"] and "needs made-up-0 >= 1.0, which is not installed here" in declined["reason"]
+        if not protected:
+            other.expect("grant")
+    finally:
+        gate.touch()
+        engine.request_stop()
+        thread.join(10)
+        engine.close()
+
+
+@pytest.mark.parametrize("line", ["evilpkg @ file:///tmp/evilpkg", "evilpkg @ https://example.org/evil.tar.gz",
+                                  "git+https://example.org/evil.git", "./evilpkg", "/tmp/evilpkg"])
+def test_a_requirement_naming_a_location_is_declined_with_the_fix(tmp_path, line):
+    engine, thread = engine_with(sys.executable, tmp_path / "spool")
+    try:
+        peer = ProtocolPeer(engine)
+        peer.hello("1111111111111111", "m@pc")
+        peer.send("start", **start_message("b2" * 16, ["numpy", line]))
+        declined = peer.expect("declined")
+        assert declined["requirements"] is True
+        assert "lab's package index" in declined["reason"] and "fix: publish the package" in declined["reason"]
+        assert not (tmp_path / "spool" / "tasks" / ("b2" * 16)).exists()
+    finally:
+        engine.request_stop()
+        thread.join(10)
+        engine.close()
+    assert os.path.exists(sys.executable)
