@@ -16,6 +16,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 from conftest import cli, make_job, start_master, stop_process, wait_until
 from support.daemons import SlaveDaemon
@@ -207,7 +208,10 @@ def test_a_malformed_start_crash_looped_the_daemon_and_is_refused_now(tmp_path, 
         daemon.stop()
         for token in leftovers:
             for process in processes_with_marker(token):
-                process.kill()
+                try:
+                    process.kill()
+                except psutil.NoSuchProcess:
+                    pass  # gone with its parent
 
 
 def test_pause_and_status_say_so_when_the_daemon_is_too_busy_to_answer(tmp_path):
