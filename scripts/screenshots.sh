@@ -6,5 +6,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SPARECYCLES_SCREENSHOTS_DIR="$PWD/docs/screenshots" exec .venv/bin/python -m pytest \
-    tests/test_ui_desktop.py tests/test_ui_models.py::test_pool_chart_paints_busy_slots \
+    tests/test_ui_desktop.py tests/test_ui_views_desktop.py tests/test_ui_models.py::test_pool_chart_paints_busy_slots \
     tests/test_ui_resultsplot.py "$@"

@@ -15,6 +15,9 @@ packages+=(bubblewrap openssh-sftp-server)
 packages+=(xvfb trayer xdotool x11-utils libxkbcommon-x11-0 libxcb-icccm4 libxcb-image0 libxcb-keysyms1
            libxcb-randr0 libxcb-render-util0 libxcb-shape0 libxcb-xinerama0 libxcb-xkb1 libxcb-cursor0
            libegl1 libgl1 libfontconfig1 libdbus-1-3)
+# openbox: a window manager on the Xvfb display, so the window tests see real
+# frames, focus and placement (dialogs over their window) as a user's desktop has.
+packages+=(openbox)
 # Xvfb and xdotool: the idle tests run a real X display and type on it;
 # dbus-daemon: a private session bus for the Wayland (D-Bus) idle source.
 # gcc, python3-dev, linux-libc-dev: pynput needs evdev on Linux, which PyPI

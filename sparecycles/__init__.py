@@ -26,7 +26,7 @@ from __future__ import annotations
 import importlib
 
 from trayapp import __version__
-from sparecycles.errors import JobCancelled, MissingPackage, TaskFailed, UserError, WaitTimeout
+from sparecycles.errors import JobCancelled, MissingPackage, TaskFailed, UntrustedValue, UserError, WaitTimeout
 from sparecycles.task import task_params
 
 # The rest loads on first use (PEP 562): a task calling task_params() must not
@@ -38,7 +38,7 @@ _LAZY = {"submit": "sparecycles.jobhandle", "job": "sparecycles.jobhandle", "job
          "TaskResult": "sparecycles.results"}
 
 __all__ = ["__version__", "submit", "job", "jobs", "map", "task_params", "Job", "Summary", "TaskResult",
-           "UserError", "WaitTimeout", "JobCancelled", "TaskFailed", "MissingPackage"]
+           "UserError", "WaitTimeout", "JobCancelled", "TaskFailed", "MissingPackage", "UntrustedValue"]
 
 
 def __getattr__(name: str):

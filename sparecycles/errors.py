@@ -31,4 +31,14 @@ class MissingPackage(UserError, ImportError):
     """An optional package (pandas) that this call needs is not installed."""
 
 
-__all__ = ["UserError", "WaitTimeout", "JobCancelled", "TaskFailed", "MissingPackage"]
+class UntrustedValue(UserError, RuntimeError):
+    """A ``map`` value came from another PC as a pickle that is not plain data:
+    loading it could run code, so it was not loaded. ``host`` sent it."""
+
+    def __init__(self, problem: str, fix: str | None = None, *, index: int, host: str):
+        super().__init__(problem, fix)
+        self.index = index
+        self.host = host
+
+
+__all__ = ["UserError", "WaitTimeout", "JobCancelled", "TaskFailed", "MissingPackage", "UntrustedValue"]

@@ -10,8 +10,12 @@ exception becomes ``error.txt`` and a failed task.
 
 Those files come home like any results (checked archives; the master reads
 none of them). The values are loaded here, in the caller's own process, and
-only for this call: a ``value.pkl`` is unpickled, so ``map`` trusts the PCs of
-the pool as much as the caller's own code does. ``value.json`` is only parsed.
+only for this call. ``value.json`` is only parsed. A ``value.pkl`` from this
+PC's own cores is unpickled as it is; one from another PC (the attempt's host
+in the queue) is loaded as plain data only (:mod:`sparecycles.plainpickle`):
+its lender could have rewritten it, and a pickle can run any code as it loads.
+A host marked ``trusted_pickles`` (``sparecycles hosts set NAME
+--trusted-pickles yes``) is trusted as the caller's own code is.
 """
 
 from __future__ import annotations
@@ -25,13 +29,17 @@ from typing import Any, Callable, Iterable
 
 import cloudpickle
 
-from sparecycles.errors import JobCancelled, TaskFailed, WaitTimeout
+from sparecycles.errors import JobCancelled, TaskFailed, UntrustedValue, WaitTimeout
 from sparecycles.jobhandle import Job, as_seconds
 from sparecycles.paramsets import encode_param_set
+from sparecycles.plainpickle import NotPlainData, load_plain
 from sparecycles.results import TaskResult
 from trayapp.app import App
 from trayapp.errors import UserError
 from trayapp.job.submit import submit_job
+from trayapp.master.hosts import TRUSTED_PICKLES
+from trayapp.master.kinds.local import LocalKind
+from trayapp.master.store import Store
 
 FUNCTION_FILE = "function.pkl"
 VALUE_JSON, VALUE_PICKLE, ERROR_FILE = "value.json", "value.pkl", "error.txt"
@@ -131,7 +139,22 @@ def map(func: Callable[[Any], Any], iterable: Iterable[Any], timeout: float | st
     except KeyboardInterrupt:
         job.cancel()
         raise
-    return [_value_of(task, job) for task in job.results()]
+    results = job.results()
+    made_by = {t.idx: t.host for t in app.store.tasks(app.store.job(job.id).seq)}
+    return [_value_of(task, job, made_by.get(task.index), app.store) for task in results]
+
+
+def pickles_trusted_from(store: Store, host_name: str | None) -> bool:
+    """Whether a pickle that ``host_name`` sent back may be loaded as it is: it
+    is this PC's own cores, or the user marked it ``trusted_pickles``. A host
+    no longer in the queue is not trusted: nothing vouches for it now."""
+    if host_name is None:
+        return False
+    try:
+        host = store.host(host_name)
+    except UserError:
+        return False
+    return host.kind == LocalKind.name or host.options.get(TRUSTED_PICKLES) is True
 
 
 def _pickle_function(func: Callable) -> bytes:
@@ -162,7 +185,7 @@ def _is_users_own(module) -> bool:
     return not any(path.startswith(root) for root in installed)
 
 
-def _value_of(task: TaskResult, job: Job) -> Any:
+def _value_of(task: TaskResult, job: Job, host: str | None, store: Store) -> Any:
     if task.state == "cancelled":
         raise JobCancelled(f"map job {job.id}: task {task.index} was cancelled",
                            f"run map() again, or sparecycles.job('{job.id}').retry() and collect its results")
@@ -176,11 +199,25 @@ def _value_of(task: TaskResult, job: Job) -> Any:
                          index=task.index, details=details)
     if (task.folder / VALUE_JSON).is_file():
         return json.loads((task.folder / VALUE_JSON).read_text(encoding="utf-8"))
+    path = task.folder / VALUE_PICKLE
     try:
-        return pickle.loads((task.folder / VALUE_PICKLE).read_bytes())
+        data = path.read_bytes()
     except FileNotFoundError:
         raise UserError(f"map job {job.id}: task {task.index} is done but brought back no value",
                         f"look in {task.folder}; run map() again") from None
+    if pickles_trusted_from(store, host):
+        return pickle.loads(data)
+    try:
+        return load_plain(data)
+    except NotPlainData as refused:
+        where = host or "a host no longer known"
+        raise UntrustedValue(
+            f"map job {job.id}: the value of item #{task.index + 1} came back from {where}, another PC, as a "
+            f"pickle that asks for {refused.name}; loading it could run any code on this PC, so it was not loaded",
+            "make the function return plain data (numbers, strings, bytes, lists, dicts, NumPy arrays, Brian "
+            "quantities), or, if you trust that PC's owner as you trust your own code: "
+            f"sparecycles hosts set {where} --trusted-pickles yes (the value is kept in {path})",
+            index=task.index, host=where) from None
 
 
 def _safe_name(text: str) -> str:

@@ -261,8 +261,9 @@ def test_sftp_through_the_key_reaches_only_the_spool(tmp_path, key, slave_home, 
     secret.write_text("the lender's secret")
     secret.chmod(0o600)
     spool = slave_home / "spool"
-    (spool / "results").mkdir(parents=True)
-    (spool / "results" / "ready.tar").write_bytes(b"results of a task")
+    incoming, results = spool / "incoming" / "key-alice", spool / "results" / "key-alice"
+    results.mkdir(parents=True)
+    (results / "ready.tar").write_bytes(b"results of a task")
     server.start()
     client = paramiko.SSHClient()
     client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
@@ -270,12 +271,12 @@ def test_sftp_through_the_key_reaches_only_the_spool(tmp_path, key, slave_home, 
         client.connect("127.0.0.1", port=server.port, username=USER, key_filename=str(key), look_for_keys=False,
                        allow_agent=False)
         sftp = client.open_sftp()
-        # What the master needs: uploads into incoming/, results read from results/.
-        with sftp.open(str(spool / "incoming" / ".upload-abc"), "wb") as fh:
+        # What the master needs: uploads into its incoming/, results read from its results/.
+        with sftp.open(str(incoming / ".upload-abc"), "wb") as fh:
             fh.write(b"archive bytes")
-        assert (spool / "incoming" / ".upload-abc").read_bytes() == b"archive bytes"
-        assert stat.S_IMODE((spool / "incoming" / ".upload-abc").stat().st_mode) == 0o600
-        assert sftp.open(str(spool / "results" / "ready.tar")).read() == b"results of a task"
+        assert (incoming / ".upload-abc").read_bytes() == b"archive bytes"
+        assert stat.S_IMODE((incoming / ".upload-abc").stat().st_mode) == 0o600
+        assert sftp.open(str(results / "ready.tar")).read() == b"results of a task"
 
         for path in (secret, slave_home / "config.toml", Path("/etc/shadow"), Path("/etc/hostname"),
                      Path.home() / ".bashrc", Path(f"{key}"), server.host_key):
@@ -289,16 +290,17 @@ def test_sftp_through_the_key_reaches_only_the_spool(tmp_path, key, slave_home, 
                     sftp.listdir(str(folder))
         assert sftp.listdir(str(tmp_path)) == ["lender"] and sftp.listdir(str(slave_home)) == ["spool"]
         assert sorted(sftp.listdir(str(spool))) == ["incoming", "results"], "archives of other masters stay hidden"
-        for path in (tmp_path / "planted", spool / "results" / "forged.tar", slave_home / "config.toml",
-                     spool / "planted", Path("/usr/planted")):
+        assert sftp.listdir(str(spool / "results")) == ["key-alice"], "other masters' results stay hidden"
+        for path in (tmp_path / "planted", results / "forged.tar", slave_home / "config.toml",
+                     spool / "planted", spool / "incoming" / "planted", Path("/usr/planted")):
             with pytest.raises(IOError):
                 sftp.open(str(path), "wb").write(b"x")
             assert not path.exists() or path == slave_home / "config.toml"
         assert "no master may read this" in (slave_home / "config.toml").read_text()
         with pytest.raises(IOError):
-            sftp.symlink(str(secret), str(spool / "incoming" / "link"))
+            sftp.symlink(str(secret), str(incoming / "link"))
         with pytest.raises(IOError):
-            sftp.rename(str(spool / "incoming" / ".upload-abc"), str(spool / "results" / "x.tar"))
+            sftp.rename(str(incoming / ".upload-abc"), str(results / "x.tar"))
     finally:
         client.close()
         server.stop()
@@ -358,7 +360,9 @@ def test_a_master_runs_a_job_through_the_restricted_key(home, restricted_sshd, k
         assert {t["host"] for t in status["tasks"]} == {"lender"}
         spool = slave_home / "spool"
         assert [p.name for p in (spool / "archives").iterdir()] == [f"{job['archive']}.tar"]
-        assert list((spool / "incoming").iterdir()) == [] and list((spool / "results").iterdir()) == []
+        assert [p.name for p in (spool / "incoming").iterdir()] == ["key-alice"]
+        assert list((spool / "incoming" / "key-alice").iterdir()) == []
+        assert list((spool / "results" / "key-alice").iterdir()) == []
     finally:
         slave.stop()
 

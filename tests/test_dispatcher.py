@@ -43,7 +43,7 @@ def test_every_parameter_set_gets_its_results_folder(app, tmp_path):
     assert Path(job.results_dir).name == f"sweep-{job.id}"
     # Task folders and results archives are removed once acknowledged.
     spool = app.home.data_dir / "local-spool"
-    assert list((spool / "tasks").iterdir()) == [] and list((spool / "results").iterdir()) == []
+    assert list((spool / "tasks").iterdir()) == [] and not [p for p in (spool / "results").rglob("*") if p.is_file()]
 
 
 def test_no_parameter_file_means_one_task_with_empty_parameters(app, tmp_path):

@@ -10,11 +10,11 @@ from trayapp.master.driver import DriverSettings, HostDriver
 from trayapp.run.posix import PosixRunner
 from trayapp.slave.engine import SlaveEngine, SlaveSettings
 from trayapp.slave.spool import Spool
-from trayapp.wire.protocol import MASTER_TO_SLAVE, REQUIRED, SLAVE_TO_MASTER
+from trayapp.wire.protocol import AGENT_TO_SLAVE, MASTER_TO_SLAVE, REQUIRED, SLAVE_TO_MASTER
 
 
 def test_the_two_directions_cover_every_message_type_of_the_protocol():
-    assert set(MASTER_TO_SLAVE) | set(SLAVE_TO_MASTER) == set(REQUIRED)
+    assert set(MASTER_TO_SLAVE) | set(SLAVE_TO_MASTER) | set(AGENT_TO_SLAVE) == set(REQUIRED)
     assert len(set(MASTER_TO_SLAVE)) == len(MASTER_TO_SLAVE) and len(set(SLAVE_TO_MASTER)) == len(SLAVE_TO_MASTER)
 
 

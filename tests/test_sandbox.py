@@ -107,7 +107,7 @@ class Slave:
         return self.master.expect("finished", token=token)
 
     def output(self, token: str, name: str = "stdout.txt") -> str:
-        with tarfile.open(self.engine.spool.results / f"{token}.tar") as tar:
+        with tarfile.open(self.engine.spool.results / "unbound" / f"{token}.tar") as tar:
             return tar.extractfile(name).read().decode()
 
     def stop(self) -> None:
@@ -173,20 +173,24 @@ def test_every_attack_works_without_the_sandbox_and_fails_inside_it(slave_factor
     assert sorted(p.name for p in lender_home.iterdir()) == ["secret.txt"]
 
 
-def test_a_sandboxed_task_sees_its_folder_as_home_and_a_private_tmp(slave_factory, tmp_path):
+def test_a_sandboxed_task_sees_its_folder_as_home_and_a_private_tmp(slave_factory, tmp_path, monkeypatch):
+    # The slave's data folder is the lender's business: its path must not reach the task.
+    monkeypatch.setenv("SPARECYCLES_HOME", str(tmp_path / "lender data"))
     slave = slave_factory("sandboxed", sandbox="on")
+    scratch = f"/tmp/scratch-{secrets.token_hex(4)}"
     stray = Path("/tmp") / f"sparecycles-host-tmp-{secrets.token_hex(4)}"
     stray.write_text("host")
     try:
         token = slave.start(tmp_path, f"""
 import os, tempfile
 print(os.environ["HOME"] == os.getcwd(), tempfile.gettempdir().startswith(os.path.dirname(os.getcwd())),
-      os.path.exists({str(stray)!r}), os.getpid() < 10, sorted(os.environ).count("SSH_AUTH_SOCK"))
-open("/tmp/scratch", "w").write("mine")
+      os.path.exists({str(stray)!r}), os.getpid() < 10, sorted(os.environ).count("SSH_AUTH_SOCK"),
+      "SPARECYCLES_HOME" in os.environ)
+open({scratch!r}, "w").write("mine")
 """)
         assert slave.finished(token)["outcome"] == "succeeded"
-        assert slave.output(token).split() == ["True", "True", "False", "True", "0"]
-        assert not Path("/tmp/scratch").exists() or Path("/tmp/scratch").read_text() != "mine"
+        assert slave.output(token).split() == ["True", "True", "False", "True", "0", "False"]
+        assert not Path(scratch).exists()
     finally:
         stray.unlink()
 
@@ -210,7 +214,7 @@ def test_a_real_brian_simulation_compiles_and_runs_inside_the_sandbox(slave_fact
     assert finished["outcome"] == "succeeded", finished
     spikes, cache = slave.output(token).split()
     assert int(spikes) > 0
-    slot_cache = slot_cache_dir(slave.engine.spool.root, 0)
+    slot_cache = slot_cache_dir(slave.engine.spool.root, 0, "unbound")
     assert cache == str(slot_cache)
     assert list(slot_cache.glob("**/*.so")), "Cython's compiled code stays in the slot's cache"
 
@@ -267,8 +271,8 @@ def test_a_fork_bomb_stays_in_its_slot_and_dies_with_its_task(slave_factory, tmp
     forked = (slave.engine.spool.task_dir(bomb) / "stdout.txt").read_text().split()[0]
 
     began = time.monotonic()
-    slave.master.send("control", action="status")
-    slave.master.expect("state", control="status")
+    slave.master.send("sync")
+    slave.master.expect("tasks")
     assert time.monotonic() - began < 2.0, "the engine answers while the bomb's processes sit in its slot"
     other = slave.start(tmp_path, "print(sum(range(1000)))\n")
     assert slave.finished(other)["outcome"] == "succeeded" and slave.output(other).strip() == "499500"

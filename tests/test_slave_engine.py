@@ -11,12 +11,13 @@ from support.peer import ProtocolPeer
 from trayapp.wire.protocol import encode
 from trayapp.run.posix import PosixRunner
 from trayapp.slave.engine import SlaveEngine, SlaveSettings
+from trayapp.slave.identity import LENDER_PRINCIPAL
 from trayapp.slave.spool import Spool
 
 
-def master_session(engine: SlaveEngine, master_id: str, name: str) -> ProtocolPeer:
+def master_session(engine: SlaveEngine, master_id: str, name: str, principal=None) -> ProtocolPeer:
     """A master reduced to its socket, said hello."""
-    peer = ProtocolPeer(engine)
+    peer = ProtocolPeer(engine, principal=principal)
     peer.hello(master_id, name)
     return peer
 
@@ -65,7 +66,7 @@ def test_released_grants_go_to_someone_else_at_once(engine):
 
 
 def test_pause_donate_resume_through_the_control_message(engine):
-    user = master_session(engine, "0000000000c0de00", "this PC's user")
+    user = master_session(engine, "0000000000c0de00", "this PC's user", LENDER_PRINCIPAL)
     user.send("control", action="pause", until=None)
     state = user.expect("state", control="pause")
     assert state["state"] == "paused" and state["reason"] == "paused until resumed"

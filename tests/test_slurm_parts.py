@@ -110,15 +110,15 @@ def test_python_with_a_command_substitution_is_text_in_the_batch_script_not_a_co
 
     marker = tmp_path / "pwned"
     # `hosts add` refuses such a value now (below); a queue written before holds it as it was typed.
-    with pytest.MonkeyPatch.context() as unchecked:
+    with monkeypatch.context() as unchecked:
         unchecked.setattr(options_module, "_check_path", lambda flag, value: None)
         options = SlurmOptions.from_text(remote_root="~/sc", python=f"py$(touch {marker})")
     # The old behaviour: the interpreter's name pasted into the script as it was typed.
-    monkeypatch.setattr(script_module, "shell_word", lambda text: text)
-    run_wrapper(tmp_path / "old", options)
+    with monkeypatch.context() as old:
+        old.setattr(script_module, "shell_word", lambda text: text)
+        run_wrapper(tmp_path / "old", options)
     assert marker.exists(), "the attack should work with quoting off"
     marker.unlink()
-    monkeypatch.undo()
 
     out = run_wrapper(tmp_path / "new", options)
     assert not marker.exists(), "--python ran a command on the cluster"
@@ -134,11 +134,11 @@ def test_a_remote_root_that_closes_its_quotes_stays_a_folder_name(tmp_path, monk
     root = f'{tmp_path}/r"; touch {marker}; echo "'
     options = SlurmOptions.from_text(remote_root=root)
     # The old behaviour: root="<as typed>" in the login node's script.
-    monkeypatch.setattr(cluster_module, "shell_word", lambda text: f'"{text}"')
-    Cluster(LocalBash(), options, "cluster").prepare()
+    with monkeypatch.context() as old:
+        old.setattr(cluster_module, "shell_word", lambda text: f'"{text}"')
+        Cluster(LocalBash(), options, "cluster").prepare()
     assert marker.exists(), "the attack should work with the old quoting"
     marker.unlink()
-    monkeypatch.undo()
 
     layout = Cluster(LocalBash(), options, "cluster").prepare()
     assert not marker.exists(), "--remote-root ran a command on the login node"

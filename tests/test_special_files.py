@@ -24,22 +24,21 @@ def test_a_fifo_hung_submit_before_and_is_refused_by_name_now(home, tmp_path, mo
     app = App(home)
 
     # The old behaviour, with the check switched off: packing opens the FIFO and waits.
-    checked = folder_module._Problems.is_special
-    monkeypatch.setattr(folder_module._Problems, "is_special", lambda self, path, rel: False)
-    ended = threading.Event()
+    # (A context of its own: undoing the test's monkeypatch would undo the home fixture's too.)
+    with monkeypatch.context() as old:
+        old.setattr(folder_module._Problems, "is_special", lambda self, path, rel: False)
+        ended = threading.Event()
 
-    def submit_in_thread():
-        submit_job(Store(home.queue_db), home, app.config, job)  # its own queue connection, on its own thread
-        ended.set()
+        def submit_in_thread():
+            submit_job(Store(home.queue_db), home, app.config, job)  # its own queue connection, on its own thread
+            ended.set()
 
-    worker = threading.Thread(target=submit_in_thread, daemon=True)
-    worker.start()
-    assert not ended.wait(2.0), "submit should hang on the FIFO with the check off"
-    with open(job / "pipe", "wb"):  # a writer: the blocked open returns, and packing reads an empty file
-        pass
-    worker.join(30)
-    # Only the check comes back: undo() would also drop the test's SPARECYCLES_HOME (the user's real queue).
-    monkeypatch.setattr(folder_module._Problems, "is_special", checked)
+        worker = threading.Thread(target=submit_in_thread, daemon=True)
+        worker.start()
+        assert not ended.wait(2.0), "submit should hang on the FIFO with the check off"
+        with open(job / "pipe", "wb"):  # a writer: the blocked open returns, and packing reads an empty file
+            pass
+        worker.join(30)
 
     result = cli("submit", str(job), "--no-start", timeout=30)
     assert result.returncode == 3, result.stdout + result.stderr

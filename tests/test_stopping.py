@@ -259,7 +259,8 @@ def test_a_slave_daemon_stopped_at_100_random_moments_leaves_no_task_running(tmp
 
 def test_a_master_killed_outright_adopts_or_kills_each_orphan_at_its_next_start(tmp_path):
     home = tmp_path / "master"
-    job = submit_tree_tasks(home, tmp_path / "job", 6, sleep=4.0)
+    # Long enough that the orphans still run when the next master starts, on a loaded machine too.
+    job = submit_tree_tasks(home, tmp_path / "job", 6, sleep=15.0)
     env = sandboxed_env(home)
     spool = home / "local-spool"
 
@@ -286,9 +287,13 @@ def test_a_master_killed_outright_adopts_or_kills_each_orphan_at_its_next_start(
     reader = threading.Thread(target=lambda: lines.extend(second.stdout), daemon=True)
     reader.start()
     try:
-        decided = re.compile(r"adopting task|killed what was left of it")
-        wait_until(lambda: sum(1 for line in lines if decided.search(line)) >= len(orphaned_tokens), timeout=60,
-                   interval=0.02, what="the restarted master to adopt or kill each orphan")
+        # "collecting": one that finished before the restart got that far is settled too.
+        decided = re.compile(r"adopting task|killed what was left of it|finished while no slave engine ran")
+        try:
+            wait_until(lambda: sum(1 for line in lines if decided.search(line)) >= len(orphaned_tokens),
+                       timeout=60, interval=0.02, what="the restarted master to adopt or kill each orphan")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}:\n{''.join(lines)}") from None
         took = time.monotonic() - restarted
         assert second.wait(120) == 0
     finally:
@@ -303,6 +308,4 @@ def test_a_master_killed_outright_adopts_or_kills_each_orphan_at_its_next_start(
     with sqlite3.connect(home / "queue.sqlite3") as db:
         succeeded = [idx for (idx,) in db.execute("SELECT idx FROM attempts WHERE outcome = 'succeeded'")]
     assert sorted(succeeded) == list(range(6)), "each task succeeds exactly once: none ran twice"
-    adopted = output.count("adopting task")
-    # An adopted task is not started again: it has one attempt only.
-    assert adopted + output.count("killed what was left of it") == len(orphaned_tokens), output
+    assert len(decided.findall(output)) == len(orphaned_tokens), output

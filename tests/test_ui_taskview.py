@@ -92,6 +92,8 @@ def test_the_task_view_of_a_ten_thousand_task_job(qtbot, app, tmp_path):
     assert view.model.rowCount() == 10_000 and view.filter.rowCount() == 10_000
     view.table.sortByColumn(1, Qt.SortOrder.DescendingOrder)
     assert view.filter.index(0, 1).data() == "99"
+    view.table.sortByColumn(1, Qt.SortOrder.AscendingOrder)  # as numbers: task 2 before task 10
+    assert [view.filter.index(r, 0).data() for r in range(3)] == ["0", "1", "2"]
     view.state_box.setCurrentText("running")
     assert view.filter.rowCount() == 0
     view.close()

@@ -17,7 +17,7 @@ from trayapp.config import Config, load_config
 from trayapp.locks import InstanceLock
 from trayapp.master.dispatcher import Dispatcher, start_background_dispatcher
 from trayapp.home import Home
-from trayapp.master.driver import DriverSettings
+from trayapp.master.driversettings import DriverSettings
 from trayapp.master.hosts import Hosts
 from trayapp.master.kinds import KindContext
 from trayapp.master.queuecheck import check_queue_file
@@ -65,7 +65,8 @@ class App:
         identity = self.identity()
         return KindContext(
             self.home, self.config, identity, open_store=lambda: Store(self.home.queue_db),
-            driver_settings=driver_settings or DriverSettings(*identity, tick_s=self.config.poll_interval_s),
+            driver_settings=driver_settings or DriverSettings(*identity, tick_s=self.config.poll_interval_s,
+                                                              time_limit_grace_s=self.config.time_limit_grace_s),
             build_local_engine=partial(build_engine, self.config, self.home, identity,
                                        self.home.local_spool_dir, in_process=True))
 

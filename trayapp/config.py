@@ -35,12 +35,16 @@ class Config:
     nice: int = 10  # tasks yield the CPU to whatever the PC's user runs
     default_retries: int = 0
     poll_interval_s: float = 0.2  # how often the dispatcher looks for new work
+    # A master gives up a task on another PC this long past its job's time limit
+    # if that PC has not reported it ended (the slave stops it at the limit).
+    time_limit_grace_s: float = 300.0
     max_results_mb: int = 2048  # a slave refuses to send back more than this per task
     # Fair share on a slave: recent use decays with this half-life, so
     # yesterday's sweep does not count against anyone today.
     fair_share_half_life_s: float = 3600.0
-    master_weights: dict = field(default_factory=dict)  # master name (user@pc) or id -> weight, default 1
-    master_caps: dict = field(default_factory=dict)  # master name or id -> most slots at once
+    # By the name a master's key was authorized with (an unrestricted key: the name or id it gives).
+    master_weights: dict = field(default_factory=dict)  # master -> weight, default 1
+    master_caps: dict = field(default_factory=dict)  # master -> most slots at once
     grant_policy: str = "fair"  # "by_demand": the unfair baseline bench/fair_share.py compares against
     min_free_mb: int = 200  # a slave with less free disk takes no work
     # Idle detection. "auto": lend the PC only while its user is away (a headless service with

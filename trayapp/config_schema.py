@@ -48,6 +48,7 @@ RANGES: dict[str, Range] = {
     "nice": Range(0, 19, meaning="the Unix niceness of tasks"),
     "default_retries": Range(0, 100),
     "poll_interval_s": Range(0.01, 3600, meaning="seconds"),
+    "time_limit_grace_s": Range(1, meaning="seconds past a job's time limit"),
     "max_results_mb": Range(0, meaning="megabytes"),
     "min_free_mb": Range(0, meaning="megabytes"),
     "fair_share_half_life_s": Range(0, low_open=True, meaning="seconds"),

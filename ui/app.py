@@ -107,7 +107,10 @@ class TrayApp(QObject):
         self.mode = config.mode or "master"
         self.apps = PerThreadApp(home, config)
         self.verbs = SimpleNamespace(**{name: partial(getattr(verb_functions, name), self.apps) for name in (
-            "submit", "cancel", "retry", "failed_tasks", "result_table", "add_host", "remove_host", "host_key", "trust_host")})
+            "submit", "cancel", "retry", "failed_tasks", "result_table", "add_host", "remove_host", "host_key", "trust_host",
+            # Bound when the jobs service provides them: the window shows Remove, and offers
+            # packing the folder again when it changed, only then.
+            *(name for name in ("remove", "folder_change") if hasattr(verb_functions, name)))})
         if self.mode == "slave" and start_child:
             # A slave PC's user may queue a job too; no dispatcher of ours runs it then.
             self.verbs.submit = partial(verb_functions.submit, self.apps, start_dispatcher=True)

@@ -165,7 +165,7 @@ class HostTestDialog(QDialog):
         layout.addWidget(buttons)
 
     def show_result(self, result) -> None:
-        self.lines.setPlainText("\n".join(result.lines) or "(nothing checked)")
+        self.lines.setPlainText("\n".join(result.lines) or "the first check failed (below)")
         if result.problem:
             self.verdict.setStyleSheet("color: #b00020;")
             self.verdict.setText(result.problem)

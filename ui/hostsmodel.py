@@ -22,7 +22,7 @@ from trayapp.master.kinds import KINDS, Column, KindRegistry
 from sparecycles_ui.rowsmodel import RowsModel
 
 HostRole = Qt.ItemDataRole.UserRole + 1
-STATE_COLOURS = {"ready": "#1b7f2a", "busy": "#1d5fa8", "unknown": "#6b6b6b", "offline": "#6b6b6b",
+STATE_COLOURS = {"ready": "#1b7f2a", "idle": "#1b7f2a", "working": "#1d5fa8", "busy": "#1d5fa8", "unknown": "#6b6b6b", "offline": "#6b6b6b",
                  "paused": "#a06a00", "unavailable": "#a06a00", "quarantined": "#b00020",
                  "unreachable": "#b00020", "error": "#b00020"}
 GOOD_STATES = ("ready", "busy")

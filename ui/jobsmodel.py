@@ -19,11 +19,12 @@ from sparecycles_ui.rowsmodel import RowsModel
 from sparecycles_ui.snapshot import JobRow
 from trayapp.humantime import duration, moment
 
-COLUMNS = ("Job", "Id", "State", "Progress", "Done", "Failed", "Tasks", "Hosts", "Submitted", "Elapsed", "Left",
-           "Waiting on")
-(NAME_COLUMN, ID_COLUMN, STATE_COLUMN, PROGRESS_COLUMN, DONE_COLUMN, FAILED_COLUMN, TASKS_COLUMN, HOSTS_COLUMN,
+# No "Done" column: the bar's text says how many of how many are finished, and
+# "Failed" how many of those failed.
+COLUMNS = ("Job", "Id", "State", "Progress", "Failed", "Tasks", "Hosts", "Submitted", "Elapsed", "Left", "Waiting on")
+(NAME_COLUMN, ID_COLUMN, STATE_COLUMN, PROGRESS_COLUMN, FAILED_COLUMN, TASKS_COLUMN, HOSTS_COLUMN,
  SUBMITTED_COLUMN, ELAPSED_COLUMN, LEFT_COLUMN, WAITING_COLUMN) = range(len(COLUMNS))
-NUMBER_COLUMNS = (DONE_COLUMN, FAILED_COLUMN, TASKS_COLUMN, ELAPSED_COLUMN, LEFT_COLUMN)
+NUMBER_COLUMNS = (FAILED_COLUMN, TASKS_COLUMN, ELAPSED_COLUMN, LEFT_COLUMN)
 ProgressRole = Qt.ItemDataRole.UserRole + 1  # 0..1, for the progress delegate
 JobRole = Qt.ItemDataRole.UserRole + 2  # the JobRow itself
 SortRole = Qt.ItemDataRole.UserRole + 3  # a value that sorts as people expect (numbers, times)
@@ -51,8 +52,8 @@ class JobsModel(RowsModel):
             return job
         if role == SortRole:
             return self._sort_key(job, column)
-        if role == Qt.ItemDataRole.ToolTipRole and column in (NAME_COLUMN, ID_COLUMN):
-            return f"job {job.id}\nresults: {job.results_dir}"
+        if role == Qt.ItemDataRole.ToolTipRole and column in (NAME_COLUMN, ID_COLUMN, SUBMITTED_COLUMN):
+            return f"job {job.id}, submitted {moment(job.created)}\nresults: {job.results_dir}"
         if role == Qt.ItemDataRole.ToolTipRole and column in (STATE_COLUMN, WAITING_COLUMN) and job.waiting_on:
             return job.waiting_on
         if role == Qt.ItemDataRole.TextAlignmentRole and column in NUMBER_COLUMNS:
@@ -61,13 +62,13 @@ class JobsModel(RowsModel):
 
     def _display(self, job: JobRow, column: int) -> str:
         now = self._clock()
-        return (job.name, job.id, job.status, progress_text(job), str(job.done), str(job.failed), str(job.total),
-                ", ".join(job.hosts) or "–", moment(job.created), duration(job.elapsed_s(now)) or "–",
+        return (job.name, job.id, job.status, progress_text(job), str(job.failed), str(job.total),
+                ", ".join(job.hosts) or "–", submitted_text(job.created, now), duration(job.elapsed_s(now)) or "–",
                 "–" if job.finished else duration(job.left_s(now)) or "–", job.waiting_on or "")[column]
 
     def _sort_key(self, job: JobRow, column: int):
         now = self._clock()
-        numbers = {PROGRESS_COLUMN: job.progress, DONE_COLUMN: job.done, FAILED_COLUMN: job.failed,
+        numbers = {PROGRESS_COLUMN: job.progress, FAILED_COLUMN: job.failed,
                    TASKS_COLUMN: job.total, SUBMITTED_COLUMN: job.created, ELAPSED_COLUMN: job.elapsed_s(now),
                    LEFT_COLUMN: job.left_s(now) if job.left_s(now) is not None else float("inf")}
         if column in numbers:
@@ -117,6 +118,12 @@ class JobsModel(RowsModel):
         if running:
             self.dataChanged.emit(self.index(min(running), ELAPSED_COLUMN), self.index(max(running), LEFT_COLUMN),
                                   [Qt.ItemDataRole.DisplayRole])
+
+
+def submitted_text(ts: float, now: float) -> str:
+    """The moment, without the year while it is this year's (the column stays narrow)."""
+    text = moment(ts)
+    return text[5:] if text[:4] == moment(now)[:4] else text
 
 
 def progress_text(job: JobRow) -> str:

@@ -1,7 +1,7 @@
 """The SpareCycles window: drop zone, jobs, hosts and the pool over time.
 
 It holds no state of its own beyond the models; every action goes through
-``verbs`` (bound to the CLI's functions by :mod:`sparecycles_ui.app`) on the executor,
+``verbs`` (bound to the CLI's functions by :mod:`ui.app`) on the executor,
 and the outcome is said in the status bar. Closing the window only hides it:
 the app lives on in the tray. Its size, place and last tab are kept in
 ``settings`` (a QSettings file under the config folder) for the next start.
@@ -24,8 +24,8 @@ from trayapp.job.folder import open_job_folder
 from sparecycles_ui.dropzone import DropZone
 from sparecycles_ui.hostdialogs import AddHostDialog, HostTestDialog, TrustDialog
 from sparecycles_ui.hostsmodel import HostsModel, problem_lines, state_colour
-from sparecycles_ui.jobsmodel import (HOSTS_COLUMN, ID_COLUMN, LEFT_COLUMN, ELAPSED_COLUMN, NAME_COLUMN, PROGRESS_COLUMN,
-                          SUBMITTED_COLUMN, JobsModel, sorted_jobs)
+from sparecycles_ui.jobsmodel import (ELAPSED_COLUMN, HOSTS_COLUMN, ID_COLUMN, LEFT_COLUMN, NAME_COLUMN, PROGRESS_COLUMN,
+                          STATE_COLUMN, SUBMITTED_COLUMN, JobsModel, sorted_jobs)
 from sparecycles_ui.logdialog import FailedLogDialog
 from sparecycles_ui.poolchart import PoolChart, PoolTab
 from sparecycles_ui.progressdelegate import ProgressDelegate
@@ -152,10 +152,10 @@ class MainWindow(QMainWindow):
         self.jobs_view.sortByColumn(SUBMITTED_COLUMN, Qt.SortOrder.DescendingOrder)
         self.jobs_view.setItemDelegateForColumn(PROGRESS_COLUMN, ProgressDelegate(self.jobs_view))
         header = self.jobs_view.horizontalHeader()
-        fit_header(self.jobs_view, {NAME_COLUMN: "a-long-job-name", ID_COLUMN: "0000000000",
-                                    PROGRESS_COLUMN: "100 % (10000/10000)", SUBMITTED_COLUMN: "2026-12-06 08:16",
-                                    HOSTS_COLUMN: "local, lab-07", ELAPSED_COLUMN: "12 min 05 s",
-                                    LEFT_COLUMN: "12 min 05 s"})
+        fit_header(self.jobs_view, {NAME_COLUMN: "brunel-sweep", ID_COLUMN: "0a921a1e", STATE_COLUMN: "cancelled",
+                                    PROGRESS_COLUMN: "100 % (10000/10000)", SUBMITTED_COLUMN: "12-06 08:16",
+                                    HOSTS_COLUMN: "local, lab-07", ELAPSED_COLUMN: "1 h 07 min",
+                                    LEFT_COLUMN: "1 h 07 min"})
         header.setStretchLastSection(True)
         self.submit_button = QPushButton("Submit job…")
         self.tasks_button = QPushButton("Tasks…")
@@ -264,6 +264,9 @@ class MainWindow(QMainWindow):
             return
         dialog = RetryDialog(job, can_repack=accepts_keyword(self.verbs.retry, "repack"), parent=self)
         self._show_dialog(dialog)
+        folder_change = getattr(self.verbs, "folder_change", None)
+        if folder_change is not None:
+            self.executor.run(lambda: folder_change(job.id), dialog.show_folder_change, lambda _exc: None)
 
         def accepted() -> None:
             repack = dialog.repack.isChecked()

@@ -32,10 +32,20 @@ class RetryDialog(QDialog):
         self.repack.setEnabled(can_repack)
         if not can_repack:
             self.repack.setToolTip("this version retries with the job as it was packed")
+        self.change = QLabel("")
+        self.change.setWordWrap(True)
+        self.change.hide()
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Cancel)
         self.retry_button = buttons.addButton("Retry", QDialogButtonBox.ButtonRole.AcceptRole)
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
         layout = QVBoxLayout(self)
-        for widget in (text, self.repack, buttons):
+        for widget in (text, self.repack, self.change, buttons):
             layout.addWidget(widget)
+
+    def show_folder_change(self, change: str | None) -> None:
+        """What changed in the folder since it was packed: then packing again is the likely wish."""
+        if change and self.repack.isEnabled():
+            self.change.setText(f"Since the job was submitted: {change}.")
+            self.change.show()
+            self.repack.setChecked(True)

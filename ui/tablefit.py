@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from PyQt6.QtWidgets import QTableView
 
-PADDING = 24  # the sort arrow and the cell margins
+PADDING = 20  # the sort arrow and the cell margins
 
 
 def fit_header(view: QTableView, samples: dict[int, str] | None = None) -> None:

@@ -18,7 +18,7 @@ from PyQt6.QtWidgets import (QAbstractItemView, QComboBox, QDialog, QHBoxLayout,
 
 from trayapp.master.tasktable import TaskLog, TaskRow, failure_groups
 from trayapp.status import TaskStatus
-from sparecycles_ui.tasksmodel import TaskFilter, TasksModel
+from sparecycles_ui.tasksmodel import TasksModel
 
 ALL_STATES = "All states"
 
@@ -34,10 +34,10 @@ class TaskView(QDialog):
         self.job = None
         self._loading = False
         self._log_for: TaskRow | None = None
+        self._log_folder: str | None = None
 
         self.model = TasksModel(parent=self)
-        self.filter = TaskFilter(self)
-        self.filter.setSourceModel(self.model)
+        self.filter = self.model  # it filters and sorts its own rows (fast for 10,000 tasks)
         self.summary = QLabel("reading the tasks…")
         self.summary.setObjectName("taskSummary")
         self.state_box = QComboBox()
@@ -60,12 +60,13 @@ class TaskView(QDialog):
         # Fixed row heights and no measuring of contents: a 10,000-row table opens at once.
         self.table.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
         self.table.verticalHeader().setDefaultSectionSize(self.fontMetrics().height() + 8)
-        self.table.horizontalHeader().setStretchLastSection(True)
+        self.table.horizontalHeader().setStretchLastSection(False)
         self.table.selectionModel().selectionChanged.connect(self._selection_changed)
         self.model.modelReset.connect(self._fit_columns)
 
         self.failures = QListWidget()
         self.failures.setObjectName("failureGroups")
+        self.failures.setWordWrap(True)  # a failure's line is the point: shown whole, not cut
         self.failures.itemClicked.connect(self._show_group)
         self.where = QLabel("select a task to see its output")
         self.where.setWordWrap(True)
@@ -183,7 +184,7 @@ class TaskView(QDialog):
 
     def selected_tasks(self) -> list[TaskRow]:
         rows = self.table.selectionModel().selectedRows()
-        return [self.model.task_at(self.filter.mapToSource(index).row()) for index in rows]
+        return [self.model.task_at(index.row()) for index in rows]
 
     def _selection_changed(self, *_args) -> None:
         selected = self.selected_tasks()
@@ -213,7 +214,7 @@ class TaskView(QDialog):
         selected = self.selected_tasks()
         retryable = (TaskStatus.FAILED.value, TaskStatus.CANCELLED.value)
         self.retry_button.setEnabled(any(t.status in retryable for t in selected))
-        self.folder_button.setEnabled(len(selected) == 1 and bool(getattr(self, "_log_folder", None)))
+        self.folder_button.setEnabled(len(selected) == 1 and bool(self._log_folder))
 
     def retry_selected(self) -> None:
         indexes = [t.idx for t in self.selected_tasks()]
@@ -224,7 +225,7 @@ class TaskView(QDialog):
         self.refresh()
 
     def open_results(self) -> None:
-        folder = getattr(self, "_log_folder", None)
+        folder = self._log_folder
         if folder and not self.open_folder(folder):
             self.problem.setText(f"could not open a file manager; the results are in {folder}")
 

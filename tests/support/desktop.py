@@ -21,6 +21,7 @@ from support.waiting import wait_until
 from support.xvfb import Xvfb
 
 TOOLS = ("Xvfb", "trayer", "xdotool", "xwininfo")
+WINDOW_MANAGER = "openbox"  # frames, focus and placement as on a user's desktop
 
 _GRAB = """
 import sys
@@ -60,6 +61,7 @@ class Desktop:
         self.size = (width, height)
         self._xvfb = Xvfb(width, height, log=folder / "xvfb.log")
         self._trayer: subprocess.Popen | None = None
+        self._wm: subprocess.Popen | None = None
 
     @property
     def display(self) -> str:
@@ -67,10 +69,16 @@ class Desktop:
 
     # ----- life ---------------------------------------------------------------------------
 
-    def start(self, *, tray: bool = True) -> "Desktop":
-        """Xvfb, and (``tray``) trayer on it."""
+    def start(self, *, tray: bool = True, window_manager: bool = False) -> "Desktop":
+        """Xvfb, and (``tray``) trayer on it, and (``window_manager``) openbox."""
         self.folder.mkdir(parents=True, exist_ok=True)
         self._xvfb.start()
+        if window_manager:
+            self._wm = subprocess.Popen([WINDOW_MANAGER, "--sm-disable"], env=self.env(), stdout=subprocess.DEVNULL,
+                                        stderr=open(self.folder / "openbox.log", "ab"))
+            # openbox owns the WM_S0 selection once it manages the screen.
+            self.wait_for(lambda: "WM_S0" in self._selection_owner() or self._wm.poll() is not None,
+                          "openbox to manage the screen", timeout=20)
         if tray:
             try:
                 self.start_tray()
@@ -99,8 +107,15 @@ class Desktop:
              "--SetDockType", "true", "--transparent", "false", "--tint", "0x2b2b2b"],
             env=self.env(), stdout=subprocess.DEVNULL, stderr=open(self.folder / "trayer.log", "ab"))
 
+    def _selection_owner(self) -> str:
+        # xprop on the root shows _NET_SUPPORTING_WM_CHECK once a EWMH manager runs.
+        out = subprocess.run(["xprop", "-root", "_NET_SUPPORTING_WM_CHECK"], env=self.env(), capture_output=True,
+                             text=True, timeout=20).stdout
+        return "WM_S0" if "window id" in out else ""
+
     def stop(self) -> None:
         self._stop_process(self._trayer)
+        self._stop_process(self._wm)
         self._xvfb.stop()
 
     @staticmethod

@@ -14,17 +14,23 @@ class ProtocolPeer:
 
     MASTER_ID = "0123456789abcdef"
 
-    def __init__(self, engine=None, *, path: Path | None = None, timeout: float = 10.0):
+    def __init__(self, engine=None, *, path: Path | None = None, timeout: float = 10.0, principal=None,
+                 sock=None):
         from trayapp.wire.protocol import LineBuffer
 
-        if path is not None:
+        if sock is not None:  # anything with sendall/recv/settimeout: an SSH channel to an agent
+            self.sock = sock
+            self.sock.settimeout(timeout)
+        elif path is not None:
             self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             self.sock.settimeout(timeout)
             self.sock.connect(str(path))
         else:
             self.sock, theirs = socket.socketpair()
             self.sock.settimeout(timeout)
-            engine.add_connection(theirs)
+            # By default the engine's own master's cores; ``principal`` makes it someone else
+            # (the lender: trayapp.slave.identity.LENDER_PRINCIPAL).
+            engine.add_connection(theirs) if principal is None else engine.add_connection(theirs, principal)
         self._inbox = LineBuffer()
         self._unread: list[dict] = []
         self.state: str | None = None
@@ -62,9 +68,9 @@ class ProtocolPeer:
             self.expect("state")
         self._unread = [m for m in self._unread if m["type"] != "state"]
 
-    def upload(self, archive: Path, sha: str | None = None) -> dict:
-        """Send an archive the way a master does (unless the engine has it); the
-        engine's verdict (``archive_ok``/``archive_bad``, or its ``archive`` reply)."""
+    def upload(self, archive: Path, sha: str | None = None, put=None) -> dict:
+        """Send an archive the way a master does (unless the engine has it), by
+        ``put`` (an SFTP client's, say; a file copy by default); the engine's verdict (``archive_ok``/``archive_bad``, or its ``archive`` reply)."""
         import shutil
 
         from trayapp.wire.archive import sha256_of
@@ -74,7 +80,7 @@ class ProtocolPeer:
         reply = self.expect("archive")
         if reply["present"]:
             return reply
-        shutil.copyfile(archive, reply["upload_path"])
+        (put or shutil.copyfile)(str(archive), reply["upload_path"])
         self.send("archive_uploaded", sha=sha, path=reply["upload_path"])
         verdict = self.expect("archive_ok", "archive_bad")
         assert verdict["sha"] == sha, verdict

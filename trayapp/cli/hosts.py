@@ -1,4 +1,4 @@
-"""``sparecycles hosts add|list|remove|trust|test``: the hosts a master sends work to.
+"""``sparecycles hosts add|list|remove|trust|test|set``: the hosts a master sends work to.
 
 The handlers parse and print; the work is :class:`trayapp.master.hosts.Hosts`'s,
 which the window calls too. ``hosts add`` takes every registered kind's options
@@ -48,6 +48,11 @@ def add_host_verbs(verbs: argparse._SubParsersAction, kinds: KindRegistry = KIND
     p.add_argument("--replace", action="store_true", help="replace a key that changed")
     p = verbs.add_parser("test", help="check a host step by step: reachable, key trusted, login, slave")
     p.add_argument("name")
+    p = verbs.add_parser("set", help="change a host's settings")
+    p.add_argument("name")
+    p.add_argument("--trusted-pickles", choices=("yes", "no"), required=True,
+                   help="yes: sparecycles.map loads the pickled values this host sends back as they are, which "
+                        "lets whoever runs it run code on this PC; no (the default): as plain data only")
 
 
 def cmd_add(app: App, args) -> int:
@@ -116,4 +121,13 @@ def cmd_test(app: App, args) -> int:
     return 0
 
 
-HANDLERS = {"add": cmd_add, "list": cmd_list, "remove": cmd_remove, "trust": cmd_trust, "test": cmd_test}
+def cmd_set(app: App, args) -> int:
+    trusted = args.trusted_pickles == "yes"
+    app.hosts().trust_pickles(args.name, trusted)
+    print(f"{args.name}: sparecycles.map loads its pickled values "
+          + ("as they are (they can run code on this PC)" if trusted else "as plain data only"))
+    return 0
+
+
+HANDLERS = {"add": cmd_add, "list": cmd_list, "remove": cmd_remove, "trust": cmd_trust, "test": cmd_test,
+            "set": cmd_set}

@@ -17,15 +17,18 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
 from trayapp.wire.links import Link, LinkClosed
 from trayapp.wire.protocol import LineBuffer, ProtocolError, decode, encode
+from trayapp.master.driversettings import DriverSettings
 from trayapp.master.bounds import HostMisbehaved, check_finished, grant_within_slots
 from trayapp.master.fetch import TRANSFER_TRIES, ResultsFolderError, fetch_results, results_folder_error
 from trayapp.master.quarantine import Quarantine
 from trayapp.master.results import collect, collected_by, results_path
+from trayapp.master.timelimit import TimeLimits
 from trayapp.status import AttemptOutcome, TaskStatus
 from trayapp.master.store import Claim, Store
 
@@ -37,32 +40,6 @@ GRANT_KEPT_S = 5.0  # a slave keeps an unused grant open 10 s; we use a deferred
 
 class HostOffline(Exception):
     """The host answered, but no slave daemon runs there."""
-
-
-@dataclass
-class DriverSettings:
-    master_id: str
-    master_name: str
-    tick_s: float = 0.2
-    # After this long unreachable, a host's unfinished tasks go back to the
-    # queue to run elsewhere. A host that answers but has no daemon loses its
-    # tasks at once: they died with the daemon.
-    lost_after_s: float = 600.0
-    backoff_max_s: float = 30.0
-    # Results this master could not write are collected again after this,
-    # doubling up to recollect_max_s, until the user has fixed the folder.
-    recollect_s: float = 2.0
-    recollect_max_s: float = 60.0
-    # A host whose starts fail for this many different jobs in a row, or that
-    # breaks the protocol, is asked for no work for quarantine_s.
-    quarantine_after_jobs: int = 3
-    quarantine_s: float = 300.0
-    # No results download is bigger (beyond a slave's own cap, plus logs) or slower.
-    max_results_bytes: int = 2048 << 20
-    fetch_timeout_s: float = 900.0
-    # A job a host declined for its requirements is offered there again after
-    # this long, or as soon as the host's task environment changes.
-    declined_for_s: float = 600.0
 
 
 @dataclass
@@ -115,6 +92,7 @@ class HostDriver(threading.Thread):
         self.quarantine = Quarantine(after_jobs=settings.quarantine_after_jobs, duration_s=settings.quarantine_s)
         self._reported_state: tuple[str, str | None] = ("unknown", None)  # what the host last said of itself
         self._cancels_sent: set[str] = set()  # only these may come back "cancelled"
+        self.time_limits = TimeLimits(settings.time_limit_grace_s, settings.time_limit_prepare_s)
         self._showing_quarantine = False
         # One handler per message a slave sends (trayapp.wire.protocol.SLAVE_TO_MASTER);
         # the first hello is the handshake's, read before the conversation starts.
@@ -185,6 +163,7 @@ class HostDriver(threading.Thread):
         if self._unreachable_since is None:
             self._unreachable_since = now
         self.store.set_host_state(self.host, "unreachable", reason)
+        self.time_limits.give_up_overdue(self.store, self.host, None, spare=set(self.uncollected))
         if now - self._unreachable_since >= self.settings.lost_after_s:
             self._requeue_all(f"host unreachable for {now - self._unreachable_since:.0f} s")
 
@@ -264,6 +243,9 @@ class HostDriver(threading.Thread):
         for token, entry in list(self.inflight.items()):
             if not self.store.attempt_is_wanted(entry.claim.attempt_id):
                 self._cancel(conv, token)
+        for token in self.time_limits.give_up_overdue(self.store, self.host, partial(self._cancel, conv),
+                                                      spare=set(self.uncollected)):
+            self.inflight.pop(token, None)
         if self._showing_quarantine and not self.quarantine.active:
             self._show_state(*self._reported_state)  # the quarantine is over
         if not conv.synced:
@@ -306,6 +288,7 @@ class HostDriver(threading.Thread):
         pid = message.get("pid")
         if entry is not None and not entry.started:
             entry.started = True
+            self.time_limits.started(message["token"])
             self.quarantine.start_worked()
             if not self.store.mark_running(entry.claim.attempt_id, pid if isinstance(pid, int) else 0):
                 self._cancel(conv, message["token"])
@@ -484,7 +467,8 @@ class HostDriver(threading.Thread):
             self._use_deferred_grant(conv)
         claim = entry.claim if entry else self._claim_for_token(token)
         if claim is None:
-            self._send(conv, "ack", token=token)  # not ours to collect (e.g. already settled)
+            self._cancels_sent.discard(token)
+            self._send(conv, "ack", token=token)  # not ours to collect (e.g. already settled, or given up)
             return
         outcome = _outcome(report["outcome"])
         if outcome is AttemptOutcome.CANCELLED and token not in self._cancels_sent:
@@ -594,5 +578,7 @@ def _outcome(value: str) -> AttemptOutcome:
 
 
 def _info(message: dict) -> dict:
-    keys = ("slots", "running", "running_by_master", "usage", "python", "brian", "name", "version")
+    # "share" from a slave of this release; "usage" (every master's) from an older one.
+    keys = ("slots", "running", "running_mine", "share", "other_masters", "running_by_master", "usage", "python",
+            "brian", "name", "version")
     return {k: message.get(k) for k in keys if k in message}

@@ -14,6 +14,10 @@ from trayapp.master.hostkeys import PresentedKey, presented_key, refuse_a_change
 from trayapp.master.kinds import KINDS, Column, Finding, HostKind, KindContext, KindRegistry, QueueFacts
 from trayapp.master.store import HostRecord, Store
 
+# A host option: ``sparecycles.map`` loads the pickles it sends back as any
+# pickle (which can run code), not as plain data only. Set by ``hosts set``.
+TRUSTED_PICKLES = "trusted_pickles"
+
 
 @dataclass(frozen=True)
 class HostView:
@@ -47,7 +51,8 @@ def host_views(store: Store, kinds: KindRegistry = KINDS, master_id: str | None 
         except UserError:  # added by a newer SpareCycles: listed, not described
             fields, where = {"running": facts.running}, host.address
         views.append(HostView(host.name, host.kind, where, host.state, host.reason, host.last_seen,
-                              {"address": host.address, "port": host.port, "user": host.user, **fields}))
+                              {"address": host.address, "port": host.port, "user": host.user,
+                               TRUSTED_PICKLES: host.options.get(TRUSTED_PICKLES) is True, **fields}))
     return views
 
 
@@ -71,6 +76,13 @@ class Hosts:
             raise UserError(f"hosts of kind '{kind}' are not added by hand",
                             "use one of: " + ", ".join(k.name for k in self.kinds.addable()))
         return found.add(self.store, name, values)
+
+    def trust_pickles(self, name: str, trusted: bool) -> HostRecord:
+        """Whether ``map`` values from this host load as any pickle (``trusted``) or as plain data only."""
+        host = self.store.host(name)
+        if self.kinds.get(host.kind).builtin_host is not None:
+            raise UserError(f"'{name}' is this PC's own cores; their values always load as they are")
+        return self.store.set_host_option(name, TRUSTED_PICKLES, trusted)
 
     def kind_of(self, host: HostRecord) -> HostKind:
         return self.kinds.get(host.kind)

@@ -117,7 +117,8 @@ class OpenAttempt:
     job_seq: int
     idx: int
     pid: int | None
-    started: float
+    started: float  # when it was claimed, by the queue's clock
+    time_limit_s: float | None = None  # its job's
 
 
 class Store:
@@ -462,8 +463,10 @@ class Store:
     def open_attempts(self, host: str) -> list[OpenAttempt]:
         """Attempts on ``host`` that have not been settled: what a restarted
         dispatcher must reconcile."""
-        rows = self._db.execute("SELECT * FROM attempts WHERE host=? AND ended IS NULL ORDER BY id", (host,))
-        return [OpenAttempt(r["id"], r["token"], r["job_seq"], r["idx"], r["pid"], r["started"]) for r in rows]
+        rows = self._db.execute("SELECT a.*, j.time_limit_s FROM attempts a JOIN jobs j ON j.seq=a.job_seq"
+                                " WHERE a.host=? AND a.ended IS NULL ORDER BY a.id", (host,))
+        return [OpenAttempt(r["id"], r["token"], r["job_seq"], r["idx"], r["pid"], r["started"], r["time_limit_s"])
+                for r in rows]
 
     def lose_open_attempts(self, host: str, message: str) -> int:
         """Every unsettled attempt on ``host`` ends as host lost (its tasks go back
@@ -538,6 +541,17 @@ class Store:
         return HostRecord(r["name"], r["kind"], r["address"], r["port"], r["user"], r["key_path"],
                           r["agent_command"], r["slots"], r["state"], r["reason"], r["last_seen"],
                           json.loads(r["info"]), json.loads(r["options"]))
+
+    def set_host_option(self, name: str, key: str, value) -> HostRecord:
+        """Set one of the host's own settings (kept with its kind's options)."""
+        with self._write() as db:
+            row = db.execute("SELECT options FROM hosts WHERE name=?", (name,)).fetchone()
+            if row is None:
+                raise UserError(f"no host '{name}'", "run 'sparecycles hosts list' to see the hosts")
+            options = {**json.loads(row["options"]), key: value}
+            db.execute("UPDATE hosts SET options=? WHERE name=?", (json.dumps(options), name))
+            self._event("host_changed", detail=f"{name}: {key} = {value!r}")
+        return self.host(name)
 
     def set_host_state(self, name: str, state: str, reason: str | None = None, info: dict | None = None,
                        seen: bool = False) -> None:

@@ -57,6 +57,8 @@ SYSTEM_LINKS_OR_FOLDERS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32
 KEPT_VARIABLES = ("PATH", "LANG", "LANGUAGE", "TZ", "TERM", "PYTHONPATH", "PYTHONUNBUFFERED", "PYTHONHASHSEED",
                   "TMPDIR", "CYTHON_CACHE_DIR", "MAKEFLAGS", "MPLBACKEND")
 KEPT_PREFIXES = ("LC_", "SPARECYCLES_", "OMP_", "OPENBLAS_", "MKL_", "NUMEXPR_")
+# The slave's own settings among SPARECYCLES_* name the lender's folders.
+DROPPED_VARIABLES = ("SPARECYCLES_HOME",)
 
 _PROBE = """
 import importlib.util, json, sys
@@ -174,7 +176,8 @@ def sandboxed_argv(argv: list[str], task_dir: Path, *, writable: tuple[Path, ...
 def sandboxed_environment(env: dict[str, str], task_dir: Path) -> dict[str, str]:
     """The task's environment inside the sandbox: only harmless variables of
     the slave's and the task's own, with ``HOME`` in the task's folder."""
-    kept = {k: v for k, v in env.items() if k in KEPT_VARIABLES or k.startswith(KEPT_PREFIXES)}
+    kept = {k: v for k, v in env.items()
+            if (k in KEPT_VARIABLES or k.startswith(KEPT_PREFIXES)) and k not in DROPPED_VARIABLES}
     kept["HOME"] = str(task_dir)
     kept.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
     return kept

@@ -6,10 +6,13 @@ builds run ``make -j`` (a compiler per core, for each task). On a slave with N
 slots that means N processes racing on one cache and N×N compilers. Each task
 gets instead:
 
-- the Cython cache of its *slot* (``<spool>/slot-cache/<n>/cython``): kept from
-  one task of that slot to the next, so compiled code is reused, but never
-  shared by two tasks running at once; set through ``CYTHON_CACHE_DIR`` and
-  ``codegen.runtime.cython.cache_dir`` in a ``brian_preferences`` file;
+- the Cython cache of its master in its *slot*
+  (``<spool>/slot-cache/<master>/<n>/cython``): kept from one task of that
+  master in that slot to the next, so compiled code is reused, but never
+  shared by two tasks running at once, nor seen by another master's task
+  (a task could plant modules under Brian's own names there for the next);
+  set through ``CYTHON_CACHE_DIR`` and ``codegen.runtime.cython.cache_dir`` in
+  a ``brian_preferences`` file;
 - ``TMPDIR`` in its own task folder (removed with it);
 - ``make -j<cores>`` for standalone builds (``MAKEFLAGS`` and
   ``devices.cpp_standalone.extra_make_args_unix``);
@@ -29,9 +32,12 @@ CACHE_KEY = "codegen.runtime.cython.cache_dir"
 MAKE_KEY = "devices.cpp_standalone.extra_make_args_unix"
 
 
-def slot_cache_dir(spool_root: Path, slot: int) -> Path:
-    """The Cython cache of one slot of this PC."""
-    return Path(spool_root) / "slot-cache" / str(slot) / "cython"
+def slot_cache_dir(spool_root: Path, slot: int, master_folder: str) -> Path:
+    """The Cython cache of one master in one slot of this PC (``master_folder``:
+    :attr:`trayapp.slave.identity.Principal.folder`)."""
+    if not master_folder or "/" in master_folder or master_folder.startswith("."):
+        raise ValueError(f"not a master's folder name: {master_folder!r}")
+    return Path(spool_root) / "slot-cache" / master_folder / str(slot) / "cython"
 
 
 def preference_keys(text: str) -> set[str]:

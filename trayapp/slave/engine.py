@@ -56,6 +56,8 @@ from trayapp.slave.availability import Availability, SlaveState
 from trayapp.slave.environments import JobEnvironments
 from trayapp.slave.fairshare import FairShare
 from trayapp.slave.grants import Granting
+from trayapp.slave import identity
+from trayapp.slave.identity import LOCAL_PRINCIPAL, Principal
 from trayapp.wire.fields import refusal
 from trayapp.wire.protocol import TO_SLAVE_FIELDS, TOKEN, VERSION, ProtocolError, decode
 from trayapp.slave.requirements import RequirementChecker, SitePackagesWatch, VersionProbe
@@ -84,7 +86,8 @@ class SlaveSettings:
     max_results_mb: int = 2048
     min_free_mb: int = 200
     name: str = field(default_factory=platform.node)
-    # Fair share, keyed by master name (user@pc) or master id.
+    # Fair share, by the name a master's key was authorized with (an unrestricted
+    # key: the name or id it gives; trayapp.slave.identity).
     weights: dict = field(default_factory=dict)
     caps: dict = field(default_factory=dict)
     grant_policy: str = "fair"  # "by_demand" exists only as the benchmark's baseline
@@ -148,7 +151,7 @@ class SlaveEngine:
         self._last_state: tuple | None = None
         self._disk_checked = -math.inf
         self._stopping = False
-        self._pending: list[socket.socket] = []
+        self._pending: list[tuple[socket.socket, Principal]] = []
         self._lock = threading.Lock()
         self.on_state_change: Callable[[dict], None] | None = None
         self._wake_r, self._wake_w = os.pipe()
@@ -165,9 +168,10 @@ class SlaveEngine:
         return SlaveState.UNAVAILABLE if self.problem else self.availability.state
 
     def describe(self) -> dict:
+        """The slave's whole state, as the lender sees it (masters see :meth:`describe_for`)."""
         usage = self.fairshare.snapshot(self.clock())
         finite = lambda t: None if t is None or math.isinf(t) else t  # noqa: E731 - JSON has no infinity
-        names = {s.master: s.name for s in self.sessions.values() if s.master}
+        names = {s.account: s.name for s in self.sessions.values() if s.master}
         lending = self.availability
         state = self.state
         return {"state": state.value,
@@ -184,6 +188,12 @@ class SlaveEngine:
                 # Tasks of its spool it could not take up again; their files wait for a fitting version.
                 "unreadable_tasks": {str(path): why for path, why in self.spool.unreadable.items()}}
 
+    def describe_for(self, session: Session) -> dict:
+        state = self.describe()
+        if session.principal is not None and session.principal.may_control:
+            return state
+        return identity.shown_to_master(state, session.account)
+
     def accepts_work(self) -> bool:
         return not self._stopping and self.problem is None and self.availability.may_work()
 
@@ -197,16 +207,17 @@ class SlaveEngine:
         and counting it would make its master seem to hold the slot it freed."""
         per_master: dict[str, int] = {}
         for token in self.running:
-            master = self.tasks[token].master
-            per_master[master] = per_master.get(master, 0) + 1
+            account = identity.account_of(self.tasks[token].master)
+            per_master[account] = per_master.get(account, 0) + 1
         return per_master
 
     # ----- lifecycle -----------------------------------------------------------
 
-    def add_connection(self, sock: socket.socket) -> None:
-        """Hand the engine a new session; safe from any thread."""
+    def add_connection(self, sock: socket.socket, principal: Principal = LOCAL_PRINCIPAL) -> None:
+        """Hand the engine a new session; safe from any thread. By default the
+        master's own cores (the master that runs this engine in its process)."""
         with self._lock:
-            self._pending.append(sock)
+            self._pending.append((sock, principal))
         self.wake()
 
     def wake(self) -> None:
@@ -265,9 +276,9 @@ class SlaveEngine:
     def _step(self, listener: socket.socket | None, poll_s: float) -> None:
         with self._lock:
             pending, self._pending = self._pending, []
-        for sock in pending:
+        for sock, principal in pending:
             sock.setblocking(False)
-            self.sessions[sock.fileno()] = Session(sock)
+            self.sessions[sock.fileno()] = Session(sock, principal)
         timeout = self.running.wait_at_most(poll_s)
         with selectors.DefaultSelector() as selector:
             selector.register(self._wake_r, selectors.EVENT_READ, "wake")
@@ -303,10 +314,19 @@ class SlaveEngine:
         try:
             lines, why = session.receive()  # a runaway line is a protocol error too
             for line in lines:
-                self.handle(session, decode(line))
+                message = decode(line)
+                if session.principal is None:  # the daemon's socket: an agent, or the lender
+                    session.principal, used = identity.from_first_message(message)
+                    if used:
+                        continue
+                self.handle(session, message)
         except ProtocolError as exc:
             log.warning("closing connection from %s: %s", session.name, exc)
             why = f"protocol error: {exc}"
+            # Said before closing, so the master shows why (a master of another release
+            # reads the version in this line and says which side to update).
+            session.send("error", reason=f"the slave closed the connection: {exc}")
+            session.flush()
         except Exception as exc:  # noqa: BLE001 - a handler's bug costs one master its connection, not
             # every master its slave: a daemon that died here would die again on the same message.
             log.exception("closing connection from %s after an internal error", session.name)
@@ -328,6 +348,7 @@ class SlaveEngine:
     # ----- messages --------------------------------------------------------------
 
     def _session_of(self, master: str) -> Session | None:
+        """The session of the master that owns a task (``task.master``)."""
         for session in self.sessions.values():
             if session.master == master:
                 return session
@@ -359,15 +380,23 @@ class SlaveEngine:
 
     def _on_hello(self, session: Session, message: dict) -> None:
         self._check_disk(self.clock(), force=True)  # a master deciding whether to use us deserves a fresh answer
-        master = str(message.get("master") or "")
-        if not _HEX.match(master):
+        claimed = str(message.get("master") or "")
+        if not _HEX.match(claimed):
             raise ProtocolError("hello without a valid master id")
-        session.master, session.name = master, str(message.get("name", master))[:200]
+        if session.master is not None:
+            raise ProtocolError("a second hello on one connection")
+        principal = session.principal
+        session.master = principal.owner(claimed)
+        session.account = principal.account or claimed
+        session.name = principal.label if principal.bound_to_a_key else str(message.get("name", claimed))[:200]
         session.send("hello", slave=self.slave_id, protocol=VERSION, version=__version__,
-                     spool=str(self.spool.root), **self.describe())
+                     spool=str(self.spool.root), **self.describe_for(session))
 
     def _on_start(self, session: Session, message: dict) -> None:
         token = message["token"]
+        held = self.tasks.get(token) or self.environments.task_of(token)
+        if held is not None and held.master != session.master:
+            raise ProtocolError("start with a token of another master's task")
         if token in self.tasks:  # a re-sent start (the master reconnected): idempotent
             self._report(self.tasks[token], session)
             return
@@ -410,7 +439,8 @@ class SlaveEngine:
             return
         launch = self._launch_of(task, python=python)
         try:
-            prepare(launch.task_dir, template, task.params, cache_dir=self._cache_of(launch.slot), cores=task.cores)
+            prepare(launch.task_dir, template, task.params, cache_dir=self._cache_of(task, launch.slot),
+                    cores=task.cores)
             # Kept with the task, so a restarted engine adopts it in the slot (and cache) it holds.
             (launch.task_dir / "slot").write_text(str(launch.slot))
             task.started = self.clock()
@@ -444,10 +474,12 @@ class SlaveEngine:
                            main=task.main, params=task.params, job_id=task.job, idx=task.idx, slot=slot,
                            cores=task.cores, nice=self.settings.nice, time_limit_s=task.time_limit_s,
                            memory_mb=caps.memory_mb, max_processes=caps.processes, disk_mb=caps.disk_mb,
-                           cache_dir=self._cache_of(slot))
+                           cache_dir=self._cache_of(task, slot))
 
-    def _cache_of(self, slot: int) -> Path:
-        return slot_cache_dir(self.spool.root, slot)
+    def _cache_of(self, task: SpoolTask, slot: int) -> Path:
+        """The compiler cache of the task's master in this slot: shared by that
+        master's tasks, never seen by another master's."""
+        return slot_cache_dir(self.spool.root, slot, identity.folder_of(task.master))
 
     def _on_cancel(self, session: Session, message: dict) -> None:
         token = message["token"]
@@ -469,9 +501,14 @@ class SlaveEngine:
         mine = [t.summary() for t in self.tasks.values() if t.master == session.master]
         mine += self.environments.reports(session.master)
         session.send("tasks", tasks=mine)
-        session.send("state", **self.describe())
+        session.send("state", **self.describe_for(session))
 
     def _on_control(self, session: Session, message: dict) -> None:
+        if not session.principal.may_control:
+            log.warning("refused '%s' from master %s: pause, donate and resume are the lender's alone",
+                        message["action"], session.name)
+            session.send("error", reason="pause, donate and resume are the lender's alone (on the slave's PC)")
+            return
         action, until = message["action"], message.get("until")
         if until is not None and not isinstance(until, (int, float)):
             raise ProtocolError("control 'until' must be a time")
@@ -497,7 +534,7 @@ class SlaveEngine:
     def _forget(self, task: SpoolTask) -> None:
         self.environments.release(task.token)
         self.tasks.pop(task.token, None)
-        self.spool.remove(task.token)
+        self.spool.remove(task)
 
     def _report(self, task: SpoolTask, session: Session | None) -> None:
         if session is None:
@@ -512,7 +549,7 @@ class SlaveEngine:
     def tick(self) -> None:
         now = self.clock()
         self.availability.tick(now)
-        self.granting.charge_usage(now, [self.tasks[token].master for token in self.running])
+        self.granting.charge_usage(now, [identity.account_of(self.tasks[token].master) for token in self.running])
         ended = self.running.take_ended()
         if ended:
             # The freed slots are offered first, so the masters claim and send
@@ -524,6 +561,7 @@ class SlaveEngine:
         for attempt in ended:
             self._finish(self.tasks[attempt.token], attempt)
         self.environments.tick()
+        self.transfers.tick(now)
         self._grant(now)
         self.version_probe.refresh()
         # The watcher's reason too: "waiting" for the user and "waiting" for other
@@ -537,13 +575,14 @@ class SlaveEngine:
                 self.on_state_change(self.describe())
             for session in self.sessions.values():
                 if session.master:
-                    session.send("state", **self.describe())
+                    session.send("state", **self.describe_for(session))
 
     def _grant(self, now: float) -> None:
         self._check_disk(now)
         holding = self._running_by_master()
         for master, n in self.environments.holding().items():
-            holding[master] = holding.get(master, 0) + n
+            account = identity.account_of(master)
+            holding[account] = holding.get(account, 0) + n
         self.granting.offer_free_slots(now, self.sessions.values(), running=self.busy_slots(), holding=holding,
                                        may_grant=self.accepts_work())
 

@@ -104,6 +104,10 @@ class JobEnvironments:
     def __contains__(self, token: str) -> bool:
         return token in self.preparing
 
+    def task_of(self, token: str) -> SpoolTask | None:
+        prepared = self.preparing.get(token)
+        return prepared.task if prepared is not None else None
+
     def holding(self) -> dict[str, int]:
         """Preparing tasks by master: they count as its tasks for fair share."""
         per_master: dict[str, int] = {}

@@ -10,9 +10,10 @@ with OpenSSH 9.2); nothing for a shell. What runs:
 - an agent command (``... sparecycles agent``, whatever path or ``env`` comes
   before it): this slave's agent, for this home. The master picks no program;
   a host's ``--agent-command`` keeps working as long as it ends that way;
-- SFTP: OpenSSH's ``sftp-server`` inside bubblewrap, which sees the spool's
-  ``incoming/`` (read-write, for archive uploads) and ``results/`` (read-only, for
-  results) at their own absolute paths, so the paths the slave hands the master
+- SFTP: OpenSSH's ``sftp-server`` inside bubblewrap, which sees this master's
+  own ``incoming/<master>/`` (read-write, for archive uploads) and
+  ``results/<master>/`` (read-only, for results) at their own absolute paths,
+  and no other master's, so the paths the slave hands the master
   hold inside too; besides them only ``/usr`` read-only (the server and its
   libraries), bwrap's minimal ``/dev`` and a one-line ``/etc/passwd`` (sftp-server
   looks its user up), on a read-only root. No
@@ -37,6 +38,7 @@ from pathlib import Path
 
 from trayapp.home import Home
 from trayapp.slave.agent import run_agent
+from trayapp.slave.identity import KEY, Principal
 from trayapp.slave.spool import Spool
 
 SFTP_SERVERS = ("/usr/lib/openssh/sftp-server", "/usr/libexec/openssh/sftp-server", "/usr/libexec/sftp-server",
@@ -68,7 +70,7 @@ def run_forced(home: Home, master: str, original_command: str | None) -> int:
     except ValueError:
         words = []
     if is_agent_command(words):
-        return run_agent(home)
+        return run_agent(home, forced=master)
     if is_sftp_request(words):
         return serve_confined_sftp(home, master)
     asked = f"the command {original_command!r}" if original_command else "a shell"
@@ -98,13 +100,14 @@ def serve_confined_sftp(home: Home, master: str) -> int:
                                     "install OpenSSH's SFTP server (Debian: openssh-sftp-server)")
     try:
         spool = Spool(home.spool_dir).ensure()
+        folders = transfer_folders(spool, master)
     except OSError as exc:
         return refuse(home, master, f"cannot prepare the spool {home.spool_dir}: {exc.strerror or exc}")
     passwd_in, passwd_out = os.pipe()
     with os.fdopen(passwd_out, "w") as out:
         out.write(_passwd_line(spool.root))  # one short line: fits in the pipe before bwrap reads it
     try:
-        done = subprocess.run(confinement(bwrap, spool, passwd_in) + [server, *sftp_server_options(spool)],
+        done = subprocess.run(confinement(bwrap, spool, passwd_in, folders) + [server, *sftp_server_options(spool)],
                               stdin=0, stdout=1, stderr=subprocess.PIPE, pass_fds=(passwd_in,),
                               env={"PATH": "/usr/bin:/bin", "HOME": str(spool.root)})
     finally:
@@ -115,9 +118,15 @@ def serve_confined_sftp(home: Home, master: str) -> int:
     return done.returncode
 
 
-def confinement(bwrap: str, spool: Spool, passwd_fd: int) -> list[str]:
-    """bubblewrap's arguments: a fresh root with the system read-only and the spool's
-    two transfer folders, at the same paths as outside."""
+def transfer_folders(spool: Spool, master: str) -> tuple[Path, Path]:
+    """What the master's SFTP may reach: its own incoming and results folders."""
+    return spool.master_folders(Principal(KEY, master).folder)
+
+
+def confinement(bwrap: str, spool: Spool, passwd_fd: int, folders: tuple[Path, Path]) -> list[str]:
+    """bubblewrap's arguments: a fresh root with the system read-only and the
+    master's two transfer folders (``folders``: its incoming and results), at
+    the same paths as outside."""
     args = [bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
             "--ro-bind", "/usr", "/usr", "--dev", "/dev", "--ro-bind-data", str(passwd_fd), "/etc/passwd"]
     for folder in _SYSTEM_DIRS:
@@ -125,8 +134,9 @@ def confinement(bwrap: str, spool: Spool, passwd_fd: int) -> list[str]:
             args += ["--symlink", os.readlink(folder), folder]
         elif os.path.isdir(folder):
             args += ["--ro-bind", folder, folder]
-    args += ["--bind", str(spool.incoming), str(spool.incoming),
-             "--ro-bind", str(spool.results), str(spool.results),
+    incoming, results = folders
+    args += ["--bind", str(incoming), str(incoming),
+             "--ro-bind", str(results), str(results),
              "--remount-ro", "/", "--chdir", str(spool.root)]  # the folders bwrap made on the way stay empty
     return args
 

@@ -46,7 +46,7 @@ class Granting:
         del session.grants[:message["n"]]
 
     def charge_usage(self, now: float, running_masters: Iterable[str]) -> None:
-        """Charge each master a slot for the time since the last call, per task it runs."""
+        """Charge each account a slot for the time since the last call, per task it runs."""
         elapsed = now - self._last_charge
         self._last_charge = now
         if elapsed <= 0:
@@ -68,13 +68,14 @@ class Granting:
             if running + outstanding >= self.slots:
                 return
             held = dict(holding)
+            # By account (trayapp.slave.identity): a key is one master for fair share,
+            # however many connections or claimed ids it comes with.
             wanting, by_master = {}, {}
             for s in sessions:
                 if s.master:
-                    wanting[s.master] = s.demand - len(s.grants)
-                    by_master[s.master] = s
-            for m, s in by_master.items():
-                held[m] = held.get(m, 0) + len(s.grants)
+                    wanting[s.account] = wanting.get(s.account, 0) + max(0, s.demand - len(s.grants))
+                    by_master.setdefault(s.account, []).append(s)
+                    held[s.account] = held.get(s.account, 0) + len(s.grants)
             self._apply_share_settings(by_master)
             if self.policy == "by_demand":
                 chosen = FairShare.pick_by_demand(wanting, self.rng)
@@ -83,15 +84,19 @@ class Granting:
             if chosen is None:
                 return
             self.fairshare.note_grant(chosen, now)
-            session = by_master[chosen]
+            session = max(by_master[chosen], key=lambda s: s.demand - len(s.grants))
             session.grants.append(now)
             session.send("grant", n=1)
 
-    def _apply_share_settings(self, by_master: dict[str, Session]) -> None:
-        """Weights and caps are configured by master name or id; the policy works by id."""
-        def lookup(table: dict, master: str):
-            session = by_master[master]
-            return table.get(master, table.get(session.name))
+    def _apply_share_settings(self, by_master: dict[str, list[Session]]) -> None:
+        """Weights and caps are configured by the name a master's key was
+        authorized with (for an unrestricted key: the name or id it says it
+        has); the policy works by account."""
+        def lookup(table: dict, account: str):
+            session = by_master[account][0]
+            if session.principal is not None and session.principal.bound_to_a_key:
+                return table.get(session.principal.label, table.get(account))
+            return table.get(account, table.get(session.name))
 
         self.fairshare.weights = {m: w for m in by_master if (w := lookup(self.weights, m)) is not None}
         self.fairshare.caps = {m: c for m in by_master if (c := lookup(self.caps, m)) is not None}

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from trayapp.wire.protocol import LineBuffer, encode
 from trayapp.slave.control import CONTROL_ID
+from trayapp.slave.identity import Principal
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +21,12 @@ class Session:
     """One master's connection."""
 
     sock: socket.socket
-    master: str | None = None
+    # Who this is (trayapp.slave.identity): from how the connection came, never
+    # from what it says. None until the first line of a connection to the
+    # daemon's socket says whether an agent relays it.
+    principal: Principal | None = None
+    master: str | None = None  # the owner its tasks record: principal.owner(the id its hello claims)
+    account: str | None = None  # its fair-share account: principal.account, or the claimed id
     name: str = "?"
     demand: int = 0
     grants: list[float] = field(default_factory=list)  # when each outstanding grant was given

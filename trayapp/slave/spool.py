@@ -3,11 +3,13 @@
 Layout under ``<data>/spool/``::
 
     archives/<sha>.tar        job archives, verified against their name on arrival
-    incoming/.upload-*        uploads in progress (renamed into archives/ once their hash matches)
+    incoming/<master>/.upload-*   uploads in progress, one folder per master (copied into
+                              archives/ and checked there)
     unpacked/<sha>/           each archive unpacked once; task folders are copied from it
     tasks/<token>/task.json   one attempt: who asked, what to run, how it ended
     tasks/<token>/work/       its working folder (stdout.txt, stderr.txt, exitcode beside it)
-    results/<token>.tar       finished results waiting for their master to fetch and ack
+    results/<master>/<token>.tar  finished results waiting for their master to fetch and ack
+    slot-cache/<master>/<n>/  each master's compiler caches, per slot (trayapp.run.taskcache)
 
 Everything a slave knows about its tasks is in these files, written atomically
 (temporary name, then rename), so a slave daemon killed at any moment and
@@ -16,13 +18,17 @@ restarted knows what it was doing. Each ``task.json`` names its format
 this version cannot read is reported, never skipped or touched, so a
 downgraded or damaged slave cannot quietly forget a task.
 
-A master's SFTP reaches only ``incoming/`` (to write) and ``results/`` (to
-read); see :mod:`trayapp.slave.forced`. Uploads land apart from the verified
-archives so that a master can never overwrite another master's job.
+``<master>`` is the folder of the master's key (:attr:`trayapp.slave.identity.Principal.folder`).
+A master's SFTP reaches only its own ``incoming/<master>/`` (to write) and
+``results/<master>/`` (to read); see :mod:`trayapp.slave.forced`. Uploads land
+apart from the verified archives, and are copied out before their hash is
+checked, so that a master can never overwrite another master's job, nor change
+its own upload after the check.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -37,7 +43,7 @@ from typing import Iterator
 
 from trayapp.run.taskfiles import (NotPlainFile, open_folder, open_folder_fd, open_regular, plain_files,
                                    read_regular, remove_tree)
-
+from trayapp.slave.identity import folder_of
 from trayapp.wire.archive import ChecksumMismatchError, sha256_of
 from trayapp.wire.fields import Field, number, one_of, refusal, text, whole
 from trayapp.wire.protocol import MAX_LINE, TASK_REPORT, TO_SLAVE_FIELDS
@@ -182,19 +188,33 @@ class Spool:
     def has_archive(self, sha: str) -> bool:
         return self.archive_path(sha).is_file()
 
-    def upload_path(self, sha: str) -> Path:
-        return self.incoming / f".upload-{sha[:16]}-{secrets.token_hex(4)}"
+    def master_folders(self, folder: str) -> tuple[Path, Path]:
+        """One master's upload and results folders (made if missing)."""
+        incoming, results = self.incoming / folder, self.results / folder
+        for path in (incoming, results):
+            path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return incoming, results
 
-    def accept_upload(self, sha: str, uploaded: Path) -> None:
-        """Move an uploaded archive into place if its bytes hash to ``sha``."""
-        if uploaded.parent != self.incoming or not uploaded.name.startswith(".upload-"):
-            raise ChecksumMismatchError(f"{uploaded} is not an upload slot of this spool")
-        actual = sha256_of(uploaded)
-        if actual != sha:
+    def upload_path(self, sha: str, folder: str) -> Path:
+        incoming, _ = self.master_folders(folder)
+        return incoming / f".upload-{sha[:16]}-{secrets.token_hex(4)}"
+
+    def accept_upload(self, sha: str, uploaded: Path, folder: str) -> None:
+        """Take an upload of master ``folder`` into archives/ if its bytes hash to ``sha``.
+
+        The bytes are copied into a file only the slave can reach, and the copy
+        is what is hashed, kept and unpacked: the master (or another) may still
+        hold an SFTP write handle on the upload and write after the check."""
+        if uploaded.parent != self.incoming / folder or not uploaded.name.startswith(".upload-"):
+            raise ChecksumMismatchError(f"{uploaded} is not an upload slot of this master")
+        try:
+            actual, copy = _copy_hashing(uploaded, self.archives)
+        finally:
             uploaded.unlink(missing_ok=True)
+        if actual != sha:
+            copy.unlink(missing_ok=True)
             raise ChecksumMismatchError(f"upload hashes to {actual[:12]}…, not {sha[:12]}… (damaged in transit)")
-        os.chmod(uploaded, 0o600)  # SFTP created it with the SSH server's umask, not ours
-        os.replace(uploaded, self.archive_path(sha))
+        os.replace(copy, self.archive_path(sha))
 
     # ----- tasks -----------------------------------------------------------------
 
@@ -251,10 +271,16 @@ class Spool:
             task.results_path = str(self.root / task.results_path)  # an absolute path stays as it is
         return task
 
-    def remove(self, token: str) -> None:
+    def results_of(self, task: SpoolTask) -> Path:
+        """The results folder of the task's master."""
+        return self.master_folders(folder_of(task.master))[1]
+
+    def remove(self, task: SpoolTask) -> None:
+        token = task.token
         remove_tree(self.task_dir(token))
-        (self.results / f"{token}.tar").unlink(missing_ok=True)
-        remove_tree(self.results / token)
+        for results in (self.results / folder_of(task.master), self.results):  # and where older spools kept them
+            (results / f"{token}.tar").unlink(missing_ok=True)
+            remove_tree(results / token)
 
     def stage_results(self, task: SpoolTask) -> Path:
         """For the master's own cores: the results as a folder, moved (not
@@ -262,7 +288,7 @@ class Spool:
         for the master to rename into place. No tar, no copy, no checksum: the
         master and this engine are one process."""
         run_dir = self.task_dir(task.token)
-        target = self.results / task.token
+        target = self.results_of(task) / task.token
         target.mkdir(parents=True, exist_ok=True)
         produced = run_dir / "work" / "results"
         if produced.is_dir() and not produced.is_symlink():
@@ -287,7 +313,7 @@ class Spool:
             if total > max_bytes:
                 raise ValueError(f"results of {total / 1e6:.1f} MB exceed this host's cap of "
                                  f"{max_bytes / 1e6:.0f} MB")
-            target = self.results / f"{task.token}.tar"
+            target = self.results_of(task) / f"{task.token}.tar"
             tmp = target.with_name(f".{target.name}.partial")
             try:
                 with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
@@ -334,3 +360,23 @@ def _add_open_file(tar: tarfile.TarFile, name: str, fd: int) -> int:
     with os.fdopen(os.dup(fd), "rb") as fh:
         tar.addfile(info, fh)
     return st.st_size
+
+
+def _copy_hashing(source: Path, folder: Path) -> tuple[str, Path]:
+    """Copy ``source`` (a regular file, never followed if a link) into a new
+    private file in ``folder``; the sha256 of the bytes written, and the copy."""
+    fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as src:
+        if not stat.S_ISREG(os.fstat(src.fileno()).st_mode):
+            raise ChecksumMismatchError(f"{source.name} is not a regular file")
+        out_fd, tmp = tempfile.mkstemp(prefix=".verify-", dir=folder)
+        digest = hashlib.sha256()
+        try:
+            with os.fdopen(out_fd, "wb") as out:
+                while chunk := src.read(1 << 20):
+                    digest.update(chunk)
+                    out.write(chunk)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    return digest.hexdigest(), Path(tmp)

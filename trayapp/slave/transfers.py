@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import base64
 import logging
+import os
+import shutil
+import stat
 from pathlib import Path
 
 from trayapp.slave.session import Session
@@ -20,6 +23,12 @@ from trayapp.wire.protocol import INLINE_RESULTS_MAX
 
 log = logging.getLogger(__name__)
 
+
+# A master's incoming folder: an upload untouched this long was abandoned; beyond
+# this many bytes (all its uploads together) they go at once, largest first.
+ABANDONED_AFTER_S = 24 * 3600.0
+INCOMING_QUOTA_BYTES = 4 << 30
+CLEAN_EVERY_S = 60.0
 
 
 class ArchiveRefused(Exception):
@@ -33,21 +42,34 @@ class ArchiveRefused(Exception):
 
 
 class Transfers:
-    def __init__(self, spool: Spool, *, min_free_mb: int):
+    def __init__(self, spool: Spool, *, min_free_mb: int, quota_bytes: int = INCOMING_QUOTA_BYTES,
+                 abandoned_after_s: float = ABANDONED_AFTER_S):
         self.spool = spool
         self.min_free_mb = min_free_mb
+        self.quota_bytes = quota_bytes
+        self.abandoned_after_s = abandoned_after_s
+        self._cleaned_at: float | None = None
+
+    def tick(self, now: float) -> None:
+        """Clean the masters' incoming folders now and then (and at the first tick
+        after a start: the files' own times say what was abandoned meanwhile)."""
+        if self._cleaned_at is None or abs(now - self._cleaned_at) >= CLEAN_EVERY_S:
+            self._cleaned_at = now
+            clean_incoming(self.spool.incoming, now, quota_bytes=self.quota_bytes,
+                           abandoned_after_s=self.abandoned_after_s)
 
     def on_need_archive(self, session: Session, message: dict) -> None:
         sha = message["sha"]
         if self.spool.has_archive(sha):
             session.send("archive", sha=sha, present=True)
         else:
-            session.send("archive", sha=sha, present=False, upload_path=str(self.spool.upload_path(sha)))
+            upload = self.spool.upload_path(sha, session.principal.folder)
+            session.send("archive", sha=sha, present=False, upload_path=str(upload))
 
     def on_archive_uploaded(self, session: Session, message: dict) -> None:
         sha, path = message["sha"], Path(message["path"])
         try:
-            self.spool.accept_upload(sha, path)
+            self.spool.accept_upload(sha, path, session.principal.folder)
         except (OSError, ChecksumMismatchError) as exc:
             session.send("archive_bad", sha=sha, reason=str(exc))
         else:
@@ -87,3 +109,53 @@ class Transfers:
         except OSError:
             return {}  # the master's fetch will tell it what is wrong
         return {"results_inline": base64.b64encode(data).decode("ascii")}
+
+
+def clean_incoming(incoming: Path, now: float, *, quota_bytes: int, abandoned_after_s: float) -> list[str]:
+    """Remove from each master's incoming folder what is not an upload and the
+    uploads abandoned, then, while the folder is over its quota, its largest uploads. Never follows a link;
+    a file an SFTP session still holds open is emptied first, so its space is
+    freed at once. Returns what went (for the log and tests)."""
+    gone = []
+    try:
+        masters = [entry for entry in os.scandir(incoming) if entry.is_dir(follow_symlinks=False)]
+    except OSError:
+        return gone
+    for master in masters:
+        try:
+            entries = [(entry, entry.stat(follow_symlinks=False)) for entry in os.scandir(master.path)]
+        except OSError:
+            continue
+        kept = []
+        for entry, st in entries:
+            if not (stat.S_ISREG(st.st_mode) and entry.name.startswith(".upload-")):
+                gone.append(_remove(entry, st, "not an upload"))  # a master only ever writes those
+            elif now - st.st_mtime > abandoned_after_s:
+                gone.append(_remove(entry, st, "abandoned"))
+            else:
+                kept.append((entry, st))
+        total = sum(st.st_size for _, st in kept)
+        for entry, st in sorted(kept, key=lambda pair: -pair[1].st_size):
+            if total <= quota_bytes:
+                break
+            total -= st.st_size
+            gone.append(_remove(entry, st, "over the incoming quota"))
+    return gone
+
+
+def _remove(entry: os.DirEntry, st: os.stat_result, why: str) -> str:
+    log.info("removing %s from incoming: %s", entry.path, why)
+    try:
+        if stat.S_ISDIR(st.st_mode):
+            shutil.rmtree(entry.path, ignore_errors=True)
+            return entry.path
+        if stat.S_ISREG(st.st_mode):
+            fd = os.open(entry.path, os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            try:
+                os.ftruncate(fd, 0)
+            finally:
+                os.close(fd)
+        os.unlink(entry.path)
+    except OSError as exc:
+        log.warning("cannot remove %s from incoming: %s", entry.path, exc)
+    return entry.path

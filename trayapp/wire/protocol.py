@@ -27,7 +27,11 @@ rides in its ``finished`` message as ``results_inline``)::
     M: bye {stop_tasks}
 
 The PC's own user (tray menu, ``sparecycles pause|donate|resume``) speaks to
-the local daemon the same way: ``control {action, until}`` answered by ``state``.
+the local daemon the same way: ``control {action, until}`` answered by ``state``;
+only they may (a master's ``control`` is answered with ``error``). An agent's
+first line to the daemon is ``agent {principal, name}``: whose key it relays for.
+A master hears nothing about other masters but their number (``state``:
+``running_mine``, ``share``, ``other_masters``).
 """
 
 from __future__ import annotations
@@ -56,6 +60,8 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "sync": (),
     "bye": (),
     "control": ("action",),  # pause / donate / resume / status, from the PC's own user
+    # agent -> slave daemon, first and once: whose key the agent relays for (trayapp.slave.identity)
+    "agent": ("principal",),
     # slave -> master
     "grant": ("n",),
     "archive": ("sha", "present"),
@@ -74,6 +80,7 @@ REQUIRED: dict[str, tuple[str, ...]] = {
 # other side sends (a test holds them to these lists). The hello goes both ways.
 MASTER_TO_SLAVE = ("hello", "demand", "release", "need_archive", "archive_uploaded", "start", "cancel", "ack",
                    "sync", "bye", "control")
+AGENT_TO_SLAVE = ("agent",)  # never from a master: the agent says it before relaying the master's lines
 SLAVE_TO_MASTER = ("hello", "grant", "archive", "archive_ok", "archive_bad", "started", "preparing", "declined",
                    "finished", "tasks", "state", "error")
 

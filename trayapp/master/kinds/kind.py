@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol
 from trayapp.config import Config
 from trayapp.errors import UserError
 from trayapp.home import Home
-from trayapp.master.driver import DriverSettings
+from trayapp.master.driversettings import DriverSettings
 from trayapp.master.store import HostRecord, Store
 
 if TYPE_CHECKING:

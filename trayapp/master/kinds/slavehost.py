@@ -28,11 +28,22 @@ def describe_slave(host: HostRecord, facts: QueueFacts) -> dict:
     """A slave's row: what its engine last reported (slots it offers, versions,
     its recent use by master) and how many of our tasks the queue has there."""
     info = host.info
-    usage = info.get("usage") or {}
-    total = sum(usage.values())
     return {"slots": info.get("slots"), "cap": host.slots, "running": facts.running,
             "running_all_masters": info.get("running"), "python": info.get("python"), "brian": info.get("brian"),
-            "share": (usage.get(facts.master_id, 0.0) / total) if total and facts.master_id else None}
+            "share": _our_share(info, facts.master_id)}
+
+
+def _our_share(info: dict, master_id: str | None) -> float | None:
+    """Our share of the host's recent use: the slave says it (it tells no master
+    about the others); a slave of an older release listed every master's use."""
+    if not master_id:
+        return None
+    if "share" in info:
+        share = info["share"]
+        return float(share) if isinstance(share, (int, float)) and not isinstance(share, bool) else None
+    usage = info.get("usage") or {}
+    total = sum(v for v in usage.values() if isinstance(v, (int, float)))
+    return usage.get(master_id, 0.0) / total if total else None
 
 
 def exchange_hello(link: Link, identity: tuple[str, str], timeout: float = HELLO_TIMEOUT_S) -> dict:
