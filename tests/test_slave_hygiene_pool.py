@@ -42,11 +42,16 @@ UNCHECKED = textwrap.dedent("""
     import trayapp.slave.engine as engine, trayapp.slave.spool as spool
     from trayapp.wire.protocol import ProtocolError, decode
     engine.refusal = spool.refusal = lambda data, spec: None
-    def old_read(self, session):
+    def old_read(self, session):  # today's, without its last-resort net for a handler's error
         try:
             lines, why = session.receive()
             for line in lines:
-                self.handle(session, decode(line))
+                message = decode(line)
+                if session.principal is None:
+                    session.principal, used = engine.identity.from_first_message(message)
+                    if used:
+                        continue
+                self.handle(session, message)
         except ProtocolError as exc:
             why = f"protocol error: {exc}"
         if why:
