@@ -12,6 +12,7 @@ import importlib.util
 import os
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from trayapp.job.submit import submit_job
 from trayapp.master.progress import FINAL_JOB_STATES, ProgressBar, ProgressLines, describe_counts, wait_for_job
 from trayapp.master.resulttable import result_rows
 from trayapp.master.store import JobRecord
+from trayapp.master.waits import Wait, describe_waits, why_waiting
 from trayapp.status import JobStatus, TaskStatus
 
 
@@ -44,13 +46,16 @@ class Summary:
     counts: str  # e.g. "4/6 done, 2 running"
     results_folder: Path
     notes: tuple[str, ...] = ()  # what submit had to say (e.g. a resource request not acted on)
+    # Why its queued tasks do not run, in words ("declined by lab-07: ...; lab-08 paused until 14:00")
+    waiting: str | None = None
 
     @property
     def ok(self) -> bool:
         return self.state is JobStatus.DONE
 
     def __str__(self) -> str:
-        return f"job {self.id} ({self.name}): {self.state.value}, {self.counts}"
+        text = f"job {self.id} ({self.name}): {self.state.value}, {self.counts}"
+        return text + (f"; waits: {self.waiting}" if self.waiting else "")
 
 
 class Job:
@@ -85,15 +90,23 @@ class Job:
         return self._record
 
     def status(self) -> JobStatus:
-        """``"queued"``, ``"running"``, ``"done"``, ``"failed"`` or ``"cancelled"`` (a str enum)."""
+        """``"queued"``, ``"running"``, ``"done"``, ``"failed"`` or ``"cancelled"`` (a str enum);
+        :meth:`waiting` says why a job that is not running waits, ``summary()`` has both."""
         return self._refresh().status
+
+    def waiting(self) -> list[Wait]:
+        """Why the job's queued tasks do not run now, each with a ``code`` (a
+        :class:`WaitCode`: ``declined``, ``paused``, ...) and ``words`` for people;
+        empty when nothing holds them up."""
+        return why_waiting(self._app.store, self._refresh())
 
     def summary(self) -> Summary:
         job = self._refresh()
         return Summary(job.id, job.name, job.status, job.total, job.count(TaskStatus.DONE),
                        job.count(TaskStatus.FAILED), job.count(TaskStatus.CANCELLED),
                        job.count(TaskStatus.RUNNING) + job.count(TaskStatus.DISPATCHED),
-                       job.count(TaskStatus.QUEUED), describe_counts(job), self.results_folder, self._notes)
+                       job.count(TaskStatus.QUEUED), describe_counts(job), self.results_folder, self._notes,
+                       describe_waits(why_waiting(self._app.store, job)) or None)
 
     def wait(self, timeout: float | str | None = None, progress: bool = True) -> Summary:
         """Block until every task has ended; returns the summary (``summary.ok``
@@ -128,14 +141,22 @@ class Job:
 
     def cancel(self) -> int:
         """Cancel every unfinished task (running ones are killed); returns how many."""
-        return self._app.store.cancel_job(self.id)
+        return self._app.jobs().cancel(self.id)
 
-    def retry(self) -> int:
-        """Queue failed and cancelled tasks again, with fresh retries; returns how many."""
-        n = self._app.store.retry_job(self.id)
-        if n:
-            self._app.ensure_dispatcher()
-        return n
+    def retry(self, repack: bool = False) -> int:
+        """Queue failed and cancelled tasks again, with fresh retries; returns how many.
+        ``repack``: with the job's folder as it is now (after a fix); without it the
+        files packed at submit run again, and a folder changed since is warned of."""
+        result = self._app.jobs().retry(self.id, repack=repack)
+        if warning := result.warning():
+            warnings.warn(warning.replace("sparecycles retry", "job.retry(repack=True), or: sparecycles retry"),
+                          stacklevel=2)
+        return result.requeued
+
+    def remove(self, results: bool = False) -> None:
+        """Forget this finished job (``sparecycles remove``); its results folder
+        stays unless ``results``."""
+        self._app.jobs().remove(self.id, results=results)
 
     def results(self) -> list[TaskResult]:
         """One :class:`TaskResult` per task, in task order, whatever its state."""

@@ -29,13 +29,15 @@ def _record_hash(data: bytes) -> str:
 
 
 def make_wheel(folder: Path, name: str, version: str, *, requires: tuple[str, ...] = (), init: str = "",
-               extra_files: dict[str, str] | None = None) -> Path:
+               extra_files: dict[str, str] | None = None, requires_python: str | None = None) -> Path:
     """A wheel of package ``name`` whose module says its version in ``VERSION``;
     ``requires``: its Requires-Dist lines, ``init``: more code for its ``__init__``,
     ``extra_files``: more files at the wheel's root (a ``.pth``)."""
     module = name.replace("-", "_")
     dist_info = f"{module}-{version}.dist-info"
     depends = "".join(f"Requires-Dist: {r}\n" for r in requires)
+    if requires_python:  # the Python versions it installs on
+        depends += f"Requires-Python: {requires_python}\n"
     files = {
         f"{module}/__init__.py": f'VERSION = "{version}"\n{init}'.encode(),
         **{path: text.encode() for path, text in (extra_files or {}).items()},
@@ -93,12 +95,14 @@ class FakeIndex:
         self.thread = threading.Thread(target=partial(self.server.serve_forever, poll_interval=0.05), daemon=True)
         self.projects: dict[str, list[Path]] = {}
         self.upload_times: dict[str, str] = {}
+        self.requires_python: dict[str, str] = {}  # file name -> what its index entry declares (PEP 503/691)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}/simple/"
 
-    def add(self, project: str, wheel: Path, upload_time: str | None = None) -> None:
+    def add(self, project: str, wheel: Path, upload_time: str | None = None,
+            requires_python: str | None = None) -> None:
         """Serve ``wheel`` under ``project``; ``upload_time`` (RFC 3339) goes into the
         JSON API's ``upload-time`` (PEP 700), as PyPI gives it."""
         name = canonicalize_name(project)
@@ -109,15 +113,22 @@ class FakeIndex:
         self.projects.setdefault(name, []).append(target)
         if upload_time:
             self.upload_times[target.name] = upload_time
+        if requires_python:
+            self.requires_python[target.name] = requires_python
         files = self.projects[name]
+        def requires(f: Path) -> str:
+            declared = self.requires_python.get(f.name)
+            return f' data-requires-python="{html.escape(declared)}"' if declared else ""
+
         links = "\n".join(
-            f'<a href="{html.escape(f.name)}#sha256={hashlib.sha256(f.read_bytes()).hexdigest()}">'
+            f'<a href="{html.escape(f.name)}#sha256={hashlib.sha256(f.read_bytes()).hexdigest()}"{requires(f)}>'
             f"{html.escape(f.name)}</a><br/>" for f in files)
         (page / "index.html").write_text(f"<!DOCTYPE html>\n<html><body>\n{links}\n</body></html>\n")
         (page / "index.json").write_text(json.dumps({
             "meta": {"api-version": "1.1"}, "name": name,
             "files": [{"filename": f.name, "url": f.name, "hashes": {"sha256": hashlib.sha256(f.read_bytes()).hexdigest()},
-                       **({"upload-time": self.upload_times[f.name]} if f.name in self.upload_times else {})}
+                       **({"upload-time": self.upload_times[f.name]} if f.name in self.upload_times else {}),
+                       **({"requires-python": self.requires_python[f.name]} if f.name in self.requires_python else {})}
                       for f in files]}))
 
     def __enter__(self) -> "FakeIndex":

@@ -113,7 +113,6 @@ def run_user_script(tmp_path, marker) -> dict:
 
 @pytest.mark.pool
 def test_map_refuses_a_value_from_another_pc_that_would_run_code(home, tmp_path, monkeypatch):
-    monkeypatch.delenv("SPARECYCLES_SANDBOX", raising=False)  # the slave as lenders run it
     from support.pool import Pool
     from support.sshd import Sshd
 

@@ -130,11 +130,6 @@ def identity_outcome():
     return AttemptOutcome.HOST_LOST
 
 
-@pytest.fixture
-def sandboxed(monkeypatch):
-    monkeypatch.delenv("SPARECYCLES_SANDBOX", raising=False)
-
-
 def job_archive(tmp_path: Path, main: str) -> Path:
     folder = tmp_path / f"job-{abs(hash(main)) % 10**8}"
     folder.mkdir()
@@ -167,7 +162,7 @@ T1, T2 = "b0b00000000000000000000000000001", "b0b00000000000000000000000000002"
 
 
 @pytest.mark.parametrize("protected", [False, True], ids=["protection off", "protection on"])
-def test_a_key_cannot_take_another_masters_tasks_results_or_slave(tmp_path, sandboxed, monkeypatch, protected):
+def test_a_key_cannot_take_another_masters_tasks_results_or_slave(tmp_path, monkeypatch, protected):
     if not protected:
         protection_off(monkeypatch)
     lender = Lender(tmp_path, old_sftp_for_alice=not protected)
@@ -251,7 +246,7 @@ open("results/found.txt", "w").write(str(found))
 
 
 @pytest.mark.parametrize("protected", [False, True], ids=["protection off", "protection on"])
-def test_a_masters_compiler_cache_is_its_own(tmp_path, sandboxed, monkeypatch, protected):
+def test_a_masters_compiler_cache_is_its_own(tmp_path, monkeypatch, protected):
     if not protected:
         protection_off(monkeypatch)
     lender = Lender(tmp_path)
@@ -278,7 +273,7 @@ def test_a_masters_compiler_cache_is_its_own(tmp_path, sandboxed, monkeypatch, p
 
 
 @pytest.mark.parametrize("protected", [False, True], ids=["protection off", "protection on"])
-def test_a_key_cannot_write_into_another_masters_upload(tmp_path, sandboxed, monkeypatch, protected):
+def test_a_key_cannot_write_into_another_masters_upload(tmp_path, monkeypatch, protected):
     lender = Lender(tmp_path, old_sftp_for_alice=not protected)
     try:
         bob, bob_sftp = lender.connect("bob")
@@ -304,7 +299,7 @@ def test_a_key_cannot_write_into_another_masters_upload(tmp_path, sandboxed, mon
 
 
 @pytest.mark.parametrize("protected", [False, True], ids=["protection off", "protection on"])
-def test_unrestricted_keys_are_told_apart_by_the_fingerprint_sshd_exposes(tmp_path, sandboxed, monkeypatch,
+def test_unrestricted_keys_are_told_apart_by_the_fingerprint_sshd_exposes(tmp_path, monkeypatch,
                                                                         protected):
     if not protected:
         protection_off(monkeypatch)

@@ -34,7 +34,6 @@ def set_grace(home, seconds: float) -> None:
 
 
 def test_a_slave_that_never_reports_loses_the_task_at_its_time_limit(home, sshd, tmp_path, monkeypatch):
-    monkeypatch.delenv("SPARECYCLES_SANDBOX", raising=False)  # the slave as lenders run it
     pool = Pool(tmp_path, sshd)
     try:
         slave = pool.add_slave("holder", slots=1)

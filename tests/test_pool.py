@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -54,51 +56,63 @@ def test_tasks_run_on_slaves_over_ssh_and_every_result_comes_back(pool, tmp_path
     assert hosts["a"]["python"] and hosts["a"]["slots"] == 2
 
 
-# Each task notes "start"/"end" in a ledger outside every job folder, so a test
-# can tell a task that was rerun from one that was collected.
-LEDGER_TASK = """
+# Each task notes that it started in its own folder (seen from outside in the
+# slave's spool), sleeps, and writes a result saying where and when it started:
+# a test tells a task that was rerun from one that was collected by the
+# attempts the queue recorded and by what came back.
+SLEEPY_TASK = """
 import json, os, sys, time
+started = time.time()
+open("started", "w").close()
 p = json.loads(sys.argv[1])
-def note(what):
-    fd = os.open(p["ledger"], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
-    os.write(fd, f"{what} {p['i']} {os.environ.get('SPARECYCLES_HOME')}\\n".encode())
-    os.close(fd)
-note("start")
 time.sleep(p["sleep"])
 os.makedirs("results", exist_ok=True)
-json.dump(p, open("results/done.json", "w"))
-note("end")
+json.dump({**p, "home": os.environ.get("SPARECYCLES_HOME"), "started": started}, open("results/done.json", "w"))
 """
 
 
-def ledger(path: Path) -> list[tuple[str, int, str]]:
-    if not path.exists():
-        return []
-    return [(k, int(i), h) for k, i, h in (line.split(" ", 2) for line in path.read_text().splitlines())]
+def started_on(*slaves) -> set[int]:
+    """The tasks (indices) that have started and not yet been packed up on these slaves."""
+    found = set()
+    for slave in slaves:
+        for marker in (slave.home / "spool" / "tasks").glob("*/work/started"):
+            try:
+                found.add(json.loads((marker.parent / "params.json").read_text())["i"])
+            except (OSError, ValueError, KeyError):
+                continue  # a folder being made or removed right now
+    return found
 
 
-def assert_each_task_done_once(job: dict, n: int, ledger_file: Path) -> None:
+def attempts(home) -> list[tuple[int, str, str]]:
+    """Every attempt the queue recorded: (task index, host, outcome)."""
+    with sqlite3.connect(home.queue_db) as db:
+        return db.execute("SELECT idx, host, outcome FROM attempts ORDER BY id").fetchall()
+
+
+def assert_each_task_done_once(job: dict, n: int, home) -> list[dict]:
+    """Every task done, its result back, and one attempt each: none ran twice. The results."""
     status = json.loads(cli("status", job["job"], "--json").stdout)
     assert status["status"] == "done", status
-    ends = sorted(i for k, i, _ in ledger(ledger_file) if k == "end")
-    assert ends == list(range(n)), f"each task must complete exactly once:\n{ledger_file.read_text()}"
+    done = []
     for i in range(n):
-        assert json.loads((Path(job["results"]) / str(i) / "done.json").read_text())["i"] == i
+        done.append(json.loads((Path(job["results"]) / str(i) / "done.json").read_text()))
+        assert done[-1]["i"] == i
         marker = json.loads((Path(job["results"]) / str(i) / ".sparecycles.json").read_text())
         assert marker["task"] == i
+    tried = attempts(home)
+    assert sorted(i for i, _, _ in tried) == list(range(n)), f"each task must run exactly once: {tried}"
+    return done
 
 
 def test_slave_daemon_killed_mid_task_its_tasks_finish_elsewhere(pool, tmp_path):
-    book = tmp_path / "ledger.txt"
     doomed = pool.add_slave("doomed", slots=2)
     pool.add_slave("healthy", slots=1)  # where the doomed slave's tasks finish
-    params = [{"i": i, "sleep": 2.0, "ledger": str(book)} for i in range(4)]
-    folder, params_file = make_job(tmp_path / "job", LEDGER_TASK, params=params)
+    params = [{"i": i, "sleep": 2.0} for i in range(4)]
+    folder, params_file = make_job(tmp_path / "job", SLEEPY_TASK, params=params)
     job = submit(folder, params_file)
     master = start_master("--no-local", "--until-idle", "1")
     try:
-        wait_until(lambda: any(h == str(doomed.home) for k, _, h in ledger(book) if k == "start"),
-                   what="a task to start on the doomed slave")
+        wait_until(lambda: started_on(doomed), what="a task to start on the doomed slave")
         doomed.kill()  # SIGKILL: no goodbye to anyone
         assert master.wait(120) == 0
     finally:
@@ -116,48 +130,48 @@ def test_slave_daemon_killed_mid_task_its_tasks_finish_elsewhere(pool, tmp_path)
     assert hosts["doomed"]["state"] == "offline"
 
 
-def test_sshd_down_for_a_while_then_back_results_are_collected_not_rerun(pool, tmp_path):
-    book = tmp_path / "ledger.txt"
-    pool.add_slave("a", slots=2)
-    params = [{"i": i, "sleep": 1.5, "ledger": str(book)} for i in range(2)]
-    folder, params_file = make_job(tmp_path / "job", LEDGER_TASK, params=params)
+def test_sshd_down_for_a_while_then_back_results_are_collected_not_rerun(pool, home, tmp_path):
+    slave = pool.add_slave("a", slots=2)
+    params = [{"i": i, "sleep": 1.5} for i in range(2)]
+    folder, params_file = make_job(tmp_path / "job", SLEEPY_TASK, params=params)
     job = submit(folder, params_file)
     master = start_master("--no-local", "--until-idle", "1")
     try:
-        wait_until(lambda: len([k for k, _, _ in ledger(book) if k == "start"]) == 2, what="both tasks to start")
+        wait_until(lambda: started_on(slave) == {0, 1}, what="both tasks to start")
         pool.sshd.stop()
-        # The tasks finish while the master cannot reach the slave.
-        wait_until(lambda: len([k for k, _, _ in ledger(book) if k == "end"]) == 2, what="tasks to end offline")
+        # The tasks finish while the master cannot reach the slave: their results wait in its spool.
+        wait_until(lambda: len(list((slave.home / "spool" / "results").glob("*.tar"))) == 2,
+                   what="tasks to end offline")
         wait_until(lambda: json.loads(cli("hosts", "list", "--json").stdout)[-1]["state"] == "unreachable",
                    what="the master to notice")
+        back = time.time()
         pool.sshd.start()
         assert master.wait(120) == 0
     finally:
         out = stop_process(master)
-    assert_each_task_done_once(job, 2, book)
-    assert len([k for k, _, _ in ledger(book) if k == "start"]) == 2, "nothing may run twice:\n" + out
+    done = assert_each_task_done_once(job, 2, home)
+    assert all(d["started"] < back for d in done), f"nothing may run twice: {done}\n{out}"
 
 
-def test_master_killed_and_restarted_mid_job_reconciles_with_its_slaves(pool, tmp_path):
-    book = tmp_path / "ledger.txt"
-    pool.add_slave("a", slots=2)
-    pool.add_slave("b", slots=2)
-    params = [{"i": i, "sleep": 1.0, "ledger": str(book)} for i in range(10)]
-    folder, params_file = make_job(tmp_path / "job", LEDGER_TASK, params=params)
+def test_master_killed_and_restarted_mid_job_reconciles_with_its_slaves(pool, home, tmp_path):
+    slaves = pool.add_slave("a", slots=2), pool.add_slave("b", slots=2)
+    params = [{"i": i, "sleep": 1.0} for i in range(10)]
+    folder, params_file = make_job(tmp_path / "job", SLEEPY_TASK, params=params)
     job = submit(folder, params_file)
     first = start_master("--no-local")
     try:
-        wait_until(lambda: len([k for k, _, _ in ledger(book) if k == "start"]) >= 4, what="four tasks to start")
+        running = wait_until(lambda: len(tasks := started_on(*slaves)) >= 4 and tasks, what="four tasks to start")
     finally:
         stop_process(first, signal.SIGKILL)
+    restarted = time.time()
     second = start_master("--no-local", "--until-idle", "1")
     try:
         assert second.wait(180) == 0
     finally:
         out = stop_process(second)
-    assert_each_task_done_once(job, 10, book)
-    starts = sorted(i for k, i, _ in ledger(book) if k == "start")
-    assert starts == list(range(10)), "tasks running at the kill were kept, not started again:\n" + out
+    # Tasks running at the kill were kept, not started again: one attempt each, results from before the restart.
+    done = assert_each_task_done_once(job, 10, home)
+    assert all(done[i]["started"] < restarted for i in running), f"{sorted(running)}: {done}\n{out}"
     # Each result was collected once: one attempt per task succeeded.
     status = json.loads(cli("status", job["job"], "--json").stdout)
     assert all(t["status"] == "done" for t in status["tasks"])

@@ -82,7 +82,7 @@ def test_a_key_press_preempts_the_desks_tasks_and_the_master_reruns_them_elsewhe
                        ["desk"]["state"] == "waiting", timeout=20, what="the master to see the desk waiting")
             desk_row = {h["name"]: h for h in json.loads(cli("hosts", "list", "--json").stdout)}["desk"]
             assert desk_row["reason"] == "waiting for 1.5 s without keyboard or mouse input"
-            assert "desk" in (listing := cli("hosts", "list").stdout) and "waiting (waiting for 1.5 s" in listing
+            assert "desk" in (listing := cli("hosts", "list").stdout) and "desk waiting: waiting for 1.5 s" in listing
             assert master.wait(180) == 0
     finally:
         out = stop_process(master)

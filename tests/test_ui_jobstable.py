@@ -105,7 +105,9 @@ def test_the_context_menu_offers_the_buttons_actions(qtbot, app, tmp_path):
     window.jobs_view.customContextMenuRequested.emit(rect.center())
     menu = window.job_menu
     actions = {a.text(): a.isEnabled() for a in menu.actions()}
-    assert actions == {"Tasks…": True, "Open results": True, "Plot…": False, "Retry…": False, "Cancel": True}
+    # Remove is there (ui/verbs.py has the jobs service's remove), off for a job that has not ended.
+    assert actions == {"Tasks…": True, "Open results": True, "Plot…": False, "Retry…": False, "Cancel": True,
+                       "Remove": False}
     next(a for a in menu.actions() if a.text() == "Cancel").trigger()
     assert app.store.job(job.id).status.value == "cancelled"
     menu.close()

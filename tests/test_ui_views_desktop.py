@@ -76,7 +76,6 @@ def _cli(env, *args, timeout=120) -> subprocess.CompletedProcess:
 def test_every_view_driven_with_real_clicks(tmp_path, home, screenshots):
     desktop = Desktop(tmp_path / "desktop").start(window_manager=True)
     env = desktop.env(SPARECYCLES_HOME=str(home.data_dir))
-    env.pop("SPARECYCLES_SANDBOX", None)  # as users get it: tasks in the sandbox
     save_config(home, Config(mode="master", slots=2, poll_interval_s=0.1))
     master = subprocess.Popen([sys.executable, "-m", "sparecycles", "master"], env=env, stdout=subprocess.DEVNULL,
                               stderr=open(tmp_path / "master.log", "ab"))

@@ -190,7 +190,11 @@ def test_cli_check_updates_json_and_update_brian(home, tmp_path, task_env, clean
         out = run_cli("check-updates", "--json", env=env)
         assert out.returncode == 0, out.stderr
         report = json.loads(out.stdout)
-        assert report["brian"] == {"name": "brian2", "current": "1.0", "latest": "99.0", "available": True}
+        assert {k: report["brian"][k] for k in ("name", "current", "latest", "available")} == \
+            {"name": "brian2", "current": "1.0", "latest": "99.0", "available": True}
+        assert report["brian"]["newer_elsewhere"] is None and report["brian"]["held_back"] is None
+        assert report["brian"]["python"] == subprocess.run([task_env, "-c", "import platform; print(platform.python_version())"],
+                                                           capture_output=True, text=True).stdout.strip()
         assert report["app"]["latest"] == "99.1" and report["app"]["available"] is True
         assert report["error"] is None
 
@@ -209,3 +213,44 @@ def test_cli_check_updates_offline_exits_zero_with_the_reason(home, clean_pip_en
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
     assert report["error"] and report["brian"]["latest"] is None
+
+
+# ----- the task interpreter's Python (Requires-Python) ------------------------------------
+
+@pytest.fixture(params=[False, True], ids=["html", "json"])
+def index_with_a_release_for_newer_pythons(request, tmp_path, wheels):
+    with FakeIndex(tmp_path / "newer-index", json_api=request.param) as idx:
+        idx.add("fakebrian", wheels["1.0"])
+        idx.add("fakebrian", make_wheel(tmp_path / "newer", "fakebrian", "2.0"), requires_python=">=3.99")
+        yield idx
+
+
+def test_a_release_for_a_newer_python_is_reported_as_such_not_offered(index_with_a_release_for_newer_pythons):
+    report = check_for_updates(Config(package_index=index_with_a_release_for_newer_pythons.url),
+                               brian_package="fakebrian", python=sys.executable)
+    brian = report.brian
+    assert (brian.latest, brian.newer_elsewhere, brian.needs_python) == ("1.0", "2.0", ">=3.99")
+    assert brian.python == "%d.%d.%d" % sys.version_info[:3]
+    held_back = brian.blocked()
+    assert f"fakebrian 2.0 is out but needs Python >=3.99, and the task environment has Python {brian.python}" \
+        in held_back and "fix: choose a task interpreter with a newer Python (task_python" in held_back
+    assert report.to_json()["brian"]["held_back"] == held_back
+
+
+def test_a_wheel_folders_requires_python_counts_too(tmp_path):
+    folder = tmp_path / "lab-wheels"
+    make_wheel(folder, "fakebrian", "1.0")
+    make_wheel(folder, "fakebrian", "3.0", requires_python=">=3.99")
+    brian = check_for_updates(Config(wheel_folder=str(folder)), brian_package="fakebrian",
+                              python=sys.executable).brian
+    assert (brian.latest, brian.newer_elsewhere, brian.needs_python) == ("1.0", "3.0", ">=3.99")
+
+
+def test_update_brian_installs_the_newest_for_its_python_and_says_what_it_held_back(
+        task_env, index_with_a_release_for_newer_pythons, wheels, tmp_path):
+    index = index_with_a_release_for_newer_pythons
+    index.add("fakebrian", wheels["1.1"])
+    result = update_brian(Config(package_index=index.url), package="fakebrian", python=task_env)
+    assert result.ok, result.output
+    assert (result.before, result.after) == ("1.0", "1.1")
+    assert "fakebrian 2.0 is out but needs Python >=3.99" in result.held_back

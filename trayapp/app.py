@@ -19,6 +19,8 @@ from trayapp.master.dispatcher import Dispatcher, start_background_dispatcher
 from trayapp.home import Home
 from trayapp.master.driversettings import DriverSettings
 from trayapp.master.hosts import Hosts
+from trayapp.job.refolder import JobFolders
+from trayapp.master.jobs import Jobs
 from trayapp.master.kinds import KindContext
 from trayapp.master.queuecheck import check_queue_file
 from trayapp.master.store import Store
@@ -76,6 +78,10 @@ class App:
     def hosts(self) -> Hosts:
         """Adding, removing, trusting, listing and testing hosts: the CLI's and the window's verbs."""
         return Hosts(self.store, self.kind_context())
+
+    def jobs(self) -> Jobs:
+        """Cancel, retry (--repack), remove: the CLI's, the window's and the API's verbs."""
+        return Jobs(self.store, JobFolders(self.home, self.config), self.ensure_dispatcher)
 
     def ensure_dispatcher(self) -> int | None:
         """Start a background dispatcher if none serves this home; its pid, or None."""

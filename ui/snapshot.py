@@ -14,6 +14,7 @@ from typing import Callable
 
 from trayapp.master.hosts import HostView, host_views
 from trayapp.master.store import Store
+from trayapp.master.waits import describe_waits, why_waiting
 from trayapp.status import TaskStatus
 
 POOL_WINDOW_S = 7 * 24 * 3600  # how far back the pool picture can look (its longest span)
@@ -35,6 +36,10 @@ class JobRow:
     finished: float | None
     results_dir: str
     waiting_on: str | None = None  # e.g. "lab-07: preparing environment (brian2==2.8.0), 40 s"
+    # Why its queued tasks do not run (trayapp.master.waits): words for the window,
+    # codes ("declined", "paused", ...) for deciding on, e.g. an icon.
+    why: str | None = None
+    why_codes: tuple[str, ...] = ()
 
     @property
     def finished_count(self) -> int:
@@ -106,9 +111,11 @@ class SnapshotReader:
                 if cached is None or cached[0] != key:
                     cached = self._cached_spans[job.seq] = (key, self._spans(store, job.seq))
                 spans += cached[1]
+            waits = why_waiting(store, job)
             jobs.append(JobRow(job.seq, job.id, job.name, job.status.value, job.count(TaskStatus.DONE),
                                job.count(TaskStatus.FAILED), job.count(TaskStatus.CANCELLED), in_flight, job.total,
-                               hosts, job.created, job.finished, job.results_dir, job.waiting_on))
+                               hosts, job.created, job.finished, job.results_dir, job.waiting_on,
+                               describe_waits(waits) or None, tuple(w.code.value for w in waits)))
         return Snapshot(now, jobs, host_views(store, master_id=self._master_id), [s for s in spans if s.ended is None or s.ended >= since])
 
     @staticmethod

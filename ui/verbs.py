@@ -34,11 +34,24 @@ def submit(apps: PerThreadApp, folder: str, *, params: str | None = None, main: 
 
 
 def cancel(apps: PerThreadApp, job_id: str) -> int:
-    return apps.get().store.cancel_job(job_id)
+    return apps.get().jobs().cancel(job_id)
 
 
-def retry(apps: PerThreadApp, job_id: str) -> int:
-    return apps.get().store.retry_job(job_id)
+def folder_change(apps: PerThreadApp, job_id: str) -> str | None:
+    """What changed in the job's folder since submit ("main.py changed"), or None:
+    for *Retry* to offer running the folder as it is now (``repack``)."""
+    app = apps.get()
+    return app.jobs().folder_change(app.store.job(job_id))
+
+
+def retry(apps: PerThreadApp, job_id: str, *, repack: bool = False) -> int:
+    """``sparecycles retry [--repack]``; starts a dispatcher if none runs. How many tasks were queued."""
+    return apps.get().jobs().retry(job_id, repack=repack).requeued
+
+
+def remove(apps: PerThreadApp, job_id: str, *, results: bool = False) -> str:
+    """``sparecycles remove [--results]``: forget a finished job; returns its results folder."""
+    return apps.get().jobs().remove(job_id, results=results).job.results_dir
 
 
 @dataclass(frozen=True)

@@ -82,9 +82,12 @@ def cmd_list(app: App, args) -> int:
         return 0
     columns = tuple(c for c in KINDS.columns() if any(c.key in v.fields for v in views))
     now = time.time()
-    rows = [[v.name, v.kind, v.state + (f" ({v.reason})" if v.reason else ""),
-             *map(_text, v.cells(columns)), ago(v.last_seen, now)] for v in views]
+    rows = [[v.name, v.kind, v.state, *map(_text, v.cells(columns)), ago(v.last_seen, now)] for v in views]
     print(table(["HOST", "KIND", "STATE", *(c.title.upper() for c in columns), "LAST SEEN"], rows))
+    # Reasons are sentences: each on its own line, so the table stays narrow.
+    for v in views:
+        if v.reason:
+            print(f"  {v.name} {v.state}: {v.reason}")
     return 0
 
 

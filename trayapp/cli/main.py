@@ -27,6 +27,7 @@ from trayapp.units import parse_duration
 from trayapp.master.progress import describe_counts, wait_for_job
 from trayapp.status import TaskStatus
 from trayapp.master.store import JobRecord, TaskRecord
+from trayapp.master.waits import Wait, describe_waits, why_waiting
 from trayapp.taskparams import pickled_bytes
 
 
@@ -74,9 +75,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = verbs.add_parser("results", help="print the job's results folder")
     p.add_argument("job")
 
-    for verb, text in (("cancel", "cancel a job's unfinished tasks"), ("retry", "queue a job's failed tasks again")):
-        p = verbs.add_parser(verb, help=text)
-        p.add_argument("job")
+    p = verbs.add_parser("cancel", help="cancel a job's unfinished tasks")
+    p.add_argument("job")
+    p = verbs.add_parser("retry", help="queue a job's failed and cancelled tasks again")
+    p.add_argument("job")
+    p.add_argument("--repack", action="store_true",
+                   help="pack the job's folder as it is now (after a fix) and run the retried tasks with it")
+    p = verbs.add_parser("remove", help="forget a finished job (its results folder stays unless --results)")
+    p.add_argument("job")
+    p.add_argument("--results", action="store_true", help="delete the job's results folder too")
 
     p = verbs.add_parser("master", help="run the dispatcher in the foreground")
     p.add_argument("--slots", type=int, help="tasks at once on this PC (default: settings, else one per core)")
@@ -213,8 +220,9 @@ def _size(n: int) -> str:
     return str(n)
 
 
-def _job_json(job: JobRecord) -> dict:
-    return {"id": job.id, "name": job.name, "status": job.status.value, "total": job.total,
+def _job_json(job: JobRecord, waits: list[Wait]) -> dict:
+    return {"waiting": [w.to_json() for w in waits], "why": describe_waits(waits) or None,
+            "id": job.id, "name": job.name, "status": job.status.value, "total": job.total,
             "counts": {s.value: job.count(s) for s in TaskStatus}, "folder": job.folder, "main": job.main,
             "results": job.results_dir, "archive": job.archive_sha, "created": job.created,
             "finished": job.finished, "retries": job.retries, "time_limit_s": job.time_limit_s,
@@ -236,13 +244,16 @@ def cmd_status(app: App, args) -> int:
         jobs = app.store.jobs()
         slave = _local_slave_state(app)
         if args.json:
-            print(json.dumps([_job_json(j) for j in jobs], indent=2))
+            print(json.dumps([_job_json(j, why_waiting(app.store, j)) for j in jobs], indent=2))
         elif not jobs:
             print("no jobs yet; queue one with: sparecycles submit FOLDER --params FILE")
         else:
             rows = [[j.id, j.name, j.status.value, str(j.count(TaskStatus.DONE)), str(j.count(TaskStatus.FAILED)),
                      str(j.total), _when(j.created)] for j in jobs]
             print(table(["JOB", "NAME", "STATE", "DONE", "FAILED", "TASKS", "SUBMITTED"], rows))
+            for j in jobs:
+                if why := describe_waits(why_waiting(app.store, j)):
+                    print(f"{j.id} waits: {why}")
         if isinstance(slave, UserError) and not args.json:
             print(f"slave: not answering ({slave.problem})")
         elif slave is not None and not args.json:
@@ -250,20 +261,52 @@ def cmd_status(app: App, args) -> int:
         return EXIT_OK
     job = app.store.job(args.job)
     tasks = app.store.tasks(job.seq)
+    waits = why_waiting(app.store, job)
     if args.json:
-        print(json.dumps({**_job_json(job), "tasks": [_task_json(t) for t in tasks]}, indent=2))
+        why = describe_waits(waits) or None
+        print(json.dumps({**_job_json(job, waits), "tasks": [
+            {**_task_json(t), "why": why if t.status is TaskStatus.QUEUED else None} for t in tasks]}, indent=2))
         return EXIT_OK
     print(f"job {job.id} ({job.name}): {job.status.value}, {describe_counts(job)}")
+    if waits:
+        queued = job.count(TaskStatus.QUEUED)
+        print(f"{queued} queued task{'s' if queued != 1 else ''} wait{'s' if queued == 1 else ''}: "
+              f"{describe_waits(waits)}")
     print(f"folder  {job.folder} (main: {job.main})")
     print(f"results {job.results_dir}")
     rows = [[str(t.idx), t.status.value, t.host or "-",
              "-" if t.exit_code is None else str(t.exit_code), _short_params(t.params)] for t in tasks]
     print(table(["TASK", "STATE", "HOST", "EXIT", "PARAMS"], rows))
+    for indices, status, message in grouped_messages(tasks):
+        if len(indices) == 1:
+            print(f"\ntask {indices[0]} {status.value}: {message}")
+        else:
+            print(f"\n{len(indices)} tasks {status.value} with the same error (tasks {describe_indices(indices)}): "
+                  f"{message}")
+    return EXIT_OK
+
+
+def grouped_messages(tasks: list[TaskRecord]) -> list[tuple[list[int], TaskStatus, str | None]]:
+    """The tasks worth a word below the table (failed ones; others with a note),
+    those with the same state and message together, in task order."""
+    groups: dict[tuple[TaskStatus, str | None], list[int]] = {}
     for t in tasks:
         under_way = t.status in (TaskStatus.DISPATCHED, TaskStatus.RUNNING)  # e.g. why its results wait
         if t.status is TaskStatus.FAILED or (t.message and (under_way or t.status is TaskStatus.QUEUED and t.failures)):
-            print(f"\ntask {t.idx} {t.status.value}: {t.message}")
-    return EXIT_OK
+            groups.setdefault((t.status, t.message), []).append(t.idx)
+    return [(indices, status, message) for (status, message), indices in groups.items()]
+
+
+def describe_indices(indices: list[int], most: int = 8) -> str:
+    """``[0, 1, 2, 3, 7]`` -> ``"0-3, 7"``."""
+    runs: list[list[int]] = []
+    for i in sorted(indices):
+        if runs and i == runs[-1][-1] + 1:
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    parts = [str(r[0]) if len(r) == 1 else f"{r[0]}-{r[-1]}" for r in runs]
+    return ", ".join(parts[:most]) + (", …" if len(parts) > most else "")
 
 
 def _local_slave_state(app: App) -> dict | UserError | None:
@@ -293,7 +336,14 @@ def cmd_wait(app: App, args) -> int:
         print("sparecycles: no dispatcher is running for this home, so nothing will progress; "
               "start one with 'sparecycles master' (submit starts one unless --no-start)", file=sys.stderr)
     job = wait_for_job(app.store, app.store.job(args.job).id, timeout=args.timeout, show=not args.quiet)
-    return exit_for(job)
+    code = exit_for(job)
+    if code != EXIT_OK and not args.quiet:
+        for indices, status, message in grouped_messages(app.store.tasks(job.seq)):
+            if status is TaskStatus.FAILED:
+                print(f"{len(indices)} task{'s' if len(indices) != 1 else ''} failed "
+                      f"(tasks {describe_indices(indices)}): {message}", file=sys.stderr)
+                break  # the first error; `status JOB` lists them all
+    return code
 
 
 def cmd_results(app: App, args) -> int:
@@ -303,17 +353,25 @@ def cmd_results(app: App, args) -> int:
 
 def cmd_cancel(app: App, args) -> int:
     job = app.store.job(args.job)
-    n = app.store.cancel_job(job.id)
+    n = app.jobs().cancel(job.id)
     print(f"cancelled {n} unfinished task{'s' if n != 1 else ''} of job {job.id}")
     return EXIT_OK
 
 
 def cmd_retry(app: App, args) -> int:
-    job = app.store.job(args.job)
-    n = app.store.retry_job(job.id)
-    print(f"queued {n} failed or cancelled task{'s' if n != 1 else ''} of job {job.id} again")
-    if n:
-        app.ensure_dispatcher()
+    result = app.jobs().retry(args.job, repack=args.repack)
+    if warning := result.warning():
+        print(f"sparecycles: note: {warning}", file=sys.stderr)
+    print(result.describe())
+    return EXIT_OK
+
+
+def cmd_remove(app: App, args) -> int:
+    removed = app.jobs().remove(args.job, results=args.results)
+    job = removed.job
+    print(f"removed job {job.id} ({job.name}) from the queue; " +
+          (f"deleted its results folder {job.results_dir}" if removed.results_removed
+           else f"its results stay in {job.results_dir}"))
     return EXIT_OK
 
 
@@ -441,7 +499,10 @@ def cmd_check_updates(app: App, args) -> int:
         print(f"sparecycles: no update check: {report.error}", file=sys.stderr)
     for label, pkg in (("Brian (task environment)", report.brian), ("SpareCycles", report.app)):
         state = ("update available" if pkg.available else "up to date" if pkg.latest else "newest unknown")
-        print(f"{label}: installed {pkg.current or 'none'}, newest {pkg.latest or '?'}: {state}")
+        for_python = f" for Python {pkg.python}" if pkg.python else ""
+        print(f"{label}: installed {pkg.current or 'none'}, newest{for_python} {pkg.latest or '?'}: {state}")
+        if held_back := pkg.blocked():
+            print(f"  note: {held_back}")
     return EXIT_OK
 
 
@@ -451,18 +512,20 @@ def cmd_update_brian(app: App, args) -> int:
     result = update_brian(app.config)
     if args.json:
         print(json.dumps({"ok": result.ok, "before": result.before, "after": result.after,
-                          "python": result.python, "output": result.output}))
+                          "python": result.python, "output": result.output, "held_back": result.held_back}))
     elif result.ok:
         print(f"Brian {result.after} in {result.python}" +
               (f" (was {result.before or 'not installed'})" if result.changed else " (already the newest)"))
     else:
         print(f"sparecycles: updating Brian failed; {result.before or 'no Brian'} stays installed\n"
               f"  pip: {last_line_of(result.output)}", file=sys.stderr)
+    if result.held_back and not args.json:
+        print(f"sparecycles: note: {result.held_back}", file=sys.stderr)
     return EXIT_OK if result.ok else EXIT_FAILED_TASKS
 
 
 HANDLERS = {"envs": cmd_envs, "submit": cmd_submit, "status": cmd_status, "wait": cmd_wait, "results": cmd_results,
-            "cancel": cmd_cancel, "retry": cmd_retry, "master": cmd_master, "demo": cmd_demo,
+            "cancel": cmd_cancel, "retry": cmd_retry, "remove": cmd_remove, "master": cmd_master, "demo": cmd_demo,
             "slave": cmd_slave, "agent": cmd_agent, "hosts": cmd_hosts, "pause": cmd_slave_verb,
             "donate": cmd_slave_verb, "resume": cmd_slave_verb,
             "autostart": cmd_autostart, "check-updates": cmd_check_updates,

@@ -25,7 +25,7 @@ from trayapp.run.sandbox import Sandbox, interpreter_paths, readonly_folders, sa
 
 # Variables an installer may see besides the sandbox's harmless ones: its own
 # cache and switches, never the lender's pip or uv configuration.
-_INSTALLER_VARIABLES = ("UV_CACHE_DIR", "UV_LINK_MODE", "UV_NO_CONFIG", "UV_NO_PROGRESS", "UV_PYTHON_DOWNLOADS",
+_INSTALLER_VARIABLES = ("UV_CACHE_DIR", "PIP_CACHE_DIR", "UV_LINK_MODE", "UV_NO_CONFIG", "UV_NO_PROGRESS", "UV_PYTHON_DOWNLOADS",
                         "PIP_CONFIG_FILE", "PIP_DISABLE_PIP_VERSION_CHECK", "PIP_NO_INPUT", "MPLBACKEND",
                         "MPLCONFIGDIR", "PYTHONDONTWRITEBYTECODE", "TMPDIR")
 _KEPT = ("PATH", "LANG", "LANGUAGE", "TZ", "SSL_CERT_FILE", "SSL_CERT_DIR")

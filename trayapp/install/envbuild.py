@@ -39,6 +39,7 @@ status shows.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass, field
@@ -133,7 +134,7 @@ class _Steps:
         extra["TMPDIR"] = str(scratch)
         if self.cache_dir is not None:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
-            extra["UV_CACHE_DIR"] = str(self.cache_dir)
+            extra["UV_CACHE_DIR"] = extra["PIP_CACHE_DIR"] = str(self.cache_dir)
         if self.sandbox is not None:
             extra["UV_LINK_MODE"] = "copy"  # the cache is another mount in the sandbox: no hard links across
             writable = (self.cache_dir,)
@@ -247,6 +248,30 @@ def output_tail(output: str) -> str:
              if line.strip() and not line.startswith("Using Python")]  # uv's note of where, not what failed
     tail = " ".join(lines[-TAIL_LINES:])
     return tail if len(tail) <= TAIL_CHARS else "…" + tail[-TAIL_CHARS:]
+
+
+# What uv and pip print when the index answered and has no such package or
+# version: nothing a host can change (unlike a network error, a full disk or a
+# compiler missing), so the job fails at the first host that says so.
+_UNRESOLVABLE = (
+    re.compile(r"Because (?P<name>[A-Za-z0-9._-]+) was not found in the package registry"),
+    re.compile(r"Because there is no version of (?P<name>[A-Za-z0-9._-]+)"),
+    re.compile(r"No matching distribution found for (?P<name>[A-Za-z0-9._-]+)"),
+)
+_NETWORK = re.compile(r"NewConnectionError|Failed to establish|name resolution|Failed to fetch|error sending request"
+                      r"|Connection refused|timed out|offline", re.IGNORECASE)
+
+
+def unresolvable_package(output: str) -> str | None:
+    """The package an installer's output says exists in no matching version on
+    the index, or None (another failure, or the index could not be reached)."""
+    if _NETWORK.search(output):
+        return None
+    for pattern in _UNRESOLVABLE:
+        found = pattern.search(output)
+        if found:
+            return found.group("name")
+    return None
 
 
 def directory_size(path: Path) -> int:

@@ -13,7 +13,8 @@ later job with the same set. Layout under ``<data>/envs/``::
     <key>.lock             held while building, so two slots or two daemons never build one set twice
     <key>.log              the installer's output of the last build
     <key>.failed           why the last build failed; a new build is tried only after failure_ttl_s
-    uv-cache/              the installer's wheel cache (``UV_CACHE_DIR`` overrides it)
+    uv-cache/              the wheel cache of sandboxed builds (``UV_CACHE_DIR`` overrides it; never the
+                           lender's own, which builds could write)
 
 An environment extends the task environment (:mod:`trayapp.install.envbuild`),
 so its key also depends on what the task environment holds: after an
@@ -123,7 +124,10 @@ class EnvStore:
                  sandbox: BuildSandbox | None = None, cache_dir: Path | None = None):
         self.root = Path(root)
         self.sandbox = sandbox
-        self.cache_dir = cache_dir or Path(os.environ.get("UV_CACHE_DIR") or self.root / "uv-cache")
+        # A sandboxed build may write the wheel cache: never the lender's own (~/.cache/uv), which
+        # the lender's uv uses outside any sandbox; unsandboxed builds use whatever uv would.
+        chosen = cache_dir or os.environ.get("UV_CACHE_DIR") or (self.root / "uv-cache" if sandbox else None)
+        self.cache_dir = Path(chosen) if chosen else None
         # What each build under way is doing beyond installing (shown on its tasks), by key.
         self.notes: dict[str, str] = {}
         self.base_python = base_python
@@ -248,7 +252,7 @@ class EnvStore:
         note(f"building {', '.join(plan.requirements)} with {installer_name(self.uv)} over {self.base_python}"
              + (f", as of {plan.exclude_newer}" if plan.exclude_newer else ""))
         build_environment(partial, self.base_python, plan, self.source, log=note, uv=self.uv,
-                          sandbox=self.sandbox, cache_dir=self.cache_dir if self.uv else None)
+                          sandbox=self.sandbox, cache_dir=self.cache_dir)
         return self.import_problem(partial, plan.requirements, note)
 
     def import_problem(self, env_dir: Path, requirements: tuple[str, ...],

@@ -25,6 +25,7 @@ import re
 import subprocess
 import urllib.error
 import urllib.request
+import zipfile
 from dataclasses import asdict, dataclass
 from html.parser import HTMLParser
 from pathlib import Path
@@ -32,6 +33,7 @@ from urllib.parse import urljoin
 
 from packaging.utils import InvalidSdistFilename, InvalidWheelFilename, canonicalize_name, parse_sdist_filename, \
     parse_wheel_filename
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
 from trayapp import __version__
@@ -52,7 +54,21 @@ SIMPLE_ACCEPT = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simpl
 class PackageUpdate:
     name: str
     current: str | None  # None: not installed
-    latest: str | None  # None: the index could not be read or has no release
+    latest: str | None  # None: the index could not be read or has no release (for ``python``)
+    # A newer release that the task interpreter's Python cannot install
+    # (its Requires-Python), with what it needs: reported, never offered.
+    newer_elsewhere: str | None = None
+    needs_python: str | None = None
+    python: str | None = None  # the task interpreter's version, e.g. "3.11.7"
+
+    def blocked(self) -> str | None:
+        """In words, why a newer release is not offered, with the fix; None if nothing is held back."""
+        if not self.newer_elsewhere:
+            return None
+        return (f"{self.name} {self.newer_elsewhere} is out but needs Python {self.needs_python}, and the task "
+                f"environment has Python {self.python}; {self.latest or 'no release'} is the newest for it.\n"
+                f"  fix: choose a task interpreter with a newer Python (task_python in the settings), then "
+                f"sparecycles update-brian")
 
     @property
     def available(self) -> bool:
@@ -80,6 +96,7 @@ class UpdateReport:
     def to_json(self) -> dict:
         data = asdict(self)
         data["brian"]["available"] = self.brian.available
+        data["brian"]["held_back"] = self.brian.blocked()
         data["app"]["available"] = self.app.available
         return data
 
@@ -92,6 +109,7 @@ class InstallResult:
     after: str | None
     python: str
     output: str  # pip's output, kept for the log / an error dialog
+    held_back: str | None = None  # a newer release this Python cannot install, with the fix (PackageUpdate.blocked)
 
     @property
     def changed(self) -> bool:
@@ -103,13 +121,29 @@ class InstallResult:
 class _Links(HTMLParser):
     def __init__(self):
         super().__init__()
-        self.links: list[tuple[str, bool]] = []  # (file name, yanked)
+        self.links: list[tuple[str, bool, str | None]] = []  # (file name, yanked, Requires-Python)
 
     def handle_starttag(self, tag, attrs):
         if tag == "a":
             attrs = dict(attrs)
             href = attrs.get("href") or ""
-            self.links.append((href.split("#")[0].rstrip("/").rsplit("/", 1)[-1], "data-yanked" in attrs))
+            self.links.append((href.split("#")[0].rstrip("/").rsplit("/", 1)[-1], "data-yanked" in attrs,
+                               attrs.get("data-requires-python")))
+
+
+@dataclass(frozen=True)
+class ReleaseFile:
+    filename: str
+    requires_python: str | None = None  # PEP 503 data-requires-python / PEP 691 requires-python
+
+    def runs_on(self, python: str | None) -> bool:
+        """Whether an interpreter of version ``python`` may install it (unknown: yes)."""
+        if not python or not self.requires_python:
+            return True
+        try:
+            return SpecifierSet(self.requires_python).contains(python, prereleases=True)
+        except InvalidSpecifier:
+            return True
 
 
 def version_of_file(filename: str, package: str) -> Version | None:
@@ -129,7 +163,24 @@ def newest(filenames: list[str], package: str) -> str | None:
     return str(max(versions)) if versions else None
 
 
+def newest_for(files: list[ReleaseFile], package: str, python: str | None) -> tuple[str | None, str | None, str | None]:
+    """The newest final release installable on Python ``python``; and, if a newer
+    one exists only for other Pythons, that one and its Requires-Python."""
+    fitting = newest([f.filename for f in files if f.runs_on(python)], package)
+    overall = newest([f.filename for f in files], package)
+    if overall is None or overall == fitting:
+        return fitting, None, None
+    needs = sorted({f.requires_python for f in files if f.requires_python
+                    and str(version_of_file(f.filename, package)) == overall})
+    return fitting, overall, " or ".join(needs) or "a newer Python"
+
+
 def files_on_index(index_url: str, package: str, timeout: float = INDEX_TIMEOUT_S) -> list[str]:
+    """The not-yanked file names of ``package`` on a simple index."""
+    return [f.filename for f in release_files_on_index(index_url, package, timeout)]
+
+
+def release_files_on_index(index_url: str, package: str, timeout: float = INDEX_TIMEOUT_S) -> list[ReleaseFile]:
     """The not-yanked file names of ``package`` on a PEP 503 (HTML) or PEP 691 (JSON) simple index."""
     url = urljoin(index_url.rstrip("/") + "/", canonicalize_name(package) + "/")
     request = urllib.request.Request(url, headers={"Accept": SIMPLE_ACCEPT, "User-Agent": f"sparecycles/{__version__}"})
@@ -138,10 +189,10 @@ def files_on_index(index_url: str, package: str, timeout: float = INDEX_TIMEOUT_
         body = response.read().decode(response.headers.get_content_charset() or "utf-8")
     if kind.endswith("+json") or kind == "application/json":
         files = json.loads(body).get("files", [])
-        return [f["filename"] for f in files if not f.get("yanked")]
+        return [ReleaseFile(f["filename"], f.get("requires-python")) for f in files if not f.get("yanked")]
     parser = _Links()
     parser.feed(body)
-    return [name for name, yanked in parser.links if not yanked]
+    return [ReleaseFile(name, requires) for name, yanked, requires in parser.links if not yanked]
 
 
 def files_in_folder(folder: str | Path) -> list[str]:
@@ -154,18 +205,64 @@ def latest_release(package: str, *, index_url: str = "", wheel_folder: str = "",
 
     Raises OSError (URLError is one) when the index cannot be read.
     """
-    names: list[str] = []
+    files = _release_files(package, index_url=index_url, wheel_folder=wheel_folder, timeout=timeout)
+    return newest([f.filename for f in files], package)
+
+
+def _release_files(package: str, *, index_url: str, wheel_folder: str, timeout: float) -> list[ReleaseFile]:
+    names: list[ReleaseFile] = []
     if wheel_folder:
-        names += files_in_folder(wheel_folder)
+        names += [ReleaseFile(name, _wheel_requires_python(Path(wheel_folder).expanduser() / name))
+                  for name in files_in_folder(wheel_folder)]
     if index_url or not wheel_folder:
         try:
-            names += files_on_index(index_url or PUBLIC_INDEX, package, timeout)
+            names += release_files_on_index(index_url or PUBLIC_INDEX, package, timeout)
         except urllib.error.HTTPError as exc:
             if exc.code != 404:  # 404: the index does not carry this package at all
                 raise
         except (ValueError, http.client.HTTPException) as exc:  # a malformed URL or body, a cut connection
             raise OSError(str(exc) or type(exc).__name__) from exc
-    return newest(names, package)
+    return names
+
+
+def versions_available(package: str, *, index_url: str = "", wheel_folder: str = "",
+                       timeout: float = INDEX_TIMEOUT_S) -> list[Version]:
+    """Every version of ``package`` (pre-releases too) in the wheel folder and/or
+    on the index, oldest first; none if the index does not carry it (404).
+    Raises OSError when the index cannot be read."""
+    files = _release_files(package, index_url=index_url, wheel_folder=wheel_folder, timeout=timeout)
+    return sorted({v for v in (version_of_file(f.filename, package) for f in files) if v})
+
+
+def _wheel_requires_python(path: Path) -> str | None:
+    """A wheel's Requires-Python, from its METADATA (a folder of wheels has no index page to say it)."""
+    if path.suffix != ".whl":
+        return None
+    try:
+        with zipfile.ZipFile(path) as wheel:
+            name = next((n for n in wheel.namelist() if n.endswith(".dist-info/METADATA")), None)
+            text = wheel.read(name).decode("utf-8", "replace") if name else ""
+    except (OSError, zipfile.BadZipFile, KeyError):
+        return None
+    found = re.search(r"^Requires-Python:\s*(.+?)\s*$", text.split("\n\n", 1)[0], re.MULTILINE)
+    return found.group(1) if found else None
+
+
+def python_version(python: str | None, timeout: float = PROBE_TIMEOUT_S) -> str | None:
+    """The version of the interpreter ``python`` ("3.11.7"), asked in a subprocess."""
+    if not python:
+        return None
+    try:
+        out = subprocess.run([python, "-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"],
+                             capture_output=True, text=True, timeout=timeout, env=subprocess_environment()).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.strip() or None
+
+
+def describe_versions(versions: list[Version], most: int = 5) -> str:
+    shown = ", ".join(str(v) for v in versions[-most:])
+    return f"versions {'…, ' if len(versions) > most else ''}{shown}"
 
 
 def installed_version(python: str | None, package: str, timeout: float = PROBE_TIMEOUT_S) -> str | None:
@@ -202,17 +299,27 @@ def check_for_updates(config: Config, *, brian_package: str = BRIAN, app_package
         except UserError:
             python = None
     current_brian = installed_version(python, brian_package)
+    task_python = python_version(python)
     error = None
-    latest_brian = latest_app = None
+    brian = PackageUpdate(brian_package, current_brian, None, python=task_python)
+    latest_app = None
     try:
-        latest_brian = latest_release(brian_package, index_url=config.package_index,
-                                      wheel_folder=config.wheel_folder, timeout=timeout)
+        brian = brian_update(config, brian_package, current_brian, task_python, timeout)
         latest_app = latest_release(app_package, index_url=config.package_index, wheel_folder=config.wheel_folder,
                                     timeout=timeout)
     except (OSError, json.JSONDecodeError) as exc:
         error = f"could not read {describe_source(config)}: {getattr(exc, 'reason', None) or exc}"
-    return UpdateReport(PackageUpdate(brian_package, current_brian, latest_brian),
-                        PackageUpdate(app_package, app_version, latest_app), describe_source(config), error)
+    return UpdateReport(brian, PackageUpdate(app_package, app_version, latest_app), describe_source(config), error)
+
+
+def brian_update(config: Config, package: str, current: str | None, task_python: str | None,
+                 timeout: float = INDEX_TIMEOUT_S) -> PackageUpdate:
+    """Brian's newest release for the task interpreter's Python, and a newer one
+    it cannot install (Requires-Python), if any. Raises OSError offline."""
+    files = _release_files(package, index_url=config.package_index, wheel_folder=config.wheel_folder,
+                           timeout=timeout)
+    fitting, newer, needs = newest_for(files, package, task_python)
+    return PackageUpdate(package, current, fitting, newer, needs, task_python)
 
 
 def check_at_start_up(config: Config) -> UpdateReport | None:
@@ -249,7 +356,7 @@ def update_brian(config: Config, *, package: str = BRIAN, python: str | None = N
     # is installed ("requirement already satisfied", exit 0): ask first, so
     # an offline update is reported as the failure it is.
     try:
-        latest_release(package, index_url=config.package_index, wheel_folder=config.wheel_folder)
+        held_back = brian_update(config, package, before, python_version(python)).blocked()
     except (OSError, json.JSONDecodeError) as exc:
         return InstallResult(False, package, before, before, python,
                              f"ERROR: could not read {describe_source(config)}: {getattr(exc, 'reason', None) or exc}")
@@ -262,7 +369,7 @@ def update_brian(config: Config, *, package: str = BRIAN, python: str | None = N
     except (OSError, subprocess.TimeoutExpired) as exc:
         ok, output = False, f"{' '.join(command)}: {exc}"
     after = installed_version(python, package)
-    return InstallResult(ok, package, before, after, python, output)
+    return InstallResult(ok, package, before, after, python, output, held_back)
 
 
 def last_line_of(output: str) -> str:

@@ -85,6 +85,43 @@ def requirement_notes(requires: tuple[str, ...], installed, past_build_s: list[f
     return tuple(notes)
 
 
+def check_resolvable(requires: tuple[str, ...], *, index_url: str, wheel_folder: str, installed,
+                     timeout: float = 3.0) -> None:
+    """Refuse, before anything is queued, a requirement that the lab's index (or
+    wheel folder) answers for and has no matching version of: every host would
+    try to install it and fail. Only a configured source is asked (never the
+    public index at every submit), a requirement this PC's task environment
+    meets is not asked about, and an index that does not answer decides nothing:
+    the hosts' first refusal fails the job then (see the README's design notes)."""
+    from packaging.requirements import Requirement
+
+    from trayapp.install.updates import describe_versions, versions_available
+
+    if not (index_url or wheel_folder):
+        return
+    for text in requires:
+        requirement = Requirement(text)
+        if requirement.url or (requirement.marker is not None and not requirement.marker.evaluate()):
+            continue
+        have = installed(requirement.name)
+        if have is not None and requirement.specifier.contains(have, prereleases=True):
+            continue
+        try:
+            versions = versions_available(requirement.name, index_url=index_url, wheel_folder=wheel_folder,
+                                          timeout=timeout)
+        except OSError:
+            return  # unreachable: nothing learnt, nothing refused
+        if not list(requirement.specifier.filter(versions, prereleases=True)):
+            source = " + ".join(s for s in (wheel_folder, index_url) if s)
+            found = (f"it has {describe_versions(versions)}" if versions
+                     else f"it has no package named {requirement.name}")
+            raise UserError(f"requirement {text!r} cannot be installed from the lab's package source "
+                            f"({source}): {found}",
+                            "correct the name or version in sparecycles.toml or requirements.txt"
+                            + (f" (e.g. {requirement.name} == {versions[-1]})" if versions else "")
+                            + "; nothing was queued")
+
+
 def installed_versions(python: str, names: list[str] | tuple[str, ...]) -> dict[str, str | None]:
     """The installed version of each distribution in ``names`` (None where it is
     not installed) in ``python``'s environment, read by one interpreter in one

@@ -15,7 +15,8 @@ from trayapp.errors import UserError
 from trayapp.home import Home
 from trayapp.job.folder import JobFolder, open_job_folder
 from trayapp.job.manifest import Manifest
-from trayapp.job.requirements import installed_versions, job_requirements, requirement_notes
+from trayapp.job.requirements import check_resolvable, installed_versions, job_requirements, requirement_notes
+from trayapp.job.syntax import check_main_compiles
 from trayapp.master.store import JobRecord, Store
 
 
@@ -41,6 +42,7 @@ def submit_job(store: Store, home: Home, config: Config, folder: str | Path, *, 
     check_job_name(job_name)
     manifest = job_folder.manifest
     requires = job_requirements(job_folder.root, manifest)
+    check_before_queueing(home, config, job_folder.root, job_folder.main, requires)
     packed = pack(job_folder.root, job_folder.files, home.archives_dir)
     job = store.add_job(
         name=job_name, folder=str(job_folder.root), main=job_folder.main, archive_sha=packed.sha256,
@@ -51,6 +53,21 @@ def submit_job(store: Store, home: Home, config: Config, folder: str | Path, *, 
         requires=requires, memory_mb=manifest.memory_mb)
     notes = unhonoured_requests(manifest) + (what_requirements_need(home, config, requires) if requires else ())
     return Submission(job, job_folder, packed.size, notes)
+
+
+def check_before_queueing(home: Home, config: Config, root: Path, main: str, requires: tuple[str, ...]) -> None:
+    """Mistakes every host would make the same way, refused once here: a main
+    script that does not compile, a requirement the lab's index has no version of."""
+    from packaging.requirements import Requirement
+
+    from trayapp.install.taskenv import task_interpreter
+
+    python = task_interpreter(config.task_python, home=home, create=False)
+    check_main_compiles(root, main, python)
+    if requires and (config.package_index or config.wheel_folder):
+        versions = installed_versions(python, [Requirement(text).name for text in requires]) if python else {}
+        check_resolvable(requires, index_url=config.package_index, wheel_folder=config.wheel_folder,
+                         installed=versions.get)
 
 
 def what_requirements_need(home: Home, config: Config, requires: tuple[str, ...]) -> tuple[str, ...]:

@@ -28,6 +28,7 @@ from trayapp.install.taskenv import task_interpreter
 from trayapp.locks import InstanceLock
 from trayapp.master.kinds import KINDS, Driver, KindContext, KindRegistry
 from trayapp.master.store import Store
+from trayapp.master.waits import declines_of
 from trayapp.status import TaskStatus
 
 log = logging.getLogger(__name__)
@@ -146,7 +147,8 @@ class Dispatcher:
         if not connected:
             return  # nobody to ask yet: the job waits for a host, as any job does
         for seq in self.store.queued_jobs():
-            reasons = [(name, d.refusal(seq)) for name, d in connected.items()]
+            declines = declines_of(self.store, seq)
+            reasons = [(name, d.refusal(seq) or declines.get(name, (None, None))[1]) for name, d in connected.items()]
             if all(refused for _host, refused in reasons):
                 why = "; ".join(f"{host}: {refused}" for host, refused in reasons)
                 failed = self.store.fail_queued_tasks(seq, f"no connected host can run this job. {why}")

@@ -27,10 +27,11 @@ from trayapp.master.driversettings import DriverSettings
 from trayapp.master.bounds import HostMisbehaved, check_finished, grant_within_slots
 from trayapp.master.fetch import TRANSFER_TRIES, ResultsFolderError, fetch_results, results_folder_error
 from trayapp.master.quarantine import Quarantine
-from trayapp.master.results import collect, collected_by, results_path
+from trayapp.master.results import collect, collected_by, paths_in_job_folder, results_path
 from trayapp.master.timelimit import TimeLimits
 from trayapp.status import AttemptOutcome, TaskStatus
 from trayapp.master.store import Claim, Store
+from trayapp.master.waits import declined_here, forget_declines, record_decline
 
 log = logging.getLogger(__name__)
 
@@ -77,11 +78,11 @@ class HostDriver(threading.Thread):
         self._stopping = threading.Event()
         self._retiring = False
         self.inflight: dict[str, _InFlight] = {}  # token -> attempt
-        # Jobs whose requirements this host cannot meet, with why and since when
-        # (time.monotonic()): not offered to it again for a while. Replaced, never
-        # changed in place, since the dispatcher reads it from its own thread.
-        self.declined_jobs: dict[int, tuple[str, float]] = {}
+        # Jobs whose requirements this host cannot meet are not offered to it again
+        # for a while: kept in the queue's declines table (trayapp.master.waits), so
+        # that `status` says why they wait, and `retry` offers them again.
         self._env_stamp = None
+        self._next_expiry = 0.0
         # Jobs whose results this master cannot write now: no new tasks of
         # theirs until one is collected; token -> (report, when to retry, delay).
         self.blocked_jobs: frozenset[int] = frozenset()
@@ -399,24 +400,24 @@ class HostDriver(threading.Thread):
         return self.connected.is_set()
 
     def refusal(self, job_seq: int) -> str | None:
-        declined = self.declined_jobs.get(job_seq)
-        return declined[0] if declined else None
+        """Kept for kinds' drivers: the dispatcher reads the declines table itself."""
+        return None
 
     def not_offered(self) -> frozenset[int]:
         """Jobs not to claim for this host: declined here, or their results cannot be written now."""
-        return frozenset(self.declined_jobs) | self.blocked_jobs
+        return declined_here(self.store, self.host) | self.blocked_jobs
 
     def _expire_declines(self, now: float) -> None:
-        stale = [seq for seq, (_why, when) in self.declined_jobs.items() if now - when >= self.settings.declined_for_s]
-        if stale:
-            self.declined_jobs = {s: v for s, v in self.declined_jobs.items() if s not in stale}
+        if now >= self._next_expiry:
+            self._next_expiry = now + 5.0
+            forget_declines(self.store, host=self.host, older_than=time.time() - self.settings.declined_for_s)
 
     def _note_env_stamp(self, conv: _Conversation, stamp) -> None:
         """The host's task environment changed (a package installed there): what it
         declined before may suit it now."""
-        if stamp != self._env_stamp and self._env_stamp is not None and self.declined_jobs:
-            log.info("host %s: its task environment changed; offering the jobs it declined again", self.host)
-            self.declined_jobs = {}
+        if stamp != self._env_stamp and self._env_stamp is not None:
+            if forget_declines(self.store, host=self.host):
+                log.info("host %s: its task environment changed; offering the jobs it declined again", self.host)
             conv.demand_sent = None
         self._env_stamp = stamp
 
@@ -426,11 +427,20 @@ class HostDriver(threading.Thread):
             return
         self._use_deferred_grant(conv)
         reason = f"{self.host} declined: {message['reason']}"
+        code = message.get("code") or "declined"
         if message.get("requirements"):
             # Not this task's fault and not the host's: the job needs another
             # environment. Other hosts may take it; this one is not asked again.
-            self.declined_jobs = {**self.declined_jobs, entry.claim.job_seq: (message["reason"], time.monotonic())}
+            record_decline(self.store, entry.claim.job_seq, self.host, str(code), str(message["reason"]))
             conv.demand_sent = None
+        if code == "unresolvable":
+            # The index has no such package or version: no host will do better,
+            # so the job fails now, paused and busy hosts notwithstanding.
+            package = message.get("package") or "a requirement"
+            why = f"{package} cannot be installed: no version of it on the package index matches. {reason}"
+            self.store.finish_attempt(entry.claim.attempt_id, AttemptOutcome.REJECTED, message=why)
+            self.store.fail_queued_tasks(entry.claim.job_seq, why)
+            return
         if "archive" in message["reason"] and message.get("retry", True):
             conv.archives_present.discard(Path(entry.claim.archive_path).stem)
         if not message.get("retry", True):
@@ -505,6 +515,9 @@ class HostDriver(threading.Thread):
                 outcome, message = AttemptOutcome.REJECTED, problem
             else:
                 message = report.get("message")
+                if isinstance(message, str):
+                    message = paths_in_job_folder(message, claim.token, self.store.job(claim.job_id).folder,
+                                                  str(results_path(claim)))
             code = report.get("exit_code")
             if outcome is AttemptOutcome.SUCCEEDED and unpacked is None:
                 outcome = AttemptOutcome.REJECTED

@@ -30,9 +30,13 @@ def presented_key(home: Home, host: str, address: str, port: int) -> PresentedKe
 
     try:
         key = fetch_host_key(address, port)
+    except ConnectionRefusedError:
+        raise UserError(f"reachable: nothing answers SSH at {address}:{port} (connection refused)",
+                        f"is sshd running on {address}, on port {port}? If it listens on another port, "
+                        f"add the host again with --port PORT (sparecycles hosts remove {host} first)") from None
     except (OSError, paramiko.SSHException) as exc:
-        raise UserError(f"could not reach {host} at {address}:{port}: {exc}",
-                        "check that the PC is on and runs an SSH server") from None
+        raise UserError(f"reachable: could not reach {host} at {address}:{port}: {exc}",
+                        "check that the PC is on, on the network, and runs an SSH server") from None
     known = paramiko.HostKeys()
     path = home.known_hosts
     if path.exists():

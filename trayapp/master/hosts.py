@@ -117,6 +117,9 @@ class Hosts:
     def trust(self, key: PresentedKey, *, fingerprint: str | None = None, replace: bool = False) -> None:
         """Trust the key the user saw; ``fingerprint``: only if it still has it."""
         trust_key(self.context.home, key, fingerprint=fingerprint, replace=replace)
+        # "host key not trusted yet" is over: said at once, until the dispatcher's
+        # next try to connect (up to its backoff away) says how the host is.
+        self.store.set_host_state(key.host, "connecting", None)
 
     def trust_by_fingerprint(self, name: str, fingerprint: str, *, replace: bool = False) -> PresentedKey:
         """Fetch the host's key again and trust it if it has ``fingerprint``."""

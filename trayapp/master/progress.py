@@ -9,8 +9,10 @@ from typing import Callable, Protocol, TextIO
 
 from trayapp.status import JobStatus, TaskStatus
 from trayapp.master.store import JobRecord, Store
+from trayapp.master.waits import describe_waits, why_waiting
 
 FINAL_JOB_STATES = (JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED)
+REASON_EVERY_S = 1.0
 
 
 def describe_counts(job: JobRecord) -> str:
@@ -26,6 +28,8 @@ def describe_counts(job: JobRecord) -> str:
 class Display(Protocol):
     def update(self, job: JobRecord) -> None: ...
 
+    def note(self, text: str) -> None: ...
+
     def close(self) -> None: ...
 
 
@@ -35,6 +39,7 @@ class ProgressBar:
     def __init__(self, job: JobRecord, stream: TextIO, tqdm_class=None):
         desc = f"{job.name}-{job.id}"
         self._shown = 0
+        self._stream = stream
         if tqdm_class is not None:
             self._bar = tqdm_class(total=job.total, desc=desc, unit="task", leave=True)
             return
@@ -54,6 +59,10 @@ class ProgressBar:
         self._bar.set_postfix_str(describe_counts(job), refresh=False)
         self._bar.update(finished - self._shown)
         self._shown = finished
+
+    def note(self, text: str) -> None:
+        """A line above the bar (why the job waits), kept when the bar moves on."""
+        self._bar.write(text, file=self._stream)
 
     def close(self) -> None:
         self._bar.close()
@@ -76,6 +85,9 @@ class ProgressLines:
             print(text, file=self._stream, flush=True)
             self._last_text, self._last_time = text, now
 
+    def note(self, text: str) -> None:
+        print(text, file=self._stream, flush=True)
+
     def close(self) -> None:
         pass
 
@@ -93,11 +105,19 @@ def wait_for_job(store: Store, job_id: str, *, timeout: float | None = None, str
     elif show:
         display = ProgressBar(job, stream) if stream.isatty() else ProgressLines(stream)
     deadline = clock() + timeout if timeout is not None else None
+    said, next_reason = "", 0.0
     try:
         while True:
             job = store.job(job.id)
             if display:
                 display.update(job)
+                if clock() >= next_reason or job.status in FINAL_JOB_STATES:
+                    # One line each time the reason changes, not one per poll.
+                    next_reason = clock() + REASON_EVERY_S
+                    why = describe_waits(why_waiting(store, job))
+                    if why and why != said:
+                        display.note(f"{job.name}-{job.id} waits: {why}")
+                    said = why
             if job.status in FINAL_JOB_STATES:
                 return job
             if deadline is not None and clock() >= deadline:

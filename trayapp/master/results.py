@@ -23,6 +23,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -83,7 +84,7 @@ def collect(claim: Claim, unpacked: Path, *, exit_code: int | None, host: str) -
     destination.parent.mkdir(parents=True, exist_ok=True)
     staging = unpacked / "results"
     staging.mkdir(exist_ok=True)  # a task that wrote nothing is still done
-    for name in LOG_FILES:
+    for name in (*LOG_FILES, *sorted(n for n in os.listdir(unpacked) if _is_debug_file(n))):
         source = unpacked / name
         if source.exists():
             os.replace(source, staging / _free_name(staging, name))
@@ -98,6 +99,26 @@ def collect(claim: Claim, unpacked: Path, *, exit_code: int | None, host: str) -
         destination.rename(destination.parent / _free_name(destination.parent, f"{destination.name}.previous"))
     _move_atomically(staging, destination)
     return destination
+
+
+def paths_in_job_folder(text: str, token: str, folder: str, task_results: str) -> str:
+    """``text`` (a traceback) with the attempt's folder on the host
+    (``.../tasks/<token>/work/``, where the job folder was unpacked) replaced by
+    the user's job folder, and its temporary folder (``.../tasks/<token>/tmp/``,
+    where Brian leaves its debug files) by the task's results folder, where those
+    files come back: paths the user can open."""
+    for part, replacement in (("work", folder.rstrip("/")), ("tmp", task_results.rstrip("/"))):
+        tail = "/" + re.escape(token) + "/" + part + r"(?=/|\b)"
+        # In quotes (a traceback's File "..."), the path may hold spaces; bare, it ends at one.
+        text = re.sub(r'(?<=")[^"\n]*' + tail, lambda _m: replacement, text)
+        text = re.sub(r"""[^\s"'<>]*""" + tail, lambda _m: replacement, text)
+    return text
+
+
+def _is_debug_file(name: str) -> bool:
+    """Brian's debug files of a failed run, packed beside the logs (trayapp.slave.spool.debug_files)."""
+    return (name.startswith("brian_debug_") and name.endswith(".log")) or \
+        (name.startswith("brian_script_") and name.endswith(".py"))
 
 
 def _is_regular_file(path: Path) -> bool:

@@ -108,5 +108,9 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
     ("jobs carry their memory request, which slaves hold each task to", [
         "ALTER TABLE jobs ADD COLUMN memory_mb INTEGER",
     ]),
+    ("why a job waits: each host's refusal of it, as a code and words (trayapp.master.waits)", [
+        "CREATE TABLE declines (job_seq INTEGER NOT NULL, host TEXT NOT NULL, code TEXT NOT NULL,"
+        " reason TEXT NOT NULL, ts REAL NOT NULL, PRIMARY KEY (job_seq, host))",
+    ]),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -322,6 +322,31 @@ class Store:
             self._refresh_job(job.seq)
         return len(rows)
 
+    def replace_archive(self, job_seq: int, archive_sha: str, archive_path: str, requires: tuple[str, ...]) -> None:
+        """The job runs from now on with the folder packed anew (``retry --repack``)."""
+        with self._write() as db:
+            db.execute("UPDATE jobs SET archive_sha=?, archive_path=?, requires=? WHERE seq=?",
+                       (archive_sha, archive_path, json.dumps(list(requires)), job_seq))
+            self._event("repacked", job_seq, detail=archive_sha)
+
+    def remove_job(self, ref: str) -> JobRecord:
+        """Forget a finished job: its rows go (the one place rows are deleted, at
+        the user's word); its results folder is the caller's to keep or delete."""
+        job = self.job(ref)
+        with self._write() as db:
+            status = db.execute("SELECT status FROM jobs WHERE seq=?", (job.seq,)).fetchone()[0]
+            if status not in (JobStatus.DONE.value, JobStatus.FAILED.value, JobStatus.CANCELLED.value):
+                raise UserError(f"job {job.id} ({job.name}) is {status}; only a finished job can be removed",
+                                f"cancel it first: sparecycles cancel {job.id}")
+            for table in ("declines", "attempts", "events", "tasks"):
+                db.execute(f"DELETE FROM {table} WHERE job_seq=?", (job.seq,))
+            db.execute("DELETE FROM jobs WHERE seq=?", (job.seq,))
+            self._event("removed", detail=f"{job.id} ({job.name})")
+        return job
+
+    def archive_in_use(self, archive_path: str) -> bool:
+        return self._db.execute("SELECT 1 FROM jobs WHERE archive_path=? LIMIT 1", (archive_path,)).fetchone() is not None
+
     # ----- the dispatcher's side ---------------------------------------------
 
     @staticmethod

@@ -424,7 +424,7 @@ class SlaveEngine:
         requires = message.get("requires") or []
         refused = memory_refusal(task.memory_mb, self.memory_limit_mb)
         if refused:
-            session.send("declined", token=token, reason=refused, retry=True, requirements=True)
+            session.send("declined", token=token, reason=refused, retry=True, requirements=True, code="memory")
             return
         self.environments.start(session, task, requires)
 

@@ -32,7 +32,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
 
-from trayapp.install.envbuild import EnvBuildError
+from trayapp.install.envbuild import EnvBuildError, unresolvable_package
 from trayapp.install.envs import EnvStore, canonical_requirements, describe_requirements
 from trayapp.slave.requirements import RequirementChecker, refused_requirements
 from trayapp.slave.session import Session
@@ -169,7 +169,9 @@ class JobEnvironments:
             if session is None:
                 return  # its master reconciles on return and queues the task again
             if decision.action == "decline":
-                session.send("declined", token=token, reason=decision.reason, retry=True, requirements=True)
+                package = unresolvable_package(decision.reason)  # a build that failed before, remembered
+                session.send("declined", token=token, reason=decision.reason, retry=True, requirements=True,
+                             code="unresolvable" if package else "environment", package=package)
             elif not self._accepts_work():
                 session.send("declined", token=token, reason="not available any more", retry=True)
             else:
@@ -221,9 +223,7 @@ class JobEnvironments:
                 if session is None:
                     continue  # its master reconciles on return and queues the task again
                 if error:
-                    session.send("declined", token=token, retry=True, requirements=True,
-                                 reason=f"cannot prepare environment ({describe_requirements(prep.requirements)}):"
-                                        f" {error}")
+                    _decline_build(session, token, prep.requirements, error)
                 elif not self._accepts_work():
                     session.send("declined", token=token, reason="not available any more", retry=True)
                 else:
@@ -275,3 +275,13 @@ class JobEnvironments:
         self._check_pool.shutdown(wait=False, cancel_futures=True)
         if self._build_pool is not None:
             self._build_pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _decline_build(session, token: str, requirements, error: str) -> None:
+    """Decline a task whose environment could not be built, with a code its master
+    decides on: ``unresolvable`` (the index has no such package or version:
+    nothing a host can change, so the master fails the job) or ``environment``."""
+    package = unresolvable_package(error)
+    session.send("declined", token=token, retry=True, requirements=True,
+                 code="unresolvable" if package else "environment", package=package,
+                 reason=f"cannot prepare environment ({describe_requirements(requirements)}): {error}")

@@ -28,6 +28,7 @@ its own upload after the check.
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import logging
@@ -296,6 +297,8 @@ class Spool:
         for name in ("stdout.txt", "stderr.txt"):
             if (run_dir / name).is_file():
                 os.replace(run_dir / name, target / name)
+        for path in debug_files(run_dir / "tmp"):
+            os.replace(path, target / path.name)
         return target
 
     def pack_results(self, task: SpoolTask, max_bytes: int) -> tuple[Path, str, int]:
@@ -340,16 +343,37 @@ class Spool:
                 yield each(name, fd)
             finally:
                 os.close(fd)
+        results_fd = None
         try:
             with open_folder("work", dir_fd=run_fd, shown="the task's folder") as work_fd:
                 results_fd = open_folder_fd("results", dir_fd=work_fd, shown="results")
         except (FileNotFoundError, NotADirectoryError):
-            return  # no results (a file called "results" is none either): only the logs travel
+            pass  # no results (a file called "results" is none either): only the logs travel
+        if results_fd is not None:
+            try:
+                for name, fd in plain_files(results_fd, "results"):
+                    yield each(name, fd)
+            finally:
+                os.close(results_fd)
+        yield from Spool._walk_debug_files(run_fd, each)
+
+    @staticmethod
+    def _walk_debug_files(run_fd: int, each) -> Iterator[int]:
+        """``each(name, fd)`` for Brian's debug files in the task's TMPDIR (``tmp``),
+        regular files only: a link or anything else a task made there is skipped."""
         try:
-            for name, fd in plain_files(results_fd, "results"):
-                yield each(name, fd)
-        finally:
-            os.close(results_fd)
+            with open_folder("tmp", dir_fd=run_fd, shown="the task's temporary folder") as tmp_fd:
+                for name in debug_file_names(os.listdir(tmp_fd)):
+                    try:
+                        fd = open_regular(name, dir_fd=tmp_fd)
+                    except (OSError, ValueError):
+                        continue
+                    try:
+                        yield each(name, fd)
+                    finally:
+                        os.close(fd)
+        except (OSError, ValueError):
+            return  # no temporary folder (or not a plain one): nothing to bring back
 
 
 def _add_open_file(tar: tarfile.TarFile, name: str, fd: int) -> int:
@@ -380,3 +404,31 @@ def _copy_hashing(source: Path, folder: Path) -> tuple[str, Path]:
             Path(tmp).unlink(missing_ok=True)
             raise
     return digest.hexdigest(), Path(tmp)
+
+
+# What Brian writes to the temporary folder when a run fails, and asks users to
+# send with a bug report: it travels back with the task's logs, since the
+# task's folder (its TMPDIR among it) is deleted once the results are packed.
+DEBUG_FILE_PATTERNS = ("brian_debug_*.log", "brian_script_*.py")
+
+
+def debug_file_names(names: list[str], most: int = 20) -> list[str]:
+    """Of the names in a task's temporary folder, Brian's debug files (at most ``most``)."""
+    return sorted(n for n in names if any(fnmatch.fnmatchcase(n, p) for p in DEBUG_FILE_PATTERNS))[:most]
+
+
+def debug_files(folder: Path) -> list[Path]:
+    """The debug files in the task's temporary folder: regular files only (by
+    lstat: a task-made link is never followed)."""
+    try:
+        names = debug_file_names(os.listdir(folder))
+    except OSError:
+        return []
+    found = []
+    for name in names:
+        try:
+            if stat.S_ISREG(os.lstat(folder / name).st_mode):
+                found.append(folder / name)
+        except OSError:
+            continue
+    return found

@@ -53,6 +53,17 @@ class LoginRefused(Exception):
     """The host does not accept our user, key or password."""
 
 
+class Unreachable(OSError):
+    """No SSH server answers (refused, no route): ``str()`` is short, for ``hosts list``."""
+
+    def __init__(self, problem: str, fix: str):
+        super().__init__(problem)
+        self.problem, self.fix = problem, fix
+
+    def __str__(self) -> str:
+        return self.problem
+
+
 class ClientKeyError(Exception):
     """Our own private key cannot be unlocked (passphrase missing or wrong)."""
 
@@ -64,6 +75,32 @@ def host_key_name(address: str, port: int) -> str:
 def fingerprint(key: paramiko.PKey) -> str:
     digest = hashlib.sha256(key.asbytes()).digest()
     return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+def client_key_fingerprints(host: SSHTarget) -> list[str]:
+    """The SHA256 fingerprints of the keys we log in to ``host`` with, as
+    ``slave authorize --list`` shows them on the lender's side: its ``--key``
+    (from the ``.pub`` beside it, else the private key if it needs no
+    passphrase), else the agent's keys and the usual ``~/.ssh`` ones."""
+    found: list[str] = []
+    paths = [Path(host.key_path).expanduser()] if host.key_path else [
+        Path.home() / ".ssh" / name for name in ("id_ed25519", "id_ecdsa", "id_rsa")]
+    for path in paths:
+        pub = path.with_name(path.name + ".pub")
+        try:
+            if pub.is_file():
+                blob = base64.b64decode(pub.read_text().split()[1])
+                found.append("SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("="))
+            elif host.key_path and path.is_file():
+                found.append(fingerprint(paramiko.PKey.from_path(str(path))))
+        except (OSError, IndexError, ValueError, paramiko.SSHException):
+            continue
+    if not host.key_path:
+        try:
+            found += [fingerprint(key) for key in paramiko.Agent().get_keys()]
+        except (OSError, paramiko.SSHException):
+            pass
+    return list(dict.fromkeys(found))
 
 
 def keyring_account(host: SSHTarget) -> str:
@@ -148,6 +185,18 @@ def open_client(host: SSHTarget, known_hosts: Path) -> paramiko.SSHClient:
             f"the host key of {host.name} ({host.address}:{host.port}) has CHANGED to "
             f"{fingerprint(exc.key)}; refusing to connect. If the PC was reinstalled, check the fingerprint "
             f"on it and run: sparecycles hosts trust {host.name} --replace") from None
+    except paramiko.AuthenticationException as exc:
+        client.close()
+        keys = client_key_fingerprints(host)
+        raise LoginRefused(
+            f"{host.user}@{host.address} refused our key ({exc}); has the lender run "
+            f"`sparecycles slave authorize` with this key? its fingerprint is "
+            f"{' or '.join(keys) if keys else 'unknown (no public key found beside it)'}") from None
+    except paramiko.ssh_exception.NoValidConnectionsError as exc:
+        client.close()
+        raise Unreachable(f"nothing answers SSH at {host.address}:{host.port} (connection refused)",
+                          f"is sshd running on {host.address}, on port {host.port}? If it listens on another "
+                          f"port, add the host again with --port PORT") from exc
     except paramiko.PasswordRequiredException:
         client.close()
         raise ClientKeyError(f"the key {key_file} is protected by a passphrase that is not in the OS keyring; "

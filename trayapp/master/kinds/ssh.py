@@ -106,9 +106,24 @@ class SSHKind(HostKind):
         link = yield from log_in(host, context, lambda: SSHLink(host, context.home.known_hosts).open())
         try:
             yield Finding("login", f"{host.user}@{host.address}, started '{host.agent_command}'")
-            yield Finding("slave", hello_text(exchange_hello(link, context.identity)))
+            try:
+                hello = exchange_hello(link, context.identity)
+            except UserError as exc:
+                raise UserError(f"slave: {exc.problem}", exc.fix) from None
+            yield Finding("slave", hello_text(hello))
         finally:
             link.close()
+        refuse_a_slave_that_cannot_lend(host, hello)
+
+
+def refuse_a_slave_that_cannot_lend(host: HostRecord, hello: dict) -> None:
+    """``hosts test`` fails (exit 3) for a slave that answers but can run no task
+    (no sandbox, a full disk...): the lender has to act there. Paused, busy or
+    in use is fine: it lends again by itself."""
+    if hello.get("state") == "unavailable":
+        raise UserError(f"slave: {host.name} answers but cannot run tasks: {hello.get('reason') or 'no reason given'}",
+                        "the lender fixes this on that PC (the reason says how); "
+                        f"then check again with: sparecycles hosts test {host.name}")
 
 
 def log_in(host: HostRecord, context: KindContext, connect: Callable[[], T]) -> Generator[Finding, None, T]:
@@ -117,22 +132,30 @@ def log_in(host: HostRecord, context: KindContext, connect: Callable[[], T]) -> 
     import paramiko
 
     from trayapp.wire.links import LinkClosed
-    from trayapp.wire.ssh import ClientKeyError, HostKeyError, LoginRefused
+    from trayapp.wire.ssh import ClientKeyError, HostKeyError, LoginRefused, Unreachable
 
     key = presented_key(context.home, host.name, host.address, host.port)
     yield Finding("reachable", f"{host.address}:{host.port} answers SSH")
     if key.known != "trusted":
-        raise UserError(f"{host.name} presents {key.key_type} {key.fingerprint}, which is "
+        raise UserError(f"host key: {host.name} presents {key.key_type} {key.fingerprint}, which is "
                         + ("NOT the key trusted before" if key.known == "changed" else "not trusted yet"),
                         f"compare it with the PC's own, then: sparecycles hosts trust {host.name}"
                         + (" --replace" if key.known == "changed" else ""))
     yield Finding("host key", f"{key.key_type} {key.fingerprint}, trusted")
     try:
         return connect()
-    except (HostKeyError, ClientKeyError) as exc:
-        raise UserError(str(exc)) from None
-    except (paramiko.AuthenticationException, LoginRefused) as exc:
-        raise UserError(f"{host.user}@{host.address} could not log in: {exc}",
+    except HostKeyError as exc:
+        raise UserError(f"host key: {exc}") from None
+    except ClientKeyError as exc:
+        raise UserError(f"login: {exc}") from None
+    except LoginRefused as exc:
+        raise UserError(f"login: {exc}",
+                        f"on the lender's PC: sparecycles slave authorize YOUR_KEY.pub --name {context.identity[1]}; "
+                        "here: check --user and --key (or --ask-secret for a password)") from None
+    except paramiko.AuthenticationException as exc:
+        raise UserError(f"login: {host.user}@{host.address} could not log in: {exc}",
                         "check --user and --key, or store the password with 'hosts add ... --ask-secret'") from None
+    except Unreachable as exc:
+        raise UserError(f"login: {exc.problem}", exc.fix) from None
     except (OSError, paramiko.SSHException, LinkClosed) as exc:
-        raise UserError(f"could not log in to {host.name}: {exc}") from None
+        raise UserError(f"login: could not log in to {host.name}: {exc}") from None
