@@ -7,12 +7,13 @@ protection switched off (the old code path, patched back in), then to fail.
 
 from __future__ import annotations
 
+import json
 import os
 import tarfile
 from pathlib import Path
 
 import pytest
-from conftest import wait_until
+from conftest import cli, make_job, wait_until
 from test_sandbox import lender_home, slave_factory  # noqa: F401 - fixtures
 
 import trayapp.run.sandbox as sandbox_module
@@ -222,3 +223,60 @@ def test_a_task_writing_past_its_disk_cap_fails_with_that_reason(slave_factory, 
     assert finished["outcome"] == "exited", finished
     assert words in finished["message"], finished["message"]
     assert "wrote 200 MB" not in (slave.engine.spool.task_dir(token) / "stdout.txt").read_text()
+
+
+@pytest.mark.slow
+def test_status_tells_the_user_which_task_went_over_its_disk_cap(home, tmp_path, monkeypatch):
+    monkeypatch.delenv("SPARECYCLES_SANDBOX", raising=False)  # this PC's own cores, in the sandbox
+    home.config_file.write_text("max_task_disk_mb = 50\n")
+    body = MANY_FILES.replace("import os, time", "import json, os, sys, time").replace(
+        "range(200)", "range(json.loads(sys.argv[1])['n'])")
+    folder, params = make_job(tmp_path / "writer", body, params=[{"n": 5}, {"n": 200}])
+    submitted = json.loads(cli("submit", str(folder), "--params", str(params), "--json", check=True).stdout)
+    assert cli("wait", submitted["job"], "--timeout", "120").returncode == 1
+    small, big = json.loads(cli("status", submitted["job"], "--json", check=True).stdout)["tasks"]
+    assert small["status"] == "done" and big["status"] == "failed", (small, big)
+    assert "over its disk cap of 50 MB" in big["message"], big
+    assert "over its disk cap of 50 MB" in cli("status", submitted["job"], check=True).stdout
+
+
+def test_the_clean_up_opens_up_folders_a_task_made_unreadable_and_follows_no_link(tmp_path):
+    """As a lender, not root (root enters any folder): a folder of mode 000 kept
+    the old clean-up (``rmtree(ignore_errors=True)``) from removing it."""
+    import inspect
+    import subprocess
+    import tempfile
+
+    from trayapp.run import taskfiles
+
+    lender = 65534
+    remover = ("import os, shutil, stat, sys\nfrom pathlib import Path\n" + inspect.getsource(taskfiles.remove_tree)
+               + "\nold = sys.argv[2] == 'old'\n"
+               "shutil.rmtree(sys.argv[1], ignore_errors=True) if old else remove_tree(Path(sys.argv[1]))\n")
+    with tempfile.TemporaryDirectory(prefix="sparecycles-lender-") as place:  # pytest's tmp_path is root's alone
+        root = Path(place)
+        root.chmod(0o755)
+        left = {}
+        for way in ("old", "new"):
+            home, task = root / f"home-{way}", root / f"spool-{way}" / "task"
+            task.parent.mkdir()
+            os.chown(task.parent, lender, lender)
+            (home / ".ssh").mkdir(parents=True)
+            (home / ".ssh" / "id_ed25519").write_text("key")
+            (task / "work" / "locked" / "deeper").mkdir(parents=True)
+            (task / "work" / "locked" / "deeper" / "junk.bin").write_bytes(b"x" * 1000)
+            (task / "work" / "locked" / "home").symlink_to(home)
+            for path in (home, home / ".ssh", task, task / "work", task / "work" / "locked",
+                         task / "work" / "locked" / "deeper", task / "work" / "locked" / "deeper" / "junk.bin"):
+                os.chown(path, lender, lender, follow_symlinks=False)
+            (task / "work" / "locked" / "deeper").chmod(0)
+            (task / "work" / "locked").chmod(0)
+            run = subprocess.run(["/usr/bin/python3", "-c", remover, str(task), way], user=lender, group=lender,
+                                 extra_groups=[], capture_output=True, text=True, timeout=60, cwd="/")
+            assert run.returncode == 0, run.stderr
+            left[way] = task.exists()
+            assert (home / ".ssh" / "id_ed25519").read_text() == "key", "the link was not followed"
+            if task.exists():
+                (task / "work" / "locked").chmod(0o700)  # so the temporary folder can go
+                (task / "work" / "locked" / "deeper").chmod(0o700)
+    assert left == {"old": True, "new": False}

@@ -15,6 +15,7 @@ import shutil
 from pathlib import Path
 
 from trayapp.run.runner import Launch
+from trayapp.run.taskfiles import remove_tree
 from trayapp.run.taskcache import prepare_task_caches, task_cache_environment, task_writable
 from trayapp.taskparams import task_argument, write_task_params
 
@@ -27,7 +28,7 @@ def prepare(task_dir: Path, template: Path, params: object, *, cache_dir: Path |
     (and params.pkl), and, given its slot's ``cache_dir``, its caches and scratch folder."""
     work = task_dir / "work"
     if work.exists():  # left over from a start that crashed half-way
-        shutil.rmtree(work)
+        remove_tree(work)
     task_dir.mkdir(parents=True, exist_ok=True)
     shutil.copytree(template, work)
     write_task_params(work, params)

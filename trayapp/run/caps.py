@@ -41,7 +41,9 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from dataclasses import dataclass
+from pathlib import Path
 
 # Stops well before the PC itself runs out, whatever the task asked for.
 AUTOMATIC_SHARE_OF_RAM = 0.75
@@ -87,11 +89,16 @@ def caps_for(requested_mb: int | None, limit_mb: int | None, processes: int, dis
     return TaskCaps(memory_mb=requested_mb or limit_mb, processes=processes or None, disk_mb=disk_mb)
 
 
-def task_disk_cap_mb(max_task_disk_mb: int, free_mb: int, slots: int) -> int:
+def task_disk_cap_mb(max_task_disk_mb: int, folder: Path, slots: int) -> int | None:
     """The most disk one task may fill here: the setting, or (0) its slot's share
-    of half the spool's free space now."""
+    of half the free space under ``folder`` (the spool) now; None if that cannot
+    be known (the spool's own problem then keeps the slave from taking work)."""
     if max_task_disk_mb > 0:
         return max_task_disk_mb
+    try:
+        free_mb = shutil.disk_usage(folder).free >> 20
+    except OSError:
+        return None
     return max(1, int(free_mb * AUTOMATIC_SHARE_OF_FREE_DISK / max(1, slots)))
 
 

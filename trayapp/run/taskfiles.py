@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import stat
 from contextlib import contextmanager
 from pathlib import Path
@@ -93,10 +94,15 @@ def open_regular(path: str | Path, *, dir_fd: int | None = None, shown: str | No
     return _open(path, dir_fd=dir_fd, folder=False, shown=shown or str(path))
 
 
+def open_folder_fd(path: str | Path, *, dir_fd: int | None = None, shown: str | None = None) -> int:
+    """A descriptor of the folder ``path``, never reached through a link (the caller closes it)."""
+    return _open(path, dir_fd=dir_fd, folder=True, shown=shown or str(path))
+
+
 @contextmanager
 def open_folder(path: str | Path, *, dir_fd: int | None = None, shown: str | None = None) -> Iterator[int]:
     """A descriptor of the folder ``path``, never reached through a link."""
-    fd = _open(path, dir_fd=dir_fd, folder=True, shown=shown or str(path))
+    fd = open_folder_fd(path, dir_fd=dir_fd, shown=shown)
     try:
         yield fd
     finally:
@@ -200,3 +206,29 @@ def disk_usage(folder: Path) -> int:
 def _names(fd: int) -> list[str]:
     with os.scandir(fd) as listing:
         return [entry.name for entry in listing]
+
+
+def remove_tree(folder: Path) -> None:
+    """Remove a folder a task wrote into, as completely as this user can.
+
+    ``shutil.rmtree`` works through descriptors on Linux and unlinks a link
+    without following it. What it cannot do is enter a folder the task made
+    unreadable (mode 000: as its owner, the lender may open it up again), so
+    such a folder is made ``rwx`` for its owner, once it is seen to be a folder
+    and not a link, and removed in turn. Whatever still resists is left (and
+    logged by nobody: the next clean-up of the spool tries again)."""
+    opened: set[str] = set()
+
+    def open_up(_function, failed: str, _info) -> None:
+        if failed in opened:
+            return  # opened up once already: what resists now stays
+        opened.add(failed)
+        try:
+            if not stat.S_ISDIR(os.lstat(failed).st_mode):
+                return
+            os.chmod(failed, 0o700)  # a folder, not a link: the task is gone, so it stays one
+        except OSError:
+            return
+        shutil.rmtree(failed, onerror=open_up)
+
+    shutil.rmtree(folder, onerror=open_up)

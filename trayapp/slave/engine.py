@@ -43,7 +43,6 @@ import platform
 import random
 import re
 import selectors
-import shutil
 import socket
 import threading
 import time
@@ -65,7 +64,7 @@ from trayapp.slave.requirements import RequirementChecker, SitePackagesWatch, Ve
 from trayapp.run.attempt import prepare, task_launch
 from trayapp.run.caps import caps_for, memory_refusal, slave_memory_limit_mb, task_disk_cap_mb
 from trayapp.run.taskcache import slot_cache_dir
-from trayapp.run.taskfiles import read_regular
+from trayapp.run.taskfiles import read_regular, remove_tree
 from trayapp.run.runner import Launch, TaskRunner
 from trayapp.slave.outcomes import judge_attempt
 from trayapp.slave.running import Attempt, RunningAttempts
@@ -449,7 +448,7 @@ class SlaveEngine:
             handle = self.runner.start(launch)
         except OSError as exc:
             self.environments.release(task.token)
-            shutil.rmtree(launch.task_dir, ignore_errors=True)
+            remove_tree(launch.task_dir)
             disk = self.spool.problem(self.settings.min_free_mb)
             if disk:  # this slave's fault: no task can start until it is fixed
                 self._set_problem(disk)
@@ -469,9 +468,8 @@ class SlaveEngine:
         """What the runner is told about an attempt: its caps, and by default
         the task environment's python and the lowest free slot."""
         slot = self.running.free_slot() if slot is None else slot
-        free_mb = shutil.disk_usage(self.spool.root).free >> 20
         caps = caps_for(task.memory_mb, self.memory_limit_mb, self.settings.max_task_processes,
-                        task_disk_cap_mb(self.settings.max_task_disk_mb, free_mb, self.settings.slots))
+                        task_disk_cap_mb(self.settings.max_task_disk_mb, self.spool.root, self.settings.slots))
         return task_launch(task.token, self.spool.task_dir(task.token), python=python or self.settings.python,
                            main=task.main, params=task.params, job_id=task.job, idx=task.idx, slot=slot,
                            cores=task.cores, nice=self.settings.nice, time_limit_s=task.time_limit_s,
@@ -627,7 +625,7 @@ class SlaveEngine:
         task.state, task.outcome, task.exit_code, task.message = "finished", outcome.value, code, message
         task.ended = self.clock()
         self.environments.release(task.token)
-        shutil.rmtree(self.spool.task_dir(task.token) / "work", ignore_errors=True)
+        remove_tree(self.spool.task_dir(task.token) / "work")
         self.spool.save(task)
         self._report(task, self._session_of(task.master))
 

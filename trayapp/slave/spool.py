@@ -42,8 +42,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path, PurePath
 from typing import Iterator
 
-from trayapp.run.taskfiles import NotPlainFile, open_folder, open_regular, plain_files, read_regular
-
+from trayapp.run.taskfiles import (NotPlainFile, open_folder, open_folder_fd, open_regular, plain_files,
+                                   read_regular, remove_tree)
 from trayapp.slave.identity import folder_of
 from trayapp.wire.archive import ChecksumMismatchError, sha256_of
 from trayapp.wire.fields import Field, number, one_of, refusal, text, whole
@@ -278,10 +278,10 @@ class Spool:
 
     def remove(self, task: SpoolTask) -> None:
         token = task.token
-        shutil.rmtree(self.task_dir(token), ignore_errors=True)
+        remove_tree(self.task_dir(token))
         for results in (self.results / folder_of(task.master), self.results):  # and where older spools kept them
             (results / f"{token}.tar").unlink(missing_ok=True)
-            shutil.rmtree(results / token, ignore_errors=True)
+            remove_tree(results / token)
 
     def stage_results(self, task: SpoolTask) -> Path:
         """For the master's own cores: the results as a folder, moved (not
@@ -343,15 +343,18 @@ class Spool:
                 yield each(name, fd)
             finally:
                 os.close(fd)
+        results_fd = None
         try:
-            with open_folder("work", dir_fd=run_fd, shown="the task's folder") as work_fd, \
-                    open_folder("results", dir_fd=work_fd, shown="results") as results_fd:
+            with open_folder("work", dir_fd=run_fd, shown="the task's folder") as work_fd:
+                results_fd = open_folder_fd("results", dir_fd=work_fd, shown="results")
+        except (FileNotFoundError, NotADirectoryError):
+            pass  # no results (a file called "results" is none either): only the logs travel
+        if results_fd is not None:
+            try:
                 for name, fd in plain_files(results_fd, "results"):
                     yield each(name, fd)
-        except FileNotFoundError:
-            pass  # no results: only the logs travel
-        except NotADirectoryError:
-            pass  # a file called "results" is not results (as before)
+            finally:
+                os.close(results_fd)
         yield from Spool._walk_debug_files(run_fd, each)
 
     @staticmethod
