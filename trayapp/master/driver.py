@@ -401,10 +401,6 @@ class HostDriver(threading.Thread):
     def is_connected(self) -> bool:
         return self.connected.is_set()
 
-    def refusal(self, job_seq: int) -> str | None:
-        """Kept for kinds' drivers: the dispatcher reads the declines table itself."""
-        return None
-
     def not_offered(self) -> frozenset[int]:
         """Jobs not to claim for this host: declined here, or their results cannot be written now."""
         return declined_here(self.store, self.host) | self.blocked_jobs
