@@ -167,7 +167,7 @@ def test_bundle_updates_brian_in_its_managed_environment_never_in_itself(bundle,
     from fakeindex import FakeIndex, make_wheel
     from fakeindex import pip_environment_without_user_config
 
-    env = {**fresh_env(tmp_path), **pip_environment_without_user_config()}
+    env = pip_environment_without_user_config(fresh_env(tmp_path))
     home = Path(env["SPARECYCLES_HOME"])
     with FakeIndex(tmp_path / "index") as idx:
         idx.add("brian2", make_wheel(tmp_path / "wheels", "brian2", "9.1"))
