@@ -15,7 +15,8 @@ def test_damaged_records_are_listed_with_the_fix_and_pruned(home):
     envs = home.data_dir / "envs"
     for key, text in {"a" * 16: "[1, 2]", "b" * 16: json.dumps({"size_bytes": "lots"}), "c" * 16: "{not json"}.items():
         (envs / key).mkdir(parents=True)
-        (envs / key / META_NAME).write_text(text)
+        (envs / f"{key}.meta").mkdir()
+        (envs / f"{key}.meta" / META_NAME).write_text(text)
 
     listed = cli("envs", "list")
     assert listed.returncode == 0 and "Traceback" not in listed.stderr, listed.stdout + listed.stderr

@@ -102,7 +102,8 @@ class BuildPlan:
 
 
 LAYER_PTH = "_sparecycles_task_env.pth"
-WORK = ".sparecycles-build"  # inside the environment: the only folder a sandboxed build may write
+WORK = ".sparecycles-build"  # inside the environment (the only folder a sandboxed build may write): its scratch
+PINS_LIMIT = 4 << 20  # bytes of the resolver's output read back at most
 
 
 def site_packages(env_dir: Path) -> Path:
@@ -128,10 +129,9 @@ class _Steps:
                  "PIP_CONFIG_FILE": os.devnull, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1",
                  "PYTHONNOUSERSITE": "1"}
         writable: tuple[Path, ...] = ()
-        # The sandbox's /tmp is a small tmpfs: downloads and builds get room on disk, inside the environment.
-        scratch = self.target / WORK / "tmp"
-        scratch.mkdir(parents=True, exist_ok=True)
-        extra["TMPDIR"] = str(scratch)
+        # The sandbox's /tmp is a small tmpfs: downloads and builds get room on disk, inside the environment
+        # (made once before the first step: afterwards the slave makes nothing in there, see build_environment).
+        extra["TMPDIR"] = str(self.target / WORK / "tmp")
         if self.cache_dir is not None:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
             extra["UV_CACHE_DIR"] = extra["PIP_CACHE_DIR"] = str(self.cache_dir)
@@ -160,6 +160,11 @@ def build_environment(target: Path, base_python: str, plan: BuildPlan | tuple[st
         plan = BuildPlan(tuple(plan))
     target.mkdir(parents=True, exist_ok=True)
     work = target / WORK
+    # The slave writes its inputs (requirements.in, the preferred pins) before a master's code has run
+    # (uv venv runs none), each as a new file ("x": never through a link); after the resolver has run
+    # setup.py files with this folder writable, it only reads the pins back without following links
+    # and passes what to install on the command line (no file of ours to overwrite in there).
+    (work / "tmp").mkdir(parents=True, exist_ok=True)
     steps = _Steps(target, log, nice, sandbox, cache_dir, network=bool(source.index_url or not source.wheel_folder))
     python = str(env_python(target))
     if uv:
@@ -167,7 +172,7 @@ def build_environment(target: Path, base_python: str, plan: BuildPlan | tuple[st
     else:
         steps.run([base_python, "-m", "venv", str(target)])
     layer(target, plan.task_site)
-    (work / "requirements.in").write_text("".join(f"{r}\n" for r in plan.requirements), encoding="utf-8")
+    _write_new(work / "requirements.in", "".join(f"{r}\n" for r in plan.requirements))
     try:
         if uv:
             _install_with_uv(steps, uv, python, work, plan, source)
@@ -183,30 +188,61 @@ def build_environment(target: Path, base_python: str, plan: BuildPlan | tuple[st
 def layer(target: Path, task_site: tuple[str, ...]) -> None:
     """Put the task environment's site folders after the environment's own on its ``sys.path``."""
     if task_site:
-        (site_packages(target) / LAYER_PTH).write_text("".join(f"{folder}\n" for folder in task_site),
-                                                       encoding="utf-8")
+        _write_new(site_packages(target) / LAYER_PTH, "".join(f"{folder}\n" for folder in task_site))
+
+
+def _write_new(path: Path, text: str) -> None:
+    """Write a file that must not exist yet (a link in its place is refused, never followed)."""
+    with open(path, "x", encoding="utf-8") as out:
+        out.write(text)
+
+
+def read_pins(work: Path) -> str:
+    """The resolver's output in ``work``, read without following a link at any depth
+    (a setup.py run by the resolver could have swapped it or its folder for one)."""
+    from trayapp.run.taskfiles import open_folder, read_regular
+
+    try:
+        with open_folder(work.parent) as env_fd, open_folder(work.name, dir_fd=env_fd) as work_fd:
+            data = read_regular("resolved.txt", PINS_LIMIT, dir_fd=work_fd)
+    except (OSError, ValueError) as exc:
+        raise EnvBuildError(f"the resolver's output in {work} cannot be read as a plain file: {exc}") from exc
+    return data.decode("utf-8", "replace")
+
+
+def _install_arguments(missing: list[tuple[str, str]]) -> list[str]:
+    """``name==version`` of each pin, checked to be one (never an option: the pins came from
+    a folder a master's setup.py could write)."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    arguments = []
+    for name, version in missing:
+        text = f"{name}=={version}"
+        try:
+            Requirement(text)
+        except InvalidRequirement as exc:
+            raise EnvBuildError(f"the resolver's output has a line that is not a package pin: {text[:200]!r}") from exc
+        arguments.append(text)
+    return arguments
 
 
 def _install_with_uv(steps: _Steps, uv: str, python: str, work: Path, plan: BuildPlan,
                      source: PackageSource) -> None:
     pins = work / "resolved.txt"
     # uv prefers the versions an existing output file lists: the task environment's.
-    pins.write_text("".join(f"{name}=={version}\n" for name, version in sorted(plan.installed.items())),
-                    encoding="utf-8")
+    _write_new(pins, "".join(f"{name}=={version}\n" for name, version in sorted(plan.installed.items())))
     as_of = ["--exclude-newer", plan.exclude_newer] if plan.exclude_newer else []
     steps.run([uv, "pip", "compile", str(work / "requirements.in"), "-o", str(pins), "--python", python,
                "--no-header", "--no-annotate", "--quiet", *as_of, *source.arguments()], network=True)
-    missing = [line for line in resolved_pins(pins.read_text(encoding="utf-8"))
+    missing = [line for line in resolved_pins(read_pins(work))
                if plan.installed.get(line[0]) != line[1]]
     if not missing:
         steps.log("the task environment has every package the requirements need")
         return
     steps.log("installing what the task environment lacks: " + ", ".join(f"{n} {v}" for n, v in missing))
-    todo = work / "install.txt"
-    todo.write_text("".join(f"{name}=={version}\n" for name, version in missing), encoding="utf-8")
     # Compiled now: tasks see the environment read-only, and sympy or Brian from source takes seconds.
-    steps.run([uv, "pip", "install", "--python", python, "--no-deps", "--compile-bytecode", "-r", str(todo),
-               *source.arguments()],
+    steps.run([uv, "pip", "install", "--python", python, "--no-deps", "--compile-bytecode", *source.arguments(),
+               *_install_arguments(missing)],
               network=True)
 
 

@@ -7,14 +7,21 @@ meet them, in an environment built once for that set and reused by every
 later job with the same set. Layout under ``<data>/envs/``::
 
     <key>/                 a finished environment (renamed into place when complete)
-    <key>/sparecycles-env.json   what it holds: requirements, Python, size, build time
-    <key>/in-use/<token>   one file per task running in it: {pid, created}
+    <key>.meta/sparecycles-env.json   what it holds: requirements, Python, size, build time
+    <key>.meta/in-use/<token>   one file per task running in it: {pid, created}
     <key>.partial/         being built (removed if the build fails)
     <key>.lock             held while building, so two slots or two daemons never build one set twice
     <key>.log              the installer's output of the last build
     <key>.failed           why the last build failed; a new build is tried only after failure_ttl_s
-    uv-cache/              the wheel cache of sandboxed builds (``UV_CACHE_DIR`` overrides it; never the
-                           lender's own, which builds could write)
+    uv-cache/<master>/     the wheel cache of sandboxed builds, one per master (never the lender's own,
+                           nor ``UV_CACHE_DIR``: builds write it, and a master's setup.py could poison
+                           wheels another's build copies)
+
+Whatever the slave itself writes or reads about an environment lives in
+``<key>.meta/``, never inside ``<key>``: a sandboxed build step runs a
+master's setup.py with ``<key>.partial`` writable, so anything in there may be
+a link it planted (``in-use -> ~/.ssh``), and the slave, which has the
+lender's rights, must never glob, read, write or remove through it.
 
 An environment extends the task environment (:mod:`trayapp.install.envbuild`),
 so its key also depends on what the task environment holds: after an
@@ -36,6 +43,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -62,6 +70,8 @@ from trayapp.run.proctree import same_process
 log = logging.getLogger(__name__)
 
 META_NAME = "sparecycles-env.json"
+_KEY = re.compile(r"[0-9a-f]{16}")  # an environment's folder name (environment_key)
+META_SUFFIX = ".meta"  # <key>.meta/: the slave's own record of <key>, which no build can write
 FAILURE_TTL_S = 600.0
 
 
@@ -124,9 +134,10 @@ class EnvStore:
                  sandbox: BuildSandbox | None = None, cache_dir: Path | None = None):
         self.root = Path(root)
         self.sandbox = sandbox
-        # A sandboxed build may write the wheel cache: never the lender's own (~/.cache/uv), which
-        # the lender's uv uses outside any sandbox; unsandboxed builds use whatever uv would.
-        chosen = cache_dir or os.environ.get("UV_CACHE_DIR") or (self.root / "uv-cache" if sandbox else None)
+        # A sandboxed build may write the wheel cache: never the lender's own (~/.cache/uv, or wherever
+        # the daemon's UV_CACHE_DIR says), which the lender's uv uses outside any sandbox; each master
+        # gets a folder of its own (cache_for); unsandboxed builds use whatever uv would.
+        chosen = cache_dir or (self.root / "uv-cache" if sandbox else os.environ.get("UV_CACHE_DIR"))
         self.cache_dir = Path(chosen) if chosen else None
         # What each build under way is doing beyond installing (shown on its tasks), by key.
         self.notes: dict[str, str] = {}
@@ -163,10 +174,22 @@ class EnvStore:
     def key_for(self, requirements: tuple[str, ...]) -> str:
         return environment_key(requirements, self.identity())
 
+    def meta_of(self, key: str) -> Path:
+        """The slave's own folder about ``key`` (its record, its in-use markers): beside the
+        environment, where no build step can plant a link."""
+        return self.root / f"{key}{META_SUFFIX}"
+
+    def cache_for(self, master_folder: str) -> Path | None:
+        """The wheel cache of builds for one master (its per-master folder name): a master's
+        setup.py can write its own cache only, never wheels another master's build copies."""
+        if self.sandbox is None or self.cache_dir is None or not master_folder:
+            return self.cache_dir
+        return self.cache_dir / master_folder
+
     def python_of(self, key: str) -> str | None:
         """The interpreter of a finished environment, or None if there is none."""
         folder = self.root / key
-        if (folder / META_NAME).is_file() and env_python(folder).exists():
+        if (self.meta_of(key) / META_NAME).is_file() and env_python(folder).exists():
             return str(env_python(folder))
         return None
 
@@ -182,10 +205,11 @@ class EnvStore:
 
     # ----- building -----------------------------------------------------------------
 
-    def build(self, requirements: tuple[str, ...], key: str | None = None) -> str:
+    def build(self, requirements: tuple[str, ...], key: str | None = None, master_folder: str = "") -> str:
         """Build (or find, if another slot or process just built it) the environment
-        for ``requirements``; returns its interpreter. Blocks: call it from a worker
-        thread. Raises :class:`EnvBuildError` with the installer's error tail."""
+        for ``requirements``, for the master whose folder is ``master_folder`` (its wheel
+        cache); returns its interpreter. Blocks: call it from a worker thread. Raises
+        :class:`EnvBuildError` with the installer's error tail."""
         key = key or self.key_for(requirements)
         self.root.mkdir(parents=True, exist_ok=True)
         with (self.root / f"{key}.lock").open("a") as lock:
@@ -196,13 +220,14 @@ class EnvStore:
             failure = self.recent_failure(key)
             if failure:
                 raise EnvBuildError(failure)
-            python = self._build_locked(key, requirements)
+            python = self._build_locked(key, requirements, self.cache_for(master_folder))
         self.evict(keep={key})
         return python
 
-    def _build_locked(self, key: str, requirements: tuple[str, ...]) -> str:
-        partial, final = self.root / f"{key}.partial", self.root / key
+    def _build_locked(self, key: str, requirements: tuple[str, ...], cache: Path | None) -> str:
+        partial, final, meta_dir = self.root / f"{key}.partial", self.root / key, self.meta_of(key)
         shutil.rmtree(final, ignore_errors=True)  # a folder without its record is a build that died
+        shutil.rmtree(meta_dir, ignore_errors=True)
         began = time.monotonic()
         self.identity()
         task_site, installed = self._task_env
@@ -213,7 +238,7 @@ class EnvStore:
                 log.info("env %s: %s", key, line)
 
             try:
-                failure = self._build_and_check(partial, plan, note)
+                failure = self._build_and_check(partial, plan, note, cache)
                 as_of = None
                 if failure is not None:
                     as_of = self._as_of(requirements, note)
@@ -224,7 +249,7 @@ class EnvStore:
                     note(f"{failure}; building again as of {when.isoformat()} ({pin} was current then)")
                     plan = BuildPlan(requirements, task_site, installed, exclude_newer=when.isoformat())
                     try:
-                        again = self._build_and_check(partial, plan, note)
+                        again = self._build_and_check(partial, plan, note, cache)
                     except EnvBuildError as exc:
                         again = str(exc)
                     if again is not None:
@@ -241,18 +266,22 @@ class EnvStore:
                 "build_s": round(time.monotonic() - began, 1), "installer": installer_name(self.uv),
                 "size_bytes": directory_size(partial), "task_python": self.base_python,
                 "note": f"{as_of[1]}: resolved as of {as_of[0]:%Y-%m-%d}" if as_of else ""}
-        (partial / META_NAME).write_text(json.dumps(meta, indent=1))
         os.replace(partial, final)
+        # The record goes beside the environment, never into it (the build may have planted a link there);
+        # written last, it is what makes the environment found.
+        meta_dir.mkdir(exist_ok=True)
+        (meta_dir / META_NAME).write_text(json.dumps(meta, indent=1))
         (self.root / f"{key}.failed").unlink(missing_ok=True)
         return str(env_python(final))
 
-    def _build_and_check(self, partial: Path, plan: BuildPlan, note: Callable[[str], None]) -> str | None:
+    def _build_and_check(self, partial: Path, plan: BuildPlan, note: Callable[[str], None],
+                         cache: Path | None) -> str | None:
         """Build into ``partial`` (afresh); None if it imports every requirement, else why not."""
         shutil.rmtree(partial, ignore_errors=True)
         note(f"building {', '.join(plan.requirements)} with {installer_name(self.uv)} over {self.base_python}"
              + (f", as of {plan.exclude_newer}" if plan.exclude_newer else ""))
         build_environment(partial, self.base_python, plan, self.source, log=note, uv=self.uv,
-                          sandbox=self.sandbox, cache_dir=self.cache_dir)
+                          sandbox=self.sandbox, cache_dir=cache)
         return self.import_problem(partial, plan.requirements, note)
 
     def import_problem(self, env_dir: Path, requirements: tuple[str, ...],
@@ -299,7 +328,7 @@ class EnvStore:
     def entry_note(self, key: str) -> str:
         """What the build of ``key`` had to do beyond the plain resolution ("" if nothing)."""
         try:
-            return str(json.loads((self.root / key / META_NAME).read_text()).get("note") or "")
+            return str(json.loads((self.meta_of(key) / META_NAME).read_text()).get("note") or "")
         except (OSError, ValueError, AttributeError):
             return ""
 
@@ -309,7 +338,7 @@ class EnvStore:
         starting it: its ``.pth`` files are a master's code. None for another interpreter."""
         path = Path(python)
         folder = path.parent.parent
-        if self.sandbox is None or folder.parent != self.root or not (folder / META_NAME).is_file():
+        if self.sandbox is None or folder.parent != self.root or not (self.meta_of(folder.name) / META_NAME).is_file():
             return None
         return readonly_folders([*self.sandbox.readonly, str(folder)])
 
@@ -317,19 +346,19 @@ class EnvStore:
 
     def mark_in_use(self, key: str, token: str, pid: int, created: float) -> None:
         """A task runs in ``key``: it is not evicted until that process is gone."""
-        users = self.root / key / "in-use"
+        users = self.meta_of(key) / "in-use"
         users.mkdir(exist_ok=True)
         (users / token).write_text(json.dumps({"pid": pid, "created": created}))
-        os.utime(self.root / key / META_NAME)  # the record's mtime is the last use
+        os.utime(self.meta_of(key) / META_NAME)  # the record's mtime is the last use
 
     def release(self, token: str) -> None:
-        for marker in self.root.glob(f"*/in-use/{token}"):
+        for marker in self.root.glob(f"*{META_SUFFIX}/in-use/{token}"):
             marker.unlink(missing_ok=True)
 
     def users(self, key: str) -> int:
         """Tasks still running in ``key``; markers of processes that are gone are removed."""
         alive = 0
-        for marker in (self.root / key / "in-use").glob("*"):
+        for marker in (self.meta_of(key) / "in-use").glob("*"):
             try:
                 record = json.loads(marker.read_text())
                 running = same_process(int(record["pid"]), float(record["created"])) is not None
@@ -348,8 +377,16 @@ class EnvStore:
         if not self.root.is_dir():
             return found
         for folder in sorted(self.root.iterdir()):
-            meta_file = folder / META_NAME
-            if not folder.is_dir() or not meta_file.is_file():
+            # Only finished environments: <key> with its <key>.meta record. Nothing inside <key> is
+            # looked at (lstat of the folder itself only): a build could have planted anything there.
+            if "." in folder.name or not folder.is_dir() or folder.is_symlink():
+                continue
+            meta_file = self.meta_of(folder.name) / META_NAME
+            if not meta_file.is_file():
+                if _KEY.fullmatch(folder.name):  # an older layout's, or a build that died: prune removes it
+                    found.append(EnvInfo(folder.name, (), "?", 0, 0.0, 0.0, "?", folder.lstat().st_mtime, 0,
+                                         damaged=f"it has no record {meta_file} (built by an older SpareCycles, "
+                                                 f"or its build died)"))
                 continue
             try:
                 last_used = meta_file.stat().st_mtime
@@ -387,6 +424,7 @@ class EnvStore:
                 # Renamed first, so a task never finds a half-deleted environment.
                 doomed = self.root / f"{entry.key}.evicting"
                 os.replace(self.root / entry.key, doomed)
+                shutil.rmtree(self.meta_of(entry.key), ignore_errors=True)
             shutil.rmtree(doomed, ignore_errors=True)
             total -= entry.size_bytes
             removed.append(entry)

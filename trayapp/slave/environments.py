@@ -34,6 +34,7 @@ from typing import Callable
 
 from trayapp.install.envbuild import EnvBuildError, unresolvable_package
 from trayapp.install.envs import EnvStore, canonical_requirements, describe_requirements
+from trayapp.slave.identity import folder_of
 from trayapp.slave.requirements import RequirementChecker, refused_requirements
 from trayapp.slave.session import Session
 from trayapp.slave.spool import SpoolTask
@@ -181,7 +182,9 @@ class JobEnvironments:
         if decision.key not in self._builds:
             log.info("preparing environment %s (%s) for job %s", decision.key, ", ".join(decision.requirements),
                      prep.task.job)
-            future = self._build_pool.submit(self.envs.build, decision.requirements, decision.key)
+            # The first master to need it builds it, from its own wheel cache.
+            future = self._build_pool.submit(self.envs.build, decision.requirements, decision.key,
+                                             folder_of(prep.task.master))
             future.add_done_callback(lambda _done: self._wake())
             self._builds[decision.key] = future
 
