@@ -17,6 +17,7 @@ from __future__ import annotations
 import _compat_pickle
 import io
 import pickle
+import sys
 from typing import Any
 
 _NUMPY_CORES = ("numpy.core", "numpy._core")  # NumPy 2 renamed numpy.core; pickles name either
@@ -45,7 +46,18 @@ class NotPlainData(pickle.UnpicklingError):
         self.name = name
 
 
-class _PlainUnpickler(pickle.Unpickler):
+# The dtype flags that say "this item holds Python objects": NumPy takes them from a
+# pickle's state as they are, so a dtype with an object field can claim to hold none
+# and turn the array's raw bytes into object pointers (a crash, or worse, on first
+# read). Bit 0x80 (an aligned struct) is the one flag a dtype's fields do not decide.
+_OBJECT_FLAGS = 0x7F
+
+
+class _PlainUnpickler(pickle._Unpickler):
+    """The pure-Python unpickler, whose BUILD step can be checked: the C one cannot be."""
+
+    dispatch = dict(pickle._Unpickler.dispatch)
+
     def find_class(self, module: str, name: str) -> Any:
         if _python3_name(module, name) not in ALLOWED:
             raise NotPlainData(f"{module}.{name}")
@@ -53,6 +65,25 @@ class _PlainUnpickler(pickle.Unpickler):
 
     def persistent_load(self, pid: Any) -> Any:
         raise NotPlainData("a persistent object")
+
+    def _load_build(self) -> None:
+        pickle._Unpickler.load_build(self)
+        numpy = sys.modules.get("numpy")
+        built = self.stack[-1]
+        if numpy is not None and isinstance(built, numpy.dtype) and not _flags_match_fields(numpy, built):
+            raise NotPlainData("a NumPy dtype whose flags do not match its fields (a forged pickle)")
+
+    dispatch[pickle.BUILD[0]] = _load_build
+
+
+def _flags_match_fields(numpy, dtype) -> bool:
+    """Whether ``dtype`` says it holds objects exactly when its fields do, as a
+    dtype made from the same description would (checked before any array uses it)."""
+    try:
+        same = numpy.dtype(dtype.descr) if dtype.fields is not None else numpy.dtype(dtype.str)
+    except (TypeError, ValueError):
+        return False
+    return (int(dtype.flags) & _OBJECT_FLAGS) == (int(same.flags) & _OBJECT_FLAGS)
 
 
 def _python3_name(module: str, name: str) -> tuple[str, str]:

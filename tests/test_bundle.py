@@ -167,7 +167,7 @@ def test_bundle_updates_brian_in_its_managed_environment_never_in_itself(bundle,
     from fakeindex import FakeIndex, make_wheel
     from fakeindex import pip_environment_without_user_config
 
-    env = {**fresh_env(tmp_path), **pip_environment_without_user_config()}
+    env = pip_environment_without_user_config(fresh_env(tmp_path))
     home = Path(env["SPARECYCLES_HOME"])
     with FakeIndex(tmp_path / "index") as idx:
         idx.add("brian2", make_wheel(tmp_path / "wheels", "brian2", "9.1"))
@@ -181,7 +181,8 @@ def test_bundle_updates_brian_in_its_managed_environment_never_in_itself(bundle,
         out = subprocess.run([str(bundle), "check-updates", "--json"], capture_output=True, text=True, timeout=60,
                              env=env)
         report = json.loads(out.stdout)
-        assert report["brian"] == {"name": "brian2", "current": "9.1", "latest": "9.1", "available": False}
+        brian = {key: report["brian"][key] for key in ("name", "current", "latest", "available", "held_back")}
+        assert brian == {"name": "brian2", "current": "9.1", "latest": "9.1", "available": False, "held_back": None}
         assert report["error"] is None and report["app"]["current"] == __version__
     assert not list(bundle.parent.rglob("brian2*"))  # the app's own bundle is untouched
 

@@ -54,9 +54,6 @@ class BatchDriver:
     def is_connected(self) -> bool:
         return self._thread.is_alive()
 
-    def refusal(self, job_seq: int) -> str | None:
-        return None  # a cluster takes every job
-
     def _run(self) -> None:
         store = self.context.open_store()
         while not self._stopping.wait(0.05):

@@ -50,6 +50,8 @@ def test_plain_data_and_numpy_load_as_they_were(protocol):
               complex(1, 2), range(3), datetime.datetime(2020, 1, 1), collections.OrderedDict(a=1),
               np.arange(5.0), np.arange(6).reshape(2, 3).T, np.float64(1.5), np.int32(3), np.dtype("f8"),
               np.zeros(2, dtype=[("a", "f8"), ("b", "i4")]), np.array([1, "a"], dtype=object),
+              np.zeros(2, dtype=np.dtype({"names": ["a", "b"], "formats": ["i1", "f8"]}, align=True)),
+              np.zeros(2, dtype=[("o", "O"), ("x", "f8", (2,))]), np.zeros((2, 2), dtype=("f8", (3,))),
               np.datetime64("2020-01-01"), np.ma.masked_array([1, 2], [0, 1])]
     for value in values:
         data = pickle.dumps(value, protocol=protocol)
@@ -65,6 +67,34 @@ def test_brian_quantities_load_as_they_were():
     for value in (3 * mV, np.array([1.0, 2.0]) * ms, {"rate": 5 * Hz}, [mV]):
         data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
         assert repr(load_plain(data)) == repr(pickle.loads(data))
+
+
+FORGE_DTYPE = """
+import pickle, sys
+import numpy as np
+from numpy.core.multiarray import _reconstruct
+
+class ForgedDtype:  # an object field, with flags that say the item holds no objects
+    def __reduce__(self):
+        return (np.dtype, ("V8", False, True), (3, "|", None, ("f",), {"f": (np.dtype("O"), 0)}, 8, 1, 0))
+
+class ForgedArray:  # its raw bytes, 0x41..., become an object pointer
+    def __reduce__(self):
+        return (_reconstruct, (np.ndarray, (0,), b"b"), (1, (1,), ForgedDtype(), False, b"AAAAAAAA"))
+
+sys.stdout.buffer.write(pickle.dumps(ForgedArray(), protocol=2))
+"""
+
+
+def test_a_dtype_whose_flags_hide_an_object_field_crashes_pickle_and_is_refused_as_plain_data():
+    forged = subprocess.run([sys.executable, "-c", FORGE_DTYPE], capture_output=True, check=True).stdout
+    # The protection off: what an allow-list alone lets through. The first read uses
+    # the bytes as a pointer (in a child: it takes the process down).
+    read = subprocess.run([sys.executable, "-c", "import pickle, sys; v = pickle.loads(sys.stdin.buffer.read()); "
+                           "print(v['f'][0])"], input=forged, capture_output=True, timeout=60)
+    assert read.returncode != 0, read
+    with pytest.raises(NotPlainData, match="flags do not match its fields"):
+        load_plain(forged)
 
 
 def test_a_pickle_asking_for_a_dotted_name_under_an_allowed_module_is_refused():

@@ -20,13 +20,19 @@ def task_processes(job_id: str, home=None) -> dict[int, list[psutil.Process]]:
     for proc in psutil.process_iter():
         try:
             env = proc.environ()
-            if home is not None and env.get("SPARECYCLES_HOME") != str(home):
+            if home is not None and not _belongs_to(proc, env, str(home)):
                 continue
             if env.get("SPARECYCLES_JOB") == job_id and proc.status() != psutil.STATUS_ZOMBIE:
                 found.setdefault(int(env["SPARECYCLES_TASK"]), []).append(proc)
         except (psutil.Error, KeyError, ValueError):
             continue
     return found
+
+
+def _belongs_to(proc: psutil.Process, env: dict, home: str) -> bool:
+    """bubblewrap has its slave daemon's environment; inside it the task has not
+    (the sandbox keeps SPARECYCLES_HOME out), but works in a folder of that home's spool."""
+    return env.get("SPARECYCLES_HOME") == home or proc.cwd().startswith(home + "/")
 
 
 def running_scripts(job_id: str, script: str = "main.py", *, home=None,

@@ -28,7 +28,7 @@ from trayapp.install.taskenv import task_interpreter
 from trayapp.locks import InstanceLock
 from trayapp.master.kinds import KINDS, Driver, KindContext, KindRegistry
 from trayapp.master.store import Store
-from trayapp.master.waits import declines_of
+from trayapp.master.waits import declines_of, nobody_can_run
 from trayapp.status import TaskStatus
 
 log = logging.getLogger(__name__)
@@ -143,14 +143,12 @@ class Dispatcher:
         """A job that every connected host declined for its requirements (its
         environment cannot be built anywhere) would wait forever: its queued
         tasks fail instead, naming each host's reason, and ``wait`` ends."""
-        connected = {name: d for name, d in self.drivers.items() if d.is_connected()}
+        connected = [name for name, d in self.drivers.items() if d.is_connected()]
         if not connected:
-            return  # nobody to ask yet: the job waits for a host, as any job does
+            return
         for seq in self.store.queued_jobs():
-            declines = declines_of(self.store, seq)
-            reasons = [(name, d.refusal(seq) or declines.get(name, (None, None))[1]) for name, d in connected.items()]
-            if all(refused for _host, refused in reasons):
-                why = "; ".join(f"{host}: {refused}" for host, refused in reasons)
+            why = nobody_can_run(declines_of(self.store, seq), connected)
+            if why is not None:
                 failed = self.store.fail_queued_tasks(seq, f"no connected host can run this job. {why}")
                 log.warning("job %s: no connected host can run it, %d tasks failed (%s)", seq, failed, why)
 

@@ -244,13 +244,15 @@ class HostDriver(threading.Thread):
         for token, entry in list(self.inflight.items()):
             if not self.store.attempt_is_wanted(entry.claim.attempt_id):
                 self._cancel(conv, token)
-        for token in self.time_limits.give_up_overdue(self.store, self.host, partial(self._cancel, conv),
-                                                      spare=set(self.uncollected)):
-            self.inflight.pop(token, None)
         if self._showing_quarantine and not self.quarantine.active:
             self._show_state(*self._reported_state)  # the quarantine is over
         if not conv.synced:
             return
+        # Only once the host listed its tasks: after a restart of this master a task
+        # the host finished long ago is collected, not given up as overdue.
+        for token in self.time_limits.give_up_overdue(self.store, self.host, partial(self._cancel, conv),
+                                                      spare=set(self.uncollected)):
+            self.inflight.pop(token, None)
         self._expire_declines(now)
         queued = 0 if self.quarantine.active else self.store.count_queued(self.not_offered())
         demand = queued if self.cap is None else max(0, min(queued, self.cap - len(self.inflight)))
@@ -398,10 +400,6 @@ class HostDriver(threading.Thread):
 
     def is_connected(self) -> bool:
         return self.connected.is_set()
-
-    def refusal(self, job_seq: int) -> str | None:
-        """Kept for kinds' drivers: the dispatcher reads the declines table itself."""
-        return None
 
     def not_offered(self) -> frozenset[int]:
         """Jobs not to claim for this host: declined here, or their results cannot be written now."""

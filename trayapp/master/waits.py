@@ -74,6 +74,25 @@ def declined_here(store: Store, host: str) -> frozenset[int]:
     return frozenset(r[0] for r in store._db.execute("SELECT job_seq FROM declines WHERE host=?", (host,)))
 
 
+# Decline codes a host may outgrow (its lender raises the cap, memory frees up):
+# a job every host declined only for these waits for them, and says so.
+HOST_CAN_CHANGE = frozenset({"memory"})
+
+
+def nobody_can_run(declines: dict[str, tuple[str, str]], connected: list[str]) -> str | None:
+    """Why no connected host can run a job, one reason per host, or None while
+    one of them has not declined it or declined only for what it may outgrow."""
+    if not connected:
+        return None  # nobody to ask yet: the job waits for a host, as any job does
+    reasons = []
+    for host in connected:
+        code, reason = declines.get(host, (None, None))
+        if code is None or code in HOST_CAN_CHANGE:
+            return None
+        reasons.append(f"{host}: {reason}")
+    return "; ".join(reasons)
+
+
 def declines_of(store: Store, job_seq: int) -> dict[str, tuple[str, str]]:
     """Per host that declined the job: (code, reason)."""
     rows = store._db.execute("SELECT host, code, reason FROM declines WHERE job_seq=? ORDER BY ts", (job_seq,))

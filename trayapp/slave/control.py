@@ -14,8 +14,8 @@ from trayapp.home import Home
 from trayapp.slave import endpoint
 from trayapp.wire.protocol import LineBuffer, ProtocolError, decode, encode
 
-CONTROL_ID = "0000000000c0de00"
-ANSWER_TIMEOUT_S = 10.0  # a daemon that is up answers within milliseconds; more is a busy or stuck one  # a fixed "master" id for the PC's own user: never sends work
+CONTROL_ID = "0000000000c0de00"  # a fixed "master" id for the PC's own user: never sends work
+ANSWER_TIMEOUT_S = 10.0  # a daemon that is up answers within milliseconds; more is a busy or stuck one
 
 
 def _ask(home: Home, action: str, until: float | None = None, timeout: float = ANSWER_TIMEOUT_S) -> dict:

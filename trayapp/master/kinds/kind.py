@@ -42,10 +42,6 @@ class Driver(Protocol):
     def is_connected(self) -> bool:
         """The host answers now (a job no connected host will run fails instead of waiting)."""
 
-    def refusal(self, job_seq: int) -> str | None:
-        """Why this host will not run job ``job_seq`` (e.g. its requirements cannot
-        be built there), or None when it might."""
-
 
 @dataclass(frozen=True)
 class KindContext:

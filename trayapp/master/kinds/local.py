@@ -81,9 +81,6 @@ class LocalDriver:
     def is_connected(self) -> bool:
         return self.driver.is_connected()
 
-    def refusal(self, job_seq: int) -> str | None:
-        return self.driver.refusal(job_seq)
-
 
 class LocalKind(HostKind):
     name = "local"

@@ -101,9 +101,6 @@ class SlurmDriver(threading.Thread):
     def is_connected(self) -> bool:
         return self.connected.is_set()
 
-    def refusal(self, job_seq: int) -> str | None:
-        return None  # a cluster takes any job; sbatch or the batch wrapper says so on the host's row otherwise
-
     # ----- lifecycle -------------------------------------------------------------
 
     def run(self) -> None:
