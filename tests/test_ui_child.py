@@ -60,7 +60,8 @@ def test_master_pause_returns_at_once_and_resume_during_the_stop_starts_it_again
         assert child.paused_until is False
         qtbot.waitUntil(lambda: child.running and child.pid not in (first, second), timeout=30_000)
         qtbot.waitUntil(lambda: bool((run := task_run(job.id)) and not run & second_task), timeout=30_000)
-        assert app.store.tasks(job.seq)[0].status is TaskStatus.RUNNING
+        # The process shows before the engine's "started" report reaches the queue.
+        qtbot.waitUntil(lambda: app.store.tasks(job.seq)[0].status is TaskStatus.RUNNING, timeout=10_000)
     finally:
         child.stop()
     assert child.problem is None

@@ -24,7 +24,7 @@ class SlaveDaemon:
         source tree in the working folder can stand in for the installed code."""
         self.home = home
         self.slots = slots
-        self.env = {**os.environ, "SPARECYCLES_HOME": str(home), **(env or {})}
+        self.env = {**os.environ, **(env or {}), "SPARECYCLES_HOME": str(home)}  # its home, whatever env says
         self.program = program or sparecycles_command()
         self.proc: subprocess.Popen | None = None
 

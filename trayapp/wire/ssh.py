@@ -185,6 +185,11 @@ def open_client(host: SSHTarget, known_hosts: Path) -> paramiko.SSHClient:
             f"the host key of {host.name} ({host.address}:{host.port}) has CHANGED to "
             f"{fingerprint(exc.key)}; refusing to connect. If the PC was reinstalled, check the fingerprint "
             f"on it and run: sparecycles hosts trust {host.name} --replace") from None
+    except paramiko.PasswordRequiredException:  # a kind of AuthenticationException: ours, not the server's
+        client.close()
+        raise ClientKeyError(f"the key {key_file} is protected by a passphrase that is not in the OS keyring; "
+                             f"store it with: sparecycles hosts remove {host.name}, then hosts add ... "
+                             "--ask-secret") from None
     except paramiko.AuthenticationException as exc:
         client.close()
         keys = client_key_fingerprints(host)
@@ -197,11 +202,6 @@ def open_client(host: SSHTarget, known_hosts: Path) -> paramiko.SSHClient:
         raise Unreachable(f"nothing answers SSH at {host.address}:{host.port} (connection refused)",
                           f"is sshd running on {host.address}, on port {host.port}? If it listens on another "
                           f"port, add the host again with --port PORT") from exc
-    except paramiko.PasswordRequiredException:
-        client.close()
-        raise ClientKeyError(f"the key {key_file} is protected by a passphrase that is not in the OS keyring; "
-                             f"store it with: sparecycles hosts remove {host.name}, then hosts add ... "
-                             "--ask-secret") from None
     except paramiko.SSHException as exc:
         client.close()
         if key_file and (str(exc).startswith("Invalid key") or "could not deserialize" in str(exc).lower()):
