@@ -207,7 +207,7 @@ print(spikes.num_spikes, prefs.codegen.runtime.cython.cache_dir)
 """
 
 
-def test_a_real_brian_simulation_compiles_and_runs_inside_the_sandbox(slave_factory, tmp_path):
+def test_a_real_brian_simulation_compiles_and_runs_inside_the_sandbox(slave_factory, tmp_path, brian):
     slave = slave_factory("sandboxed", sandbox="on")
     token = slave.start(tmp_path, BRIAN)
     finished = slave.finished(token)
