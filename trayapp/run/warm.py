@@ -125,8 +125,7 @@ class WarmRunner(PosixRunner):
         self._lock = threading.Lock()
         self._count = 0
         self._stop = threading.Event()
-        self._watch = threading.Thread(target=self._watch_idle, name="warm-parents", daemon=True)
-        self._watch.start()
+        self._watch: threading.Thread | None = None  # started with the first parent
 
     def start(self, launch: Launch) -> PosixTask:
         if not launch.warm:
@@ -185,6 +184,9 @@ class WarmRunner(PosixRunner):
             parent.start(launch, self.confinement, cgroup_procs=procs,
                          spawn=lambda popen: self._starts.run(launch.nice, popen))
             self._parents[key] = parent
+            if self._watch is None:
+                self._watch = threading.Thread(target=self._watch_idle, name="warm-parents", daemon=True)
+                self._watch.start()
             log.info("warming up %s for job slot %s: importing %s", parent.box.name, launch.slot,
                      ", ".join(launch.warm))
             return None  # this task starts cold; the next ones fork once it is ready
