@@ -232,6 +232,46 @@ def test_the_manifest_warms_the_jobs_own_module_which_main_alone_would_not(engin
     assert report == {"preloaded": ["mymodel", "numpy"], "value": 42, "stdout": ""}
 
 
+EXITS = """
+import sys
+PRELOADED = "numpy" in sys.modules
+import atexit, json, os, threading, time
+import numpy
+p = json.loads(sys.argv[1])
+os.makedirs("results", exist_ok=True)
+json.dump({"preloaded": PRELOADED}, open("results/report.json", "w"))
+unclosed = open("results/unclosed.txt", "w")
+unclosed.write("flushed at exit")  # never closed: a cold exit flushes it
+atexit.register(lambda: open("results/atexit.txt", "w").write("ran"))
+def late():
+    time.sleep(0.5)
+    open("results/thread.txt", "w").write("joined")
+threading.Thread(target=late).start()
+if p["how"] == "code":
+    sys.exit(3)
+if p["how"] == "message":
+    sys.exit("stopped on purpose")
+if p["how"] == "raise":
+    raise ValueError("the task's own error")
+"""
+
+
+def test_a_forked_task_exits_as_python_would(engine, tmp_path):
+    master = Master(engine, job(tmp_path, EXITS))
+    first_warm(master, {"how": "normal"})
+    expected = {"normal": ("succeeded", 0, ""), "code": ("exited", 3, ""),
+                "message": ("exited", 1, "stopped on purpose"), "raise": ("exited", 1, "ValueError: the task's own error")}
+    for i, (how, (outcome, code, stderr)) in enumerate(expected.items()):
+        finished, results = master.run(100 + i, {"how": how})
+        assert (finished["outcome"], finished["exit_code"]) == (outcome, code), finished
+        assert json.loads((results / "results" / "report.json").read_text()) == {"preloaded": True}
+        for name, text in (("unclosed.txt", "flushed at exit"), ("atexit.txt", "ran"), ("thread.txt", "joined")):
+            assert (results / "results" / name).read_text() == text, (how, name)
+        err = (results / "stderr.txt").read_text()
+        assert stderr in err and "forkserver" not in err and "sparecycles warm parent" not in err, err
+    assert 'File "' in err and "main.py\", line 21" in err  # the traceback shows the task's own frames
+
+
 # ----- stopping a forked task: the process tree of tests/test_preemption.py, warm ----------------
 
 TREE = """

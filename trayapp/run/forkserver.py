@@ -21,8 +21,9 @@ so that the task cannot tell it was not started cold:
   forgotten, Brian's preferences read again from the task's folder and its
   log started again in the task's scratch folder;
 - ``__main__`` run fresh, as ``python main.py`` runs it (a new module, the
-  script's absolute path as ``__file__``), and the interpreter's normal exit
-  (atexit handlers, non-daemon threads joined).
+  script's absolute path as ``__file__``), and the interpreter's exit
+  (non-daemon threads joined, atexit handlers, the script's objects released)
+  without tearing down the modules the parent imported.
 
 Messages are JSON in SOCK_SEQPACKET datagrams (one message each, file
 descriptors alongside).
@@ -94,6 +95,11 @@ def serve(chan):
     # What the imports left open is theirs (kept in the child); the rest is ours (closed there).
     mine = {chan.fileno()}
     module_fds = {int(fd) for fd in os.listdir("/proc/self/fd")} - mine
+    import gc
+
+    # What the imports made is never garbage: kept out of every child's collections, which would
+    # otherwise scan (and copy, page by page) the whole parent's heap.
+    gc.freeze()
     in_sandbox = bool(hello.get("sandboxed"))
     before = _scratch_entries() if in_sandbox else set()
     send(chan, op="ready", pid=os.getpid(), imported=imported, missing=missing)
@@ -291,7 +297,7 @@ def _fresh_module_state():
 
 
 def run_script(main):
-    """Run ``main`` as ``python main.py`` would, then exit as it would."""
+    """Run ``main`` as ``python main.py`` would, then exit as it would (:func:`_exit`)."""
     import builtins
     import types
 
@@ -304,14 +310,52 @@ def run_script(main):
         with open(main, "rb") as fh:
             code = compile(fh.read(), main, "exec")
         exec(code, module.__dict__)
-    except SystemExit:
-        raise
+        status = 0
+    except SystemExit as exc:
+        status = _exit_status(exc.code)
     except BaseException as exc:  # noqa: BLE001 - reported as python reports an uncaught exception
         tb = exc.__traceback__
         while tb is not None and tb.tb_frame.f_code.co_filename != main:
             tb = tb.tb_next  # the frames of this file are not the task's
-        sys.excepthook(type(exc), exc, tb)
-        sys.exit(1)
+        sys.excepthook(type(exc), exc.with_traceback(tb), tb)
+        status = 1
+    _exit(module, status)
+
+
+def _exit_status(code):
+    """What ``python`` exits with for ``sys.exit(code)``."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF
+    print(code, file=sys.stderr)
+    return 1
+
+
+def _exit(module, status):
+    """Python's own exit, less the teardown of the modules the warm parent
+    imported: non-daemon threads joined, atexit handlers run, then the
+    script's own objects released (what they hold is flushed and closed, as at
+    a cold exit), the standard streams flushed. Tearing down Brian, sympy and
+    numpy module by module costs a second or two of every task and shows the
+    task nothing."""
+    import atexit
+    import gc
+    import threading
+
+    try:
+        threading._shutdown()
+    except Exception:  # noqa: BLE001 - as at a cold exit, a thread's failure does not change the status
+        pass
+    atexit._run_exitfuncs()
+    module.__dict__.clear()
+    gc.collect()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001 - a closed or broken stream, as a cold exit would meet it
+            pass
+    os._exit(status)
 
 
 def main():

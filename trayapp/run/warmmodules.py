@@ -19,11 +19,13 @@ does not parse here simply means cold starts.
 from __future__ import annotations
 
 import ast
+import functools
 import logging
 import sys
 from pathlib import Path
 
-from trayapp.job.manifest import MANIFEST_NAME
+# trayapp.job.manifest.MANIFEST_NAME: run/ does not import job/ (job/ imports install/, which imports run/).
+MANIFEST_NAME = "sparecycles.toml"
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +67,10 @@ def manifest_warmth(job_folder: Path) -> tuple[bool, tuple[str, ...]]:
     return doc.get("warm_start", True) is not False, extra
 
 
+@functools.lru_cache(maxsize=256)
 def warm_modules(job_folder: Path, main: str) -> tuple[str, ...]:
-    """What the job's warm parent imports; empty for a cold start."""
+    """What the job's warm parent imports; empty for a cold start. Read once per
+    unpacked archive (its folder is named by its content's hash: it never changes)."""
     enabled, extra = manifest_warmth(job_folder)
     if not enabled:
         return ()
