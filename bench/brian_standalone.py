@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             with Pool(root, processes) as pool:
                 pool.add_slave("a", 1)
                 pool.start_master()
-                pool.wait_connected()
+                pool.wait_connected(timeout=600)  # a loaded machine starts the agent slowly
                 for target in TARGETS:
                     for k in range(args.tasks):
                         runs.append(run_one(pool, root, target, k, args.duration_ms))
