@@ -2,9 +2,9 @@
 SSH (``sparecycles agent`` on an exec channel, files by SFTP).
 
 paramiko (through :mod:`trayapp.wire.ssh`) is imported only when a host is
-driven, checked, trusted or given a secret, so commands that only look hosts
-up (``status``, ``hosts list``, ``submit``) start without it
-(tests/test_light_imports.py checks).
+driven, checked, trusted or given a secret, so commands that only add or look
+up hosts (``status``, ``hosts add``, ``hosts list``) start without it, whatever
+their kinds (tests/test_light_imports.py checks).
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ class SSHKind(HostKind):
 
     @staticmethod
     def login(host: HostRecord) -> SSHLogin:
-        """Its login, with the agent command it starts (kept since it was added)."""
+        """Its login, with the agent command it was added with (the default if a row lacks one)."""
         login = SSHLogin.of(host)
         return replace(login, agent_command=login.agent_command or DEFAULT_AGENT_COMMAND)
 
