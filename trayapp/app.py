@@ -12,10 +12,10 @@ import platform
 import secrets
 from dataclasses import dataclass, field
 from functools import cached_property, partial
+from typing import TYPE_CHECKING
 
 from trayapp.config import Config, load_config
 from trayapp.locks import InstanceLock
-from trayapp.master.dispatcher import Dispatcher, start_background_dispatcher
 from trayapp.home import Home
 from trayapp.master.hosts import Hosts
 from trayapp.job.refolder import JobFolders
@@ -23,7 +23,9 @@ from trayapp.master.jobs import Jobs
 from trayapp.master.kinds import KindContext
 from trayapp.master.queuecheck import check_queue_file
 from trayapp.master.store import Store
-from trayapp.slave.builder import build_engine
+
+if TYPE_CHECKING:
+    from trayapp.master.dispatcher import Dispatcher
 
 
 @dataclass
@@ -64,6 +66,9 @@ class App:
     def kind_context(self, *, tuned: tuple[object, ...] = ()) -> KindContext:
         """What host kinds build drivers and run checks with; ``tuned``: settings
         objects (a ``DriverSettings``...) used in place of those from the config."""
+        # Here, not at the top: the slave engine's imports are a third of every CLI verb's start-up.
+        from trayapp.slave.builder import build_engine
+
         identity = self.identity()
         return KindContext(
             self.home, self.config, identity, open_store=lambda: Store(self.home.queue_db),
@@ -71,6 +76,8 @@ class App:
                                        self.home.local_spool_dir, in_process=True), tuned=tuned)
 
     def dispatcher(self, *, tuned: tuple[object, ...] = ()) -> Dispatcher:
+        from trayapp.master.dispatcher import Dispatcher
+
         return Dispatcher(self.store, self.kind_context(tuned=tuned))
 
     def hosts(self) -> Hosts:
@@ -83,4 +90,6 @@ class App:
 
     def ensure_dispatcher(self) -> int | None:
         """Start a background dispatcher if none serves this home; its pid, or None."""
+        from trayapp.master.dispatcher import start_background_dispatcher
+
         return start_background_dispatcher(self.home, self.home.dispatcher_log)
