@@ -80,9 +80,7 @@ class App:
         return Hosts(self.store, self.kind_context())
 
     def jobs(self) -> Jobs:
-        """Cancel, retry (--repack), remove: the CLI's, the window's and the API's verbs."""
-        return Jobs(self.store, JobFolders(self.home, self.config), self.ensure_dispatcher)
-
-    def ensure_dispatcher(self) -> int | None:
-        """Start a background dispatcher if none serves this home; its pid, or None."""
-        return start_background_dispatcher(self.home, self.home.dispatcher_log)
+        """Submit, cancel, retry (--repack), remove, and a dispatcher that runs them:
+        the CLI's, the window's and the API's verbs."""
+        return Jobs(self.store, JobFolders(self.home, self.config),
+                    partial(start_background_dispatcher, self.home, self.home.dispatcher_log))
