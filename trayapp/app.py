@@ -68,7 +68,9 @@ class App:
         return KindContext(
             self.home, self.config, identity, open_store=lambda: Store(self.home.queue_db),
             driver_settings=driver_settings or DriverSettings(*identity, tick_s=self.config.poll_interval_s,
-                                                              time_limit_grace_s=self.config.time_limit_grace_s),
+                                                              time_limit_grace_s=self.config.time_limit_grace_s,
+                                                              max_results_bytes=self.config.max_results_mb << 20,
+                                                              fetch_timeout_s=self.config.fetch_timeout_s),
             build_local_engine=partial(build_engine, self.config, self.home, identity,
                                        self.home.local_spool_dir, in_process=True))
 

@@ -38,7 +38,10 @@ class Config:
     # A master gives up a task on another PC this long past its job's time limit
     # if that PC has not reported it ended (the slave stops it at the limit).
     time_limit_grace_s: float = 300.0
-    max_results_mb: int = 2048  # a slave refuses to send back more than this per task
+    max_results_mb: int = 2048  # a slave refuses to send back more than this per task, a master to take more
+    # A master gives up fetching one task's results after this long (a stalled
+    # transfer, any kind of host): the task fails with that reason.
+    fetch_timeout_s: float = 900.0
     # Fair share on a slave: recent use decays with this half-life, so
     # yesterday's sweep does not count against anyone today.
     fair_share_half_life_s: float = 3600.0

@@ -50,6 +50,7 @@ RANGES: dict[str, Range] = {
     "poll_interval_s": Range(0.01, 3600, meaning="seconds"),
     "time_limit_grace_s": Range(1, meaning="seconds past a job's time limit"),
     "max_results_mb": Range(0, meaning="megabytes"),
+    "fetch_timeout_s": Range(1, meaning="seconds one task's results may take to arrive"),
     "min_free_mb": Range(0, meaning="megabytes"),
     "fair_share_half_life_s": Range(0, low_open=True, meaning="seconds"),
     "idle_after_s": Range(0, meaning="seconds"),
