@@ -184,9 +184,13 @@ class HostDriver(RemoteHost):
             self.settler.forget_waiting()
             # Including what it claimed between `hosts remove` and the dispatcher noticing.
             self._requeue_all(f"host {self.host} was removed; the task will run elsewhere")
-        self._send(conv, "bye", stop_tasks=self._stop_tasks_on_stop)
+        # Our own cores are not asked to stop their tasks here: the engine's own
+        # stop sequence (trayapp.master.kinds.local.LocalSlave), which follows,
+        # kills them all at once, launches that raced the stop included. Asking
+        # here too stopped them twice, the first time one tree after another.
+        self._send(conv, "bye", stop_tasks=False)
         if self._stop_tasks_on_stop:
-            # Our own cores: the engine kills the tasks; they run again next time.
+            # They run again next time (or elsewhere).
             self._requeue_all("the dispatcher was stopped; the task will run again")
 
     def _tick(self, conv: _Conversation) -> None:
