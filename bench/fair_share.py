@@ -7,8 +7,9 @@ slot-seconds and Jain's fairness index J = (sum x)^2 / (n * sum x^2), which is
 1.0 for perfect equality and 1/n when one master takes everything.
 
 Baseline, measured in the same run: the same scenario with the slaves granting
-slots in proportion to each master's queue length (grant_policy = "by_demand"),
-which is what a slave picking a random *task* does.
+slots in proportion to each master's queue length (``SPARECYCLES_GRANT_POLICY=by_demand``
+in the slave daemons' environment: not a user setting, no user wants it), which
+is what a slave picking a random *task* does.
 
 The masters arrive one after another, largest queue first, STAGGER seconds
 apart (default 3 s): the first fills every slot before the others show up,
@@ -68,8 +69,7 @@ def run_scenario(root: Path, policy: str, queues: list[int], task_s: float, stag
         for k in range(2):
             home = root / f"slave{k}"
             home.mkdir(parents=True)
-            (home / "config.toml").write_text(f'grant_policy = "{policy}"\n')
-            slaves.append(SlaveDaemon(home, slots=2).start())
+            slaves.append(SlaveDaemon(home, slots=2, env={"SPARECYCLES_GRANT_POLICY": policy}).start())
         homes = []
         for m, n in enumerate(queues):
             home = root / f"master{m}"

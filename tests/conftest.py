@@ -47,6 +47,21 @@ SCREENSHOTS_ENV = "SPARECYCLES_SCREENSHOTS_DIR"
 _screenshot_folders: list[Path] = []
 
 
+# A test is in the tier of the real parts its fixtures start (directly or through
+# another fixture): marked by hand, a test using the pool without its marker ran
+# in the fast tier. Slow and bundle tests are still marked by hand.
+TIER_OF_FIXTURE = {"pool": "pool", "sshd": "pool", "xvfb": "desktop", "desktop": "desktop", "brian": "brian",
+                   "slurm": "slurm"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        marked = {mark.name for mark in item.iter_markers()}
+        for tier in {TIER_OF_FIXTURE[name] for name in item.fixturenames if name in TIER_OF_FIXTURE} - marked:
+            item.add_marker(tier)
+
+
 @pytest.fixture(autouse=True)
 def _no_stray_home():
     yield
@@ -189,6 +204,24 @@ def xvfb():
     yield server
     server.key("shift")  # ends listener threads still waiting for an event (trayapp.idle.userinput)
     server.stop()
+
+
+@pytest.fixture
+def brian():
+    """Real Brian 2 (the `brian` tier): the module, which tasks run with this interpreter import too."""
+    import brian2
+
+    return brian2
+
+
+@pytest.fixture
+def slurm(tmp_path):
+    """A one-node SLURM cluster of the test's own (the `slurm` tier)."""
+    from support.slurm import SlurmCluster
+
+    cluster = SlurmCluster(tmp_path / "cluster", cpus=2, max_array_size=5).start()
+    yield cluster
+    cluster.stop()
 
 
 # ----- the pool: a real sshd on loopback and slave daemons behind it ---------------

@@ -54,6 +54,12 @@ def test_full_manifest(tmp_path):
         requires=("brian2 >= 2.5", "numpy"), memory_mb=2048, cores=4, time_limit_s=5400.0, retries=2)
 
 
+def test_warm_settings(tmp_path):
+    write_manifest(tmp_path, 'warm = ["mymodel", "scipy.signal"]\nwarm_start = false\n')
+    assert load_manifest(tmp_path) == Manifest(warm=("mymodel", "scipy.signal"), warm_start=False)
+    assert Manifest().warm_start is True and Manifest().warm == ()
+
+
 def test_manifest_is_frozen(tmp_path):
     with pytest.raises(dataclasses.FrozenInstanceError):
         Manifest().cores = 2
@@ -124,7 +130,7 @@ def test_unknown_top_level_key_suggests_close_match(tmp_path):
     error = error_of(tmp_path)
     assert error.problem == f"{path} line 2: unknown setting 'mian'"
     assert error.fix.startswith("did you mean 'main'?")
-    assert "main, params, exclude, requires, retries, resources" in error.fix
+    assert "main, params, exclude, requires, retries, warm, warm_start, resources" in error.fix
 
 
 def test_unknown_key_without_close_match(tmp_path):
@@ -187,6 +193,9 @@ def test_resources_not_a_table(tmp_path):
     ("retries = 1.5\n", "retries must be a whole number, but is a number (1.5)"),
     ("retries = true\n", "retries must be a whole number, but is true/false (true)"),
     ("retries = -1\n", "retries = -1 is too small: it must be at least 0"),
+    ('warm = "brian2"\n', "warm must be a list of strings, but is a single string"),
+    ('warm = ["brian2", "my-model.py"]\n', "warm: 'my-model.py' is not a module name"),
+    ('warm_start = "no"\n', "warm_start must be true or false, but is a string ('no')"),
 ])
 def test_bad_top_level_values(tmp_path, text, line_problem):
     path = write_manifest(tmp_path, "# settings\n" + text)

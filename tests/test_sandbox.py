@@ -207,7 +207,7 @@ print(spikes.num_spikes, prefs.codegen.runtime.cython.cache_dir)
 """
 
 
-def test_a_real_brian_simulation_compiles_and_runs_inside_the_sandbox(slave_factory, tmp_path):
+def test_a_real_brian_simulation_compiles_and_runs_inside_the_sandbox(slave_factory, tmp_path, brian):
     slave = slave_factory("sandboxed", sandbox="on")
     token = slave.start(tmp_path, BRIAN)
     finished = slave.finished(token)
@@ -307,7 +307,7 @@ def test_the_sandbox_settings_are_checked(home):
     from trayapp.config import load_config
     from trayapp.errors import UserError
 
-    for text, words in (('sandbox = "maybe"', "sandbox must be one of 'auto', 'on', 'off'"),
+    for text, words in (('sandbox = "maybe"', "setting 'sandbox' must be one of 'auto', 'on', 'off'"),
                         ("max_task_memory_mb = -1", "max_task_memory_mb' must be 0 or more (megabytes"),
                         ("max_task_processes = 3", "max_task_processes' must be 16 or more, or 0 for no cap")):
         home.config_file.write_text(text + "\n")

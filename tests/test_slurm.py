@@ -35,10 +35,8 @@ if params.get("fail"):
 
 
 @pytest.fixture
-def cluster(tmp_path):
-    c = SlurmCluster(tmp_path / "cluster", cpus=2, max_array_size=5).start()
-    yield c
-    c.stop()
+def cluster(slurm):
+    return slurm  # conftest's, so the test is in the slurm tier
 
 
 def add_cluster(name: str, sshd, cluster: SlurmCluster, tmp_path: Path, *extra: str, trust: bool = True,

@@ -31,7 +31,7 @@ def test_config_round_trip(home):
 
 def test_a_bad_mode_in_the_file_is_a_user_error(home):
     home.config_file.write_text('mode = "boss"\n')
-    with pytest.raises(UserError, match="mode must be"):
+    with pytest.raises(UserError, match="'mode' must be one of"):
         load_config(home)
 
 
@@ -78,11 +78,11 @@ def test_slave_policy_settings_are_saved_in_the_cores_units(qtbot, home):
 def test_every_settings_row_edits_a_real_setting(qtbot, home):
     from dataclasses import fields
 
-    assert {row.key for row in ROWS} <= {f.name for f in fields(Config)}
+    assert {row.name for row in ROWS} <= {f.name for f in fields(Config)}
     app = build_tray_app(qtbot, home, mode="", preempt="suspend")
     app.open_settings()
     # No mode chosen yet, tasks suspended first: every row matters.
-    assert all(app.settings_dialog.editors[row.key].isEnabled() for row in ROWS)
+    assert all(app.settings_dialog.editors[row.name].isEnabled() for row in ROWS)
 
 
 def test_only_the_settings_that_matter_are_enabled(qtbot, home):
@@ -90,7 +90,7 @@ def test_only_the_settings_that_matter_are_enabled(qtbot, home):
     app.open_settings()
     dialog = app.settings_dialog
     dialog.show()
-    enabled = {row.key: dialog.editors[row.key].isEnabled() for row in ROWS}
+    enabled = {row.name: dialog.editors[row.name].isEnabled() for row in ROWS}
     assert not enabled["suspend_grace_s"] and "stopped at once" in dialog.editors["suspend_grace_s"].toolTip()
     assert not enabled["run_locally"] and enabled["idle_after_s"] and enabled["preempt"]
     dialog.set_value("preempt", "suspend")
@@ -170,3 +170,20 @@ def test_start_at_login_uses_the_autostart_verb(qtbot, home, tmp_path):
     app.settings_dialog.start_at_login.setChecked(False)
     app.settings_dialog.accept()
     assert not backend.status().enabled
+
+
+def test_the_dialog_takes_ranges_choices_and_groups_from_the_table(qtbot, home):
+    from sparecycles_ui.settingsdialog import GROUPS
+
+    app = build_tray_app(qtbot, home, mode="slave", slots=6)
+    app.open_settings()
+    dialog = app.settings_dialog
+    cpu = dialog.editors["max_foreign_cpu"]  # (0, 1] in the table, shown in %
+    assert (cpu.minimum(), cpu.maximum()) == (1, 100)
+    slots = dialog.editors["slots"]  # 1 or more, or 0 for all cores
+    assert (slots.minimum(), slots.value(), slots.specialValueText()) == (0, 6, "all cores")
+    preempt = dialog.editors["preempt"]
+    assert [preempt.itemData(i) for i in range(preempt.count())] == ["kill", "suspend"]
+    for row in ROWS:
+        assert dialog.groups[GROUPS[row.mode]].isAncestorOf(dialog.editors[row.name]), row.name
+    assert dialog.groups[GROUPS["master"]].isAncestorOf(dialog.editors["results_dir"])

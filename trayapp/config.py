@@ -3,19 +3,27 @@
 Stored as TOML in ``Home.config_file``. Every key is optional; a missing file
 means all defaults. Unknown keys are an error rather than silently ignored, so
 a typo in a lab-wide config does not quietly fall back to a default.
+
+:class:`Config` is the one table of settings (``trayapp.config_schema`` says
+what a row holds): loading, checking, the settings dialog and the README's
+table (``scripts/settings_table.py``) are all built from it. A new setting is
+one field here, then run that script.
 """
 
 from __future__ import annotations
 
 import difflib
+import logging
 import os
 import tomllib
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
-from trayapp.config_schema import check_ranges
+from trayapp.config_schema import MASTER, SLAVE, Range, setting, table_of
 from trayapp.errors import UserError
 from trayapp.home import Home
+
+log = logging.getLogger(__name__)
 
 
 def _default_slots() -> int:
@@ -26,63 +34,109 @@ def _default_slots() -> int:
     return os.cpu_count() or 1
 
 
+# Python and its compiler (Brian's code generation) need a few processes of their own.
+MIN_TASK_PROCESSES = 16
+MODES = ("", "master", "slave")
+SANDBOX_MODES = ("auto", "on", "off")
+# Settings an older release had; a file that still has one loads, with a warning.
+RETIRED = {"grant_policy": "it only served a benchmark's baseline (bench/fair_share.py now sets "
+                           "SPARECYCLES_GRANT_POLICY for its slaves)"}
+
+
 @dataclass(frozen=True)
 class Config:
-    slots: int = 0  # 0 = one per core, resolved by ``effective_slots``
-    run_locally: bool = True  # a master also runs tasks on its own cores
-    results_dir: str = ""  # empty = Home.default_results_dir
-    task_python: str = ""  # empty = the interpreter running SpareCycles
-    nice: int = 10  # tasks yield the CPU to whatever the PC's user runs
-    default_retries: int = 0
-    poll_interval_s: float = 0.2  # how often the dispatcher looks for new work
-    # A master gives up a task on another PC this long past its job's time limit
-    # if that PC has not reported it ended (the slave stops it at the limit).
-    time_limit_grace_s: float = 300.0
-    max_results_mb: int = 2048  # a slave refuses to send back more than this per task, a master to take more
-    # A master gives up fetching one task's results after this long (a stalled
-    # transfer, any kind of host): the task fails with that reason.
-    fetch_timeout_s: float = 900.0
-    # Fair share on a slave: recent use decays with this half-life, so
-    # yesterday's sweep does not count against anyone today.
-    fair_share_half_life_s: float = 3600.0
-    # By the name a master's key was authorized with (an unrestricted key: the name or id it gives).
-    master_weights: dict = field(default_factory=dict)  # master -> weight, default 1
-    master_caps: dict = field(default_factory=dict)  # master -> most slots at once
-    grant_policy: str = "fair"  # "by_demand": the unfair baseline bench/fair_share.py compares against
-    min_free_mb: int = 200  # a slave with less free disk takes no work
-    # Idle detection. "auto": lend the PC only while its user is away (a headless service with
-    # nobody logged in is always idle); "off": lend it all the time, as a
-    # dedicated compute box would.
-    idle_detection: str = "auto"
-    idle_after_s: float = 300.0  # no keyboard/mouse input this long = the user is away
-    # Work only while other programs use less than this share of all cores
-    # (tasks excluded): the user may have left a long computation of their own.
-    max_foreign_cpu: float = 0.5
-    on_battery: str = "pause"  # "pause": a laptop on battery lends nothing; "work": it does
-    # When the user returns: "kill" every task at once (they rerun elsewhere),
-    # or "suspend" them and kill them only if the PC is not idle again within
-    # suspend_grace_s. Idle again means idle_after_s without input, so the
-    # grace must exceed it for a short visit to cost the task nothing
-    # (HTCondor's MaxSuspendTime is 10 min too).
-    preempt: str = "kill"
-    suspend_grace_s: float = 600.0
-    mode: str = ""  # "master" or "slave"; empty: the tray app asks on its first start
-    # Updates.
-    check_updates: bool = True  # the tray app looks for newer Brian / SpareCycles releases at start-up
-    package_index: str = ""  # PEP 503/691 simple index URL (a lab mirror); empty = the public PyPI
-    wheel_folder: str = ""  # a folder of wheels to update from instead (or beside package_index)
-    # Job environments (a job's own requirements, built once per set on each PC)
-    # are evicted, least recently used first, beyond this much disk.
-    envs_max_gb: float = 5.0
+    """Every setting, once: its type and default, and (``setting``) its help, its
+    allowed values, the mode it concerns and its row in the settings dialog."""
+
+    mode: str = setting("", "what this PC does; empty: the tray app asks on its first start",
+                        choices=(("", "not chosen yet: the tray app asks"),
+                                 ("master", "Master: run my jobs on this PC and the lab's slaves"),
+                                 ("slave", "Slave: lend this PC to the lab while I am away")),
+                        label="Mode", fix="or the tray app asks on its next start")
+    slots: int = setting(0, "tasks at once on this PC (its own jobs as a master, lent as a slave)",
+                         range=Range(1, zero_means="all cores"), label="Cores to use or lend")
+    task_python: str = setting("", "the interpreter tasks run with; empty: SpareCycles' own "
+                                   "(SPARECYCLES_TASK_PYTHON for one run)")
+    nice: int = setting(10, "the Unix niceness of tasks: they yield the CPU to whatever the PC's user runs; "
+                            "0 runs them at normal priority (and normal I/O priority)",
+                        range=Range(0, 19))
+    max_results_mb: int = setting(2048, "most results one task may send back; a slave refuses more, a master "
+                                        "does not take more", range=Range(0, meaning="megabytes"))
+    min_free_mb: int = setting(200, "a PC with less free disk than this takes no work",
+                               range=Range(0, meaning="megabytes"))
+    envs_max_gb: float = setting(5.0, "disk job environments (a job's own requirements, built once per set) may "
+                                      "use; beyond it the least recently used are evicted",
+                                 range=Range(0, low_open=True, meaning="gigabytes"))
     # The lender's protection (trayapp.run.choice, trayapp.run.sandbox).
-    # "auto": tasks from other masters run only in a sandbox (none: lend
-    # nothing); this PC's own tasks use it where it exists. "on": always, or
-    # run nothing. "off": no sandbox, tasks can read and change your files.
-    sandbox: str = "auto"
-    sandbox_network: bool = False  # sandboxed tasks may use the network
-    max_task_memory_mb: int = 0  # most memory one task may use; 0 = three quarters of this PC's
-    max_task_processes: int = 512  # most processes (and threads) one task may have; 0 = no cap
-    max_task_disk_mb: int = 0  # most disk one task's folder may fill; 0 = its slot's share of half the free disk
+    sandbox: str = setting("auto", "the bubblewrap sandbox tasks run in",
+                           choices=(("auto", "other masters' tasks only in a sandbox (none: lend nothing); this "
+                                             "PC's own tasks in one where bwrap exists"),
+                                    ("on", "always, or run nothing"),
+                                    ("off", "no sandbox: tasks can read and change your files (a warning)")),
+                           fix='"auto" (the default) protects this PC from the tasks it runs')
+    sandbox_network: bool = setting(False, "sandboxed tasks may use the network")
+    max_task_memory_mb: int = setting(0, "most memory one task may use",
+                                      range=Range(0, meaning="megabytes; 0 = three quarters of this PC's memory"))
+    max_task_processes: int = setting(512, "most processes (and threads) one task may have",
+                                      range=Range(MIN_TASK_PROCESSES, zero_means="no cap",
+                                                  meaning="processes and threads of one task; fewer cannot run "
+                                                          "Python and its compiler"))
+    max_task_disk_mb: int = setting(0, "most disk one task's folder may fill",
+                                    range=Range(0, meaning="megabytes; 0 = its slot's share of half the free disk"))
+    check_updates: bool = setting(True, "the tray app looks for newer Brian / SpareCycles releases at start-up "
+                                        "(SPARECYCLES_NO_UPDATE_CHECK=1 turns it off too)")
+    package_index: str = setting("", "a lab's PyPI mirror (PEP 503/691 simple index URL) for updates and job "
+                                     "requirements; empty: the public PyPI")
+    wheel_folder: str = setting("", "a folder of wheels to install from instead (or beside package_index)")
+
+    run_locally: bool = setting(True, "a master also runs tasks on its own cores (master --no-local for one run)",
+                                mode=MASTER, label="Run my jobs on this PC too")
+    results_dir: str = setting("", "where jobs' results go; empty: the data folder's results", mode=MASTER,
+                               unit="folder", label="Results folder")
+    default_retries: int = setting(0, "how often a failed task runs again unless its job says otherwise",
+                                   mode=MASTER, range=Range(0, 100))
+    poll_interval_s: float = setting(0.2, "how often the dispatcher looks for new jobs and cancellations",
+                                     mode=MASTER, range=Range(0.01, 3600, meaning="seconds"))
+    time_limit_grace_s: float = setting(300.0, "a task on another PC that has not reported this long past its "
+                                               "job's time limit is given up (the slave stops it at the limit)",
+                                        mode=MASTER, range=Range(1, meaning="seconds past a job's time limit"))
+    fetch_timeout_s: float = setting(900.0, "a task whose results take longer than this to arrive from its host "
+                                            "(a stalled transfer, any kind of host) fails with that reason",
+                                     mode=MASTER, range=Range(1, meaning="seconds one task's results may take"))
+
+    # When a slave lends the PC (trayapp.idle).
+    idle_detection: str = setting("auto", "when this PC lends itself", mode=SLAVE,
+                                  choices=(("auto", "Only while I am away"),
+                                           ("off", "All the time (a dedicated compute PC)")),
+                                  label="Lend this PC")
+    idle_after_s: float = setting(300.0, "no keyboard or mouse input this long: the user is away", mode=SLAVE,
+                                  range=Range(0, meaning="seconds"), unit="minutes",
+                                  label="I am away after (no keyboard or mouse)")
+    max_foreign_cpu: float = setting(0.5, "work only while other programs (not tasks) use less than this share "
+                                          "of all cores: the user may have left a computation of their own",
+                                     mode=SLAVE, range=Range(0, 1, low_open=True, meaning="a share of all cores"),
+                                     unit="percent", label="Busy when my programs use more than")
+    on_battery: str = setting("pause", "what a laptop on battery does", mode=SLAVE,
+                              choices=(("pause", "lend nothing"), ("work", "lend itself as on mains power")))
+    # Idle again means idle_after_s without input, so the grace must exceed it for
+    # a short visit to cost the task nothing (HTCondor's MaxSuspendTime is 10 min too).
+    preempt: str = setting("kill", "what happens to running tasks when the user comes back", mode=SLAVE,
+                           choices=(("kill", "Stop them at once (they run again elsewhere)"),
+                                    ("suspend", "Suspend them; stop them only if I stay")),
+                           label="When I come back, running tasks")
+    suspend_grace_s: float = setting(600.0, "suspended tasks are stopped if the PC is not idle again within this",
+                                     mode=SLAVE, range=Range(0, meaning="seconds"), unit="minutes",
+                                     label="Stop suspended tasks after")
+
+    # Fair share between masters (trayapp.slave.fairshare): by the name a master's
+    # key was authorized with (an unrestricted key: the name or id it gives).
+    fair_share_half_life_s: float = setting(3600.0, "recent use decays with this half-life, so yesterday's "
+                                                    "sweep does not count against anyone today", mode=SLAVE,
+                                            range=Range(0, low_open=True, meaning="seconds"))
+    master_weights: dict = setting({}, 'a master\'s weight in the fair share, 1 unless listed: { "head" = 2 }',
+                                   mode=SLAVE, range=Range(0, low_open=True))
+    master_caps: dict = setting({}, 'most slots a master may hold here at once: { "bob" = 1 }', mode=SLAVE,
+                                range=Range(0, low_open=True), whole_entries=True)
 
     @property
     def effective_slots(self) -> int:
@@ -92,16 +146,7 @@ class Config:
         return Path(self.results_dir).expanduser() if self.results_dir else home.default_results_dir
 
 
-def _check_master_table(path: Path, key: str, value) -> dict:
-    if not isinstance(value, dict):
-        raise UserError(f"{path}: '{key}' must be a table of master name = number",
-                        f'e.g. {key} = {{ "alice@lab-07" = 2 }}')
-    for master, number in value.items():
-        if isinstance(number, bool) or not isinstance(number, (int, float)) or number <= 0:
-            raise UserError(f"{path}: {key}.{master} must be a positive number, not {number!r}")
-        if key == "master_caps" and not isinstance(number, int):
-            raise UserError(f"{path}: {key}.{master} must be a whole number of slots, not {number!r}")
-    return dict(value)
+SETTINGS = table_of(Config)
 
 
 def load_config(home: Home) -> Config:
@@ -118,42 +163,21 @@ def load_config(home: Home) -> Config:
     except OSError as exc:
         raise UserError(f"cannot read {path}: {exc.strerror}",
                         "make it readable, or delete it to use defaults") from None
-    known = {f.name: f for f in fields(Config)}
+    known = {s.name: s for s in SETTINGS}
     values = {}
     for key, value in raw.items():
+        if key in RETIRED:
+            # An old file must still start the program; saving from the settings dialog drops the line.
+            log.warning("%s: '%s' is no longer a setting and is ignored: %s; delete the line", path, key,
+                        RETIRED[key])
+            continue
         if key not in known:
             close = difflib.get_close_matches(key, known, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise UserError(f"{path}: unknown setting '{key}'{hint}",
                             f"known settings: {', '.join(sorted(known))}")
-        expected = type(getattr(Config(), key))
-        if expected is dict:
-            value = _check_master_table(path, key, value)
-        if expected is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if not isinstance(value, expected) or isinstance(value, bool) != (expected is bool):
-            raise UserError(f"{path}: setting '{key}' must be {expected.__name__}, not {value!r}")
-        values[key] = value
-    config = replace(Config(), **values)
-    check_ranges(path, config)
-    if config.grant_policy not in ("fair", "by_demand"):
-        raise UserError(f"{path}: grant_policy must be 'fair' or 'by_demand', not {config.grant_policy!r}")
-    for key, allowed in (("idle_detection", ("auto", "off")), ("on_battery", ("pause", "work")),
-                         ("preempt", ("kill", "suspend"))):
-        if getattr(config, key) not in allowed:
-            raise UserError(f"{path}: {key} must be one of {', '.join(map(repr, allowed))}, "
-                            f"not {getattr(config, key)!r}")
-    if config.sandbox not in SANDBOX_MODES:
-        raise UserError(f"{path}: sandbox must be one of {', '.join(map(repr, SANDBOX_MODES))}, "
-                        f"not {config.sandbox!r}", '"auto" (the default) protects this PC from the tasks it runs')
-    if config.mode not in MODES:
-        raise UserError(f"{path}: mode must be \"master\" or \"slave\", not {config.mode!r}",
-                        "or delete the line, and the tray app asks on its next start")
-    return config
-
-
-MODES = ("", "master", "slave")
-SANDBOX_MODES = ("auto", "on", "off")
+        values[key] = known[key].check(path, value)
+    return replace(Config(), **values)
 
 
 def save_config(home: Home, config: Config) -> Path:

@@ -1,60 +1,46 @@
 """The settings dialog: the same ``config.toml`` the CLI reads.
 
-Each row names the :class:`~trayapp.config.Config` field it edits. A row
-whose field the core does not have is shown disabled with a tooltip instead
-of being silently dropped (so the dialog and the core can evolve apart). The dialog reports only what the user changed, so saving over
-a file the CLI edited meanwhile keeps the CLI's changes.
+Its rows are the settings the table (:class:`~trayapp.config.Config`) gives a
+dialog label, with the table's choices and ranges, grouped by the mode the
+table says they concern. The dialog reports only what the user changed, so
+saving over a file the CLI edited meanwhile keeps the CLI's changes.
 
-Rows are grouped by the mode they concern (this PC's own cores as a master;
-lending it as a slave), and a row that cannot matter with the other choices
-is disabled, saying why: the lending rows in master mode, the idle rows when
-the PC lends all the time, "Stop suspended tasks after" when returning users
-stop tasks at once.
+A row that cannot matter with the other choices is disabled, saying why: the
+lending rows in master mode, the idle rows when the PC lends all the time,
+"Stop suspended tasks after" when returning users stop tasks at once.
 """
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
+import math
 from typing import Any
 
 from PyQt6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFileDialog,
                              QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QPushButton, QSpinBox,
                              QVBoxLayout, QWidget)
 
-from trayapp.config import Config
+from trayapp.config import SETTINGS, Config
+from trayapp.config_schema import BOTH, MASTER, SLAVE, Setting
 
-MODES = (("master", "Master: run my jobs on this PC and the lab's slaves"),
-         ("slave", "Slave: lend this PC to the lab while I am away"))
-POLICIES = (("kill", "Stop them at once (they run again elsewhere)"),
-            ("suspend", "Suspend them; stop them only if I stay"))
-LENDING = (("auto", "Only while I am away"), ("off", "All the time (a dedicated compute PC)"))
+ROWS = tuple(s for s in SETTINGS if s.label)
+MODES = tuple((value, words) for value, words in next(s for s in ROWS if s.name == "mode").choices if value)
 AUTOSTART_LATER = "not available in this window (it was opened without the login-start setting)"
-
-
-@dataclass(frozen=True)
-class Row:
-    key: str  # Config field
-    label: str
-    kind: str  # "choice", "minutes", "share" (0..1 shown as %), "cores", "folder", "switch"
-    choices: tuple = ()
-    group: str = "This PC"
-
-
 OWN_CORES = "Master: this PC's own cores"
 LENDING_GROUP = "Slave: lending this PC"
-ROWS = (
-    Row("mode", "Mode", "choice", MODES),
-    Row("results_dir", "Results folder", "folder"),
-    Row("slots", "Cores to use or lend", "cores"),
-    Row("run_locally", "Run my jobs on this PC too", "switch", group=OWN_CORES),
-    Row("idle_detection", "Lend this PC", "choice", LENDING, group=LENDING_GROUP),
-    Row("idle_after_s", "I am away after (no keyboard or mouse)", "minutes", group=LENDING_GROUP),
-    Row("max_foreign_cpu", "Busy when my programs use more than", "share", group=LENDING_GROUP),
-    Row("preempt", "When I come back, running tasks", "choice", POLICIES, group=LENDING_GROUP),
-    Row("suspend_grace_s", "Stop suspended tasks after", "minutes", group=LENDING_GROUP),
-)
-GROUPS = ("This PC", OWN_CORES, LENDING_GROUP)
+GROUPS = {BOTH: "This PC", MASTER: OWN_CORES, SLAVE: LENDING_GROUP}
+# A spin box needs a top; a setting open-ended in the table stops here in the dialog's unit
+# (or at the value the file holds, if higher: opening the dialog never changes a setting).
+SPIN_TOP = 99_999
+SCALE = {"minutes": 1 / 60, "percent": 100}  # the dialog's unit per stored unit
+
+
+def spin_range(setting: Setting, value: float) -> tuple[float, float]:
+    """The spin box's range in the dialog's unit: the table's range, with 0
+    included where the table gives 0 a meaning."""
+    allowed, scale = setting.range, SCALE.get(setting.unit, 1)
+    low = 0 if allowed.zero_means else allowed.low * scale + (1 if allowed.low_open else 0)
+    high = allowed.high * scale if allowed.high != math.inf else max(SPIN_TOP, value * scale)
+    return low, high
 
 
 class SettingsDialog(QDialog):
@@ -68,15 +54,15 @@ class SettingsDialog(QDialog):
         self.editors: dict[str, QWidget] = {}
         self.groups: dict[str, QGroupBox] = {}
         forms: dict[str, QFormLayout] = {}
-        for title in GROUPS:
+        for title in GROUPS.values():
             self.groups[title] = QGroupBox(title)
             forms[title] = QFormLayout(self.groups[title])
         for row in ROWS:
-            editor = self._editor(row, default_results_dir)
-            self.editors[row.key] = editor
-            self._set(row, getattr(config, row.key))
-            forms[row.group].addRow(row.label, editor)
-        form = forms["This PC"]
+            editor = self._editor(row, default_results_dir, getattr(config, row.name))
+            self.editors[row.name] = editor
+            self._set(row, getattr(config, row.name))
+            forms[GROUPS[row.mode]].addRow(row.label, editor)
+        form = forms[GROUPS[BOTH]]
         self.start_at_login = QCheckBox("Start SpareCycles when I log in")
         self._started_at_login = None
         if autostart is None:
@@ -102,7 +88,7 @@ class SettingsDialog(QDialog):
 
     def _enable_relevant(self, *_args) -> None:
         """Enable only the rows that matter with the current choices; a disabled row says why."""
-        mode = self._get(ROWS[0])
+        mode = self.editors["mode"].currentData()
         lending = mode != "master"  # "" (not chosen yet) leaves everything open
         always = self.editors["idle_detection"].currentData() == "off"
         kill = self.editors["preempt"].currentData() == "kill"
@@ -118,31 +104,31 @@ class SettingsDialog(QDialog):
         self.editors["suspend_grace_s"].setEnabled(not kill)
         self.editors["suspend_grace_s"].setToolTip("tasks are stopped at once, never suspended" if kill else "")
 
-    def _editor(self, row: Row, default_results_dir: str) -> QWidget:
-        if row.kind == "switch":
+    def _editor(self, row: Setting, default_results_dir: str, value: Any) -> QWidget:
+        if row.type is bool:
             return QCheckBox()
-        if row.kind == "choice":
+        if row.choices:
             box = QComboBox()
-            for value, text in row.choices:
-                box.addItem(text, value)
+            for choice, text in row.choices:
+                if choice:  # "" (not chosen yet) is shown only while it is the value: see _set
+                    box.addItem(text, choice)
             return box
-        if row.kind == "minutes":
-            spin = QDoubleSpinBox()
-            spin.setRange(0.5, 24 * 60)
+        if row.unit == "folder":
+            return self._folder(default_results_dir)
+        low, high = spin_range(row, value)
+        spin = QSpinBox() if row.type is int else QDoubleSpinBox()
+        if row.unit == "minutes":
             spin.setDecimals(1)
             spin.setSuffix(" min")
-            return spin
-        if row.kind == "share":
-            spin = QDoubleSpinBox()
-            spin.setRange(1, 100)
+        elif row.unit == "percent":
             spin.setDecimals(0)
             spin.setSuffix(" % of all cores")
-            return spin
-        if row.kind == "cores":
-            spin = QSpinBox()
-            spin.setRange(0, 4096)
-            spin.setSpecialValueText(f"all ({os.cpu_count() or 1})")
-            return spin
+        spin.setRange(low, min(high, 2**31 - 1))
+        if row.range.zero_means:
+            spin.setSpecialValueText(row.range.zero_means)
+        return spin
+
+    def _folder(self, default_results_dir: str) -> QWidget:
         line = QLineEdit()
         line.setPlaceholderText(default_results_dir)
         browse = QPushButton("Choose…")
@@ -160,42 +146,37 @@ class SettingsDialog(QDialog):
         if path:
             line.setText(path)
 
-    def _set(self, row: Row, value: Any) -> None:
-        editor = self.editors[row.key]
-        if row.kind == "switch":
+    def _set(self, row: Setting, value: Any) -> None:
+        editor = self.editors[row.name]
+        if row.type is bool:
             editor.setChecked(bool(value))
-        elif row.kind == "choice":
+        elif row.choices:
             index = editor.findData(value)
             if index < 0:  # e.g. no mode chosen yet: show that, do not pretend one was
                 editor.insertItem(0, "(not chosen yet)" if value == "" else str(value), value)
                 index = 0
             editor.setCurrentIndex(index)
-        elif row.kind == "minutes":
-            editor.setValue(float(value) / 60)
-        elif row.kind == "share":
-            editor.setValue(round(float(value) * 100))
-        elif row.kind == "cores":
-            editor.setValue(value)
-        else:
+        elif row.unit == "folder":
             editor.line.setText(value)
+        else:
+            editor.setValue(value * SCALE.get(row.unit, 1))
 
-    def _get(self, row: Row) -> Any:
-        editor = self.editors[row.key]
-        if row.kind == "switch":
+    def _get(self, row: Setting) -> Any:
+        editor = self.editors[row.name]
+        if row.type is bool:
             return editor.isChecked()
-        if row.kind == "choice":
+        if row.choices:
             return editor.currentData()
-        if row.kind == "minutes":
-            return round(editor.value() * 60, 1)
-        if row.kind == "share":
-            return round(editor.value() / 100, 2)
-        if row.kind == "cores":
+        if row.unit == "folder":
+            return editor.line.text().strip()
+        if row.type is int:
             return int(editor.value())
-        return editor.line.text().strip()
+        # Rounded as shown: 5.0 min is 300 s, not 299.99999 s.
+        return round(editor.value() / SCALE.get(row.unit, 1), 2)
 
     def set_value(self, key: str, value: Any) -> None:
         """Set one setting as if the user had (for tests and the first-run dialog)."""
-        self._set(next(r for r in ROWS if r.key == key), value)
+        self._set(next(r for r in ROWS if r.name == key), value)
 
     def start_at_login_change(self) -> bool | None:
         """True/False if the user switched starting at login on/off, else None."""
@@ -208,7 +189,7 @@ class SettingsDialog(QDialog):
         changed = {}
         for row in ROWS:
             value = self._get(row)
-            old = getattr(self.original, row.key)
+            old = getattr(self.original, row.name)
             if isinstance(old, bool):
                 value = bool(value)
             elif isinstance(old, float):
@@ -216,5 +197,5 @@ class SettingsDialog(QDialog):
             elif isinstance(old, int) and not isinstance(old, bool):
                 value = int(round(value))
             if value != old:
-                changed[row.key] = value
+                changed[row.name] = value
         return changed

@@ -8,6 +8,8 @@ parameter file, one core, no limits). With it, a job folder says explicitly::
     exclude = ["data/raw/", "*.h5"]   # gitignore-style patterns not to send to workers
     requires = ["brian2 >= 2.5"]      # packages the script needs (PEP 508)
     retries = 2                 # how often a task whose own code fails is tried again
+    warm = ["mymodel"]          # modules to import once per slot and fork tasks from (besides main's imports)
+    warm_start = false          # start every task in a fresh interpreter (default: forked warm)
 
     [resources]
     memory = "2 GB"             # each task's cap; also "512 MB", "2G", "512 MiB", or a plain integer = MB
@@ -39,9 +41,10 @@ except ImportError:  # pragma: no cover - packaging is a dependency
     Requirement = None
 
 MANIFEST_NAME = "sparecycles.toml"
-TOP_KEYS = ("main", "params", "exclude", "requires", "retries", "resources")
+TOP_KEYS = ("main", "params", "exclude", "requires", "retries", "warm", "warm_start", "resources")
 RESOURCE_KEYS = ("memory", "cores", "time_limit")
 
+_MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 _ROUGH_REQUIREMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(\[[\w,\s.-]*\])?\s*([<>=!~]=?=?\s*[\w.*+!-]+\s*,?\s*)*"
                                 r"(;.*)?")
 
@@ -58,6 +61,10 @@ class Manifest:
     cores: int = 1
     time_limit_s: float | None = None
     retries: int = 0
+    # Modules the warm parent imports besides the main script's own imports
+    # (trayapp.run.warmmodules); warm_start = false: every task starts cold.
+    warm: tuple[str, ...] = ()
+    warm_start: bool = True
 
 
 def load_manifest(folder: Path) -> Manifest:
@@ -88,6 +95,12 @@ def load_manifest(folder: Path) -> Manifest:
         fields["requires"] = tuple(check.requirement(r) for r in check.strings("requires", doc["requires"], '"numpy"'))
     if "retries" in doc:
         fields["retries"] = check.integer("retries", None, doc["retries"], 0)
+    if "warm" in doc:
+        fields["warm"] = tuple(check.module_name(m) for m in check.strings("warm", doc["warm"], '"mymodel"'))
+    if "warm_start" in doc:
+        if not isinstance(doc["warm_start"], bool):
+            check.wrong_type("warm_start", None, doc["warm_start"], "true or false", "warm_start = false")
+        fields["warm_start"] = doc["warm_start"]
     if "cores" in resources:
         fields["cores"] = check.integer("cores", "resources", resources["cores"], 1)
     if "memory" in resources:
@@ -179,6 +192,12 @@ class _Checker:
         elif not _ROUGH_REQUIREMENT.fullmatch(text.strip()):
             self.fail("requires", None, f"requires: {text!r} is not a valid requirement", fix)
         return text
+
+    def module_name(self, text: str) -> str:
+        if not _MODULE.fullmatch(text.strip()):
+            self.fail("warm", None, f"warm: {text!r} is not a module name",
+                      'give the names you would write after "import", e.g. warm = ["brian2", "mymodel"]')
+        return text.strip()
 
     def integer(self, key: str, table: str | None, value: object, minimum: int) -> int:
         if not isinstance(value, int) or isinstance(value, bool):

@@ -30,6 +30,7 @@ from trayapp.run.cgroup import TaskCgroups
 from trayapp.run.posix import PosixRunner
 from trayapp.run.runner import TaskRunner
 from trayapp.run.sandbox import Confinement, sandbox_status
+from trayapp.run.warm import WarmRunner
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,10 @@ def task_runner(*, in_process: bool = False, sandbox: str = "off", network: bool
     if confinement.sandboxed and python:
         log.info("read-only for tasks besides the system: %s", ", ".join(confinement.readonly_for(python)))
     cgroups = None if in_process else TaskCgroups.create()
-    return PosixRunner(cgroups=cgroups, lower_caller=in_process, confinement=confinement, problem=problem,
+    # Warm starts need Linux's pidfds and pid namespaces; SPARECYCLES_WARM=off turns
+    # them off (benchmarks compare with cold starts).
+    warm = sys.platform.startswith("linux") and os.environ.get("SPARECYCLES_WARM") != "off"
+    return (WarmRunner if warm else PosixRunner)(cgroups=cgroups, lower_caller=in_process, confinement=confinement, problem=problem,
                        warning=warning)
 
 

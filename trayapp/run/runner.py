@@ -41,6 +41,11 @@ class Launch:
     disk_mb: int | None = None  # what its folder and writable caches may fill (trayapp.run.caps)
     # Folders the attempt may write besides its own: its slot's caches and its scratch folder.
     writable: tuple[Path, ...] = ()
+    # Modules to fork the attempt from an interpreter that imported them
+    # (trayapp.run.warm); empty: a cold start. Attempts with the same ``warm_key``
+    # (one master's job, one interpreter) on one slot share that interpreter.
+    warm: tuple[str, ...] = ()
+    warm_key: str = ""
 
     @property
     def work_dir(self) -> Path:

@@ -5,16 +5,30 @@ cap means the same on both."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from trayapp.config import Config
+from trayapp.errors import UserError
 from trayapp.home import Home
 from trayapp.install.envs import env_store_for
 from trayapp.install.taskenv import task_interpreter
 from trayapp.run.choice import task_runner
 from trayapp.slave.engine import SlaveEngine, SlaveSettings
 from trayapp.slave.fairshare import FairShare
+from trayapp.slave.grants import GRANT_POLICIES
 from trayapp.slave.spool import Spool
+
+
+def bench_grant_policy() -> str:
+    """"fair", or the unfair baseline bench/fair_share.py measures fair share
+    against ("by_demand", set by ``SPARECYCLES_GRANT_POLICY`` in its slaves'
+    environment). Not a setting: no user wants the baseline."""
+    policy = os.environ.get("SPARECYCLES_GRANT_POLICY", "fair")
+    if policy not in GRANT_POLICIES:
+        raise UserError(f"SPARECYCLES_GRANT_POLICY is {policy!r}, not one of {', '.join(map(repr, GRANT_POLICIES))}",
+                        "unset it (it exists for bench/fair_share.py only)")
+    return policy
 
 
 def build_engine(config: Config, home: Home, identity: tuple[str, str], spool_dir: Path, *,
@@ -27,7 +41,7 @@ def build_engine(config: Config, home: Home, identity: tuple[str, str], spool_di
                              python=task_interpreter(config.task_python, home=home),
                              nice=config.nice, max_results_mb=config.max_results_mb,
                              min_free_mb=config.min_free_mb, name=name, weights=config.master_weights,
-                             caps=config.master_caps, grant_policy=config.grant_policy,
+                             caps=config.master_caps, grant_policy=bench_grant_policy(),
                              preempt=config.preempt, suspend_grace_s=config.suspend_grace_s, in_process=in_process,
                              max_task_memory_mb=config.max_task_memory_mb,
                              max_task_processes=config.max_task_processes,

@@ -46,7 +46,7 @@ import selectors
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -64,6 +64,7 @@ from trayapp.slave.requirements import RequirementChecker, SitePackagesWatch, Ve
 from trayapp.run.attempt import prepare, task_launch
 from trayapp.run.caps import caps_for, memory_refusal, slave_memory_limit_mb, task_disk_cap_mb
 from trayapp.run.taskcache import slot_cache_dir
+from trayapp.run.warmmodules import warm_modules
 from trayapp.run.taskfiles import read_regular, remove_tree
 from trayapp.run.runner import Launch, TaskRunner
 from trayapp.slave.outcomes import judge_attempt
@@ -439,6 +440,10 @@ class SlaveEngine:
             session.send("declined", token=task.token, reason=refused.reason, retry=refused.retry, code=refused.code)
             return
         launch = self._launch_of(task, python=python)
+        # Forked from a warm interpreter where the runner can (trayapp.run.warm); one per
+        # master's job and interpreter on each slot.
+        launch = replace(launch, warm=warm_modules(template, task.main),
+                         warm_key=f"{identity.folder_of(task.master)}/{task.job}/{task.archive_sha}/{launch.argv[0]}")
         try:
             prepare(launch.task_dir, template, task.params, cache_dir=self._cache_of(task, launch.slot),
                     cores=task.cores)

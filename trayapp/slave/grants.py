@@ -22,6 +22,8 @@ from trayapp.slave.fairshare import FairShare
 from trayapp.slave.session import Session
 
 GRANT_TIMEOUT_S = 10.0  # a grant not used by then goes back to the pool
+# "by_demand" exists only as bench/fair_share.py's baseline (slave/builder.py: bench_grant_policy).
+GRANT_POLICIES = ("fair", "by_demand")
 
 
 class Granting:

@@ -1,0 +1,407 @@
+"""Warm starts (trayapp.run.warm): tasks forked from an interpreter that imported
+their job's modules, in the sandbox users get, cannot tell they were forked,
+and stop exactly as cold ones do.
+
+The engine runs on a thread (as the master's own cores do) with one slot, so
+every task of a job goes to the same warm parent; a test speaks the protocol
+to it. The first task of a job starts cold while its parent imports; the
+tests run tasks until one reports that numpy was already imported when its
+script began (the proof it was forked warm), then look at the next ones.
+Processes are found from outside the sandbox by the job and task ids in
+their environment (tests/support/tasks.py), which a forked task rewrites.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import make_job, wait_until
+from support.peer import ProtocolPeer
+from support.tasks import all_ended, task_processes
+
+from trayapp.master.kinds.local import LocalSlave
+from trayapp.run.cgroup import TaskCgroups
+from trayapp.run.sandbox import Confinement, sandbox_status
+from trayapp.run.warm import WarmRunner
+from trayapp.slave.engine import SlaveEngine, SlaveSettings
+from trayapp.slave.spool import Spool
+from trayapp.status import AttemptOutcome
+from trayapp.wire.archive import pack
+
+pytestmark = pytest.mark.pool
+
+REPORT = """
+import sys
+PRELOADED = "numpy" in sys.modules  # before this script imported anything: forked warm
+import json, os, random
+import numpy
+p = json.loads(sys.argv[1])
+if p.get("seed") is not None:
+    random.seed(p["seed"]); numpy.random.seed(p["seed"])
+secret = p.get("secret")
+if secret:
+    print("my secret is", secret)
+    open("secret.txt", "w").write(secret)
+    open("/tmp/secret.txt", "w").write(secret)
+    os.environ["LEAKED"] = secret
+fds = {}
+for fd in os.listdir("/proc/self/fd"):
+    try:
+        fds[fd] = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        pass
+os.makedirs("results", exist_ok=True)
+json.dump({"preloaded": PRELOADED, "random": random.random(), "numpy": float(numpy.random.random()),
+           "argv": sys.argv, "cwd": os.getcwd(), "files": sorted(os.listdir(".")), "tmp": os.listdir("/tmp"),
+           "env": dict(os.environ), "fds": fds, "file": __file__, "name": __name__,
+           "params_json": json.load(open("params.json")), "pgid_is_pid": os.getpgid(0) == os.getpid()},
+          open("results/report.json", "w"))
+"""
+
+
+class Master(ProtocolPeer):
+    def __init__(self, engine: SlaveEngine, archive, master: str = ProtocolPeer.MASTER_ID):
+        super().__init__(engine, timeout=60)
+        self.hello(master)
+        self.archive = archive
+        self.upload(Path(archive.path), archive.sha256)
+
+    def start(self, idx: int, params: dict, **fields) -> str:
+        token = secrets.token_hex(8)
+        self.send("start", token=token, job=self.archive.sha256[:16], idx=idx, params=params, main="main.py",
+                  archive_sha=self.archive.sha256, **fields)
+        assert self.expect("started", "declined", token=token)["type"] == "started"
+        return token
+
+    def run(self, idx: int, params: dict, **fields) -> tuple[dict, Path]:
+        """Run one task to its end: its ``finished`` message and its results folder."""
+        token = self.start(idx, params, **fields)
+        finished = self.expect("finished", token=token)
+        return finished, Path(finished.get("results_path") or "")
+
+
+def report_of(master: Master, idx: int, params: dict) -> dict:
+    finished, results = master.run(idx, params)
+    assert finished["outcome"] == "succeeded", finished
+    report = json.loads((results / "results" / "report.json").read_text())
+    report["stdout"] = (results / "stdout.txt").read_text()
+    return report
+
+
+def first_warm(master: Master, params: dict | None = None, tries: int = 40) -> list[dict]:
+    """Run tasks until one is forked warm; every report on the way, the warm one last."""
+    reports = []
+    for i in range(tries):
+        reports.append(report_of(master, i, {**(params or {}), "i": i}))
+        if reports[-1]["preloaded"]:
+            return reports
+        time.sleep(0.2)  # the parent imports meanwhile
+    raise AssertionError(f"no task was forked warm in {tries} tries")
+
+
+@pytest.fixture(params=["cgroup", "process-group"])
+def engine(request, tmp_path):
+    available, why = sandbox_status()
+    if not available:
+        pytest.fail(f"the sandbox is what users get, and it does not work here: {why}")
+    cgroups = None
+    if request.param == "cgroup":
+        cgroups = TaskCgroups.create()
+        if cgroups is None:
+            pytest.skip("this system does not let the slave create cgroups (the fallback is tested)")
+    runner = WarmRunner(cgroups=cgroups, confinement=Confinement(sandboxed=True))
+    eng = SlaveEngine(Spool(tmp_path / "spool"), SlaveSettings(slots=1, python=sys.executable, nice=0,
+                                                               in_process=True),
+                      slave_id="e" * 16, runner=runner)
+    local = LocalSlave(eng).start()
+    yield eng
+    local.stop()
+    runner.kill_at_once(eng.running.handles())
+    eng.stop_all_tasks(AttemptOutcome.HOST_LOST, "the test is over")
+    eng.close()
+
+
+def job(tmp_path: Path, body: str, name: str = "job", **extra) -> object:
+    folder, _ = make_job(tmp_path / name, body, extra_files=extra or None)
+    return pack(folder, sorted(p.name for p in folder.iterdir()), tmp_path / f"{name}-packed")
+
+
+def test_forked_tasks_draw_different_numbers_unless_seeded(engine, tmp_path):
+    master = Master(engine, job(tmp_path, REPORT))
+    first_warm(master)
+    a, b = report_of(master, 100, {"i": 100}), report_of(master, 101, {"i": 101})
+    assert a["preloaded"] and b["preloaded"]
+    assert a["random"] != b["random"] and a["numpy"] != b["numpy"]
+    seeded = [report_of(master, 102 + i, {"i": 102 + i, "seed": 7}) for i in range(2)]
+    assert all(r["preloaded"] for r in seeded)
+    assert seeded[0]["random"] == seeded[1]["random"] and seeded[0]["numpy"] == seeded[1]["numpy"]
+
+
+def test_a_forked_task_sees_its_own_world_and_nothing_of_another_task(engine, tmp_path):
+    master = Master(engine, job(tmp_path, REPORT))
+    cold = first_warm(master)[0]
+    assert not cold["preloaded"]
+    secret = secrets.token_hex(8)
+    leaker = report_of(master, 200, {"i": 200, "secret": secret})
+    after = report_of(master, 201, {"i": 201})
+    assert leaker["preloaded"] and after["preloaded"]
+    assert secret in leaker["stdout"] and secret not in after["stdout"]
+    assert "secret.txt" not in after["files"] and "secret.txt" not in after["tmp"]
+    assert "LEAKED" not in after["env"] and secret not in json.dumps(after)
+    # What a cold task gets: its argv, params.json, __main__, its own group, its environment.
+    assert after["argv"][0] == cold["argv"][0] == "main.py" and json.loads(after["argv"][1]) == {"i": 201}
+    assert after["params_json"] == {"i": 201} and after["name"] == "__main__"
+    assert after["file"] == str(Path(after["cwd"]) / "main.py") and after["pgid_is_pid"]
+    assert after["env"]["SPARECYCLES_TASK"] == "201" and after["env"]["HOME"] == after["cwd"]
+    assert {k for k in after["env"] if k.startswith("SPARECYCLES_WARM")} == set()
+    per_task = ("HOME", "PWD", "TMPDIR", "SPARECYCLES_TASK", "SPARECYCLES_ATTEMPT")
+    assert {k: v for k, v in after["env"].items() if k not in per_task} == \
+        {k: v for k, v in cold["env"].items() if k not in per_task}
+    assert after["env"].keys() == cold["env"].keys() and after["env"]["PWD"] == after["cwd"]
+    # No descriptor of the warm parent's: no socket (its channel), only stdio and what imports opened.
+    assert not [t for t in after["fds"].values() if t.startswith("socket:")], after["fds"]
+    assert {"0", "1", "2"} <= set(after["fds"])
+
+
+IMPORTS_NOTHING_HEAVY = """
+import json, os, sys
+os.makedirs("results", exist_ok=True)
+json.dump({"numpy_loaded": "numpy" in sys.modules}, open("results/report.json", "w"))
+"""
+
+
+def test_a_job_that_imports_nothing_heavy_runs_cold(engine, tmp_path):
+    master = Master(engine, job(tmp_path, IMPORTS_NOTHING_HEAVY))
+    for i in range(3):
+        finished, results = master.run(i, {"i": i})
+        assert finished["outcome"] == "succeeded", finished
+        assert json.loads((results / "results" / "report.json").read_text()) == {"numpy_loaded": False}
+    assert engine.runner.parents() == []
+
+
+def test_a_module_failing_to_import_in_the_warm_parent_means_cold_starts_with_the_reason_logged(
+        engine, tmp_path, monkeypatch, caplog):
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "exploding.py").write_text("raise RuntimeError('boom at import')\n")
+    monkeypatch.setenv("PYTHONPATH", str(site))
+    engine.runner.confinement._readonly.clear()  # probed again, with the new folder on the path
+    body = REPORT.replace("import numpy\n", "import numpy\ntry:\n    import exploding\nexcept RuntimeError:\n"
+                                            "    pass\n", 1)
+    master = Master(engine, job(tmp_path, body))
+    with caplog.at_level(logging.INFO, logger="trayapp.run.warm"):
+        reports = [report_of(master, i, {"i": i}) for i in range(4)]
+        wait_until(lambda: "boom at import" in caplog.text, what="the reason to be logged")
+        reports += [report_of(master, 10 + i, {"i": 10 + i}) for i in range(2)]
+    assert not any(r["preloaded"] for r in reports)
+    assert "start cold" in caplog.text and "importing exploding failed in the warm parent" in caplog.text
+    assert engine.runner.parents() == []
+
+
+def test_warm_start_false_in_the_manifest_keeps_a_job_cold(engine, tmp_path):
+    master = Master(engine, job(tmp_path, REPORT, **{"sparecycles.toml": "warm_start = false\n"}))
+    reports = [report_of(master, i, {"i": i}) for i in range(3)]
+    assert not any(r["preloaded"] for r in reports) and engine.runner.parents() == []
+
+
+OWN_MODULE = """
+import sys
+PRELOADED = sorted(m for m in ("numpy", "mymodel") if m in sys.modules)
+import json, os
+import mymodel
+os.makedirs("results", exist_ok=True)
+json.dump({"preloaded": PRELOADED, "value": mymodel.VALUE}, open("results/report.json", "w"))
+"""
+
+
+def test_the_manifest_warms_the_jobs_own_module_which_main_alone_would_not(engine, tmp_path):
+    model = "import numpy\nVALUE = 42\n"
+    plain = Master(engine, job(tmp_path, OWN_MODULE, name="plain", **{"mymodel.py": model}))
+    assert [report_of(plain, i, {"i": i})["preloaded"] for i in range(3)] == [[], [], []]
+    assert engine.runner.parents() == []  # stdlib and the job's own module: nothing to warm
+    warmed = Master(engine, job(tmp_path, OWN_MODULE, name="warmed", **{"mymodel.py": model,
+                                                                         "sparecycles.toml": 'warm = ["mymodel"]\n'}),
+                    master="fedcba9876543210")
+    report = first_warm(warmed)[-1]
+    assert report == {"preloaded": ["mymodel", "numpy"], "value": 42, "stdout": ""}
+
+
+EXITS = """
+import sys
+PRELOADED = "numpy" in sys.modules
+import atexit, json, os, threading, time
+import numpy
+p = json.loads(sys.argv[1])
+os.makedirs("results", exist_ok=True)
+json.dump({"preloaded": PRELOADED}, open("results/report.json", "w"))
+unclosed = open("results/unclosed.txt", "w")
+unclosed.write("flushed at exit")  # never closed: a cold exit flushes it
+atexit.register(lambda: open("results/atexit.txt", "w").write("ran"))
+def late():
+    time.sleep(0.5)
+    open("results/thread.txt", "w").write("joined")
+threading.Thread(target=late).start()
+if p["how"] == "code":
+    sys.exit(3)
+if p["how"] == "message":
+    sys.exit("stopped on purpose")
+if p["how"] == "raise":
+    raise ValueError("the task's own error")
+"""
+
+
+def test_a_forked_task_exits_as_python_would(engine, tmp_path):
+    master = Master(engine, job(tmp_path, EXITS))
+    first_warm(master, {"how": "normal"})
+    expected = {"normal": ("succeeded", 0, ""), "code": ("exited", 3, ""),
+                "message": ("exited", 1, "stopped on purpose"), "raise": ("exited", 1, "ValueError: the task's own error")}
+    for i, (how, (outcome, code, stderr)) in enumerate(expected.items()):
+        finished, results = master.run(100 + i, {"how": how})
+        assert (finished["outcome"], finished["exit_code"]) == (outcome, code), finished
+        assert json.loads((results / "results" / "report.json").read_text()) == {"preloaded": True}
+        for name, text in (("unclosed.txt", "flushed at exit"), ("atexit.txt", "ran"), ("thread.txt", "joined")):
+            assert (results / "results" / name).read_text() == text, (how, name)
+        err = (results / "stderr.txt").read_text()
+        assert stderr in err and "forkserver" not in err and "sparecycles warm parent" not in err, err
+    assert 'File "' in err and "main.py\", line 21" in err  # the traceback shows the task's own frames
+
+
+# ----- stopping a forked task: the process tree of tests/test_preemption.py, warm ----------------
+
+TREE = """
+import sys
+PRELOADED = "numpy" in sys.modules
+import json, os, time
+import numpy
+p = json.loads(sys.argv[1])
+if not PRELOADED:
+    sys.exit(0)  # the cold first task: the tests want forked ones
+if os.fork() == 0:
+    if os.fork() == 0:
+        time.sleep(300); os._exit(0)
+    time.sleep(300); os._exit(0)
+if os.fork() == 0:
+    os.setsid(); time.sleep(300); os._exit(0)
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        time.sleep(0.1); time.sleep(300); os._exit(0)
+    os._exit(0)
+if p.get("eat_mb"):
+    hog = bytearray(p["eat_mb"] << 20)
+    for i in range(0, len(hog), 4096):
+        hog[i] = 1
+time.sleep(300)
+"""
+
+
+def warm_tree(master: Master, idx: int, **fields) -> tuple[str, list]:
+    """Start a tree task once the job's parent is warm; its token and its processes (5 at least)."""
+    job_id = master.archive.sha256[:16]
+    for attempt in range(40):
+        token = master.start(idx, {"i": idx}, **fields)
+        try:
+            procs = wait_until(lambda: len(task_processes(job_id).get(idx, [])) >= 5 and task_processes(job_id)[idx],
+                               timeout=3, interval=0.05, what="the tree")
+            return token, procs
+        except AssertionError:
+            finished = master.expect("finished", token=token)
+            assert finished["outcome"] == "succeeded", finished  # the cold one exits at once
+            idx += 1000
+            time.sleep(0.2)
+    raise AssertionError("no tree task was forked warm")
+
+
+@pytest.fixture
+def tree(tmp_path):
+    return job(tmp_path, TREE, name="tree")
+
+
+def test_cancel_kills_a_forked_task_and_all_its_children(engine, tree):
+    master = Master(engine, tree)
+    token, procs = warm_tree(master, 1)
+    master.send("cancel", token=token)
+    assert master.expect("finished", token=token)["outcome"] == "cancelled"
+    wait_until(lambda: all_ended(procs), timeout=10, what="every process of the cancelled task to end")
+    assert engine.runner.parents(), "the warm parent serves the next task"
+
+
+def test_the_time_limit_kills_a_forked_task_and_all_its_children(engine, tree):
+    master = Master(engine, tree)
+    token, procs = warm_tree(master, 1, time_limit_s=3)
+    finished = master.expect("finished", token=token)
+    assert finished["outcome"] == "timed_out", finished
+    wait_until(lambda: all_ended(procs), timeout=10, what="every process of the timed-out task to end")
+
+
+def test_the_memory_cap_holds_a_forked_task(engine, tree):
+    master = Master(engine, tree)
+    token, procs = warm_tree(master, 1, memory_mb=200)
+    master.send("cancel", token=token)  # the tree runs warm; now one that goes over its cap
+    master.expect("finished", token=token)
+    wait_until(lambda: all_ended(procs), timeout=10, what="the first tree to end")
+    token = master.start(2, {"i": 2, "eat_mb": 600}, memory_mb=200)
+    finished = master.expect("finished", token=token)
+    assert finished["outcome"] == "exited" and "over its memory cap of 200 MB" in finished["message"], finished
+    wait_until(lambda: not task_processes(master.archive.sha256[:16]).get(2), timeout=10,
+               what="every process of the task over its cap to end")
+
+
+def test_preemption_kills_a_forked_task_its_children_and_the_warm_parent(engine, tree):
+    master = Master(engine, tree)
+    token, procs = warm_tree(master, 1)
+    parents = engine.runner.parents()
+    assert parents and parents[0].popen.poll() is None
+    returned = time.monotonic()
+    engine.availability.report_idle(False, "the PC's user is active")
+    wait_until(lambda: all_ended(procs), timeout=5, interval=0.001, what="every task process to die")
+    took = time.monotonic() - returned
+    assert master.expect("finished", token=token)["outcome"] == "preempted"
+    wait_until(lambda: parents[0].popen.poll() is not None, timeout=10, what="the warm parent to end")
+    assert engine.runner.parents() == []
+    # Generous for a shared machine; bench/preemption_latency.py measures it properly.
+    assert took < 1.0, f"preemption took {took:.3f} s"
+
+
+# ----- Brian: its seed, its preferences and its log are the task's own --------------------------
+
+BRIAN = """
+import sys
+PRELOADED = "brian2" in sys.modules
+import json, os
+from brian2 import *
+from brian2.utils.logger import BrianLogger
+p = json.loads(sys.argv[1])
+prefs.codegen.target = "numpy"
+if p.get("seed") is not None:
+    seed(p["seed"])
+G = NeuronGroup(100, "dv/dt = -v/(10*ms) + 0.8*xi/sqrt(ms) : 1", threshold="v>1", reset="v=0", method="euler")
+M = SpikeMonitor(G)
+run(50*ms)
+os.makedirs("results", exist_ok=True)
+json.dump({"preloaded": PRELOADED, "spikes": [int(i) for i in M.i], "times": [float(t) for t in M.t/ms],
+           "cache": prefs["codegen.runtime.cython.cache_dir"], "log": BrianLogger.tmp_log,
+           "tmpdir": os.environ["TMPDIR"]}, open("results/report.json", "w"))
+"""
+
+
+@pytest.mark.brian
+def test_brian_tasks_forked_warm_follow_brians_seed_and_keep_their_own_settings(engine, tmp_path):
+    master = Master(engine, job(tmp_path, BRIAN))
+    first_warm(master)
+    unseeded = [report_of(master, 100 + i, {"i": 100 + i}) for i in range(2)]
+    seeded = [report_of(master, 200 + i, {"i": 200 + i, "seed": 5}) for i in range(2)]
+    assert all(r["preloaded"] for r in unseeded + seeded)
+    assert unseeded[0]["spikes"] and unseeded[0]["times"] != unseeded[1]["times"]
+    assert seeded[0]["spikes"] and (seeded[0]["spikes"], seeded[0]["times"]) == (seeded[1]["spikes"],
+                                                                                  seeded[1]["times"])
+    for report in seeded:
+        # Its slot's compiler cache (from ./brian_preferences), its log in its own scratch folder.
+        assert "/slot-cache/" in report["cache"], report["cache"]
+        assert report["log"].startswith(report["tmpdir"] + "/"), (report["log"], report["tmpdir"])

@@ -1,0 +1,278 @@
+"""Warm starts: a task forked from an interpreter that has already imported its job's modules.
+
+A small Brian task spends most of a cold start importing Brian; a sweep pays
+that once per task, on every PC. :class:`WarmRunner` wraps the POSIX runner
+and keeps, per (master's job, slot), one warm parent
+(:mod:`trayapp.run.warmparent`, :mod:`trayapp.run.forkserver`) that has
+imported the modules the launch names (``Launch.warm``: the main script's
+top-level imports and the manifest's ``warm`` list, found by
+:mod:`trayapp.run.warmmodules`), and forks each task from it. A forked task
+is held in exactly as a cold one: its own session, its own cgroup (it is
+moved in before it runs its first instruction) with the same caps, the
+rlimits the cgroup does not hold, the same sandbox binds, the same kills;
+the parent's memory is counted against the slot (the task's cgroup gets the
+cap less what the parent holds). The task cannot tell it was forked
+(:mod:`trayapp.run.forkserver` lists what it sets up).
+
+Cold starts remain whenever warming does not work, with the reason logged:
+
+- the first task of a (job, slot) starts cold while its warm parent imports
+  in the background (a start never waits for an import: a returning user's
+  kill must not wait behind one);
+- a module fails to import in the parent, or starts a thread there: every
+  task of that job on this slot starts cold (said once);
+- anything about a fork fails (the parent died, the child could not be
+  found from outside or moved into its cgroup): that task starts cold, and the
+  parent is ended (the next task starts a new one).
+
+A warm parent ends when the user returns (preemption: it comes back with
+the next task), when another job takes its slot, when it has been idle for
+:data:`IDLE_S`, when the PC runs short of memory, and with the runner.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Iterable
+
+import psutil
+
+from trayapp.run.caps import TaskCaps
+from trayapp.run.posix import PosixRunner, PosixTask
+from trayapp.run.proctree import kill_tree, same_process
+from trayapp.run.runner import Launch
+from trayapp.run.warmparent import EXIT_REPORT_TIMEOUT_S, WarmFailed, WarmParent, warm_environment
+
+log = logging.getLogger(__name__)
+
+IDLE_S = 120.0  # a job whose tasks stopped coming no longer holds the slot's memory
+LOW_MEMORY_FRACTION = 0.1  # below this share of the PC's memory available, idle parents end
+_WATCH_EVERY_S = 5.0
+
+
+class WarmTask(PosixTask):
+    """A task forked from a warm parent: a :class:`PosixTask` (same kills, same
+    identity for the spool) whose exit code comes from the parent, and whose
+    folders go back from the parent's box to the task's folder when it ends."""
+
+    def __init__(self, launch: Launch, pid: int, created: float | None, parent: WarmParent):
+        super().__init__(launch, pid, created)
+        self.parent = parent
+        self._code: int | None = None
+        self._settled = False
+
+    def has_ended(self) -> bool:
+        if self._settled:
+            return True
+        if same_process(self.pid, self.created) is not None:
+            return False
+        self._settle(self.parent.wait_exit(EXIT_REPORT_TIMEOUT_S))
+        return True
+
+    def exit_code(self) -> int | None:
+        self.has_ended()
+        return self._code
+
+    def kill_whole_tree(self) -> None:
+        kill_tree(self.pid, self.created, self.token)
+        if not self._settled:
+            self._settle(self.parent.wait_exit(EXIT_REPORT_TIMEOUT_S) if self.parent.alive() else None)
+
+    def _settle(self, code: int | None) -> None:
+        """The task is over: its folders back where the engine packs them, its exit code written."""
+        self._settled, self._code = True, code
+        parent = self.parent
+        if code is None:  # the parent did not report: nothing in its sandbox can be trusted to be over
+            parent.kill()
+        _move_back(parent, self.launch)
+        if code is not None:
+            (self.launch.task_dir / "exitcode").write_text(f"{code}\n")
+        parent.busy = False
+        parent.idle_since = time.monotonic()
+        if parent.ended is not None:  # ended while this task was in it: its box can go now
+            parent.ended()
+
+
+def _move_in(parent: WarmParent, launch: Launch) -> None:
+    os.rename(launch.work_dir, parent.work / "task")
+    if (launch.task_dir / "tmp").is_dir():
+        (parent.work / "tmp").rmdir() if (parent.work / "tmp").is_dir() else None
+        os.rename(launch.task_dir / "tmp", parent.work / "tmp")
+
+
+def _move_back(parent: WarmParent, launch: Launch) -> None:
+    try:
+        if (parent.work / "task").exists():
+            os.rename(parent.work / "task", launch.work_dir)
+        if (parent.work / "tmp").exists() and not (launch.task_dir / "tmp").exists():
+            os.rename(parent.work / "tmp", launch.task_dir / "tmp")
+        (parent.work / "tmp").mkdir(exist_ok=True)
+    except OSError as exc:
+        log.warning("could not move task %s's folder back from its warm parent: %s", launch.token, exc)
+
+
+class WarmRunner(PosixRunner):
+    """The POSIX runner with warm parents (see the module's docstring)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self._parents: dict[tuple[str, int], WarmParent] = {}
+        self._cold_reasons: dict[tuple[str, int], str] = {}
+        self._lock = threading.Lock()
+        self._count = 0
+        self._stop = threading.Event()
+        self._watch: threading.Thread | None = None  # started with the first parent
+
+    def start(self, launch: Launch) -> PosixTask:
+        if not launch.warm:
+            return super().start(launch)
+        key = (launch.warm_key, launch.slot)
+        with self._lock:
+            parent = self._parent_for(key, launch)
+            if parent is None or not parent.poll_ready():
+                if parent is not None and parent.failure:
+                    self._give_up(key, parent, parent.failure)
+                return super().start(launch)
+            try:
+                return self._fork(parent, launch)
+            except (WarmFailed, OSError) as exc:
+                log.warning("task %s starts cold: forking it from its warm parent failed (%s)", launch.token, exc)
+                _move_back(parent, launch)
+                self._end(key)
+                return super().start(launch)
+
+    def kill_at_once(self, handles: Iterable[PosixTask]) -> None:
+        super().kill_at_once(handles)
+        # The user came back (or the slave stops): the parents' memory is the user's
+        # again. Not waited for: the engine's thorough kills follow.
+        with self._lock:
+            for key in list(self._parents):
+                self._end(key, wait=False)
+
+    def close(self) -> None:
+        self._stop.set()
+        with self._lock:
+            for key in list(self._parents):
+                self._end(key)
+        super().close()
+
+    def parents(self) -> list[WarmParent]:
+        """The living warm parents (for tests and the bench)."""
+        with self._lock:
+            return list(self._parents.values())
+
+    # ----- internals -------------------------------------------------------------------
+
+    def _parent_for(self, key: tuple[str, int], launch: Launch) -> WarmParent | None:
+        if key in self._cold_reasons:
+            return None
+        parent = self._parents.get(key)
+        if parent is not None and (parent.busy or not parent.alive() and not parent.failure):
+            self._end(key)  # busy: a task of the slot still in it (cannot be); dead: started anew
+            parent = None
+        if parent is None:
+            for other in [k for k in self._parents if k[1] == launch.slot]:
+                self._end(other)  # one parent per slot: another job took it
+            self._count += 1
+            box = launch.task_dir.parent.parent / "warm" / f"{os.getpid()}-{self._count}"
+            parent = WarmParent(launch.warm_key, launch.slot, box, launch.argv[0], launch.warm)
+            procs = self.cgroups.prepare(parent.token) if self.cgroups is not None else None
+            parent.start(launch, self.confinement, cgroup_procs=procs,
+                         spawn=lambda popen: self._starts.run(launch.nice, popen))
+            self._parents[key] = parent
+            if self._watch is None:
+                self._watch = threading.Thread(target=self._watch_idle, name="warm-parents", daemon=True)
+                self._watch.start()
+            log.info("warming up %s for job slot %s: importing %s", parent.box.name, launch.slot,
+                     ", ".join(launch.warm))
+            return None  # this task starts cold; the next ones fork once it is ready
+        return parent
+
+    def _give_up(self, key: tuple[str, int], parent: WarmParent, why: str) -> None:
+        log.warning("tasks of job %s on slot %s start cold: %s", key[0], key[1], why)
+        self._cold_reasons[key] = why
+        self._end(key)
+
+    def _end(self, key: tuple[str, int], *, wait: bool = True) -> None:
+        """End the key's parent; its box goes once no task's folder is in it."""
+        parent = self._parents.pop(key, None)
+        if parent is None:
+            return
+        if self.cgroups is not None:
+            self.cgroups.kill(parent.token)
+        parent.kill(wait=wait)
+
+        def remove() -> None:
+            parent.remove_box()
+            self._release(parent.token)
+
+        if parent.busy:
+            parent.ended = remove
+        else:
+            remove()
+
+    def _fork(self, parent: WarmParent, launch: Launch) -> WarmTask:
+        procs = self.cgroups.prepare(launch.token) if self.cgroups is not None else None
+        caps = TaskCaps(launch.memory_mb, launch.max_processes, launch.disk_mb)
+        limits = self.cgroups.limit(launch.token, self._less_parent(caps, parent)) if procs is not None else caps
+        _move_in(parent, launch)
+        parent.busy = True
+        try:
+            with open(launch.task_dir / "stdout.txt", "wb") as out, open(launch.task_dir / "stderr.txt", "wb") as err:
+                host_pid, _ = parent.fork({"argv": list(launch.argv), "env": warm_environment(
+                    launch, parent.box, self.confinement), "cwd": str(parent.work / "task"),
+                    "limits": _rlimits(limits, sandboxed=self.confinement.sandboxed)}, out.fileno(), err.fileno())
+            task = WarmTask(launch, host_pid, psutil.Process(host_pid).create_time(), parent)
+            if procs is not None and not self.cgroups.adopt(launch.token, host_pid, born_inside=True):
+                raise WarmFailed("could not move it into its cgroup")
+        except BaseException:
+            parent.busy = False
+            if self.cgroups is not None:
+                self.cgroups.release(launch.token)
+            raise
+        parent._send(op="go")
+        task.on_close = self._release
+        return task
+
+    def _less_parent(self, caps: TaskCaps, parent: WarmParent) -> TaskCaps:
+        """The task's memory cap less what its warm parent holds (counted in the parent's
+        cgroup, which the pages the task shares with it are charged to)."""
+        if not caps.memory_mb or self.cgroups is None:
+            return caps
+        try:
+            held = int((self.cgroups.base / f"task-{parent.token}" / "memory.current").read_text()) >> 20
+        except (OSError, ValueError):
+            return caps
+        return TaskCaps(max(1, caps.memory_mb - held), caps.processes, caps.disk_mb)
+
+    def _watch_idle(self) -> None:
+        while not self._stop.wait(_WATCH_EVERY_S):
+            try:
+                short = psutil.virtual_memory().available < LOW_MEMORY_FRACTION * psutil.virtual_memory().total
+            except (psutil.Error, OSError):
+                short = False
+            now = time.monotonic()
+            with self._lock:
+                for key, parent in list(self._parents.items()):
+                    if parent.busy:
+                        continue
+                    if short or now - parent.idle_since > IDLE_S:
+                        log.info("ending warm parent %s (%s)", parent.box.name,
+                                 "the PC is short of memory" if short else "idle")
+                        self._end(key)
+
+
+def _rlimits(caps: TaskCaps, *, sandboxed: bool) -> dict[str, int]:
+    """The rlimits a forked task sets itself: what the cold path's ``ulimit`` prefix sets."""
+    limits = {}
+    if caps.memory_mb:
+        limits["RLIMIT_AS"] = caps.memory_mb << 20
+    if caps.processes and sandboxed:  # per user: only inside the sandbox's user namespace
+        limits["RLIMIT_NPROC"] = caps.processes
+    if caps.disk_mb:
+        limits["RLIMIT_FSIZE"] = caps.disk_mb << 20
+    return limits
