@@ -247,6 +247,7 @@ class SlaveEngine:
         running unless a master asked for them to stop (``bye``), and a later
         engine adopts them. Returns how many tasks it stopped."""
         stopped = 0
+        self.spool.trash.empty()
         self.recover()
         if listener is not None:
             listener.setblocking(False)
@@ -265,6 +266,7 @@ class SlaveEngine:
         :meth:`serve`, and after :meth:`stop_all_tasks` if the tasks must go)."""
         self.running.close()
         self.runner.close()
+        self.spool.trash.wait()
 
     def flush_all(self) -> None:
         """Send what is queued for each master (blocking briefly), e.g. before exit."""
@@ -632,7 +634,7 @@ class SlaveEngine:
         task.state, task.outcome, task.exit_code, task.message = "finished", outcome.value, code, message
         task.ended = self.clock()
         self.environments.release(task.token)
-        remove_tree(self.spool.task_dir(task.token) / "work")
+        self.spool.trash.discard(self.spool.task_dir(task.token) / "work")
         self.spool.save(task)
         self._report(task, self._session_of(task.master))
 
