@@ -568,9 +568,12 @@ class SlaveEngine:
             for session in list(self.sessions.values()):
                 self._flush(session)
         for attempt in ended:
-            self._finish(self.tasks[attempt.token], attempt)
+            self._finish_guarded(self.tasks[attempt.token], attempt)
         self.environments.tick()
-        self.transfers.tick(now)
+        try:
+            self.transfers.tick(now)
+        except Exception:  # noqa: BLE001 - whatever a master left in its folder, the loop goes on
+            log.exception("cleaning the masters' incoming folders failed")
         self._grant(now)
         self.version_probe.refresh()
         # The watcher's reason too: "waiting" for the user and "waiting" for other
@@ -611,6 +614,21 @@ class SlaveEngine:
         elif self.problem:
             log.info("slave available again (was: %s)", self.problem)
         self.problem = reason
+
+    def _finish_guarded(self, task: SpoolTask, attempt: Attempt) -> None:
+        """:meth:`_finish`, and if settling fails in a way nobody foresaw (what a
+        task made is hostile), the task is reported failed on this host: one bad
+        task never stops the daemon (it would fail again on the same task at start)."""
+        try:
+            self._finish(task, attempt)
+        except Exception as exc:  # noqa: BLE001
+            log.exception("task %s/%s could not be settled", task.job, task.idx)
+            task.state, task.outcome, task.exit_code = "finished", AttemptOutcome.HOST_FAILED.value, None
+            task.message = f"the slave could not settle the task ({type(exc).__name__}: {str(exc)[:200]})"
+            task.ended = self.clock()
+            self.environments.release(task.token)
+            self.spool.save(task)
+            self._report(task, self._session_of(task.master))
 
     def _finish(self, task: SpoolTask, attempt: Attempt) -> None:
         outcome, code, message = judge_attempt(attempt, self.runner, task.time_limit_s)
