@@ -15,6 +15,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import cli
 from support.queuefiles import assert_rows_kept, jobs_read_back, rows, user_version
 
 from trayapp.master.hosts import host_views
@@ -39,8 +40,9 @@ def queue(tmp_path) -> Path:
     return copy / "master" / "queue.sqlite3"
 
 
-def test_the_fixture_is_what_version_4_wrote():
-    assert EXPECTED["queue_version"] == 4 and user_version(FIXTURE / "master" / "queue.sqlite3") == 4
+def test_the_fixture_is_what_version_4_wrote(queue):
+    # Read from a copy: SQLite opening the fixture itself would add files beside it.
+    assert EXPECTED["queue_version"] == 4 and user_version(queue) == 4
     hosts = {h["name"]: h for h in EXPECTED["queue"]["hosts"]}
     # The shapes this upgrade is for: placeholders and a sentinel in the login columns.
     assert (hosts["local"]["address"], hosts["local"]["port"], hosts["local"]["agent_command"]) == (
@@ -104,3 +106,15 @@ def test_jobs_tasks_and_declines_read_back_and_the_queue_goes_on(queue):
     assert {(c.requires, c.memory_mb, c.time_limit_s) for c in claims} == {(("brian2>=2.5", "scipy"), 1500, 3600.0)}
     assert store.finish_attempt(claims[0].attempt_id, AttemptOutcome.SUCCEEDED, exit_code=0) is TaskStatus.DONE
     store.close()
+
+
+def test_hosts_list_on_the_upgraded_queue_shows_every_host_where_it_is(home):
+    # What a user sees first after upgrading: the CLI on the queue their install has.
+    shutil.copyfile(FIXTURE / "master" / "queue.sqlite3", home.queue_db)
+    listed = {row["name"]: row for row in json.loads(cli("hosts", "list", "--json", check=True).stdout)}
+    assert {n: r["kind"] for n, r in listed.items()} == {"hpc": "slurm", "lab-pc": "ssh", "local": "local",
+                                                        "old-laptop": "ssh"}
+    assert (listed["lab-pc"]["address"], listed["lab-pc"]["port"], listed["lab-pc"]["cap"]) == ("192.0.2.10", 2222, 3)
+    assert (listed["hpc"]["address"], listed["hpc"]["python"]) == ("login.hpc.example.org", "/opt/py311/bin/python3")
+    assert "address" not in listed["local"] and listed["lab-pc"]["trusted_pickles"] is True
+    assert user_version(home.queue_db) == SCHEMA_VERSION
