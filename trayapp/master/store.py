@@ -97,17 +97,14 @@ class Claim:
 class HostRecord:
     name: str
     kind: str  # a name in trayapp.master.kinds' registry: "local", "ssh", ...
-    address: str
-    port: int
-    user: str | None
-    key_path: str | None
-    agent_command: str
     slots: int | None
     state: str
     reason: str | None
     last_seen: float | None
     info: dict
-    options: dict = field(default_factory=dict)  # the kind's own settings (e.g. a cluster's partition)
+    # The kind's own settings: how it is reached (an SSH login, see
+    # trayapp.master.kinds.login), a cluster's partition; nothing for the local host.
+    options: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -524,27 +521,65 @@ class Store:
     def attempt_by_token(self, token: str) -> sqlite3.Row | None:
         return self._db.execute("SELECT * FROM attempts WHERE token=?", (token,)).fetchone()
 
+    # ----- declines: jobs a host refused for what they need (trayapp.master.waits) -----
+
+    def record_decline(self, job_seq: int, host: str, code: str, reason: str) -> None:
+        with self._write() as db:
+            db.execute("INSERT OR REPLACE INTO declines(job_seq, host, code, reason, ts) VALUES (?,?,?,?,?)",
+                       (job_seq, host, code, reason, self._clock()))
+
+    def declined_jobs(self, host: str) -> frozenset[int]:
+        """The jobs ``host`` declined (by seq)."""
+        return frozenset(r[0] for r in self._db.execute("SELECT job_seq FROM declines WHERE host=?", (host,)))
+
+    def declines_of(self, job_seq: int) -> dict[str, tuple[str, str]]:
+        """Per host that declined the job: (code, reason), oldest first."""
+        rows = self._db.execute("SELECT host, code, reason FROM declines WHERE job_seq=? ORDER BY ts", (job_seq,))
+        return {host: (code, reason) for host, code, reason in rows}
+
+    def forget_declines(self, *, host: str | None = None, job_seq: int | None = None,
+                        older_than: float | None = None) -> int:
+        """Drop the declines of a host, of a job, or from before ``older_than`` (a clock time); how many."""
+        where, args = [], []
+        for column, value in (("host=?", host), ("job_seq=?", job_seq), ("ts<?", older_than)):
+            if value is not None:
+                where.append(column)
+                args.append(value)
+        with self._write() as db:
+            return db.execute(f"DELETE FROM declines WHERE {' AND '.join(where) or '1'}", args).rowcount
+
+    # ----- what a dispatcher did (its closing line) -----------------------------------
+
+    def attempt_outcomes_since(self, since: float) -> dict[str, int]:
+        """How many attempts started at or after ``since`` ended each way (``None``: not yet)."""
+        rows = self._db.execute("SELECT outcome, count(*) FROM attempts WHERE started >= ? GROUP BY outcome",
+                                (since,))
+        return {outcome: n for outcome, n in rows}
+
+    def count_failed_since(self, since: float) -> int:
+        """Tasks that are failed now and changed at or after ``since``."""
+        return self._db.execute("SELECT count(*) FROM tasks WHERE status=? AND updated >= ?",
+                                (TaskStatus.FAILED.value, since)).fetchone()[0]
+
     # ----- hosts --------------------------------------------------------------------
 
-    def add_host(self, name: str, address: str, *, port: int = 22, user: str | None = None,
-                 key_path: str | None = None, agent_command: str = "sparecycles agent",
-                 slots: int | None = None, kind: str = "ssh", options: dict | None = None) -> HostRecord:
+    def add_host(self, name: str, *, kind: str, options: dict | None = None,
+                 slots: int | None = None) -> HostRecord:
+        """A new host of ``kind`` (a name in trayapp.master.kinds' registry) with
+        that kind's ``options``, as its ``HostKind.record`` makes them."""
         with self._write() as db:
             if db.execute("SELECT 1 FROM hosts WHERE name=?", (name,)).fetchone():
                 raise UserError(f"a host named '{name}' exists already",
                                 f"pick another name, or 'sparecycles hosts remove {name}' first")
-            db.execute("INSERT INTO hosts(name, kind, address, port, user, key_path, agent_command, slots, options,"
-                       " added) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                       (name, kind, address, port, user, key_path, agent_command, slots,
-                        json.dumps(options or {}), self._clock()))
+            db.execute("INSERT INTO hosts(name, kind, slots, options, added) VALUES (?,?,?,?,?)",
+                       (name, kind, slots, json.dumps(options or {}), self._clock()))
             self._event("host_added", detail=name)
         return self.host(name)
 
     def ensure_local_host(self, name: str) -> None:
         """The master's own cores appear in the host list like any other host."""
         with self._write() as db:
-            db.execute("INSERT OR IGNORE INTO hosts(name, kind, address, port, agent_command, added)"
-                       " VALUES (?,?,?,?,?,?)", (name, "local", "this PC", 0, "(in-process)", self._clock()))
+            db.execute("INSERT OR IGNORE INTO hosts(name, kind, added) VALUES (?,?,?)", (name, "local", self._clock()))
 
     def remove_host(self, name: str) -> None:
         self.host(name)
@@ -563,8 +598,7 @@ class Store:
 
     @staticmethod
     def _host_from_row(r: sqlite3.Row) -> HostRecord:
-        return HostRecord(r["name"], r["kind"], r["address"], r["port"], r["user"], r["key_path"],
-                          r["agent_command"], r["slots"], r["state"], r["reason"], r["last_seen"],
+        return HostRecord(r["name"], r["kind"], r["slots"], r["state"], r["reason"], r["last_seen"],
                           json.loads(r["info"]), json.loads(r["options"]))
 
     def set_host_option(self, name: str, key: str, value) -> HostRecord:
