@@ -405,3 +405,39 @@ def test_brian_tasks_forked_warm_follow_brians_seed_and_keep_their_own_settings(
         # Its slot's compiler cache (from ./brian_preferences), its log in its own scratch folder.
         assert "/slot-cache/" in report["cache"], report["cache"]
         assert report["log"].startswith(report["tmpdir"] + "/"), (report["log"], report["tmpdir"])
+
+
+DISK_HOG = """
+import sys
+PRELOADED = "numpy" in sys.modules
+import os, time
+import numpy
+if not PRELOADED:
+    sys.exit(0)  # the cold first task
+for i in range(20):  # no single file over the cap: only the folder's measure catches it
+    with open(f"f{i}.bin", "wb") as fh:
+        fh.write(os.urandom(1 << 20))
+time.sleep(300)
+"""
+
+
+def test_the_disk_cap_holds_a_forked_task_whose_folder_is_in_its_parents_box(engine, tmp_path):
+    engine.settings.max_task_disk_mb = 5
+    master = Master(engine, job(tmp_path, DISK_HOG))
+    for i in range(40):
+        finished, _ = master.run(i, {"i": i})
+        if finished["outcome"] != "succeeded":
+            break
+        time.sleep(0.2)
+    assert finished["outcome"] == "exited" and "over its disk cap of 5 MB" in finished["message"], finished
+
+
+def test_the_warm_starts_setting_chooses_the_runner():
+    from trayapp.run.choice import task_runner
+
+    on, off = task_runner(sandbox="off"), task_runner(sandbox="off", warm=False)
+    try:
+        assert isinstance(on, WarmRunner) and not isinstance(off, WarmRunner)
+    finally:
+        on.close()
+        off.close()

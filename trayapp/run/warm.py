@@ -62,6 +62,7 @@ class WarmTask(PosixTask):
     def __init__(self, launch: Launch, pid: int, created: float | None, parent: WarmParent):
         super().__init__(launch, pid, created)
         self.parent = parent
+        self.moved_files = (parent.work / "task", parent.work / "tmp")  # measured there by the disk watch
         self._code: int | None = None
         self._settled = False
 
