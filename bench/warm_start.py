@@ -18,7 +18,7 @@ one run, for each target:
 Target: pool warm per-task cost <= 0.4 of a cold start. Every task's result
 file is checked, so a broken run cannot look fast.
 
-    .venv/bin/python bench/warm_start.py [--tasks 24] [--slots 2] [--cold-runs 5] [--targets numpy,cython]
+    .venv/bin/python bench/warm_start.py [--tasks 24] [--slots 1] [--cold-runs 5] [--targets numpy,cython]
 
 Exit status: 0 when every run completed correctly (target met or not), 1 when something broke.
 """
@@ -130,7 +130,9 @@ def one_job(root: Path, processes: Processes, env: dict, master, log_file: Path,
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", type=int, default=24)
-    parser.add_argument("--slots", type=int, default=2)
+    # One slot by default: on a small shared machine, two slots' tasks compete for the
+    # cores with each other, which the single cold run they are compared with does not.
+    parser.add_argument("--slots", type=int, default=1)
     parser.add_argument("--cold-runs", type=int, default=5)
     parser.add_argument("--targets", default="numpy,cython")
     parser.add_argument("--json", action="store_true", help="end with a one-line JSON summary")

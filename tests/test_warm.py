@@ -432,6 +432,24 @@ def test_the_disk_cap_holds_a_forked_task_whose_folder_is_in_its_parents_box(eng
     assert finished["outcome"] == "exited" and "over its disk cap of 5 MB" in finished["message"], finished
 
 
+def test_a_warm_parent_ends_when_idle_and_when_another_job_takes_its_slot(engine, tmp_path, monkeypatch):
+    import trayapp.run.warm as warm
+
+    first = Master(engine, job(tmp_path, REPORT))
+    first_warm(first)
+    [parent] = engine.runner.parents()
+    second = Master(engine, job(tmp_path, REPORT.replace("import numpy", "import numpy, json"), name="other"),
+                    master="fedcba9876543210")
+    report_of(second, 0, {"i": 0})  # cold, while its own parent imports
+    wait_until(lambda: parent.popen.poll() is not None, timeout=10, what="the first job's parent to end")
+    assert [p.key for p in engine.runner.parents()] != [parent.key] and not parent.box.exists()
+    monkeypatch.setattr(warm, "IDLE_S", 0.5)
+    monkeypatch.setattr(warm, "_WATCH_EVERY_S", 0.1)
+    [other] = engine.runner.parents()
+    wait_until(lambda: engine.runner.parents() == [], timeout=20, what="the idle parent to end")
+    assert other.popen.poll() is not None and not other.box.exists()
+
+
 def test_the_warm_starts_setting_chooses_the_runner():
     from trayapp.run.choice import task_runner
 
