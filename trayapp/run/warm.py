@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -179,7 +180,10 @@ class WarmRunner(PosixRunner):
             for other in [k for k in self._parents if k[1] == launch.slot]:
                 self._end(other)  # one parent per slot: another job took it
             self._count += 1
-            box = launch.task_dir.parent.parent / "warm" / f"{os.getpid()}-{self._count}"
+            boxes = launch.task_dir.parent.parent / "warm"
+            if self._count == 1:
+                _remove_abandoned_boxes(boxes)
+            box = boxes / f"{os.getpid()}-{self._count}"
             parent = WarmParent(launch.warm_key, launch.slot, box, launch.argv[0], launch.warm)
             procs = self.cgroups.prepare(parent.token) if self.cgroups is not None else None
             parent.start(launch, self.confinement, cgroup_procs=procs,
@@ -265,6 +269,19 @@ class WarmRunner(PosixRunner):
                         log.info("ending warm parent %s (%s)", parent.box.name,
                                  "the PC is short of memory" if short else "idle")
                         self._end(key)
+
+
+def _remove_abandoned_boxes(boxes: Path) -> None:
+    """Boxes of a slave that died (their parents died with its channel; a task that
+    was in one is reported lost by the next engine's recovery)."""
+    try:
+        found = list(boxes.iterdir())
+    except OSError:
+        return
+    for box in found:
+        owner = box.name.split("-")[0]
+        if owner.isdigit() and int(owner) != os.getpid() and not psutil.pid_exists(int(owner)):
+            shutil.rmtree(box, ignore_errors=True)
 
 
 def _rlimits(caps: TaskCaps, *, sandboxed: bool) -> dict[str, int]:
