@@ -251,10 +251,12 @@ def home_env(home: Path) -> dict:
     return env
 
 
-def sparecycles(args: list[str], env: dict, *, check: bool = True) -> tuple[subprocess.CompletedProcess, float]:
-    """Run ``python -m sparecycles ARGS`` to completion; returns it and its wall time in s."""
+def sparecycles(args: list[str], env: dict, *, check: bool = True,
+                program: list[str] | None = None) -> tuple[subprocess.CompletedProcess, float]:
+    """Run ``python -m sparecycles ARGS`` (or ``program ARGS``: another
+    installation's command) to completion; returns it and its wall time in s."""
     t0 = time.perf_counter()
-    done = subprocess.run([PYTHON, "-m", "sparecycles", *args], env=env, stdin=subprocess.DEVNULL,
+    done = subprocess.run([*(program or [PYTHON, "-m", "sparecycles"]), *args], env=env, stdin=subprocess.DEVNULL,
                           capture_output=True, text=True)
     elapsed = time.perf_counter() - t0
     if check and done.returncode != 0:

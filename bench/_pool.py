@@ -50,12 +50,17 @@ class Pool(support_pool.Pool):
     every slave daemon and the sshd, whatever happened.
     """
 
-    def __init__(self, root: Path, processes: Processes, *, task_nice: int | None = None):
+    def __init__(self, root: Path, processes: Processes, *, task_nice: int | None = None,
+                 program: list[str] | None = None):
+        """``program``: the ``sparecycles`` command of another installation (an
+        earlier release, :mod:`_release`) that every process of this pool runs:
+        slave daemons, agents, the master and the CLI calls; else this checkout's."""
         self.master_home = root / "master-home"
         # Tasks run with the benchmark's interpreter, as the baselines do.
         super().__init__(root, None, home_env(self.master_home), slave_env={"SPARECYCLES_TASK_PYTHON": PYTHON})
         self.processes = processes
         self.task_nice = task_nice
+        self.program = program
         self.master: subprocess.Popen | None = None
         self.master_log = root / "master.log"
         self.known_hosts = root / "known_hosts"
@@ -75,16 +80,36 @@ class Pool(support_pool.Pool):
 
     def add_slave(self, name: str, slots: int) -> SlaveDaemon:
         config = f"nice = {self.task_nice}\n" if self.task_nice is not None else ""
+        if self.program is None:
+            try:
+                return super().add_slave(name, slots, config=config)
+            except CommandFailed as exc:
+                raise BenchError(str(exc)) from exc
+        # Another installation: its daemon, and registered with its own CLI (its queue, its schema).
+        home = self.root / f"slave-{name}"
+        home.mkdir(parents=True, exist_ok=True)
+        if config:
+            (home / "config.toml").write_text(config, encoding="utf-8")
+        slave = SlaveDaemon(home, slots, env=self.slave_env, program=self.program)
+        self.slaves[name] = slave
         try:
-            return super().add_slave(name, slots, config=config)
-        except CommandFailed as exc:
+            slave.start()
+        except RuntimeError as exc:
             raise BenchError(str(exc)) from exc
+        self.cli(["hosts", "add", name, "--host", "127.0.0.1", "--port", str(self.sshd.port), "--user",
+                  self.sshd.user, "--key", str(self.sshd.client_key), "--agent-command", slave.agent_command])
+        self.cli(["hosts", "trust", name, "--fingerprint", self.sshd.host_key_fingerprint()])
+        return slave
+
+    def cli(self, args: list[str]) -> tuple[subprocess.CompletedProcess, float]:
+        """A CLI call of this pool's installation, in its master home."""
+        return sparecycles(args, self.master_env, program=self.program)
 
     def start_master(self) -> subprocess.Popen:
         """``sparecycles master --no-local``: only the slaves run tasks."""
         with self.master_log.open("ab") as log:
-            self.master = self.processes.start([PYTHON, "-m", "sparecycles", "master", "--no-local"], self.master_env,
-                                               stdout=log, stderr=subprocess.STDOUT)
+            self.master = self.processes.start([*(self.program or [PYTHON, "-m", "sparecycles"]), "master",
+                                                "--no-local"], self.master_env, stdout=log, stderr=subprocess.STDOUT)
         return self.master
 
     def wait_connected(self, timeout: float = 60.0) -> float:
@@ -195,7 +220,7 @@ def with_leftovers(broken: str | None, root: Path | None) -> str | None:
 
 
 def job_counts(pool: Pool, job: str) -> dict:
-    done, _ = sparecycles(["status", job, "--json"], pool.master_env)
+    done, _ = pool.cli(["status", job, "--json"])
     info = json.loads(done.stdout)
     return {"status": info["status"], "counts": {k: v for k, v in info["counts"].items() if v}}
 

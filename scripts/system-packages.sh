@@ -35,6 +35,9 @@ packages+=(bubblewrap)
 # (munged, slurmctld, slurmd with a config in a temp folder); the clients
 # (sbatch, squeue, scancel) are what a cluster's login node offers.
 packages+=(slurm-wlm munge)
+# parallel, rsync: bench/ssh_overhead.py compares SpareCycles with GNU parallel
+# (--sshlogin, --transferfile and --return, which use rsync) on the same sshd.
+packages+=(parallel rsync)
 
 missing=()
 for pkg in "${packages[@]}"; do

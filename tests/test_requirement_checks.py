@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from conftest import wait_until
 from support.peer import ProtocolPeer
 
 from trayapp.install.taskenv import installed_distributions
@@ -95,3 +96,54 @@ def test_a_requirement_naming_a_location_is_declined_with_the_fix(tmp_path, line
         thread.join(10)
         engine.close()
     assert os.path.exists(sys.executable)
+
+
+@pytest.mark.parametrize("protected", [False, True], ids=["old-cap-100000", "capped"])
+def test_a_start_with_100000_requirement_lines_is_refused_before_any_is_read(tmp_path, monkeypatch, protected):
+    # A hostile master's start: 100,000 lines (about 0.5 MB, under the line limit), each
+    # parsed on the slave's loop while every other master waits.
+    from trayapp.slave import environments
+    from trayapp.wire import protocol
+    from trayapp.wire.fields import list_of, text
+
+    if not protected:  # the old field: up to 100,000 lines
+        monkeypatch.setitem(protocol.TO_SLAVE_FIELDS["start"], "requires",
+                            list_of(text(1000, what="a requirement line"), 100_000).maybe())
+    read = []
+    real = environments.refused_requirements
+    monkeypatch.setattr(environments, "refused_requirements", lambda lines: read.append(len(lines)) or real(lines))
+    engine, thread = engine_with(sys.executable, tmp_path / "spool")
+    try:
+        flooder = ProtocolPeer(engine, timeout=120)
+        flooder.hello("1111111111111111", "flooder@pc")
+        flooder.send("start", **start_message("c3" * 16, ["a"] * 100_000))
+        if protected:
+            declined = flooder.expect("declined")
+            assert read == [] and declined["retry"] is False, declined
+            assert "requires must be a list of at most 500 items" in declined["reason"], declined
+        else:
+            wait_until(lambda: read == [100_000], timeout=120, what="the slave to read every line")
+    finally:
+        engine.request_stop()
+        thread.join(10)
+        engine.close()
+
+
+def test_the_cap_on_requirement_lines_is_what_the_master_refuses_at_submit(app, tmp_path):
+    from conftest import make_job
+    from trayapp.errors import UserError
+    from trayapp.job.manifest import load_manifest
+    from trayapp.job.requirements import job_requirements
+    from trayapp.wire.protocol import MAX_REQUIREMENTS
+
+    assert MAX_REQUIREMENTS >= 300 > 4
+    fits, _ = make_job(tmp_path / "fits", "print(1)\n", extra_files={
+        "sparecycles.toml": 'requires = ["brian2", "numpy"]\n',
+        "requirements.txt": "".join(f"pkg-{i}\n" for i in range(MAX_REQUIREMENTS - 2)) + "numpy\n"})
+    assert len(job_requirements(fits, load_manifest(fits))) == MAX_REQUIREMENTS
+    over, _ = make_job(tmp_path / "over", "print(1)\n", extra_files={
+        "requirements.txt": "".join(f"pkg-{i}\n" for i in range(MAX_REQUIREMENTS + 1))})
+    with pytest.raises(UserError, match=f"lists {MAX_REQUIREMENTS + 1} requirements.*at most {MAX_REQUIREMENTS}") \
+            as caught:
+        job_requirements(over, load_manifest(over))
+    assert "only the packages the job imports itself" in caught.value.fix

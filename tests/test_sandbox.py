@@ -219,6 +219,51 @@ def test_a_real_brian_simulation_compiles_and_runs_inside_the_sandbox(slave_fact
     assert list(slot_cache.glob("**/*.so")), "Cython's compiled code stays in the slot's cache"
 
 
+# What a compile-once job does (resources/standalone): build with g++ in its
+# slot's cache, run the binary from there. Beside that cache (another slot's,
+# another master's) it must neither write nor read.
+SLOT_CACHE = """
+import json, os, pathlib, subprocess
+slot = pathlib.Path(os.environ["SPARECYCLES_SLOT_CACHE"])
+tried = {}
+def attempt(name, action):
+    try:
+        tried[name] = action()
+    except Exception as exc:
+        tried[name] = f"refused: {type(exc).__name__}: {exc}"
+def build(folder):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "hello.cpp").write_text("#include <cstdio>\\nint main() { std::puts(\\"built\\"); }\\n")
+    subprocess.run(["g++", "-o", str(folder / "hello"), str(folder / "hello.cpp")], check=True)
+    return subprocess.run([str(folder / "hello")], capture_output=True, text=True).stdout.strip()
+attempt("build in its slot", lambda: build(slot / "brian-standalone"))
+attempt("build in another slot", lambda: build(slot.parent / "1" / "brian-standalone"))
+attempt("build in another master's", lambda: build(slot.parent.parent / "other-master" / "0" / "brian-standalone"))
+attempt("read another master's", lambda: (slot.parent.parent / "other-master" / "0" / "planted.txt").read_text())
+print(json.dumps(tried))
+"""
+
+
+def test_a_task_builds_with_gxx_in_its_slot_cache_and_touches_nothing_beside_it(slave_factory, tmp_path):
+    for sandbox in ("off", "on"):
+        slave = slave_factory(f"slot-cache-{sandbox}", sandbox=sandbox)
+        slot = slot_cache_dir(slave.engine.spool.root, 0, "unbound").parent
+        other_slot, other_master = slot.parent / "1", slot.parent.parent / "other-master" / "0"
+        other_master.mkdir(parents=True)
+        (other_master / "planted.txt").write_text("another master's")
+        token = slave.start(tmp_path, SLOT_CACHE)
+        assert slave.finished(token)["outcome"] == "succeeded"
+        tried = json.loads(slave.output(token))
+        assert tried["build in its slot"] == "built" and (slot / "brian-standalone" / "hello").is_file(), tried
+        reached = [(other_slot / "brian-standalone" / "hello").exists(),
+                   (other_master / "brian-standalone" / "hello").exists(),
+                   tried["read another master's"] == "another master's"]
+        if sandbox == "off":
+            assert reached == [True, True, True], tried
+        else:  # (what it wrote there, if anything, went to the sandbox's own empty root)
+            assert reached == [False, False, False], tried
+
+
 @pytest.mark.parametrize("sandbox", ["on", "off"])
 def test_a_task_allocating_four_times_its_cap_fails_with_a_memory_reason(slave_factory, tmp_path, sandbox):
     slave = slave_factory(f"capped-{sandbox}", sandbox=sandbox)

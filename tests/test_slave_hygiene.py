@@ -250,7 +250,10 @@ def test_the_clean_up_opens_up_folders_a_task_made_unreadable_and_follows_no_lin
     from trayapp.run import taskfiles
 
     lender = 65534
-    remover = ("import os, shutil, stat, sys\nfrom pathlib import Path\n" + inspect.getsource(taskfiles.remove_tree)
+    pieces = (taskfiles._names, taskfiles._rmtree_opening_up, taskfiles._bring_up_deep_folders, taskfiles.remove_tree)
+    remover = ("import os, secrets, shutil, stat, sys\nfrom pathlib import Path\n"
+               f"_OPEN_FOLDER = {taskfiles._OPEN_FOLDER}\n_REMOVE_DEPTH = {taskfiles._REMOVE_DEPTH}\n"
+               + "\n".join(inspect.getsource(piece) for piece in pieces)
                + "\nold = sys.argv[2] == 'old'\n"
                "shutil.rmtree(sys.argv[1], ignore_errors=True) if old else remove_tree(Path(sys.argv[1]))\n")
     with tempfile.TemporaryDirectory(prefix="sparecycles-lender-") as place:  # pytest's tmp_path is root's alone

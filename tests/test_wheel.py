@@ -151,6 +151,7 @@ def test_the_wheel_holds_every_package_folder_of_the_tree(wheel):
     assert not missing, f"package folders missing from the wheel: {missing}"
     assert not any(n.startswith("ui/") for n in names), "the GUI installs as sparecycles_ui, not as a bare 'ui'"
     assert "sparecycles_resources/demo/main.py" in names and "sparecycles_resources/icons/master-idle.svg" in names
+    assert {f"sparecycles_resources/standalone/{name}" for name in ("main.py", "params.toml", "sparecycles.toml")} <= names
 
 
 @pytest.mark.pool

@@ -12,10 +12,10 @@ import platform
 import secrets
 from dataclasses import dataclass, field
 from functools import cached_property, partial
+from typing import TYPE_CHECKING
 
 from trayapp.config import Config, load_config
 from trayapp.locks import InstanceLock
-from trayapp.master.dispatcher import Dispatcher, start_background_dispatcher
 from trayapp.home import Home
 from trayapp.master.driversettings import DriverSettings
 from trayapp.master.hosts import Hosts
@@ -24,7 +24,9 @@ from trayapp.master.jobs import Jobs
 from trayapp.master.kinds import KindContext
 from trayapp.master.queuecheck import check_queue_file
 from trayapp.master.store import Store
-from trayapp.slave.builder import build_engine
+
+if TYPE_CHECKING:
+    from trayapp.master.dispatcher import Dispatcher
 
 
 @dataclass
@@ -64,6 +66,9 @@ class App:
 
     def kind_context(self, *, driver_settings: DriverSettings | None = None) -> KindContext:
         """What host kinds build drivers and run checks with."""
+        # Here, not at the top: the slave engine's imports are a third of every CLI verb's start-up.
+        from trayapp.slave.builder import build_engine
+
         identity = self.identity()
         return KindContext(
             self.home, self.config, identity, open_store=lambda: Store(self.home.queue_db),
@@ -73,6 +78,8 @@ class App:
                                        self.home.local_spool_dir, in_process=True))
 
     def dispatcher(self, *, driver_settings: DriverSettings | None = None) -> Dispatcher:
+        from trayapp.master.dispatcher import Dispatcher
+
         return Dispatcher(self.store, self.kind_context(driver_settings=driver_settings))
 
     def hosts(self) -> Hosts:
@@ -85,4 +92,6 @@ class App:
 
     def ensure_dispatcher(self) -> int | None:
         """Start a background dispatcher if none serves this home; its pid, or None."""
+        from trayapp.master.dispatcher import start_background_dispatcher
+
         return start_background_dispatcher(self.home, self.home.dispatcher_log)

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 import time
+from typing import TYPE_CHECKING
 
 from trayapp.app import App
 from trayapp.cli.output import EXIT_OK, table
-from trayapp.install.envs import EnvStore, describe_requirements, env_store_for
-from trayapp.install.taskenv import task_interpreter
+
+if TYPE_CHECKING:
+    from trayapp.install.envs import EnvStore
 
 
 def add_envs_parser(verbs) -> None:
@@ -26,6 +28,10 @@ def add_envs_parser(verbs) -> None:
 
 
 def env_store(app: App) -> EnvStore:
+    # Here, not at the top: every CLI verb loads this module, few need environments.
+    from trayapp.install.envs import env_store_for
+    from trayapp.install.taskenv import task_interpreter
+
     python = task_interpreter(app.config.task_python, home=app.home, create=False) or ""
     return env_store_for(app.home.data_dir, python, package_index=app.config.package_index,
                          wheel_folder=app.config.wheel_folder, max_gb=app.config.envs_max_gb)
@@ -36,6 +42,8 @@ def _size(n: int) -> str:
 
 
 def cmd_envs(app: App, args) -> int:
+    from trayapp.install.envs import describe_requirements
+
     store = env_store(app)
     if args.envs_verb == "prune":
         removed = store.evict(everything=True)

@@ -17,7 +17,6 @@ import error stands.
 from __future__ import annotations
 
 import json
-import urllib.request
 from datetime import datetime, timedelta, timezone
 
 from packaging.utils import canonicalize_name, parse_sdist_filename, parse_wheel_filename
@@ -32,6 +31,8 @@ _ACCEPT = "application/vnd.pypi.simple.v1+json"
 
 def upload_times(index_url: str, project: str) -> dict[Version, tuple[datetime, datetime]]:
     """``{version: (first upload, last upload)}`` of ``project`` on the index (empty if it gives no times)."""
+    import urllib.request  # here: http, ssl and email cost every CLI verb's start-up, and only this fetch needs them
+
     url = index_url.rstrip("/") + "/" + canonicalize_name(project) + "/"
     request = urllib.request.Request(url, headers={"Accept": _ACCEPT})
     with urllib.request.urlopen(request, timeout=FETCH_TIMEOUT_S) as response:  # noqa: S310 - the lab's index

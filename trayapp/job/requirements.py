@@ -19,6 +19,7 @@ from pathlib import Path
 from trayapp.errors import UserError
 from trayapp.install.requirement import RequirementRefused, read_requirement
 from trayapp.job.manifest import Manifest
+from trayapp.wire.protocol import MAX_REQUIREMENTS
 
 REQUIREMENTS_FILE = "requirements.txt"
 # A Brian + matplotlib environment on a cold cache (bench/env_build.py: uv 4 s, pip 34 s on a fast
@@ -61,7 +62,13 @@ def job_requirements(folder: Path, manifest: Manifest) -> tuple[str, ...]:
     path = Path(folder) / REQUIREMENTS_FILE
     if path.is_file():
         listed += read_requirements_file(path)
-    return tuple(dict.fromkeys(listed))
+    found = tuple(dict.fromkeys(listed))
+    if len(found) > MAX_REQUIREMENTS:  # every slave would refuse the job's tasks
+        raise UserError(f"the job lists {len(found)} requirements (sparecycles.toml requires and "
+                        f"{REQUIREMENTS_FILE}); a job may list at most {MAX_REQUIREMENTS}",
+                        "list only the packages the job imports itself: their own dependencies come with them "
+                        "(a `pip freeze` is not needed)")
+    return found
 
 
 def requirement_notes(requires: tuple[str, ...], installed, past_build_s: list[float],

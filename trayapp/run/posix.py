@@ -47,7 +47,11 @@ HOLD_LAUNCH_VARIABLE = "SPARECYCLES_TEST_HOLD_LAUNCH_S"
 #
 # $1 is a cgroup's `cgroup.procs` file or empty: the wrapper joins the task's
 # cgroup before it starts anything, so no process of the task is born outside.
-_WRAPPER = ('cg=$1; shift; [ -z "$cg" ] || echo $$ >"$cg"; '
+# If it cannot join, it runs nothing and leaves no exit code: the attempt is
+# lost to the host (run again elsewhere), never run outside its cgroup. That is
+# why the slave need not move it in as well: a move costs the kernel a few ms
+# (an RCU grace period), once per task, on the engine's thread.
+_WRAPPER = ('cg=$1; shift; [ -z "$cg" ] || echo $$ >"$cg" || exit 125; '
             '"$@" >../stdout.txt 2>../stderr.txt </dev/null; code=$?; echo "$code" >../exitcode; exit "$code"')
 
 
@@ -176,8 +180,7 @@ class PosixRunner:
             if self.cgroups is not None:
                 self.cgroups.release(launch.token)
             raise
-        if procs is not None:
-            self.cgroups.adopt(launch.token, task.pid, born_inside=True)
+        # prepare() registered the cgroup, which the wrapper joins by itself (see _WRAPPER).
         task.on_close = self._release
         return task
 

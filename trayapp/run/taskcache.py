@@ -13,6 +13,9 @@ gets instead:
   (a task could plant modules under Brian's own names there for the next);
   set through ``CYTHON_CACHE_DIR`` and ``codegen.runtime.cython.cache_dir`` in
   a ``brian_preferences`` file;
+- the slot's folder itself in ``SPARECYCLES_SLOT_CACHE``, for what a job
+  builds once per slot and reuses, such as a Brian C++ standalone binary run
+  with ``run_args`` (``resources/standalone``);
 - ``TMPDIR`` in its own task folder (removed with it);
 - ``make -j<cores>`` for standalone builds (``MAKEFLAGS`` and
   ``devices.cpp_standalone.extra_make_args_unix``);
@@ -78,8 +81,8 @@ def prepare_task_caches(work: Path, run_dir: Path, cache_dir: Path, cores: int =
 
 def task_cache_environment(run_dir: Path, cache_dir: Path, cores: int = 1) -> dict[str, str]:
     """The environment variables that point a task at its caches and scratch folder."""
-    return {"CYTHON_CACHE_DIR": str(cache_dir), "TMPDIR": str(run_dir / "tmp"), "MAKEFLAGS": f"-j{max(1, cores)}",
-            "MPLBACKEND": "Agg"}
+    return {"CYTHON_CACHE_DIR": str(cache_dir), "SPARECYCLES_SLOT_CACHE": str(cache_dir.parent),
+            "TMPDIR": str(run_dir / "tmp"), "MAKEFLAGS": f"-j{max(1, cores)}", "MPLBACKEND": "Agg"}
 
 
 def task_writable(run_dir: Path, cache_dir: Path) -> tuple[Path, ...]:

@@ -27,11 +27,14 @@ from __future__ import annotations
 
 import errno
 import os
+import secrets
 import shutil
 import stat
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
+
+from trayapp.wire.archive import MAX_DEPTH
 
 _OPEN = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
 _OPEN_FOLDER = _OPEN | os.O_DIRECTORY
@@ -141,19 +144,31 @@ def tail_of(path: Path, max_bytes: int = 2000, max_lines: int = 20) -> str:
     return "\n".join(lines)
 
 
-def plain_files(folder_fd: int, prefix: str) -> Iterator[tuple[str, int]]:
+class TooDeep(ValueError):
+    """A folder a task made nests deeper than an archive may (the task's doing)."""
+
+    def __init__(self, name: str, depth: int):
+        super().__init__(f"{name[:80]}... is nested more than {depth} folders deep: results may nest at most "
+                         f"{depth} (keep them in a flatter folder)")
+
+
+def plain_files(folder_fd: int, prefix: str, depth: int = MAX_DEPTH) -> Iterator[tuple[str, int]]:
     """Every regular file under the open folder ``folder_fd``, in name order,
     as (``prefix/relative/name``, an open descriptor the caller may read and
     must not close). Raises NotPlainFile at the first entry that is neither a
-    file nor a folder: nothing a task made is ever followed or skipped silently."""
+    file nor a folder: nothing a task made is ever followed or skipped silently;
+    and :class:`TooDeep` for folders nested deeper than ``depth`` (one
+    descriptor and one frame per level)."""
     with os.scandir(folder_fd) as listing:
         names = sorted(entry.name for entry in listing)
     for name in names:
         shown = f"{prefix}/{name}"
         mode = os.lstat(name, dir_fd=folder_fd).st_mode
         if stat.S_ISDIR(mode):
+            if depth <= 0:
+                raise TooDeep(shown, MAX_DEPTH)
             with open_folder(name, dir_fd=folder_fd, shown=shown) as sub:
-                yield from plain_files(sub, shown)
+                yield from plain_files(sub, shown, depth - 1)
         elif stat.S_ISREG(mode):
             fd = open_regular(name, dir_fd=folder_fd, shown=shown)  # it may have changed since the lstat
             try:
@@ -209,14 +224,82 @@ def _names(fd: int) -> list[str]:
 
 
 def remove_tree(folder: Path) -> None:
-    """Remove a folder a task wrote into, as completely as this user can.
+    """Remove a folder a task (or a master's SFTP) wrote into, as completely as this user can.
 
     ``shutil.rmtree`` works through descriptors on Linux and unlinks a link
     without following it. What it cannot do is enter a folder the task made
     unreadable (mode 000: as its owner, the lender may open it up again), so
     such a folder is made ``rwx`` for its owner, once it is seen to be a folder
-    and not a link, and removed in turn. Whatever still resists is left (and
-    logged by nobody: the next clean-up of the spool tries again)."""
+    and not a link, and removed in turn. Nor can it go deeper than Python's
+    recursion (or this process's descriptors) reach: a tree it left is first
+    cut into shallow pieces (:func:`_bring_up_deep_folders`), then removed
+    again. Whatever still resists is left (and logged by nobody: the next
+    clean-up of the spool tries again)."""
+    try:
+        _rmtree_opening_up(folder)
+    except RecursionError:
+        pass
+    if os.path.lexists(folder) and stat.S_ISDIR(os.lstat(folder).st_mode):
+        try:
+            _bring_up_deep_folders(folder)
+            _rmtree_opening_up(folder)
+        except (OSError, RecursionError):
+            pass
+
+
+# Folders this deep below the one being removed are moved up into it first:
+# rmtree recurses once per level and holds a descriptor or two per level.
+_REMOVE_DEPTH = 100
+
+
+def _bring_up_deep_folders(folder: Path) -> None:
+    """Move every folder more than ``_REMOVE_DEPTH`` levels below ``folder`` up into
+    ``folder`` itself (under a new name), until none is; never follows a link.
+    Each moved folder is walked once more, so the work stays one walk of the tree."""
+    top = os.open(folder, _OPEN_FOLDER)
+    try:
+        todo: list[str | None] = [None]  # None: the top itself; else a folder moved up into it
+        while todo:
+            start = todo.pop()
+            try:
+                if start is not None:
+                    os.chmod(start, 0o700, dir_fd=top)  # a folder this walk moved here itself
+                first = top if start is None else os.open(start, _OPEN_FOLDER, dir_fd=top)
+            except OSError:
+                continue
+            stack = [(first, [])]
+            try:
+                stack[0] = (first, _names(first))
+                while stack:
+                    fd, names = stack[-1]
+                    if not names:
+                        done = stack.pop()[0]
+                        if done != top:
+                            os.close(done)
+                        continue
+                    name = names.pop()
+                    try:
+                        if not stat.S_ISDIR(os.lstat(name, dir_fd=fd).st_mode):
+                            continue
+                        if len(stack) >= _REMOVE_DEPTH:
+                            moved = f".deep-{secrets.token_hex(8)}"
+                            os.rename(name, moved, src_dir_fd=fd, dst_dir_fd=top)
+                            todo.append(moved)
+                            continue
+                        os.chmod(name, 0o700, dir_fd=fd)  # a folder (just seen): opened up, as rmtree's retry does
+                        sub = os.open(name, _OPEN_FOLDER, dir_fd=fd)
+                    except (FileNotFoundError, NotADirectoryError, PermissionError):
+                        continue
+                    stack.append((sub, _names(sub)))
+            finally:
+                for fd, _ in stack:
+                    if fd != top:
+                        os.close(fd)
+    finally:
+        os.close(top)
+
+
+def _rmtree_opening_up(folder: Path) -> None:
     opened: set[str] = set()
 
     def open_up(_function, failed: str, _info) -> None:

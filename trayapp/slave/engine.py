@@ -245,6 +245,7 @@ class SlaveEngine:
         running unless a master asked for them to stop (``bye``), and a later
         engine adopts them. Returns how many tasks it stopped."""
         stopped = 0
+        self.spool.trash.empty()
         self.recover()
         if listener is not None:
             listener.setblocking(False)
@@ -263,6 +264,7 @@ class SlaveEngine:
         :meth:`serve`, and after :meth:`stop_all_tasks` if the tasks must go)."""
         self.running.close()
         self.runner.close()
+        self.spool.trash.wait()
 
     def flush_all(self) -> None:
         """Send what is queued for each master (blocking briefly), e.g. before exit."""
@@ -564,9 +566,12 @@ class SlaveEngine:
             for session in list(self.sessions.values()):
                 self._flush(session)
         for attempt in ended:
-            self._finish(self.tasks[attempt.token], attempt)
+            self._finish_guarded(self.tasks[attempt.token], attempt)
         self.environments.tick()
-        self.transfers.tick(now)
+        try:
+            self.transfers.tick(now)
+        except Exception:  # noqa: BLE001 - whatever a master left in its folder, the loop goes on
+            log.exception("cleaning the masters' incoming folders failed")
         self._grant(now)
         self.version_probe.refresh()
         # The watcher's reason too: "waiting" for the user and "waiting" for other
@@ -608,6 +613,21 @@ class SlaveEngine:
             log.info("slave available again (was: %s)", self.problem)
         self.problem = reason
 
+    def _finish_guarded(self, task: SpoolTask, attempt: Attempt) -> None:
+        """:meth:`_finish`, and if settling fails in a way nobody foresaw (what a
+        task made is hostile), the task is reported failed on this host: one bad
+        task never stops the daemon (it would fail again on the same task at start)."""
+        try:
+            self._finish(task, attempt)
+        except Exception as exc:  # noqa: BLE001
+            log.exception("task %s/%s could not be settled", task.job, task.idx)
+            task.state, task.outcome, task.exit_code = "finished", AttemptOutcome.HOST_FAILED.value, None
+            task.message = f"the slave could not settle the task ({type(exc).__name__}: {str(exc)[:200]})"
+            task.ended = self.clock()
+            self.environments.release(task.token)
+            self.spool.save(task)
+            self._report(task, self._session_of(task.master))
+
     def _finish(self, task: SpoolTask, attempt: Attempt) -> None:
         outcome, code, message = judge_attempt(attempt, self.runner, task.time_limit_s)
         attempt.handle.close()
@@ -630,7 +650,7 @@ class SlaveEngine:
         task.state, task.outcome, task.exit_code, task.message = "finished", outcome.value, code, message
         task.ended = self.clock()
         self.environments.release(task.token)
-        remove_tree(self.spool.task_dir(task.token) / "work")
+        self.spool.trash.discard(self.spool.task_dir(task.token) / "work")
         self.spool.save(task)
         self._report(task, self._session_of(task.master))
 

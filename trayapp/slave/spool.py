@@ -10,6 +10,7 @@ Layout under ``<data>/spool/``::
     tasks/<token>/work/       its working folder (stdout.txt, stderr.txt, exitcode beside it)
     results/<master>/<token>.tar  finished results waiting for their master to fetch and ack
     slot-cache/<master>/<n>/  each master's compiler caches, per slot (trayapp.run.taskcache)
+    trash/                    folders on their way out, deleted off the engine's loop (trayapp.slave.trash)
 
 Everything a slave knows about its tasks is in these files, written atomically
 (temporary name, then rename), so a slave daemon killed at any moment and
@@ -42,9 +43,9 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path, PurePath
 from typing import Iterator
 
-from trayapp.run.taskfiles import (NotPlainFile, open_folder, open_folder_fd, open_regular, plain_files,
-                                   read_regular, remove_tree)
+from trayapp.run.taskfiles import NotPlainFile, open_folder, open_folder_fd, open_regular, plain_files, read_regular
 from trayapp.slave.identity import folder_of
+from trayapp.slave.trash import Trash
 from trayapp.wire.archive import ChecksumMismatchError, sha256_of
 from trayapp.wire.fields import Field, number, one_of, refusal, text, whole
 from trayapp.wire.protocol import MAX_LINE, TASK_REPORT, TO_SLAVE_FIELDS
@@ -156,6 +157,7 @@ class Spool:
         self.unpacked = root / "unpacked"
         self.tasks = root / "tasks"
         self.results = root / "results"
+        self.trash = Trash(root / "trash")
         # Task files the last load_all() could not read, by path, with why:
         # the slave's status shows them until someone deals with them.
         self.unreadable: dict[Path, str] = {}
@@ -278,10 +280,10 @@ class Spool:
 
     def remove(self, task: SpoolTask) -> None:
         token = task.token
-        remove_tree(self.task_dir(token))
+        self.trash.discard(self.task_dir(token))
         for results in (self.results / folder_of(task.master), self.results):  # and where older spools kept them
             (results / f"{token}.tar").unlink(missing_ok=True)
-            remove_tree(results / token)
+            self.trash.discard(results / token)
 
     def stage_results(self, task: SpoolTask) -> Path:
         """For the master's own cores: the results as a folder, moved (not

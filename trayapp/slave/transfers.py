@@ -12,10 +12,10 @@ from __future__ import annotations
 import base64
 import logging
 import os
-import shutil
 import stat
 from pathlib import Path
 
+from trayapp.run.taskfiles import remove_tree
 from trayapp.slave.session import Session
 from trayapp.slave.spool import Spool, SpoolTask
 from trayapp.wire.archive import ChecksumMismatchError, UnsafeArchiveError, ensure_unpacked
@@ -147,7 +147,7 @@ def _remove(entry: os.DirEntry, st: os.stat_result, why: str) -> str:
     log.info("removing %s from incoming: %s", entry.path, why)
     try:
         if stat.S_ISDIR(st.st_mode):
-            shutil.rmtree(entry.path, ignore_errors=True)
+            remove_tree(Path(entry.path))  # any depth: a master may make a folder a thousand levels deep
             return entry.path
         if stat.S_ISREG(st.st_mode):
             fd = os.open(entry.path, os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK)

@@ -28,6 +28,10 @@ from pathlib import Path, PurePosixPath
 # new enough that tools comparing timestamps do not choke on the epoch.
 FIXED_MTIME = 946684800
 _CHUNK = 1 << 20
+# How many folders deep an archive (a job's, a task's results) may nest. No job
+# comes near it; Python's copy and walk recurse once or twice per level, so a
+# tree a thousand levels deep raised RecursionError in the slave's loop.
+MAX_DEPTH = 200
 
 
 class UnsafeArchiveError(Exception):
@@ -108,9 +112,14 @@ def sha256_of(path: Path) -> str:
 
 
 def check_members(members: list[tarfile.TarInfo]) -> None:
-    """Refuse anything but plain files and folders with safe relative names."""
+    """Refuse anything but plain files and folders with safe relative names,
+    nested at most :data:`MAX_DEPTH` folders deep."""
     for member in members:
         name = member.name
+        depth = name.rstrip("/").count("/")
+        if depth > MAX_DEPTH:
+            raise UnsafeArchiveError(f"archive member '{name[:80]}...' is nested {depth} folders deep; "
+                                     f"at most {MAX_DEPTH} are allowed")
         kind = ("symlink" if member.issym() else "hard link" if member.islnk()
                 else "device or fifo" if (member.isdev() or member.isfifo())
                 else None if (member.isfile() or member.isdir()) else "special file")

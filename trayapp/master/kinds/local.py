@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from trayapp.config import Config
 from trayapp.master.driver import HostDriver
 from trayapp.master.kinds.kind import Finding, HostKind, KindContext, QueueFacts
 from trayapp.master.kinds.slavehost import SLAVE_COLUMNS, describe_slave
 from trayapp.master.store import HostRecord, Store
-from trayapp.slave.engine import SlaveEngine
 from trayapp.wire.links import LocalLink
+
+if TYPE_CHECKING:  # the engine (and all it imports) is built by the app only for a master: CLI verbs skip it
+    from trayapp.slave.engine import SlaveEngine
 
 LOCAL_HOST = "local"
 

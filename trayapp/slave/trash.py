@@ -1,0 +1,83 @@
+"""The spool's trash: task folders out of the way at once, deleted off the engine's loop.
+
+Deleting a task's folder (its copy of the job, its scratch folder, whatever
+it wrote) is one unlink or rmdir per entry, and on a busy disk each costs a
+millisecond or more: done on the engine's thread, between a task's end and
+the next start, it held every slot of the PC for 10-20 ms per task. So a
+folder is first renamed into ``<spool>/trash/`` (one rename, atomic: its old
+path is free at once, and nothing reads a half-deleted folder), then removed
+by :func:`trayapp.run.taskfiles.remove_tree` on one helper thread, with the
+same care as before (no link followed, folders a task locked opened up).
+Whatever a stopped or killed slave left in the trash is removed when the next
+one starts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from trayapp.run.taskfiles import remove_tree
+
+log = logging.getLogger(__name__)
+
+
+class Trash:
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self._remover: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def discard(self, path: Path) -> None:
+        """Take ``path`` (a folder, or anything: a link is moved, never followed)
+        away now and delete it in the background; nothing if it is missing."""
+        try:
+            self.folder.mkdir(mode=0o700, exist_ok=True)
+            target = self.folder / f"{path.name}-{secrets.token_hex(6)}"
+            os.rename(path, target)
+        except FileNotFoundError:
+            if not os.path.lexists(path):
+                return  # nothing to remove
+            remove_tree(path)  # the trash folder itself could not be made: the slow way, here
+            return
+        except OSError as exc:
+            log.debug("cannot move %s into the trash (%s): removing it in place", path, exc)
+            remove_tree(path)
+            return
+        self._submit(target)
+
+    def empty(self) -> None:
+        """Delete, in the background, whatever an earlier slave left in the trash."""
+        try:
+            leftovers = [self.folder / name for name in os.listdir(self.folder)]
+        except OSError:
+            return
+        for path in leftovers:
+            self._submit(path)
+
+    def wait(self) -> None:
+        """Until everything discarded so far is deleted (tests, and a slave that stops)."""
+        with self._lock:
+            remover, self._remover = self._remover, None
+        if remover is not None:
+            remover.shutdown(wait=True)
+
+    def _submit(self, path: Path) -> None:
+        with self._lock:
+            if self._remover is None:
+                self._remover = ThreadPoolExecutor(1, thread_name_prefix="spool-trash")
+            self._remover.submit(_remove, path)
+
+
+def _remove(path: Path) -> None:
+    try:
+        if path.is_symlink() or not path.is_dir():
+            path.unlink(missing_ok=True)
+        else:
+            remove_tree(path)
+    except OSError as exc:  # left for the next slave's start
+        log.warning("could not delete %s from the spool's trash: %s", path, exc)
