@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 from conftest import make_job, wait_until
 from support.peer import ProtocolPeer
@@ -92,6 +93,18 @@ def report_of(master: Master, idx: int, params: dict) -> dict:
     report = json.loads((results / "results" / "report.json").read_text())
     report["stdout"] = (results / "stdout.txt").read_text()
     return report
+
+
+def reports_until_logged(master: Master, caplog, text: str, tries: int = 40) -> list[dict]:
+    """Run tasks until ``text`` is logged (a warm parent's failure shows at the next task's start)."""
+    reports = []
+    with caplog.at_level(logging.INFO, logger="trayapp.run.warm"):
+        for i in range(tries):
+            reports.append(report_of(master, i, {"i": i}))
+            if text in caplog.text:
+                return reports + [report_of(master, 1000 + i, {"i": 1000 + i}) for i in range(2)]
+            time.sleep(0.2)
+    raise AssertionError(f"{text!r} was never logged: {caplog.text}")
 
 
 def first_warm(master: Master, params: dict | None = None, tries: int = 40) -> list[dict]:
@@ -195,10 +208,7 @@ def test_a_module_failing_to_import_in_the_warm_parent_means_cold_starts_with_th
     body = REPORT.replace("import numpy\n", "import numpy\ntry:\n    import exploding\nexcept RuntimeError:\n"
                                             "    pass\n", 1)
     master = Master(engine, job(tmp_path, body))
-    with caplog.at_level(logging.INFO, logger="trayapp.run.warm"):
-        reports = [report_of(master, i, {"i": i}) for i in range(4)]
-        wait_until(lambda: "boom at import" in caplog.text, what="the reason to be logged")
-        reports += [report_of(master, 10 + i, {"i": 10 + i}) for i in range(2)]
+    reports = reports_until_logged(master, caplog, "boom at import")
     assert not any(r["preloaded"] for r in reports)
     assert "start cold" in caplog.text and "importing exploding failed in the warm parent" in caplog.text
     assert engine.runner.parents() == []
@@ -459,3 +469,39 @@ def test_the_warm_starts_setting_chooses_the_runner():
     finally:
         on.close()
         off.close()
+
+
+def test_a_module_that_starts_a_thread_in_the_warm_parent_means_cold_starts(engine, tmp_path, monkeypatch, caplog):
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "threader.py").write_text("import threading, time\n"
+                                      "threading.Thread(target=time.sleep, args=(3600,), daemon=True).start()\n")
+    monkeypatch.setenv("PYTHONPATH", str(site))
+    engine.runner.confinement._readonly.clear()
+    master = Master(engine, job(tmp_path, REPORT.replace("import numpy\n", "import numpy\nimport threader\n", 1)))
+    reports = reports_until_logged(master, caplog, "threads after its imports")
+    assert not any(r["preloaded"] for r in reports) and engine.runner.parents() == []
+
+
+def test_the_warm_parents_memory_counts_against_the_tasks_cap(engine, tree):
+    """With the cgroup's memory controller: the task's cap less what its parent holds (the
+    pages they share are charged to the parent's cgroup). Without it: RLIMIT_AS, which
+    counts the address space the task inherited from its parent by itself."""
+    master = Master(engine, tree)
+    token, procs = warm_tree(master, 1, memory_mb=300)
+    [parent] = engine.runner.parents()
+    cgroups = engine.runner.cgroups
+    if cgroups is not None and (cgroups.base / f"task-{token}" / "memory.max").exists():
+        held = int((cgroups.base / f"task-{parent.token}" / "memory.current").read_text())
+        cap = int((cgroups.base / f"task-{token}" / "memory.max").read_text())
+        assert held > 10 << 20, "the parent holds numpy"
+        assert abs(cap - ((300 << 20) - held)) < 8 << 20, (cap, held)
+    else:
+        main = min(procs, key=lambda p: p.create_time())
+        limits = open(f"/proc/{main.pid}/limits").read()
+        assert [line for line in limits.splitlines() if line.startswith("Max address space")][0].split()[3:5] == \
+            [str(300 << 20)] * 2, limits
+        inherited = psutil.Process(parent.host_pid).memory_info().vms
+        assert main.memory_info().vms >= inherited * 0.9, "the task's address space includes its parent's"
+    master.send("cancel", token=token)
+    master.expect("finished", token=token)

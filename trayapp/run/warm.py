@@ -136,8 +136,6 @@ class WarmRunner(PosixRunner):
         with self._lock:
             parent = self._parent_for(key, launch)
             if parent is None or not parent.poll_ready():
-                if parent is not None and parent.failure:
-                    self._give_up(key, parent, parent.failure)
                 return super().start(launch)
             try:
                 return self._fork(parent, launch)
@@ -173,9 +171,14 @@ class WarmRunner(PosixRunner):
         if key in self._cold_reasons:
             return None
         parent = self._parents.get(key)
-        if parent is not None and (parent.busy or not parent.alive() and not parent.failure):
-            self._end(key)  # busy: a task of the slot still in it (cannot be); dead: started anew
-            parent = None
+        if parent is not None:
+            parent.poll_ready()  # what it reported since: ready, or why it cannot be
+            if parent.failure:
+                self._give_up(key, parent, parent.failure)
+                return None
+            if parent.busy:  # a task of the slot still in it: cannot be, so nothing of it is trusted
+                self._end(key)
+                parent = None
         if parent is None:
             for other in [k for k in self._parents if k[1] == launch.slot]:
                 self._end(other)  # one parent per slot: another job took it
