@@ -225,13 +225,14 @@ def upload_figures(job: dict) -> dict:
 def direct_put(pool: Pool, archive: Path, target: Path, sha: str) -> dict:
     """trayapp.wire.ssh.SSHLink.put of the archive, on a link of its own (opened and warmed up untimed)."""
     from trayapp.home import Home
-    from trayapp.wire.ssh import SSHLink
+    from trayapp.master.kinds.ssh import SSHKind
     from trayapp.master.store import Store
+    from trayapp.wire.ssh import SSHLink
 
     home = Home.from_environment({"SPARECYCLES_HOME": str(pool.master_home)})
     store = Store(home.queue_db)
     try:
-        host = store.host(SLAVE)
+        host = SSHKind.login(store.host(SLAVE))
     finally:
         store.close()
     tiny = target.parent / "warm-up.bin"

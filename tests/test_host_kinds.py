@@ -77,8 +77,7 @@ class BatchKind(HostKind):
     columns = (Column("in_flight", "In flight"), Column("pending", "Pending"), Column("partition", "Partition"))
 
     def record(self, values: dict) -> dict:
-        return {"address": "login-node", "port": 0, "slots": values["slots"],
-                "options": {"partition": values["partition"]}}
+        return {"slots": values["slots"], "options": {"partition": values["partition"]}}
 
     def build_driver(self, host: HostRecord, context: KindContext) -> BatchDriver:
         self.driver = BatchDriver(host, context)

@@ -47,6 +47,19 @@ def test_sparecycles_status_loads_no_paramiko(home, tmp_path):
     assert not {n for n in names if n.split(".")[0] == "paramiko"}
 
 
+def test_adding_and_listing_hosts_of_every_kind_loads_no_paramiko(home, tmp_path):
+    # What kinds/ssh.py promises: SSH code loads when a host is driven, checked
+    # or trusted, not when hosts are added or looked up (kinds/slurm.py included).
+    add = ("from sparecycles.launch import main\n"
+           "raise SystemExit(main(['hosts', 'add', 'pc', '--host', '192.0.2.7']) or main(['hosts', 'add', 'hpc',"
+           " '--kind', 'slurm', '--host', '192.0.2.8', '--remote-root', '/scratch/sc']) or main(['hosts', 'list']))")
+    done, names = imported_by(add, tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "added host hpc" in done.stdout and "192.0.2.8" not in done.stderr
+    assert {"trayapp.master.kinds.ssh", "trayapp.master.kinds.slurm", "trayapp.master.kinds.login"} <= names
+    assert not {n for n in names if n.split(".")[0] == "paramiko"}, "paramiko loaded"
+
+
 def test_every_name_of_the_api_is_there_on_first_use():
     for name in sparecycles.__all__:
         assert getattr(sparecycles, name) is not None, name

@@ -34,6 +34,7 @@ from trayapp.wire.archive import pack, sha256_of
 from trayapp.slave.availability import SlaveState
 from trayapp.job.submit import submit_job
 from trayapp.master.kinds.local import LocalSlave
+from trayapp.master.kinds.login import SSHLogin
 from trayapp.wire.links import LocalLink
 from trayapp.wire.protocol import MAX_LINE, encode
 from trayapp.run.posix import PosixRunner
@@ -695,8 +696,8 @@ def test_key_passphrase_comes_from_the_keyring_and_never_touches_disk(app, sshd,
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", PASSPHRASE, "-f", str(key)], check=True)
     with (sshd.folder / "authorized_keys").open("a") as fh:
         fh.write(key.with_suffix(".pub").read_text())
-    host = app.store.add_host("k", "127.0.0.1", port=sshd.port, user=os.environ.get("USER") or getpass.getuser(),
-                              key_path=str(key), agent_command="cat")
+    host = SSHLogin("k", "127.0.0.1", port=sshd.port, user=os.environ.get("USER") or getpass.getuser(),
+                    key_path=str(key), agent_command="cat")
     trust_host_key(app.home, "127.0.0.1", sshd.port, fetch_host_key("127.0.0.1", sshd.port))
     if stored is not None:
         store_secret(host, stored)

@@ -66,7 +66,7 @@ def test_a_host_that_cannot_start_tasks_of_three_jobs_is_quarantined_and_says_wh
     made = []
 
     def run() -> None:  # the queue connection belongs to the thread that uses it
-        made.append(App(app.home, config).dispatcher(driver_settings=settings))
+        made.append(App(app.home, config).dispatcher(tuned=(settings,)))
         made[0].run()
 
     thread = threading.Thread(target=run, daemon=True)

@@ -19,7 +19,7 @@ def queue_with_claims(tmp_path, clock, limit):
     from trayapp.master.store import Store
 
     store = Store(tmp_path / "queue.sqlite3", clock=clock)
-    store.add_host("lab", "127.0.0.1")
+    store.add_host("lab", kind="ssh", options={"address": "127.0.0.1"})
     store.add_job(name="j", folder="/f", main="main.py", archive_sha="a" * 64, archive_path="/a.tar",
                   params_file=None, param_sets=[{}, {}], results_root=tmp_path, time_limit_s=limit)
     return store, store.claim("lab", 2)

@@ -57,7 +57,7 @@ def test_a_required_option_missing_is_said_with_its_fix(qtbot, app):
 
 def test_an_unreachable_host_shows_why_and_test_says_where_it_stops(qtbot, app):
     port = _closed_port()
-    app.store.add_host("lab-07", "127.0.0.1", port=port)
+    app.store.add_host("lab-07", kind="ssh", options={"address": "127.0.0.1", "port": port})
     app.store.set_host_state("lab-07", "unreachable", f"could not connect to 127.0.0.1:{port}: connection refused")
     tray_app = build_tray_app(qtbot, app.home)
     window = tray_app.window

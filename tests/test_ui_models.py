@@ -87,13 +87,13 @@ def test_hosts_model_follows_the_hosts_table(qapp, app):
     spy = Spy(model)
     model.apply(reader.read().hosts)
     assert model.rowCount() == 0
-    app.store.add_host("lab-07", "10.0.0.7")
-    app.store.add_host("lab-08", "10.0.0.8")
+    app.store.add_host("lab-07", kind="ssh", options={"address": "10.0.0.7"})
+    app.store.add_host("lab-08", kind="ssh", options={"address": "10.0.0.8"})
     resets = []
     model.modelReset.connect(lambda: resets.append(model.columns))
     model.apply(reader.read().hosts)
     assert len(resets) == 1 and model.rowCount() == 2  # the first ssh host brings the ssh columns
-    app.store.add_host("lab-09", "10.0.0.9")
+    app.store.add_host("lab-09", kind="ssh", options={"address": "10.0.0.9"})
     model.apply(reader.read().hosts)
     assert spy.inserted == [(2, 2)] and len(resets) == 1  # then hosts are inserted
     app.store.remove_host("lab-09")

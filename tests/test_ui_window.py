@@ -3,6 +3,8 @@ dispatcher runs the tasks, a real sshd presents the host key."""
 
 from __future__ import annotations
 
+import getpass
+
 import pytest
 
 import ui_desktop  # noqa: F401 - sets the offscreen platform first
@@ -95,7 +97,7 @@ def test_add_trust_and_remove_a_host(qtbot, app, sshd):
     add.port.setValue(sshd.port)
     add.key.setText(str(sshd.client_key))
     add.accept()
-    assert app.store.host("lab-07").port == sshd.port
+    assert app.store.host("lab-07").options["port"] == sshd.port
     tray_app.watcher.refresh()
     window.hosts_view.selectRow(0)
     assert window.selected_host().name == "lab-07"
@@ -120,8 +122,8 @@ def test_the_window_s_host_verbs_are_the_hosts_service_s_and_print_nothing(app, 
     apps = PerThreadApp(app.home, app.config)
     assert verbs.add_host(apps, "lab-07", "ssh", {"host": "127.0.0.1", "port": 2222, "slots": 2}) == "lab-07"
     host = app.store.host("lab-07")
-    assert (host.kind, host.address, host.port, host.slots, host.agent_command) == (
-        "ssh", "127.0.0.1", 2222, 2, "sparecycles agent")
+    assert (host.kind, host.slots, host.options) == ("ssh", 2, {
+        "address": "127.0.0.1", "port": 2222, "user": getpass.getuser(), "agent_command": "sparecycles agent"})
     with pytest.raises(UserError, match="unknown host kind 'cluster'"):
         verbs.add_host(apps, "big", "cluster", {"host": "127.0.0.1"})
     with pytest.raises(UserError, match="--port must be between 1 and 65535"):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import json
 import shutil
-import sqlite3
 import subprocess
 import sys
 import tarfile
@@ -20,8 +19,11 @@ import psutil
 import pytest
 from conftest import wait_until
 from support.peer import ProtocolPeer
+from support.queuefiles import assert_rows_kept, jobs_read_back, rows, user_version
 
+from trayapp.master.kinds import KINDS
 from trayapp.master.kinds.local import LocalSlave
+from trayapp.master.kinds.ssh import SSHKind
 from trayapp.master.schema import SCHEMA_VERSION
 from trayapp.master.store import Store
 from trayapp.run.posix import PosixRunner
@@ -45,17 +47,6 @@ def release(tmp_path) -> Path:
     return copy
 
 
-def rows(path: Path, table: str) -> list[dict]:
-    with sqlite3.connect(path) as db:
-        db.row_factory = sqlite3.Row
-        return [dict(r) for r in db.execute(f"SELECT * FROM {table} ORDER BY rowid")]
-
-
-def user_version(path: Path) -> int:
-    with sqlite3.connect(path) as db:
-        return db.execute("PRAGMA user_version").fetchone()[0]
-
-
 # ----- the master's queue ------------------------------------------------------------
 
 
@@ -64,12 +55,7 @@ def test_the_queue_keeps_every_row_and_reaches_the_newest_version(release):
     assert user_version(path) == 0
     Store(path).close()
     assert user_version(path) == SCHEMA_VERSION
-    for table, written in EXPECTED["queue"].items():
-        upgraded = rows(path, table)
-        assert len(upgraded) == len(written), table
-        for before, after in zip(written, upgraded):
-            kept = {k: v for k, v in before.items() if k not in DROPPED_COLUMNS.get(table, ())}
-            assert {k: after[k] for k in kept} == kept, f"{table} row changed in the upgrade"
+    assert_rows_kept(EXPECTED["queue"], path, DROPPED_COLUMNS)
     backup = path.with_name("queue.sqlite3.v0.bak")
     assert user_version(backup) == 0
     assert {t: rows(backup, t) for t in EXPECTED["queue"]} == EXPECTED["queue"], "the backup is the file as it was"
@@ -77,24 +63,18 @@ def test_the_queue_keeps_every_row_and_reaches_the_newest_version(release):
 
 def test_the_upgraded_queue_reads_through_todays_store(release):
     store = Store(release / "master" / "queue.sqlite3")
-    jobs = {j.id: j for j in store.jobs()}
-    assert {kind: jobs[ref].status.value for kind, ref in EXPECTED["jobs"].items()} == {
-        "done": "done", "failed": "failed", "cancelled": "cancelled", "running": "running"}
-    written_tasks = {(t["job_seq"], t["idx"]): t for t in EXPECTED["queue"]["tasks"]}
-    read_tasks = {(t.job_seq, t.idx): t for job in jobs.values() for t in store.tasks(job.seq)}
-    assert read_tasks.keys() == written_tasks.keys()
-    for key, task in read_tasks.items():
-        row = written_tasks[key]
-        assert (task.status.value, task.outcome, task.exit_code, task.message, task.failures, task.host,
-                task.params) == (row["status"], row["outcome"], row["exit_code"], row["message"],
-                                 row["failures"], row["host"], json.loads(row["params"]))
+    jobs = jobs_read_back(store, EXPECTED)
     failed = jobs[EXPECTED["jobs"]["failed"]]
     (bad,) = store.tasks(failed.seq)
     assert "tau must be positive" in bad.message and len(store.attempts(failed.seq)) == 2
 
     assert {h.name: h.kind for h in store.hosts()} == {"local": "local", "lab-pc": "ssh", "old-laptop": "ssh"}
     lab = store.host("lab-pc")
-    assert (lab.address, lab.port, lab.user, lab.slots, lab.state) == ("192.0.2.10", 2222, "alice", 3, "ready")
+    login = SSHKind.login(lab)
+    assert (login.address, login.port, login.user, login.key_path, login.agent_command, lab.slots, lab.state) == (
+        "192.0.2.10", 2222, "alice", "~/.ssh/id_ed25519", "sparecycles agent", 3, "ready")
+    assert KINDS.get("ssh").where(store.host("old-laptop")) == "192.0.2.11:22"  # no user was given: yours
+    assert store.host("local").options == {}
     assert lab.info["name"] == "lab-pc" and lab.info["version"] == EXPECTED["release"]
     assert store.host("old-laptop").reason == "[Errno 113] No route to host"
 

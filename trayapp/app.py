@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING
 from trayapp.config import Config, load_config
 from trayapp.locks import InstanceLock
 from trayapp.home import Home
-from trayapp.master.driversettings import DriverSettings
 from trayapp.master.hosts import Hosts
 from trayapp.job.refolder import JobFolders
 from trayapp.master.jobs import Jobs
@@ -64,23 +63,22 @@ class App:
             path.write_text(ident + "\n")
         return ident, f"{getpass.getuser()}@{platform.node()}"
 
-    def kind_context(self, *, driver_settings: DriverSettings | None = None) -> KindContext:
-        """What host kinds build drivers and run checks with."""
+    def kind_context(self, *, tuned: tuple[object, ...] = ()) -> KindContext:
+        """What host kinds build drivers and run checks with; ``tuned``: settings
+        objects (a ``DriverSettings``...) used in place of those from the config."""
         # Here, not at the top: the slave engine's imports are a third of every CLI verb's start-up.
         from trayapp.slave.builder import build_engine
 
         identity = self.identity()
         return KindContext(
             self.home, self.config, identity, open_store=lambda: Store(self.home.queue_db),
-            driver_settings=driver_settings or DriverSettings(*identity, tick_s=self.config.poll_interval_s,
-                                                              time_limit_grace_s=self.config.time_limit_grace_s),
             build_local_engine=partial(build_engine, self.config, self.home, identity,
-                                       self.home.local_spool_dir, in_process=True))
+                                       self.home.local_spool_dir, in_process=True), tuned=tuned)
 
-    def dispatcher(self, *, driver_settings: DriverSettings | None = None) -> Dispatcher:
+    def dispatcher(self, *, tuned: tuple[object, ...] = ()) -> Dispatcher:
         from trayapp.master.dispatcher import Dispatcher
 
-        return Dispatcher(self.store, self.kind_context(driver_settings=driver_settings))
+        return Dispatcher(self.store, self.kind_context(tuned=tuned))
 
     def hosts(self) -> Hosts:
         """Adding, removing, trusting, listing and testing hosts: the CLI's and the window's verbs."""

@@ -1,10 +1,13 @@
 """How a master drives its protocol hosts (:class:`~trayapp.master.driver.HostDriver`):
 its identity, its pace, and how long it waits on a host before acting for it.
-Wired from the settings in :mod:`trayapp.app`."""
+Built from the settings by the kinds that drive a slave over the protocol
+(:mod:`trayapp.master.kinds.slavehost`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from trayapp.config import Config
 
 
 @dataclass
@@ -36,3 +39,8 @@ class DriverSettings:
     # (trayapp.master.timelimit): a slave that never reports holds no task forever.
     time_limit_grace_s: float = 300.0
     time_limit_prepare_s: float = 2400.0
+
+    @classmethod
+    def from_config(cls, config: Config, identity: tuple[str, str]) -> "DriverSettings":
+        """As the user's settings say, for the master ``identity`` (its id and readable name)."""
+        return cls(*identity, tick_s=config.poll_interval_s, time_limit_grace_s=config.time_limit_grace_s)

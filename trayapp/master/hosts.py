@@ -29,7 +29,7 @@ class HostView:
     state: str
     reason: str | None
     last_seen: float | None
-    fields: dict  # the kind's own (``HostKind.describe``), and the row's address, port and user
+    fields: dict  # the kind's own (``HostKind.describe``: an SSH host's address, port and user...)
 
     def to_json(self) -> dict:
         return {"name": self.name, "kind": self.kind, "state": self.state, "reason": self.reason,
@@ -48,11 +48,10 @@ def host_views(store: Store, kinds: KindRegistry = KINDS, master_id: str | None 
         try:
             kind = kinds.get(host.kind)
             fields, where = kind.describe(host, facts), kind.where(host)
-        except UserError:  # added by a newer SpareCycles: listed, not described
-            fields, where = {"running": facts.running}, host.address
+        except UserError:  # of a kind this SpareCycles does not know: listed, not described
+            fields, where = {"running": facts.running}, f"a host of kind {host.kind}"
         views.append(HostView(host.name, host.kind, where, host.state, host.reason, host.last_seen,
-                              {"address": host.address, "port": host.port, "user": host.user,
-                               TRUSTED_PICKLES: host.options.get(TRUSTED_PICKLES) is True, **fields}))
+                              {TRUSTED_PICKLES: host.options.get(TRUSTED_PICKLES) is True, **fields}))
     return views
 
 

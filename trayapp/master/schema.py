@@ -112,5 +112,19 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
         "CREATE TABLE declines (job_seq INTEGER NOT NULL, host TEXT NOT NULL, code TEXT NOT NULL,"
         " reason TEXT NOT NULL, ts REAL NOT NULL, PRIMARY KEY (job_seq, host))",
     ]),
+    ("hosts keep only what their kind needs: the SSH login moves from columns into the kind's options", [
+        # Hosts reached over SSH (ssh, slurm); json_patch leaves out what was
+        # NULL (no key given). The local host had placeholders ("this PC", port 0).
+        "UPDATE hosts SET options=json_patch(options, json_object('address', address, 'port', port,"
+        " 'user', user, 'key', key_path)) WHERE kind<>'local'",
+        # A slave's agent; a cluster had a sentinel there, no agent runs on it.
+        "UPDATE hosts SET options=json_patch(options, json_object('agent_command', agent_command))"
+        " WHERE kind='ssh'",
+        "ALTER TABLE hosts DROP COLUMN address",
+        "ALTER TABLE hosts DROP COLUMN port",
+        "ALTER TABLE hosts DROP COLUMN user",
+        "ALTER TABLE hosts DROP COLUMN key_path",
+        "ALTER TABLE hosts DROP COLUMN agent_command",
+    ]),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

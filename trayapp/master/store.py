@@ -97,17 +97,14 @@ class Claim:
 class HostRecord:
     name: str
     kind: str  # a name in trayapp.master.kinds' registry: "local", "ssh", ...
-    address: str
-    port: int
-    user: str | None
-    key_path: str | None
-    agent_command: str
     slots: int | None
     state: str
     reason: str | None
     last_seen: float | None
     info: dict
-    options: dict = field(default_factory=dict)  # the kind's own settings (e.g. a cluster's partition)
+    # The kind's own settings: how it is reached (an SSH login, see
+    # trayapp.master.kinds.login), a cluster's partition; nothing for the local host.
+    options: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -526,25 +523,23 @@ class Store:
 
     # ----- hosts --------------------------------------------------------------------
 
-    def add_host(self, name: str, address: str, *, port: int = 22, user: str | None = None,
-                 key_path: str | None = None, agent_command: str = "sparecycles agent",
-                 slots: int | None = None, kind: str = "ssh", options: dict | None = None) -> HostRecord:
+    def add_host(self, name: str, *, kind: str, options: dict | None = None,
+                 slots: int | None = None) -> HostRecord:
+        """A new host of ``kind`` (a name in trayapp.master.kinds' registry) with
+        that kind's ``options``, as its ``HostKind.record`` makes them."""
         with self._write() as db:
             if db.execute("SELECT 1 FROM hosts WHERE name=?", (name,)).fetchone():
                 raise UserError(f"a host named '{name}' exists already",
                                 f"pick another name, or 'sparecycles hosts remove {name}' first")
-            db.execute("INSERT INTO hosts(name, kind, address, port, user, key_path, agent_command, slots, options,"
-                       " added) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                       (name, kind, address, port, user, key_path, agent_command, slots,
-                        json.dumps(options or {}), self._clock()))
+            db.execute("INSERT INTO hosts(name, kind, slots, options, added) VALUES (?,?,?,?,?)",
+                       (name, kind, slots, json.dumps(options or {}), self._clock()))
             self._event("host_added", detail=name)
         return self.host(name)
 
     def ensure_local_host(self, name: str) -> None:
         """The master's own cores appear in the host list like any other host."""
         with self._write() as db:
-            db.execute("INSERT OR IGNORE INTO hosts(name, kind, address, port, agent_command, added)"
-                       " VALUES (?,?,?,?,?,?)", (name, "local", "this PC", 0, "(in-process)", self._clock()))
+            db.execute("INSERT OR IGNORE INTO hosts(name, kind, added) VALUES (?,?,?)", (name, "local", self._clock()))
 
     def remove_host(self, name: str) -> None:
         self.host(name)
@@ -563,8 +558,7 @@ class Store:
 
     @staticmethod
     def _host_from_row(r: sqlite3.Row) -> HostRecord:
-        return HostRecord(r["name"], r["kind"], r["address"], r["port"], r["user"], r["key_path"],
-                          r["agent_command"], r["slots"], r["state"], r["reason"], r["last_seen"],
+        return HostRecord(r["name"], r["kind"], r["slots"], r["state"], r["reason"], r["last_seen"],
                           json.loads(r["info"]), json.loads(r["options"]))
 
     def set_host_option(self, name: str, key: str, value) -> HostRecord:

@@ -34,15 +34,16 @@ _SFTP_REQUEST = 128 * 1024
 
 
 class SSHTarget(Protocol):
-    """What this module needs to know of a host (the master's hosts table row
-    fits; the wire does not depend on the master's store)."""
+    """What this module needs to know of a host (the master's
+    :class:`~trayapp.master.kinds.login.SSHLogin` fits; the wire does not
+    depend on the master's store)."""
 
     name: str
     address: str
     port: int
     user: str | None
     key_path: str | None
-    agent_command: str
+    agent_command: str | None  # what an SSHLink starts there; a shell needs none
 
 
 class HostKeyError(Exception):
@@ -286,6 +287,8 @@ class SSHLink(_Connection):
 
 
     def open(self) -> "SSHLink":
+        if not self.host.agent_command:
+            raise ValueError(f"{self.host.name} has no agent command to start")  # a caller's mistake, not the user's
         client = open_client(self.host, self._known_hosts)
         channel = client.get_transport().open_session()
         channel.exec_command(self.host.agent_command)

@@ -11,16 +11,17 @@ hosts are reached.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol, TypeVar
 
 from trayapp.config import Config
 from trayapp.errors import UserError
 from trayapp.home import Home
-from trayapp.master.driversettings import DriverSettings
 from trayapp.master.store import HostRecord, Store
 
 if TYPE_CHECKING:
     from trayapp.slave.engine import SlaveEngine
+
+S = TypeVar("S")
 
 
 class Driver(Protocol):
@@ -51,8 +52,14 @@ class KindContext:
     config: Config
     identity: tuple[str, str]  # this master's id and readable name
     open_store: Callable[[], Store]  # a queue connection for a driver's own thread
-    driver_settings: DriverSettings
     build_local_engine: Callable[[], "SlaveEngine"]  # the master's own cores, built like any slave's
+    # Settings objects used in place of those a kind builds from ``config`` (a
+    # test's quicker pace), looked up by their type: the context names no kind's.
+    tuned: tuple[object, ...] = ()
+
+    def settings(self, of: type[S], build: Callable[[], S]) -> S:
+        """The ``of`` settings given in ``tuned``, else ``build()``'s."""
+        return next((s for s in self.tuned if isinstance(s, of)), None) or build()
 
 
 @dataclass(frozen=True)
@@ -141,8 +148,9 @@ class HostKind:
         return done
 
     def record(self, values: dict) -> dict:
-        """The store's fields for a new host (``Store.add_host`` keywords) from
-        completed option values; raises UserError for values out of range."""
+        """The store's fields for a new host (``Store.add_host`` keywords: its
+        ``options``, and ``slots`` for a kind that caps them) from completed
+        option values; raises UserError for values out of range."""
         raise NotImplementedError
 
     def add(self, store: Store, name: str, values: dict) -> HostRecord:
@@ -150,7 +158,7 @@ class HostKind:
 
     def where(self, host: HostRecord) -> str:
         """Where the host is, in a few words ("me@lab-07:22")."""
-        return host.address
+        return self.name
 
     def next_step(self, host: HostRecord) -> str | None:
         """What the user does after adding the host, if anything."""

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Iterator
 from trayapp.config import Config
 from trayapp.master.driver import HostDriver
 from trayapp.master.kinds.kind import Finding, HostKind, KindContext, QueueFacts
-from trayapp.master.kinds.slavehost import SLAVE_COLUMNS, describe_slave
+from trayapp.master.kinds.slavehost import SLAVE_COLUMNS, describe_slave, slave_driver_settings
 from trayapp.master.store import HostRecord, Store
 from trayapp.wire.links import LocalLink
 
@@ -104,8 +104,8 @@ class LocalKind(HostKind):
         slave = LocalSlave(context.build_local_engine())
         # A stopped dispatcher must not leave work running unobserved on this
         # PC: on stop, the engine stops our tasks and they go back to the queue.
-        return LocalDriver(slave, HostDriver(host.name, context.open_store, slave.link, context.driver_settings,
-                                             cap=None, on_stop_stop_tasks=True))
+        return LocalDriver(slave, HostDriver(host.name, context.open_store, slave.link,
+                                             slave_driver_settings(context), cap=None, on_stop_stop_tasks=True))
 
     def describe(self, host: HostRecord, facts: QueueFacts) -> dict:
         return describe_slave(host, facts)

@@ -8,7 +8,8 @@ import select
 import time
 
 from trayapp.errors import UserError
-from trayapp.master.kinds.kind import Column, QueueFacts
+from trayapp.master.driversettings import DriverSettings
+from trayapp.master.kinds.kind import Column, KindContext, QueueFacts
 from trayapp.master.store import HostRecord
 from trayapp.wire.links import Link, LinkClosed
 from trayapp.wire.protocol import LineBuffer, ProtocolError, decode, encode
@@ -22,6 +23,11 @@ SLAVE_COLUMNS = (
     Column("python", "Python"),
     Column("brian", "Brian"),
 )
+
+
+def slave_driver_settings(context: KindContext) -> DriverSettings:
+    """How the master drives a slave engine over the protocol, as the settings say (or a test tuned it)."""
+    return context.settings(DriverSettings, lambda: DriverSettings.from_config(context.config, context.identity))
 
 
 def describe_slave(host: HostRecord, facts: QueueFacts) -> dict:

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Iterator
 from trayapp.errors import UserError
 from trayapp.humantime import duration
 from trayapp.master.kinds.kind import AddOption, Column, Finding, KindContext, QueueFacts
-from trayapp.master.kinds.ssh import SSHKind, check_login, log_in, login_options
+from trayapp.master.kinds.login import SSHLogin, login_options, login_record
+from trayapp.master.kinds.ssh import SSHKind, log_in
 from trayapp.master.slurm.options import DEFAULT_POLL_S, SlurmOptions
 from trayapp.master.store import HostRecord
 
@@ -22,8 +23,6 @@ if TYPE_CHECKING:
     # The driver and the probe speak SSH (paramiko): loaded when a driver is
     # built or a host tested, not by every command that looks up the kinds.
     from trayapp.master.slurm.driver import SlurmDriver
-
-NOT_AN_AGENT = "(none: a SLURM cluster)"  # the hosts table's agent column; no agent runs on a cluster
 
 _OPTION_NAMES = ("remote_root", "partition", "account", "qos", "time", "mem", "cpus_per_task", "python", "setup",
                  "max_in_flight", "throttle")
@@ -59,14 +58,13 @@ class SlurmKind(SSHKind):
     def record(self, values: dict) -> dict:
         from trayapp.units import parse_duration
 
-        check_login(values)
+        login = login_record(values)
         try:
             poll_s = parse_duration(values["poll"]) if values["poll"] else None
         except ValueError as exc:
             raise UserError(f"--poll: {exc}") from None
         options = SlurmOptions.from_text(poll_s=poll_s, **{k: values[k] for k in _OPTION_NAMES})
-        record = super().record({**values, "agent_command": NOT_AN_AGENT, "slots": None})
-        return {**record, "options": options.to_dict()}
+        return {"options": {**login, **options.to_dict()}}
 
     def next_step(self, host: HostRecord) -> str:
         return (f"next: check the login node's key fingerprint and trust it: sparecycles hosts trust {host.name}\n"
@@ -76,13 +74,13 @@ class SlurmKind(SSHKind):
         from trayapp.master.slurm.driver import SlurmDriver, SlurmSettings
         from trayapp.wire.ssh import shell_connector
 
-        return SlurmDriver(host.name, context.open_store, shell_connector(context.home)(host),
+        return SlurmDriver(host.name, context.open_store, shell_connector(context.home)(SSHLogin.of(host)),
                            SlurmOptions.from_dict(host.options),
                            SlurmSettings(max_results_mb=context.config.max_results_mb))
 
     def describe(self, host: HostRecord, facts: QueueFacts) -> dict:
         info = host.info
-        return {"in_flight": info.get("in_flight", facts.running), "pending": info.get("pending"),
+        return {**SSHLogin.of(host).fields(), "in_flight": info.get("in_flight", facts.running), "pending": info.get("pending"),
                 "running": info.get("running"), "oldest_pending_s": info.get("oldest_pending_s") or None,
                 "python": host.options.get("python")}
 
@@ -90,9 +88,10 @@ class SlurmKind(SSHKind):
         from trayapp.master.slurm.probe import probe
         from trayapp.wire.ssh import SSHShell
 
-        shell = yield from log_in(host, context, lambda: SSHShell(host, context.home.known_hosts).open())
+        login = SSHLogin.of(host)
+        shell = yield from log_in(login, context, lambda: SSHShell(login, context.home.known_hosts).open())
         try:
-            yield Finding("login", f"{host.user}@{host.address}")
+            yield Finding("login", f"{login.user}@{login.address}")
             for label, text in probe(shell, SlurmOptions.from_dict(host.options), host.name):
                 yield Finding(label, text)
         finally:

@@ -1,55 +1,27 @@
 """The ``ssh`` host kind: a desktop PC running the slave daemon, reached over
 SSH (``sparecycles agent`` on an exec channel, files by SFTP).
 
-paramiko is imported only when a host is driven or checked, so commands that
-touch no host start without it.
+paramiko (through :mod:`trayapp.wire.ssh`) is imported only when a host is
+driven, checked, trusted or given a secret, so commands that only add or look
+up hosts (``status``, ``hosts add``, ``hosts list``) start without it, whatever
+their kinds (tests/test_light_imports.py checks).
 """
 
 from __future__ import annotations
 
-import getpass
+from dataclasses import replace
 from typing import Callable, Generator, Iterator, TypeVar
 
-from trayapp.errors import UserError, refuse_control_characters
+from trayapp.errors import UserError
 from trayapp.master.driver import HostDriver
 from trayapp.master.hostkeys import presented_key
 from trayapp.master.kinds.kind import AddOption, Finding, HostKind, KindContext, QueueFacts
-from trayapp.master.kinds.slavehost import SLAVE_COLUMNS, describe_slave, exchange_hello, hello_text
+from trayapp.master.kinds.login import DEFAULT_AGENT_COMMAND, SSHLogin, login_options, login_record
+from trayapp.master.kinds.slavehost import (SLAVE_COLUMNS, describe_slave, exchange_hello, hello_text,
+                                            slave_driver_settings)
 from trayapp.master.store import HostRecord, Store
 
-DEFAULT_AGENT_COMMAND = "sparecycles agent"
 T = TypeVar("T")
-
-
-def login_options(address_help: str) -> tuple[AddOption, ...]:
-    """The ``hosts add`` options of any host reached over SSH."""
-    return (
-        AddOption("--host", address_help, required=True),
-        AddOption("--port", "its SSH port", type=int, default=22),
-        AddOption("--user", "SSH user (default: yours)"),
-        AddOption("--key", "private key file (default: your SSH agent and ~/.ssh keys)"),
-        AddOption("--ask-secret", "ask for the key passphrase or password and keep it in the OS keyring",
-                  secret=True),
-    )
-
-
-def check_login(values: dict) -> None:
-    """Refuse login values that cannot be a host, user, key or command line:
-    they reach a hosts table, a known_hosts file and a remote shell."""
-    if not 0 < values["port"] < 65536:
-        raise UserError(f"--port must be between 1 and 65535, not {values['port']}")
-    for flag, dest in (("--host", "host"), ("--user", "user")):
-        value = values.get(dest)
-        if value is None:
-            continue
-        refuse_control_characters(flag, value)
-        if not value.strip() or any(c.isspace() for c in value):
-            example = "--host lab-07.example.org or --host 192.0.2.7" if dest == "host" else "--user alice"
-            raise UserError(f"{flag} {value!r} is {'empty' if not value.strip() else 'not one word'}",
-                            f"give it without spaces, e.g. {example}")
-    for flag, dest in (("--key", "key"), ("--agent-command", "agent_command")):
-        if values.get(dest) is not None:
-            refuse_control_characters(flag, values[dest])
 
 
 class SSHKind(HostKind):
@@ -65,9 +37,8 @@ class SSHKind(HostKind):
     def record(self, values: dict) -> dict:
         if values["slots"] is not None and values["slots"] < 1:
             raise UserError(f"--slots must be at least 1, not {values['slots']}")
-        check_login(values)
-        return {"address": values["host"], "port": values["port"], "user": values["user"] or getpass.getuser(),
-                "key_path": values["key"], "agent_command": values["agent_command"], "slots": values["slots"]}
+        return {"options": {**login_record(values), "agent_command": values["agent_command"]},
+                "slots": values["slots"]}
 
     def add(self, store: Store, name: str, values: dict) -> HostRecord:
         host = super().add(store, name, values)
@@ -75,37 +46,45 @@ class SSHKind(HostKind):
             from trayapp.wire.ssh import store_secret
 
             try:
-                store_secret(host, values["ask_secret"])
+                store_secret(SSHLogin.of(host), values["ask_secret"])
             except BaseException:
                 store.remove_host(host.name)  # a host that cannot log in is not half added
                 raise
         return host
 
     def where(self, host: HostRecord) -> str:
-        return f"{host.user}@{host.address}:{host.port}"
+        return SSHLogin.of(host).where()
 
     def next_step(self, host: HostRecord) -> str:
         return f"next: check its key fingerprint and trust it: sparecycles hosts trust {host.name}"
 
     def key_endpoint(self, host: HostRecord) -> tuple[str, int]:
-        return host.address, host.port
+        login = SSHLogin.of(host)
+        return login.address, login.port
 
     def build_driver(self, host: HostRecord, context: KindContext) -> HostDriver:
         from trayapp.wire.ssh import ssh_connector
 
         # Remote tasks go on when the dispatcher stops; their results wait in the slave's spool.
-        return HostDriver(host.name, context.open_store, ssh_connector(context.home)(host), context.driver_settings,
-                          cap=host.slots, on_stop_stop_tasks=False)
+        return HostDriver(host.name, context.open_store, ssh_connector(context.home)(self.login(host)),
+                          slave_driver_settings(context), cap=host.slots, on_stop_stop_tasks=False)
+
+    @staticmethod
+    def login(host: HostRecord) -> SSHLogin:
+        """Its login, with the agent command it was added with (the default if a row lacks one)."""
+        login = SSHLogin.of(host)
+        return replace(login, agent_command=login.agent_command or DEFAULT_AGENT_COMMAND)
 
     def describe(self, host: HostRecord, facts: QueueFacts) -> dict:
-        return describe_slave(host, facts)
+        return {**SSHLogin.of(host).fields(), **describe_slave(host, facts)}
 
     def test(self, host: HostRecord, context: KindContext) -> Iterator[Finding]:
         from trayapp.wire.ssh import SSHLink
 
-        link = yield from log_in(host, context, lambda: SSHLink(host, context.home.known_hosts).open())
+        login = self.login(host)
+        link = yield from log_in(login, context, lambda: SSHLink(login, context.home.known_hosts).open())
         try:
-            yield Finding("login", f"{host.user}@{host.address}, started '{host.agent_command}'")
+            yield Finding("login", f"{login.user}@{login.address}, started '{login.agent_command}'")
             try:
                 hello = exchange_hello(link, context.identity)
             except UserError as exc:
@@ -126,7 +105,7 @@ def refuse_a_slave_that_cannot_lend(host: HostRecord, hello: dict) -> None:
                         f"then check again with: sparecycles hosts test {host.name}")
 
 
-def log_in(host: HostRecord, context: KindContext, connect: Callable[[], T]) -> Generator[Finding, None, T]:
+def log_in(host: SSHLogin, context: KindContext, connect: Callable[[], T]) -> Generator[Finding, None, T]:
     """The first steps of ``hosts test`` for any host reached over SSH: it answers,
     its key is trusted, we can log in; returns the open connection."""
     import paramiko

@@ -1,7 +1,8 @@
 """What ``hosts add NAME --kind slurm`` takes: a cluster's own settings.
 
-Kept as the host's ``options`` (JSON in the queue); the login node's address,
-port, user and key are the host row's own columns, as for any SSH host.
+Kept in the host's ``options`` (JSON in the queue), beside the login node's
+address, port, user and key (:mod:`trayapp.master.kinds.login`), as for any
+host reached over SSH.
 """
 
 from __future__ import annotations
