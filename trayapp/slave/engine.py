@@ -434,7 +434,7 @@ class SlaveEngine:
     def _start(self, session: Session, task: SpoolTask, python: str | None, env_key: str | None) -> None:
         """Start the task, with its job environment's ``python`` (``env_key``) where it has one."""
         try:
-            template = self.transfers.unpacked(task.archive_sha)
+            template = self.transfers.unpacked(task.archive_sha, task.master)
         except ArchiveRefused as refused:
             if refused.spool_problem:
                 self._set_problem(refused.reason)
