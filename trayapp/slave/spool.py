@@ -46,7 +46,7 @@ from pathlib import Path, PurePath
 from typing import Iterator
 
 from trayapp.run.taskfiles import NotPlainFile, open_folder, open_folder_fd, open_regular, plain_files, read_regular
-from trayapp.slave.identity import folder_of
+from trayapp.slave.identity import UNBOUND_FOLDER, folder_of
 from trayapp.slave.trash import Trash
 from trayapp.wire.archive import ChecksumMismatchError, sha256_of
 from trayapp.wire.fields import Field, number, one_of, refusal, text, whole
@@ -168,7 +168,18 @@ class Spool:
     def ensure(self) -> "Spool":
         for folder in (self.archives, self.incoming, self.unpacked, self.tasks, self.results):
             folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not self.held.is_dir():
+            self._adopt_unmarked_archives()
         return self
+
+    def _adopt_unmarked_archives(self) -> None:
+        """A spool from before the marks (release 0.1.0): its archives came from
+        masters with no key of their own, who can read the whole spool anyway;
+        they stay theirs (no re-upload). A master on a key sends them once more."""
+        for entry in os.scandir(self.archives):
+            if entry.name.endswith(".tar") and not entry.name.startswith("."):
+                self._hold(entry.name.removesuffix(".tar"), UNBOUND_FOLDER)
+        self.held.mkdir(mode=0o700, exist_ok=True)
 
     # ----- problems that make the slave unavailable ------------------------------
 
