@@ -14,18 +14,28 @@ thread, which shows as the main thread waiting for it). Its own overhead
 inflates Python-heavy code, so compare the functions with each other, not
 with the wall time of an unprofiled run.
 
+``--sampler py-spy`` (``pip install py-spy``; needs ptrace rights) instead
+samples every thread of the unprofiled master and slave daemons during the
+timed run only (``py-spy record --format raw``, idle threads left out: what
+burns CPU) and prints, per process, the functions seen most often on top of a
+stack (own) and anywhere in it (inclusive), as a share of the samples.
+
     .venv/bin/python bench/ssh_profile.py [--tasks 200] [--slaves 2] [--slots-per-slave 2] [--top 30]
-        [--sandbox on|off] [--keep]
+        [--sandbox on|off] [--sampler cprofile|py-spy] [--keep]
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import os
 import pstats
+import shutil
+import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -69,6 +79,36 @@ class ProfiledPool(Pool):
         return self.master
 
 
+def start_samplers(pool: Pool, out: Path, processes) -> list[subprocess.Popen]:
+    """``py-spy record`` on the master and every slave daemon, until stopped with SIGINT."""
+    targets = {"master": pool.master.pid, **{f"slave-{n}": s.proc.pid for n, s in pool.slaves.items()}}
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))  # a venv's, not on PATH
+    return [processes.start([py_spy, "record", "--pid", str(pid), "--rate", "250", "--format", "raw",
+                             "--nonblocking", "--output", str(out / f"{name}.txt")], dict(os.environ),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for name, pid in targets.items()]
+
+
+def show_samples(path: Path, top: int) -> None:
+    """Own and inclusive shares of the functions in a py-spy raw (collapsed stacks) file."""
+    own: Counter = Counter()
+    inclusive: Counter = Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        frames = [f.split(" (")[0] + " (" + f.rsplit("/", 1)[-1] if " (" in f else f for f in stack.split(";")]
+        total += int(count)
+        own[frames[-1]] += int(count)
+        for frame in set(frames):
+            inclusive[frame] += int(count)
+    print(f"\n=== {path.stem}: {total} samples of busy threads ===")
+    for title, counter in (("own", own), ("inclusive", inclusive)):
+        print(f"  -- top {top} by {title} share --")
+        for frame, n in counter.most_common(top):
+            print(f"  {100 * n / max(total, 1):5.1f}%  {frame}")
+
+
 def show(path: Path, tasks: int, top: int) -> None:
     for key, what in (("tottime", "own time"), ("cumulative", "cumulative time")):
         buf = io.StringIO()
@@ -86,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slots-per-slave", type=int, default=2)
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument("--sandbox", choices=("on", "off"), default="on")
+    parser.add_argument("--sampler", choices=("cprofile", "py-spy"), default="cprofile")
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args(argv)
     exit_cleanly_on_sigterm()
@@ -96,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
             root_seen = root
             out = root / "profiles"
             out.mkdir()
-            with ProfiledPool(root, processes, out) as pool:
+            with (ProfiledPool(root, processes, out) if args.sampler == "cprofile" else Pool(root, processes)) as pool:
                 if args.sandbox == "off":
                     pool.slave_env = {**pool.slave_env, "SPARECYCLES_SANDBOX": "off"}
                 for n in range(args.slaves):
@@ -105,13 +146,20 @@ def main(argv: list[str] | None = None) -> int:
                 pool.wait_connected()
                 job = write_job(root / "trivial", TRIVIAL_MAIN)
                 run_sparecycles(pool, job, write_params(root / "warm.json", 4), 4, "warmup")
+                samplers = start_samplers(pool, out, processes) if args.sampler == "py-spy" else []
+                time.sleep(1.0 if samplers else 0)  # py-spy attaches
                 run = run_sparecycles(pool, job, write_params(root / "params.json", args.tasks), args.tasks, "prof")
-                print(f"{args.tasks} tasks in {run['seconds']:.2f} s under cProfile; CPU ms/task: "
+                print(f"{args.tasks} tasks in {run['seconds']:.2f} s under {args.sampler}; CPU ms/task: "
                       f"{run['cpu_ms_per_task']}")
+                for sampler in samplers:
+                    sampler.send_signal(signal.SIGINT)  # py-spy writes its file and exits
+                    sampler.wait(30)
                 pool.close()  # SIGTERM: cProfile writes its files as the processes exit
                 time.sleep(0.5)
                 for prof in sorted(out.glob("*.prof")):
                     show(prof, args.tasks + 4, args.top)
+                for samples in sorted(out.glob("*.txt")):
+                    show_samples(samples, args.top)
     except BenchError as exc:
         broken = str(exc)
     finally:

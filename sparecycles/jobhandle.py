@@ -22,17 +22,19 @@ from sparecycles.results import TaskResult, results_frame, task_result
 from trayapp.app import App
 from trayapp.errors import UserError
 from trayapp.job.manifest import parse_duration
-from trayapp.job.submit import submit_job
-from trayapp.master.progress import FINAL_JOB_STATES, ProgressBar, ProgressLines, describe_counts, wait_for_job
+from trayapp.master.jobview import JobView, view_of
+from trayapp.master.progress import ProgressBar, ProgressLines, wait_for_job
 from trayapp.master.resulttable import result_rows
 from trayapp.master.store import JobRecord
-from trayapp.master.waits import Wait, describe_waits, why_waiting
-from trayapp.status import JobStatus, TaskStatus
+from trayapp.master.waits import Wait
+from trayapp.status import JobStatus
 
 
 @dataclass(frozen=True)
 class Summary:
-    """A job's state and task counts at one moment; ``str()`` reads like ``status``."""
+    """A job's state and task counts at one moment; ``str()`` reads like ``status``.
+    The counts are the job's one view (:mod:`trayapp.master.jobview`), as
+    ``sparecycles status`` and the window show them."""
 
     id: str
     name: str
@@ -41,13 +43,20 @@ class Summary:
     done: int
     failed: int
     cancelled: int
-    running: int
+    running: int  # in flight: claimed by a host (dispatched) or running there
     queued: int
     counts: str  # e.g. "4/6 done, 2 running"
     results_folder: Path
     notes: tuple[str, ...] = ()  # what submit had to say (e.g. a resource request not acted on)
     # Why its queued tasks do not run, in words ("declined by lab-07: ...; lab-08 paused until 14:00")
     waiting: str | None = None
+    left_s: float | None = None  # estimated seconds until the last task ends, at the pace so far
+
+    @classmethod
+    def of(cls, view: JobView, notes: tuple[str, ...] = ()) -> "Summary":
+        return cls(view.id, view.name, view.status, view.total, view.done, view.failed, view.cancelled,
+                   view.in_flight, view.queued, view.describe_counts(), Path(view.results_dir), notes, view.why,
+                   view.left_s(time.time()))
 
     @property
     def ok(self) -> bool:
@@ -98,15 +107,13 @@ class Job:
         """Why the job's queued tasks do not run now, each with a ``code`` (a
         :class:`WaitCode`: ``declined``, ``paused``, ...) and ``words`` for people;
         empty when nothing holds them up."""
-        return why_waiting(self._app.store, self._refresh())
+        return list(self._view().waits)
+
+    def _view(self) -> JobView:
+        return view_of(self._app.store, self._refresh())
 
     def summary(self) -> Summary:
-        job = self._refresh()
-        return Summary(job.id, job.name, job.status, job.total, job.count(TaskStatus.DONE),
-                       job.count(TaskStatus.FAILED), job.count(TaskStatus.CANCELLED),
-                       job.count(TaskStatus.RUNNING) + job.count(TaskStatus.DISPATCHED),
-                       job.count(TaskStatus.QUEUED), describe_counts(job), self.results_folder, self._notes,
-                       describe_waits(why_waiting(self._app.store, job)) or None)
+        return Summary.of(self._view(), self._notes)
 
     def wait(self, timeout: float | str | None = None, progress: bool = True) -> Summary:
         """Block until every task has ended; returns the summary (``summary.ok``
@@ -117,25 +124,24 @@ class Job:
         (the job goes on) and :class:`JobCancelled` if the job was cancelled.
         """
         seconds = as_seconds(timeout, "timeout")
-        job = self._refresh()
+        job = self._view()
         if job.status is JobStatus.CANCELLED:
-            raise self._cancelled()
-        if job.status not in FINAL_JOB_STATES:
-            self._app.ensure_dispatcher()  # the background one exits after a minute with nothing to do
+            raise self._cancelled(job)
+        if not job.is_final:
+            self._app.jobs().ensure_dispatcher()  # the background one exits after a minute with nothing to do
         started = time.monotonic()
         job = wait_for_job(self._app.store, self.id, timeout=seconds, show=progress, display_for=_notebook_bar())
         if job.status is JobStatus.CANCELLED:
-            raise self._cancelled()
-        if job.status not in FINAL_JOB_STATES:
+            raise self._cancelled(job)
+        if not job.is_final:
             raise WaitTimeout(f"job {self.id} ({self.name}) has not ended after {time.monotonic() - started:.0f} s: "
-                              f"{describe_counts(job)}",
+                              f"{job.describe_counts()}",
                               "wait again (job.wait()), with a longer timeout, or stop it with job.cancel(); "
                               "the job goes on meanwhile")
         return self.summary()
 
-    def _cancelled(self) -> JobCancelled:
-        job = self._record
-        return JobCancelled(f"job {self.id} ({self.name}) was cancelled: {describe_counts(job)}",
+    def _cancelled(self, job: JobView) -> JobCancelled:
+        return JobCancelled(f"job {self.id} ({self.name}) was cancelled: {job.describe_counts()}",
                             "job.retry() queues its cancelled and failed tasks again, then wait(); "
                             "job.results() has what the finished tasks wrote")
 
@@ -187,11 +193,9 @@ def submit(folder: str | os.PathLike, params: ParamsArgument = None, *, name: st
     """
     app = App.from_environment()
     params_file, param_sets = param_sets_from(params)
-    submission = submit_job(app.store, app.home, app.config, folder, params=params_file, param_sets=param_sets,
-                            name=name, main=main, time_limit_s=as_seconds(time_limit, "time_limit"),
-                            retries=_retries(retries))
-    if start:
-        app.ensure_dispatcher()
+    submission = app.jobs().submit(folder, start=start, params=params_file, param_sets=param_sets, name=name,
+                                   main=main, time_limit_s=as_seconds(time_limit, "time_limit"),
+                                   retries=_retries(retries)).submission
     return Job(app, submission.job, submission.notes)
 
 

@@ -36,7 +36,6 @@ from sparecycles.plainpickle import NotPlainData, load_plain
 from sparecycles.results import TaskResult
 from trayapp.app import App
 from trayapp.errors import UserError
-from trayapp.job.submit import submit_job
 from trayapp.master.hosts import TRUSTED_PICKLES
 from trayapp.master.kinds.local import LocalKind
 from trayapp.master.store import Store
@@ -125,10 +124,9 @@ def map(func: Callable[[Any], Any], iterable: Iterable[Any], timeout: float | st
     folder.mkdir(parents=True)
     (folder / "main.py").write_text(TASK_SCRIPT, encoding="utf-8")
     (folder / FUNCTION_FILE).write_bytes(function_pickle)
-    submission = submit_job(app.store, app.home, app.config, folder, param_sets=sets, name=label, main="main.py",
-                            retries=retries, time_limit_s=as_seconds(time_limit, "time_limit"))
-    app.ensure_dispatcher()
-    job = Job(app, submission.job)
+    submitted = app.jobs().submit(folder, param_sets=sets, name=label, main="main.py", retries=retries,
+                                  time_limit_s=as_seconds(time_limit, "time_limit"))
+    job = Job(app, submitted.job)
     try:
         job.wait(timeout, progress=progress)
     except WaitTimeout as exc:

@@ -129,3 +129,24 @@ def test_a_task_without_a_cgroup_file_runs_as_before(tmp_path):
         os.kill(pid, signal.SIGKILL)
     wait_until(lambda: (proc.launch.task_dir / "exitcode").exists(), what="the wrapper to end")
     assert (proc.launch.task_dir / "exitcode").read_text().strip() == "137"  # sh: 128 + SIGKILL
+
+
+def test_a_wrapper_that_cannot_join_its_cgroup_runs_nothing(tmp_path, monkeypatch):
+    # The slave no longer moves a started task into its cgroup: the wrapper's own
+    # join is the only one, so a failed join must stop it (the attempt is lost to
+    # the host and runs again elsewhere), never let it run outside.
+    import trayapp.run.posix as posix
+
+    missing = tmp_path / "no-such-cgroup" / "cgroup.procs"
+    # The wrapper as it was (its failed join ignored): the task runs, outside any cgroup.
+    with monkeypatch.context() as old:
+        old.setattr(posix, "_WRAPPER", posix._WRAPPER.replace(" || exit 125", ""))
+        proc, pids = start_task(tmp_path, "before", missing)
+        try:
+            wait_until(lambda: len(roles(pids)) == 3, what="the task to run anyway")
+        finally:
+            kill_tree(proc.pid, proc.created, "before")
+    proc, pids = start_task(tmp_path, "outside", missing)
+    wait_until(proc.has_ended, what="the wrapper to give up")
+    assert proc.popen.returncode == 125
+    assert proc.exit_code() is None and list(pids.iterdir()) == []

@@ -9,6 +9,7 @@ import json
 
 import pytest
 from conftest import cli, make_job, start_master, stop_process, wait_until
+from support.results_refused import assert_results_refused
 from test_pool_faults import Master, add_fake_host, echo_job, host_row, job_status
 
 pytestmark = pytest.mark.pool
@@ -56,3 +57,35 @@ def test_a_host_breaking_the_protocol_is_quarantined_and_its_task_runs_elsewhere
     assert "broke the protocol" in task["message"], task
     assert not list(home.default_results_dir.rglob("ok.txt")), "nothing may be moved into place"
     assert "Traceback" not in master.log(), master.log()
+
+
+# ----- results limits: the same words as from a SLURM cluster (tests/test_slurm.py) -----------
+
+def _the_task_when_settled(job_id: str) -> dict:
+    return wait_until(lambda: (t := job_status(job_id)["tasks"][0])["status"] in ("failed", "done") and t,
+                      timeout=90, what="the task to be settled")
+
+
+def test_results_over_the_masters_cap_fail_the_task_and_the_host_stays_in_service(pool, home, tmp_path):
+    # A slave whose own max_results_mb is far above this master's is not lying: the task fails, nothing is fetched.
+    add_fake_host(pool, "big", "oversize", tmp_path / "big")
+    job = echo_job(tmp_path, n=1)
+    with Master(tmp_path) as master:
+        task = _the_task_when_settled(job["job"])
+        row = host_row(home, "big")
+        assert master.proc.poll() is None, master.log()
+    assert_results_refused(task, "oversized", host="big")
+    assert row.state != "quarantined", row
+    assert not list(home.default_results_dir.rglob("ok.txt")), "nothing may be moved into place"
+
+
+def test_a_results_download_that_stalls_fails_the_task_after_fetch_timeout_s(pool, home, tmp_path):
+    home.config_file.write_text("fetch_timeout_s = 3\n")
+    add_fake_host(pool, "stuck", "stall", tmp_path / "stuck")
+    job = echo_job(tmp_path, n=1)
+    with Master(tmp_path) as master:
+        task = _the_task_when_settled(job["job"])
+        assert master.proc.poll() is None, master.log()
+    assert (tmp_path / "stuck" / "sftp_stopped").read_text().strip(), "the fake found no SFTP server to stop"
+    assert_results_refused(task, "stalled", host="stuck")
+    assert not list(home.default_results_dir.rglob("ok.txt")), "nothing may be moved into place"

@@ -49,3 +49,34 @@ def test_tasks_run_niced_and_in_the_idle_io_class_while_the_caller_keeps_its_pri
 
 def test_nice_zero_starts_tasks_at_the_callers_priority(tmp_path):
     assert run_one(tmp_path, PosixRunner(), "t0", 0)["nice"] == os.nice(0)
+
+
+def test_a_wrapper_started_to_be_lowered_runs_nothing_until_it_is(tmp_path):
+    # The slave starts the wrapper itself and lowers it from outside; a wrapper
+    # whose slave never says so (it died in between) must not run the task at
+    # the slave's own priority. Its stdin closed unsaid, it leaves without an exit code.
+    template = tmp_path / "job"
+    template.mkdir()
+    (template / "main.py").write_text(REPORT)
+    run_dir = tmp_path / "unsaid"
+    prepare(run_dir, template, {})
+    launch = task_launch("unsaid", run_dir, python=sys.executable, main="main.py", params={}, job_id="j1", idx=0,
+                         nice=10)
+    import trayapp.run.posix as posix
+
+    def never_lowered(pid, nice):
+        raise ProcessLookupError(pid)  # as if it could not be reached
+
+    original = posix.lower_process
+    posix.lower_process = never_lowered
+    try:
+        proc = posix.start_process(launch, lower_to=10)
+    finally:
+        posix.lower_process = original
+    wait_until(proc.has_ended, what="the wrapper to give up")
+    assert proc.popen.returncode == 125
+    assert proc.exit_code() is None and not (run_dir / "me.json").exists()
+
+    # Lowered, the same start runs the task at that niceness.
+    seen = run_one(tmp_path, PosixRunner(), "said", 10)
+    assert seen["nice"] >= 10 and seen["ionice"] == int(psutil.IOPRIO_CLASS_IDLE)

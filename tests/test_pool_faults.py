@@ -424,7 +424,7 @@ def test_hostile_job_archive_is_declined_for_good_by_the_slave(engine, tmp_path,
     peer.send("start", token="ab" * 8, job="j1", idx=0, params={}, main="main.py", archive_sha=sha)
     declined = peer.expect("declined")
     assert declined["token"] == "ab" * 8 and declined["retry"] is False, declined
-    assert declined["reason"].startswith("refused the job archive: ")
+    assert declined["reason"].startswith("refused the job archive: ") and declined["code"] == "archive_unsafe"
     assert HOSTILE_JOB_MESSAGES[kind] in declined["reason"], declined
     spool = engine.spool.root
     assert list(spool.parent.iterdir()) == [spool], "nothing may be written beside the spool"

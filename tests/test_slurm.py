@@ -271,3 +271,80 @@ def test_pickled_parameter_sets_reach_tasks_on_the_cluster_intact(home, sshd, cl
     second = json.loads((root / "1" / "seen.json").read_text())
     assert first == {"repr": "Fraction(1, 3)", "argv": '{"__sparecycles_pickle__": "params.pkl"}', "pickled": True}
     assert second == {"repr": "{'rate': 5}", "argv": '{"rate": 5}', "pickled": False}
+
+
+# ----- results limits: the same as a desktop slave's, in the same words (tests/test_hostile_slave.py) -----
+
+# Waits for the test's go-ahead, then writes `size` bytes of results.
+WAITING_TASK = """
+import json, os, sys, time
+params = json.loads(sys.argv[1])
+while not os.path.exists(params["go"]):
+    time.sleep(0.2)
+os.makedirs("results", exist_ok=True)
+with open("results/data.bin", "wb") as fh:
+    fh.write(b"x" * params["size"])
+"""
+
+
+def submit_waiting_task(tmp_path: Path, size: int) -> tuple[str, Path]:
+    go = tmp_path / "go"
+    folder, params_file = make_job(tmp_path / "waiting", WAITING_TASK, params=[{"go": str(go), "size": size}])
+    out = cli("submit", str(folder), "--params", str(params_file), "--no-start", "--json", check=True)
+    return json.loads(out.stdout)["job"], go
+
+
+def sftp_servers(sshd) -> list:
+    """The SFTP server processes of the test sshd's connections (one per SFTP session)."""
+    import psutil
+
+    found = []
+    for p in psutil.Process(sshd.proc.pid).children(recursive=True):
+        try:
+            if "sftp" in " ".join(p.cmdline()):
+                found.append(p)
+        except psutil.Error:
+            pass
+    return found
+
+
+def test_results_over_the_masters_cap_fail_the_task_as_from_a_desktop(home, sshd, cluster, tmp_path):
+    from support.results_refused import assert_results_refused
+
+    # 1 MB, plus the 64 MB every host's archive may hold beyond it for the logs: 70 MB is over.
+    home.config_file.write_text("max_results_mb = 1\n")
+    add_cluster("cluster", sshd, cluster, tmp_path)
+    job_id, go = submit_waiting_task(tmp_path, 70 << 20)
+    go.touch()
+    status, out = run_master_to_the_end(job_id, timeout=180)
+    assert_results_refused(status["tasks"][0], "oversized", host="cluster")
+    assert not list(home.default_results_dir.rglob("data.bin")), "nothing may be moved into place"
+    assert not list((tmp_path / "remote-cluster" / "tasks").iterdir()), "the refused results are removed there"
+
+
+def test_a_results_download_that_stalls_fails_the_task_as_from_a_desktop(home, sshd, cluster, tmp_path):
+    import signal as signals
+
+    from support.results_refused import assert_results_refused
+
+    home.config_file.write_text("fetch_timeout_s = 3\n")
+    add_cluster("cluster", sshd, cluster, tmp_path)
+    job_id, go = submit_waiting_task(tmp_path, 1000)
+    master = start_master("--no-local")
+    stopped = []
+    try:
+        # The job archive went up by SFTP before sbatch: that session is the one the results come back by.
+        wait_until(lambda: list((tmp_path / "remote-cluster" / "tasks").glob("*/started")), timeout=120,
+                   what="the task to start on the cluster")
+        stopped = wait_until(lambda: sftp_servers(sshd), timeout=30, what="the master's SFTP session")
+        for p in stopped:
+            p.send_signal(signals.SIGSTOP)
+        go.touch()
+        task = wait_until(lambda: (t := json.loads(cli("status", job_id, "--json").stdout)["tasks"][0])["status"]
+                          in ("failed", "done") and t, timeout=120, what="the task to be settled")
+    finally:
+        for p in stopped:
+            p.send_signal(signals.SIGCONT)
+        out = stop_process(master)
+    assert_results_refused(task, "stalled", host="cluster")
+    assert "Traceback" not in out, out

@@ -90,7 +90,8 @@ def test_jobs_are_newest_first_and_sortable_by_any_column(qtbot, app, tmp_path):
     window.jobs_view.sortByColumn(TASKS_COLUMN, Qt.SortOrder.AscendingOrder)
     assert [shown.index(r, TASKS_COLUMN).data() for r in range(2)] == ["3", "20"]  # as numbers, not text
     window.jobs_view.sortByColumn(NAME_COLUMN, Qt.SortOrder.AscendingOrder)
-    assert shown.index(0, WAITING_COLUMN).data() == ""
+    # Nothing ran yet, not even this PC's cores: the queued tasks say why they wait, as `status` does.
+    assert shown.index(0, WAITING_COLUMN).data() == "no hosts, and this PC runs no tasks"
     window.select_job(older.seq)
     assert window.selected_job().id == older.id
 

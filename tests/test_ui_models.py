@@ -76,7 +76,7 @@ def test_jobs_model_with_ten_thousand_tasks(qapp, app, tmp_path):
     snapshot = SnapshotReader(lambda: app.store).read()
     model.apply(snapshot.jobs)
     assert model.index(0, TASKS_COLUMN).data() == "10000"
-    assert model.job_at(0).running == 2 and model.job_at(0).id == job.id
+    assert model.job_at(0).in_flight == 2 and model.job_at(0).id == job.id
     assert len(snapshot.spans) == 2
 
 

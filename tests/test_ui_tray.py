@@ -11,6 +11,7 @@ from support.daemons import SlaveDaemon
 from trayapp.master.hosts import HostView
 from trayapp.slave import control as slavecontrol
 from trayapp.home import Home
+from trayapp.status import JobStatus
 from sparecycles_ui.icons import ICON_NAMES, IconSet, icon_file
 from sparecycles_ui.snapshot import JobRow, Snapshot
 from sparecycles_ui.traylook import attention_reasons, master_look, slave_look
@@ -87,8 +88,8 @@ def test_slave_words_for_each_state():
 
 
 def _job(**kw) -> JobRow:
-    base = dict(seq=1, id="ab12", name="stdp", status="running", done=1, failed=0, cancelled=0, running=2, total=6,
-                hosts=("lab-07", "local"), created=100.0, finished=None, results_dir="/r")
+    base = dict(seq=1, id="ab12", name="stdp", status=JobStatus.RUNNING, queued=3, dispatched=0, running=2, done=1,
+                failed=0, cancelled=0, hosts=("lab-07", "local"), created=100.0, finished=None, results_dir="/r")
     return JobRow(**{**base, **kw})
 
 
@@ -100,7 +101,7 @@ def test_master_words_and_menu_for_each_state():
     assert master_look(Snapshot(0, [], [])).icon == "master-idle"
     paused = master_look(busy, paused_until=None)
     assert (paused.icon, paused.resume_label) == ("master-paused", "Resume")
-    failed = Snapshot(300.0, [_job(status="failed", failed=2, running=0, done=4, finished=250.0)],
+    failed = Snapshot(300.0, [_job(status=JobStatus.FAILED, failed=2, running=0, queued=0, done=4, finished=250.0)],
                       [HostView("lab-08", "ssh", "me@10.0.0.8:22", "unreachable", "timed out", None, {"slots": 4})])
     reasons = attention_reasons(failed, seen_until=200.0)
     assert reasons == ["job stdp ended with 2 failed tasks", "host lab-08 is unreachable"]

@@ -85,11 +85,13 @@ class App:
         return Hosts(self.store, self.kind_context())
 
     def jobs(self) -> Jobs:
-        """Cancel, retry (--repack), remove: the CLI's, the window's and the API's verbs."""
-        return Jobs(self.store, JobFolders(self.home, self.config), self.ensure_dispatcher)
+        """Submit, cancel, retry (--repack), remove, and a dispatcher that runs them:
+        the CLI's, the window's and the API's verbs."""
+        return Jobs(self.store, JobFolders(self.home, self.config), self._start_background_dispatcher)
 
-    def ensure_dispatcher(self) -> int | None:
-        """Start a background dispatcher if none serves this home; its pid, or None."""
+    def _start_background_dispatcher(self) -> int | None:
+        """How the jobs service starts a dispatcher for this home (the service decides when)."""
+        # Here, not at the top: the dispatcher's imports would slow every CLI verb's start-up.
         from trayapp.master.dispatcher import start_background_dispatcher
 
         return start_background_dispatcher(self.home, self.home.dispatcher_log)

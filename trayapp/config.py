@@ -100,6 +100,9 @@ class Config:
     time_limit_grace_s: float = setting(300.0, "a task on another PC that has not reported this long past its "
                                                "job's time limit is given up (the slave stops it at the limit)",
                                         mode=MASTER, range=Range(1, meaning="seconds past a job's time limit"))
+    fetch_timeout_s: float = setting(900.0, "a task whose results take longer than this to arrive from its host "
+                                            "(a stalled transfer, any kind of host) fails with that reason",
+                                     mode=MASTER, range=Range(1, meaning="seconds one task's results may take"))
 
     # When a slave lends the PC (trayapp.idle).
     idle_detection: str = setting("auto", "when this PC lends itself", mode=SLAVE,

@@ -66,8 +66,10 @@ J = JobStatus
 JOB_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     J.QUEUED: frozenset({J.RUNNING, J.DONE, J.FAILED, J.CANCELLED}),
     J.RUNNING: frozenset({J.QUEUED, J.DONE, J.FAILED, J.CANCELLED}),
-    # `retry` re-opens a finished job
+    # A done job is final: `retry` queues only failed and cancelled tasks, and it has none.
     J.DONE: frozenset(),
+    # `retry` re-opens a failed or cancelled job: queued again, or running when
+    # some of its tasks are done (the job's state follows its tasks' counts).
     J.FAILED: frozenset({J.QUEUED, J.RUNNING}),
     J.CANCELLED: frozenset({J.QUEUED, J.RUNNING}),
 }

@@ -1,4 +1,5 @@
-"""The jobs table: a thin Qt adapter over :class:`sparecycles_ui.snapshot.JobRow` rows.
+"""The jobs table: a thin Qt adapter over :class:`sparecycles_ui.snapshot.JobRow` rows
+(each a job's one view, :mod:`trayapp.master.jobview`: the counts ``status`` prints).
 
 :meth:`JobsModel.apply` takes a fresh list of rows (read off the GUI thread)
 and tells the views only what changed: ``beginInsertRows`` for new jobs,
@@ -54,17 +55,17 @@ class JobsModel(RowsModel):
             return self._sort_key(job, column)
         if role == Qt.ItemDataRole.ToolTipRole and column in (NAME_COLUMN, ID_COLUMN, SUBMITTED_COLUMN):
             return f"job {job.id}, submitted {moment(job.created)}\nresults: {job.results_dir}"
-        if role == Qt.ItemDataRole.ToolTipRole and column in (STATE_COLUMN, WAITING_COLUMN) and job.waiting_on:
-            return job.waiting_on
+        if role == Qt.ItemDataRole.ToolTipRole and column in (STATE_COLUMN, WAITING_COLUMN) and waiting_text(job):
+            return waiting_text(job)
         if role == Qt.ItemDataRole.TextAlignmentRole and column in NUMBER_COLUMNS:
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         return None
 
     def _display(self, job: JobRow, column: int) -> str:
         now = self._clock()
-        return (job.name, job.id, job.status, progress_text(job), str(job.failed), str(job.total),
+        return (job.name, job.id, job.status.value, progress_text(job), str(job.failed), str(job.total),
                 ", ".join(job.hosts) or "–", submitted_text(job.created, now), duration(job.elapsed_s(now)) or "–",
-                "–" if job.finished else duration(job.left_s(now)) or "–", job.waiting_on or "")[column]
+                "–" if job.finished else duration(job.left_s(now)) or "–", waiting_text(job))[column]
 
     def _sort_key(self, job: JobRow, column: int):
         now = self._clock()
@@ -124,6 +125,12 @@ def submitted_text(ts: float, now: float) -> str:
     """The moment, without the year while it is this year's (the column stays narrow)."""
     text = moment(ts)
     return text[5:] if text[:4] == moment(now)[:4] else text
+
+
+def waiting_text(job: JobRow) -> str:
+    """What holds the job up: notes on its tasks under way (an environment being
+    built), then why its queued tasks do not run (a host paused, a decline)."""
+    return "; ".join(text for text in (job.waiting_on, job.why) if text)
 
 
 def progress_text(job: JobRow) -> str:

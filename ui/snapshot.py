@@ -13,53 +13,18 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from trayapp.master.hosts import HostView, host_views
+from trayapp.master.jobview import JobView, view_of
 from trayapp.master.store import Store
-from trayapp.master.waits import describe_waits, why_waiting
-from trayapp.status import TaskStatus
 
 POOL_WINDOW_S = 7 * 24 * 3600  # how far back the pool picture can look (its longest span)
 
 
 @dataclass(frozen=True)
-class JobRow:
-    seq: int
-    id: str
-    name: str
-    status: str
-    done: int
-    failed: int
-    cancelled: int
-    running: int
-    total: int
-    hosts: tuple[str, ...]
-    created: float
-    finished: float | None
-    results_dir: str
-    waiting_on: str | None = None  # e.g. "lab-07: preparing environment (brian2==2.8.0), 40 s"
-    # Why its queued tasks do not run (trayapp.master.waits): words for the window,
-    # codes ("declined", "paused", ...) for deciding on, e.g. an icon.
-    why: str | None = None
-    why_codes: tuple[str, ...] = ()
+class JobRow(JobView):
+    """A job's one view (counts, in flight, why it waits, time left: what ``status``
+    and the API show), and the hosts its tasks run on now."""
 
-    @property
-    def finished_count(self) -> int:
-        return self.done + self.failed + self.cancelled
-
-    @property
-    def progress(self) -> float:
-        return self.finished_count / self.total if self.total else 0.0
-
-    def elapsed_s(self, now: float) -> float:
-        return max(0.0, (self.finished or now) - self.created)
-
-    def left_s(self, now: float) -> float | None:
-        """Estimated time left from the pace so far; None before the first task ends."""
-        if self.finished is not None:
-            return 0.0
-        if self.finished_count == 0:
-            return None
-        pace = self.elapsed_s(now) / self.finished_count
-        return pace * (self.total - self.finished_count)
+    hosts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -96,11 +61,11 @@ class SnapshotReader:
         since = now - self.window_s
         jobs, spans = [], []
         for job in store.jobs():
+            view = view_of(store, job)
             hosts: tuple[str, ...] = ()
-            in_flight = job.count(TaskStatus.DISPATCHED) + job.count(TaskStatus.RUNNING)
             if job.finished is not None and job.finished < since:
                 pass  # ended before the pool picture begins; no attempts needed
-            elif in_flight:
+            elif view.in_flight:
                 job_spans = self._spans(store, job.seq)
                 hosts = tuple(sorted({s.host for s in job_spans if s.ended is None}))
                 spans += job_spans
@@ -111,11 +76,7 @@ class SnapshotReader:
                 if cached is None or cached[0] != key:
                     cached = self._cached_spans[job.seq] = (key, self._spans(store, job.seq))
                 spans += cached[1]
-            waits = why_waiting(store, job)
-            jobs.append(JobRow(job.seq, job.id, job.name, job.status.value, job.count(TaskStatus.DONE),
-                               job.count(TaskStatus.FAILED), job.count(TaskStatus.CANCELLED), in_flight, job.total,
-                               hosts, job.created, job.finished, job.results_dir, job.waiting_on,
-                               describe_waits(waits) or None, tuple(w.code.value for w in waits)))
+            jobs.append(JobRow(**vars(view), hosts=hosts))
         return Snapshot(now, jobs, host_views(store, master_id=self._master_id), [s for s in spans if s.ended is None or s.ended >= since])
 
     @staticmethod

@@ -73,8 +73,8 @@ def master_look(snapshot: Snapshot | None, *, paused_until: float | None | bool 
                     donate_offered=False)
     problems = list(attention or []) + ([dispatcher_problem] if dispatcher_problem else [])
     jobs = snapshot.jobs if snapshot else []
-    running = sum(j.running for j in jobs)
-    queued = sum(j.total - j.finished_count - j.running for j in jobs)
+    running = sum(j.in_flight for j in jobs)
+    queued = sum(j.queued for j in jobs)
     if problems:
         return Look("master-attention", "Needs attention: " + "; ".join(problems), can_pause=True,
                     donate_offered=False)

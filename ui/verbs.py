@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from trayapp.job.submit import Submission, submit_job
+from trayapp.job.submit import Submission
 from trayapp.master.hostkeys import PresentedKey
 from trayapp.master.results import LOG_FILES
 from trayapp.master.resulttable import ResultRow, result_rows
@@ -23,14 +23,11 @@ LOG_TAIL_CHARS = 20_000
 
 def submit(apps: PerThreadApp, folder: str, *, params: str | None = None, main: str | None = None,
            start_dispatcher: bool = False, **options) -> Submission:
-    """``sparecycles submit``. In master mode the app's own dispatcher runs the
-    job; otherwise (``start_dispatcher``) a background one is started, as the CLI does.
-    ``options``: the submit dialog's name, time_limit_s and retries."""
-    app = apps.get()
-    submission = submit_job(app.store, app.home, app.config, folder, params=params, main=main, **options)
-    if start_dispatcher:
-        app.ensure_dispatcher()
-    return submission
+    """``sparecycles submit``, through the jobs service. In master mode the app's
+    own dispatcher runs the job; otherwise (``start_dispatcher``) the service starts
+    a background one, as the CLI does. ``options``: the submit dialog's name,
+    time_limit_s and retries."""
+    return apps.get().jobs().submit(folder, start=start_dispatcher, params=params, main=main, **options).submission
 
 
 def cancel(apps: PerThreadApp, job_id: str) -> int:

@@ -24,6 +24,12 @@ Modes:
 - ``resultsfile``: its results archive holds ``results`` as a file, not a folder.
 - ``badexit``: reports a clean results archive with an ``exit_code`` that is a JSON object.
 - ``selfcancel``: reports the task it started as cancelled, unasked.
+- ``oversize``: a clean results archive, announced as a terabyte (as a slave
+  whose own ``max_results_mb`` is far above its master's would).
+- ``stall``: asks for the job archive, and once it is uploaded stops the SFTP
+  server of its own SSH connection (SIGSTOP), so that fetching its clean
+  results stalls with no byte coming; it lets it go on (SIGCONT) when the
+  master acknowledges the task, or at the end.
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ import base64
 import hashlib
 import io
 import json
+import os
+import signal
 import sys
 import tarfile
 from pathlib import Path
@@ -91,10 +99,44 @@ def craft_archive(mode: str, path: Path, workdir: Path, *, dotdot: str = DOTDOT_
             tar.addfile(info)
 
 
+def _proc(pid: int) -> tuple[int, str]:
+    """A process's parent and the first word of its command line (from /proc)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    ppid = int(stat.rsplit(")", 1)[1].split()[1])
+    return ppid, Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+
+
+def own_sftp_servers() -> list[int]:
+    """The SFTP server processes of the SSH connection this agent runs in: children
+    of its nearest ``sshd:`` ancestor (OpenSSH forks one per session)."""
+    pid = os.getppid()
+    while pid > 1 and not _proc(pid)[1].startswith("sshd"):
+        pid = _proc(pid)[0]
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid, command = _proc(int(entry.name))
+            except (OSError, IndexError, ValueError):
+                continue
+            if ppid == pid and "sftp" in command:
+                found.append(int(entry.name))
+    return found
+
+
 def main() -> int:
     mode, _, delivery = sys.argv[1].partition("+")
     workdir = Path(sys.argv[2])
     workdir.mkdir(parents=True, exist_ok=True)
+    stopped: list[int] = []
+    try:
+        return converse(mode, delivery, workdir, stopped)
+    finally:
+        for pid in stopped:
+            os.kill(pid, signal.SIGCONT)
+
+
+def converse(mode: str, delivery: str, workdir: Path, stopped: list[int]) -> int:
     granted = False
     while True:
         line = sys.stdin.buffer.readline()
@@ -119,8 +161,20 @@ def main() -> int:
         elif kind == "demand" and message["queued"] > 0 and not granted:
             granted = True
             send("grant", n="lots" if mode == "grant_nan" else 1)
+        elif kind == "need_archive" and mode == "stall":
+            send("archive", sha=message["sha"], present=False, upload_path=str(workdir / "upload.tar"))
         elif kind == "need_archive":
             send("archive", sha=message["sha"], present=True)
+        elif kind == "archive_uploaded":
+            stopped += own_sftp_servers()
+            for pid in stopped:
+                os.kill(pid, signal.SIGSTOP)
+            (workdir / "sftp_stopped").write_text(" ".join(map(str, stopped)))
+            send("archive_ok", sha=message["sha"])
+        elif kind == "ack":
+            for pid in stopped:
+                os.kill(pid, signal.SIGCONT)
+            stopped.clear()
         elif kind == "start":
             token = message["token"]
             send("started", token=token, pid=4242)
@@ -136,10 +190,12 @@ def main() -> int:
                 report.update(results_path="/dev/zero", results_sha="0" * 64)
             elif mode != "nopath":
                 archive = workdir / f"{token}.tar"
-                craft_archive(mode, archive, workdir)
+                craft_archive("clean" if mode in ("oversize", "stall") else mode, archive, workdir)
                 data = archive.read_bytes()
                 report.update(results_path=str(archive), results_size=len(data),
                               results_sha=hashlib.sha256(data).hexdigest())
+                if mode == "oversize":
+                    report["results_size"] = 10 ** 12
                 if delivery == "inline":
                     report["results_inline"] = base64.b64encode(data).decode()
                     archive.unlink()

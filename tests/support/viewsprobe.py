@@ -15,10 +15,9 @@ import json
 import subprocess
 import sys
 import time
-import traceback
 from pathlib import Path
 
-from PyQt6.QtCore import QPoint, QTimer
+from PyQt6.QtCore import QPoint
 from PyQt6.QtWidgets import QApplication, QFileDialog, QLineEdit
 
 from trayapp.config import load_config
@@ -30,6 +29,7 @@ from sparecycles_ui.settingsdialog import SettingsDialog
 from sparecycles_ui.submitdialog import SubmitDialog
 from sparecycles_ui.taskview import TaskView
 from sparecycles_ui.workers import ThreadExecutor
+from support.probesteps import pause, run_steps, until
 
 STEP_TIMEOUT_S = 60
 
@@ -71,15 +71,6 @@ def shot(name: str, window) -> None:
 
 
 # ----- steps: a generator that yields conditions to wait for --------------------------------
-
-def until(condition, what: str):
-    return condition, what
-
-
-def pause(seconds: float):
-    end = time.monotonic() + seconds
-    return (lambda: time.monotonic() >= end), f"{seconds} s"
-
 
 def job_index(name: str):
     window = app.window
@@ -256,32 +247,9 @@ def steps():
 
 
 def main() -> None:
-    script = steps()
-    state = {"waiting": None, "deadline": 0.0}
-
-    def advance() -> None:
-        try:
-            if state["waiting"] is not None:
-                condition, what = state["waiting"]
-                if not condition():
-                    if time.monotonic() > state["deadline"]:
-                        raise AssertionError(f"timed out waiting for {what}")
-                    return
-            state["waiting"] = next(script)
-            state["deadline"] = time.monotonic() + STEP_TIMEOUT_S
-        except StopIteration:
-            report["ok"] = True
-            qt.quit()
-        except Exception:  # noqa: BLE001 - reported to the test, with the screen as it was
-            report["error"] = traceback.format_exc()
-            qt.primaryScreen().grabWindow(0).save(str(shots / "probe-failure.png"))
-            qt.quit()
-
     app.start()
-    timer = QTimer()
-    timer.timeout.connect(advance)
-    timer.start(100)
-    qt.exec()
+    run_steps(qt, steps(), report, timeout_s=STEP_TIMEOUT_S,
+              on_failure=lambda: qt.primaryScreen().grabWindow(0).save(str(shots / "probe-failure.png")))
     app.watcher.stop()
     executor.wait()
     report_file.write_text(json.dumps(report, indent=1))

@@ -17,7 +17,6 @@ from trayapp.app import App
 from trayapp.cli.output import exit_for
 from trayapp.install.bundled import resource_path
 from trayapp.install.taskenv import task_interpreter
-from trayapp.job.submit import submit_job
 from trayapp.master.progress import wait_for_job
 from trayapp.status import TaskStatus
 
@@ -45,11 +44,11 @@ def run_demo(app: App, *, timeout: float | None = None, out=None) -> int:
         return EXIT_NO_BRIAN
     folder = resource_path("demo")
     started = time.monotonic()
-    sub = submit_job(app.store, app.home, app.config, folder, params=folder / "params.toml", name="brian-demo")
-    job = sub.job
+    jobs = app.jobs()
+    job = jobs.submit(folder, start=False, params=folder / "params.toml", name="brian-demo").job
     print(f"queued the Brian demo sweep as job {job.id}: {job.total} parameter sets on "
           f"{app.config.effective_slots} local slot(s)", file=out, flush=True)
-    app.ensure_dispatcher()
+    jobs.ensure_dispatcher()
     job = wait_for_job(app.store, job.id, timeout=timeout)
     elapsed = time.monotonic() - started
     code = exit_for(job)

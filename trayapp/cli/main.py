@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import sys
+import time
 from dataclasses import replace
 from typing import Callable
 
@@ -24,10 +25,10 @@ from trayapp.cli.output import (EXIT_FAILED_TASKS, EXIT_OK, EXIT_USAGE, EXIT_USE
                                 table)
 from trayapp.errors import UserError
 from trayapp.units import parse_duration
-from trayapp.master.progress import describe_counts, wait_for_job
+from trayapp.master.jobview import JobView, job_views, view_of
+from trayapp.master.progress import wait_for_job
 from trayapp.status import TaskStatus
 from trayapp.master.store import JobRecord, TaskRecord
-from trayapp.master.waits import Wait, describe_waits, why_waiting
 from trayapp.taskparams import pickled_bytes
 
 
@@ -186,13 +187,10 @@ def start_tray_app(parser: argparse.ArgumentParser, start_tray: Callable[[str | 
 # ----- verbs -------------------------------------------------------------------
 
 def cmd_submit(app: App, args) -> int:
-    from trayapp.job.submit import submit_job
-
-    sub = submit_job(app.store, app.home, app.config, args.folder, params=args.params, name=args.name,
-                     main=args.main, time_limit_s=args.time_limit, retries=args.retries,
-                     follow_links=args.follow_links)
-    job = sub.job
-    dispatcher_pid = None if args.no_start else app.ensure_dispatcher()
+    submitted = app.jobs().submit(args.folder, start=not args.no_start, params=args.params, name=args.name,
+                                  main=args.main, time_limit_s=args.time_limit, retries=args.retries,
+                                  follow_links=args.follow_links)
+    sub, job, dispatcher_pid = submitted.submission, submitted.job, submitted.dispatcher_pid
     for note in sub.notes:
         print(f"sparecycles: note: {note}", file=sys.stderr)
     if args.json:
@@ -220,13 +218,16 @@ def _size(n: int) -> str:
     return str(n)
 
 
-def _job_json(job: JobRecord, waits: list[Wait]) -> dict:
-    return {"waiting": [w.to_json() for w in waits], "why": describe_waits(waits) or None,
-            "id": job.id, "name": job.name, "status": job.status.value, "total": job.total,
-            "counts": {s.value: job.count(s) for s in TaskStatus}, "folder": job.folder, "main": job.main,
-            "results": job.results_dir, "archive": job.archive_sha, "created": job.created,
-            "finished": job.finished, "retries": job.retries, "time_limit_s": job.time_limit_s,
-            "waiting_on": job.waiting_on}
+def _job_json(job: JobRecord, view: JobView) -> dict:
+    """A job in ``status --json``: its view (counts, in flight, why it waits, time
+    left) and what the view leaves out (folder, archive, limits)."""
+    return {"waiting": [w.to_json() for w in view.waits], "why": view.why,
+            "id": view.id, "name": view.name, "status": view.status.value, "total": view.total,
+            "counts": view.counts, "in_flight": view.in_flight, "left_s": view.left_s(time.time()),
+            "folder": job.folder, "main": job.main,
+            "results": view.results_dir, "archive": job.archive_sha, "created": view.created,
+            "finished": view.finished, "retries": job.retries, "time_limit_s": job.time_limit_s,
+            "waiting_on": view.waiting_on}
 
 
 def _task_json(task: TaskRecord) -> dict:
@@ -241,37 +242,36 @@ def _when(ts: float | None) -> str:
 
 def cmd_status(app: App, args) -> int:
     if args.job is None:
-        jobs = app.store.jobs()
+        jobs = job_views(app.store)
         slave = _local_slave_state(app)
         if args.json:
-            print(json.dumps([_job_json(j, why_waiting(app.store, j)) for j in jobs], indent=2))
+            print(json.dumps([_job_json(j, v) for j, v in jobs], indent=2))
         elif not jobs:
             print("no jobs yet; queue one with: sparecycles submit FOLDER --params FILE")
         else:
-            rows = [[j.id, j.name, j.status.value, str(j.count(TaskStatus.DONE)), str(j.count(TaskStatus.FAILED)),
-                     str(j.total), _when(j.created)] for j in jobs]
+            rows = [[v.id, v.name, v.status.value, str(v.done), str(v.failed), str(v.total), _when(v.created)]
+                    for _, v in jobs]
             print(table(["JOB", "NAME", "STATE", "DONE", "FAILED", "TASKS", "SUBMITTED"], rows))
-            for j in jobs:
-                if why := describe_waits(why_waiting(app.store, j)):
-                    print(f"{j.id} waits: {why}")
+            for _, v in jobs:
+                if v.why:
+                    print(f"{v.id} waits: {v.why}")
         if isinstance(slave, UserError) and not args.json:
             print(f"slave: not answering ({slave.problem})")
         elif slave is not None and not args.json:
             print(describe_slave_state(slave))
         return EXIT_OK
     job = app.store.job(args.job)
+    view = view_of(app.store, job)
     tasks = app.store.tasks(job.seq)
-    waits = why_waiting(app.store, job)
     if args.json:
-        why = describe_waits(waits) or None
-        print(json.dumps({**_job_json(job, waits), "tasks": [
-            {**_task_json(t), "why": why if t.status is TaskStatus.QUEUED else None} for t in tasks]}, indent=2))
+        print(json.dumps({**_job_json(job, view), "tasks": [
+            {**_task_json(t), "why": view.why if t.status is TaskStatus.QUEUED else None} for t in tasks]},
+            indent=2))
         return EXIT_OK
-    print(f"job {job.id} ({job.name}): {job.status.value}, {describe_counts(job)}")
-    if waits:
-        queued = job.count(TaskStatus.QUEUED)
-        print(f"{queued} queued task{'s' if queued != 1 else ''} wait{'s' if queued == 1 else ''}: "
-              f"{describe_waits(waits)}")
+    print(f"job {job.id} ({job.name}): {view.status.value}, {view.describe_counts()}")
+    if view.why:
+        queued = view.queued
+        print(f"{queued} queued task{'s' if queued != 1 else ''} wait{'s' if queued == 1 else ''}: {view.why}")
     print(f"folder  {job.folder} (main: {job.main})")
     print(f"results {job.results_dir}")
     rows = [[str(t.idx), t.status.value, t.host or "-",

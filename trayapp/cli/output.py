@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from trayapp.master.progress import FINAL_JOB_STATES, describe_counts
-from trayapp.master.store import JobRecord
-from trayapp.status import TaskStatus
+from trayapp.master.jobview import JobView
 
 EXIT_OK, EXIT_FAILED_TASKS, EXIT_TIMEOUT, EXIT_USER_ERROR = 0, 1, 2, 3
 EXIT_USAGE = 2  # as argparse exits on a wrong command line
@@ -19,11 +17,11 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def exit_for(job: JobRecord) -> int:
-    if job.status not in FINAL_JOB_STATES:
-        print(f"sparecycles: timed out waiting for job {job.id}: {describe_counts(job)}", file=sys.stderr)
+def exit_for(job: JobView) -> int:
+    if not job.is_final:
+        print(f"sparecycles: timed out waiting for job {job.id}: {job.describe_counts()}", file=sys.stderr)
         return EXIT_TIMEOUT
-    if job.count(TaskStatus.FAILED) or job.count(TaskStatus.CANCELLED):
-        print(f"job {job.id} ended: {describe_counts(job)}; see: sparecycles status {job.id}", file=sys.stderr)
+    if job.failed or job.cancelled:
+        print(f"job {job.id} ended: {job.describe_counts()}; see: sparecycles status {job.id}", file=sys.stderr)
         return EXIT_FAILED_TASKS
     return EXIT_OK

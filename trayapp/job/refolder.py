@@ -1,6 +1,6 @@
-"""A job's folder after submit: what changed in it, and packing it again
-(``retry`` and ``retry --repack``, through :class:`trayapp.master.jobs.Jobs`,
-which gets this from :mod:`trayapp.app`: the queue's side knows nothing of folders)."""
+"""A job's folder for the jobs service (:class:`trayapp.master.jobs.Jobs`, which
+gets this from :mod:`trayapp.app`: the queue's side knows nothing of folders):
+submitting it, what changed in it since, and packing it again (``retry --repack``)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from trayapp.home import Home
 from trayapp.job.folder import list_job_files, open_job_folder
 from trayapp.job.manifest import load_manifest
 from trayapp.job.requirements import job_requirements
-from trayapp.job.submit import check_before_queueing
-from trayapp.master.store import JobRecord
+from trayapp.job.submit import Submission, check_before_queueing, submit_job
+from trayapp.master.store import JobRecord, Store
 from trayapp.wire.archive import PackedArchive, pack
 
 
@@ -23,6 +23,10 @@ class JobFolders:
     def __init__(self, home: Home, config: Config):
         self.home = home
         self.config = config
+
+    def submit(self, store: Store, folder: str | Path, **options) -> Submission:
+        """Check ``folder``, pack it and queue its tasks in ``store`` (see :func:`submit_job`)."""
+        return submit_job(store, self.home, self.config, folder, **options)
 
     def change(self, job: JobRecord) -> str | None:
         """What changed in the job's folder since it was packed, in a few words, or None."""

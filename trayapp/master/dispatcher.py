@@ -28,8 +28,7 @@ from trayapp.install.taskenv import task_interpreter
 from trayapp.locks import InstanceLock
 from trayapp.master.kinds import KINDS, Driver, KindContext, KindRegistry
 from trayapp.master.store import Store
-from trayapp.master.waits import declines_of, nobody_can_run
-from trayapp.status import TaskStatus
+from trayapp.master.waits import nobody_can_run
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +146,7 @@ class Dispatcher:
         if not connected:
             return
         for seq in self.store.queued_jobs():
-            why = nobody_can_run(declines_of(self.store, seq), connected)
+            why = nobody_can_run(self.store.declines_of(seq), connected)
             if why is not None:
                 failed = self.store.fail_queued_tasks(seq, f"no connected host can run this job. {why}")
                 log.warning("job %s: no connected host can run it, %d tasks failed (%s)", seq, failed, why)
@@ -162,12 +161,9 @@ class Dispatcher:
             driver.join(30)
 
     def _stats_since(self, began: float) -> DispatcherStats:
-        rows = self.store._db.execute(
-            "SELECT outcome, count(*) FROM attempts WHERE started >= ? GROUP BY outcome", (began,)).fetchall()
-        counts = {outcome: n for outcome, n in rows}
-        failed = self.store._db.execute(
-            "SELECT count(*) FROM tasks WHERE status=? AND updated >= ?", (TaskStatus.FAILED.value, began)).fetchone()[0]
-        return DispatcherStats(started=sum(counts.values()), succeeded=counts.get("succeeded", 0), failed=failed)
+        counts = self.store.attempt_outcomes_since(began)
+        return DispatcherStats(started=sum(counts.values()), succeeded=counts.get("succeeded", 0),
+                               failed=self.store.count_failed_since(began))
 
 
 def start_background_dispatcher(home: Home, log_file: Path, until_idle: float = 60.0) -> int | None:

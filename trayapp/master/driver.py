@@ -12,9 +12,7 @@ crash at any point is settled by the next reconciliation.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import threading
 import time
 from dataclasses import dataclass, field
 from functools import partial
@@ -22,14 +20,17 @@ from pathlib import Path
 from typing import Callable
 
 from trayapp.wire.links import Link, LinkClosed
-from trayapp.wire.protocol import LineBuffer, ProtocolError, decode, encode
+from trayapp.wire.fields import refusal
+from trayapp.wire.protocol import ARCHIVE_GONE, TO_MASTER_FIELDS, LineBuffer, ProtocolError, decode, encode
 from trayapp.master.driversettings import DriverSettings
 from trayapp.master.bounds import HostMisbehaved, check_finished, grant_within_slots
-from trayapp.master.fetch import TRANSFER_TRIES, ResultsFolderError, fetch_results, results_folder_error
+from trayapp.master.fetch import TRANSFER_TRIES, ResultsLimits, offer_in_report
 from trayapp.master.quarantine import Quarantine
-from trayapp.master.results import collect, collected_by, paths_in_job_folder, results_path
+from trayapp.master.remotehost import RemoteHost
+from trayapp.master.results import paths_in_job_folder, results_path
+from trayapp.master.settling import Settler
 from trayapp.master.timelimit import TimeLimits
-from trayapp.status import AttemptOutcome, TaskStatus
+from trayapp.status import AttemptOutcome
 from trayapp.master.store import Claim, Store
 from trayapp.master.waits import declined_here, forget_declines, record_decline
 
@@ -64,33 +65,34 @@ class _Conversation:
     # there end, for as long as the host keeps a grant open.
     deferred_grants: list[float] = field(default_factory=list)
 
+    def resend_demand(self) -> None:
+        """Say the demand again at the next tick, even if it did not change:
+        what the host may be asked for changed (a slot handed back, a job
+        declined or offered again, a quarantine)."""
+        self.demand_sent = None
 
-class HostDriver(threading.Thread):
+
+class HostDriver(RemoteHost):
+    """A protocol slave's driver: the conversation; the lifecycle is :class:`RemoteHost`'s."""
+
     def __init__(self, name: str, store_factory: Callable[[], Store], connect: Callable[[], Link],
                  settings: DriverSettings, *, cap: int | None = None, on_stop_stop_tasks: bool = False):
-        super().__init__(name=f"host-{name}", daemon=True)
-        self.host = name
-        self._store_factory = store_factory
-        self._connect = connect
+        super().__init__(name, store_factory, connect, lost_after_s=settings.lost_after_s,
+                         backoff_max_s=settings.backoff_max_s,
+                         quarantine=Quarantine(after_jobs=settings.quarantine_after_jobs,
+                                               duration_s=settings.quarantine_s))
         self.settings = settings
         self.cap = cap
         self._stop_tasks_on_stop = on_stop_stop_tasks
-        self._stopping = threading.Event()
-        self._retiring = False
         self.inflight: dict[str, _InFlight] = {}  # token -> attempt
         # Jobs whose requirements this host cannot meet are not offered to it again
         # for a while: kept in the queue's declines table (trayapp.master.waits), so
         # that `status` says why they wait, and `retry` offers them again.
         self._env_stamp = None
         self._next_expiry = 0.0
-        # Jobs whose results this master cannot write now: no new tasks of
-        # theirs until one is collected; token -> (report, when to retry, delay).
-        self.blocked_jobs: frozenset[int] = frozenset()
-        self.uncollected: dict[str, tuple[dict, float, float]] = {}
-        self.store: Store | None = None
-        self.connected = threading.Event()
-        self._unreachable_since: float | None = None
-        self.quarantine = Quarantine(after_jobs=settings.quarantine_after_jobs, duration_s=settings.quarantine_s)
+        # Results home, and those this master cannot write now (they wait on the host).
+        self.settler = Settler(name, ResultsLimits(settings.max_results_bytes, settings.fetch_timeout_s),
+                               recollect_s=settings.recollect_s, recollect_max_s=settings.recollect_max_s)
         self._reported_state: tuple[str, str | None] = ("unknown", None)  # what the host last said of itself
         self._cancels_sent: set[str] = set()  # only these may come back "cancelled"
         self.time_limits = TimeLimits(settings.time_limit_grace_s, settings.time_limit_prepare_s)
@@ -112,71 +114,23 @@ class HostDriver(threading.Thread):
             "error": self._on_error,
         }
 
-    # ----- lifecycle -------------------------------------------------------------
+    # ----- the lifecycle's hooks (trayapp.master.remotehost) ------------------------------
 
-    def stop(self, *, retire: bool = False) -> None:
-        """Stop driving the host; ``retire``: the host was removed, so whatever
-        it still runs or holds for us is cancelled first (its tasks run elsewhere)."""
-        self._retiring = self._retiring or retire
-        self._stopping.set()
+    def _drive(self, link: Link) -> None:
+        self._converse(_Conversation(link))
 
-    def run(self) -> None:
-        self.store = self._store_factory()
-        backoff = 0.5
-        try:
-            while not self._stopping.is_set():
-                try:
-                    link = self._connect()
-                except Exception as exc:  # noqa: BLE001 - any failure to connect means "try later"
-                    self._unreachable(str(exc))
-                    self._stopping.wait(backoff)
-                    backoff = min(backoff * 2, self.settings.backoff_max_s)
-                    continue
-                try:
-                    self._converse(_Conversation(link))
-                    backoff = 0.5
-                except HostMisbehaved as exc:
-                    self._misbehaved(str(exc))
-                except HostOffline as exc:
-                    self.store.set_host_state(self.host, "offline", str(exc), seen=True)
-                    self._requeue_all("the host's slave daemon is not running")
-                except (LinkClosed, ProtocolError, OSError, EOFError) as exc:
-                    log.warning("host %s: connection lost: %s", self.host, exc)
-                    self._unreachable(f"connection lost: {exc}")
-                except Exception:  # noqa: BLE001 - a bug must not silently stop a host for good
-                    log.exception("host %s: unexpected error", self.host)
-                    self._unreachable("internal error; see the log")
-                finally:
-                    if self.connected.is_set():
-                        # It answered this time: a slave daemon restarted after
-                        # serving us is tried again soon, not after the longest wait.
-                        backoff = 0.5
-                    self.connected.clear()
-                    link.close()
-                if not self._stopping.is_set():
-                    self._stopping.wait(max(backoff, self.quarantine.seconds_left))
-                    backoff = min(backoff * 2, self.settings.backoff_max_s)
-        finally:
-            self.store.close()
+    def _session_failed(self, exc: Exception) -> None:
+        if isinstance(exc, HostOffline):
+            self.store.set_host_state(self.host, "offline", str(exc), seen=True)
+            self._requeue_all("the host's slave daemon is not running")
+        else:
+            super()._session_failed(exc)
 
-    def _unreachable(self, reason: str) -> None:
-        now = time.time()
-        if self._unreachable_since is None:
-            self._unreachable_since = now
-        self.store.set_host_state(self.host, "unreachable", reason)
-        self.time_limits.give_up_overdue(self.store, self.host, None, spare=set(self.uncollected))
-        if now - self._unreachable_since >= self.settings.lost_after_s:
-            self._requeue_all(f"host unreachable for {now - self._unreachable_since:.0f} s")
+    def _while_unreachable(self) -> None:
+        self.time_limits.give_up_overdue(self.store, self.host, None, spare=set(self.settler.waiting))
 
-    def _misbehaved(self, why: str) -> None:
-        log.error("host %s broke the protocol: %s", self.host, why)
-        self.quarantine.impose(f"it broke the protocol: {why}")
-        self._requeue_all(f"the host broke the protocol ({why}); the task will run elsewhere")
+    def _show_quarantine(self) -> None:
         self._show_state(*self._reported_state)
-
-    def _requeue_all(self, why: str) -> None:
-        self.store.lose_open_attempts(self.host, f"{self.host}: {why}")
-        self.inflight.clear()
 
     # ----- the conversation ---------------------------------------------------------
 
@@ -207,14 +161,13 @@ class HostDriver(threading.Thread):
                     raise ProtocolError(message["reason"])
                 elif message["type"] == "hello":
                     hello = message
-        self._unreachable_since = None
         self.inflight.clear()  # rebuilt from the queue and the host's own list by _reconcile
-        self.uncollected.clear()  # the host's list reports them again
+        self.settler.forget_waiting()  # the host's list reports them again
         conv.slots = hello.get("slots")
         self._show_state(hello["state"], hello.get("reason"), info=_info(hello))
         self._note_env_stamp(conv, hello.get("env_stamp"))
         self._send(conv, "sync")
-        self.connected.set()
+        self._reached()
         log.info("host %s: connected (%s, %s slots)", self.host, hello["state"], hello.get("slots"))
         for message in conv.early:
             self._handle(conv, message)
@@ -226,21 +179,24 @@ class HostDriver(threading.Thread):
 
     def _say_goodbye(self, conv: _Conversation) -> None:
         if self._retiring:
-            for token in {*self.inflight, *self.uncollected}:
+            for token in {*self.inflight, *self.settler.waiting}:
                 self._cancel(conv, token)
-            self.uncollected.clear()
+            self.settler.forget_waiting()
             # Including what it claimed between `hosts remove` and the dispatcher noticing.
             self._requeue_all(f"host {self.host} was removed; the task will run elsewhere")
-        self._send(conv, "bye", stop_tasks=self._stop_tasks_on_stop)
+        # Our own cores are not asked to stop their tasks here: the engine's own
+        # stop sequence (trayapp.master.kinds.local.LocalSlave), which follows,
+        # kills them all at once, launches that raced the stop included. Asking
+        # here too stopped them twice, the first time one tree after another.
+        self._send(conv, "bye", stop_tasks=False)
         if self._stop_tasks_on_stop:
-            # Our own cores: the engine kills the tasks; they run again next time.
+            # They run again next time (or elsewhere).
             self._requeue_all("the dispatcher was stopped; the task will run again")
 
     def _tick(self, conv: _Conversation) -> None:
         now = time.monotonic()
-        for token, (report, due, _delay) in list(self.uncollected.items()):
-            if now >= due:
-                self._on_finished(conv, report)
+        for report in self.settler.due():
+            self._on_finished(conv, report)
         for token, entry in list(self.inflight.items()):
             if not self.store.attempt_is_wanted(entry.claim.attempt_id):
                 self._cancel(conv, token)
@@ -251,7 +207,7 @@ class HostDriver(threading.Thread):
         # Only once the host listed its tasks: after a restart of this master a task
         # the host finished long ago is collected, not given up as overdue.
         for token in self.time_limits.give_up_overdue(self.store, self.host, partial(self._cancel, conv),
-                                                      spare=set(self.uncollected)):
+                                                      spare=set(self.settler.waiting)):
             self.inflight.pop(token, None)
         self._expire_declines(now)
         queued = 0 if self.quarantine.active else self.store.count_queued(self.not_offered())
@@ -261,9 +217,13 @@ class HostDriver(threading.Thread):
             conv.demand_sent = demand
 
     def _handle(self, conv: _Conversation, message: dict) -> None:
-        handler = self.handlers.get(message["type"])
+        kind = message["type"]
+        handler = self.handlers.get(kind)
         if handler is None:
-            raise ProtocolError(f"a master does not accept '{message['type']}'")
+            raise ProtocolError(f"a master does not accept '{kind}'")
+        problem = refusal(message, TO_MASTER_FIELDS.get(kind, {}))
+        if problem:
+            raise HostMisbehaved(f"a malformed '{kind}' message ({problem})")
         handler(conv, message)
 
     def _on_hello_again(self, conv: _Conversation, message: dict) -> None:
@@ -345,7 +305,7 @@ class HostDriver(threading.Thread):
             # Another host took the work first: hand the slots back now rather
             # than let them sit idle until the grant times out.
             self._send(conv, "release", n=n - len(claims))
-            conv.demand_sent = None
+            conv.resend_demand()
             self._tick(conv)  # and the smaller demand right behind it, before a new grant
 
     def _on_archive(self, conv: _Conversation, message: dict) -> None:
@@ -369,7 +329,7 @@ class HostDriver(threading.Thread):
                 self.store.finish_attempt(claim.attempt_id, AttemptOutcome.HOST_LOST,
                                           message=f"could not send the job to {self.host}: {exc}")
             self.store.set_host_state(self.host, "unavailable", f"could not receive the job archive: {exc}")
-            conv.demand_sent = None
+            conv.resend_demand()
             return
         self._send(conv, "archive_uploaded", sha=sha, path=message["upload_path"])
 
@@ -398,12 +358,9 @@ class HostDriver(threading.Thread):
             return
         conv.link.send(line)
 
-    def is_connected(self) -> bool:
-        return self.connected.is_set()
-
     def not_offered(self) -> frozenset[int]:
         """Jobs not to claim for this host: declined here, or their results cannot be written now."""
-        return declined_here(self.store, self.host) | self.blocked_jobs
+        return declined_here(self.store, self.host) | self.settler.blocked_jobs
 
     def _expire_declines(self, now: float) -> None:
         if now >= self._next_expiry:
@@ -416,7 +373,7 @@ class HostDriver(threading.Thread):
         if stamp != self._env_stamp and self._env_stamp is not None:
             if forget_declines(self.store, host=self.host):
                 log.info("host %s: its task environment changed; offering the jobs it declined again", self.host)
-            conv.demand_sent = None
+            conv.resend_demand()
         self._env_stamp = stamp
 
     def _on_declined(self, conv: _Conversation, message: dict) -> None:
@@ -425,12 +382,12 @@ class HostDriver(threading.Thread):
             return
         self._use_deferred_grant(conv)
         reason = f"{self.host} declined: {message['reason']}"
-        code = message.get("code") or "declined"
+        code = message.get("code")
         if message.get("requirements"):
             # Not this task's fault and not the host's: the job needs another
             # environment. Other hosts may take it; this one is not asked again.
-            record_decline(self.store, entry.claim.job_seq, self.host, str(code), str(message["reason"]))
-            conv.demand_sent = None
+            record_decline(self.store, entry.claim.job_seq, self.host, code or "declined", message["reason"])
+            conv.resend_demand()
         if code == "unresolvable":
             # The index has no such package or version: no host will do better,
             # so the job fails now, paused and busy hosts notwithstanding.
@@ -439,7 +396,7 @@ class HostDriver(threading.Thread):
             self.store.finish_attempt(entry.claim.attempt_id, AttemptOutcome.REJECTED, message=why)
             self.store.fail_queued_tasks(entry.claim.job_seq, why)
             return
-        if "archive" in message["reason"] and message.get("retry", True):
+        if archive_may_be_gone(message):
             conv.archives_present.discard(Path(entry.claim.archive_path).stem)
         if not message.get("retry", True):
             outcome = AttemptOutcome.REJECTED
@@ -454,7 +411,7 @@ class HostDriver(threading.Thread):
         if self.quarantine.start_failed(job_seq, reason):
             log.error("host %s: %s", self.host, self.quarantine.describe())
             self._show_state(*self._reported_state)
-            conv.demand_sent = None
+            conv.resend_demand()
 
     def _show_state(self, state: str, reason: str | None, *, info: dict | None = None) -> None:
         """Record the host's state as it reports it, unless our quarantine overrides it."""
@@ -487,65 +444,17 @@ class HostDriver(threading.Thread):
         if outcome is AttemptOutcome.CANCELLED:
             self.store.finish_attempt(claim.attempt_id, outcome, message="cancelled by the user")
             return
-        if collected_by(results_path(claim)) == claim.attempt_id:
-            # Collected before a crash: only the queue needs to hear it.
-            self.store.finish_attempt(claim.attempt_id, outcome, exit_code=report.get("exit_code"))
-            self._send(conv, "ack", token=token)
-            return
-        try:
-            self._collect(conv, report, claim, outcome)
-        except ResultsFolderError as exc:
-            self._results_blocked(claim, report, str(exc))
-            return
-        if self.uncollected.pop(token, None) is not None and claim.job_seq in self.blocked_jobs:
-            log.info("host %s: the results of job %s can be written again", self.host, claim.job_id)
-            self.blocked_jobs = self.blocked_jobs - {claim.job_seq}
-            conv.demand_sent = None  # its queued tasks count again
+        message = report.get("message")
+        if isinstance(message, str):
+            message = paths_in_job_folder(message, claim.token, self.store.job(claim.job_id).folder,
+                                          str(results_path(claim)))
+        offer = offer_in_report(report, in_place=conv.link.results_in_place, host=self.host)
+        if not self.settler.settle(self.store, conv.link, claim, offer, outcome, exit_code=report.get("exit_code"),
+                                   message=message, again_with=report):
+            return  # kept on the host (no ack) until this master can write them
+        if self.settler.take_unblocked():
+            conv.resend_demand()  # the job's queued tasks count again
         self._send(conv, "ack", token=token)
-
-    def _collect(self, conv: _Conversation, report: dict, claim: Claim, outcome: AttemptOutcome) -> None:
-        """Fetch, check and move an attempt's results into place, then record its outcome."""
-        with contextlib.ExitStack() as scratch:
-            unpacked, problem = fetch_results(conv.link, report, claim, scratch, host=self.host,
-                                                     max_bytes=self.settings.max_results_bytes,
-                                                     timeout_s=self.settings.fetch_timeout_s)
-            if problem:
-                outcome, message = AttemptOutcome.REJECTED, problem
-            else:
-                message = report.get("message")
-                if isinstance(message, str):
-                    message = paths_in_job_folder(message, claim.token, self.store.job(claim.job_id).folder,
-                                                  str(results_path(claim)))
-            code = report.get("exit_code")
-            if outcome is AttemptOutcome.SUCCEEDED and unpacked is None:
-                outcome = AttemptOutcome.REJECTED
-                message = f"{self.host} reported success but sent no results archive"
-            if outcome is AttemptOutcome.SUCCEEDED:
-                self._move_into_place(claim, unpacked, code)
-            new = self.store.finish_attempt(claim.attempt_id, outcome, exit_code=code, message=message)
-            if new is TaskStatus.FAILED and unpacked is not None and outcome is not AttemptOutcome.SUCCEEDED:
-                try:
-                    self._move_into_place(claim, unpacked, code)  # logs and partial results
-                except ResultsFolderError as exc:
-                    log.error("host %s: %s (the failed task's logs are lost)", self.host, exc)
-
-    def _move_into_place(self, claim: Claim, unpacked: Path, code: int | None) -> None:
-        try:
-            collect(claim, unpacked, exit_code=code, host=self.host)
-        except OSError as exc:
-            raise results_folder_error(claim, exc, self.host) from exc
-
-    def _results_blocked(self, claim: Claim, report: dict, why: str) -> None:
-        """Keep the results on the host (no ack), say why on the task, stop taking
-        the job's tasks here, and try again later with a growing delay."""
-        token = report["token"]
-        _, _, delay = self.uncollected.get(token, (None, 0.0, self.settings.recollect_s / 2))
-        delay = min(delay * 2, self.settings.recollect_max_s)
-        self.uncollected[token] = (report, time.monotonic() + delay, delay)
-        if claim.job_seq not in self.blocked_jobs:
-            log.error("host %s: %s", self.host, why)
-            self.blocked_jobs = self.blocked_jobs | {claim.job_seq}
-        self.store.note_running_task(claim.attempt_id, why)
 
     def _claim_for_token(self, token: str) -> Claim | None:
         row = self.store.attempt_by_token(token)
@@ -579,6 +488,19 @@ class HostDriver(threading.Thread):
                 self._cancel(conv, token)
             else:
                 self._send(conv, "ack", token=token)
+
+
+def archive_may_be_gone(declined: dict) -> bool:
+    """Whether, after this decline, the slave may no longer hold the job archive
+    (so the next start of the job asks for it again)."""
+    if not declined.get("retry", True):
+        return False  # the task is rejected; the archive is not asked for again
+    code = declined.get("code")
+    # A slave of a release before decline codes sends none: then the archive
+    # may be what it lacks. Asking again costs one need_archive round trip
+    # (answered "present" if it is there); not asking would start the next
+    # task from an archive the slave no longer has, and be declined again.
+    return code is None or code in ARCHIVE_GONE
 
 
 def _outcome(value: str) -> AttemptOutcome:

@@ -43,4 +43,5 @@ class DriverSettings:
     @classmethod
     def from_config(cls, config: Config, identity: tuple[str, str]) -> "DriverSettings":
         """As the user's settings say, for the master ``identity`` (its id and readable name)."""
-        return cls(*identity, tick_s=config.poll_interval_s, time_limit_grace_s=config.time_limit_grace_s)
+        return cls(*identity, tick_s=config.poll_interval_s, time_limit_grace_s=config.time_limit_grace_s,
+                   max_results_bytes=config.max_results_mb << 20, fetch_timeout_s=config.fetch_timeout_s)

@@ -1,10 +1,12 @@
-"""The user's verbs on a job, shared by the CLI, the window and the Python API:
-cancel, retry (with the folder as it was at submit, or packed again), remove.
+"""The jobs service: the user's verbs on a job, shared by the CLI, the window
+and the Python API: submit, cancel, retry (with the folder as it was at
+submit, or packed again), remove, and making sure a dispatcher runs.
 
 Like :mod:`trayapp.master.hosts`, these check the input, raise
 :class:`UserError` naming the problem and the fix, print nothing, and start a
-dispatcher when work was queued and none runs (whoever calls them: a retry from
-the window used to queue tasks that nothing would run).
+dispatcher when work was queued and none runs, here and nowhere else (each
+caller used to do it, and a retry from the window forgot: its tasks sat queued).
+What a job looks like to the user is :mod:`trayapp.master.jobview`.
 """
 
 from __future__ import annotations
@@ -15,16 +17,35 @@ from pathlib import Path
 from typing import Callable, Protocol
 
 from trayapp.master.store import JobRecord, Store
-from trayapp.master.waits import forget_declines
 from trayapp.wire.archive import PackedArchive
 
 
+class Submission(Protocol):
+    """What the folder side made of a submitted folder (trayapp.job.submit.Submission)."""
+
+    job: JobRecord
+    notes: tuple[str, ...]
+
+
 class JobFolders(Protocol):
-    """The user's side of a job's folder (trayapp.job.refolder, wired in trayapp.app)."""
+    """The user's side of a job's folder (trayapp.job.refolder, wired in trayapp.app):
+    the queue's side knows nothing of folders, parameter files or manifests."""
+
+    def submit(self, store: Store, folder: str | Path, **options) -> Submission: ...
 
     def change(self, job: JobRecord) -> str | None: ...
 
     def repack(self, job: JobRecord) -> tuple[PackedArchive, tuple[str, ...]]: ...
+
+
+@dataclass(frozen=True)
+class Submitted:
+    submission: Submission  # the job, the folder's files, the archive's size, notes for the user
+    dispatcher_pid: int | None  # the dispatcher this submit started; None: one ran already, or not asked
+
+    @property
+    def job(self) -> JobRecord:
+        return self.submission.job
 
 
 @dataclass(frozen=True)
@@ -66,6 +87,18 @@ class Jobs:
         self._folders = folders
         self._ensure_dispatcher = ensure_dispatcher
 
+    def ensure_dispatcher(self) -> int | None:
+        """Start a background dispatcher for this queue unless one runs; its pid, or None."""
+        return self._ensure_dispatcher()
+
+    def submit(self, folder: str | Path, *, start: bool = True, **options) -> Submitted:
+        """Queue ``folder`` as a job (``options``: trayapp.job.submit.submit_job's:
+        params, param_sets, name, main, time_limit_s, retries, follow_links) and,
+        with ``start``, make sure a dispatcher runs it. Raises :class:`UserError`
+        before anything is queued when the folder or its parameters are wrong."""
+        submission = self._folders.submit(self.store, folder, **options)
+        return Submitted(submission, self.ensure_dispatcher() if start else None)
+
     def cancel(self, ref: str) -> int:
         """Cancel every unfinished task (the dispatcher kills running ones); how many."""
         return self.store.cancel_job(ref)
@@ -78,9 +111,9 @@ class Jobs:
         change = self.folder_change(job)
         if repack:
             self._repack(job)
-        forget_declines(self.store, job_seq=job.seq)  # what hosts refused may suit them now
+        self.store.forget_declines(job_seq=job.seq)  # what hosts refused may suit them now
         n = self.store.retry_job(job.id, indexes)
-        pid = self._ensure_dispatcher() if n else None
+        pid = self.ensure_dispatcher() if n else None
         return RetryResult(self.store.job(job.id), n, change, repack, pid)
 
     def folder_change(self, job: JobRecord) -> str | None:

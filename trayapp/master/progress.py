@@ -1,4 +1,8 @@
-"""Watching a job until it ends: a bar on a terminal, plain lines in a pipe or log."""
+"""Watching a job until it ends: a bar on a terminal, plain lines in a pipe or log.
+
+What it shows is the job's one view (:mod:`trayapp.master.jobview`), as ``status``,
+the API and the window show it.
+"""
 
 from __future__ import annotations
 
@@ -7,26 +11,15 @@ import sys
 import time
 from typing import Callable, Protocol, TextIO
 
-from trayapp.status import JobStatus, TaskStatus
-from trayapp.master.store import JobRecord, Store
-from trayapp.master.waits import describe_waits, why_waiting
+from trayapp.master.jobview import FINAL_JOB_STATES, JobView, job_view
+from trayapp.master.store import Store
 
-FINAL_JOB_STATES = (JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED)
+__all__ = ["FINAL_JOB_STATES", "ProgressBar", "ProgressLines", "wait_for_job"]
 REASON_EVERY_S = 1.0
 
 
-def describe_counts(job: JobRecord) -> str:
-    parts = [f"{job.count(TaskStatus.DONE)}/{job.total} done"]
-    for status in (TaskStatus.RUNNING, TaskStatus.QUEUED, TaskStatus.FAILED, TaskStatus.CANCELLED):
-        if job.count(status):
-            parts.append(f"{job.count(status)} {status.value}")
-    if job.waiting_on:  # e.g. "lab-07: preparing environment (brian2==2.8.0), 40 s"
-        parts.append(job.waiting_on)
-    return ", ".join(parts)
-
-
 class Display(Protocol):
-    def update(self, job: JobRecord) -> None: ...
+    def update(self, job: JobView) -> None: ...
 
     def note(self, text: str) -> None: ...
 
@@ -36,7 +29,7 @@ class Display(Protocol):
 class ProgressBar:
     """A tqdm bar on a terminal; or, given ``tqdm_class`` (``tqdm.notebook.tqdm``), a Jupyter widget."""
 
-    def __init__(self, job: JobRecord, stream: TextIO, tqdm_class=None):
+    def __init__(self, job: JobView, stream: TextIO, tqdm_class=None):
         desc = f"{job.name}-{job.id}"
         self._shown = 0
         self._stream = stream
@@ -54,11 +47,10 @@ class ProgressBar:
         self._bar = tqdm(total=job.total, desc=desc, unit="task", file=stream,
                          dynamic_ncols=columns > 0, ncols=None if columns > 0 else 80, leave=True)
 
-    def update(self, job: JobRecord) -> None:
-        finished = job.count(TaskStatus.DONE) + job.count(TaskStatus.FAILED) + job.count(TaskStatus.CANCELLED)
-        self._bar.set_postfix_str(describe_counts(job), refresh=False)
-        self._bar.update(finished - self._shown)
-        self._shown = finished
+    def update(self, job: JobView) -> None:
+        self._bar.set_postfix_str(job.describe_counts(), refresh=False)
+        self._bar.update(job.finished_count - self._shown)
+        self._shown = job.finished_count
 
     def note(self, text: str) -> None:
         """A line above the bar (why the job waits), kept when the bar moves on."""
@@ -77,11 +69,10 @@ class ProgressLines:
         self._last_text = ""
         self._last_time = 0.0
 
-    def update(self, job: JobRecord) -> None:
-        text = f"{job.name}-{job.id}: {describe_counts(job)}"
+    def update(self, job: JobView) -> None:
+        text = f"{job.name}-{job.id}: {job.describe_counts()}"
         now = time.monotonic()
-        final = job.status in FINAL_JOB_STATES
-        if text != self._last_text and (final or now - self._last_time >= self._interval):
+        if text != self._last_text and (job.is_final or now - self._last_time >= self._interval):
             print(text, file=self._stream, flush=True)
             self._last_text, self._last_time = text, now
 
@@ -94,11 +85,11 @@ class ProgressLines:
 
 def wait_for_job(store: Store, job_id: str, *, timeout: float | None = None, stream: TextIO | None = None,
                  poll: float = 0.25, show: bool = True, clock: Callable[[], float] = time.monotonic,
-                 display_for: Callable[[JobRecord], Display] | None = None) -> JobRecord:
+                 display_for: Callable[[JobView], Display] | None = None) -> JobView:
     """Block until the job ends or ``timeout`` passes; returns the job as last seen.
     The progress shown is a bar on a terminal, lines elsewhere, or ``display_for(job)``."""
     stream = stream or sys.stderr
-    job = store.job(job_id)
+    job = job_view(store, job_id)
     display = None
     if display_for is not None and show:
         display = display_for(job)
@@ -108,17 +99,16 @@ def wait_for_job(store: Store, job_id: str, *, timeout: float | None = None, str
     said, next_reason = "", 0.0
     try:
         while True:
-            job = store.job(job.id)
+            job = job_view(store, job.id)
             if display:
                 display.update(job)
-                if clock() >= next_reason or job.status in FINAL_JOB_STATES:
+                if clock() >= next_reason or job.is_final:
                     # One line each time the reason changes, not one per poll.
                     next_reason = clock() + REASON_EVERY_S
-                    why = describe_waits(why_waiting(store, job))
-                    if why and why != said:
-                        display.note(f"{job.name}-{job.id} waits: {why}")
-                    said = why
-            if job.status in FINAL_JOB_STATES:
+                    if job.why and job.why != said:
+                        display.note(f"{job.name}-{job.id} waits: {job.why}")
+                    said = job.why or ""
+            if job.is_final:
                 return job
             if deadline is not None and clock() >= deadline:
                 return job

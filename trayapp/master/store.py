@@ -521,6 +521,46 @@ class Store:
     def attempt_by_token(self, token: str) -> sqlite3.Row | None:
         return self._db.execute("SELECT * FROM attempts WHERE token=?", (token,)).fetchone()
 
+    # ----- declines: jobs a host refused for what they need (trayapp.master.waits) -----
+
+    def record_decline(self, job_seq: int, host: str, code: str, reason: str) -> None:
+        with self._write() as db:
+            db.execute("INSERT OR REPLACE INTO declines(job_seq, host, code, reason, ts) VALUES (?,?,?,?,?)",
+                       (job_seq, host, code, reason, self._clock()))
+
+    def declined_jobs(self, host: str) -> frozenset[int]:
+        """The jobs ``host`` declined (by seq)."""
+        return frozenset(r[0] for r in self._db.execute("SELECT job_seq FROM declines WHERE host=?", (host,)))
+
+    def declines_of(self, job_seq: int) -> dict[str, tuple[str, str]]:
+        """Per host that declined the job: (code, reason), oldest first."""
+        rows = self._db.execute("SELECT host, code, reason FROM declines WHERE job_seq=? ORDER BY ts", (job_seq,))
+        return {host: (code, reason) for host, code, reason in rows}
+
+    def forget_declines(self, *, host: str | None = None, job_seq: int | None = None,
+                        older_than: float | None = None) -> int:
+        """Drop the declines of a host, of a job, or from before ``older_than`` (a clock time); how many."""
+        where, args = [], []
+        for column, value in (("host=?", host), ("job_seq=?", job_seq), ("ts<?", older_than)):
+            if value is not None:
+                where.append(column)
+                args.append(value)
+        with self._write() as db:
+            return db.execute(f"DELETE FROM declines WHERE {' AND '.join(where) or '1'}", args).rowcount
+
+    # ----- what a dispatcher did (its closing line) -----------------------------------
+
+    def attempt_outcomes_since(self, since: float) -> dict[str, int]:
+        """How many attempts started at or after ``since`` ended each way (``None``: not yet)."""
+        rows = self._db.execute("SELECT outcome, count(*) FROM attempts WHERE started >= ? GROUP BY outcome",
+                                (since,))
+        return {outcome: n for outcome, n in rows}
+
+    def count_failed_since(self, since: float) -> int:
+        """Tasks that are failed now and changed at or after ``since``."""
+        return self._db.execute("SELECT count(*) FROM tasks WHERE status=? AND updated >= ?",
+                                (TaskStatus.FAILED.value, since)).fetchone()[0]
+
     # ----- hosts --------------------------------------------------------------------
 
     def add_host(self, name: str, *, kind: str, options: dict | None = None,

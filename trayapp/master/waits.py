@@ -61,17 +61,15 @@ class Wait:
         return {"code": self.code.value, "host": self.host, "words": self.words}
 
 
-# ----- the declines table (written by host drivers) ------------------------------------
+# ----- the declines table (written by host drivers, kept by the store) ----------------
 
 def record_decline(store: Store, job_seq: int, host: str, code: str, reason: str) -> None:
-    with store._write() as db:
-        db.execute("INSERT OR REPLACE INTO declines(job_seq, host, code, reason, ts) VALUES (?,?,?,?,?)",
-                   (job_seq, host, code, reason, store._clock()))
+    store.record_decline(job_seq, host, code, reason)
 
 
 def declined_here(store: Store, host: str) -> frozenset[int]:
     """The jobs ``host`` declined and is not offered again (yet)."""
-    return frozenset(r[0] for r in store._db.execute("SELECT job_seq FROM declines WHERE host=?", (host,)))
+    return store.declined_jobs(host)
 
 
 # Decline codes a host may outgrow (its lender raises the cap, memory frees up):
@@ -95,21 +93,14 @@ def nobody_can_run(declines: dict[str, tuple[str, str]], connected: list[str]) -
 
 def declines_of(store: Store, job_seq: int) -> dict[str, tuple[str, str]]:
     """Per host that declined the job: (code, reason)."""
-    rows = store._db.execute("SELECT host, code, reason FROM declines WHERE job_seq=? ORDER BY ts", (job_seq,))
-    return {host: (code, reason) for host, code, reason in rows}
+    return store.declines_of(job_seq)
 
 
 def forget_declines(store: Store, *, host: str | None = None, job_seq: int | None = None,
                     older_than: float | None = None) -> int:
     """Offer jobs again: a host's (its environment changed), a job's (the user
     retried it), or those declined before ``older_than`` (a clock time)."""
-    where, args = [], []
-    for column, value in (("host=?", host), ("job_seq=?", job_seq), ("ts<?", older_than)):
-        if value is not None:
-            where.append(column)
-            args.append(value)
-    with store._write() as db:
-        return db.execute(f"DELETE FROM declines WHERE {' AND '.join(where) or '1'}", args).rowcount
+    return store.forget_declines(host=host, job_seq=job_seq, older_than=older_than)
 
 
 # ----- reading why ------------------------------------------------------------------------

@@ -34,7 +34,7 @@ from trayapp.run.taskfiles import read_regular, tail_of
 from trayapp.run.caps import TaskCaps, disk_failure, memory_failure
 from trayapp.run.cgroup import TaskCgroups
 from trayapp.run.preemption import kill_trees, resume_trees, suspend_trees
-from trayapp.run.priority import LowPriorityStarts
+from trayapp.run.priority import LowPriorityStarts, lower_process
 from trayapp.run.proctree import MARKER_VARIABLE, descendants_cpu_seconds, kill_tree, same_process
 from trayapp.run.runner import Launch
 from trayapp.run.sandbox import UNSANDBOXED_WARNING, Confinement
@@ -53,6 +53,10 @@ HOLD_LAUNCH_VARIABLE = "SPARECYCLES_TEST_HOLD_LAUNCH_S"
 # (an RCU grace period), once per task, on the engine's thread.
 _WRAPPER = ('cg=$1; shift; [ -z "$cg" ] || echo $$ >"$cg" || exit 125; '
             '"$@" >../stdout.txt 2>../stderr.txt </dev/null; code=$?; echo "$code" >../exitcode; exit "$code"')
+# Started at the slave's priority and lowered from outside (see start_process):
+# the wrapper first waits for the word that it was, so nothing of the task runs
+# before. Without it (the slave died in between) it runs nothing.
+_HELD_WRAPPER = "read -r lowered || exit 125; " + _WRAPPER
 
 
 @dataclass(eq=False)
@@ -105,18 +109,38 @@ class PosixTask:
 
 
 def start_process(launch: Launch, *, cgroup_procs: Path | None = None, prefix: list[str] | None = None,
-                  confinement: Confinement | None = None, limits: TaskCaps = TaskCaps()) -> PosixTask:
+                  confinement: Confinement | None = None, limits: TaskCaps = TaskCaps(),
+                  lower_to: int = 0) -> PosixTask:
     """Start the attempt as the leader of a new session, in the cgroup whose
     ``cgroup.procs`` file is given (see trayapp.run.cgroup), with ``prefix``
     (``nice``/``ionice``) before its command, held in by ``confinement``
-    (sandbox, and rlimits for the ``limits`` no cgroup holds)."""
+    (sandbox, and rlimits for the ``limits`` no cgroup holds).
+
+    ``lower_to``: the wrapper is started from the caller's thread, then given
+    that niceness and the idle I/O class before it may run anything
+    (:func:`trayapp.run.priority.lower_process`), instead of being forked by a
+    lowered helper thread: under load, with every core busy with tasks at that
+    same niceness, the helper waited its turn behind them while the engine's
+    thread waited for it (tens of ms per start)."""
     argv, env = list(launch.argv), {**os.environ, **launch.env, MARKER_VARIABLE: launch.token}
     if confinement is not None:
         argv, env = confinement.wrap(launch, env, limits)
-    command = ["/bin/sh", "-c", _WRAPPER, "sparecycles-task", str(cgroup_procs or ""), *(prefix or []), *argv]
+    command = ["/bin/sh", "-c", _HELD_WRAPPER if lower_to > 0 else _WRAPPER, "sparecycles-task",
+               str(cgroup_procs or ""), *(prefix or []), *argv]
     popen = subprocess.Popen(command, cwd=launch.work_dir, env=env, start_new_session=True,
-                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                             preexec_fn=_held_launch())
+                             stdin=subprocess.PIPE if lower_to > 0 else subprocess.DEVNULL,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_held_launch())
+    if lower_to > 0:
+        try:
+            lower_process(popen.pid, lower_to)
+            popen.stdin.write(b"lowered\n")
+        except (OSError, psutil.Error):
+            pass  # it is gone already; or, never told, it runs nothing (see _HELD_WRAPPER)
+        finally:
+            try:
+                popen.stdin.close()
+            except OSError:
+                pass
     try:
         created = psutil.Process(popen.pid).create_time()
     except psutil.Error:
@@ -174,8 +198,12 @@ class PosixRunner:
         # The cgroup holds what its controllers can; rlimits hold the rest.
         limits = self.cgroups.limit(launch.token, caps) if procs is not None else caps
         try:
-            task = self._starts.run(launch.nice, lambda prefix: start_process(
-                launch, cgroup_procs=procs, prefix=prefix, confinement=self.confinement, limits=limits))
+            if self._starts.lowers_after_start(launch.nice):
+                task = start_process(launch, cgroup_procs=procs, confinement=self.confinement, limits=limits,
+                                     lower_to=launch.nice)
+            else:
+                task = self._starts.run(launch.nice, lambda prefix: start_process(
+                    launch, cgroup_procs=procs, prefix=prefix, confinement=self.confinement, limits=limits))
         except OSError:
             if self.cgroups is not None:
                 self.cgroups.release(launch.token)

@@ -10,6 +10,12 @@ engine needs to stop tasks the instant the PC's user returns. Elsewhere,
 The master's own cores are the exception: their engine shares the master's
 process, and its thread is lowered itself (``lower_caller``), which saves
 the hop to a helper thread on every start.
+
+A slave's task runner does without the helper thread too
+(:meth:`LowPriorityStarts.lowers_after_start`): it starts the task's wrapper
+from its own thread, held before it runs anything, lowers it with
+:func:`lower_process` and then lets it go (:func:`trayapp.run.posix.start_process`).
+The helper stays for what else starts at low priority (a warm parent).
 """
 
 from __future__ import annotations
@@ -38,6 +44,16 @@ def lower_this_threads_priority(nice: int) -> None:
         pass
 
 
+def lower_process(pid: int, nice: int) -> None:
+    """Give process ``pid`` (one we just started, not yet running anything of
+    a task's) low CPU priority and the idle I/O class; what it forks inherits both."""
+    os.setpriority(os.PRIO_PROCESS, pid, max(os.getpriority(os.PRIO_PROCESS, pid), nice))
+    try:
+        psutil.Process(pid).ionice(psutil.IOPRIO_CLASS_IDLE)
+    except (psutil.AccessDenied, AttributeError):
+        pass
+
+
 def priority_prefix(nice: int) -> list[str]:
     prefix = []
     if nice > 0 and shutil.which("nice"):
@@ -57,6 +73,11 @@ class LowPriorityStarts:
         self._lower_caller = lower_caller
         self._lowered_threads: set[int] = set()
         self._spawners: dict[int, ThreadPoolExecutor] = {}
+
+    def lowers_after_start(self, nice: int) -> bool:
+        """Whether a task runner should rather start its process itself and lower
+        it before it runs anything (Linux; not for a caller that is lowered itself)."""
+        return nice > 0 and not self._lower_caller and sys.platform.startswith("linux")
 
     def run(self, nice: int, spawn: Callable[[list[str]], T]) -> T:
         if nice <= 0:

@@ -52,7 +52,8 @@ class DiskWatch:
     def watch(self, token: str, launch: Launch) -> None:
         if not launch.disk_mb:
             return
-        caches = tuple(p for p in launch.writable if not Path(p).is_relative_to(launch.task_dir))
+        inside = str(launch.task_dir).rstrip("/") + "/"  # plain strings: pathlib costs here, once per start
+        caches = tuple(p for p in launch.writable if not (str(p) + "/").startswith(inside))
         with self._lock:
             self._watched[token] = _Watched(launch.task_dir, launch.disk_mb << 20, launch.disk_mb, caches)
         if caches:

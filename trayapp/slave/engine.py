@@ -377,7 +377,7 @@ class SlaveEngine:
         log.warning("%s: %s", session.name, reason)
         token = message.get("token")
         if message["type"] == "start" and TOKEN.test(token):
-            session.send("declined", token=token, reason=reason, retry=False)
+            session.send("declined", token=token, reason=reason, retry=False, code="refused")
         else:
             session.send("error", reason=reason, refused=message["type"])
 
@@ -407,15 +407,16 @@ class SlaveEngine:
             return  # its environment is being built; `preparing` reports follow
         unreadable = self.spool.unreadable.get(self.spool.task_dir(token) / "task.json")
         if unreadable:  # starting it again would overwrite the file it cannot read
-            session.send("declined", token=token, reason=f"cannot read its task file: {unreadable}", retry=True)
+            session.send("declined", token=token, reason=f"cannot read its task file: {unreadable}", retry=True,
+                         code="unreadable")
             return
         if not self.accepts_work():
             reason = ("this slave is stopping" if self._stopping else
                       self.problem or self.availability.paused_reason or "not available")
-            session.send("declined", token=token, reason=reason, retry=True)
+            session.send("declined", token=token, reason=reason, retry=True, code="unavailable")
             return
         if not session.grants and self.busy_slots() >= self.settings.slots:
-            session.send("declined", token=token, reason="no free slot", retry=True)
+            session.send("declined", token=token, reason="no free slot", retry=True, code="no_slot")
             return
         if session.grants:
             session.grants.pop(0)
@@ -438,7 +439,7 @@ class SlaveEngine:
         except ArchiveRefused as refused:
             if refused.spool_problem:
                 self._set_problem(refused.reason)
-            session.send("declined", token=task.token, reason=refused.reason, retry=refused.retry)
+            session.send("declined", token=task.token, reason=refused.reason, retry=refused.retry, code=refused.code)
             return
         launch = self._launch_of(task, python=python)
         # Forked from a warm interpreter where the runner can (trayapp.run.warm); one per
@@ -459,10 +460,10 @@ class SlaveEngine:
             disk = self.spool.problem(self.settings.min_free_mb)
             if disk:  # this slave's fault: no task can start until it is fixed
                 self._set_problem(disk)
-                session.send("declined", token=task.token, reason=disk, retry=True)
+                session.send("declined", token=task.token, reason=disk, retry=True, code="disk")
             else:  # perhaps this task's ("Argument list too long"): the master decides
                 session.send("declined", token=task.token, reason=f"cannot start the task: {exc}", retry=True,
-                             host_failed=True)
+                             host_failed=True, code="start_failed")
             return
         task.pid, task.created = handle.pid, handle.created
         self.spool.save(task)
@@ -687,7 +688,8 @@ class SlaveEngine:
         for prepared in self.environments.cancel_all():
             session = self._session_of(prepared.task.master)
             if session is not None:
-                session.send("declined", token=prepared.task.token, reason="this slave is stopping", retry=True)
+                session.send("declined", token=prepared.task.token, reason="this slave is stopping", retry=True,
+                             code="unavailable")
         self.runner.kill_at_once(self.running.handles())
         return self.stop_all_tasks(AttemptOutcome.HOST_LOST, why)
 

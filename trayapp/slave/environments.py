@@ -126,7 +126,8 @@ class JobEnvironments:
             return
         refused = refused_requirements(requires)
         if refused:
-            session.send("declined", token=task.token, reason=refused, retry=True, requirements=True)
+            session.send("declined", token=task.token, reason=refused, retry=True, requirements=True,
+                         code="requirements")
             return
         installed = self.requirements.cached()
         if installed is not None and self.requirements.unmet(requires, installed) is None:
@@ -174,7 +175,8 @@ class JobEnvironments:
                 session.send("declined", token=token, reason=decision.reason, retry=True, requirements=True,
                              code="unresolvable" if package else "environment", package=package)
             elif not self._accepts_work():
-                session.send("declined", token=token, reason="not available any more", retry=True)
+                session.send("declined", token=token, reason="not available any more", retry=True,
+                                 code="unavailable")
             else:
                 self._start(session, prep.task, decision.python, decision.key)
             return
@@ -228,7 +230,8 @@ class JobEnvironments:
                 if error:
                     _decline_build(session, token, prep.requirements, error)
                 elif not self._accepts_work():
-                    session.send("declined", token=token, reason="not available any more", retry=True)
+                    session.send("declined", token=token, reason="not available any more", retry=True,
+                                 code="unavailable")
                 else:
                     note = self.envs.entry_note(key) if self.envs is not None else ""
                     if note:  # said on the task until it starts, and kept in the slave's log

@@ -141,10 +141,12 @@ _UPGRADES = [_from_unversioned, _with_a_memory_cap]
 
 
 def write_json_atomically(path: Path, data: dict) -> None:
+    # Compact: json's C encoder only runs without indent (three of these per task).
+    text = json.dumps(data, separators=(",", ":")).encode("utf-8")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=1)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(text)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -161,6 +163,7 @@ class Spool:
         self.results = root / "results"
         self.held = root / "held"
         self.trash = Trash(root / "trash")
+        self._made: set[str] = set()  # masters whose incoming/ and results/ folders exist
         # Task files the last load_all() could not read, by path, with why:
         # the slave's status shows them until someone deals with them.
         self.unreadable: dict[Path, str] = {}
@@ -220,8 +223,10 @@ class Spool:
     def master_folders(self, folder: str) -> tuple[Path, Path]:
         """One master's upload and results folders (made if missing)."""
         incoming, results = self.incoming / folder, self.results / folder
-        for path in (incoming, results):
-            path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if folder not in self._made or not (incoming.is_dir() and results.is_dir()):  # per task: stat, not mkdir
+            for path in (incoming, results):
+                path.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._made.add(folder)
         return incoming, results
 
     def upload_path(self, sha: str, folder: str) -> Path:

@@ -36,9 +36,10 @@ CLEAN_EVERY_S = 60.0
 class ArchiveRefused(Exception):
     """A task cannot start from its archive; ``reason`` is what its master is told."""
 
-    def __init__(self, reason: str, *, retry: bool = True, spool_problem: bool = False):
+    def __init__(self, reason: str, code: str, *, retry: bool = True, spool_problem: bool = False):
         super().__init__(reason)
         self.reason = reason
+        self.code = code  # trayapp.wire.protocol.DECLINE_CODES: the master decides on it, not on the words
         self.retry = retry
         self.spool_problem = spool_problem  # the spool itself is at fault: the slave takes no work
 
@@ -90,17 +91,17 @@ class Transfers:
         master never sent it (its start must not tell it another master did)."""
         archive = self.spool.archive_path(sha)
         if not self.spool.holds(sha, folder_of(owner)):
-            raise ArchiveRefused("archive missing; send it first")
+            raise ArchiveRefused("archive missing; send it first", "archive_missing")
         try:
             return ensure_unpacked(archive, self.spool.unpacked)
         except ChecksumMismatchError as exc:
             archive.unlink(missing_ok=True)  # so the master's next need_archive re-sends it
-            raise ArchiveRefused(str(exc)) from None
+            raise ArchiveRefused(str(exc), "archive_damaged") from None
         except UnsafeArchiveError as exc:
-            raise ArchiveRefused(f"refused the job archive: {exc}", retry=False) from None
+            raise ArchiveRefused(f"refused the job archive: {exc}", "archive_unsafe", retry=False) from None
         except (OSError, EOFError, Exception) as exc:  # noqa: BLE001 - tarfile raises many kinds
             reason = self.spool.problem(self.min_free_mb) or f"cannot unpack the job archive: {exc}"
-            raise ArchiveRefused(reason, spool_problem=True) from None
+            raise ArchiveRefused(reason, "archive_unpack", spool_problem=True) from None
 
     def inline_results(self, task: SpoolTask) -> dict:
         """A small results archive rides in the message itself. The spool keeps

@@ -35,19 +35,26 @@ class Trash:
     def discard(self, path: Path) -> None:
         """Take ``path`` (a folder, or anything: a link is moved, never followed)
         away now and delete it in the background; nothing if it is missing."""
-        try:
-            self.folder.mkdir(mode=0o700, exist_ok=True)
-            target = self.folder / f"{path.name}-{secrets.token_hex(6)}"
-            os.rename(path, target)
-        except FileNotFoundError:
-            if not os.path.lexists(path):
-                return  # nothing to remove
-            remove_tree(path)  # the trash folder itself could not be made: the slow way, here
-            return
-        except OSError as exc:
-            log.debug("cannot move %s into the trash (%s): removing it in place", path, exc)
-            remove_tree(path)
-            return
+        target = self.folder / f"{path.name}-{secrets.token_hex(6)}"
+        for attempt in range(2):
+            try:
+                os.rename(path, target)
+                break
+            except FileNotFoundError:
+                if not os.path.lexists(path):
+                    return  # nothing to remove
+                if attempt == 0:  # no trash folder yet
+                    try:
+                        self.folder.mkdir(mode=0o700, exist_ok=True)
+                        continue
+                    except OSError:
+                        pass
+                remove_tree(path)  # no trash folder to be had: the slow way, here
+                return
+            except OSError as exc:
+                log.debug("cannot move %s into the trash (%s): removing it in place", path, exc)
+                remove_tree(path)
+                return
         self._submit(target)
 
     def empty(self) -> None:

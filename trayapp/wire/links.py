@@ -26,8 +26,18 @@ class LinkClosed(Exception):
 
 
 class TransferRefused(Exception):
-    """A file the host offered that we will not take: not a regular file, over
-    the size cap, or too slow to arrive."""
+    """A file the host offered that we will not take: not a regular file, or
+    over the size cap."""
+
+
+class TransferTimedOut(Exception):
+    """A download that did not finish within its time limit: stalled, or
+    trickling too slowly. The connection's file transfer is reset."""
+
+
+class LocalWriteFailed(OSError):
+    """A download could not be written on this side (disk full, read-only):
+    not the host's fault, nor the transfer's."""
 
 
 class Link(Protocol):
@@ -89,8 +99,12 @@ class LocalLink:
 
     def fetch(self, remote: str, local: Path, *, max_bytes: int | None = None,
               timeout_s: float | None = None) -> None:
-        # Our own engine wrote it, on our own disk: no cap to enforce.
-        shutil.copyfile(remote, local)
+        # Our own engine wrote it, on our own disk: no cap to enforce, and
+        # whatever fails here fails on this side.
+        try:
+            shutil.copyfile(remote, local)
+        except OSError as exc:
+            raise LocalWriteFailed(exc.errno, exc.strerror, exc.filename) from exc
 
     def close(self) -> None:
         try:

@@ -16,7 +16,7 @@ rides in its ``finished`` message as ``results_inline``)::
     M: start ... for each granted slot, or release {n} for those it cannot use
     M: need_archive {sha}              S: archive {sha, present, upload_path}
     M: archive_uploaded {sha, path}    S: archive_ok {sha} | archive_bad {sha, reason}
-    M: start {task...}                 S: started {token} | declined {token, reason}
+    M: start {task...}                 S: started {token} | declined {token, reason, code, retry, ...}
                                        S: preparing {token, detail}   (every few s while its job's environment is built)
                                        S: finished {token, outcome, exit_code, results_path, results_sha,
                                                     results_inline (base64, when small), ...}
@@ -32,6 +32,20 @@ only they may (a master's ``control`` is answered with ``error``). An agent's
 first line to the daemon is ``agent {principal, name}``: whose key it relays for.
 A master hears nothing about other masters but their number (``state``:
 ``running_mine``, ``share``, ``other_masters``).
+
+``declined`` says why a start was not acted on, for the master to decide on
+codes and show the words (its fields: :data:`TO_MASTER_FIELDS`):
+
+- ``reason``: the sentence people read; never decided on;
+- ``code``: why, as one of :data:`DECLINE_CODES` (absent from a slave of a
+  release before codes: the master then assumes the least it can);
+- ``retry``: false when the task would fail the same way on any host (the
+  attempt is rejected); true or absent, it goes back to the queue;
+- ``requirements``: true when the job needs an environment this host cannot
+  give: the master offers the job elsewhere and not here for a while;
+- ``package``: with code ``unresolvable``, the requirement no index has;
+- ``host_failed``: true when the start failed on the host (maybe the host,
+  maybe the task): counts toward the host's quarantine and the task's failures.
 """
 
 from __future__ import annotations
@@ -69,7 +83,7 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "archive_bad": ("sha", "reason"),
     "started": ("token",),
     "preparing": ("token", "detail"),  # the task waits for its job's environment ("preparing environment (...), 40 s")
-    "declined": ("token", "reason"),
+    "declined": ("token", "reason"),  # and the optional fields of TO_MASTER_FIELDS["declined"]
     "finished": ("token", "outcome"),
     "tasks": ("tasks",),
     "state": ("state",),
@@ -122,6 +136,35 @@ TO_SLAVE_FIELDS: dict[str, dict[str, Field]] = {
     "bye": {"stop_tasks": FLAG.maybe()},
     "control": {"action": one_of("pause", "donate", "resume", "status"),
                 "until": number(0, float(1 << 40), what="a time (seconds since 1970)").maybe()},
+}
+
+
+# Why a slave declines a start: the code a master decides on, and what it means.
+DECLINE_CODES: dict[str, str] = {
+    "refused": "the start broke the rules (a field that does not fit): it would fail anywhere",
+    "unreadable": "the slave cannot read the task's file in its spool",
+    "unavailable": "the slave is paused, stopping, or has a problem of its own",
+    "no_slot": "no free slot, and no grant for this start",
+    "memory": "the task asks for more memory than this slave gives one task",
+    "requirements": "a requirement line the slave does not install (a URL, a path)",
+    "environment": "the job's environment could not be built here",
+    "unresolvable": "no version of a required package on the index matches (``package`` names it)",
+    "archive_missing": "the job archive is not on the slave: send it again",
+    "archive_damaged": "the job archive on the slave does not match its checksum: send it again",
+    "archive_unpack": "the job archive could not be unpacked on the slave (its disk)",
+    "archive_unsafe": "the job archive holds what no job may (a link, a device, a name outside it)",
+    "start_failed": "the task could not be started (``host_failed``)",
+    "disk": "the slave's disk is full or cannot be written",
+}
+# After these, a master no longer counts on the slave holding the job archive.
+ARCHIVE_GONE = frozenset({"archive_missing", "archive_damaged", "archive_unpack"})
+
+# Fields of messages a master receives, checked the same way before it acts
+# (more types may be added here; `finished` has trayapp.master.bounds.check_finished).
+TO_MASTER_FIELDS: dict[str, dict[str, Field]] = {
+    "declined": {"token": TOKEN, "reason": text(MAX_LINE), "code": text(64, r"[a-z_]+", "a decline code").maybe(),
+                 "retry": FLAG.maybe(), "requirements": FLAG.maybe(), "host_failed": FLAG.maybe(),
+                 "package": text(1000, what="a package name").maybe()},
 }
 
 

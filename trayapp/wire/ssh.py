@@ -23,7 +23,7 @@ import paramiko
 
 from trayapp.errors import UserError
 from trayapp.home import Home
-from trayapp.wire.links import LinkClosed, TransferRefused
+from trayapp.wire.links import LinkClosed, LocalWriteFailed, TransferRefused, TransferTimedOut
 
 log = logging.getLogger(__name__)
 
@@ -220,6 +220,33 @@ def open_client(host: SSHTarget, known_hosts: Path) -> paramiko.SSHClient:
     return client
 
 
+class _LocalFile:
+    """The file a download goes to, whose failures say they happened on this side."""
+
+    def __init__(self, path: Path):
+        self._path = path
+
+    def __enter__(self) -> "_LocalFile":
+        try:
+            self._fh = open(self._path, "wb")
+        except OSError as exc:
+            raise LocalWriteFailed(exc.errno, exc.strerror, exc.filename) from exc
+        return self
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self._fh.write(data)
+        except OSError as exc:
+            raise LocalWriteFailed(exc.errno, exc.strerror, str(self._path)) from exc
+
+    def __exit__(self, *exc_info) -> None:
+        try:
+            self._fh.close()
+        except OSError as exc:
+            if exc_info[0] is None:
+                raise LocalWriteFailed(exc.errno, exc.strerror, str(self._path)) from exc
+
+
 class _Connection:
     """An SSH connection to ``host`` (``self._client`` once open): files by SFTP, and closing it all."""
 
@@ -253,23 +280,53 @@ class _Connection:
     def fetch(self, remote: str, local: Path, *, max_bytes: int | None = None,
               timeout_s: float | None = None) -> None:
         """Download ``remote``: only a regular file (a device such as /dev/zero
-        never ends), of at most ``max_bytes``, within ``timeout_s``."""
+        never ends), of at most ``max_bytes``, within ``timeout_s``.
+
+        A server that stops answering counts against the time too: no read
+        waits longer than the time left. Raises :class:`TransferRefused` (not a
+        file we take), :class:`TransferTimedOut`, :class:`LocalWriteFailed`
+        (this side's disk), or :class:`LinkClosed` when the transfer broke off."""
         sftp = self._sftp_client()
-        info = sftp.stat(remote)
-        if not stat.S_ISREG(info.st_mode or 0):
-            raise TransferRefused(f"{remote} on {self.label} is not a regular file")
-        if max_bytes is not None and (info.st_size or 0) > max_bytes:
-            raise TransferRefused(f"{remote} on {self.label} is {info.st_size} bytes, over the cap of {max_bytes}")
         deadline = time.monotonic() + timeout_s if timeout_s is not None else None
 
         def within_bounds(done: int, _total: int) -> None:
             if max_bytes is not None and done > max_bytes:
                 raise TransferRefused(f"{remote} on {self.label} grew past the cap of {max_bytes} bytes")
             if deadline is not None and time.monotonic() > deadline:
-                raise TransferRefused(f"{remote} on {self.label} took longer than {timeout_s:g} s to fetch")
+                raise TransferTimedOut(f"{remote} on {self.label} took longer than {timeout_s:g} s to fetch")
 
-        # get() prefetches reads in parallel.
-        sftp.get(remote, str(local), callback=within_bounds)
+        # Without a timeout on the channel, a read from a server that stopped
+        # answering waits for ever: the callback above only runs when data comes.
+        sftp.get_channel().settimeout(timeout_s)
+        try:
+            info = sftp.stat(remote)
+            if not stat.S_ISREG(info.st_mode or 0):
+                raise TransferRefused(f"{remote} on {self.label} is not a regular file")
+            if max_bytes is not None and (info.st_size or 0) > max_bytes:
+                raise TransferRefused(f"{remote} on {self.label} is {info.st_size} bytes, "
+                                      f"over the cap of {max_bytes}")
+            with _LocalFile(local) as target:
+                sftp.getfo(remote, target, callback=within_bounds)  # prefetches reads in parallel
+        except BaseException as exc:
+            # Requests may still be out on this SFTP session: the next transfer opens a new one.
+            self._drop_sftp()
+            if isinstance(exc, (TransferRefused, TransferTimedOut, LocalWriteFailed)):
+                raise
+            if isinstance(exc, TimeoutError):
+                raise TransferTimedOut(f"{remote} on {self.label}: nothing arrived for {timeout_s:g} s "
+                                       "(the transfer stalled)") from None
+            if isinstance(exc, (OSError, paramiko.SSHException, EOFError)):
+                raise LinkClosed(f"fetching {remote} from {self.label} failed: {exc}") from None
+            raise
+        sftp.get_channel().settimeout(None)
+
+    def _drop_sftp(self) -> None:
+        sftp, self._sftp = self._sftp, None
+        try:
+            if sftp is not None:
+                sftp.close()
+        except Exception:  # noqa: BLE001 - closing a broken session may fail in many ways
+            pass
 
     def close(self) -> None:
         for closer in (self._sftp, self._channel, self._client):

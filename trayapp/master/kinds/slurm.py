@@ -76,7 +76,8 @@ class SlurmKind(SSHKind):
 
         return SlurmDriver(host.name, context.open_store, shell_connector(context.home)(SSHLogin.of(host)),
                            SlurmOptions.from_dict(host.options),
-                           SlurmSettings(max_results_mb=context.config.max_results_mb))
+                           SlurmSettings(max_results_mb=context.config.max_results_mb,
+                                         fetch_timeout_s=context.config.fetch_timeout_s))
 
     def describe(self, host: HostRecord, facts: QueueFacts) -> dict:
         info = host.info

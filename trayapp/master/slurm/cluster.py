@@ -8,6 +8,7 @@ Nothing runs on the cluster but SLURM's own clients, coreutils and tar.
 from __future__ import annotations
 
 import base64
+import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ from trayapp.master.store import Claim
 from trayapp.wire.ssh import CommandResult, SSHShell
 
 q = shlex.quote
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 class ClusterProblem(Exception):
@@ -44,6 +46,9 @@ class Finished:
     exit_code: int | None
     results_size: int | None  # bytes of results.tar, None if the wrapper wrote none
     wrapper_error: str | None  # the wrapper could not run the task (no interpreter, --setup failed...)
+    # sha256 of results.tar as the wrapper computed it on the compute node; None
+    # from a wrapper of an earlier release (the fetch is then not checked against one).
+    results_sha: str | None = None
 
 
 @dataclass
@@ -144,8 +149,9 @@ for t in {" ".join(tokens)}; do
     if [ -e "$t/done" ]; then
         code=-; [ -e "$t/exitcode" ] && read -r code <"$t/exitcode"
         size=$(stat -c %s "$t/results.tar" 2>/dev/null) || size=-
+        sha=; [ -e "$t/results.sha256" ] && read -r sha _ <"$t/results.sha256"
         error=-; [ -e "$t/wrapper_error" ] && error=$(base64 -w0 <"$t/wrapper_error")
-        echo "done $t ${{code:--}} $size $error"
+        echo "done $t ${{code:--}} $size ${{sha:--}} $error"
     elif [ -e "$t/started" ]; then
         read -r _ _ when _ <"$t/started"
         echo "started $t $when"
@@ -161,10 +167,11 @@ done
         snapshot = Snapshot(parse_squeue(queue))
         for line in markers.splitlines():
             word, *rest = line.split()
-            if word == "done" and len(rest) == 4:
-                token, code, size, error = rest
+            if word == "done" and len(rest) == 5:
+                token, code, size, sha, error = rest
                 snapshot.done[token] = Finished(_int_or_none(code), _int_or_none(size),
-                                                None if error == "-" else _decoded(error))
+                                                None if error == "-" else _decoded(error),
+                                                sha if _SHA256.fullmatch(sha) else None)
             elif word == "started" and rest:
                 snapshot.started[rest[0]] = float(rest[1]) if len(rest) > 1 and rest[1].isdigit() else 0.0
             elif word == "chunk" and len(rest) == 2:
@@ -188,8 +195,9 @@ done
 
     # ----- results ----------------------------------------------------------------------
 
-    def fetch_results(self, token: str, target: Path) -> None:
-        self.shell.fetch(f"{self.layout.task(token)}/results.tar", target)
+    def results_path(self, token: str) -> str:
+        """Where a task's results archive is, fetched by :mod:`trayapp.master.settling` like a slave's."""
+        return f"{self.layout.task(token)}/results.tar"
 
     def stderr_tail(self, token: str) -> str:
         return self.run(f"tail -c 2000 {q(self.layout.task(token))}/stderr.txt 2>/dev/null; true").stdout

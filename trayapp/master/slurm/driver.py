@@ -19,26 +19,25 @@ or left it unfinished, so no task is lost or run twice.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import secrets
-import tarfile
-import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from trayapp.master.results import collect, collected_by, results_path
+from trayapp.master.bounds import HostMisbehaved
+from trayapp.master.fetch import Offer, ResultsLimits
+from trayapp.master.quarantine import Quarantine
+from trayapp.master.remotehost import RemoteHost
+from trayapp.master.settling import Settler
 from trayapp.master.slurm.cluster import Cluster, ClusterProblem, Finished, SlurmBusy, Snapshot
 from trayapp.master.slurm.options import SlurmOptions
 from trayapp.master.slurm.script import archive_sha
 from trayapp.master.slurm.squeue import ENDED_BY_SLURM, LOST, RUNNING, WAITING, config_int
 from trayapp.master.store import Claim, Store
 from trayapp.run.posix import describe_exit
-from trayapp.status import AttemptOutcome, TaskStatus
-from trayapp.wire.archive import UnsafeArchiveError, unpack
+from trayapp.status import AttemptOutcome
 from trayapp.wire.links import LinkClosed
 from trayapp.wire.ssh import ClientKeyError, HostKeyError, LoginRefused, SSHShell
 
@@ -51,7 +50,11 @@ class SlurmSettings:
     backoff_max_s: float = 60.0
     blocked_s: float = 60.0  # after a problem a person must fix, submit nothing for this long (doubling)
     blocked_max_s: float = 900.0
+    # The same limits as a desktop slave's results (DriverSettings): from the same settings.
     max_results_mb: int = 2048
+    fetch_timeout_s: float = 900.0
+    recollect_s: float = 2.0
+    recollect_max_s: float = 60.0
 
 
 @dataclass
@@ -67,19 +70,25 @@ class _Element:
     missing_since: float | None = None
 
 
-class SlurmDriver(threading.Thread):
+class SlurmDriver(RemoteHost):
+    """A SLURM cluster's driver: arrays, squeue and markers; the lifecycle is
+    :class:`RemoteHost`'s, the results settling :class:`Settler`'s."""
+
+    thread_prefix = "slurm"
+    backoff_min_s = 1.0
+
     def __init__(self, name: str, store_factory: Callable[[], Store], connect: Callable[[], SSHShell],
                  options: SlurmOptions, settings: SlurmSettings | None = None,
                  clock: Callable[[], float] = time.monotonic):
-        super().__init__(name=f"slurm-{name}", daemon=True)
-        self.host = name
-        self._store_factory = store_factory
-        self._connect = connect
+        settings = settings or SlurmSettings()
+        # A cluster is not quarantined: it runs no code of ours that could break a protocol.
+        super().__init__(name, store_factory, connect, lost_after_s=settings.lost_after_s,
+                         backoff_max_s=settings.backoff_max_s, quarantine=Quarantine(clock=clock), clock=clock)
         self.options = options
-        self.settings = settings or SlurmSettings()
-        self._clock = clock
-        self._stopping = threading.Event()
-        self._retiring = False
+        self.settings = settings
+        self.settler = Settler(name, ResultsLimits(settings.max_results_mb << 20, settings.fetch_timeout_s),
+                               recollect_s=settings.recollect_s, recollect_max_s=settings.recollect_max_s,
+                               clock=clock)
         self.inflight: dict[str, _Element] = {}  # token -> element
         self._chunks: set[str] = set()  # chunk folders on the cluster not yet removed
         self._settled: list[str] = []  # tokens whose task folders go at the end of this poll
@@ -87,56 +96,32 @@ class SlurmDriver(threading.Thread):
         self.budget = options.max_in_flight
         self._blocked_until = 0.0
         self._blocked_for = 0.0
-        self._unreachable_since: float | None = None
-        self.store: Store | None = None
         self.cluster: Cluster | None = None
-        self.connected = threading.Event()
-
-    def stop(self, *, retire: bool = False) -> None:
-        """Stop driving; tasks on the cluster go on (a restart collects them).
-        ``retire``: the host was removed, so our arrays there are cancelled."""
-        self._retiring = self._retiring or retire
-        self._stopping.set()
-
-    def is_connected(self) -> bool:
-        return self.connected.is_set()
 
     # ----- lifecycle -------------------------------------------------------------
 
-    def run(self) -> None:
-        self.store = self._store_factory()
-        backoff = 1.0
-        try:
-            while not self._stopping.is_set():
-                shell = None
-                try:
-                    shell = self._connect()
-                    self.cluster = Cluster(shell, self.options, self.host)
-                    self._start_session()
-                    backoff = 1.0
-                    while not self._stopping.is_set():
-                        self._poll()
-                        self._stopping.wait(self.options.poll_s)
-                    if self._retiring:
-                        self._cancel_everything()
-                except ClusterProblem as exc:
-                    self._problem(exc)
-                except (HostKeyError, ClientKeyError, LoginRefused) as exc:
-                    self.store.set_host_state(self.host, "error", str(exc))
-                except (LinkClosed, OSError, EOFError) as exc:
-                    self._unreachable(str(exc))
-                except Exception as exc:  # noqa: BLE001 - a bug must not stop a host for good
-                    log.exception("host %s: unexpected error", self.host)
-                    self._unreachable(f"internal error ({exc}); see the log")
-                finally:
-                    self.connected.clear()
-                    if shell is not None:
-                        shell.close()
-                if not self._stopping.is_set():
-                    self._stopping.wait(backoff)
-                    backoff = min(backoff * 2, self.settings.backoff_max_s)
-        finally:
-            self.store.close()
+    def _drive(self, shell: SSHShell) -> None:
+        """Poll until stopped; tasks on the cluster go on after (a restart
+        collects them), unless the host was removed: then our arrays go."""
+        self.cluster = Cluster(shell, self.options, self.host)
+        self._start_session()
+        while not self._stopping.is_set():
+            self._poll()
+            self._stopping.wait(self.options.poll_s)
+        if self._retiring:
+            self._cancel_everything()
+
+    def _connect_failed(self, exc: Exception) -> None:
+        if isinstance(exc, (HostKeyError, ClientKeyError, LoginRefused)):
+            self.store.set_host_state(self.host, "error", str(exc))  # a person must fix it; shown as such
+        else:
+            super()._connect_failed(exc)
+
+    def _session_failed(self, exc: Exception) -> None:
+        if isinstance(exc, ClusterProblem):
+            self._problem(exc)
+        else:
+            super()._session_failed(exc)
 
     def _start_session(self) -> None:
         self.cluster.prepare()
@@ -144,21 +129,10 @@ class SlurmDriver(threading.Thread):
         # Indexes go up to MaxArraySize - 1, so an array 0..m-1 may hold MaxArraySize tasks.
         self.array_size = max(1, config_int(config, "MaxArraySize") or 1001)
         self.budget = min(self.options.max_in_flight, config_int(config, "MaxSubmitJobs") or 10 ** 9)
-        self._unreachable_since = None
         self._reconcile()
-        self.connected.set()
+        self._reached()
         log.info("host %s: connected (arrays of up to %d, %d in flight at most)", self.host, self.array_size,
                  self.budget)
-
-    def _unreachable(self, reason: str) -> None:
-        now = self._clock()
-        if self._unreachable_since is None:
-            self._unreachable_since = now
-        self.store.set_host_state(self.host, "unreachable", reason)
-        if now - self._unreachable_since >= self.settings.lost_after_s:
-            self.store.lose_open_attempts(self.host,
-                                          f"{self.host}: unreachable for {now - self._unreachable_since:.0f} s")
-            self.inflight.clear()
 
     def _problem(self, exc: ClusterProblem) -> None:
         """A setting a person must fix: shown on the host's row, and nothing is
@@ -180,7 +154,8 @@ class SlurmDriver(threading.Thread):
         finished = []
         for token, element in list(self.inflight.items()):
             if token in snapshot.done:
-                finished.append(element)
+                if not self.settler.is_waiting(token):  # its results wait until this master can write them
+                    finished.append(element)
             else:
                 self._follow(element, snapshot)
         for element in finished:
@@ -271,56 +246,22 @@ class SlurmDriver(threading.Thread):
             self._end(element, AttemptOutcome.HOST_LOST, f"{self.host}: {wrapper_error}; it will run elsewhere")
             self._problem(ClusterProblem(wrapper_error, _wrapper_fix(wrapper_error, self.host)))
             return
-        if collected_by(results_path(claim)) == claim.attempt_id:
-            self._end(element, AttemptOutcome.SUCCEEDED if code == 0 else AttemptOutcome.EXITED, None)
-            return
         outcome = AttemptOutcome.SUCCEEDED if code == 0 else AttemptOutcome.EXITED
         message = None if code == 0 else f"{describe_exit(code) if code is not None else 'no exit code'}\n" \
                                          f"{self.cluster.stderr_tail(token)}".strip()
+        offer = Offer(self.cluster.results_path(token) if finished.results_size is not None else None,
+                      finished.results_sha, finished.results_size)
         try:
-            self._collect(claim, finished, outcome, message)
-        except OSError as exc:
-            # This master cannot write the results (disk full, read-only): they
-            # wait on the cluster and are collected at a later poll.
-            self.store.note_running_task(claim.attempt_id, f"cannot write the results to {claim.results_dir}: "
-                                         f"{exc}; they wait on {self.host} until that works")
+            settled = self.settler.settle(self.store, self.cluster.shell, claim, offer, outcome, exit_code=code,
+                                          message=message)
+        except HostMisbehaved as exc:
+            # Our own wrapper packs beside the task on the cluster: what it packed
+            # wrong, the task made (a link named results); the task fails, the cluster is not to blame.
+            self._end(element, AttemptOutcome.REJECTED, f"refused the results from {self.host}: {exc}")
             return
-        self.inflight.pop(token, None)
-        self._settled.append(token)
-
-    def _collect(self, claim: Claim, finished: Finished, outcome: AttemptOutcome, message: str | None) -> None:
-        """Fetch, check and move the results into place, then record the outcome."""
-        code = finished.exit_code
-        with contextlib.ExitStack() as scratch:
-            unpacked, problem = self._fetch_results(claim, finished.results_size, scratch)
-            if problem:
-                outcome, message = AttemptOutcome.REJECTED, problem
-            if outcome is AttemptOutcome.SUCCEEDED:
-                collect(claim, unpacked, exit_code=code, host=self.host)
-            new = self.store.finish_attempt(claim.attempt_id, outcome, exit_code=code, message=message)
-            if new is TaskStatus.FAILED and unpacked is not None and outcome is not AttemptOutcome.SUCCEEDED:
-                collect(claim, unpacked, exit_code=code, host=self.host)  # its logs and partial results
-
-    def _fetch_results(self, claim: Claim, size: int | None,
-                       scratch: contextlib.ExitStack) -> tuple[Path | None, str | None]:
-        """Fetch and unpack a task's results archive with the checks slaves' get
-        (no links, devices, absolute or ``..`` names; a size cap)."""
-        if size is None:
-            return None, f"{self.host} finished the task but wrote no results archive"
-        if size > self.settings.max_results_mb << 20:
-            return None, (f"the task's results on {self.host} are {size >> 20} MB, over the "
-                          f"{self.settings.max_results_mb} MB limit (max_results_mb)")
-        root = Path(claim.results_dir)
-        root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(scratch.enter_context(tempfile.TemporaryDirectory(prefix=".incoming-", dir=root)))
-        self.cluster.fetch_results(claim.token, tmp / "results.tar")
-        try:
-            unpack(tmp / "results.tar", tmp / "unpacked")
-        except UnsafeArchiveError as exc:
-            return None, f"refused the results archive from {self.host}: {exc}"
-        except (tarfile.TarError, EOFError) as exc:
-            return None, f"the results archive from {self.host} is damaged: {exc}"
-        return tmp / "unpacked", None
+        if settled:
+            self.inflight.pop(token, None)
+            self._settled.append(token)
 
     def _forget_settled(self) -> None:
         """Remove the remote folders of settled tasks and of arrays with none left, in one call."""
@@ -338,7 +279,8 @@ class SlurmDriver(threading.Thread):
             room = self.budget - len(self.inflight)
             if room <= 0:
                 return
-            claims = self.store.claim(self.host, min(room, self.array_size))
+            # Not for jobs whose results this master cannot write now.
+            claims = self.store.claim(self.host, min(room, self.array_size), self.settler.blocked_jobs)
             if not claims:
                 return
             by_job: dict[int, list[Claim]] = {}
@@ -381,6 +323,7 @@ class SlurmDriver(threading.Thread):
     def _reconcile(self) -> None:
         """Rebuild the picture of what runs there from the cluster's own files."""
         self.inflight.clear()
+        self.settler.forget_waiting()
         self._chunks = set()
         opened = {a.token: a for a in self.store.open_attempts(self.host)}
         placed = {}

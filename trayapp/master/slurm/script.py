@@ -7,7 +7,8 @@ Remote layout under the host's ``--remote-root``::
     jobs/<sha>/             the same, unpacked: the template every task copies
     chunks/<chunk>/         one job array: tasks.tsv (line N = element N: token, task index, params),
                             run.sh (the wrapper), jobid (SLURM's id once submitted), slurm-N.out
-    tasks/<token>/          one attempt: started, stdout.txt, stderr.txt, results.tar, exitcode, then done
+    tasks/<token>/          one attempt: started, stdout.txt, stderr.txt, results.tar (and its
+                            results.sha256), exitcode, then done
 
 ``done`` is written last, so its presence means everything else is complete;
 a task whose element left SLURM's queue without it did not finish.
@@ -128,7 +129,7 @@ idx=${{rest%%"$tab"*}}; rest=${{rest#*"$tab"}}
 params=${{rest%%"$tab"*}}; pickled=${{rest#*"$tab"}}
 out={q(layout.root)}/tasks/$token
 mkdir -p "$out" || exit 70
-rm -f "$out/done" "$out/exitcode" "$out/wrapper_error"
+rm -f "$out/done" "$out/exitcode" "$out/wrapper_error" "$out/results.sha256"
 echo "${{SLURM_ARRAY_JOB_ID}}_${{SLURM_ARRAY_TASK_ID}} $(hostname) $(date +%s)" >"$out/started"
 fail() {{
     echo "$1" >"$out/wrapper_error"
@@ -152,6 +153,8 @@ code=$?
 mkdir -p "$work/results"
 tar -cf "$out/results.tar.part" -C "$work" results -C "$out" stdout.txt stderr.txt \\
     && mv "$out/results.tar.part" "$out/results.tar"
+# Its checksum, computed where it was written: the master checks what it fetches against it.
+sha256sum "$out/results.tar" >"$out/results.sha256" 2>/dev/null || rm -f "$out/results.sha256"
 cd "$out" && rm -rf "$work"
 echo "$code" >"$out/exitcode"
 touch "$out/done"
