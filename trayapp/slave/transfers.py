@@ -27,9 +27,8 @@ log = logging.getLogger(__name__)
 
 
 # A master's incoming folder: an upload untouched this long was abandoned; beyond
-# this many bytes (all its uploads together) they go at once, largest first.
+# its quota (the lender's incoming_quota_gb, all its uploads together) they go at once, largest first.
 ABANDONED_AFTER_S = 24 * 3600.0
-INCOMING_QUOTA_BYTES = 4 << 30
 CLEAN_EVERY_S = 60.0
 
 
@@ -45,7 +44,7 @@ class ArchiveRefused(Exception):
 
 
 class Transfers:
-    def __init__(self, spool: Spool, *, min_free_mb: int, quota_bytes: int = INCOMING_QUOTA_BYTES,
+    def __init__(self, spool: Spool, *, min_free_mb: int, quota_bytes: int,
                  abandoned_after_s: float = ABANDONED_AFTER_S):
         self.spool = spool
         self.min_free_mb = min_free_mb
