@@ -18,7 +18,7 @@ one run, for each target:
 Target: pool warm per-task cost <= 0.4 of a cold start. Every task's result
 file is checked, so a broken run cannot look fast.
 
-    .venv/bin/python bench/warm_start.py [--tasks 24] [--slots 2] [--cold-runs 5] [--targets numpy,cython]
+    .venv/bin/python bench/warm_start.py [--tasks 24] [--slots 1] [--cold-runs 5] [--targets numpy,cython]
 
 Exit status: 0 when every run completed correctly (target met or not), 1 when something broke.
 """
@@ -99,20 +99,17 @@ def pool_run(root: Path, processes: Processes, tasks: int, slots: int, target: s
     if not warm:
         env["SPARECYCLES_WARM"] = "off"
     log_file = root / f"master-{name}.log"
-    master = start_master(processes, env, log_file, slots, until_idle=UNTIL_IDLE_S)
     job = write_job(root / f"job-{name}", BRIAN_MAIN)
-    if target == "cython":  # every slot's compiler cache filled first, untimed
-        one_job(root, processes, env, master, log_file, job, f"{name}-fill", 2 * slots, target)
-    seconds = one_job(root, processes, env, master, log_file, job, name, tasks, target)
-    try:
-        master.wait(timeout=UNTIL_IDLE_S + 60)
-    except subprocess.TimeoutExpired:
-        Processes.stop(master)
+    if target == "cython":  # every slot's compiler cache (kept in the home's spool) filled first, untimed
+        one_job(root, processes, env, log_file, job, f"{name}-fill", 2 * slots, target, slots)
+    seconds = one_job(root, processes, env, log_file, job, name, tasks, target, slots)
     return {"seconds": seconds, "per_task_s": seconds * slots / tasks}
 
 
-def one_job(root: Path, processes: Processes, env: dict, master, log_file: Path, job: Path, name: str,
-            tasks: int, target: str) -> float:
+def one_job(root: Path, processes: Processes, env: dict, log_file: Path, job: Path, name: str, tasks: int,
+            target: str, slots: int) -> float:
+    """One job through a dispatcher started for it (as in bench/local_overhead.py), timed from submit."""
+    master = start_master(processes, env, log_file, slots, until_idle=UNTIL_IDLE_S)
     params = root / f"params-{name}.json"
     params.write_text(json.dumps([{"i": i, "target": target} for i in range(tasks)]))
     t0 = time.perf_counter()
@@ -120,6 +117,10 @@ def one_job(root: Path, processes: Processes, env: dict, master, log_file: Path,
     info = json.loads(submitted.stdout)
     code, err = wait_for_job(processes, info["job"], env, master, timeout=max(300.0, tasks * 20.0))
     elapsed = time.perf_counter() - t0
+    try:
+        master.wait(timeout=UNTIL_IDLE_S + 60)
+    except subprocess.TimeoutExpired:
+        Processes.stop(master)
     ok = count_results(Path(info["results"]), tasks)
     if code != 0 or ok != tasks:
         raise BenchError(f"pool run {name}: wait exited {code} ({err.strip()}), {ok}/{tasks} results correct\n"
@@ -130,7 +131,9 @@ def one_job(root: Path, processes: Processes, env: dict, master, log_file: Path,
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", type=int, default=24)
-    parser.add_argument("--slots", type=int, default=2)
+    # One slot by default: on a small shared machine, two slots' tasks compete for the
+    # cores with each other, which the single cold run they are compared with does not.
+    parser.add_argument("--slots", type=int, default=1)
     parser.add_argument("--cold-runs", type=int, default=5)
     parser.add_argument("--targets", default="numpy,cython")
     parser.add_argument("--json", action="store_true", help="end with a one-line JSON summary")

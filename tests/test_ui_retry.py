@@ -8,6 +8,9 @@ import ui_desktop  # noqa: F401
 from PyQt6.QtWidgets import QMessageBox
 from conftest import make_job, run_dispatcher
 from trayapp.job.submit import submit_job
+from trayapp.locks import InstanceLock
+from trayapp.status import TaskStatus
+from sparecycles_ui.child import Child
 from ui_desktop import build_tray_app, dispose_tray_apps  # noqa: F401
 
 FAILING = """
@@ -42,3 +45,22 @@ def test_retry_repack_and_remove_through_the_jobs_service(qtbot, app, tmp_path):
     window.dialog.button(QMessageBox.StandardButton.Yes).click()
     tray_app.watcher.refresh()
     assert tray_app.jobs.rowCount() == 0, window.statusBar().currentMessage()
+
+
+def test_a_retry_while_the_master_is_paused_only_queues(qtbot, app, tmp_path):
+    """Pause in the tray stops this master's dispatcher; a retry then queues the
+    tasks for Resume instead of starting a background dispatcher behind the user's back."""
+    tray_app = build_tray_app(qtbot, app.home)
+    tray_app.child = Child("master", app.home.mode_log("master"))  # never started; Pause stops it
+    tray_app.pause(None)
+    folder, params = make_job(tmp_path / "m", "print('ran')\n", params=[{"x": 0}, {"x": 1}])
+    job = app.jobs().submit(folder, start=False, params=params).job
+    app.jobs().cancel(job.id)
+    tray_app.watcher.refresh()
+    window = tray_app.window
+    window.select_job(job.seq)
+    window.retry_button.click()
+    window.dialog.retry_button.click()
+    assert "queued 2 task(s)" in window.statusBar().currentMessage(), window.statusBar().currentMessage()
+    assert app.store.job(job.id).count(TaskStatus.QUEUED) == 2
+    assert InstanceLock(app.home.dispatcher_lock).holder() is None, "a paused master started a dispatcher"

@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 from conftest import make_job, wait_until
 from support.peer import ProtocolPeer
@@ -92,6 +93,18 @@ def report_of(master: Master, idx: int, params: dict) -> dict:
     report = json.loads((results / "results" / "report.json").read_text())
     report["stdout"] = (results / "stdout.txt").read_text()
     return report
+
+
+def reports_until_logged(master: Master, caplog, text: str, tries: int = 40) -> list[dict]:
+    """Run tasks until ``text`` is logged (a warm parent's failure shows at the next task's start)."""
+    reports = []
+    with caplog.at_level(logging.INFO, logger="trayapp.run.warm"):
+        for i in range(tries):
+            reports.append(report_of(master, i, {"i": i}))
+            if text in caplog.text:
+                return reports + [report_of(master, 1000 + i, {"i": 1000 + i}) for i in range(2)]
+            time.sleep(0.2)
+    raise AssertionError(f"{text!r} was never logged: {caplog.text}")
 
 
 def first_warm(master: Master, params: dict | None = None, tries: int = 40) -> list[dict]:
@@ -195,10 +208,7 @@ def test_a_module_failing_to_import_in_the_warm_parent_means_cold_starts_with_th
     body = REPORT.replace("import numpy\n", "import numpy\ntry:\n    import exploding\nexcept RuntimeError:\n"
                                             "    pass\n", 1)
     master = Master(engine, job(tmp_path, body))
-    with caplog.at_level(logging.INFO, logger="trayapp.run.warm"):
-        reports = [report_of(master, i, {"i": i}) for i in range(4)]
-        wait_until(lambda: "boom at import" in caplog.text, what="the reason to be logged")
-        reports += [report_of(master, 10 + i, {"i": 10 + i}) for i in range(2)]
+    reports = reports_until_logged(master, caplog, "boom at import")
     assert not any(r["preloaded"] for r in reports)
     assert "start cold" in caplog.text and "importing exploding failed in the warm parent" in caplog.text
     assert engine.runner.parents() == []
@@ -405,3 +415,93 @@ def test_brian_tasks_forked_warm_follow_brians_seed_and_keep_their_own_settings(
         # Its slot's compiler cache (from ./brian_preferences), its log in its own scratch folder.
         assert "/slot-cache/" in report["cache"], report["cache"]
         assert report["log"].startswith(report["tmpdir"] + "/"), (report["log"], report["tmpdir"])
+
+
+DISK_HOG = """
+import sys
+PRELOADED = "numpy" in sys.modules
+import os, time
+import numpy
+if not PRELOADED:
+    sys.exit(0)  # the cold first task
+for i in range(20):  # no single file over the cap: only the folder's measure catches it
+    with open(f"f{i}.bin", "wb") as fh:
+        fh.write(os.urandom(1 << 20))
+time.sleep(300)
+"""
+
+
+def test_the_disk_cap_holds_a_forked_task_whose_folder_is_in_its_parents_box(engine, tmp_path):
+    engine.settings.max_task_disk_mb = 5
+    master = Master(engine, job(tmp_path, DISK_HOG))
+    for i in range(40):
+        finished, _ = master.run(i, {"i": i})
+        if finished["outcome"] != "succeeded":
+            break
+        time.sleep(0.2)
+    assert finished["outcome"] == "exited" and "over its disk cap of 5 MB" in finished["message"], finished
+
+
+def test_a_warm_parent_ends_when_idle_and_when_another_job_takes_its_slot(engine, tmp_path, monkeypatch):
+    import trayapp.run.warm as warm
+
+    first = Master(engine, job(tmp_path, REPORT))
+    first_warm(first)
+    [parent] = engine.runner.parents()
+    second = Master(engine, job(tmp_path, REPORT.replace("import numpy", "import numpy, json"), name="other"),
+                    master="fedcba9876543210")
+    report_of(second, 0, {"i": 0})  # cold, while its own parent imports
+    wait_until(lambda: parent.popen.poll() is not None, timeout=10, what="the first job's parent to end")
+    assert [p.key for p in engine.runner.parents()] != [parent.key] and not parent.box.exists()
+    monkeypatch.setattr(warm, "IDLE_S", 0.5)
+    monkeypatch.setattr(warm, "_WATCH_EVERY_S", 0.1)
+    [other] = engine.runner.parents()
+    wait_until(lambda: engine.runner.parents() == [], timeout=20, what="the idle parent to end")
+    assert other.popen.poll() is not None and not other.box.exists()
+
+
+def test_the_warm_starts_setting_chooses_the_runner():
+    from trayapp.run.choice import task_runner
+
+    on, off = task_runner(sandbox="off"), task_runner(sandbox="off", warm=False)
+    try:
+        assert isinstance(on, WarmRunner) and not isinstance(off, WarmRunner)
+    finally:
+        on.close()
+        off.close()
+
+
+def test_a_module_that_starts_a_thread_in_the_warm_parent_means_cold_starts(engine, tmp_path, monkeypatch, caplog):
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "threader.py").write_text("import threading, time\n"
+                                      "threading.Thread(target=time.sleep, args=(3600,), daemon=True).start()\n")
+    monkeypatch.setenv("PYTHONPATH", str(site))
+    engine.runner.confinement._readonly.clear()
+    master = Master(engine, job(tmp_path, REPORT.replace("import numpy\n", "import numpy\nimport threader\n", 1)))
+    reports = reports_until_logged(master, caplog, "threads after its imports")
+    assert not any(r["preloaded"] for r in reports) and engine.runner.parents() == []
+
+
+def test_the_warm_parents_memory_counts_against_the_tasks_cap(engine, tree):
+    """With the cgroup's memory controller: the task's cap less what its parent holds (the
+    pages they share are charged to the parent's cgroup). Without it: RLIMIT_AS, which
+    counts the address space the task inherited from its parent by itself."""
+    master = Master(engine, tree)
+    token, procs = warm_tree(master, 1, memory_mb=300)
+    [parent] = engine.runner.parents()
+    cgroups = engine.runner.cgroups
+    if cgroups is not None and (cgroups.base / f"task-{token}" / "memory.max").exists():
+        held = int((cgroups.base / f"task-{parent.token}" / "memory.current").read_text())
+        cap = int((cgroups.base / f"task-{token}" / "memory.max").read_text())
+        assert held > 10 << 20, "the parent holds numpy"
+        assert abs(cap - ((300 << 20) - held)) < 8 << 20, (cap, held)
+    else:
+        main = min(procs, key=lambda p: p.create_time())
+        limits = open(f"/proc/{main.pid}/limits").read()
+        assert [line for line in limits.splitlines() if line.startswith("Max address space")][0].split()[3:5] == \
+            [str(300 << 20)] * 2, limits
+        inherited = psutil.Process(parent.host_pid).memory_info().vms
+        assert main.memory_info().vms >= inherited * 0.9, "the task's address space includes its parent's"
+    master.send("cancel", token=token)
+    master.expect("finished", token=token)

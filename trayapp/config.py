@@ -83,6 +83,10 @@ class Config:
                                                           "Python and its compiler"))
     max_task_disk_mb: int = setting(0, "most disk one task's folder may fill",
                                     range=Range(0, meaning="megabytes; 0 = its slot's share of half the free disk"))
+    # trayapp.run.warm: both a master's own cores and a slave's slots.
+    warm_starts: bool = setting(True, "fork a job's tasks from an interpreter that imported its modules once per "
+                                      "slot (Linux; a job's warm_start = false wins); off: every task starts a "
+                                      "fresh interpreter")
     check_updates: bool = setting(True, "the tray app looks for newer Brian / SpareCycles releases at start-up "
                                         "(SPARECYCLES_NO_UPDATE_CHECK=1 turns it off too)")
     package_index: str = setting("", "a lab's PyPI mirror (PEP 503/691 simple index URL) for updates and job "

@@ -117,6 +117,12 @@ class TrayApp(QObject):
         self.pool = PoolChart(6 * 3600)  # the reader reads POOL_WINDOW_S, the longest span it can show
         self.window_verbs = SimpleNamespace(**{name: partial(getattr(windowverbs, name), self.apps) for name in (
             "job_tasks", "log_of", "retry_tasks", "test_host")})
+        # A retry starts a dispatcher if none runs, but not while the user has paused
+        # this master from the tray: its tasks wait in the queue for Resume.
+        self.verbs.retry = lambda job_id, **kw: verb_functions.retry(
+            self.apps, job_id, start_dispatcher=not self.master_paused(), **kw)
+        self.window_verbs.retry_tasks = lambda job_id, indexes: windowverbs.retry_tasks(
+            self.apps, job_id, indexes, start_dispatcher=not self.master_paused())
         # The window's place and last tab: beside config.toml, so SPARECYCLES_HOME keeps tests apart.
         self.window_settings = QSettings(str(home.config_dir / "window.ini"), QSettings.Format.IniFormat)
         self.window = MainWindow(self.verbs, executor, self.jobs, self.hosts, self.pool,
@@ -241,6 +247,9 @@ class TrayApp(QObject):
         self._refresh_look()
 
     # ----- the user's verbs from the tray -----------------------------------------------
+
+    def master_paused(self) -> bool:
+        return self.child is not None and self.mode == "master" and self.child.paused_until is not False
 
     def pause(self, seconds: float | None) -> None:
         if self.mode == "slave":

@@ -41,9 +41,10 @@ def folder_change(apps: PerThreadApp, job_id: str) -> str | None:
     return app.jobs().folder_change(app.store.job(job_id))
 
 
-def retry(apps: PerThreadApp, job_id: str, *, repack: bool = False) -> int:
-    """``sparecycles retry [--repack]``; starts a dispatcher if none runs. How many tasks were queued."""
-    return apps.get().jobs().retry(job_id, repack=repack).requeued
+def retry(apps: PerThreadApp, job_id: str, *, repack: bool = False, start_dispatcher: bool = True) -> int:
+    """``sparecycles retry [--repack]``; starts a dispatcher if none runs (unless
+    not ``start_dispatcher``). How many tasks were queued."""
+    return apps.get().jobs().retry(job_id, repack=repack, start=start_dispatcher).requeued
 
 
 def remove(apps: PerThreadApp, job_id: str, *, results: bool = False) -> str:

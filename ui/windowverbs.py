@@ -32,10 +32,10 @@ def log_of(apps: PerThreadApp, job: JobRecord, row: TaskRow) -> TaskLog:
     return task_log(apps.get().home, job, row)
 
 
-def retry_tasks(apps: PerThreadApp, job_id: str, indexes: list[int]) -> int:
+def retry_tasks(apps: PerThreadApp, job_id: str, indexes: list[int], *, start_dispatcher: bool = True) -> int:
     """Queue these failed or cancelled tasks again (the others are left as they are);
-    through the jobs service, so a dispatcher starts if none runs."""
-    return apps.get().jobs().retry(job_id, indexes=indexes).requeued
+    through the jobs service, so a dispatcher starts if none runs (unless not ``start_dispatcher``)."""
+    return apps.get().jobs().retry(job_id, indexes=indexes, start=start_dispatcher).requeued
 
 
 @dataclass(frozen=True)

@@ -103,17 +103,19 @@ class Jobs:
         """Cancel every unfinished task (the dispatcher kills running ones); how many."""
         return self.store.cancel_job(ref)
 
-    def retry(self, ref: str, *, repack: bool = False, indexes: list[int] | None = None) -> RetryResult:
+    def retry(self, ref: str, *, repack: bool = False, indexes: list[int] | None = None,
+              start: bool = True) -> RetryResult:
         """Queue the job's failed and cancelled tasks (or those of them in
         ``indexes``) again, with fresh retries; ``repack``: with the job folder
-        packed as it is now (same job id; done tasks and their results stay)."""
+        packed as it is now (same job id; done tasks and their results stay).
+        ``start=False``: only queue them (the user paused this master in the tray)."""
         job = self.store.job(ref)
         change = self.folder_change(job)
         if repack:
             self._repack(job)
         self.store.forget_declines(job_seq=job.seq)  # what hosts refused may suit them now
         n = self.store.retry_job(job.id, indexes)
-        pid = self.ensure_dispatcher() if n else None
+        pid = self.ensure_dispatcher() if n and start else None
         return RetryResult(self.store.job(job.id), n, change, repack, pid)
 
     def folder_change(self, job: JobRecord) -> str | None:

@@ -36,21 +36,22 @@ log = logging.getLogger(__name__)
 
 
 def task_runner(*, in_process: bool = False, sandbox: str = "off", network: bool = False,
-                python: str | None = None, hidden: tuple[str, ...] = ()) -> TaskRunner:
+                python: str | None = None, hidden: tuple[str, ...] = (), warm: bool = True) -> TaskRunner:
     """The runner for a slave daemon: tasks in cgroups of their own where the
     system allows. ``in_process``: for the master's own cores, whose engine
     shares the master's process; its thread is lowered to the tasks'
     priority, so they start without a hop to a helper thread. ``sandbox``,
     ``network``: the lender's settings; ``python``: the task interpreter (its
     folders are probed now, not at the first task); ``hidden``: folders no
-    sandbox binds (the lender's home, the slave's data folder)."""
+    sandbox binds (the lender's home, the slave's data folder); ``warm``: the
+    ``warm_starts`` setting (trayapp.run.warm)."""
     confinement, problem, warning = _confinement(sandbox, in_process=in_process, network=network, hidden=hidden)
     if confinement.sandboxed and python:
         log.info("read-only for tasks besides the system: %s", ", ".join(confinement.readonly_for(python)))
     cgroups = None if in_process else TaskCgroups.create()
     # Warm starts need Linux's pidfds and pid namespaces; SPARECYCLES_WARM=off turns
-    # them off (benchmarks compare with cold starts).
-    warm = sys.platform.startswith("linux") and os.environ.get("SPARECYCLES_WARM") != "off"
+    # them off for one run (benchmarks compare with cold starts).
+    warm = warm and sys.platform.startswith("linux") and os.environ.get("SPARECYCLES_WARM") != "off"
     return (WarmRunner if warm else PosixRunner)(cgroups=cgroups, lower_caller=in_process, confinement=confinement, problem=problem,
                        warning=warning)
 

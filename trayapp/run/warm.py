@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -62,6 +63,7 @@ class WarmTask(PosixTask):
     def __init__(self, launch: Launch, pid: int, created: float | None, parent: WarmParent):
         super().__init__(launch, pid, created)
         self.parent = parent
+        self.moved_files = (parent.work / "task", parent.work / "tmp")  # measured there by the disk watch
         self._code: int | None = None
         self._settled = False
 
@@ -134,8 +136,6 @@ class WarmRunner(PosixRunner):
         with self._lock:
             parent = self._parent_for(key, launch)
             if parent is None or not parent.poll_ready():
-                if parent is not None and parent.failure:
-                    self._give_up(key, parent, parent.failure)
                 return super().start(launch)
             try:
                 return self._fork(parent, launch)
@@ -171,14 +171,22 @@ class WarmRunner(PosixRunner):
         if key in self._cold_reasons:
             return None
         parent = self._parents.get(key)
-        if parent is not None and (parent.busy or not parent.alive() and not parent.failure):
-            self._end(key)  # busy: a task of the slot still in it (cannot be); dead: started anew
-            parent = None
+        if parent is not None:
+            parent.poll_ready()  # what it reported since: ready, or why it cannot be
+            if parent.failure:
+                self._give_up(key, parent, parent.failure)
+                return None
+            if parent.busy:  # a task of the slot still in it: cannot be, so nothing of it is trusted
+                self._end(key)
+                parent = None
         if parent is None:
             for other in [k for k in self._parents if k[1] == launch.slot]:
                 self._end(other)  # one parent per slot: another job took it
             self._count += 1
-            box = launch.task_dir.parent.parent / "warm" / f"{os.getpid()}-{self._count}"
+            boxes = launch.task_dir.parent.parent / "warm"
+            if self._count == 1:
+                _remove_abandoned_boxes(boxes)
+            box = boxes / f"{os.getpid()}-{self._count}"
             parent = WarmParent(launch.warm_key, launch.slot, box, launch.argv[0], launch.warm)
             procs = self.cgroups.prepare(parent.token) if self.cgroups is not None else None
             parent.start(launch, self.confinement, cgroup_procs=procs,
@@ -264,6 +272,19 @@ class WarmRunner(PosixRunner):
                         log.info("ending warm parent %s (%s)", parent.box.name,
                                  "the PC is short of memory" if short else "idle")
                         self._end(key)
+
+
+def _remove_abandoned_boxes(boxes: Path) -> None:
+    """Boxes of a slave that died (their parents died with its channel; a task that
+    was in one is reported lost by the next engine's recovery)."""
+    try:
+        found = list(boxes.iterdir())
+    except OSError:
+        return
+    for box in found:
+        owner = box.name.split("-")[0]
+        if owner.isdigit() and int(owner) != os.getpid() and not psutil.pid_exists(int(owner)):
+            shutil.rmtree(box, ignore_errors=True)
 
 
 def _rlimits(caps: TaskCaps, *, sandboxed: bool) -> dict[str, int]:

@@ -50,7 +50,7 @@ def build_engine(config: Config, home: Home, identity: tuple[str, str], spool_di
     # A sandbox never shows a task the lender's home or this PC's SpareCycles data (other tasks, the daemon's socket).
     hidden = (str(Path.home()), str(Path(spool_dir).parent))
     runner = task_runner(in_process=in_process, sandbox=config.sandbox, network=config.sandbox_network,
-                         python=settings.python, hidden=hidden)
+                         python=settings.python, hidden=hidden, warm=config.warm_starts)
     # Environments are built and probed in the sandbox the tasks get (none where the lender chose none).
     confinement = getattr(runner, "confinement", None)
     sandboxed = bool(confinement is not None and confinement.sandboxed)

@@ -29,6 +29,7 @@ MEASURE_EVERY_S = 2.0
 @dataclass
 class _Watched:
     task_dir: Path
+    elsewhere: tuple[Path, ...]  # its folders while they are moved out of task_dir (a warm start's)
     cap_bytes: int
     cap_mb: int
     caches: tuple[Path, ...]  # writable folders outside the task's folder: only their growth counts
@@ -49,13 +50,16 @@ class DiskWatch:
         self._stopping = False
         self._thread: threading.Thread | None = None
 
-    def watch(self, token: str, launch: Launch) -> None:
+    def watch(self, token: str, launch: Launch, elsewhere: tuple[Path, ...] = ()) -> None:
+        """Measure the attempt's folder, and ``elsewhere`` the folders of it a runner
+        moved out of it while it runs (:class:`trayapp.run.warm.WarmTask`)."""
         if not launch.disk_mb:
             return
         inside = str(launch.task_dir).rstrip("/") + "/"  # plain strings: pathlib costs here, once per start
         caches = tuple(p for p in launch.writable if not (str(p) + "/").startswith(inside))
         with self._lock:
-            self._watched[token] = _Watched(launch.task_dir, launch.disk_mb << 20, launch.disk_mb, caches)
+            self._watched[token] = _Watched(launch.task_dir, tuple(elsewhere), launch.disk_mb << 20, launch.disk_mb,
+                                            caches)
         if caches:
             self._nudge.set()  # the caches' sizes before the task writes much into them
         if self._thread is None:
@@ -104,7 +108,7 @@ class DiskWatch:
             caches = {path: disk_usage(path) for path in entry.caches}
             if entry.baseline is None:
                 entry.baseline = caches
-            used = disk_usage(entry.task_dir) + sum(max(0, size - entry.baseline.get(path, 0))
+            used = sum(disk_usage(folder) for folder in (entry.task_dir, *entry.elsewhere)) + sum(max(0, size - entry.baseline.get(path, 0))
                                                     for path, size in caches.items())
         except OSError as exc:  # what cannot be measured is not taken to be small
             return f"killed: its folder could not be measured against its disk cap of {entry.cap_mb} MB ({exc})"

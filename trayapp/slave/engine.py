@@ -3,8 +3,10 @@
 One engine owns one spool and a number of slots. Masters reach it through
 sessions (a Unix socket from an agent started over SSH, or a socket pair for
 the master's own "local" host); every session speaks :mod:`trayapp.wire.protocol`.
-The engine is a single-threaded event loop, like the dispatcher: it wakes on
-session input, on a task's exit (its runner's wait handle) and on timers.
+The engine is a single-threaded event loop (a selector): it wakes on session
+input, on a task's exit (its runner's wait handle) and on timers. (The
+master's dispatcher is not: it runs one driver thread per host and looks at
+the queue every 0.1 s.)
 
 The slave, not the master, decides whom it serves: masters declare how much
 work they have (``demand``) and the engine grants freed slots by fair share.

@@ -57,7 +57,8 @@ class RunningAttempts:
     def add(self, token: str, handle: TaskHandle, time_left_s: float | None) -> None:
         deadline = time.monotonic() + time_left_s if time_left_s is not None else None
         self._attempts[token] = Attempt(token, handle, deadline)
-        self._disk.watch(token, handle.launch)
+        # A runner may move the attempt's folders while it runs (a warm start's are in its parent's box).
+        self._disk.watch(token, handle.launch, getattr(handle, "moved_files", ()))
 
     def wait_fds(self) -> list[int]:
         return [fd for attempt in self._attempts.values() if (fd := attempt.handle.wait_fd()) is not None]
