@@ -18,7 +18,8 @@ from trayapp import __version__
 from trayapp.home import Home
 from trayapp.install.taskenv import env_python
 
-pytestmark = pytest.mark.bundle
+# The module's first test also builds the bundle (~10 s alone; minutes on a PC busy with other tests).
+pytestmark = [pytest.mark.bundle, pytest.mark.timeout(900)]
 
 ROOT = Path(__file__).resolve().parent.parent
 HELLO = '{"v":1,"type":"hello","master":"0123456789abcdef","name":"x"}\n'

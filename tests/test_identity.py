@@ -5,17 +5,15 @@ from __future__ import annotations
 import base64
 import socket
 import sys
-import threading
 
 import pytest
+from support.engines import serving_engine
 from support.peer import ProtocolPeer
 
 from trayapp.master.kinds.slavehost import _our_share
-from trayapp.run.posix import PosixRunner
 from trayapp.slave import identity
-from trayapp.slave.engine import SlaveEngine, SlaveSettings
+from trayapp.slave.engine import SlaveSettings
 from trayapp.slave.identity import KEY, Principal
-from trayapp.slave.spool import Spool
 from trayapp.wire.protocol import ProtocolError, encode
 
 ED25519 = base64.b64encode(b"\0\0\0\x0bssh-ed25519\0\0\0\x20" + bytes(range(32))).decode()
@@ -62,14 +60,8 @@ def test_a_master_is_told_its_own_share_and_how_many_others_there_are_not_who():
 
 @pytest.fixture
 def engine(tmp_path):
-    eng = SlaveEngine(Spool(tmp_path / "spool"), SlaveSettings(slots=1, python=sys.executable),
-                      slave_id="5a5a5a5a5a5a5a5a", runner=PosixRunner())
-    thread = threading.Thread(target=eng.serve, kwargs={"poll_s": 0.05}, daemon=True)
-    thread.start()
-    yield eng
-    eng.request_stop()
-    thread.join(10)
-    eng.close()
+    with serving_engine(tmp_path / "spool", SlaveSettings(slots=1, python=sys.executable)) as eng:
+        yield eng
 
 
 def test_only_an_agents_first_line_names_its_key(engine):

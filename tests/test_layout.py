@@ -181,3 +181,14 @@ def test_trayapp_imports_without_pyqt6():
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("ok")
+
+
+def test_the_readme_folder_map_names_every_package_of_the_core():
+    """The README's folder map is where a newcomer looks first: a package
+    missing from it (as SLURM's once was) is a folder nobody finds."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    folder_map = readme.split("### Folder map", 1)[1].split("```", 2)[1]
+    first_words = [line.split()[0] for line in folder_map.splitlines() if line.startswith(" ") and line.strip()]
+    named = {word.rstrip("/") for word in first_words if word.endswith("/")}
+    packages = {p.parent.name for p in (ROOT / "trayapp").glob("*/**/__init__.py")}
+    assert packages <= named, f"not in the README's folder map: {sorted(packages - named)}"

@@ -6,6 +6,7 @@ import json
 import threading
 
 import pytest
+from support.engines import serving_engine
 from support.peer import ProtocolPeer
 
 from trayapp.wire.protocol import encode
@@ -26,15 +27,9 @@ def master_session(engine: SlaveEngine, master_id: str, name: str, principal=Non
 def engine(tmp_path):
     import sys
 
-    eng = SlaveEngine(Spool(tmp_path / "spool"), SlaveSettings(slots=2, python=sys.executable,
-                                                              caps={"greedy@pc": 1}, weights={"head@pc": 2.0}),
-                      slave_id="5a5a5a5a5a5a5a5a", runner=PosixRunner())
-    thread = threading.Thread(target=eng.serve, kwargs={"poll_s": 0.05}, daemon=True)
-    thread.start()
-    yield eng
-    eng.request_stop()
-    thread.join(10)
-    eng.close()
+    settings = SlaveSettings(slots=2, python=sys.executable, caps={"greedy@pc": 1}, weights={"head@pc": 2.0})
+    with serving_engine(tmp_path / "spool", settings) as eng:
+        yield eng
 
 
 def test_caps_and_weights_configured_by_master_name_apply(engine):

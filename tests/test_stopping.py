@@ -33,10 +33,10 @@ import pytest
 from conftest import cli, make_job, wait_until
 from support.daemons import SlaveDaemon
 from support.pool import register_slave
+from support.tasks import kill_all, task_processes_under
 
 from trayapp.install.selfcommand import sparecycles_command
 from trayapp.run.posix import HOLD_LAUNCH_VARIABLE
-from trayapp.run.proctree import MARKER_VARIABLE
 
 pytestmark = [pytest.mark.slow, pytest.mark.pool]
 
@@ -69,28 +69,6 @@ def sandboxed_env(home: Path, **extra: str) -> dict:
     env = {**os.environ, "SPARECYCLES_HOME": str(home), **extra}
     env.pop("DISPLAY", None)  # nobody at these PCs: they lend at once
     return env
-
-
-def task_processes_under(folder: Path) -> list[psutil.Process]:
-    """Live task processes (they carry an attempt's marker) working in ``folder``."""
-    found, prefix = [], str(folder) + os.sep
-    for proc in psutil.process_iter():
-        try:
-            if proc.status() == psutil.STATUS_ZOMBIE or MARKER_VARIABLE not in proc.environ():
-                continue
-            if proc.cwd().startswith(prefix):
-                found.append(proc)
-        except psutil.Error:
-            continue
-    return found
-
-
-def kill_all(procs: list[psutil.Process]) -> None:
-    for proc in procs:
-        try:
-            proc.kill()
-        except psutil.Error:
-            pass
 
 
 def submit_tree_tasks(home: Path, folder: Path, n: int, sleep: float) -> str:

@@ -9,24 +9,56 @@ own processes included, which must end with the task too.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
+from pathlib import Path
+
 import psutil
+
+from trayapp.run.proctree import MARKER_VARIABLE
+
+
+def _live_processes(wanted: Callable[[psutil.Process, dict], bool]) -> list[psutil.Process]:
+    """Every process, zombies aside, whose environment ``wanted`` accepts; one that
+    ends or cannot be read meanwhile is left out. Processes compare by pid and
+    start time, so a recycled pid is not mistaken for them."""
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.status() != psutil.STATUS_ZOMBIE and wanted(proc, proc.environ()):
+                found.append(proc)
+        except (psutil.Error, KeyError, ValueError):
+            continue
+    return found
 
 
 def task_processes(job_id: str, home=None) -> dict[int, list[psutil.Process]]:
     """The live processes of each running task of job ``job_id``, by task index;
-    with ``home``, only those of the slave daemon whose home that is.
-    Processes compare by pid and start time, so a recycled pid is not mistaken for them."""
+    with ``home``, only those of the slave daemon whose home that is."""
+    def of_the_job(proc: psutil.Process, env: dict) -> bool:
+        return env.get("SPARECYCLES_JOB") == job_id and (home is None or _belongs_to(proc, env, str(home)))
+
     found: dict[int, list[psutil.Process]] = {}
-    for proc in psutil.process_iter():
+    for proc in _live_processes(of_the_job):
         try:
-            env = proc.environ()
-            if home is not None and not _belongs_to(proc, env, str(home)):
-                continue
-            if env.get("SPARECYCLES_JOB") == job_id and proc.status() != psutil.STATUS_ZOMBIE:
-                found.setdefault(int(env["SPARECYCLES_TASK"]), []).append(proc)
+            found.setdefault(int(proc.environ()["SPARECYCLES_TASK"]), []).append(proc)
         except (psutil.Error, KeyError, ValueError):
             continue
     return found
+
+
+def task_processes_under(folder: Path) -> list[psutil.Process]:
+    """Live task processes (they carry an attempt's marker) working in ``folder``, of any job."""
+    prefix = str(folder) + os.sep
+    return _live_processes(lambda proc, env: MARKER_VARIABLE in env and proc.cwd().startswith(prefix))
+
+
+def kill_all(procs: list[psutil.Process]) -> None:
+    for proc in procs:
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
 
 
 def _belongs_to(proc: psutil.Process, env: dict, home: str) -> bool:
