@@ -12,7 +12,8 @@ and measures:
 
 * job 1: ``submit`` (which packs and hashes the folder), then submit-to-done
   of the task. A watcher thread polls the slave's ``spool/archives/`` every
-  5 ms: when the upload file (``.upload-*``) appears, when it last grew (the
+  5 ms, and the master's ``spool/incoming/<master>/`` where uploads land:
+  when the upload file (``.upload-*``) appears, when it last grew (the
   last byte landed), and when ``<sha>.tar`` appears (the slave hashed the
   upload and renamed it). upload = last growth - appearance; that is
   SpareCycles' transfer throughput, the figure held against scp;
@@ -109,9 +110,12 @@ def make_big_job(folder: Path, megabytes: float) -> int:
 class UploadWatcher(threading.Thread):
     """Polls a spool's archives/ folder; records upload files and archives as they appear."""
 
-    def __init__(self, folder: Path, interval: float = 0.005):
+    def __init__(self, spool: Path, interval: float = 0.005):
         super().__init__(name="upload-watcher", daemon=True)
-        self.folder = folder
+        self.folder = spool / "archives"
+        # Uploads land in the uploading master's own incoming/<master>/ folder,
+        # apart from the verified archives (trayapp.slave.spool).
+        self.incoming = spool / "incoming"
         self.interval = interval
         self.uploads: dict[str, dict] = {}  # name -> first_seen, last_growth, size (perf_counter times)
         self.archives: dict[str, float] = {}  # name -> first seen
@@ -132,10 +136,10 @@ class UploadWatcher(threading.Thread):
             if not self._active.wait(0.1):
                 continue
             now = time.perf_counter()
-            try:
-                entries = list(os.scandir(self.folder))
-            except FileNotFoundError:
-                entries = []
+            entries = _entries(self.folder)
+            for master in _entries(self.incoming):
+                if master.is_dir(follow_symlinks=False):
+                    entries += _entries(Path(master.path))
             with self._lock:
                 for entry in entries:
                     if entry.name.startswith(".upload-"):
@@ -158,6 +162,13 @@ class UploadWatcher(threading.Thread):
         self._halt.set()
         self._active.set()
         self.join(5)
+
+
+def _entries(folder: Path) -> list[os.DirEntry]:
+    try:
+        return list(os.scandir(folder))
+    except FileNotFoundError:
+        return []
 
 
 def archives_listing(folder: Path) -> dict[str, tuple[int, int, int]]:
@@ -409,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
                 extra["connect_seconds"] = pool.wait_connected()
                 print(f"master connected to the slave over SSH in {extra['connect_seconds']:.2f} s "
                       f"(sshd on 127.0.0.1:{pool.sshd.port})", flush=True)
-                watcher = UploadWatcher(pool.slaves[SLAVE].home / "spool" / "archives")
+                watcher = UploadWatcher(pool.slaves[SLAVE].home / "spool")
                 watcher.start()
                 try:
                     for repeat in range(1, args.repeats + 1):

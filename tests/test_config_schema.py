@@ -35,6 +35,8 @@ ROOT = Path(__file__).resolve().parent.parent
     ("max_foreign_cpu = 0.0", "max_foreign_cpu' must be from 0 (excluded) to 1"),
     ("slots = -2", "slots' must be 1 or more, or 0 for all cores"),
     ("envs_max_gb = 0", "envs_max_gb' must be more than 0"),
+    ("incoming_quota_gb = 0", "incoming_quota_gb' must be more than 0"),
+    ("incoming_quota_gb = -4", "incoming_quota_gb' must be more than 0"),
     ("max_task_memory_mb = -1", "max_task_memory_mb' must be 0 or more"),
     ("max_task_processes = 3", "max_task_processes' must be 16 or more, or 0 for no cap"),
 ])

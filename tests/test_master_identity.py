@@ -29,6 +29,7 @@ from trayapp.install.selfcommand import sparecycles_command
 from trayapp.slave import identity
 from trayapp.slave.builder import build_engine
 from trayapp.slave.endpoint import Listener
+from trayapp.slave.spool import Spool
 from trayapp.wire.archive import pack
 
 pytestmark = pytest.mark.pool
@@ -316,5 +317,47 @@ def test_unrestricted_keys_are_told_apart_by_the_fingerprint_sshd_exposes(tmp_pa
         if protected:
             owners = {task.master.split("#")[0] for task in lender.engine.tasks.values()}
             assert len(owners) == 1 and owners.pop().startswith("fingerprint:SHA256:")
+    finally:
+        lender.close()
+
+
+@pytest.mark.parametrize("protected", [False, True], ids=["protection off", "protection on"])
+def test_a_key_cannot_learn_which_archives_another_master_sent(tmp_path, monkeypatch, protected):
+    """Alice guesses the files of Bob's job, hashes her guess and asks the slave:
+    the old slave said whether Bob had sent them (and ran her task on them)."""
+    if not protected:  # the slave as it was: present for anyone once anyone sent it
+        monkeypatch.setattr(Spool, "holds", lambda self, sha, folder: self.has_archive(sha))
+    lender = Lender(tmp_path)
+    try:
+        bob, bob_sftp = lender.connect("bob")
+        bob.hello(BOB_ID, "bob@lab-03")
+        secret = job_archive(tmp_path, QUICK)
+        assert run_task(bob, bob_sftp, secret, T1)["outcome"] == "succeeded"
+
+        alice, alice_sftp = lender.connect("alice")
+        alice.hello(ALICE_ID, "alice@lab-01")
+        alice.send("need_archive", sha=secret.stem)  # her guess: the hash of the files she thinks Bob sent
+        guessed = alice.expect("archive")
+        alice.send("need_archive", sha="0" * 64)  # a hash nobody sent
+        nobody = alice.expect("archive")
+        alice.send("demand", queued=1)
+        alice.expect("grant")
+        start(alice, secret, "a" * 32)  # a task on Bob's archive, without sending it
+        answer = alice.expect("started", "declined")
+        if not protected:
+            assert guessed["present"] and not nobody["present"], "the guess confirmed"
+            assert answer["type"] == "started"
+            alice.expect("finished", token="a" * 32)
+            return
+        assert not guessed["present"] and guessed.keys() == nobody.keys(), "told nothing a guess can use"
+        assert answer["type"] == "declined" and "send it first" in answer["reason"], answer
+        # Sending the bytes herself (she has them) makes them hers; the slave keeps one copy,
+        # and Bob is not asked to send them again.
+        assert alice.upload(secret, put=alice_sftp.put)["type"] == "archive_ok"
+        assert alice.upload(secret, put=alice_sftp.put)["present"]
+        assert bob.upload(secret, put=bob_sftp.put)["present"]
+        assert [p.name for p in lender.engine.spool.archives.iterdir()] == [secret.name]
+        start(alice, secret, "a" * 32)
+        assert alice.expect("finished", token="a" * 32)["outcome"] == "succeeded"
     finally:
         lender.close()

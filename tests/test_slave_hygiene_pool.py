@@ -165,6 +165,8 @@ def test_a_malformed_start_crash_looped_the_daemon_and_is_refused_now(tmp_path, 
     # The job's archive, uploaded by this master earlier: the start runs for real.
     folder, _ = make_job(tmp_path / "job", "import json, sys, time\ntime.sleep(json.loads(sys.argv[1]).get('s', 0))\n")
     packed = pack(folder, ["main.py"], home / "spool" / "archives")
+    (home / "spool" / "held" / "key-mallory").mkdir(parents=True)
+    (home / "spool" / "held" / "key-mallory" / packed.sha256).touch()
     daemon = SlaveDaemon(home, slots=2, env=NO_DISPLAY)
     bad, leftovers = "ba" * 8, []
 

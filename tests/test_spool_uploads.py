@@ -8,6 +8,8 @@ import time
 
 import pytest
 
+from trayapp.config import load_config
+from trayapp.slave.builder import build_engine
 from trayapp.slave.spool import Spool
 from trayapp.slave.transfers import Transfers, clean_incoming
 from trayapp.wire.archive import ChecksumMismatchError, ensure_unpacked, pack, sha256_of
@@ -90,3 +92,18 @@ def test_the_engine_cleans_incoming_at_its_first_tick(tmp_path):
     (folder / ".upload-1").write_bytes(b"x" * 11)
     transfers.tick(time.time())
     assert list(folder.iterdir()) == []
+
+
+def test_the_lenders_incoming_quota_reaches_the_clean_up(home):
+    home.config_file.write_text("incoming_quota_gb = 0.5\n")
+    engine = build_engine(load_config(home), home, ("5e5e5e5e5e5e5e5e", "lender@pc"), home.spool_dir)
+    try:
+        assert engine.transfers.quota_bytes == 1 << 29
+        folder, _ = engine.spool.master_folders("key-alice")
+        with (folder / ".upload-big").open("wb") as fh:
+            fh.truncate((1 << 29) + 1)  # sparse: over the quota without filling the disk
+        (folder / ".upload-small").write_bytes(b"x")
+        engine.transfers.tick(time.time())
+        assert [p.name for p in folder.iterdir()] == [".upload-small"]
+    finally:
+        engine.close()

@@ -141,6 +141,9 @@ class Config:
                                    mode=SLAVE, range=Range(0, low_open=True))
     master_caps: dict = setting({}, 'most slots a master may hold here at once: { "bob" = 1 }', mode=SLAVE,
                                 range=Range(0, low_open=True), whole_entries=True)
+    incoming_quota_gb: float = setting(4.0, "unfinished uploads each master may keep on this PC; beyond it "
+                                            "its largest go at the next clean-up (every minute)", mode=SLAVE,
+                                       range=Range(0, low_open=True, meaning="GiB per master"))
 
     @property
     def effective_slots(self) -> int:

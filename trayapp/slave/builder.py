@@ -45,7 +45,8 @@ def build_engine(config: Config, home: Home, identity: tuple[str, str], spool_di
                              preempt=config.preempt, suspend_grace_s=config.suspend_grace_s, in_process=in_process,
                              max_task_memory_mb=config.max_task_memory_mb,
                              max_task_processes=config.max_task_processes,
-                             max_task_disk_mb=config.max_task_disk_mb)
+                             max_task_disk_mb=config.max_task_disk_mb,
+                             incoming_quota_gb=config.incoming_quota_gb)
     # A sandbox never shows a task the lender's home or this PC's SpareCycles data (other tasks, the daemon's socket).
     hidden = (str(Path.home()), str(Path(spool_dir).parent))
     runner = task_runner(in_process=in_process, sandbox=config.sandbox, network=config.sandbox_network,

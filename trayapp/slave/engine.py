@@ -105,6 +105,8 @@ class SlaveSettings:
     # for, within this; 0 is three quarters of the PC's memory.
     max_task_memory_mb: int = 0
     max_task_processes: int = 512
+    # Each master's unfinished uploads together (trayapp.slave.transfers.clean_incoming).
+    incoming_quota_gb: float = 4.0
     max_task_disk_mb: int = 0  # what one task's folder may fill; 0: its slot's share of half the free disk
 
 
@@ -117,7 +119,8 @@ class SlaveEngine:
         self.slave_id = slave_id
         self.runner = runner
         self.fairshare = fairshare or FairShare()
-        self.transfers = Transfers(self.spool, min_free_mb=settings.min_free_mb)
+        self.transfers = Transfers(self.spool, min_free_mb=settings.min_free_mb,
+                                   quota_bytes=int(settings.incoming_quota_gb * (1 << 30)))
         self.clock = clock
         # Re-read on a helper thread whenever the task environment's packages
         # change: Brian updated there reaches the masters' host lists, and a
@@ -437,7 +440,7 @@ class SlaveEngine:
     def _start(self, session: Session, task: SpoolTask, python: str | None, env_key: str | None) -> None:
         """Start the task, with its job environment's ``python`` (``env_key``) where it has one."""
         try:
-            template = self.transfers.unpacked(task.archive_sha)
+            template = self.transfers.unpacked(task.archive_sha, task.master)
         except ArchiveRefused as refused:
             if refused.spool_problem:
                 self._set_problem(refused.reason)

@@ -5,6 +5,8 @@ Layout under ``<data>/spool/``::
     archives/<sha>.tar        job archives, verified against their name on arrival
     incoming/<master>/.upload-*   uploads in progress, one folder per master (copied into
                               archives/ and checked there)
+    held/<master>/<sha>       the archives each master uploaded (empty marks): a master is
+                              told only of these, never of another master's
     unpacked/<sha>/           each archive unpacked once; task folders are copied from it
     tasks/<token>/task.json   one attempt: who asked, what to run, how it ended
     tasks/<token>/work/       its working folder (stdout.txt, stderr.txt, exitcode beside it)
@@ -44,7 +46,7 @@ from pathlib import Path, PurePath
 from typing import Iterator
 
 from trayapp.run.taskfiles import NotPlainFile, open_folder, open_folder_fd, open_regular, plain_files, read_regular
-from trayapp.slave.identity import folder_of
+from trayapp.slave.identity import UNBOUND_FOLDER, folder_of
 from trayapp.slave.trash import Trash
 from trayapp.wire.archive import ChecksumMismatchError, sha256_of
 from trayapp.wire.fields import Field, number, one_of, refusal, text, whole
@@ -159,6 +161,7 @@ class Spool:
         self.unpacked = root / "unpacked"
         self.tasks = root / "tasks"
         self.results = root / "results"
+        self.held = root / "held"
         self.trash = Trash(root / "trash")
         self._made: set[str] = set()  # masters whose incoming/ and results/ folders exist
         # Task files the last load_all() could not read, by path, with why:
@@ -168,7 +171,18 @@ class Spool:
     def ensure(self) -> "Spool":
         for folder in (self.archives, self.incoming, self.unpacked, self.tasks, self.results):
             folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not self.held.is_dir():
+            self._adopt_unmarked_archives()
         return self
+
+    def _adopt_unmarked_archives(self) -> None:
+        """A spool from before the marks (release 0.1.0): its archives came from
+        masters with no key of their own, who can read the whole spool anyway;
+        they stay theirs (no re-upload). A master on a key sends them once more."""
+        for entry in os.scandir(self.archives):
+            if entry.name.endswith(".tar") and not entry.name.startswith("."):
+                self._hold(entry.name.removesuffix(".tar"), UNBOUND_FOLDER)
+        self.held.mkdir(mode=0o700, exist_ok=True)
 
     # ----- problems that make the slave unavailable ------------------------------
 
@@ -194,6 +208,18 @@ class Spool:
     def has_archive(self, sha: str) -> bool:
         return self.archive_path(sha).is_file()
 
+    def holds(self, sha: str, folder: str) -> bool:
+        """Whether master ``folder`` may use archive ``sha``: it is here and that
+        master uploaded it. Telling a master of an archive another master sent
+        would let it test guesses at their files by hash; each master sends each
+        archive once, and the slave keeps one copy."""
+        return self.has_archive(sha) and (self.held / folder / sha).is_file()
+
+    def _hold(self, sha: str, folder: str) -> None:
+        marks = self.held / folder
+        marks.mkdir(mode=0o700, parents=True, exist_ok=True)
+        (marks / sha).touch()
+
     def master_folders(self, folder: str) -> tuple[Path, Path]:
         """One master's upload and results folders (made if missing)."""
         incoming, results = self.incoming / folder, self.results / folder
@@ -207,8 +233,10 @@ class Spool:
         incoming, _ = self.master_folders(folder)
         return incoming / f".upload-{sha[:16]}-{secrets.token_hex(4)}"
 
-    def accept_upload(self, sha: str, uploaded: Path, folder: str) -> None:
-        """Take an upload of master ``folder`` into archives/ if its bytes hash to ``sha``.
+    def accept_upload(self, sha: str, uploaded: Path, folder: str, holder: str | None = None) -> None:
+        """Take an upload of master ``folder`` into archives/ if its bytes hash to ``sha``,
+        and mark the archive as held by ``holder`` (the master's folder of its tasks,
+        by default ``folder``). A copy already here stays as it is (same bytes).
 
         The bytes are copied into a file only the slave can reach, and the copy
         is what is hashed, kept and unpacked: the master (or another) may still
@@ -222,7 +250,11 @@ class Spool:
         if actual != sha:
             copy.unlink(missing_ok=True)
             raise ChecksumMismatchError(f"upload hashes to {actual[:12]}…, not {sha[:12]}… (damaged in transit)")
-        os.replace(copy, self.archive_path(sha))
+        if self.has_archive(sha):
+            copy.unlink()  # another master's upload of the same bytes: its unpacked copy serves both
+        else:
+            os.replace(copy, self.archive_path(sha))
+        self._hold(sha, holder or folder)
 
     # ----- tasks -----------------------------------------------------------------
 

@@ -3,7 +3,8 @@
 A master asks whether the slave has a job's archive (``need_archive``),
 uploads it by SFTP where the slave says, and tells it (``archive_uploaded``);
 the slave checks its hash and unpacks it once, so each task's start copies
-the unpacked folder. A finished task's results archive rides in its
+the unpacked folder. A master is told only of the archives it sent itself
+(trayapp.slave.spool.Spool.holds); another master's same bytes are kept once. A finished task's results archive rides in its
 ``finished`` message when it is small; a larger one is fetched by SFTP.
 """
 
@@ -16,6 +17,7 @@ import stat
 from pathlib import Path
 
 from trayapp.run.taskfiles import remove_tree
+from trayapp.slave.identity import folder_of
 from trayapp.slave.session import Session
 from trayapp.slave.spool import Spool, SpoolTask
 from trayapp.wire.archive import ChecksumMismatchError, UnsafeArchiveError, ensure_unpacked
@@ -25,9 +27,8 @@ log = logging.getLogger(__name__)
 
 
 # A master's incoming folder: an upload untouched this long was abandoned; beyond
-# this many bytes (all its uploads together) they go at once, largest first.
+# its quota (the lender's incoming_quota_gb, all its uploads together) they go at once, largest first.
 ABANDONED_AFTER_S = 24 * 3600.0
-INCOMING_QUOTA_BYTES = 4 << 30
 CLEAN_EVERY_S = 60.0
 
 
@@ -43,7 +44,7 @@ class ArchiveRefused(Exception):
 
 
 class Transfers:
-    def __init__(self, spool: Spool, *, min_free_mb: int, quota_bytes: int = INCOMING_QUOTA_BYTES,
+    def __init__(self, spool: Spool, *, min_free_mb: int, quota_bytes: int,
                  abandoned_after_s: float = ABANDONED_AFTER_S):
         self.spool = spool
         self.min_free_mb = min_free_mb
@@ -61,7 +62,7 @@ class Transfers:
 
     def on_need_archive(self, session: Session, message: dict) -> None:
         sha = message["sha"]
-        if self.spool.has_archive(sha):
+        if self.spool.holds(sha, folder_of(session.master)):
             session.send("archive", sha=sha, present=True)
         else:
             upload = self.spool.upload_path(sha, session.principal.folder)
@@ -70,7 +71,7 @@ class Transfers:
     def on_archive_uploaded(self, session: Session, message: dict) -> None:
         sha, path = message["sha"], Path(message["path"])
         try:
-            self.spool.accept_upload(sha, path, session.principal.folder)
+            self.spool.accept_upload(sha, path, session.principal.folder, folder_of(session.master))
         except (OSError, ChecksumMismatchError) as exc:
             session.send("archive_bad", sha=sha, reason=str(exc))
         else:
@@ -83,10 +84,12 @@ class Transfers:
                 log.info("archive %s: not unpacked on arrival (%s); the first task's start will say why",
                          sha[:12], exc)
 
-    def unpacked(self, sha: str) -> Path:
-        """The unpacked job folder of archive ``sha``, to copy for a task; ArchiveRefused if none."""
+    def unpacked(self, sha: str, owner: str) -> Path:
+        """The unpacked job folder of archive ``sha``, to copy for a task of
+        ``owner`` (its recorded master); ArchiveRefused if none, or if that
+        master never sent it (its start must not tell it another master did)."""
         archive = self.spool.archive_path(sha)
-        if not archive.is_file():
+        if not self.spool.holds(sha, folder_of(owner)):
             raise ArchiveRefused("archive missing; send it first", "archive_missing")
         try:
             return ensure_unpacked(archive, self.spool.unpacked)
