@@ -8,7 +8,7 @@
 # venv made by scripts/demo.sh has no pytest; a checkout whose packaging
 # changed needs its editable install redone), and none of the tests that
 # need a real pool, an X desktop, the PyInstaller bundle, Brian, a SLURM cluster, or seconds of
-# waiting (the markers in pyproject.toml); under a minute.
+# waiting (the markers in pyproject.toml); a few minutes on a quiet 2-core PC.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FAST_TIERS="not (pool or desktop or bundle or brian or slow or slurm)"

@@ -502,6 +502,34 @@ def test_archive_damaged_in_transit_is_sent_again_and_the_tasks_run_once(app, tm
     assert sha256_of(spool_copy) == job.archive_sha
 
 
+class RefusingLink(DamagingLink):
+    """A LocalLink whose first upload fails as on a full disk (or over the slave's incoming quota)."""
+
+    def put(self, local: Path, remote: str) -> None:
+        self._puts.append(time.monotonic())
+        if len(self._puts) == 1:
+            raise OSError(28, "No space left on device")
+        self._inner.put(local, remote)
+
+
+def test_an_archive_the_host_cannot_take_is_not_sent_again_and_again(app, tmp_path, monkeypatch):
+    # Before: the tasks went back to the queue and the host took them at once, failing the
+    # same upload in a loop. Now the job is not offered there for declined_for_s, and waits
+    # (the host may free space) rather than fail, as it is the only host.
+    from trayapp.master.driversettings import DriverSettings
+
+    puts: list[float] = []
+    monkeypatch.setattr(LocalSlave, "link", lambda self: RefusingLink(LocalLink(self.engine), puts))
+    job = echo_job_in(app, tmp_path)
+    tuned = DriverSettings(*app.identity(), declined_for_s=6.0)
+    app.dispatcher(tuned=(tuned,)).run(until_idle=0.3)
+
+    assert app.store.job(job.id).status.value == "done"
+    assert len(puts) == 2 and puts[1] - puts[0] >= 5.0, f"sent again after {puts[1] - puts[0]:.1f} s"
+    lost = [a for a in app.store.attempts(job.seq) if a["outcome"] == "host_lost"]
+    assert lost and "No space left on device" in (app.store.tasks(job.seq)[0].message or lost[0]["message"] or "")
+
+
 def test_archive_damaged_on_the_slaves_disk_is_declined_and_sent_again(app, tmp_path):
     job = echo_job_in(app, tmp_path)
     spool = Spool(app.home.data_dir / "local-spool")

@@ -250,8 +250,9 @@ def test_the_clean_up_opens_up_folders_a_task_made_unreadable_and_follows_no_lin
     from trayapp.run import taskfiles
 
     lender = 65534
-    pieces = (taskfiles._names, taskfiles._rmtree_opening_up, taskfiles._bring_up_deep_folders, taskfiles.remove_tree)
-    remover = ("import os, secrets, shutil, stat, sys\nfrom pathlib import Path\n"
+    pieces = (taskfiles._names, taskfiles._rmtree_opening_up, taskfiles._empty_opening_up, taskfiles._remove_at,
+              taskfiles._open_up_at, taskfiles._bring_up_deep_folders, taskfiles.remove_tree)
+    remover = ("import errno, os, secrets, shutil, stat, sys\nfrom pathlib import Path\n"
                f"_OPEN_FOLDER = {taskfiles._OPEN_FOLDER}\n_REMOVE_DEPTH = {taskfiles._REMOVE_DEPTH}\n"
                + "\n".join(inspect.getsource(piece) for piece in pieces)
                + "\nold = sys.argv[2] == 'old'\n"
@@ -283,3 +284,76 @@ def test_the_clean_up_opens_up_folders_a_task_made_unreadable_and_follows_no_lin
                 (task / "work" / "locked").chmod(0o700)  # so the temporary folder can go
                 (task / "work" / "locked" / "deeper").chmod(0o700)
     assert left == {"old": True, "new": False}
+
+
+# The clean-up before it walked by descriptors: it opened up a folder it could not enter
+# by its full path, so a folder above it swapped for a link meanwhile was followed.
+_PATH_BASED_REMOVE = '''
+def remove_tree(folder):
+    opened = set()
+    def open_up(_function, failed, _info):
+        if failed in opened:
+            return
+        opened.add(failed)
+        try:
+            if not stat.S_ISDIR(os.lstat(failed).st_mode):
+                return
+            os.chmod(failed, 0o700)
+        except OSError:
+            return
+        shutil.rmtree(failed, onerror=open_up)
+    shutil.rmtree(folder, onerror=open_up)
+'''
+
+
+def test_a_folder_swapped_for_a_link_during_the_clean_up_is_never_followed(tmp_path):
+    """A process the task left running swaps a folder for a link to the lender's own
+    folder at the moment the clean-up opens up a locked folder below it (the race a
+    reviewer won with a live process; made certain here by doing the swap inside the
+    clean-up's own chmod). Before: the lender's folder was opened up and emptied."""
+    import inspect
+    import subprocess
+    import tempfile
+
+    from trayapp.run import taskfiles
+
+    lender = 65534
+    pieces = (taskfiles._names, taskfiles._rmtree_opening_up, taskfiles._empty_opening_up, taskfiles._remove_at,
+              taskfiles._open_up_at, taskfiles._bring_up_deep_folders, taskfiles.remove_tree)
+    current = (f"_OPEN_FOLDER = {taskfiles._OPEN_FOLDER}\n_REMOVE_DEPTH = {taskfiles._REMOVE_DEPTH}\n"
+               + "\n".join(inspect.getsource(piece) for piece in pieces))
+    swap = ("real_chmod = os.chmod\n"
+            "def chmod(path, mode, **kw):\n"
+            "    if not swapped:\n"
+            "        swapped.append(1)\n"
+            "        os.rename(sys.argv[1] + '/work/a', sys.argv[1] + '/moved')\n"
+            "        os.symlink(sys.argv[2], sys.argv[1] + '/work/a')\n"
+            "    return real_chmod(path, mode, **kw)\n"
+            "swapped = []\nos.chmod = chmod\n")
+    with tempfile.TemporaryDirectory(prefix="sparecycles-lender-") as place:  # pytest's tmp_path is root's alone
+        root = Path(place)
+        root.chmod(0o755)
+        kept = {}
+        for way, code in (("old", _PATH_BASED_REMOVE), ("new", current)):
+            lenders, task = root / f"lender-{way}", root / f"spool-{way}" / "task"
+            (lenders / "locked").mkdir(parents=True)
+            (lenders / "locked" / "thesis.tex").write_text("years of work")
+            (task / "work" / "a" / "locked").mkdir(parents=True)
+            (task / "work" / "a" / "locked" / "junk").write_text("x")
+            for path in (lenders, lenders / "locked", lenders / "locked" / "thesis.tex", task.parent, task,
+                         task / "work", task / "work" / "a", task / "work" / "a" / "locked",
+                         task / "work" / "a" / "locked" / "junk"):
+                os.chown(path, lender, lender)
+            (lenders / "locked").chmod(0)  # the lender's own locked folder, as the task's is
+            (task / "work" / "a" / "locked").chmod(0)
+            script = ("import errno, os, secrets, shutil, stat, sys\nfrom pathlib import Path\n" + code + swap
+                      + "remove_tree(Path(sys.argv[1]))\n")
+            run = subprocess.run(["/usr/bin/python3", "-c", script, str(task), str(lenders)], user=lender,
+                                 group=lender, extra_groups=[], capture_output=True, text=True, timeout=60, cwd="/")
+            assert run.returncode == 0, run.stderr
+            if (lenders / "locked").exists():
+                (lenders / "locked").chmod(0o700)
+            kept[way] = (lenders / "locked" / "thesis.tex").exists()
+            if (task / "moved" / "locked").exists():
+                (task / "moved" / "locked").chmod(0o700)  # so the temporary folder can go
+    assert kept == {"old": False, "new": True}

@@ -505,3 +505,49 @@ def test_the_warm_parents_memory_counts_against_the_tasks_cap(engine, tree):
         assert main.memory_info().vms >= inherited * 0.9, "the task's address space includes its parent's"
     master.send("cancel", token=token)
     master.expect("finished", token=token)
+
+
+HOSTILE_MODEL = """
+import __main__, numpy
+__main__._end_leftovers = lambda: 0  # a master's module in the warm parent: the sandbox's own sweep is off
+"""
+
+LEAVES_ONE_BEHIND = """
+import sys
+PRELOADED = "numpy" in sys.modules
+import json, os, subprocess
+import mymodel
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)  # left-behind-7f3a"],
+                         start_new_session=True, env={})  # no marker: out of reach of the marker sweep
+os.makedirs("results", exist_ok=True)
+json.dump({"preloaded": PRELOADED, "child": child.pid}, open("results/report.json", "w"))
+"""
+
+
+def test_a_process_a_forked_task_leaves_behind_ends_with_it_even_if_its_parent_is_hostile(engine, tmp_path):
+    # A leftover would go on using the slot and could race the clean-up of its folder
+    # (swap a folder for a link: tests/test_slave_hygiene.py). The warm parent imports
+    # the master's modules, which may switch off its own sweep: the runner ends them.
+    from trayapp.run import warm
+
+    master = Master(engine, job(tmp_path, LEAVES_ONE_BEHIND, **{"mymodel.py": HOSTILE_MODEL,
+                                                                "sparecycles.toml": 'warm = ["mymodel"]\n'}))
+    reports = first_warm(master)
+    pid = reports[-1]["child"]  # in the sandbox's pid namespace: found from outside by its command line
+    survivors = left_behind()
+    assert survivors == [], f"left running after its task ended (pid {pid} inside): {survivors}"
+    # Without the runner's own clean-up, the leftover lives on:
+    original = warm._leftovers_killer
+    try:
+        warm._leftovers_killer = lambda cgroups, token, parent: (lambda: None)
+        report_of(master, 500, {"i": 500})
+        leftovers = wait_until(left_behind, timeout=10, what="the leftover without the runner's clean-up")
+        assert leftovers
+    finally:
+        warm._leftovers_killer = original
+        for proc in left_behind():
+            proc.kill()
+
+
+def left_behind() -> list[psutil.Process]:
+    return [p for p in psutil.process_iter(["cmdline"]) if "left-behind-7f3a" in " ".join(p.info["cmdline"] or [])]

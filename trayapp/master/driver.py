@@ -32,7 +32,7 @@ from trayapp.master.settling import Settler
 from trayapp.master.timelimit import TimeLimits
 from trayapp.status import AttemptOutcome
 from trayapp.master.store import Claim, Store
-from trayapp.master.waits import declined_here, forget_declines, record_decline
+from trayapp.master.waits import UPLOAD_FAILED, declined_here, forget_declines, record_decline
 
 log = logging.getLogger(__name__)
 
@@ -324,10 +324,7 @@ class HostDriver(RemoteHost):
         except OSError as exc:
             # The host cannot take the file (its disk is full or read-only):
             # its tasks go back to the queue now, to run elsewhere.
-            for claim in conv.waiting_for_archive.pop(sha, []):
-                self.inflight.pop(claim.token, None)
-                self.store.finish_attempt(claim.attempt_id, AttemptOutcome.HOST_LOST,
-                                          message=f"could not send the job to {self.host}: {exc}")
+            self._upload_failed(conv, sha, f"could not send the job to {self.host}: {exc}")
             self.store.set_host_state(self.host, "unavailable", f"could not receive the job archive: {exc}")
             conv.resend_demand()
             return
@@ -341,10 +338,17 @@ class HostDriver(RemoteHost):
         if tries < TRANSFER_TRIES:
             self._send(conv, "need_archive", sha=sha)
             return
+        self._upload_failed(conv, sha, f"{self.host}: the job archive arrived damaged {tries} times")
+
+    def _upload_failed(self, conv: _Conversation, sha: str, why: str) -> None:
+        """The job's archive did not reach the host: its tasks go back to the queue
+        to run elsewhere, and the host is not offered the job again for a while
+        (``declined_for_s``), or it would take it, fail the upload, and take it again,
+        for ever (an archive over its incoming quota, a full disk)."""
         for claim in conv.waiting_for_archive.pop(sha, []):
             self.inflight.pop(claim.token, None)
-            self.store.finish_attempt(claim.attempt_id, AttemptOutcome.HOST_LOST,
-                                      message=f"{self.host}: the job archive arrived damaged {tries} times")
+            self.store.finish_attempt(claim.attempt_id, AttemptOutcome.HOST_LOST, message=why)
+            record_decline(self.store, claim.job_seq, self.host, UPLOAD_FAILED, why)
 
     def _start(self, conv: _Conversation, claim: Claim) -> None:
         try:
@@ -433,6 +437,7 @@ class HostDriver(RemoteHost):
         claim = entry.claim if entry else self._claim_for_token(token)
         if claim is None:
             self._cancels_sent.discard(token)
+            self.settler.drop(token)  # its results may have waited here: its job is free again
             self._send(conv, "ack", token=token)  # not ours to collect (e.g. already settled, or given up)
             return
         outcome = _outcome(report["outcome"])

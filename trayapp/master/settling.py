@@ -41,11 +41,17 @@ class Settler:
         self._recollect_s = recollect_s
         self._recollect_max_s = recollect_max_s
         self._clock = clock
-        # Jobs whose results this master cannot write now: no new tasks of theirs here until one is collected.
-        self.blocked_jobs: frozenset[int] = frozenset()
-        # token -> (what the driver settles it again with, when, the delay after that)
-        self.waiting: dict[str, tuple[Any, float, float]] = {}
+        # token -> (what the driver settles it again with, when, the delay after that, the job's seq)
+        self.waiting: dict[str, tuple[Any, float, float, int]] = {}
         self._unblocked = False
+
+    @property
+    def blocked_jobs(self) -> frozenset[int]:
+        """Jobs whose results this master cannot write now: no new tasks of theirs
+        here while any of their results wait. Read from what waits, so that
+        however a waiting attempt goes away (settled, dropped, forgotten at a
+        reconnect), its job is free again."""
+        return frozenset(entry[3] for entry in self.waiting.values())
 
     def settle(self, store: Store, source: Source, claim: Claim, offer: Offer, outcome: AttemptOutcome, *,
                exit_code: int | None, message: str | None, again_with: Any = None) -> bool:
@@ -61,16 +67,25 @@ class Settler:
             except ResultsFolderError as exc:
                 self._wait(store, claim, again_with, str(exc))
                 return False
-        if self.waiting.pop(claim.token, None) is not None and claim.job_seq in self.blocked_jobs:
+        if self.drop(claim.token):
             log.info("host %s: the results of job %s can be written again", self.host, claim.job_id)
-            self.blocked_jobs = self.blocked_jobs - {claim.job_seq}
+        return True
+
+    def drop(self, token: str) -> bool:
+        """Stop waiting on an attempt (settled, or ended another way: cancelled,
+        requeued, given up); True if it waited. Its job is free here again
+        unless another of its attempts still waits."""
+        entry = self.waiting.pop(token, None)
+        if entry is None:
+            return False
+        if entry[3] not in self.blocked_jobs:
             self._unblocked = True
         return True
 
     def due(self) -> list[Any]:
         """What waits and is due to be settled again now."""
         now = self._clock()
-        return [again for again, when, _delay in list(self.waiting.values()) if now >= when]
+        return [again for again, when, _delay, _job in list(self.waiting.values()) if now >= when]
 
     def is_waiting(self, token: str) -> bool:
         """The attempt's results wait on the host, and it is not yet time to try again."""
@@ -83,7 +98,9 @@ class Settler:
         return unblocked
 
     def forget_waiting(self) -> None:
-        """After reconnecting: the host reports what waits again."""
+        """After reconnecting: the host reports what waits again (and blocks its job again if it still must)."""
+        if self.waiting:
+            self._unblocked = True
         self.waiting.clear()
 
     def _collect(self, store: Store, source: Source, claim: Claim, offer: Offer, outcome: AttemptOutcome,
@@ -113,10 +130,9 @@ class Settler:
     def _wait(self, store: Store, claim: Claim, again_with: Any, why: str) -> None:
         """Keep the results on the host, say why on the task, stop taking the
         job's tasks here, and try again later with a growing delay."""
-        _, _, delay = self.waiting.get(claim.token, (None, 0.0, self._recollect_s / 2))
+        _, _, delay, _ = self.waiting.get(claim.token, (None, 0.0, self._recollect_s / 2, claim.job_seq))
         delay = min(delay * 2, self._recollect_max_s)
-        self.waiting[claim.token] = (again_with, self._clock() + delay, delay)
         if claim.job_seq not in self.blocked_jobs:
             log.error("host %s: %s", self.host, why)
-            self.blocked_jobs = self.blocked_jobs | {claim.job_seq}
+        self.waiting[claim.token] = (again_with, self._clock() + delay, delay, claim.job_seq)
         store.note_running_task(claim.attempt_id, why)

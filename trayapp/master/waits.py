@@ -72,9 +72,12 @@ def declined_here(store: Store, host: str) -> frozenset[int]:
     return store.declined_jobs(host)
 
 
-# Decline codes a host may outgrow (its lender raises the cap, memory frees up):
+# Recorded by the master itself when a job's archive could not be sent to a host.
+UPLOAD_FAILED = "upload_failed"
+
+# Decline codes a host may outgrow (its lender raises the cap, memory or disk frees up):
 # a job every host declined only for these waits for them, and says so.
-HOST_CAN_CHANGE = frozenset({"memory"})
+HOST_CAN_CHANGE = frozenset({"memory", UPLOAD_FAILED})
 
 
 def nobody_can_run(declines: dict[str, tuple[str, str]], connected: list[str]) -> str | None:

@@ -226,18 +226,17 @@ def _names(fd: int) -> list[str]:
 def remove_tree(folder: Path) -> None:
     """Remove a folder a task (or a master's SFTP) wrote into, as completely as this user can.
 
-    ``shutil.rmtree`` works through descriptors on Linux and unlinks a link
-    without following it. What it cannot do is enter a folder the task made
-    unreadable (mode 000: as its owner, the lender may open it up again), so
-    such a folder is made ``rwx`` for its owner, once it is seen to be a folder
-    and not a link, and removed in turn. Nor can it go deeper than Python's
-    recursion (or this process's descriptors) reach: a tree it left is first
-    cut into shallow pieces (:func:`_bring_up_deep_folders`), then removed
-    again. Whatever still resists is left (and logged by nobody: the next
-    clean-up of the spool tries again)."""
+    The walk goes by descriptors from the top and never follows a link, even
+    one a live process swaps in for a folder meanwhile; a folder the task made
+    unreadable (mode 000: as its owner, the lender may open it up again) is made
+    ``rwx`` for its owner through its own descriptor, then removed in turn. A
+    tree deeper than Python's recursion (or this process's descriptors) reach
+    is first cut into shallow pieces (:func:`_bring_up_deep_folders`), then
+    removed again. Whatever still resists is left (and logged by nobody: the
+    next clean-up of the spool tries again)."""
     try:
         _rmtree_opening_up(folder)
-    except RecursionError:
+    except (OSError, RecursionError):
         pass
     if os.path.lexists(folder) and stat.S_ISDIR(os.lstat(folder).st_mode):
         try:
@@ -263,7 +262,7 @@ def _bring_up_deep_folders(folder: Path) -> None:
             start = todo.pop()
             try:
                 if start is not None:
-                    os.chmod(start, 0o700, dir_fd=top)  # a folder this walk moved here itself
+                    _open_up_at(top, start)  # a folder this walk moved here itself
                 first = top if start is None else os.open(start, _OPEN_FOLDER, dir_fd=top)
             except OSError:
                 continue
@@ -286,7 +285,7 @@ def _bring_up_deep_folders(folder: Path) -> None:
                             os.rename(name, moved, src_dir_fd=fd, dst_dir_fd=top)
                             todo.append(moved)
                             continue
-                        os.chmod(name, 0o700, dir_fd=fd)  # a folder (just seen): opened up, as rmtree's retry does
+                        _open_up_at(fd, name)  # a folder (just seen): opened up, never through a link
                         sub = os.open(name, _OPEN_FOLDER, dir_fd=fd)
                     except (FileNotFoundError, NotADirectoryError, PermissionError):
                         continue
@@ -300,18 +299,82 @@ def _bring_up_deep_folders(folder: Path) -> None:
 
 
 def _rmtree_opening_up(folder: Path) -> None:
-    opened: set[str] = set()
-
-    def open_up(_function, failed: str, _info) -> None:
-        if failed in opened:
-            return  # opened up once already: what resists now stays
-        opened.add(failed)
-        try:
-            if not stat.S_ISDIR(os.lstat(failed).st_mode):
-                return
-            os.chmod(failed, 0o700)  # a folder, not a link: the task is gone, so it stays one
-        except OSError:
+    """Remove ``folder`` and everything in it, walking by descriptors from the top
+    only: a folder (or one above it) swapped for a link while this runs is never
+    followed, and a folder the task made unreadable is opened up through its own
+    descriptor first. Raises RecursionError (or leaves what it could not open)
+    on trees deeper than Python's recursion: :func:`remove_tree` handles those."""
+    try:
+        top = os.open(folder, _OPEN_FOLDER)
+    except FileNotFoundError:
+        return
+    except OSError:
+        if not stat.S_ISDIR(os.lstat(folder).st_mode):
+            os.unlink(folder)  # a file or a link: removed, never followed
             return
-        shutil.rmtree(failed, onerror=open_up)
+        _open_up_at(os.open(folder.parent, _OPEN_FOLDER), folder.name, close_dir=True)
+        top = os.open(folder, _OPEN_FOLDER)
+    try:
+        _empty_opening_up(top)
+    finally:
+        os.close(top)
+    try:
+        os.rmdir(folder)
+    except OSError:
+        pass
 
-    shutil.rmtree(folder, onerror=open_up)
+
+def _empty_opening_up(fd: int) -> None:
+    opened = False
+    for name in _names(fd):
+        try:
+            _remove_at(fd, name)
+        except PermissionError:
+            if opened:
+                continue
+            opened = True  # a folder that is readable but not writable: opened up once, tried again
+            try:
+                os.chmod(f"/proc/self/fd/{fd}", 0o700)
+                _remove_at(fd, name)
+            except OSError:
+                pass
+        except (FileNotFoundError, NotADirectoryError):
+            continue  # gone meanwhile, or swapped for something else: the next pass sees it
+        except OSError as exc:
+            if exc.errno in (errno.ENOTEMPTY, errno.EMFILE):
+                continue  # what resists stays for the next clean-up (or the deep-tree pass)
+            raise
+
+
+def _remove_at(fd: int, name: str) -> None:
+    """Remove ``name`` in the folder ``fd``: a file or link unlinked, a folder emptied
+    through its own descriptor (opened up first if the task locked it), then removed."""
+    if not stat.S_ISDIR(os.lstat(name, dir_fd=fd).st_mode):
+        os.unlink(name, dir_fd=fd)
+        return
+    try:
+        sub = os.open(name, _OPEN_FOLDER, dir_fd=fd)
+    except PermissionError:
+        _open_up_at(fd, name)
+        sub = os.open(name, _OPEN_FOLDER, dir_fd=fd)
+    try:
+        _empty_opening_up(sub)
+    finally:
+        os.close(sub)
+    os.rmdir(name, dir_fd=fd)
+
+
+def _open_up_at(dir_fd: int, name: str, *, close_dir: bool = False) -> None:
+    """Make the folder ``name`` in ``dir_fd`` rwx for its owner (as the lender owns
+    what its tasks made), never through a link: it is opened O_PATH|O_NOFOLLOW|
+    O_DIRECTORY (a link, even one swapped in after a look, is refused) and changed
+    through that descriptor."""
+    try:
+        path = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_DIRECTORY, dir_fd=dir_fd)
+        try:
+            os.chmod(f"/proc/self/fd/{path}", 0o700)
+        finally:
+            os.close(path)
+    finally:
+        if close_dir:
+            os.close(dir_fd)

@@ -34,18 +34,19 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import threading
 import time
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import psutil
 
 from trayapp.run.caps import TaskCaps
+from trayapp.run.cgroup import TaskCgroups
 from trayapp.run.posix import PosixRunner, PosixTask
 from trayapp.run.proctree import kill_tree, same_process
 from trayapp.run.runner import Launch
+from trayapp.run.taskfiles import remove_tree
 from trayapp.run.warmparent import EXIT_REPORT_TIMEOUT_S, WarmFailed, WarmParent, warm_environment
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,10 @@ class WarmTask(PosixTask):
     def __init__(self, launch: Launch, pid: int, created: float | None, parent: WarmParent):
         super().__init__(launch, pid, created)
         self.parent = parent
-        self.moved_files = (parent.work / "task", parent.work / "tmp")  # measured there by the disk watch
+        # Measured there by the disk watch: the whole bound folder, as the task may write beside its own.
+        self.moved_files = (parent.work,)
+        # Ends what the task left running once it is over (set by the runner: its cgroup, or its session).
+        self.end_leftovers: Callable[[], None] = lambda: None
         self._code: int | None = None
         self._settled = False
 
@@ -90,6 +94,9 @@ class WarmTask(PosixTask):
         parent = self.parent
         if code is None:  # the parent did not report: nothing in its sandbox can be trusted to be over
             parent.kill()
+        # Nothing the task started outlives it: a process left behind would go on using the
+        # slot, and could race the clean-up of its folder (swap a folder for a link).
+        self.end_leftovers()
         _move_back(parent, self.launch)
         if code is not None:
             (self.launch.task_dir / "exitcode").write_text(f"{code}\n")
@@ -189,6 +196,10 @@ class WarmRunner(PosixRunner):
             box = boxes / f"{os.getpid()}-{self._count}"
             parent = WarmParent(launch.warm_key, launch.slot, box, launch.argv[0], launch.warm)
             procs = self.cgroups.prepare(parent.token) if self.cgroups is not None else None
+            if procs is not None:
+                # It imports master code (the job's modules, packages it asked for): held to
+                # the caps of the job's tasks, as a task is.
+                self.cgroups.limit(parent.token, TaskCaps(launch.memory_mb, launch.max_processes, launch.disk_mb))
             parent.start(launch, self.confinement, cgroup_procs=procs,
                          spawn=lambda popen: self._starts.run(launch.nice, popen))
             self._parents[key] = parent
@@ -215,7 +226,10 @@ class WarmRunner(PosixRunner):
         parent.kill(wait=wait)
 
         def remove() -> None:
-            parent.remove_box()
+            try:
+                parent.remove_box()
+            except Exception:  # noqa: BLE001 - never in the way of a kill or a start; the next start retries
+                log.exception("could not remove warm box %s", parent.box)
             self._release(parent.token)
 
         if parent.busy:
@@ -234,15 +248,26 @@ class WarmRunner(PosixRunner):
                 host_pid, _ = parent.fork({"argv": list(launch.argv), "env": warm_environment(
                     launch, parent.box, self.confinement), "cwd": str(parent.work / "task"),
                     "limits": _rlimits(limits, sandboxed=self.confinement.sandboxed)}, out.fileno(), err.fileno())
-            task = WarmTask(launch, host_pid, psutil.Process(host_pid).create_time(), parent)
-            if procs is not None and not self.cgroups.adopt(launch.token, host_pid, born_inside=True):
+            try:
+                created = psutil.Process(host_pid).create_time()
+            except psutil.Error as exc:  # not an OSError: the callers' fallbacks would miss it
+                raise WarmFailed(f"the forked task vanished before it was held ({exc})") from None
+            task = WarmTask(launch, host_pid, created, parent)
+            # Not born inside: the parent imported master code, whose fork hooks may have
+            # forked already in the child; the root and all its descendants are moved.
+            if procs is not None and not self.cgroups.adopt(launch.token, host_pid):
                 raise WarmFailed("could not move it into its cgroup")
+            task.end_leftovers = _leftovers_killer(self.cgroups if procs is not None else None, launch.token,
+                                                   parent)
+            # Inside the try: a parent that died here must not stay busy (its box and
+            # cgroup would wait for a task that never ran); the child, never told to
+            # go, ends when its parent's end closes the pipe it waits on.
+            parent._send(op="go")
         except BaseException:
             parent.busy = False
             if self.cgroups is not None:
                 self.cgroups.release(launch.token)
             raise
-        parent._send(op="go")
         task.on_close = self._release
         return task
 
@@ -284,7 +309,35 @@ def _remove_abandoned_boxes(boxes: Path) -> None:
     for box in found:
         owner = box.name.split("-")[0]
         if owner.isdigit() and int(owner) != os.getpid() and not psutil.pid_exists(int(owner)):
-            shutil.rmtree(box, ignore_errors=True)
+            remove_tree(box)
+
+
+def _leftovers_killer(cgroups: TaskCgroups | None, token: str, parent: WarmParent) -> Callable[[], None]:
+    """How to end whatever a forked task left running: its cgroup at once, else the
+    processes that carry its marker (its session's id may be a new process's by now);
+    and in both cases every process in the parent's sandbox but the parent itself
+    (an orphan there is the task's: the parent only imported, and it may be hostile,
+    so its own sweep is not relied on)."""
+    def end() -> None:
+        if cgroups is None or not cgroups.kill(token):
+            kill_tree(None, None, token)
+        _end_strays(parent)
+    return end
+
+
+def _end_strays(parent: WarmParent) -> None:
+    if parent.popen is None or parent.host_pid is None:
+        return
+    try:
+        keep = {parent.host_pid, *(p.pid for p in psutil.Process(parent.host_pid).parents())}
+        strays = [p for p in psutil.Process(parent.popen.pid).children(recursive=True) if p.pid not in keep]
+    except psutil.Error:
+        return
+    for proc in strays:
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
 
 
 def _rlimits(caps: TaskCaps, *, sandboxed: bool) -> dict[str, int]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import select
 import shutil
 import signal
@@ -36,19 +37,29 @@ from trayapp.run.caps import TaskCaps
 from trayapp.run.proctree import MARKER_VARIABLE
 from trayapp.run.runner import Launch
 from trayapp.run.sandbox import Confinement, sandboxed_environment
+from trayapp.run.taskfiles import remove_tree
 
 log = logging.getLogger(__name__)
 
 # The forkserver arrives on stdin: nothing of SpareCycles needs to be importable in the sandbox.
 BOOT = "import sys; exec(compile(sys.stdin.read(), '<sparecycles warm parent>', 'exec'))"
-_SOURCE = Path(forkserver.__file__).read_text(encoding="utf-8")
+
+
+def _forkserver_source() -> bytes:
+    """The forkserver's source, read when a parent starts (not at import: a bundle
+    missing the file must still start, and then runs every task cold)."""
+    try:
+        return Path(forkserver.__file__).read_bytes()
+    except OSError as exc:
+        raise WarmFailed(f"the forkserver's source is missing ({exc}): tasks start cold") from None
 # Room a forked task writes its own command line and environment into (see forkserver).
 ARG_ROOM = 4096
 ENV_ROOM = 16384
 FORK_TIMEOUT_S = 10.0
+_MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 EXIT_REPORT_TIMEOUT_S = 10.0
 # Joins the warm parent's cgroup before anything starts, as the cold wrapper does for a task.
-_JOIN = 'cg=$1; shift; [ -z "$cg" ] || echo $$ >"$cg"; exec "$@"'
+_JOIN = 'cg=$1; shift; [ -z "$cg" ] || echo $$ >"$cg" || exit 125; exec "$@"'
 
 
 class WarmFailed(Exception):
@@ -57,7 +68,9 @@ class WarmFailed(Exception):
 
 class WarmParent:
     def __init__(self, key: str, slot: int, box: Path, python: str, modules: tuple[str, ...]):
-        self.key, self.slot, self.box, self.python, self.modules = key, slot, box, python, modules
+        self.key, self.slot, self.box, self.python = key, slot, box, python
+        # Names come from a master's message: only dotted identifiers ("/home/x" would name a folder).
+        self.modules = tuple(m for m in modules if isinstance(m, str) and _MODULE_NAME.fullmatch(m))
         self.token = f"warm-{box.name}"  # its cgroup's name
         self.popen: subprocess.Popen | None = None
         self.chan: socket.socket | None = None
@@ -77,8 +90,13 @@ class WarmParent:
     def start(self, launch: Launch, confinement: Confinement, *, cgroup_procs: Path | None, spawn) -> None:
         """Start the parent in its sandbox (``spawn`` runs the Popen at the task's priority);
         it imports in the background, :meth:`poll_ready` tells when it is done."""
+        try:
+            source = _forkserver_source()
+        except WarmFailed as exc:
+            self.failure = str(exc)
+            return
         if self.box.exists():
-            shutil.rmtree(self.box, ignore_errors=True)
+            remove_tree(self.box)
         self.work.mkdir(parents=True)
         (self.box / "tmp").mkdir()
         job_copy = self._copy_own_modules(launch.work_dir)
@@ -102,7 +120,7 @@ class WarmParent:
         theirs.close()
         self.chan = ours
         try:
-            self.popen.stdin.write(_SOURCE.encode())
+            self.popen.stdin.write(source)
             self.popen.stdin.close()
             self._send(op="warm", modules=list(self.modules), sandboxed=confinement.sandboxed,
                        path=str(job_copy) if job_copy else None)
@@ -119,7 +137,7 @@ class WarmParent:
                 target.mkdir(exist_ok=True)
                 shutil.copy2(job_files / f"{top}.py", target / f"{top}.py")
             elif (job_files / top).is_dir():
-                shutil.copytree(job_files / top, target / top, dirs_exist_ok=True)
+                shutil.copytree(job_files / top, target / top, symlinks=True, dirs_exist_ok=True)
         return target if target.exists() else None
 
     def poll_ready(self) -> bool:
@@ -136,18 +154,22 @@ class WarmParent:
             self.failure = f"the warm parent ended before it was ready: {self._log_tail()}"
         elif message.get("op") == "failed":
             self.failure = message.get("reason") or "the warm parent failed"
-        elif message.get("op") == "ready":
-            self.ready, self.imported = True, list(message.get("imported") or [])
-            self.ns_pid = int(message["pid"])
+        elif message.get("op") == "ready" and _whole(message.get("pid")):
+            imported = message.get("imported")
+            self.ready = True
+            self.imported = [m for m in imported if isinstance(m, str)] if isinstance(imported, list) else []
+            self.ns_pid = message["pid"]
+        else:
+            self.failure = "the warm parent answered what it never sends"
         return self.ready
 
     def fork(self, request: dict, stdout: int, stderr: int) -> tuple[int, int]:
         """Fork a child for ``request`` (argv, env, cwd, limits); (its host pid, its pid in the sandbox)."""
         self._send((stdout, stderr), op="fork", **request)
         message = self._receive(FORK_TIMEOUT_S)
-        if message is None or message.get("op") != "forked":
-            raise WarmFailed(f"the warm parent did not fork (it answered {message})")
-        ns_pid = int(message["pid"])
+        if message is None or message.get("op") != "forked" or not _whole(message.get("pid")):
+            raise WarmFailed(f"the warm parent did not fork (it answered {str(message)[:200]})")
+        ns_pid = message["pid"]
         host = self._host_pid_of_child(ns_pid)
         if host is None:
             self.send_quietly(op="abort")
@@ -162,10 +184,12 @@ class WarmParent:
             if message is None:
                 return None
             if message.get("op") == "exited":
+                if not _whole(message.get("code")):
+                    return None  # not what the forkserver sends: treated as no report (the parent is ended)
                 if message.get("leftovers"):
                     log.info("warm parent %s: the task left %s processes running; killed them",
-                             self.box.name, message["leftovers"])
-                return int(message["code"])
+                             self.box.name, str(message["leftovers"])[:20])
+                return message["code"]
 
     def send_quietly(self, **message) -> None:
         try:
@@ -199,7 +223,7 @@ class WarmParent:
             self.popen.poll()
 
     def remove_box(self) -> None:
-        shutil.rmtree(self.box, ignore_errors=True)
+        remove_tree(self.box)  # what a task left there may be deep, or made unreadable
 
     # ----- internals --------------------------------------------------------------
 
@@ -251,7 +275,13 @@ class WarmParent:
             data = self.chan.recv(forkserver.MAX_MESSAGE)
         except OSError:
             return None
-        return json.loads(data) if data else None
+        # The parent imported the job's modules (master code, hostile at worst): what it
+        # says is checked like any message from outside, and never ends the slave.
+        try:
+            message = json.loads(data) if data else None
+        except ValueError:
+            return None
+        return message if isinstance(message, dict) else None
 
     def _log_tail(self) -> str:
         try:
@@ -283,3 +313,7 @@ def warm_environment(launch: Launch, box: Path, confinement: Confinement) -> dic
         env = sandboxed_environment(env, box / "work" / "task")
     env["PWD"] = str(box / "work" / "task")  # as the cold start's shell exports it
     return env
+
+
+def _whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 1 << 31

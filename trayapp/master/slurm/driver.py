@@ -120,6 +120,13 @@ class SlurmDriver(RemoteHost):
     def _session_failed(self, exc: Exception) -> None:
         if isinstance(exc, ClusterProblem):
             self._problem(exc)
+        elif isinstance(exc, SlurmBusy):
+            # The login node answered; SLURM's controller did not (maintenance, a restart).
+            # Its arrays run on without it: the host is not lost, nothing is requeued,
+            # and the session starts again after the usual wait, as a busy poll does.
+            self._unreachable_since = None
+            log.warning("host %s: %s", self.host, exc)
+            self.store.set_host_state(self.host, "busy", f"{exc}; trying again", seen=True)
         else:
             super()._session_failed(exc)
 
@@ -205,6 +212,7 @@ class SlurmDriver(RemoteHost):
 
     def _end(self, element: _Element, outcome: AttemptOutcome, message: str | None) -> None:
         self.inflight.pop(element.claim.token, None)
+        self.settler.drop(element.claim.token)  # its results may have waited here: its job is free again
         self.store.finish_attempt(element.claim.attempt_id, outcome, message=message)
         self._settled.append(element.claim.token)
 
