@@ -584,5 +584,57 @@ def test_a_process_a_forked_task_leaves_behind_ends_with_it_even_if_its_parent_i
             proc.kill()
 
 
+FORKS_AN_ORPHAN_BEFORE_THE_TASK = """
+import __main__, os, sys, numpy
+__main__._end_leftovers = lambda: 0  # the sandbox's own sweep is off
+
+
+def orphan():  # in each forked child, before it is moved into its cgroup and let go
+    if os.environ.get("ORPHAN_MADE"):
+        return  # the hook runs in the forks below too
+    os.environ["ORPHAN_MADE"] = "1"
+    middle = os.fork()
+    if middle == 0:
+        os.setsid()
+        if os.fork() == 0:
+            os.execv(sys.executable, [sys.executable, "-c", "import time; time.sleep(600)  # left-behind-7f3a"])
+        os._exit(0)
+    os.waitpid(middle, 0)  # orphaned: no descendant of the task, in its parent's cgroup
+
+
+os.register_at_fork(after_in_child=orphan)
+"""
+
+
+def test_an_orphan_a_hostile_parent_makes_in_each_forked_child_ends_with_the_task(engine, tmp_path):
+    # Found through the parent's cgroup (or process tree) and moved with the task, or
+    # swept from the parent's sandbox: it is no descendant of the task.
+    from trayapp.run import warm
+
+    master = Master(engine, job(tmp_path, LEAVES_NOTHING, **{"mymodel.py": FORKS_AN_ORPHAN_BEFORE_THE_TASK,
+                                                             "sparecycles.toml": 'warm = ["mymodel"]\n'}))
+    first_warm(master)
+    wait_until(lambda: not left_behind(), timeout=10, what="the orphan ended with its task")
+    original = warm._leftovers_killer
+    try:
+        warm._leftovers_killer = lambda cgroups, token, parent: (lambda: None)
+        report_of(master, 500, {"i": 500})
+        assert wait_until(left_behind, timeout=10, what="the orphan without the runner's clean-up")
+    finally:
+        warm._leftovers_killer = original
+        for proc in left_behind():
+            proc.kill()
+
+
+LEAVES_NOTHING = """
+import sys
+PRELOADED = "numpy" in sys.modules
+import json, os
+import mymodel
+os.makedirs("results", exist_ok=True)
+json.dump({"preloaded": PRELOADED}, open("results/report.json", "w"))
+"""
+
+
 def left_behind() -> list[psutil.Process]:
     return [p for p in psutil.process_iter(["cmdline"]) if "left-behind-7f3a" in " ".join(p.info["cmdline"] or [])]
