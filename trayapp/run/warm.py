@@ -12,7 +12,10 @@ moved in before it runs its first instruction) with the same caps, the
 rlimits the cgroup does not hold, the same sandbox binds, the same kills;
 the parent's memory is counted against the slot (the task's cgroup gets the
 cap less what the parent holds). The task cannot tell it was forked
-(:mod:`trayapp.run.forkserver` lists what it sets up).
+(:mod:`trayapp.run.forkserver` lists what it sets up). Where the parent has a
+cgroup, the processes of its sandbox are found from that cgroup's member list
+(a few lines), never by a scan of every process's ``/proc`` entry, which was
+most of the slave's CPU per trivial task.
 
 Cold starts remain whenever warming does not work, with the reason logged:
 
@@ -323,8 +326,9 @@ def _leftovers_killer(cgroups: TaskCgroups | None, token: str, parent: WarmParen
     """How to end whatever a forked task left running: its cgroup at once, else the
     processes that carry its marker (its session's id may be a new process's by now);
     and in both cases every process in the parent's sandbox but the parent itself
-    (an orphan there is the task's: the parent only imported, and it may be hostile,
-    so its own sweep is not relied on)."""
+    and the sandbox's own (its cgroup's members, else its process tree: an orphan
+    there is the task's; the parent only imported, and it may be hostile, so its
+    own sweep is not relied on)."""
     def end() -> None:
         if cgroups is None or not cgroups.kill(token):
             kill_tree(None, None, token)

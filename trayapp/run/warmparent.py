@@ -9,8 +9,10 @@ only ever sees its own files, and the engine packs them where it always does.
 
 Forking one task (:meth:`WarmParent.fork`): the parent forks; the child
 stops before the task's first instruction; the host finds its pid (its
-``NSpid`` from outside the sandbox), opens a pidfd on it, moves it into the
-attempt's cgroup and only then lets it go. The parent reaps it and reports
+``NSpid`` from outside the sandbox, among the members of the parent's cgroup,
+where it is born; without cgroups, among the parent's children), opens a
+pidfd on it, moves it (and anything it forked meanwhile) into the attempt's
+cgroup and only then lets it go. The parent reaps it and reports
 its exit code, which the host writes where the cold wrapper would
 (``task_dir/exitcode``).
 """
