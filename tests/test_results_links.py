@@ -67,3 +67,25 @@ def test_the_results_cap_counts_what_the_task_printed(tmp_path):
     (spool.task_dir(task.token) / "stdout.txt").write_bytes(b"chatter\n" * 400_000)  # 3.2 MB
     with pytest.raises(ValueError, match="exceed this host's cap of 1 MB"):
         spool.pack_results(task, 1 << 20)
+
+
+@pytest.mark.parametrize("size, kept", [(3, True), (400_000, False)])
+def test_packed_results_are_hashed_as_written_and_small_ones_kept_for_the_finished_message(tmp_path, size, kept):
+    # The archive is not read back: its checksum and size come from what was written,
+    # and a small one's bytes ride in the "finished" message; both must be the file's.
+    import tarfile
+
+    from trayapp.slave.spool import Spool, SpoolTask
+    from trayapp.wire.archive import sha256_of
+
+    spool = Spool(tmp_path / "spool").ensure()
+    task = SpoolTask(token="ce" * 8, master="m", job="j", idx=0, params={}, main="main.py", archive_sha="0" * 64)
+    (spool.task_dir(task.token) / "work" / "results").mkdir(parents=True)
+    (spool.task_dir(task.token) / "work" / "results" / "out.bin").write_bytes(os.urandom(size))
+    (spool.task_dir(task.token) / "stdout.txt").write_text("hello\n")
+    path, sha, packed_size = spool.pack_results(task, 1 << 30)
+    assert (sha, packed_size) == (sha256_of(path), path.stat().st_size)
+    with tarfile.open(path) as tar:
+        assert sorted(tar.getnames()) == ["results/out.bin", "stdout.txt"]
+    assert spool.packed_results(task) == (path.read_bytes() if kept else None)
+    assert spool.packed_results(task) is None, "taken once: a later report reads the file"

@@ -19,6 +19,7 @@ from test_sandbox import lender_home, slave_factory  # noqa: F401 - fixtures
 import trayapp.run.sandbox as sandbox_module
 import trayapp.slave.spool as spool_module
 from trayapp.status import AttemptOutcome
+from trayapp.wire.archive import sha256_of
 
 # The task plants, in results/, a link to the lender's 0600 file (which it
 # cannot open itself: the sandbox shows it nothing of the lender's home), and
@@ -57,7 +58,7 @@ def old_pack_results(self, task, max_bytes):
     with tarfile.open(target, "w", format=tarfile.PAX_FORMAT, dereference=True) as tar:
         for path, arcname in entries:
             tar.add(path, arcname=arcname, recursive=False)
-    return target, spool_module.sha256_of(target), target.stat().st_size
+    return target, sha256_of(target), target.stat().st_size
 
 
 def results_of(slave, token: str) -> dict[str, bytes]:

@@ -34,6 +34,7 @@ NO_DISPLAY = {"DISPLAY": "", "WAYLAND_DISPLAY": ""}  # no user session: the slav
 
 # The daemon's packer as it was: a link in results/ travelled as its target.
 OLD_PACKER = ("import os, tarfile\nfrom pathlib import Path\nimport trayapp.slave.spool as spool_module\n"
+              "from trayapp.wire.archive import sha256_of\n"
               + inspect.getsource(old_pack_results) + "spool_module.Spool.pack_results = old_pack_results\n")
 
 # The daemon as it was before its messages and task files were checked field by

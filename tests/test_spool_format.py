@@ -3,10 +3,14 @@ they are read, unknown ones are refused loudly and left untouched."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
+import subprocess
 import sys
+
+import psutil
 
 import pytest
 from conftest import make_job
@@ -41,6 +45,24 @@ def write_task_file(spool: Spool, data: dict) -> None:
     folder = spool.task_dir(data["token"])
     folder.mkdir(parents=True)
     (folder / "task.json").write_text(json.dumps(data))
+
+
+@contextlib.contextmanager
+def serving(tmp_path, source: str, spool: Spool | None = None):
+    """An engine on ``spool`` serving the master's own cores, and a master that said
+    hello and uploaded a job whose main script is ``source``: (engine, master, archive sha)."""
+    folder, _ = make_job(tmp_path / "job", source)
+    packed = pack(folder, ["main.py"], tmp_path / "packed")
+    engine = SlaveEngine(spool or Spool(tmp_path / "spool"), SlaveSettings(slots=1, python=sys.executable, nice=0),
+                         slave_id="5" * 16, runner=PosixRunner())
+    local = LocalSlave(engine).start()
+    try:
+        master = ProtocolPeer(engine)
+        master.hello()
+        master.upload(packed.path, packed.sha256)
+        yield engine, master, packed.sha256
+    finally:
+        local.stop()
 
 
 def test_a_task_file_names_its_format_and_reads_back_as_it_was_saved(tmp_path):
@@ -102,9 +124,78 @@ def test_every_change_to_the_spool_record_is_a_new_task_format():
     # the upgrade from the previous format, and update this list.
     assert [f.name for f in dataclasses.fields(SpoolTask)] == [
         "token", "master", "job", "idx", "params", "main", "archive_sha", "time_limit_s", "cores", "memory_mb",
-        "state", "pid", "created", "started", "ended", "outcome", "exit_code", "message", "results_path",
+        "slot", "state", "pid", "created", "started", "ended", "outcome", "exit_code", "message", "results_path",
         "results_sha", "results_size"]
-    assert TASK_FORMAT == 2 and len(spool_module._UPGRADES) == TASK_FORMAT
+    assert TASK_FORMAT == 3 and len(spool_module._UPGRADES) == TASK_FORMAT
+
+
+def a_live_process(tmp_path):
+    work = tmp_path / "live"
+    work.mkdir(exist_ok=True)
+    process = subprocess.Popen(["sleep", "30"], cwd=work, start_new_session=True)
+    return process, psutil.Process(process.pid).create_time()
+
+
+@pytest.mark.parametrize("format_", [2, 3])
+def test_a_running_task_is_adopted_in_the_slot_it_held_whichever_format_kept_it(tmp_path, format_):
+    # Format 2 kept the slot in a file beside task.json; format 3 in the record: a
+    # slave upgraded with tasks running adopts them where they are (slot and cache).
+    spool = Spool(tmp_path / "spool").ensure()
+    process, created = a_live_process(tmp_path)
+    try:
+        record = {**dataclasses.asdict(a_task(state="running", pid=process.pid, created=created, outcome=None,
+                                              exit_code=None, ended=None)), "format": format_}
+        if format_ == 2:
+            del record["slot"]
+            write_task_file(spool, record)
+            (spool.task_dir(TOKEN) / "slot").write_text("1")
+        else:
+            write_task_file(spool, {**record, "slot": 1})
+        assert spool.load(spool.task_dir(TOKEN) / "task.json").slot == (None if format_ == 2 else 1)
+        engine = SlaveEngine(spool, SlaveSettings(slots=2, python=sys.executable), slave_id="5" * 16,
+                             runner=PosixRunner())
+        engine.recover()
+        assert [handle.launch.slot for handle in engine.running.handles()] == [1]
+        assert engine.running.free_slot() == 0, "the adopted task holds slot 1; the next task gets slot 0"
+        engine.close()
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_a_task_started_now_keeps_its_slot_in_its_record_and_no_slot_file(tmp_path):
+    with serving(tmp_path, "import time; time.sleep(30)\n") as (engine, master, sha):
+        master.send("start", token=TOKEN, job="j1", idx=0, params={}, main="main.py", archive_sha=sha)
+        started = master.expect("started", token=TOKEN)
+        record = json.loads((engine.spool.task_dir(TOKEN) / "task.json").read_text())
+        assert (record["format"], record["slot"], record["pid"]) == (TASK_FORMAT, 0, started["pid"])
+        assert record["created"] is not None and record["state"] == "running"
+        assert not (engine.spool.task_dir(TOKEN) / "slot").exists()
+        master.send("cancel", token=TOKEN)
+        master.expect("finished", token=TOKEN)
+
+
+def test_an_empty_task_file_is_a_start_that_never_completed_and_the_token_can_start(tmp_path):
+    # The first save writes the record in place (no temporary file, no rename): a slave
+    # killed between its create and its write leaves an empty file, and no process.
+    spool = Spool(tmp_path / "spool").ensure()
+    spool.task_dir(TOKEN).mkdir()
+    (spool.task_dir(TOKEN) / "task.json").write_bytes(b"")
+    assert spool.load_all() == [] and spool.unreadable == {}
+    with serving(tmp_path, "open('results.txt', 'w').write('ok')\n", spool) as (engine, master, sha):
+        master.send("start", token=TOKEN, job="j1", idx=0, params={}, main="main.py", archive_sha=sha)
+        finished = master.expect("finished", token=TOKEN)
+    assert finished["outcome"] == "succeeded"
+    assert json.loads((spool.task_dir(TOKEN) / "task.json").read_text())["state"] == "finished"
+
+
+def test_a_first_save_never_overwrites_a_record_in_place(tmp_path):
+    spool = Spool(tmp_path / "spool").ensure()
+    save(spool, a_task(state="running"))
+    spool.save(a_task(state="running", pid=77), first=True)  # a record there: replaced whole, atomically
+    (task,) = spool.load_all()
+    assert task.pid == 77
+    assert [p.name for p in spool.task_dir(TOKEN).iterdir()] == ["task.json"], "no temporary file left"
 
 
 @dataclasses.dataclass
@@ -123,21 +214,11 @@ def test_what_a_task_tells_its_master_is_the_protocols_list_not_the_spool_record
 
 def test_a_field_added_to_the_spool_record_does_not_change_the_finished_message(tmp_path, monkeypatch):
     monkeypatch.setattr(engine_module, "SpoolTask", GrownSpoolTask)
-    folder, _ = make_job(tmp_path / "job", "open('results.txt', 'w').write('ok')\n")
-    packed = pack(folder, ["main.py"], tmp_path / "packed")
-    engine = SlaveEngine(Spool(tmp_path / "spool"), SlaveSettings(slots=1, python=sys.executable, nice=0),
-                         slave_id="5" * 16, runner=PosixRunner())
-    local = LocalSlave(engine).start()
-    try:
-        master = ProtocolPeer(engine)
-        master.hello()
-        master.upload(packed.path, packed.sha256)
-        master.send("start", token=TOKEN, job="j1", idx=0, params={}, main="main.py", archive_sha=packed.sha256)
+    with serving(tmp_path, "open('results.txt', 'w').write('ok')\n") as (engine, master, sha):
+        master.send("start", token=TOKEN, job="j1", idx=0, params={}, main="main.py", archive_sha=sha)
         finished = master.expect("finished", token=TOKEN)
         master.send("sync")
         (held,) = master.expect("tasks")["tasks"]
-    finally:
-        local.stop()
     assert isinstance(engine.tasks[TOKEN], GrownSpoolTask), "the engine must have used the grown record"
     assert finished.keys() == {"v", "type", *TASK_REPORT, "results_inline"}
     assert finished["outcome"] == "succeeded" and set(REQUIRED["finished"]) <= finished.keys()

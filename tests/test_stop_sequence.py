@@ -89,7 +89,7 @@ def test_a_launch_held_between_fork_and_exec_when_the_stop_comes_is_killed_once_
     peer.upload(Path(archive.path), archive.sha256)
     token = start_tree(peer, archive, tmp_path / "pids")
     spool = local.engine.spool
-    wait_until(lambda: (spool.task_dir(token) / "slot").exists(), interval=0.005, what="the launch to begin")
+    wait_until(lambda: (spool.task_dir(token) / "task.json").exists(), interval=0.005, what="the launch to begin")
     stopping = threading.Thread(target=local.stop)
     stopping.start()
     # Once stopping has begun, no new task starts: a start now is declined.

@@ -72,8 +72,9 @@ def brian_preferences_text(cache_dir: Path, cores: int = 1, user_text: str = "")
 
 def prepare_task_caches(work: Path, run_dir: Path, cache_dir: Path, cores: int = 1) -> None:
     """Write the task's ``brian_preferences`` and make its cache and scratch folders."""
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "tmp").mkdir(parents=True, exist_ok=True)
+    if not cache_dir.is_dir():  # made by the slot's first task: one stat for the others
+        cache_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "tmp").mkdir(exist_ok=True)  # run_dir exists: the task's work folder is in it
     preferences = work / PREFERENCES_FILE
     user_text = preferences.read_text(encoding="utf-8", errors="replace") if preferences.is_file() else ""
     preferences.write_text(brian_preferences_text(cache_dir, cores, user_text), encoding="utf-8")

@@ -455,9 +455,8 @@ class SlaveEngine:
             prepare(launch.task_dir, template, task.params, cache_dir=self._cache_of(task, launch.slot),
                     cores=task.cores)
             # Kept with the task, so a restarted engine adopts it in the slot (and cache) it holds.
-            (launch.task_dir / "slot").write_text(str(launch.slot))
-            task.started = self.clock()
-            self.spool.save(task)
+            task.slot, task.started = launch.slot, self.clock()
+            self.spool.save(task, first=True)
             handle = self.runner.start(launch)
         except OSError as exc:
             self.environments.release(task.token)
@@ -699,7 +698,9 @@ class SlaveEngine:
         return self.stop_all_tasks(AttemptOutcome.HOST_LOST, why)
 
     def _slot_recorded(self, task: SpoolTask) -> int | None:
-        try:
+        if task.slot is not None:
+            return task.slot
+        try:  # task format 2 kept it in a file of its own
             return int(read_regular(self.spool.task_dir(task.token) / "slot", 32))
         except (OSError, ValueError):
             return None  # started by an engine that kept no slot: the lowest free one

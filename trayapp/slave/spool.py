@@ -48,9 +48,9 @@ from typing import Iterator
 from trayapp.run.taskfiles import NotPlainFile, open_folder, open_folder_fd, open_regular, plain_files, read_regular
 from trayapp.slave.identity import UNBOUND_FOLDER, folder_of
 from trayapp.slave.trash import Trash
-from trayapp.wire.archive import ChecksumMismatchError, sha256_of
+from trayapp.wire.archive import ChecksumMismatchError
 from trayapp.wire.fields import Field, number, one_of, refusal, text, whole
-from trayapp.wire.protocol import MAX_LINE, TASK_REPORT, TO_SLAVE_FIELDS
+from trayapp.wire.protocol import INLINE_RESULTS_MAX, MAX_LINE, TASK_REPORT, TO_SLAVE_FIELDS
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ log = logging.getLogger(__name__)
 # SpoolTask's fields is a new format: bump this and append the step that
 # upgrades the previous one to _UPGRADES, so files on disk keep their meaning
 # and an older SpareCycles refuses the new files instead of misreading them.
-TASK_FORMAT = 2
+TASK_FORMAT = 3
 
 
 @dataclass
@@ -73,6 +73,9 @@ class SpoolTask:
     time_limit_s: float | None = None
     cores: int = 1
     memory_mb: int | None = None  # what the job asked for; the task's memory cap
+    # The slot it holds (and so its compiler cache): a restarted engine adopts it there.
+    # None: not started yet, or started by a version that kept it beside task.json.
+    slot: int | None = None
     state: str = "running"  # running -> finished -> (acked: removed)
     pid: int | None = None
     created: float | None = None  # the process's create time: pid + created identify it
@@ -101,6 +104,7 @@ TASK_FIELDS: dict[str, Field] = {
     **{name: _START[name] for name in ("token", "job", "idx", "params", "main", "archive_sha", "time_limit_s",
                                        "cores", "memory_mb")},
     "master": text(200, what="a master's name or id"),
+    "slot": whole(0, 1 << 16, "a slot number").maybe(),
     "state": one_of("running", "finished"),
     "pid": whole(0, 1 << 31, "a process id").maybe(),
     "created": _MOMENT, "started": _MOMENT, "ended": _MOMENT,
@@ -135,14 +139,25 @@ def _with_a_memory_cap(data: dict) -> dict:
     return {**data, "memory_mb": None}
 
 
+def _with_a_slot(data: dict) -> dict:
+    """Format 2 kept the task's slot in a file ``slot`` beside task.json (one
+    more file per task): the engine still reads that file when the task's
+    record names no slot (:meth:`trayapp.slave.engine.SlaveEngine._slot_recorded`)."""
+    return {**data, "slot": None}
+
+
 # Entry N upgrades a task file of format N to N+1. Append only: released
 # spools were written in each format as it was.
-_UPGRADES = [_from_unversioned, _with_a_memory_cap]
+_UPGRADES = [_from_unversioned, _with_a_memory_cap, _with_a_slot]
+
+
+def _json_bytes(data: dict) -> bytes:
+    # Compact: json's C encoder only runs without indent (three of these per task).
+    return json.dumps(data, separators=(",", ":")).encode("utf-8")
 
 
 def write_json_atomically(path: Path, data: dict) -> None:
-    # Compact: json's C encoder only runs without indent (three of these per task).
-    text = json.dumps(data, separators=(",", ":")).encode("utf-8")
+    text = _json_bytes(data)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -151,6 +166,26 @@ def write_json_atomically(path: Path, data: dict) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_new_json(path: Path, data: dict) -> None:
+    """Write ``data`` into ``path``, a file that must not exist yet: created and
+    written in place (no temporary name, no rename: a rename is a directory
+    update, and on ext4 one over an existing file also flushes the new one).
+    Killed between the create and the one write, it leaves an empty file, which
+    :meth:`Spool.load_all` takes for a start that never completed, as it would
+    take no file; FileExistsError if ``path`` exists (replace it atomically then)."""
+    text = _json_bytes(data)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        view = memoryview(text)
+        while view:
+            view = view[os.write(fd, view):]
+    except BaseException:
+        os.close(fd)
+        path.unlink(missing_ok=True)
+        raise
+    os.close(fd)
 
 
 class Spool:
@@ -164,6 +199,7 @@ class Spool:
         self.held = root / "held"
         self.trash = Trash(root / "trash")
         self._made: set[str] = set()  # masters whose incoming/ and results/ folders exist
+        self.packed: dict[str, bytes] = {}  # small results archives by token (pack_results)
         # Task files the last load_all() could not read, by path, with why:
         # the slave's status shows them until someone deals with them.
         self.unreadable: dict[Path, str] = {}
@@ -261,20 +297,34 @@ class Spool:
     def task_dir(self, token: str) -> Path:
         return self.tasks / token
 
-    def save(self, task: SpoolTask) -> None:
+    def save(self, task: SpoolTask, *, first: bool = False) -> None:
+        """Write the task's record. ``first``: its first save, into a task folder
+        just made: written in place when no record is there (see :func:`write_new_json`)."""
         data = asdict(task)
         if task.results_path and Path(task.results_path).is_relative_to(self.root):
             data["results_path"] = Path(task.results_path).relative_to(self.root).as_posix()
-        write_json_atomically(self.task_dir(task.token) / "task.json", {"format": TASK_FORMAT, **data})
+        path, data = self.task_dir(task.token) / "task.json", {"format": TASK_FORMAT, **data}
+        if first:
+            try:
+                write_new_json(path, data)
+                return
+            except FileExistsError:
+                pass  # a record this start replaces (an empty one, of a start that never completed)
+        write_json_atomically(path, data)
 
     def load_all(self) -> list[SpoolTask]:
         """Every task this spool holds. A file that cannot be read is logged
         and listed in :attr:`unreadable`, and left as it is. (A task folder
-        without task.json is a start that never completed: nothing was promised.)"""
+        without task.json, or with an empty one (:func:`write_new_json`), is a
+        start that never completed: nothing was promised, no process started.)"""
         found = []
         self.unreadable = {}
         for path in sorted(self.tasks.glob("*/task.json")):
             try:
+                st = os.lstat(path)
+                if stat.S_ISREG(st.st_mode) and st.st_size == 0:
+                    log.info("%s is empty: a start that never completed", path)
+                    continue
                 found.append(self.load(path))
             except (OSError, UnreadableTaskFile) as exc:
                 log.error("cannot read the task file %s, left as it is: %s", path, exc)
@@ -317,6 +367,7 @@ class Spool:
 
     def remove(self, task: SpoolTask) -> None:
         token = task.token
+        self.packed.pop(token, None)
         self.trash.discard(self.task_dir(token))
         for results in (self.results / folder_of(task.master), self.results):  # and where older spools kept them
             (results / f"{token}.tar").unlink(missing_ok=True)
@@ -358,16 +409,33 @@ class Spool:
             target = self.results_of(task) / f"{task.token}.tar"
             tmp = target.with_name(f".{target.name}.partial")
             try:
-                with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
-                    packed = sum(self._walk_results(run_fd, lambda name, fd: _add_open_file(tar, name, fd)))
-                    if packed > max_bytes:  # grown since it was measured: a task still writing
-                        raise ValueError(f"results grew past this host's cap of {max_bytes / 1e6:.0f} MB "
-                                         "while they were packed")
+                with open(tmp, "wb") as fh:
+                    # Hashed as it is written, and kept when small enough to ride in the
+                    # "finished" message: the archive is not read back.
+                    out = _HashingWriter(fh, keep_up_to=INLINE_RESULTS_MAX)
+                    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+                        packed = sum(self._walk_results(run_fd, lambda name, fd: _add_open_file(tar, name, fd)))
+                        if packed > max_bytes:  # grown since it was measured: a task still writing
+                            raise ValueError(f"results grew past this host's cap of {max_bytes / 1e6:.0f} MB "
+                                             "while they were packed")
                 os.replace(tmp, target)
             except BaseException:
                 tmp.unlink(missing_ok=True)  # a full disk must not also keep the half it managed to write
                 raise
-        return target, sha256_of(target), target.stat().st_size
+        self._keep_packed(task.token, out.kept)
+        return target, out.sha256.hexdigest(), out.size
+
+    def _keep_packed(self, token: str, data: bytes | None) -> None:
+        self.packed.pop(token, None)
+        if data is not None:
+            self.packed[token] = data
+            while len(self.packed) > _PACKED_KEPT:  # their masters away: read from the file when they are back
+                self.packed.pop(next(iter(self.packed)))
+
+    def packed_results(self, task: SpoolTask) -> bytes | None:
+        """The bytes of the task's results archive if it was small and packed by
+        this engine (kept since), taken: the caller sends them once."""
+        return self.packed.pop(task.token, None)
 
     @staticmethod
     def _walk_results(run_fd: int, each) -> Iterator[int]:
@@ -413,6 +481,36 @@ class Spool:
                         os.close(fd)
         except (OSError, ValueError):
             return  # no temporary folder (or not a plain one): nothing to bring back
+
+
+# Small results archives kept in memory from packing to the "finished" message.
+_PACKED_KEPT = 64
+
+
+class _HashingWriter:
+    """A binary file that hashes and counts what is written through it to
+    ``fh``, and keeps it while it is at most ``keep_up_to`` bytes (``kept``)."""
+
+    def __init__(self, fh, keep_up_to: int):
+        self.fh, self.sha256, self.size, self.keep_up_to = fh, hashlib.sha256(), 0, keep_up_to
+        self._parts: list[bytes] | None = []
+
+    def write(self, data) -> int:
+        written = self.fh.write(data)
+        self.sha256.update(data)
+        self.size += len(data)
+        if self._parts is not None and self.size <= self.keep_up_to:
+            self._parts.append(bytes(data))
+        else:
+            self._parts = None
+        return written
+
+    def tell(self) -> int:
+        return self.size
+
+    @property
+    def kept(self) -> bytes | None:
+        return None if self._parts is None else b"".join(self._parts)
 
 
 def _add_open_file(tar: tarfile.TarFile, name: str, fd: int) -> int:

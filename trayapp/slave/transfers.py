@@ -108,8 +108,9 @@ class Transfers:
         predates it) fetches it by SFTP as before."""
         if not task.results_sha or task.results_size is None or task.results_size > INLINE_RESULTS_MAX:
             return {}
+        data = self.spool.packed_results(task)  # just packed: not read back
         try:
-            data = Path(task.results_path).read_bytes()
+            data = Path(task.results_path).read_bytes() if data is None else data
         except OSError:
             return {}  # the master's fetch will tell it what is wrong
         return {"results_inline": base64.b64encode(data).decode("ascii")}
