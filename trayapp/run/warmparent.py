@@ -260,7 +260,7 @@ class WarmParent:
         it reported, under the sandbox's own processes), and those above it."""
         for pid in members:
             status = _status_of(pid)
-            if status is not None and status[1] == self.ns_pid and pid != self.popen.pid:
+            if status is not None and status[1] == self.ns_pid:  # without a sandbox: popen's own pid
                 self.host_pid = pid
                 self.keep = self._ancestry()
                 return
