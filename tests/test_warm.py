@@ -140,6 +140,24 @@ def engine(request, tmp_path):
     eng.close()
 
 
+@pytest.fixture(params=["cgroup", "process-group"])
+def unsandboxed_engine(request, tmp_path):
+    """A lender's ``sandbox = "off"``: no pid namespace, the warm parent is the process started."""
+    cgroups = TaskCgroups.create() if request.param == "cgroup" else None
+    if request.param == "cgroup" and cgroups is None:
+        pytest.skip("this system does not let the slave create cgroups (the fallback is tested)")
+    runner = WarmRunner(cgroups=cgroups, confinement=Confinement(sandboxed=False))
+    eng = SlaveEngine(Spool(tmp_path / "spool"), SlaveSettings(slots=1, python=sys.executable, nice=0,
+                                                               in_process=True),
+                      slave_id="e" * 16, runner=runner)
+    local = LocalSlave(eng).start()
+    yield eng
+    local.stop()
+    runner.kill_at_once(eng.running.handles())
+    eng.stop_all_tasks(AttemptOutcome.HOST_LOST, "the test is over")
+    eng.close()
+
+
 def job(tmp_path: Path, body: str, name: str = "job", **extra) -> object:
     folder, _ = make_job(tmp_path / name, body, extra_files=extra or None)
     return pack(folder, sorted(p.name for p in folder.iterdir()), tmp_path / f"{name}-packed")
@@ -211,6 +229,19 @@ def test_a_job_that_imports_nothing_heavy_runs_forked_and_still_runs_correctly(e
     assert not reports[0]["forked"]  # the first task starts cold while its parent starts
     assert [r["forked"] for r in reports[-2:]] == [True, True]
     assert len(engine.runner.parents()) == 1 and engine.runner.parents()[0].modules == ("sys", "json", "os")
+
+
+def test_without_the_sandbox_tasks_are_forked_too(unsandboxed_engine, tmp_path):
+    master = Master(unsandboxed_engine, job(tmp_path, IMPORTS_NOTHING_HEAVY))
+    forked = []
+    for i in range(40):
+        finished, results = master.run(i, {"i": i})
+        assert finished["outcome"] == "succeeded", finished
+        forked.append(json.loads((results / "results" / "report.json").read_text())["forked"])
+        if forked[-2:] == [True, True]:
+            break
+        time.sleep(0.2)
+    assert forked[-2:] == [True, True], forked
 
 
 NO_IMPORTS = """
