@@ -330,7 +330,12 @@ def _leftovers_killer(cgroups: TaskCgroups | None, token: str, parent: WarmParen
     there is the task's; the parent only imported, and it may be hostile, so its
     own sweep is not relied on)."""
     def end() -> None:
-        if cgroups is None or not cgroups.kill(token):
+        if cgroups is not None and cgroups.kill(token):
+            pass
+        elif not parent.sandboxed:
+            # Outside a sandbox an orphan leaves the parent's tree: only its marker finds it.
+            # Inside one it cannot leave the sandbox's pid namespace, all of it under the
+            # parent's sandbox (swept below): no read of every process's environment per task.
             kill_tree(None, None, token)
         _end_strays(parent)
     return end
