@@ -45,8 +45,8 @@ import tarfile
 from pathlib import Path
 
 # Member names the tests look for; the `..` name reaches the job's results
-# folder from the master's staging folder (results/<job>/.incoming-x/.unpacked-y).
-DOTDOT_MEMBER = "../../escape.txt"
+# folder from the master's staging folder (results/<job>/.incoming-x).
+DOTDOT_MEMBER = "../escape.txt"
 SYMLINK_MEMBER = "results/link"
 HARDLINK_MEMBER = "results/hard"
 DEVICE_MEMBER = "results/null"

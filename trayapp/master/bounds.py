@@ -10,10 +10,7 @@ bug; either way the driver quarantines it (see :mod:`trayapp.master.quarantine`)
 from __future__ import annotations
 
 import re
-import stat
-from pathlib import Path
 
-from trayapp.master.results import LOG_FILES
 from trayapp.wire.protocol import ProtocolError
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -68,16 +65,3 @@ def download_cap(max_results_bytes: int, announced: object) -> int:
     if _is_int(announced) and announced >= 0:
         return min(cap, announced)
     return cap
-
-
-def check_results_layout(unpacked: Path) -> None:
-    """Refuse an unpacked results archive that is not laid out as a slave packs
-    one: ``results`` a folder, the logs regular files."""
-    expected = {"results": stat.S_ISDIR, **{name: stat.S_ISREG for name in LOG_FILES}}
-    for name, is_right_kind in expected.items():
-        try:
-            mode = (unpacked / name).lstat().st_mode
-        except FileNotFoundError:
-            continue
-        if not is_right_kind(mode):
-            raise HostMisbehaved(f"its results archive has '{name}' as the wrong kind of file")

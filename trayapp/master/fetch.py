@@ -3,8 +3,9 @@
 The one place where the master takes files from a host, whatever its kind:
 the archive rides in the message or is fetched (SFTP) under a size cap and a
 time limit, must match the checksum its packer computed, and is unpacked
-(every member checked first) beside the job's results folder, so moving it
-into place afterwards is a rename.
+(every member checked first) beside the job's results folder, laid out as the
+task's results folder (:mod:`trayapp.master.incoming`), so moving it into
+place afterwards is a rename.
 
 What can go wrong falls in four classes, each with its own handling:
 
@@ -24,16 +25,18 @@ import base64
 import contextlib
 import hashlib
 import logging
+import shutil
 import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from trayapp.master.bounds import DOWNLOAD_SLACK_BYTES, HostMisbehaved, check_results_layout, download_cap
-from trayapp.master.results import results_path
+from trayapp.master.bounds import DOWNLOAD_SLACK_BYTES, HostMisbehaved, download_cap
+from trayapp.master.incoming import new_staging_folder, unpack_results
+from trayapp.master.results import merge_logs, results_path
 from trayapp.master.store import Claim
-from trayapp.wire.archive import UnsafeArchiveError, sha256_of, unpack
+from trayapp.wire.archive import UnsafeArchiveError, sha256_of
 from trayapp.wire.links import LocalWriteFailed, TransferRefused, TransferTimedOut
 
 log = logging.getLogger(__name__)
@@ -99,48 +102,65 @@ class Source(Protocol):
 def fetch_results(source: Source, offer: Offer, claim: Claim, scratch: contextlib.ExitStack, *, host: str,
                   limits: ResultsLimits) -> tuple[Path | None, str | None]:
     """Fetch, check and unpack a results archive; (folder, None) or (None, why it was refused).
-    Raises :class:`ResultsFolderError` when this master cannot write there,
+    The folder holds the results laid out as the task's results folder, ready
+    for :func:`trayapp.master.results.place`; ``scratch`` removes it unless it
+    was placed. Raises :class:`ResultsFolderError` when this master cannot write there,
     :class:`HostMisbehaved` when the host offers what no packer makes, and
     ``LinkClosed`` when the transfer broke off (fetch again after reconnecting)."""
     if offer.refused or not offer.path:
         return None, offer.refused
     if offer.in_place:
-        return Path(offer.path), None
+        try:
+            return merge_logs(Path(offer.path)), None
+        except OSError as exc:
+            raise results_folder_error(claim, exc, host) from exc
     if offer.size is not None and offer.size > limits.cap:
         return None, over_the_cap(host, offer.size, limits)
-    try:
-        tmp = Path(scratch.enter_context(tempfile.TemporaryDirectory(prefix=".incoming-",
-                                                                     dir=_incoming_root(claim))))
-    except OSError as exc:
-        raise results_folder_error(claim, exc, host) from exc
     archive: Path | bytes | None = offer.inline
     if archive is None:
-        archive = tmp / "results.tar"
-        for attempt in range(TRANSFER_TRIES):
-            try:
-                source.fetch(offer.path, archive, timeout_s=limits.timeout_s,
-                             max_bytes=download_cap(limits.max_bytes, offer.size))
-            except TransferRefused as exc:
-                raise HostMisbehaved(f"its results: {exc}") from None
-            except TransferTimedOut as exc:
-                return None, too_slow(host, limits, exc)
-            except LocalWriteFailed as exc:
-                raise results_folder_error(claim, exc, host) from exc
-            if offer.sha is None or sha256_of(archive) == offer.sha:
-                break
-            log.warning("host %s: results of %s arrived damaged, try %d", host, claim.token, attempt + 1)
-        else:
-            return None, f"the results from {host} arrived damaged {TRANSFER_TRIES} times"
+        archive, problem = _download(source, offer, claim, scratch, host=host, limits=limits)
+        if problem:
+            return None, problem
     try:
-        unpack(archive, tmp / "unpacked")  # checks every member first
+        staging = new_staging_folder(Path(claim.results_dir))
+    except OSError as exc:
+        raise results_folder_error(claim, exc, host) from exc
+    # Gone once placed (renamed away): then this finds nothing to remove.
+    scratch.callback(shutil.rmtree, staging, ignore_errors=True)
+    try:
+        unpack_results(archive, staging, max_bytes=limits.cap)  # checks every member first
     except UnsafeArchiveError as exc:
         return None, f"refused the results archive from {host}: {exc}"
     except (tarfile.TarError, EOFError) as exc:
         return None, f"the results archive from {host} is damaged: {exc}"
     except OSError as exc:
         raise results_folder_error(claim, exc, host) from exc
-    check_results_layout(tmp / "unpacked")
-    return tmp / "unpacked", None
+    return staging, None
+
+
+def _download(source: Source, offer: Offer, claim: Claim, scratch: contextlib.ExitStack, *, host: str,
+              limits: ResultsLimits) -> tuple[Path | None, str | None]:
+    """The archive fetched into a temporary folder beside the job's results (gone with ``scratch``)."""
+    try:
+        tmp = Path(scratch.enter_context(tempfile.TemporaryDirectory(prefix=".download-",
+                                                                     dir=_incoming_root(claim))))
+    except OSError as exc:
+        raise results_folder_error(claim, exc, host) from exc
+    archive = tmp / "results.tar"
+    for attempt in range(TRANSFER_TRIES):
+        try:
+            source.fetch(offer.path, archive, timeout_s=limits.timeout_s,
+                         max_bytes=download_cap(limits.max_bytes, offer.size))
+        except TransferRefused as exc:
+            raise HostMisbehaved(f"its results: {exc}") from None
+        except TransferTimedOut as exc:
+            return None, too_slow(host, limits, exc)
+        except LocalWriteFailed as exc:
+            raise results_folder_error(claim, exc, host) from exc
+        if offer.sha is None or sha256_of(archive) == offer.sha:
+            return archive, None
+        log.warning("host %s: results of %s arrived damaged, try %d", host, claim.token, attempt + 1)
+    return None, f"the results from {host} arrived damaged {TRANSFER_TRIES} times"
 
 
 def _incoming_root(claim: Claim) -> Path:

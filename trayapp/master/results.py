@@ -65,29 +65,34 @@ def _write_new_file(folder: Path, name: str, text: str) -> None:
     name (even a link or FIFO) is kept under another name, never written through."""
     path = folder / name
     if os.path.lexists(path):
-        os.rename(path, folder / _free_name(folder, name))
+        os.rename(path, folder / free_name(folder, name))
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
     with os.fdopen(os.open(path, flags, 0o600), "w", encoding="utf-8") as fh:
         fh.write(text)
 
 
-def collect(claim: Claim, unpacked: Path, *, exit_code: int | None, host: str) -> Path:
-    """Move an attempt's results and logs into the job's results folder.
+def merge_logs(unpacked: Path) -> Path:
+    """An attempt's results in the layout of ``unpacked`` (``results/``, what
+    the task wrote, beside ``stdout.txt``, ``stderr.txt`` and Brian's debug
+    files: the master's own cores leave them so) made into one folder, the
+    logs moved in beside what the task wrote; that folder."""
+    staging = unpacked / "results"
+    staging.mkdir(exist_ok=True)  # a task that wrote nothing is still done
+    for name in (*LOG_FILES, *sorted(n for n in os.listdir(unpacked) if is_debug_file(n))):
+        source = unpacked / name
+        if source.exists():
+            os.replace(source, staging / free_name(staging, name))
+    return staging
 
-    ``unpacked`` is the slave's results archive, already checked and unpacked
-    on this disk: ``results/`` (what the task wrote) beside ``stdout.txt`` and
-    ``stderr.txt``.
-    """
+
+def place(claim: Claim, staging: Path, *, exit_code: int | None, host: str) -> Path:
+    """Move an attempt's results and logs, gathered in ``staging`` on this disk
+    (:func:`merge_logs`, :func:`trayapp.master.incoming.unpack_results`), into
+    the job's results folder, with the parameters and the marker beside them."""
     destination = results_path(claim)
     if collected_by(destination) == claim.attempt_id:
         return destination  # collected before a crash; nothing left to move
     destination.parent.mkdir(parents=True, exist_ok=True)
-    staging = unpacked / "results"
-    staging.mkdir(exist_ok=True)  # a task that wrote nothing is still done
-    for name in (*LOG_FILES, *sorted(n for n in os.listdir(unpacked) if _is_debug_file(n))):
-        source = unpacked / name
-        if source.exists():
-            os.replace(source, staging / _free_name(staging, name))
     if not _is_regular_file(staging / "params.json"):  # the task's own copy, if it kept one
         _write_new_file(staging, "params.json", json.dumps(claim.params, indent=2) + "\n")
     marker = {"job": claim.job_id, "task": claim.idx, "attempt": claim.attempt_id, "host": host,
@@ -96,7 +101,7 @@ def collect(claim: Claim, unpacked: Path, *, exit_code: int | None, host: str) -
     if destination.exists():
         # An earlier attempt's output (the task failed, then the user retried it):
         # keep it under another name rather than overwrite anything.
-        destination.rename(destination.parent / _free_name(destination.parent, f"{destination.name}.previous"))
+        destination.rename(destination.parent / free_name(destination.parent, f"{destination.name}.previous"))
     _move_atomically(staging, destination)
     return destination
 
@@ -115,7 +120,7 @@ def paths_in_job_folder(text: str, token: str, folder: str, task_results: str) -
     return text
 
 
-def _is_debug_file(name: str) -> bool:
+def is_debug_file(name: str) -> bool:
     """Brian's debug files of a failed run, packed beside the logs (trayapp.slave.spool.debug_files)."""
     return (name.startswith("brian_debug_") and name.endswith(".log")) or \
         (name.startswith("brian_script_") and name.endswith(".py"))
@@ -128,7 +133,7 @@ def _is_regular_file(path: Path) -> bool:
         return False
 
 
-def _free_name(folder: Path, name: str) -> str:
+def free_name(folder: Path, name: str) -> str:
     """``name``, or ``name`` with a suffix if the task already used it."""
     if not os.path.lexists(folder / name):
         return name

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from trayapp.master.fetch import Offer, ResultsFolderError, ResultsLimits, Source, fetch_results, results_folder_error
-from trayapp.master.results import collect, collected_by, results_path
+from trayapp.master.results import collected_by, place, results_path
 from trayapp.master.store import Claim, Store
 from trayapp.status import AttemptOutcome, TaskStatus
 
@@ -123,7 +123,7 @@ class Settler:
 
     def _move_into_place(self, claim: Claim, unpacked: Path, exit_code: int | None) -> None:
         try:
-            collect(claim, unpacked, exit_code=exit_code, host=self.host)
+            place(claim, unpacked, exit_code=exit_code, host=self.host)
         except OSError as exc:
             raise results_folder_error(claim, exc, self.host) from exc
 

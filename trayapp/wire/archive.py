@@ -146,7 +146,7 @@ def unpack(archive: Path | bytes, destination: Path) -> None:
         with tarfile.open(mode="r:", **source) as tar:
             members = tar.getmembers()
             check_members(members)
-            _require_end_marker(tar)
+            require_end_marker(tar)
             tar.extractall(staging, members=members, filter="data")
         os.replace(staging, destination)
     except BaseException:
@@ -154,7 +154,7 @@ def unpack(archive: Path | bytes, destination: Path) -> None:
         raise
 
 
-def _require_end_marker(tar: tarfile.TarFile) -> None:
+def require_end_marker(tar: tarfile.TarFile) -> None:
     # tarfile takes a missing or damaged header after the first member for the
     # end of the archive, so a file cut at a member boundary would "unpack"
     # with members silently missing. A complete archive ends with two zero blocks.
