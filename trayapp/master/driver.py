@@ -212,7 +212,7 @@ class HostDriver(RemoteHost):
         self._expire_declines(now)
         queued = 0 if self.quarantine.active else self.store.count_queued(self.not_offered())
         demand = queued if self.cap is None else max(0, min(queued, self.cap - len(self.inflight)))
-        if demand != conv.demand_sent:
+        if demand_worth_saying(conv.demand_sent, demand, conv.slots):
             self._send(conv, "demand", queued=demand)
             conv.demand_sent = demand
 
@@ -493,6 +493,24 @@ class HostDriver(RemoteHost):
                 self._cancel(conv, token)
             else:
                 self._send(conv, "ack", token=token)
+
+
+def demand_worth_saying(sent: int | None, demand: int, slots: object) -> bool:
+    """Whether the host must hear a new demand. Every claim lowers the queue,
+    and telling each host every time was one message per task, each way
+    (read, decoded and weighed by every slave daemon). A host acts on a demand
+    by whether it is above nought and how it compares with its slots, so: any
+    rise, any fall to its slot count or below (exact from there on: the last
+    tasks, or none), and a fall above it once it is an eighth or a slot count
+    (a slave's ``by_demand`` baseline weighs masters by their queues: a little
+    stale, never low). Slots not known: every change, as before."""
+    if sent is None or demand > sent:
+        return True
+    if demand == sent:
+        return False
+    if not isinstance(slots, int) or isinstance(slots, bool) or demand <= slots:
+        return True
+    return sent - demand >= max(slots, sent // 8)
 
 
 def archive_may_be_gone(declined: dict) -> bool:
