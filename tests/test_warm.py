@@ -183,19 +183,53 @@ def test_a_forked_task_sees_its_own_world_and_nothing_of_another_task(engine, tm
 
 
 IMPORTS_NOTHING_HEAVY = """
-import json, os, sys
+import sys
+FORKED = "json" in sys.modules  # a cold interpreter has not imported json yet; the warm parent has
+import json, os
+p = json.loads(sys.argv[1])
 os.makedirs("results", exist_ok=True)
-json.dump({"numpy_loaded": "numpy" in sys.modules}, open("results/report.json", "w"))
+json.dump({"numpy_loaded": "numpy" in sys.modules, "forked": FORKED, "i": p["i"], "cwd": os.getcwd(),
+           "params_json": json.load(open("params.json"))}, open("results/report.json", "w"))
+print("task", p["i"])
 """
 
 
-def test_a_job_that_imports_nothing_heavy_runs_cold(engine, tmp_path):
+def test_a_job_that_imports_nothing_heavy_runs_forked_and_still_runs_correctly(engine, tmp_path):
+    # Forking saves a trivial task the interpreter's and the sandbox's start (issue 22's per-task target).
     master = Master(engine, job(tmp_path, IMPORTS_NOTHING_HEAVY))
-    for i in range(3):
+    reports = []
+    for i in range(40):
         finished, results = master.run(i, {"i": i})
         assert finished["outcome"] == "succeeded", finished
-        assert json.loads((results / "results" / "report.json").read_text()) == {"numpy_loaded": False}
-    assert engine.runner.parents() == []
+        report = json.loads((results / "results" / "report.json").read_text())
+        assert (report["i"], report["params_json"], report["numpy_loaded"]) == (i, {"i": i}, False)
+        assert (results / "stdout.txt").read_text() == f"task {i}\n"
+        reports.append(report)
+        if len([r for r in reports if r["forked"]]) >= 2:
+            break
+        time.sleep(0.2)  # the parent imports meanwhile
+    assert not reports[0]["forked"]  # the first task starts cold while its parent starts
+    assert [r["forked"] for r in reports[-2:]] == [True, True]
+    assert len(engine.runner.parents()) == 1 and engine.runner.parents()[0].modules == ("sys", "json", "os")
+
+
+NO_IMPORTS = """
+__import__("os").makedirs("results", exist_ok=True)  # not an import statement: nothing found to warm
+open("results/out.txt", "w").write(str(sum(range(10))))
+"""
+
+
+def test_a_script_importing_nothing_at_all_runs_forked(engine, tmp_path):
+    master = Master(engine, job(tmp_path, NO_IMPORTS))
+    for i in range(40):
+        finished, results = master.run(i, {"i": i})
+        assert finished["outcome"] == "succeeded" and (results / "results" / "out.txt").read_text() == "45", finished
+        if engine.runner.parents() and engine.runner.parents()[0].poll_ready():
+            break
+        time.sleep(0.2)
+    before = master.run(100, {"i": 100})
+    assert before[0]["outcome"] == "succeeded" and (before[1] / "results" / "out.txt").read_text() == "45"
+    assert [p.modules for p in engine.runner.parents()] == [("sys",)] and engine.runner.parents()[0].ready
 
 
 def test_a_module_failing_to_import_in_the_warm_parent_means_cold_starts_with_the_reason_logged(
@@ -234,7 +268,8 @@ def test_the_manifest_warms_the_jobs_own_module_which_main_alone_would_not(engin
     model = "import numpy\nVALUE = 42\n"
     plain = Master(engine, job(tmp_path, OWN_MODULE, name="plain", **{"mymodel.py": model}))
     assert [report_of(plain, i, {"i": i})["preloaded"] for i in range(3)] == [[], [], []]
-    assert engine.runner.parents() == []  # stdlib and the job's own module: nothing to warm
+    # The job's own module is the task's to import (its own copy), unless the manifest lists it.
+    assert [p.modules for p in engine.runner.parents()] == [("sys", "json", "os")]
     warmed = Master(engine, job(tmp_path, OWN_MODULE, name="warmed", **{"mymodel.py": model,
                                                                          "sparecycles.toml": 'warm = ["mymodel"]\n'}),
                     master="fedcba9876543210")
