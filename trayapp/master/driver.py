@@ -64,6 +64,7 @@ class _Conversation:
     # Slots granted beyond those, by when they were granted: used as our tasks
     # there end, for as long as the host keeps a grant open.
     deferred_grants: list[float] = field(default_factory=list)
+    wanted_checked: float = 0.0  # when the queue was last asked whether our tasks there are still wanted
 
     def resend_demand(self) -> None:
         """Say the demand again at the next tick, even if it did not change:
@@ -197,9 +198,13 @@ class HostDriver(RemoteHost):
         now = time.monotonic()
         for report in self.settler.due():
             self._on_finished(conv, report)
-        for token, entry in list(self.inflight.items()):
-            if not self.store.attempt_is_wanted(entry.claim.attempt_id):
-                self._cancel(conv, token)
+        if now >= conv.wanted_checked + self.settings.tick_s / 2:
+            # A query per task under way: after every message it was most of a
+            # busy tick's queue reads; a cancel is still seen within a tick.
+            conv.wanted_checked = now
+            for token, entry in list(self.inflight.items()):
+                if not self.store.attempt_is_wanted(entry.claim.attempt_id):
+                    self._cancel(conv, token)
         if self._showing_quarantine and not self.quarantine.active:
             self._show_state(*self._reported_state)  # the quarantine is over
         if not conv.synced:
