@@ -273,3 +273,26 @@ def test_a_change_cut_short_by_a_crash_is_left_out_and_a_damaged_record_is_repor
     assert spool.load_all() == [] and "not valid JSON" in spool.unreadable[path]
     path.write_bytes(whole + b'{"format":1}\n')
     assert spool.load_all() == [] and "not a change to the record" in spool.unreadable[path]
+
+
+def test_an_append_that_fails_half_way_is_followed_by_the_whole_record(tmp_path, monkeypatch):
+    # A full disk may take half a line: the record is then rewritten whole (temporary
+    # file, rename), never left with a damaged line in its middle.
+    spool = Spool(tmp_path / "spool").ensure()
+    spool.task_dir(TOKEN).mkdir()
+    spool.save(a_task(state="running", pid=None, outcome=None, exit_code=None, ended=None), first=True)
+    path = spool.task_dir(TOKEN) / "task.json"
+
+    def half_then_full(target, data):
+        with open(target, "ab") as fh:
+            fh.write(b'{"pid":42,"crea')
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(spool_module, "append_json_line", half_then_full)
+    spool.save(a_task(state="running", pid=42, outcome=None, exit_code=None, ended=None))
+    monkeypatch.undo()
+    assert len(path.read_text().splitlines()) == 1
+    spool.save(a_task(pid=42))  # and the next change is appended to the rewritten record
+    assert len(path.read_text().splitlines()) == 2
+    (task,) = Spool(spool.root).load_all()
+    assert task == a_task(pid=42)
