@@ -167,9 +167,9 @@ def test_a_task_started_now_keeps_its_slot_in_its_record_and_no_slot_file(tmp_pa
     with serving(tmp_path, "import time; time.sleep(30)\n") as (engine, master, sha):
         master.send("start", token=TOKEN, job="j1", idx=0, params={}, main="main.py", archive_sha=sha)
         started = master.expect("started", token=TOKEN)
-        record = json.loads((engine.spool.task_dir(TOKEN) / "task.json").read_text())
-        assert (record["format"], record["slot"], record["pid"]) == (TASK_FORMAT, 0, started["pid"])
-        assert record["created"] is not None and record["state"] == "running"
+        record = engine.spool.load(engine.spool.task_dir(TOKEN) / "task.json")
+        assert (record.slot, record.pid) == (0, started["pid"])
+        assert record.created is not None and record.state == "running"
         assert not (engine.spool.task_dir(TOKEN) / "slot").exists()
         master.send("cancel", token=TOKEN)
         master.expect("finished", token=TOKEN)
@@ -186,7 +186,7 @@ def test_an_empty_task_file_is_a_start_that_never_completed_and_the_token_can_st
         master.send("start", token=TOKEN, job="j1", idx=0, params={}, main="main.py", archive_sha=sha)
         finished = master.expect("finished", token=TOKEN)
     assert finished["outcome"] == "succeeded"
-    assert json.loads((spool.task_dir(TOKEN) / "task.json").read_text())["state"] == "finished"
+    assert spool.load(spool.task_dir(TOKEN) / "task.json").state == "finished"
 
 
 def test_a_first_save_never_overwrites_a_record_in_place(tmp_path):
@@ -245,3 +245,54 @@ def test_a_start_again_of_a_task_whose_file_cannot_be_read_leaves_the_file_alone
     assert "newer SpareCycles" in declined["reason"] and declined["retry"] is True
     assert json.loads((spool.task_dir(TOKEN) / "task.json").read_text()) == newer
     assert not (spool.task_dir(TOKEN) / "work").exists()
+
+
+def test_changes_are_appended_to_the_record_and_read_back_merged(tmp_path):
+    # One record, then a line per change: what a restarted engine reads is what the engine held.
+    with serving(tmp_path, "open('results.txt', 'w').write('ok')\n") as (engine, master, sha):
+        master.send("start", token=TOKEN, job="j1", idx=0, params={"rate": [1, 2]}, main="main.py",
+                    archive_sha=sha)
+        master.expect("finished", token=TOKEN)
+        held = dataclasses.replace(engine.tasks[TOKEN])
+    path = engine.spool.task_dir(TOKEN) / "task.json"
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(lines) == 3 and lines[0]["format"] == TASK_FORMAT and lines[0]["state"] == "running"
+    assert set(lines[1]) == {"pid", "created"} and lines[2]["state"] == "finished"
+    assert Spool(engine.spool.root).load(path) == held
+
+
+def test_a_change_cut_short_by_a_crash_is_left_out_and_a_damaged_record_is_reported(tmp_path):
+    spool = Spool(tmp_path / "spool").ensure()
+    save(spool, a_task(state="running", outcome=None, exit_code=None, ended=None))
+    path = spool.task_dir(TOKEN) / "task.json"
+    whole = path.read_bytes()
+    path.write_bytes(whole + b'{"state":"fini')  # the PC lost power during the write
+    (task,) = spool.load_all()
+    assert task.state == "running" and spool.unreadable == {}
+    path.write_bytes(whole + b'{"state":"fini\n{"pid":5}\n')  # not a crash: damage
+    assert spool.load_all() == [] and "not valid JSON" in spool.unreadable[path]
+    path.write_bytes(whole + b'{"format":1}\n')
+    assert spool.load_all() == [] and "not a change to the record" in spool.unreadable[path]
+
+
+def test_an_append_that_fails_half_way_is_followed_by_the_whole_record(tmp_path, monkeypatch):
+    # A full disk may take half a line: the record is then rewritten whole (temporary
+    # file, rename), never left with a damaged line in its middle.
+    spool = Spool(tmp_path / "spool").ensure()
+    spool.task_dir(TOKEN).mkdir()
+    spool.save(a_task(state="running", pid=None, outcome=None, exit_code=None, ended=None), first=True)
+    path = spool.task_dir(TOKEN) / "task.json"
+
+    def half_then_full(target, data):
+        with open(target, "ab") as fh:
+            fh.write(b'{"pid":42,"crea')
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(spool_module, "append_json_line", half_then_full)
+    spool.save(a_task(state="running", pid=42, outcome=None, exit_code=None, ended=None))
+    monkeypatch.undo()
+    assert len(path.read_text().splitlines()) == 1
+    spool.save(a_task(pid=42))  # and the next change is appended to the rewritten record
+    assert len(path.read_text().splitlines()) == 2
+    (task,) = Spool(spool.root).load_all()
+    assert task == a_task(pid=42)

@@ -37,6 +37,7 @@ from support.tasks import kill_all, task_processes_under
 
 from trayapp.install.selfcommand import sparecycles_command
 from trayapp.run.posix import HOLD_LAUNCH_VARIABLE
+from trayapp.slave.spool import Spool
 
 pytestmark = [pytest.mark.slow, pytest.mark.pool]
 
@@ -255,7 +256,7 @@ def test_a_master_killed_outright_adopts_or_kills_each_orphan_at_its_next_start(
     orphans = {p.pid for p in task_processes_under(spool)}
     assert orphans, "SIGKILL leaves the tasks running: the next master must find them"
     orphaned_tokens = {p.name for p in (spool / "tasks").iterdir() if (p / "task.json").exists()
-                       and json.loads((p / "task.json").read_text())["state"] == "running"}
+                       and Spool(spool).load(p / "task.json").state == "running"}
     assert len(orphaned_tokens) == 2
 
     second = subprocess.Popen(sparecycles_command("master", "--slots", "2", "--until-idle", "1"), env=env,

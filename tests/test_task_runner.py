@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import secrets
+import shutil
+import stat
 import sys
 
 import pytest
@@ -125,3 +128,35 @@ def test_a_recycled_pid_is_not_adopted(tmp_path):
     finally:
         task.kill_whole_tree()
         task.close()
+
+
+def test_a_task_gets_a_copy_of_its_job_folder_as_it_was_unpacked(tmp_path):
+    # The copy is made with fewer system calls than shutil.copytree: same files,
+    # folders, modes and times, and a copy (what the task writes stays its own).
+    template = tmp_path / "unpacked"
+    (template / "pkg" / "data").mkdir(parents=True)
+    (template / "main.py").write_text("print('hi')\n")
+    (template / "run.sh").write_text("#!/bin/sh\n")
+    (template / "run.sh").chmod(0o755)
+    (template / "pkg" / "data" / "big.bin").write_bytes(os.urandom(3 << 20))
+    (template / "pkg" / "empty.txt").write_bytes(b"")
+    os.utime(template / "main.py", (1_600_000_000, 1_600_000_001))
+    os.utime(template / "pkg", (1_600_000_000, 1_600_000_002))
+
+    prepare(tmp_path / "task", template, {"i": 3})
+    shutil.copytree(template, tmp_path / "by_copytree")
+
+    def seen(root):
+        return {p.relative_to(root).as_posix(): (stat.S_IMODE(p.stat().st_mode), p.stat().st_mtime_ns,
+                                                 p.read_bytes() if p.is_file() else None)
+                for p in root.rglob("*")}
+
+    work = tmp_path / "task" / "work"
+    assert {k: v for k, v in seen(work).items() if k != "params.json"} == seen(tmp_path / "by_copytree")
+    assert json.loads((work / "params.json").read_text()) == {"i": 3}
+    (work / "main.py").write_text("changed")
+    assert (template / "main.py").read_text() == "print('hi')\n"
+
+    (work / "left.txt").write_text("from a start that crashed half-way")
+    prepare(tmp_path / "task", template, {"i": 4})  # the same task started again: a fresh copy
+    assert not (work / "left.txt").exists() and (work / "main.py").read_text() == "print('hi')\n"

@@ -64,6 +64,7 @@ class _Conversation:
     # Slots granted beyond those, by when they were granted: used as our tasks
     # there end, for as long as the host keeps a grant open.
     deferred_grants: list[float] = field(default_factory=list)
+    wanted_checked: float = 0.0  # when the queue was last asked whether our tasks there are still wanted
 
     def resend_demand(self) -> None:
         """Say the demand again at the next tick, even if it did not change:
@@ -197,9 +198,13 @@ class HostDriver(RemoteHost):
         now = time.monotonic()
         for report in self.settler.due():
             self._on_finished(conv, report)
-        for token, entry in list(self.inflight.items()):
-            if not self.store.attempt_is_wanted(entry.claim.attempt_id):
-                self._cancel(conv, token)
+        if now >= conv.wanted_checked + self.settings.tick_s / 2:
+            # A query per task under way: after every message it was most of a
+            # busy tick's queue reads; a cancel is still seen within a tick.
+            conv.wanted_checked = now
+            for token, entry in list(self.inflight.items()):
+                if not self.store.attempt_is_wanted(entry.claim.attempt_id):
+                    self._cancel(conv, token)
         if self._showing_quarantine and not self.quarantine.active:
             self._show_state(*self._reported_state)  # the quarantine is over
         if not conv.synced:
@@ -212,7 +217,7 @@ class HostDriver(RemoteHost):
         self._expire_declines(now)
         queued = 0 if self.quarantine.active else self.store.count_queued(self.not_offered())
         demand = queued if self.cap is None else max(0, min(queued, self.cap - len(self.inflight)))
-        if demand != conv.demand_sent:
+        if demand_worth_saying(conv.demand_sent, demand, conv.slots):
             self._send(conv, "demand", queued=demand)
             conv.demand_sent = demand
 
@@ -493,6 +498,24 @@ class HostDriver(RemoteHost):
                 self._cancel(conv, token)
             else:
                 self._send(conv, "ack", token=token)
+
+
+def demand_worth_saying(sent: int | None, demand: int, slots: object) -> bool:
+    """Whether the host must hear a new demand. Every claim lowers the queue,
+    and telling each host every time was one message per task, each way
+    (read, decoded and weighed by every slave daemon). A host acts on a demand
+    by whether it is above nought and how it compares with its slots, so: any
+    rise, any fall to its slot count or below (exact from there on: the last
+    tasks, or none), and a fall above it once it is an eighth or a slot count
+    (a slave's ``by_demand`` baseline weighs masters by their queues: a little
+    stale, never low). Slots not known: every change, as before."""
+    if sent is None or demand > sent:
+        return True
+    if demand == sent:
+        return False
+    if not isinstance(slots, int) or isinstance(slots, bool) or demand <= slots:
+        return True
+    return sent - demand >= max(slots, sent // 8)
 
 
 def archive_may_be_gone(declined: dict) -> bool:

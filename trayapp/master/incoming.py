@@ -31,7 +31,6 @@ from __future__ import annotations
 import io
 import os
 import secrets
-import shutil
 import tarfile
 from pathlib import Path, PurePosixPath
 
@@ -40,6 +39,7 @@ from trayapp.master.results import LOG_FILES, free_name, is_debug_file
 from trayapp.wire.archive import UnsafeArchiveError, check_members, require_end_marker
 
 STAGING_PREFIX = ".incoming-"
+_CHUNK = 1 << 20
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 
 
@@ -146,11 +146,16 @@ def _write(tar: tarfile.TarFile, member: tarfile.TarInfo, path: Path) -> None:
         mode &= ~0o111
     mode |= 0o600
     fd = os.open(path, _NEW_FILE, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        shutil.copyfileobj(tar.extractfile(member), out)
-        out.flush()
+    try:
+        source = tar.extractfile(member)
+        while chunk := source.read(_CHUNK):
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(fd, view):]
         os.fchmod(fd, mode)
         try:
             os.utime(fd, (member.mtime, member.mtime))
         except (OSError, OverflowError, ValueError):
             pass  # a time this file system cannot hold: the file keeps the time it was written
+    finally:
+        os.close(fd)

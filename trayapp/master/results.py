@@ -92,7 +92,8 @@ def place(claim: Claim, staging: Path, *, exit_code: int | None, host: str) -> P
     destination = results_path(claim)
     if collected_by(destination) == claim.attempt_id:
         return destination  # collected before a crash; nothing left to move
-    destination.parent.mkdir(parents=True, exist_ok=True)
+    if staging.parent != destination.parent:  # else it exists: the staging folder was made in it
+        destination.parent.mkdir(parents=True, exist_ok=True)
     if not _is_regular_file(staging / "params.json"):  # the task's own copy, if it kept one
         _write_new_file(staging, "params.json", json.dumps(claim.params, indent=2) + "\n")
     marker = {"job": claim.job_id, "task": claim.idx, "attempt": claim.attempt_id, "host": host,

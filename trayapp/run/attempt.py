@@ -11,7 +11,9 @@ scratch folder (:mod:`trayapp.run.taskcache`). This module turns that into a
 
 from __future__ import annotations
 
+import os
 import shutil
+import stat
 from pathlib import Path
 
 from trayapp.run.runner import Launch
@@ -27,13 +29,62 @@ def prepare(task_dir: Path, template: Path, params: object, *, cache_dir: Path |
     """Make the attempt's folder: a fresh copy of the job folder plus params.json
     (and params.pkl), and, given its slot's ``cache_dir``, its caches and scratch folder."""
     work = task_dir / "work"
-    if work.exists():  # left over from a start that crashed half-way
-        remove_tree(work)
-    task_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(template, work)
+    try:
+        task_dir.mkdir(parents=True)
+    except FileExistsError:
+        if os.path.lexists(work):  # left over from a start that crashed half-way
+            remove_tree(work)
+    copy_job_folder(template, work)
     write_task_params(work, params)
     if cache_dir is not None:
         prepare_task_caches(work, task_dir, cache_dir, cores)
+
+
+def copy_job_folder(template: Path, target: Path) -> None:
+    """A fresh copy of the unpacked job folder ``template`` (made by this slave from
+    a checked archive: plain files and folders only) at ``target``, modes and
+    times kept. What shutil.copytree does, in half the system calls per file: no
+    look for extended attributes (an archive carries none), no second stat, the
+    times and mode set through the new file's descriptor. Anything but a plain
+    file or folder is copied by shutil, as before."""
+    os.mkdir(target, 0o700)
+    with os.scandir(template) as entries:
+        for entry in entries:
+            source, copy = entry.path, os.path.join(target, entry.name)
+            st = entry.stat(follow_symlinks=False)
+            if stat.S_ISDIR(st.st_mode):
+                copy_job_folder(Path(source), Path(copy))
+            elif stat.S_ISREG(st.st_mode):
+                _copy_file(source, copy, st)
+            else:
+                shutil.copy2(source, copy)
+    st = os.stat(template)
+    os.chmod(target, stat.S_IMODE(st.st_mode))
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def _copy_file(source: str, copy: str, st: os.stat_result) -> None:
+    src = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        out = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            left = st.st_size
+            while left > 0:
+                try:
+                    done = os.copy_file_range(src, out, left)
+                except OSError:  # not between these two file systems: plain reads and writes
+                    with os.fdopen(os.dup(src), "rb") as fin, os.fdopen(os.dup(out), "wb") as fout:
+                        shutil.copyfileobj(fin, fout)
+                    break
+                if done == 0:
+                    break
+                left -= done
+            os.fchmod(out, stat.S_IMODE(st.st_mode))
+            os.utime(out, ns=(st.st_atime_ns, st.st_mtime_ns))
+        finally:
+            os.close(out)
+    finally:
+        os.close(src)
 
 
 def task_launch(token: str, task_dir: Path, *, python: str, main: str, params: object, job_id: str, idx: int,

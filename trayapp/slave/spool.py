@@ -14,12 +14,20 @@ Layout under ``<data>/spool/``::
     slot-cache/<master>/<n>/  each master's compiler caches, per slot (trayapp.run.taskcache)
     trash/                    folders on their way out, deleted off the engine's loop (trayapp.slave.trash)
 
-Everything a slave knows about its tasks is in these files, written atomically
-(temporary name, then rename), so a slave daemon killed at any moment and
-restarted knows what it was doing. Each ``task.json`` names its format
-(:data:`TASK_FORMAT`): an older file is upgraded as it is read, and a file
-this version cannot read is reported, never skipped or touched, so a
-downgraded or damaged slave cannot quietly forget a task.
+Everything a slave knows about its tasks is in these files, so a slave daemon
+killed at any moment and restarted knows what it was doing. A ``task.json``
+is one JSON record per line: the task's whole record, written before its
+process starts, then one line per change (its pid once it runs, how it
+ended), each appended in one write: a daemon killed mid-way leaves whole
+lines (a torn last line, from a crash of the PC, is left out as never
+written). Appending costs a few microseconds; the temporary file and rename
+it replaces cost a few hundred, three times per task (and on ext4 a rename
+over a file also flushes it). A record this engine did not write itself
+(taken up after a restart) is rewritten whole (temporary name, then rename).
+Each ``task.json`` names its format (:data:`TASK_FORMAT`) in its first line:
+an older file is upgraded as it is read, and a file this version cannot read
+is reported, never skipped or touched, so a downgraded or damaged slave
+cannot quietly forget a task.
 
 ``<master>`` is the folder of the master's key (:attr:`trayapp.slave.identity.Principal.folder`).
 A master's SFTP reaches only its own ``incoming/<master>/`` (to write) and
@@ -41,7 +49,7 @@ import shutil
 import stat
 import tarfile
 import tempfile
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path, PurePath
 from typing import Iterator
 
@@ -157,7 +165,7 @@ def _json_bytes(data: dict) -> bytes:
 
 
 def write_json_atomically(path: Path, data: dict) -> None:
-    text = _json_bytes(data)
+    text = _json_bytes(data) + b"\n"
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -175,17 +183,55 @@ def write_new_json(path: Path, data: dict) -> None:
     Killed between the create and the one write, it leaves an empty file, which
     :meth:`Spool.load_all` takes for a start that never completed, as it would
     take no file; FileExistsError if ``path`` exists (replace it atomically then)."""
-    text = _json_bytes(data)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
-        view = memoryview(text)
-        while view:
-            view = view[os.write(fd, view):]
+        _write_all(fd, _json_bytes(data) + b"\n")
     except BaseException:
         os.close(fd)
         path.unlink(missing_ok=True)
         raise
     os.close(fd)
+
+
+def append_json_line(path: Path, data: dict) -> None:
+    """Append ``data`` to ``path`` (which exists: never created, never followed)
+    as one line, in one write where the system allows (a small one always)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        _write_all(fd, _json_bytes(data) + b"\n")
+    finally:
+        os.close(fd)
+
+
+def _write_all(fd: int, text: bytes) -> None:
+    view = memoryview(text)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def read_json_lines(text: bytes) -> dict:
+    """A record and the changes appended to it (:meth:`Spool.save`), merged in
+    order. A last line that does not parse is a write cut short by a crash of
+    the PC: left out (what it said never happened). Anything else that does not
+    parse makes the whole file unreadable (ValueError)."""
+    whole = text.decode("utf-8")
+    # The record itself spans lines in files of the 0.1 releases (indented).
+    merged, end = json.JSONDecoder().raw_decode(whole, len(whole) - len(whole.lstrip()))
+    if not isinstance(merged, dict):
+        raise ValueError("not a JSON object")
+    lines = [line for line in whole[end:].split("\n") if line.strip()]
+    for n, line in enumerate(lines, 1):
+        try:
+            change = json.loads(line)
+        except ValueError:
+            if n == len(lines) and not whole.endswith("\n"):
+                log.warning("the last change to a task record was cut short (a crash): left out")
+                break
+            raise
+        if not isinstance(change, dict) or "format" in change:
+            raise ValueError(f"change {n} is not a change to the record")
+        merged.update(change)
+    return merged
 
 
 class Spool:
@@ -200,6 +246,7 @@ class Spool:
         self.trash = Trash(root / "trash")
         self._made: set[str] = set()  # masters whose incoming/ and results/ folders exist
         self.packed: dict[str, bytes] = {}  # small results archives by token (pack_results)
+        self._written: dict[str, dict] = {}  # each task's record as this engine last wrote it (save)
         # Task files the last load_all() could not read, by path, with why:
         # the slave's status shows them until someone deals with them.
         self.unreadable: dict[Path, str] = {}
@@ -299,18 +346,36 @@ class Spool:
 
     def save(self, task: SpoolTask, *, first: bool = False) -> None:
         """Write the task's record. ``first``: its first save, into a task folder
-        just made: written in place when no record is there (see :func:`write_new_json`)."""
-        data = asdict(task)
+        just made: written in place when no record is there (see :func:`write_new_json`).
+        Later saves append what changed since this engine last wrote it (a task's
+        ``params`` never change); a record it did not write, or an append that
+        failed half-way, is rewritten whole."""
+        # Shallow: the record is encoded at once (asdict would deep-copy the parameters).
+        data = {"format": TASK_FORMAT, **{f.name: getattr(task, f.name) for f in fields(task)}}
         if task.results_path and Path(task.results_path).is_relative_to(self.root):
             data["results_path"] = Path(task.results_path).relative_to(self.root).as_posix()
-        path, data = self.task_dir(task.token) / "task.json", {"format": TASK_FORMAT, **data}
+        path, token = self.task_dir(task.token) / "task.json", task.token
+        written = self._written.get(token)
+        kept = {k: v for k, v in data.items() if k != "params"}
         if first:
             try:
                 write_new_json(path, data)
+                self._written[token] = kept
                 return
             except FileExistsError:
                 pass  # a record this start replaces (an empty one, of a start that never completed)
+        elif written is not None:
+            changes = {k: v for k, v in kept.items() if written.get(k, _UNSET) != v}
+            if not changes:
+                return
+            try:
+                append_json_line(path, changes)
+                self._written[token] = kept
+                return
+            except OSError:
+                self._written.pop(token, None)  # perhaps half a line there: rewritten whole below
         write_json_atomically(path, data)
+        self._written[token] = kept
 
     def load_all(self) -> list[SpoolTask]:
         """Every task this spool holds. A file that cannot be read is logged
@@ -334,13 +399,14 @@ class Spool:
     def load(self, path: Path) -> SpoolTask:
         """One task file, upgraded from an older format as it is read."""
         try:
-            data = json.loads(read_regular(path, _TASK_FILE_MAX))  # slave-written, but never followed
+            text = read_regular(path, _TASK_FILE_MAX + 1)  # slave-written, but never followed
+            if len(text) > _TASK_FILE_MAX:
+                raise UnreadableTaskFile(f"larger than a task record can be ({_TASK_FILE_MAX} bytes)")
+            data = read_json_lines(text)
         except NotPlainFile as exc:
             raise UnreadableTaskFile(str(exc)) from None
         except ValueError as exc:
             raise UnreadableTaskFile(f"not valid JSON ({exc})") from None
-        if not isinstance(data, dict):
-            raise UnreadableTaskFile("not a JSON object")
         version = data.pop("format", 0)
         if not isinstance(version, int) or version < 0:
             raise UnreadableTaskFile(f"no task format is called {version!r}")
@@ -368,6 +434,7 @@ class Spool:
     def remove(self, task: SpoolTask) -> None:
         token = task.token
         self.packed.pop(token, None)
+        self._written.pop(token, None)
         self.trash.discard(self.task_dir(token))
         for results in (self.results / folder_of(task.master), self.results):  # and where older spools kept them
             (results / f"{token}.tar").unlink(missing_ok=True)
@@ -482,6 +549,8 @@ class Spool:
         except (OSError, ValueError):
             return  # no temporary folder (or not a plain one): nothing to bring back
 
+
+_UNSET = object()
 
 # Small results archives kept in memory from packing to the "finished" message.
 _PACKED_KEPT = 64
