@@ -123,30 +123,22 @@ def engine(request, tmp_path):
     available, why = sandbox_status()
     if not available:
         pytest.fail(f"the sandbox is what users get, and it does not work here: {why}")
-    cgroups = None
-    if request.param == "cgroup":
-        cgroups = TaskCgroups.create()
-        if cgroups is None:
-            pytest.skip("this system does not let the slave create cgroups (the fallback is tested)")
-    runner = WarmRunner(cgroups=cgroups, confinement=Confinement(sandboxed=True))
-    eng = SlaveEngine(Spool(tmp_path / "spool"), SlaveSettings(slots=1, python=sys.executable, nice=0,
-                                                               in_process=True),
-                      slave_id="e" * 16, runner=runner)
-    local = LocalSlave(eng).start()
-    yield eng
-    local.stop()
-    runner.kill_at_once(eng.running.handles())
-    eng.stop_all_tasks(AttemptOutcome.HOST_LOST, "the test is over")
-    eng.close()
+    yield from _engine(request.param, tmp_path, sandboxed=True)
 
 
 @pytest.fixture(params=["cgroup", "process-group"])
 def unsandboxed_engine(request, tmp_path):
     """A lender's ``sandbox = "off"``: no pid namespace, the warm parent is the process started."""
-    cgroups = TaskCgroups.create() if request.param == "cgroup" else None
-    if request.param == "cgroup" and cgroups is None:
-        pytest.skip("this system does not let the slave create cgroups (the fallback is tested)")
-    runner = WarmRunner(cgroups=cgroups, confinement=Confinement(sandboxed=False))
+    yield from _engine(request.param, tmp_path, sandboxed=False)
+
+
+def _engine(kind: str, tmp_path: Path, *, sandboxed: bool):
+    cgroups = None
+    if kind == "cgroup":
+        cgroups = TaskCgroups.create()
+        if cgroups is None:
+            pytest.skip("this system does not let the slave create cgroups (the fallback is tested)")
+    runner = WarmRunner(cgroups=cgroups, confinement=Confinement(sandboxed=sandboxed))
     eng = SlaveEngine(Spool(tmp_path / "spool"), SlaveSettings(slots=1, python=sys.executable, nice=0,
                                                                in_process=True),
                       slave_id="e" * 16, runner=runner)
