@@ -123,12 +123,22 @@ def engine(request, tmp_path):
     available, why = sandbox_status()
     if not available:
         pytest.fail(f"the sandbox is what users get, and it does not work here: {why}")
+    yield from _engine(request.param, tmp_path, sandboxed=True)
+
+
+@pytest.fixture(params=["cgroup", "process-group"])
+def unsandboxed_engine(request, tmp_path):
+    """A lender's ``sandbox = "off"``: no pid namespace, the warm parent is the process started."""
+    yield from _engine(request.param, tmp_path, sandboxed=False)
+
+
+def _engine(kind: str, tmp_path: Path, *, sandboxed: bool):
     cgroups = None
-    if request.param == "cgroup":
+    if kind == "cgroup":
         cgroups = TaskCgroups.create()
         if cgroups is None:
             pytest.skip("this system does not let the slave create cgroups (the fallback is tested)")
-    runner = WarmRunner(cgroups=cgroups, confinement=Confinement(sandboxed=True))
+    runner = WarmRunner(cgroups=cgroups, confinement=Confinement(sandboxed=sandboxed))
     eng = SlaveEngine(Spool(tmp_path / "spool"), SlaveSettings(slots=1, python=sys.executable, nice=0,
                                                                in_process=True),
                       slave_id="e" * 16, runner=runner)
@@ -211,6 +221,19 @@ def test_a_job_that_imports_nothing_heavy_runs_forked_and_still_runs_correctly(e
     assert not reports[0]["forked"]  # the first task starts cold while its parent starts
     assert [r["forked"] for r in reports[-2:]] == [True, True]
     assert len(engine.runner.parents()) == 1 and engine.runner.parents()[0].modules == ("sys", "json", "os")
+
+
+def test_without_the_sandbox_tasks_are_forked_too(unsandboxed_engine, tmp_path):
+    master = Master(unsandboxed_engine, job(tmp_path, IMPORTS_NOTHING_HEAVY))
+    forked = []
+    for i in range(40):
+        finished, results = master.run(i, {"i": i})
+        assert finished["outcome"] == "succeeded", finished
+        forked.append(json.loads((results / "results" / "report.json").read_text())["forked"])
+        if forked[-2:] == [True, True]:
+            break
+        time.sleep(0.2)
+    assert forked[-2:] == [True, True], forked
 
 
 NO_IMPORTS = """
@@ -582,6 +605,58 @@ def test_a_process_a_forked_task_leaves_behind_ends_with_it_even_if_its_parent_i
         warm._leftovers_killer = original
         for proc in left_behind():
             proc.kill()
+
+
+FORKS_AN_ORPHAN_BEFORE_THE_TASK = """
+import __main__, os, sys, numpy
+__main__._end_leftovers = lambda: 0  # the sandbox's own sweep is off
+
+
+def orphan():  # in each forked child, before it is moved into its cgroup and let go
+    if os.environ.get("ORPHAN_MADE"):
+        return  # the hook runs in the forks below too
+    os.environ["ORPHAN_MADE"] = "1"
+    middle = os.fork()
+    if middle == 0:
+        os.setsid()
+        if os.fork() == 0:
+            os.execv(sys.executable, [sys.executable, "-c", "import time; time.sleep(600)  # left-behind-7f3a"])
+        os._exit(0)
+    os.waitpid(middle, 0)  # orphaned: no descendant of the task, in its parent's cgroup
+
+
+os.register_at_fork(after_in_child=orphan)
+"""
+
+
+def test_an_orphan_a_hostile_parent_makes_in_each_forked_child_ends_with_the_task(engine, tmp_path):
+    # Found through the parent's cgroup (or process tree) and moved with the task, or
+    # swept from the parent's sandbox: it is no descendant of the task.
+    from trayapp.run import warm
+
+    master = Master(engine, job(tmp_path, LEAVES_NOTHING, **{"mymodel.py": FORKS_AN_ORPHAN_BEFORE_THE_TASK,
+                                                             "sparecycles.toml": 'warm = ["mymodel"]\n'}))
+    first_warm(master)
+    wait_until(lambda: not left_behind(), timeout=10, what="the orphan ended with its task")
+    original = warm._leftovers_killer
+    try:
+        warm._leftovers_killer = lambda cgroups, token, parent: (lambda: None)
+        report_of(master, 500, {"i": 500})
+        assert wait_until(left_behind, timeout=10, what="the orphan without the runner's clean-up")
+    finally:
+        warm._leftovers_killer = original
+        for proc in left_behind():
+            proc.kill()
+
+
+LEAVES_NOTHING = """
+import sys
+PRELOADED = "numpy" in sys.modules
+import json, os
+import mymodel
+os.makedirs("results", exist_ok=True)
+json.dump({"preloaded": PRELOADED}, open("results/report.json", "w"))
+"""
 
 
 def left_behind() -> list[psutil.Process]:

@@ -175,6 +175,39 @@ class TaskCgroups:
         self._groups[token] = group
         return True
 
+    def members(self, token: str) -> list[int] | None:
+        """The processes in the attempt's cgroup (a short file: no scan of /proc); None without one."""
+        group = self._groups.get(token)
+        if group is None:
+            return None
+        try:
+            return [int(one) for one in (group / "cgroup.procs").read_text().split()]
+        except (OSError, ValueError):
+            return None
+
+    def move_members(self, source: str, token: str, keep: set[int]) -> bool:
+        """Move every process of ``source``'s cgroup but ``keep`` into ``token``'s, until a
+        look finds none left (one moved may have forked meanwhile: its child was born in
+        ``source``; forking and moving exclude each other in the kernel, so a look after
+        the last move sees every child born before it)."""
+        group = self._groups.get(token)
+        if group is None:
+            return False
+        try:
+            for _ in range(10):
+                pending = [pid for pid in self.members(source) or () if pid not in keep]
+                if not pending:
+                    return True
+                for pid in pending:
+                    try:
+                        (group / "cgroup.procs").write_text(str(pid))
+                    except ProcessLookupError:
+                        pass  # it exited meanwhile
+        except OSError as exc:
+            log.warning("could not move task %s's processes into its cgroup: %s", token, exc)
+            return False
+        return not [pid for pid in self.members(source) or () if pid not in keep]
+
     def has(self, token: str) -> bool:
         return token in self._groups
 

@@ -92,6 +92,7 @@ def serve(chan):
     if failure:
         send(chan, op="failed", reason=failure)
         sys.exit(0)
+    _import_what_each_child_needs()
     # What the imports left open is theirs (kept in the child); the rest is ours (closed there).
     mine = {chan.fileno()}
     module_fds = {int(fd) for fd in os.listdir("/proc/self/fd")} - mine
@@ -124,6 +125,17 @@ def serve(chan):
             leftovers += _end_leftovers()
             _clear_scratch(before)
         send(chan, op="exited", pid=pid, code=code, leftovers=leftovers)
+
+
+def _import_what_each_child_needs():
+    """What every forked child imports on its way to the task (rlimits, its command line),
+    imported once here: ctypes alone is a few ms of CPU per task otherwise."""
+    import resource  # noqa: F401
+
+    try:
+        import ctypes  # noqa: F401
+    except ImportError:
+        pass  # an interpreter without it: the child then keeps the parent's command line (see _rewrite_process_areas)
 
 
 def _run_one(chan, pid, go_w):

@@ -9,8 +9,10 @@ only ever sees its own files, and the engine packs them where it always does.
 
 Forking one task (:meth:`WarmParent.fork`): the parent forks; the child
 stops before the task's first instruction; the host finds its pid (its
-``NSpid`` from outside the sandbox), opens a pidfd on it, moves it into the
-attempt's cgroup and only then lets it go. The parent reaps it and reports
+``NSpid`` from outside the sandbox, among the members of the parent's cgroup,
+where it is born; without cgroups, among the parent's children), opens a
+pidfd on it, moves it (and anything it forked meanwhile) into the attempt's
+cgroup and only then lets it go. The parent reaps it and reports
 its exit code, which the host writes where the cold wrapper would
 (``task_dir/exitcode``).
 """
@@ -29,6 +31,7 @@ import subprocess
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Callable
 
 import psutil
 
@@ -82,6 +85,11 @@ class WarmParent:
         self.imported: list[str] = []
         self.ns_pid: int | None = None
         self.ended = None  # set by the runner when it ended the parent while a task was in it
+        # What runs in its sandbox, from its cgroup's member list (set by the runner where the
+        # parent has a cgroup): finds the processes there without a scan of all of /proc.
+        self.sandbox_pids: Callable[[], list[int] | None] | None = None
+        self.keep: set[int] = set()  # the parent and the sandbox's own processes above it
+        self.sandboxed = False  # set at start: in a sandbox (its own pid namespace)
 
     @property
     def work(self) -> Path:
@@ -100,6 +108,7 @@ class WarmParent:
         self.work.mkdir(parents=True)
         (self.box / "tmp").mkdir()
         job_copy = self._copy_own_modules(launch.work_dir)
+        self.sandboxed = confinement.sandboxed
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         env = {**os.environ, **launch.env, forkserver.ROOM_VARIABLE: " " * ENV_ROOM}
         for per_task in (MARKER_VARIABLE, "SPARECYCLES_TASK"):
@@ -229,17 +238,45 @@ class WarmParent:
 
     def _host_pid_of_child(self, ns_pid: int) -> int | None:
         """The host's pid of the parent's child whose pid in the sandbox is ``ns_pid``."""
+        members = self.sandbox_pids() if self.sandbox_pids is not None else None
+        if members is not None:  # the child is born in the parent's cgroup
+            if self.host_pid is None:
+                self._find_self(members)
+            return next((pid for pid in members if pid not in self.keep and _status_of(pid) == (self.host_pid, ns_pid)),
+                        None) if self.host_pid is not None else None
         if self.host_pid is None:
             try:
                 self.host_pid = self._find(lambda p: _innermost_pid(p) == self.ns_pid, [psutil.Process(self.popen.pid)])
             except psutil.Error:
                 return None
+            self.keep = self._ancestry()
         if self.host_pid is None:
             return None
         try:
             return self._find(lambda p: _innermost_pid(p) == ns_pid, psutil.Process(self.host_pid).children())
         except psutil.Error:
             return None
+
+    def _find_self(self, members: list[int]) -> None:
+        """The parent's host pid among its cgroup's members (the one whose pid in the sandbox
+        it reported, under the sandbox's own processes), and those above it."""
+        for pid in members:
+            status = _status_of(pid)
+            if status is not None and status[1] == self.ns_pid:  # without a sandbox: popen's own pid
+                self.host_pid = pid
+                self.keep = self._ancestry()
+                return
+
+    def _ancestry(self) -> set[int]:
+        """The parent and its ancestors up to the sandbox's outermost process (started by us)."""
+        keep, pid = set(), self.host_pid
+        while pid and pid not in keep and len(keep) < 8:
+            keep.add(pid)
+            if pid == self.popen.pid:
+                break
+            status = _status_of(pid)
+            pid = status[0] if status else None
+        return keep
 
     def _find(self, match, first: list[psutil.Process]) -> int | None:
         pending = list(first)
@@ -289,6 +326,22 @@ class WarmParent:
         except OSError:
             return "no output"
         return text[-500:] or "no output"
+
+
+def _status_of(pid: int) -> tuple[int, int] | None:
+    """(its parent's pid, its pid in its own innermost pid namespace) of a process, from outside."""
+    ppid = inner = None
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("PPid:"):
+                    ppid = int(line.split()[1])
+                elif line.startswith("NSpid:"):
+                    inner = int(line.split()[-1])
+                    break
+    except (OSError, ValueError, IndexError):
+        return None
+    return (ppid, inner) if ppid is not None and inner is not None else None
 
 
 def _innermost_pid(proc: psutil.Process) -> int | None:
