@@ -144,3 +144,80 @@ def test_a_new_staging_folder_has_the_users_default_permissions(tmp_path):
         os.umask(old)
     assert stat.S_IMODE(staging.stat().st_mode) == 0o755  # it becomes the results folder: not mkdtemp's 0o700
     assert incoming.STAGING_PREFIX == ".incoming-"
+
+
+def _deep_members(count: int, depth: int) -> list[tarfile.TarInfo]:
+    """``count`` empty files, each ``depth`` folders deep under a top folder of its own."""
+    return [member(f"results/{i}/" + "d/" * (depth - 2) + "f") for i in range(count)]
+
+
+def test_a_deep_archive_of_empty_files_is_refused_before_it_fills_the_masters_memory(monkeypatch):
+    """A hostile slave's archive of empty files, each 199 folders deep under its own
+    top folder: passes the depth and size checks, and every folder's path was kept.
+    Unbounded (the protection off), checking 400 members (~600 KB of archive) takes
+    ~60 MB (squared in the depth; 8000 members took 1.4 GB); bounded, it is refused."""
+    import tracemalloc
+
+    members = _deep_members(400, 199)
+
+    def peak_of_layout() -> tuple[int, Exception | None]:
+        tracemalloc.start()
+        try:
+            incoming._layout(members, MB)
+            problem = None
+        except UnsafeArchiveError as exc:
+            problem = exc
+        finally:
+            peak = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+        return peak, problem
+
+    monkeypatch.setattr(incoming, "MAX_FOLDER_PARTS", 10**12)
+    peak_off, problem = peak_of_layout()
+    assert problem is None and peak_off > 40 * MB, peak_off
+
+    monkeypatch.undo()
+    peak_on, problem = peak_of_layout()
+    assert problem is not None and "too many or nest too deep" in str(problem), problem
+    assert "fewer, larger files" in str(problem)
+    assert peak_on < peak_off / 3, (peak_on, peak_off)
+
+
+def test_an_archive_of_too_many_members_is_refused(monkeypatch):
+    monkeypatch.setattr(incoming, "MAX_MEMBERS", 50)
+    members = [member(f"results/{i}.txt") for i in range(51)]
+    with pytest.raises(UnsafeArchiveError, match="too many"):
+        incoming._layout(members, MB)
+    incoming._layout(members[:50], MB)  # at the bound: taken
+
+
+def test_many_files_in_a_few_deep_folders_are_taken(tmp_path):
+    """The bound counts folders once: an honest result of many files deep in one tree is unpacked."""
+    deep = "results/" + "/".join(f"level{n}" for n in range(150))
+    archive = tar_bytes(*[(member(f"{deep}/f{i}.txt"), str(i).encode()) for i in range(3000)])
+    staging = new_staging_folder(tmp_path / "job")
+    unpack_results(archive, staging, max_bytes=MB)
+    folder = staging.joinpath(*[f"level{n}" for n in range(150)])
+    assert len(list(folder.iterdir())) == 3000 and (folder / "f2999.txt").read_bytes() == b"2999"
+
+
+def test_names_a_case_insensitive_file_system_takes_for_one_keep_both_files(tmp_path, monkeypatch):
+    """On macOS or an SMB share ``V.npy`` and ``v.npy`` are one name: the second file
+    is kept under another name (not lost, not an endless "cannot write here"). This
+    kernel has no case-insensitive file system: names are folded by wrapping the
+    two calls that create them (the only mock here)."""
+    staging = new_staging_folder(tmp_path / "job")
+
+    def folded(path):
+        rel = os.path.relpath(path, staging)
+        return os.path.join(staging, rel.lower()) if not rel.startswith("..") else path
+
+    real_open, real_mkdir = os.open, os.mkdir
+    monkeypatch.setattr(incoming.os, "open", lambda path, *a, **k: real_open(folded(path), *a, **k))
+    monkeypatch.setattr(incoming.os, "mkdir", lambda path, *a, **k: real_mkdir(folded(path), *a, **k))
+    archive = tar_bytes((member("results/V.npy"), b"upper"), (member("results/v.npy"), b"lower"),
+                        (member("results/Sub/a.txt"), b"a1"), (member("results/sub/b.txt"), b"b"))
+    unpack_results(archive, staging, max_bytes=MB)
+    monkeypatch.undo()
+    assert tree(staging) == {"sub": None, "sub/a.txt": b"a1", "sub/b.txt": b"b",
+                             "v.npy": b"upper", "v.sparecycles1.npy": b"lower"}

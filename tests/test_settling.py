@@ -67,3 +67,32 @@ def test_the_job_stays_held_while_another_of_its_results_waits(blocked):
     assert settler.blocked_jobs == {claims[1].job_seq} and not settler.take_unblocked()
     settler.drop(claims[1].token)
     assert settler.blocked_jobs == frozenset() and settler.take_unblocked()
+
+
+def test_a_name_this_file_system_cannot_hold_fails_the_task_not_waits_for_ever(tmp_path):
+    """A result named longer than the file system allows (a real ENAMETOOLONG here)
+    is not "cannot write here, free disk space": waiting would never help, so the
+    task fails with the name's problem and the fix, and its job is not held back."""
+    import io
+    import tarfile
+
+    from trayapp.wire.archive import sha256_of  # noqa: F401 - the inline offer is checked before settle
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo("results/" + "n" * 300 + ".txt")
+        info.size = 1
+        tar.addfile(info, io.BytesIO(b"x"))
+    store = Store(tmp_path / "queue.sqlite3")
+    store.add_host("lab", kind="ssh", options={"address": "127.0.0.1"})
+    store.add_job(name="j", folder="/f", main="main.py", archive_sha="a" * 64, archive_path="/a.tar",
+                  params_file=None, param_sets=[{}], results_root=tmp_path / "results")
+    (claim,) = store.claim("lab", 1)
+    settler = Settler("lab", ResultsLimits(1 << 20, 60), recollect_s=10, recollect_max_s=60)
+    offer = Offer(path="/spool/results/x.tar", sha="b" * 64, size=len(buf.getvalue()), inline=buf.getvalue())
+    settled = settler.settle(store, NoFetch(), claim, offer, AttemptOutcome.SUCCEEDED, exit_code=0,
+                             message=None, again_with="report")
+    task = store.tasks(claim.job_seq)[claim.idx]
+    assert settled and not settler.blocked_jobs, task.message
+    assert task.status.value == "failed" and "cannot take" in task.message and "shorter names" in task.message
+    assert "File name too long" in task.message, task.message

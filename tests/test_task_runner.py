@@ -160,3 +160,41 @@ def test_a_task_gets_a_copy_of_its_job_folder_as_it_was_unpacked(tmp_path):
     (work / "left.txt").write_text("from a start that crashed half-way")
     prepare(tmp_path / "task", template, {"i": 4})  # the same task started again: a fresh copy
     assert not (work / "left.txt").exists() and (work / "main.py").read_text() == "print('hi')\n"
+
+
+def test_a_file_system_that_copies_nothing_in_kernel_still_gets_whole_copies(tmp_path, monkeypatch):
+    """copy_file_range may copy part of a file and then return 0 (FUSE, some NFS
+    mounts): the rest is copied by reads and writes, never a silently cut file.
+    No such file system exists here: the call is wrapped to behave like one."""
+    from trayapp.run import attempt
+
+    template = tmp_path / "template"
+    template.mkdir()
+    data = os.urandom(3 << 20)
+    (template / "weights.bin").write_bytes(data)
+    real = os.copy_file_range
+    calls = []
+
+    def first_mib_then_nothing(src, dst, count, *args):
+        calls.append(count)
+        return real(src, dst, min(count, 1 << 20)) if len(calls) == 1 else 0
+
+    monkeypatch.setattr(attempt.os, "copy_file_range", first_mib_then_nothing)
+    attempt.copy_job_folder(template, tmp_path / "copy")
+    assert len(calls) == 2 and (tmp_path / "copy" / "weights.bin").read_bytes() == data
+
+
+def test_a_link_in_a_job_folder_template_is_refused_not_followed(tmp_path):
+    """The template is an archive this slave unpacked (no links get in): if one were
+    there, copying it would read the lender's file with the lender's rights."""
+    from trayapp.run import attempt
+
+    secret = tmp_path / "lenders-secret"
+    secret.write_text("private\n")
+    template = tmp_path / "template"
+    template.mkdir()
+    (template / "main.py").write_text("print(1)\n")
+    (template / "leak").symlink_to(secret)
+    with pytest.raises(OSError, match="neither a file nor a folder"):
+        attempt.copy_job_folder(template, tmp_path / "copy")
+    assert not (tmp_path / "copy" / "leak").exists()

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import errno
 import hashlib
 import logging
 import shutil
@@ -33,7 +34,7 @@ from pathlib import Path
 from typing import Protocol
 
 from trayapp.master.bounds import DOWNLOAD_SLACK_BYTES, HostMisbehaved, download_cap
-from trayapp.master.incoming import new_staging_folder, unpack_results
+from trayapp.master.incoming import NameClash, new_staging_folder, unpack_results
 from trayapp.master.results import merge_logs, results_path
 from trayapp.master.store import Claim
 from trayapp.wire.archive import UnsafeArchiveError, sha256_of
@@ -92,6 +93,10 @@ class Offer:
     refused: str | None = None  # why it is refused before any fetch (a slave's results without a checksum)
 
 
+# A name the results hold that this file system cannot: too long, not in its encoding.
+_NAMES_NOT_HELD = {errno.ENAMETOOLONG, errno.EILSEQ, errno.EINVAL}
+
+
 class Source(Protocol):
     """Where results are fetched from: a slave's link, a login node's shell."""
 
@@ -131,9 +136,13 @@ def fetch_results(source: Source, offer: Offer, claim: Claim, scratch: contextli
         unpack_results(archive, staging, max_bytes=limits.cap)  # checks every member first
     except UnsafeArchiveError as exc:
         return None, f"refused the results archive from {host}: {exc}"
-    except (tarfile.TarError, EOFError) as exc:
+    except (tarfile.TarError, EOFError, ValueError) as exc:  # ValueError: a NUL in a member's name
         return None, f"the results archive from {host} is damaged: {exc}"
     except OSError as exc:
+        if isinstance(exc, NameClash) or exc.errno in _NAMES_NOT_HELD:
+            # Not this master's disk or rights: waiting would never help.
+            return None, (f"the results from {host} hold a name this master's file system cannot take "
+                          f"({exc}); have the task write shorter names, told apart by more than case")
         raise results_folder_error(claim, exc, host) from exc
     return staging, None
 

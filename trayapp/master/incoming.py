@@ -39,8 +39,20 @@ from trayapp.master.results import LOG_FILES, free_name, is_debug_file
 from trayapp.wire.archive import UnsafeArchiveError, check_members, require_end_marker
 
 STAGING_PREFIX = ".incoming-"
+# Bounds on what checking an archive holds in memory (its members, their folders'
+# paths): far beyond any task's results, far below what hurts the master.
+MAX_MEMBERS = 200_000
+MAX_FOLDER_PARTS = 1_000_000
 _CHUNK = 1 << 20
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+
+
+class NameClash(OSError):
+    """A file and a folder whose names this file system takes for one: results it cannot hold."""
+
+    def __init__(self, rel: tuple[str, ...]):
+        super().__init__(f"'{'/'.join(rel)}' names both a file and a folder on this master's file system "
+                         "(it does not tell those names apart)")
 
 
 def new_staging_folder(root: Path) -> Path:
@@ -89,7 +101,7 @@ def _layout(members: list[tarfile.TarInfo], max_bytes: int):
     logs: list[tuple[tarfile.TarInfo, str]] = []
     seen_files: set[tuple[str, ...]] = set()
     seen_folders: set[tuple[str, ...]] = set()
-    total = 0
+    total = folder_parts = 0
     for member in members:
         parts = PurePosixPath(member.name).parts
         if member.issparse():
@@ -107,10 +119,20 @@ def _layout(members: list[tarfile.TarInfo], max_bytes: int):
         if parts in seen_files or (member.isfile() and parts in seen_folders):
             raise UnsafeArchiveError(f"archive member '{member.name}' is in the archive twice, or both "
                                      "a file and a folder")
-        for depth in range(1, len(parts)):
+        # Deepest folder first, up to the first one seen: its own were checked when it
+        # was. Every folder is kept as its path: bounded, or a deep archive of empty
+        # files would need memory growing with the square of its depth.
+        for depth in range(len(parts) - 1, 0, -1):
+            if parts[:depth] in seen_folders:
+                break
             if parts[:depth] in seen_files:
                 raise UnsafeArchiveError(f"archive member '{member.name}' is inside a file")
             seen_folders.add(parts[:depth])
+            folder_parts += depth
+        if len(members) > MAX_MEMBERS or folder_parts > MAX_FOLDER_PARTS:
+            raise UnsafeArchiveError(f"its folders and files are too many or nest too deep (at most {MAX_MEMBERS} "
+                                     f"files and folders, and {MAX_FOLDER_PARTS} folder names counted along "
+                                     "their paths); results this large are best written into fewer, larger files")
         (seen_folders if member.isdir() else seen_files).add(parts)
         top = parts[0]
         if top == "results":
@@ -134,10 +156,18 @@ def _layout(members: list[tarfile.TarInfo], max_bytes: int):
 
 
 def _make_folders(staging: Path, rel: tuple[str, ...], made: set[tuple[str, ...]]) -> None:
-    for depth in range(1, len(rel) + 1):
-        if rel[:depth] not in made:
+    have = len(rel)
+    while have and rel[:have] not in made:  # the deepest one made already (its own are too)
+        have -= 1
+    for depth in range(have + 1, len(rel) + 1):
+        try:
             os.mkdir(staging.joinpath(*rel[:depth]))
-            made.add(rel[:depth])
+        except FileExistsError:
+            # Two names this file system takes for one (case or Unicode form
+            # insensitive, e.g. macOS, SMB shares): both folders' files go in one.
+            if not staging.joinpath(*rel[:depth]).is_dir():
+                raise NameClash(rel[:depth]) from None
+        made.add(rel[:depth])
 
 
 def _write(tar: tarfile.TarFile, member: tarfile.TarInfo, path: Path) -> None:
@@ -145,7 +175,11 @@ def _write(tar: tarfile.TarFile, member: tarfile.TarInfo, path: Path) -> None:
     if not mode & 0o100:  # executable only if its owner may run it, and always the owner's to read and write
         mode &= ~0o111
     mode |= 0o600
-    fd = os.open(path, _NEW_FILE, 0o600)
+    try:
+        fd = os.open(path, _NEW_FILE, 0o600)
+    except FileExistsError:  # a name this file system takes for another one's (see _make_folders)
+        path = path.parent / free_name(path.parent, path.name)
+        fd = os.open(path, _NEW_FILE, 0o600)
     try:
         source = tar.extractfile(member)
         while chunk := source.read(_CHUNK):

@@ -46,7 +46,7 @@ def copy_job_folder(template: Path, target: Path) -> None:
     times kept. What shutil.copytree does, in half the system calls per file: no
     look for extended attributes (an archive carries none), no second stat, the
     times and mode set through the new file's descriptor. Anything but a plain
-    file or folder is copied by shutil, as before."""
+    file or folder (none should be there) is refused: never followed."""
     os.mkdir(target, 0o700)
     with os.scandir(template) as entries:
         for entry in entries:
@@ -56,8 +56,8 @@ def copy_job_folder(template: Path, target: Path) -> None:
                 copy_job_folder(Path(source), Path(copy))
             elif stat.S_ISREG(st.st_mode):
                 _copy_file(source, copy, st)
-            else:
-                shutil.copy2(source, copy)
+            else:  # the template is an archive this slave unpacked: only files and folders
+                raise OSError(f"{source} is neither a file nor a folder; a job folder holds only those")
     st = os.stat(template)
     os.chmod(target, stat.S_IMODE(st.st_mode))
     os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
@@ -72,11 +72,14 @@ def _copy_file(source: str, copy: str, st: os.stat_result) -> None:
             while left > 0:
                 try:
                     done = os.copy_file_range(src, out, left)
-                except OSError:  # not between these two file systems: plain reads and writes
+                except OSError:
+                    done = 0
+                if done == 0:
+                    # Not between these two file systems, or one that copies nothing
+                    # this way (FUSE, some NFS): plain reads and writes from where it
+                    # stopped (the descriptors' offsets moved with what it copied).
                     with os.fdopen(os.dup(src), "rb") as fin, os.fdopen(os.dup(out), "wb") as fout:
                         shutil.copyfileobj(fin, fout)
-                    break
-                if done == 0:
                     break
                 left -= done
             os.fchmod(out, stat.S_IMODE(st.st_mode))

@@ -176,6 +176,9 @@ def write_json_atomically(path: Path, data: dict) -> None:
         raise
 
 
+_ONE_WRITE_MAX = 4096  # one page: written whole or not at all, even by a process killed mid-write
+
+
 def write_new_json(path: Path, data: dict) -> None:
     """Write ``data`` into ``path``, a file that must not exist yet: created and
     written in place (no temporary name, no rename: a rename is a directory
@@ -183,9 +186,22 @@ def write_new_json(path: Path, data: dict) -> None:
     Killed between the create and the one write, it leaves an empty file, which
     :meth:`Spool.load_all` takes for a start that never completed, as it would
     take no file; FileExistsError if ``path`` exists (replace it atomically then)."""
+    text = _json_bytes(data) + b"\n"
+    if len(text) > _ONE_WRITE_MAX:
+        # A fatal signal can cut a write to a file at a page boundary: a large
+        # record (big parameters) is written aside and linked in whole, never
+        # left half written (link, unlike rename, refuses an existing name).
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(text)
+            os.link(tmp, path, follow_symlinks=False)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+        return
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
-        _write_all(fd, _json_bytes(data) + b"\n")
+        _write_all(fd, text)
     except BaseException:
         os.close(fd)
         path.unlink(missing_ok=True)
