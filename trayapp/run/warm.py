@@ -323,19 +323,19 @@ def _remove_abandoned_boxes(boxes: Path) -> None:
 
 
 def _leftovers_killer(cgroups: TaskCgroups | None, token: str, parent: WarmParent) -> Callable[[], None]:
-    """How to end whatever a forked task left running: its cgroup at once, else the
-    processes that carry its marker (its session's id may be a new process's by now);
-    and in both cases every process in the parent's sandbox but the parent itself
-    and the sandbox's own (its cgroup's members, else its process tree: an orphan
-    there is the task's; the parent only imported, and it may be hostile, so its
-    own sweep is not relied on)."""
+    """How to end whatever a forked task left running: its cgroup at once (else, if
+    that fails, the processes that carry its marker), then every process in the
+    parent's sandbox but the parent itself and the sandbox's own (its cgroup's
+    members, else its process tree: an orphan there is the task's; the parent only
+    imported, and it may be hostile, so its own sweep is not relied on).
+
+    Without cgroups there is no marker sweep per task (it reads every process's
+    environment on the PC: ~25 ms here): inside a sandbox an orphan cannot leave the
+    sandbox's pid namespace, all of it under the parent's sandbox; outside one, an
+    orphan that left the parent's tree runs on as a cold task's would (neither is
+    swept at a task's end there)."""
     def end() -> None:
-        if cgroups is not None and cgroups.kill(token):
-            pass
-        elif not parent.sandboxed:
-            # Outside a sandbox an orphan leaves the parent's tree: only its marker finds it.
-            # Inside one it cannot leave the sandbox's pid namespace, all of it under the
-            # parent's sandbox (swept below): no read of every process's environment per task.
+        if cgroups is not None and not cgroups.kill(token):
             kill_tree(None, None, token)
         _end_strays(parent)
     return end

@@ -89,7 +89,6 @@ class WarmParent:
         # parent has a cgroup): finds the processes there without a scan of all of /proc.
         self.sandbox_pids: Callable[[], list[int] | None] | None = None
         self.keep: set[int] = set()  # the parent and the sandbox's own processes above it
-        self.sandboxed = False  # set at start: in a sandbox (its own pid namespace)
 
     @property
     def work(self) -> Path:
@@ -108,7 +107,6 @@ class WarmParent:
         self.work.mkdir(parents=True)
         (self.box / "tmp").mkdir()
         job_copy = self._copy_own_modules(launch.work_dir)
-        self.sandboxed = confinement.sandboxed
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         env = {**os.environ, **launch.env, forkserver.ROOM_VARIABLE: " " * ENV_ROOM}
         for per_task in (MARKER_VARIABLE, "SPARECYCLES_TASK"):
