@@ -661,3 +661,47 @@ json.dump({"preloaded": PRELOADED}, open("results/report.json", "w"))
 
 def left_behind() -> list[psutil.Process]:
     return [p for p in psutil.process_iter(["cmdline"]) if "left-behind-7f3a" in " ".join(p.info["cmdline"] or [])]
+
+
+HOG = "BUFFER = bytearray(700 << 20)  # a master's module: 700 MB at import\n"
+
+HOG_MAIN = """
+import sys
+PRELOADED = "hog" in sys.modules
+import json, os
+os.makedirs("results", exist_ok=True)
+json.dump({"preloaded": PRELOADED}, open("results/report.json", "w"))
+"""
+
+
+@pytest.mark.parametrize("protection", ["off", "on"])
+def test_the_warm_parent_is_held_to_the_jobs_memory_cap_where_no_cgroup_holds_it(
+        engine, tmp_path, monkeypatch, caplog, protection):
+    """The warm parent imports master code. Where no cgroup controller holds memory
+    (no cgroups: the master's own cores; or cgroups without the memory controller,
+    as on this machine), it must get the rlimits a cold task gets: before, it was
+    started with none, and a job capped at 300 MB held 700 MB on the lender's PC
+    through its warm module (for up to IDLE_S after its last task)."""
+    if protection == "off":
+        from trayapp.run.caps import TaskCaps
+        from trayapp.run.warmparent import WarmParent
+
+        real_start = WarmParent.start
+        monkeypatch.setattr(WarmParent, "start", lambda self, *a, caps, **k: real_start(self, *a, caps=TaskCaps(), **k))
+    master = Master(engine, job(tmp_path, HOG_MAIN, **{"hog.py": HOG, "sparecycles.toml": 'warm = ["hog"]\n'}))
+    held = []
+    with caplog.at_level(logging.INFO, logger="trayapp.run.warm"):
+        for i in range(40):
+            finished, results = master.run(i, {"i": i}, memory_mb=300)
+            assert finished["outcome"] == "succeeded", finished
+            if json.loads((results / "results" / "report.json").read_text())["preloaded"]:
+                held = [psutil.Process(p.host_pid).memory_info().rss for p in engine.runner.parents()]
+                break
+            if "start cold" in caplog.text:
+                break
+            time.sleep(0.2)
+    if protection == "off":
+        assert held and held[0] > 600 << 20, (held, caplog.text)  # the attack: 700 MB held under a 300 MB cap
+    else:
+        assert not held, "the parent imported 700 MB under a 300 MB cap"
+        assert "start cold" in caplog.text and "MemoryError" in caplog.text, caplog.text

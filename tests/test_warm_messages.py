@@ -6,13 +6,21 @@ parent, never the slave daemon (tests/test_warm.py runs real parents)."""
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
+import time
 
 import pytest
+from conftest import wait_until
 
+from trayapp.run import warm
+from trayapp.run.runner import Launch
+from trayapp.run.warm import WarmTask
 from trayapp.run.warmparent import WarmFailed, WarmParent
 
 JUNK = [b'{"op": "exited", "code": "x"}', b'{"op": "exited", "code": 1e99}', b'[1, 2]', b'not json',
-        b'{"op": "exited", "code": true}']
+        b'{"op": "exited", "code": true}',
+        b"[" * 100_000]  # nested past json's depth: RecursionError, not ValueError (it ended the slave's loop)
 
 
 @pytest.fixture
@@ -56,3 +64,59 @@ def test_a_ready_reply_that_does_not_fit_fails_the_parent(parent):
 def test_only_module_names_are_imported_or_copied(parent):
     one, _ = parent
     assert one.modules == ("numpy", "pkg.sub")
+
+
+def test_a_flood_of_other_messages_is_no_report_and_ends(parent):
+    """Master code in the parent (or a task holding a copy of its channel) can write
+    there without end: reading stops, as for no report, instead of looping on."""
+    one, theirs = parent
+    theirs.setblocking(False)
+    try:
+        while True:
+            theirs.send(b'{"op": "chatter"}')
+    except BlockingIOError:
+        pass
+    began = time.monotonic()
+    assert one.wait_exit(0) is None
+    assert time.monotonic() - began < 1.0
+
+
+def test_a_silent_parent_never_blocks_the_engines_loop(parent, tmp_path, monkeypatch):
+    """A forked task is gone but its parent (master code) does not report: has_ended
+    answers at once (the engine's loop serves every master and a returning user's
+    preemption), and after EXIT_REPORT_TIMEOUT_S the task ends without a code and the
+    parent is ended. Before, has_ended waited there 10 s, once per such task."""
+    one, theirs = parent
+    one.popen = type("Running", (), {"poll": lambda self: None, "pid": 0})()
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    launch = Launch(token="t" * 16, task_dir=tmp_path / "task", argv=("python3", "main.py"))
+    (tmp_path / "task" / "work").mkdir(parents=True)
+    one.box.mkdir(parents=True)
+    one.work.mkdir()
+    task = WarmTask(launch, gone.pid, None, one)
+    monkeypatch.setattr(warm, "same_process", lambda pid, created: None)  # its pid is free again
+    monkeypatch.setattr(warm, "EXIT_REPORT_TIMEOUT_S", 0.5)
+    killed = []
+    monkeypatch.setattr(one, "kill", lambda **_: killed.append(True))
+    began = time.monotonic()
+    assert task.has_ended() is False
+    assert time.monotonic() - began < 0.2
+    wait_until(task.has_ended, what="the silent parent's task to end", timeout=5)
+    assert task.exit_code() is None and killed
+
+
+def test_a_late_report_still_counts(parent, tmp_path, monkeypatch):
+    one, theirs = parent
+    one.popen = type("Running", (), {"poll": lambda self: None, "pid": 0})()
+    launch = Launch(token="u" * 16, task_dir=tmp_path / "task", argv=("python3", "main.py"))
+    (tmp_path / "task" / "work").mkdir(parents=True)
+    one.box.mkdir(parents=True)
+    one.work.mkdir()
+    task = WarmTask(launch, 1, None, one)
+    monkeypatch.setattr(warm, "same_process", lambda pid, created: None)
+    assert task.has_ended() is False
+    theirs.send(b'{"op": "exited", "code": 4}')
+    wait_until(task.has_ended, what="the late report", timeout=5)
+    assert task.exit_code() == 4
+

@@ -55,6 +55,7 @@ from trayapp.run.warmparent import EXIT_REPORT_TIMEOUT_S, WarmFailed, WarmParent
 
 log = logging.getLogger(__name__)
 
+KILLED_REPORT_TIMEOUT_S = 1.0  # a killed task's parent reports at once; a kill (preemption) waits no longer
 IDLE_S = 120.0  # a job whose tasks stopped coming no longer holds the slot's memory
 LOW_MEMORY_FRACTION = 0.1  # below this share of the PC's memory available, idle parents end
 _WATCH_EVERY_S = 5.0
@@ -74,13 +75,24 @@ class WarmTask(PosixTask):
         self.end_leftovers: Callable[[], None] = lambda: None
         self._code: int | None = None
         self._settled = False
+        self._gone_since: float | None = None
 
     def has_ended(self) -> bool:
+        """Never blocks: the engine's loop (and with it every master's tasks and a
+        returning user's preemption) must not wait on a parent that runs master code.
+        The task is gone: its exit report is read if it is there; a parent silent
+        for EXIT_REPORT_TIMEOUT_S after that means no report (and the parent ends)."""
         if self._settled:
             return True
         if same_process(self.pid, self.created) is not None:
             return False
-        self._settle(self.parent.wait_exit(EXIT_REPORT_TIMEOUT_S))
+        code = self.parent.wait_exit(0)
+        if code is None and self.parent.alive():
+            now = time.monotonic()
+            self._gone_since = self._gone_since or now
+            if now - self._gone_since < EXIT_REPORT_TIMEOUT_S:
+                return False
+        self._settle(code)
         return True
 
     def exit_code(self) -> int | None:
@@ -90,7 +102,8 @@ class WarmTask(PosixTask):
     def kill_whole_tree(self) -> None:
         kill_tree(self.pid, self.created, self.token)
         if not self._settled:
-            self._settle(self.parent.wait_exit(EXIT_REPORT_TIMEOUT_S) if self.parent.alive() else None)
+            # Killed: its report follows at once from an honest parent; a silent one is ended.
+            self._settle(self.parent.wait_exit(KILLED_REPORT_TIMEOUT_S) if self.parent.alive() else None)
 
     def _settle(self, code: int | None) -> None:
         """The task is over: its folders back where the engine packs them, its exit code written."""
@@ -144,16 +157,20 @@ class WarmRunner(PosixRunner):
         self._watch: threading.Thread | None = None  # started with the first parent
 
     def start(self, launch: Launch) -> PosixTask:
-        if not launch.warm:
-            return super().start(launch)
         key = (launch.warm_key, launch.slot)
         with self._lock:
+            # One parent per slot: whatever starts there now, another job's parent (perhaps
+            # another master's) does not stay beside it.
+            for other in [k for k in self._parents if k[1] == launch.slot and k != key]:
+                self._end(other)
+            if not launch.warm:
+                return super().start(launch)
             parent = self._parent_for(key, launch)
             if parent is None or not parent.poll_ready():
                 return super().start(launch)
             try:
                 return self._fork(parent, launch)
-            except (WarmFailed, OSError) as exc:
+            except Exception as exc:  # noqa: BLE001 - a parent running master code must never end the slave
                 log.warning("task %s starts cold: forking it from its warm parent failed (%s)", launch.token, exc)
                 _move_back(parent, launch)
                 self._end(key)
@@ -190,12 +207,12 @@ class WarmRunner(PosixRunner):
             if parent.failure:
                 self._give_up(key, parent, parent.failure)
                 return None
-            if parent.busy:  # a task of the slot still in it: cannot be, so nothing of it is trusted
+            if parent.busy or (parent.ready and not parent.alive()):
+                # A task of the slot still in it (cannot be: nothing of it is trusted),
+                # or it ended (killed after a task it did not report): a new one.
                 self._end(key)
                 parent = None
         if parent is None:
-            for other in [k for k in self._parents if k[1] == launch.slot]:
-                self._end(other)  # one parent per slot: another job took it
             self._count += 1
             boxes = launch.task_dir.parent.parent / "warm"
             if self._count == 1:
@@ -203,12 +220,15 @@ class WarmRunner(PosixRunner):
             box = boxes / f"{os.getpid()}-{self._count}"
             parent = WarmParent(launch.warm_key, launch.slot, box, launch.argv[0], launch.warm)
             procs = self.cgroups.prepare(parent.token) if self.cgroups is not None else None
+            # It imports master code (the job's modules, packages it asked for): held to
+            # the caps of the job's tasks, as a task is: by its cgroup where the
+            # controllers are, by rlimits for what they do not hold (none, on a PC
+            # whose cgroups have no memory or pids controller).
+            caps = TaskCaps(launch.memory_mb, launch.max_processes, launch.disk_mb)
             if procs is not None:
-                # It imports master code (the job's modules, packages it asked for): held to
-                # the caps of the job's tasks, as a task is.
-                self.cgroups.limit(parent.token, TaskCaps(launch.memory_mb, launch.max_processes, launch.disk_mb))
+                caps = self.cgroups.limit(parent.token, caps)
                 parent.sandbox_pids = lambda token=parent.token: self.cgroups.members(token)
-            parent.start(launch, self.confinement, cgroup_procs=procs,
+            parent.start(launch, self.confinement, cgroup_procs=procs, caps=caps,
                          spawn=lambda popen: self._starts.run(launch.nice, popen))
             self._parents[key] = parent
             if self._watch is None:

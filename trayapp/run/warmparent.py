@@ -94,7 +94,8 @@ class WarmParent:
     def work(self) -> Path:
         return self.box / "work"
 
-    def start(self, launch: Launch, confinement: Confinement, *, cgroup_procs: Path | None, spawn) -> None:
+    def start(self, launch: Launch, confinement: Confinement, *, cgroup_procs: Path | None, caps: TaskCaps,
+              spawn) -> None:
         """Start the parent in its sandbox (``spawn`` runs the Popen at the task's priority);
         it imports in the background, :meth:`poll_ready` tells when it is done."""
         try:
@@ -116,7 +117,7 @@ class WarmParent:
         pseudo = replace(launch, token=self.token, task_dir=self.box,
                          argv=(self.python, "-c", BOOT, str(theirs.fileno()), "#" * ARG_ROOM),
                          writable=tuple(p for p in launch.writable if not Path(p).is_relative_to(launch.task_dir)))
-        argv, env = confinement.wrap(pseudo, env, TaskCaps())
+        argv, env = confinement.wrap(pseudo, env, caps)  # caps: what its cgroup does not hold
         if confinement.sandboxed:
             env["TMPDIR"] = "/tmp"
         command = ["/bin/sh", "-c", _JOIN, "sparecycles-warm", str(cgroup_procs or ""), *argv]
@@ -186,7 +187,7 @@ class WarmParent:
     def wait_exit(self, timeout: float) -> int | None:
         """The forked task's exit code as the parent reports it (sh's form), None if it does not."""
         deadline = time.monotonic() + timeout
-        while True:
+        for _ in range(64):  # a flood of other messages (master code can write there) is no report
             message = self._receive(max(0.0, deadline - time.monotonic()))
             if message is None:
                 return None
@@ -197,6 +198,7 @@ class WarmParent:
                     log.info("warm parent %s: the task left %s processes running; killed them",
                              self.box.name, str(message["leftovers"])[:20])
                 return message["code"]
+        return None
 
     def send_quietly(self, **message) -> None:
         try:
@@ -215,7 +217,10 @@ class WarmParent:
             self.chan = None
         if self.popen is None:
             return
-        for kill, pid in ((os.killpg, self.popen.pid), (os.kill, self.host_pid)):
+        # popen's pid is ours until reaped; the parent's host pid is only while its
+        # sandbox lives (bwrap ends with it): once popen ended that pid may be another's.
+        sandbox_lives = self.popen.poll() is None
+        for kill, pid in ((os.killpg, self.popen.pid), (os.kill, self.host_pid if sandbox_lives else None)):
             try:
                 if pid:
                     kill(pid, signal.SIGKILL)
@@ -314,7 +319,7 @@ class WarmParent:
         # says is checked like any message from outside, and never ends the slave.
         try:
             message = json.loads(data) if data else None
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested past the parser's depth
             return None
         return message if isinstance(message, dict) else None
 
