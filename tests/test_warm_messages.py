@@ -116,6 +116,9 @@ def test_a_late_report_still_counts(parent, tmp_path, monkeypatch):
     task = WarmTask(launch, 1, None, one)
     monkeypatch.setattr(warm, "same_process", lambda pid, created: None)
     assert task.has_ended() is False
+    # Until the report comes, the engine waits on the parent's channel, not on the
+    # task's pidfd (readable since the task ended: the engine's loop would spin).
+    assert task.wait_fd() == one.chan.fileno()
     theirs.send(b'{"op": "exited", "code": 4}')
     wait_until(task.has_ended, what="the late report", timeout=5)
     assert task.exit_code() == 4

@@ -95,6 +95,13 @@ class WarmTask(PosixTask):
         self._settle(code)
         return True
 
+    def wait_fd(self) -> int | None:
+        # Gone, its report not read yet: the engine waits on the parent's channel (its
+        # pidfd would stay readable, and the engine's loop would spin until the report).
+        if self._gone_since is not None and not self._settled and self.parent.chan is not None:
+            return self.parent.chan.fileno()
+        return super().wait_fd()
+
     def exit_code(self) -> int | None:
         self.has_ended()
         return self._code
