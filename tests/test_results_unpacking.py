@@ -221,3 +221,20 @@ def test_names_a_case_insensitive_file_system_takes_for_one_keep_both_files(tmp_
     monkeypatch.undo()
     assert tree(staging) == {"sub": None, "sub/a.txt": b"a1", "sub/b.txt": b"b",
                              "v.npy": b"upper", "v.sparecycles1.npy": b"lower"}
+
+
+def test_a_forked_tasks_traceback_points_into_the_users_folder_as_a_cold_ones_does():
+    """A task forked warm ran in its warm parent's box, not in its own task folder:
+    its traceback is rewritten to the user's job folder too (the full suite found a
+    warm task's spool paths shown to the user, and its failures not grouped with
+    the cold first task's)."""
+    from trayapp.master.results import paths_in_job_folder
+
+    token = "0a1b2c3d4e5f6071"
+    cold = f'File "/home/lender/spool/tasks/{token}/work/main.py", line 6, in <module>\n'
+    warm = 'File "/home/lender/spool/warm/4242-17/work/task/main.py", line 6, in <module>\n'
+    debug = "see /home/lender/spool/warm/4242-17/tmp/brian_debug_x.log"
+    expected = 'File "/home/ana/sweep/main.py", line 6, in <module>\n'
+    assert paths_in_job_folder(cold, token, "/home/ana/sweep/", "/r/3") == expected
+    assert paths_in_job_folder(warm, token, "/home/ana/sweep/", "/r/3") == expected
+    assert paths_in_job_folder(debug, token, "/home/ana/sweep", "/r/3") == "see /r/3/brian_debug_x.log"

@@ -705,3 +705,18 @@ def test_the_warm_parent_is_held_to_the_jobs_memory_cap_where_no_cgroup_holds_it
     else:
         assert not held, "the parent imported 700 MB under a 300 MB cap"
         assert "start cold" in caplog.text and "MemoryError" in caplog.text, caplog.text
+
+
+def test_tasks_still_fork_when_the_disk_cap_grows_after_their_parent_started(engine, tmp_path, monkeypatch):
+    """A task's disk cap follows the free disk, so a later task's can be larger than
+    the one its warm parent started with; a forked process can only lower its
+    rlimits. Found by the full suite (two masters sharing slaves): 31 of 200 tasks
+    failed with "not allowed to raise maximum limit" once the parent got rlimits."""
+    from trayapp.slave import engine as engine_module
+
+    grow = iter(range(500, 100_000, 50))
+    monkeypatch.setattr(engine_module, "task_disk_cap_mb", lambda *a: next(grow))
+    master = Master(engine, job(tmp_path, REPORT))
+    reports = first_warm(master)
+    reports += [report_of(master, 300 + i, {"i": 300 + i}) for i in range(3)]
+    assert all(r["preloaded"] for r in reports[-4:])

@@ -112,9 +112,12 @@ def paths_in_job_folder(text: str, token: str, folder: str, task_results: str) -
     (``.../tasks/<token>/work/``, where the job folder was unpacked) replaced by
     the user's job folder, and its temporary folder (``.../tasks/<token>/tmp/``,
     where Brian leaves its debug files) by the task's results folder, where those
-    files come back: paths the user can open."""
+    files come back: paths the user can open. A task forked warm ran in its warm
+    parent's box (``.../warm/<pid>-<n>/work/task/`` and ``.../warm/<pid>-<n>/tmp/``,
+    :mod:`trayapp.run.warm`): the same."""
     for part, replacement in (("work", folder.rstrip("/")), ("tmp", task_results.rstrip("/"))):
-        tail = "/" + re.escape(token) + "/" + part + r"(?=/|\b)"
+        warm_part = "work/task" if part == "work" else part
+        tail = r"(?:/" + re.escape(token) + "/" + part + r"|/warm/\d+-\d+/" + warm_part + r")(?=/|\b)"
         # In quotes (a traceback's File "..."), the path may hold spaces; bare, it ends at one.
         text = re.sub(r'(?<=")[^"\n]*' + tail, lambda _m: replacement, text)
         text = re.sub(r"""[^\s"'<>]*""" + tail, lambda _m: replacement, text)

@@ -253,6 +253,12 @@ def _set_limits(limits):
 
     for name, value in limits.items():
         which = getattr(resource, name)
+        # Never above the warm parent's own hard limit (its job's caps, set when it
+        # started): lowering is all a process may do, and a task's cap that grew
+        # since (a disk cap follows the free space) is still held at the parent's.
+        hard = resource.getrlimit(which)[1]
+        if hard != resource.RLIM_INFINITY:
+            value = min(value, hard)
         resource.setrlimit(which, (value, value))
 
 

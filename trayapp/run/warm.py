@@ -231,7 +231,9 @@ class WarmRunner(PosixRunner):
             # the caps of the job's tasks, as a task is: by its cgroup where the
             # controllers are, by rlimits for what they do not hold (none, on a PC
             # whose cgroups have no memory or pids controller).
-            caps = TaskCaps(launch.memory_mb, launch.max_processes, launch.disk_mb)
+            # Its box's disk use is watched with its task's (moved_files), not capped here:
+            # a task's disk cap follows the free space, and a fork only lowers rlimits.
+            caps = TaskCaps(launch.memory_mb, launch.max_processes, None)
             if procs is not None:
                 caps = self.cgroups.limit(parent.token, caps)
                 parent.sandbox_pids = lambda token=parent.token: self.cgroups.members(token)
