@@ -238,3 +238,17 @@ def test_a_forked_tasks_traceback_points_into_the_users_folder_as_a_cold_ones_do
     assert paths_in_job_folder(cold, token, "/home/ana/sweep/", "/r/3") == expected
     assert paths_in_job_folder(warm, token, "/home/ana/sweep/", "/r/3") == expected
     assert paths_in_job_folder(debug, token, "/home/ana/sweep", "/r/3") == "see /r/3/brian_debug_x.log"
+
+
+def test_a_flood_of_members_is_refused_while_the_headers_are_read(tmp_path, monkeypatch):
+    """The member bound holds before every header is in memory (a 2 GB archive of empty
+    files is ~4 million headers): reading stops at the first member past it."""
+    monkeypatch.setattr(incoming, "MAX_MEMBERS", 50)
+    archive = tar_bytes(*[(member(f"results/{i}.txt"), b"") for i in range(500)])
+    read = []
+    real_next = tarfile.TarFile.next
+    monkeypatch.setattr(tarfile.TarFile, "next", lambda self: read.append(1) or real_next(self))
+    staging = new_staging_folder(tmp_path / "job")
+    with pytest.raises(UnsafeArchiveError, match="more than 50"):
+        unpack_results(archive, staging, max_bytes=MB)
+    assert len(read) <= 52 and list(staging.iterdir()) == []

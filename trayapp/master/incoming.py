@@ -80,7 +80,12 @@ def unpack_results(archive: Path | bytes, staging: Path, *, max_bytes: int) -> N
     caller's to remove (with ``staging``)."""
     source = {"fileobj": io.BytesIO(archive)} if isinstance(archive, bytes) else {"name": archive}
     with tarfile.open(mode="r:", **source) as tar:
-        members = tar.getmembers()
+        members = []
+        for member in tar:  # read header by header: refused before a flood of members fills memory
+            members.append(member)
+            if len(members) > MAX_MEMBERS:
+                raise UnsafeArchiveError(f"its results hold more than {MAX_MEMBERS} files and folders; results "
+                                         "this large are best written into fewer, larger files")
         check_members(members)
         require_end_marker(tar)
         folders, files, logs = _layout(members, max_bytes)
