@@ -207,17 +207,12 @@ print("task", p["i"])
 def test_a_job_that_imports_nothing_heavy_runs_forked_and_still_runs_correctly(engine, tmp_path):
     # Forking saves a trivial task the interpreter's and the sandbox's start (issue 22's per-task target).
     master = Master(engine, job(tmp_path, IMPORTS_NOTHING_HEAVY))
-    reports = []
-    for i in range(40):
-        finished, results = master.run(i, {"i": i})
-        assert finished["outcome"] == "succeeded", finished
-        report = json.loads((results / "results" / "report.json").read_text())
+
+    def each(i: int, report: dict, results: Path) -> None:
         assert (report["i"], report["params_json"], report["numpy_loaded"]) == (i, {"i": i}, False)
         assert (results / "stdout.txt").read_text() == f"task {i}\n"
-        reports.append(report)
-        if len([r for r in reports if r["forked"]]) >= 2:
-            break
-        time.sleep(0.2)  # the parent imports meanwhile
+
+    reports = until_forked_twice(master, each)
     assert not reports[0]["forked"]  # the first task starts cold while its parent starts
     assert [r["forked"] for r in reports[-2:]] == [True, True]
     assert len(engine.runner.parents()) == 1 and engine.runner.parents()[0].modules == ("sys", "json", "os")
@@ -225,15 +220,24 @@ def test_a_job_that_imports_nothing_heavy_runs_forked_and_still_runs_correctly(e
 
 def test_without_the_sandbox_tasks_are_forked_too(unsandboxed_engine, tmp_path):
     master = Master(unsandboxed_engine, job(tmp_path, IMPORTS_NOTHING_HEAVY))
-    forked = []
-    for i in range(40):
+    forked = [r["forked"] for r in until_forked_twice(master)]
+    assert forked[-2:] == [True, True], forked
+
+
+def until_forked_twice(master: Master, each=None, tries: int = 40) -> list[dict]:
+    """Run tasks (each must succeed; ``each(i, report, results)`` checks more) until two
+    in a row report they were forked; every report on the way."""
+    reports = []
+    for i in range(tries):
         finished, results = master.run(i, {"i": i})
         assert finished["outcome"] == "succeeded", finished
-        forked.append(json.loads((results / "results" / "report.json").read_text())["forked"])
-        if forked[-2:] == [True, True]:
-            break
-        time.sleep(0.2)
-    assert forked[-2:] == [True, True], forked
+        reports.append(json.loads((results / "results" / "report.json").read_text()))
+        if each is not None:
+            each(i, reports[-1], results)
+        if [r["forked"] for r in reports[-2:]] == [True, True]:
+            return reports
+        time.sleep(0.2)  # the parent starts meanwhile
+    raise AssertionError(f"no two tasks in a row were forked in {tries} tries: {reports}")
 
 
 NO_IMPORTS = """

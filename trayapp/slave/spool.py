@@ -50,8 +50,9 @@ import stat
 import tarfile
 import tempfile
 from dataclasses import dataclass, fields
+from functools import partial
 from pathlib import Path, PurePath
-from typing import Iterator
+from typing import Callable, Iterator
 
 from trayapp.run.taskfiles import NotPlainFile, open_folder, open_folder_fd, open_regular, plain_files, read_regular
 from trayapp.slave.identity import UNBOUND_FOLDER, folder_of
@@ -165,15 +166,19 @@ def _json_bytes(data: dict) -> bytes:
 
 
 def write_json_atomically(path: Path, data: dict) -> None:
-    text = _json_bytes(data) + b"\n"
+    _write_aside_then(os.replace, path, _json_bytes(data) + b"\n")
+
+
+def _write_aside_then(put: Callable[[str, Path], None], path: Path, text: bytes) -> None:
+    """``text`` written to a temporary file beside ``path``, then ``put`` there whole
+    (``os.replace``, or ``os.link`` where an existing file must not be replaced)."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        put(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)  # gone already once replaced
 
 
 _ONE_WRITE_MAX = 4096  # one page: written whole or not at all, even by a process killed mid-write
@@ -191,13 +196,7 @@ def write_new_json(path: Path, data: dict) -> None:
         # A fatal signal can cut a write to a file at a page boundary: a large
         # record (big parameters) is written aside and linked in whole, never
         # left half written (link, unlike rename, refuses an existing name).
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(text)
-            os.link(tmp, path, follow_symlinks=False)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+        _write_aside_then(partial(os.link, follow_symlinks=False), path, text)
         return
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
